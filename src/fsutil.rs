@@ -1,0 +1,127 @@
+//! File helpers: bounded reads (input sizes are capped before parsing), and writes
+//! that never leave a half-written file under its final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Largest certificate, CSR or PEM bundle mtlsca reads.
+pub const MAX_INPUT: u64 = 1024 * 1024;
+
+/// Read at most `limit` bytes from a file (or stdin for "-"); larger input is refused
+/// before anything parses it.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(what, format!("cannot read standard input: {e}")))?;
+    } else {
+        let f = File::open(path)
+            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
+        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::input(
+                format!("{what} {}", path.display()),
+                "is a directory",
+            ));
+        }
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
+    }
+    if buf.len() as u64 > limit {
+        return Err(Error::input(
+            format!("{what} {}", path.display()),
+            format!("larger than {} KiB", limit / 1024),
+        ));
+    }
+    if buf.is_empty() {
+        return Err(Error::input(format!("{what} {}", path.display()), "empty"));
+    }
+    Ok(buf)
+}
+
+pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
+    let bytes = read_bounded(path, limit, what)?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::input(format!("{what} {}", path.display()), "not UTF-8 text"))
+}
+
+/// Write a file in one piece: a temporary sibling, fsync, rename. `mode` applies
+/// before any byte is written (keys are never readable by others, even briefly).
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(path, "tmp");
+    write_new(&tmp, data, mode)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Create `path` (which must not exist) with `mode`, write, fsync.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).at(path)?;
+    f.write_all(data).at(path)?;
+    f.sync_all().at(path)?;
+    Ok(())
+}
+
+/// `.name.suffix` beside `path`.
+pub fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Move `from` to `to` without ever replacing an existing `to` (hard link, then unlink).
+pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from).at(from),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Usage(format!(
+            "{} already exists; refusing to overwrite it",
+            to.display()
+        ))),
+        Err(e) => Err(Error::io(to, e)),
+    }
+}
+
+/// fsync a directory so renames inside it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(d).and_then(|f| f.sync_all()).at(d)?;
+    }
+    Ok(())
+}
+
+/// Set a mode on a path (unix only).
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).at(path)?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}

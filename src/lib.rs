@@ -1,0 +1,15 @@
+//! mtlsca: a private certificate authority that gives EKUs one meaning each, as
+//! draft-frank-mtls-via-serverauth-extension-00 proposes: serverAuth identifies a
+//! device, clientAuth an entity (a person or an organisation).
+//!
+//! The crate is a library first; the `mtlsca` binary is a thin layer over it.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod fsutil;
+pub mod key;
+pub mod names;
+pub mod profile;
+pub mod role;
+
+pub use error::{Error, Result};

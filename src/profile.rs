@@ -1,0 +1,698 @@
+//! Profiles: TOML templates that say what a certificate of one kind looks like.
+//! Parsed with `deny_unknown_fields`, then validated against the role rules, so an
+//! ambiguous profile is refused when it is loaded, not when it is used.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::key::KeyType;
+use crate::names::Pattern;
+use crate::role::{eku_conflict, implied_ekus, Eku, EntityKind, NameKind, Role};
+
+/// The profiles built into the binary (and copied into each CA at `init`).
+pub const BUILTIN: [(&str, &str); 4] = [
+    ("device", include_str!("../profiles/device.toml")),
+    ("workload", include_str!("../profiles/workload.toml")),
+    ("person", include_str!("../profiles/person.toml")),
+    ("organization", include_str!("../profiles/organization.toml")),
+];
+
+/// Longest validity any profile may allow (a guard against typos such as "3650y").
+const VALIDITY_CEILING: Validity = Validity(10 * 365 * 24 * 3600);
+
+/// A span of validity, parsed from "90d", "24h", "1y" (a year is 365 days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Validity(pub i64);
+
+impl Validity {
+    pub fn parse(s: &str) -> std::result::Result<Validity, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (use h, d or y, e.g. 90d)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number followed by h, d or y"))?;
+        let per = match unit {
+            "h" => 3600,
+            "d" => 86_400,
+            "y" => 365 * 86_400,
+            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use h, d or y)")),
+        };
+        if n <= 0 {
+            return Err(format!("`{s}` must be positive"));
+        }
+        n.checked_mul(per)
+            .filter(|secs| *secs <= 1000 * 365 * 86_400)
+            .map(Validity)
+            .ok_or_else(|| format!("`{s}` is too long"))
+    }
+
+    pub fn seconds(self) -> i64 {
+        self.0
+    }
+
+    pub fn duration(self) -> time::Duration {
+        time::Duration::seconds(self.0)
+    }
+}
+
+impl Serialize for Validity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Validity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if s % (365 * 86_400) == 0 {
+            write!(f, "{}y", s / (365 * 86_400))
+        } else if s % 86_400 == 0 {
+            write!(f, "{}d", s / 86_400)
+        } else if s % 3600 == 0 {
+            write!(f, "{}h", s / 3600)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+/// Whether a subject attribute must, may or must not appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    Required,
+    Optional,
+    Forbidden,
+}
+
+impl Requirement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requirement::Required => "required",
+            Requirement::Optional => "optional",
+            Requirement::Forbidden => "forbidden",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    description: Option<String>,
+    role: Role,
+    kind: Option<EntityKind>,
+    extended_key_usage: Option<Vec<Eku>>,
+    key: Option<KeyType>,
+    validity: Option<RawValidity>,
+    subject: Option<RawSubject>,
+    names: Option<RawNames>,
+    allow_wildcards: Option<bool>,
+    permitted: Option<Vec<String>>,
+    smime: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidity {
+    default: Option<String>,
+    max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubject {
+    common_name: Option<Requirement>,
+    organization: Option<Requirement>,
+    country: Option<Requirement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNames {
+    dns: Option<bool>,
+    ip: Option<bool>,
+    uri: Option<bool>,
+    email: Option<bool>,
+}
+
+/// The subject attribute rules of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubjectRules {
+    pub common_name: Requirement,
+    pub organization: Requirement,
+    pub country: Requirement,
+}
+
+/// Which subjectAltName kinds a profile accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NameRules {
+    pub dns: bool,
+    pub ip: bool,
+    pub uri: bool,
+    pub email: bool,
+}
+
+impl NameRules {
+    pub fn allows(&self, kind: NameKind) -> bool {
+        match kind {
+            NameKind::Dns => self.dns,
+            NameKind::Ip => self.ip,
+            NameKind::Uri => self.uri,
+            NameKind::Email => self.email,
+        }
+    }
+}
+
+/// A validated profile: every default filled in, every role rule checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub role: Role,
+    pub kind: Option<EntityKind>,
+    pub extended_key_usage: Vec<Eku>,
+    pub key: KeyType,
+    pub default_validity: Validity,
+    pub max_validity: Validity,
+    pub subject: SubjectRules,
+    pub names: NameRules,
+    pub allow_wildcards: bool,
+    pub permitted: Vec<Pattern>,
+    pub smime: bool,
+}
+
+impl Profile {
+    /// Parse and validate a profile. `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Profile> {
+        let raw: RawProfile = toml::from_str(text)
+            .map_err(|e| Error::input(format!("profile {origin}"), toml_message(&e)))?;
+        Profile::from_raw(raw).map_err(|e| match e {
+            ProfileError::Invalid(msg) => Error::input(format!("profile {origin}"), msg),
+            ProfileError::Rule(msg) => Error::Refused(vec![format!("profile {origin}: {msg}")]),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Profile> {
+        let text = crate::fsutil::read_bounded_text(path, 64 * 1024, "profile")?;
+        Profile::parse(&text, &path.display().to_string())
+    }
+
+    fn from_raw(raw: RawProfile) -> std::result::Result<Profile, ProfileError> {
+        use ProfileError::{Invalid, Rule};
+        if raw.name.is_empty()
+            || raw.name.len() > 64
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Invalid(format!(
+                "key `name`: `{}` must be 1-64 letters, digits, `-` or `_`",
+                raw.name
+            )));
+        }
+        let role = raw.role;
+        let kind = match (role, raw.kind) {
+            (Role::Device, Some(_)) => {
+                return Err(Rule(
+                    "key `kind`: only entity profiles have a kind (person or organization)".into(),
+                ))
+            }
+            (Role::Device, None) => None,
+            (Role::Entity, None) => {
+                return Err(Rule(
+                    "key `kind`: an entity profile must say `kind = \"person\"` or `kind = \"organization\"`".into(),
+                ))
+            }
+            (Role::Entity, Some(k)) => Some(k),
+        };
+        let smime = raw.smime.unwrap_or(false);
+        if smime && kind != Some(EntityKind::Person) {
+            return Err(Rule(
+                "key `smime`: email-protection is only for person profiles".into(),
+            ));
+        }
+        let implied = implied_ekus(role, kind, smime);
+        if let Some(stated) = &raw.extended_key_usage {
+            if let Some(conflict) = eku_conflict(role, stated) {
+                return Err(Rule(format!("key `extended_key_usage`: {conflict}")));
+            }
+            let mut a = stated.clone();
+            let mut b = implied.clone();
+            a.sort_by_key(|e| e.spelling());
+            a.dedup();
+            b.sort_by_key(|e| e.spelling());
+            if a != b {
+                let want: Vec<_> = implied.iter().map(|e| e.spelling()).collect();
+                return Err(Rule(format!(
+                    "key `extended_key_usage`: a {} profile{} implies [{}]; the EKU follows from the role and cannot be listed otherwise",
+                    role,
+                    kind.map(|k| format!(" of kind {}", k.as_str())).unwrap_or_default(),
+                    want.join(", ")
+                )));
+            }
+        }
+
+        let (default_v, max_v) = match role {
+            Role::Device => ("90d", "397d"),
+            Role::Entity => ("365d", "825d"),
+        };
+        let parse_v = |key: &str, v: Option<&String>, fallback: &str| {
+            Validity::parse(v.map(String::as_str).unwrap_or(fallback))
+                .map_err(|m| Invalid(format!("key `validity.{key}`: {m}")))
+        };
+        let (default_validity, max_validity) = match &raw.validity {
+            Some(v) => (
+                parse_v("default", v.default.as_ref(), default_v)?,
+                parse_v("max", v.max.as_ref(), max_v)?,
+            ),
+            None => (parse_v("default", None, default_v)?, parse_v("max", None, max_v)?),
+        };
+        if default_validity > max_validity {
+            return Err(Invalid(format!(
+                "key `validity`: default {default_validity} is longer than max {max_validity}"
+            )));
+        }
+        if max_validity > VALIDITY_CEILING {
+            return Err(Invalid(format!(
+                "key `validity.max`: {max_validity} is over the ceiling of {VALIDITY_CEILING}"
+            )));
+        }
+
+        let subject_default = match kind {
+            None => SubjectRules {
+                common_name: Requirement::Optional,
+                organization: Requirement::Optional,
+                country: Requirement::Optional,
+            },
+            Some(EntityKind::Person) => SubjectRules {
+                common_name: Requirement::Required,
+                organization: Requirement::Optional,
+                country: Requirement::Optional,
+            },
+            Some(EntityKind::Organization) => SubjectRules {
+                common_name: Requirement::Optional,
+                organization: Requirement::Required,
+                country: Requirement::Optional,
+            },
+        };
+        let subject = match raw.subject {
+            None => subject_default,
+            Some(s) => SubjectRules {
+                common_name: s.common_name.unwrap_or(subject_default.common_name),
+                organization: s.organization.unwrap_or(subject_default.organization),
+                country: s.country.unwrap_or(subject_default.country),
+            },
+        };
+        if kind == Some(EntityKind::Person) && subject.common_name != Requirement::Required {
+            return Err(Rule(
+                "key `subject.common_name`: a person certificate must carry a common name (required)".into(),
+            ));
+        }
+        if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required
+        {
+            return Err(Rule(
+                "key `subject.organization`: an organization certificate must carry organizationName (required)".into(),
+            ));
+        }
+
+        let names_default = match kind {
+            None => NameRules {
+                dns: true,
+                ip: true,
+                uri: true,
+                email: false,
+            },
+            Some(EntityKind::Person) => NameRules {
+                dns: false,
+                ip: false,
+                uri: false,
+                email: true,
+            },
+            Some(EntityKind::Organization) => NameRules {
+                dns: false,
+                ip: false,
+                uri: false,
+                email: false,
+            },
+        };
+        let names = match raw.names {
+            None => names_default,
+            Some(n) => NameRules {
+                dns: n.dns.unwrap_or(names_default.dns),
+                ip: n.ip.unwrap_or(names_default.ip),
+                uri: n.uri.unwrap_or(names_default.uri),
+                email: n.email.unwrap_or(names_default.email),
+            },
+        };
+        for kind_ in [NameKind::Dns, NameKind::Ip, NameKind::Uri, NameKind::Email] {
+            if names.allows(kind_) && !kind_.allowed_for(role) {
+                let why = match role {
+                    Role::Device => "a device is a machine, not a person or organisation",
+                    Role::Entity => "an entity is someone, not a host",
+                };
+                return Err(Rule(format!(
+                    "key `names.{}`: a {role} certificate cannot carry {} names ({why})",
+                    kind_.as_str().to_ascii_lowercase(),
+                    kind_.as_str()
+                )));
+            }
+        }
+        if role == Role::Device && !(names.dns || names.ip || names.uri) {
+            return Err(Rule(
+                "key `names`: a device profile must accept at least one of dns, ip or uri".into(),
+            ));
+        }
+        if kind == Some(EntityKind::Person) && !names.email {
+            return Err(Rule(
+                "key `names.email`: a person certificate must carry an email address".into(),
+            ));
+        }
+        let allow_wildcards = raw.allow_wildcards.unwrap_or(false);
+        if allow_wildcards && !names.dns {
+            return Err(Rule(
+                "key `allow_wildcards`: wildcards need DNS names, which this profile does not accept".into(),
+            ));
+        }
+        let mut permitted = Vec::new();
+        for (i, p) in raw.permitted.unwrap_or_default().iter().enumerate() {
+            let pat = Pattern::parse(p).map_err(|m| Invalid(format!("key `permitted[{i}]`: {m}")))?;
+            if !names.allows(pat.kind()) {
+                return Err(Rule(format!(
+                    "key `permitted[{i}]`: `{p}` is a {} pattern, but the profile accepts no {} names",
+                    pat.kind().as_str(),
+                    pat.kind().as_str()
+                )));
+            }
+            permitted.push(pat);
+        }
+
+        Ok(Profile {
+            name: raw.name,
+            description: raw.description.unwrap_or_default(),
+            role,
+            kind,
+            extended_key_usage: implied,
+            key: raw.key.unwrap_or(KeyType::EcdsaP256),
+            default_validity,
+            max_validity,
+            subject,
+            names,
+            allow_wildcards,
+            permitted,
+            smime,
+        })
+    }
+
+    /// "device" or "entity/person", for listings.
+    pub fn role_label(&self) -> String {
+        match self.kind {
+            Some(k) => format!("{}/{}", self.role, k.as_str()),
+            None => self.role.to_string(),
+        }
+    }
+
+    /// The profile as TOML with every default spelled out (for `profile show`).
+    pub fn to_toml(&self) -> String {
+        let req = |r: Requirement| r.as_str();
+        let ekus: Vec<String> = self
+            .extended_key_usage
+            .iter()
+            .map(|e| format!("\"{}\"", e.spelling()))
+            .collect();
+        let permitted: Vec<String> = self
+            .permitted
+            .iter()
+            .map(|p| format!("\"{}\"", p.as_text()))
+            .collect();
+        let mut out = String::new();
+        out.push_str(&format!("name = \"{}\"\n", self.name));
+        out.push_str(&format!(
+            "description = {}\n",
+            toml::Value::String(self.description.clone())
+        ));
+        out.push_str(&format!("role = \"{}\"\n", self.role));
+        if let Some(k) = self.kind {
+            out.push_str(&format!("kind = \"{}\"\n", k.as_str()));
+        }
+        out.push_str(&format!("extended_key_usage = [{}]\n", ekus.join(", ")));
+        out.push_str(&format!("key = \"{}\"\n", self.key));
+        out.push_str(&format!(
+            "validity = {{ default = \"{}\", max = \"{}\" }}\n",
+            self.default_validity, self.max_validity
+        ));
+        out.push_str(&format!(
+            "subject = {{ common_name = \"{}\", organization = \"{}\", country = \"{}\" }}\n",
+            req(self.subject.common_name),
+            req(self.subject.organization),
+            req(self.subject.country)
+        ));
+        out.push_str(&format!(
+            "names = {{ dns = {}, ip = {}, uri = {}, email = {} }}\n",
+            self.names.dns, self.names.ip, self.names.uri, self.names.email
+        ));
+        out.push_str(&format!("allow_wildcards = {}\n", self.allow_wildcards));
+        out.push_str(&format!("permitted = [{}]\n", permitted.join(", ")));
+        if self.kind == Some(EntityKind::Person) {
+            out.push_str(&format!("smime = {}\n", self.smime));
+        }
+        out
+    }
+}
+
+enum ProfileError {
+    /// Not a valid profile at all (bad value): exit 2.
+    Invalid(String),
+    /// A valid profile that breaks a role rule: refused, exit 1.
+    Rule(String),
+}
+
+/// toml's messages span lines with a source excerpt; keep the first line and the key.
+fn toml_message(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+/// The built-in profile of that name, if any.
+pub fn builtin(name: &str) -> Option<Profile> {
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, text)| Profile::parse(text, &format!("built-in {n}")).expect("built-in profiles are valid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile> {
+        Profile::parse(text, "test.toml")
+    }
+
+    fn refused_with(text: &str, needle: &str) {
+        match parse(text) {
+            Err(Error::Refused(m)) => assert!(m.join(" ").contains(needle), "{m:?} lacks {needle}"),
+            other => panic!("expected refusal with {needle}, got {other:?}"),
+        }
+    }
+
+    fn invalid_with(text: &str, needle: &str) {
+        match parse(text) {
+            Err(e @ Error::Input { .. }) => {
+                assert!(e.to_string().contains(needle), "{e} lacks {needle}")
+            }
+            other => panic!("expected invalid input with {needle}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builtins_are_valid_and_have_the_documented_validity() {
+        let want = [
+            ("device", Role::Device, "90d", "397d"),
+            ("workload", Role::Device, "24h", "7d"),
+            ("person", Role::Entity, "365d", "825d"),
+            ("organization", Role::Entity, "365d", "825d"),
+        ];
+        for (name, role, d, m) in want {
+            let p = builtin(name).unwrap();
+            assert_eq!(p.role, role);
+            assert_eq!(p.default_validity, Validity::parse(d).unwrap());
+            assert_eq!(p.max_validity, Validity::parse(m).unwrap());
+            // show output parses back to the same profile
+            let again = parse(&p.to_toml()).unwrap();
+            assert_eq!(again.to_toml(), p.to_toml());
+        }
+    }
+
+    #[test]
+    fn minimal_profiles_take_role_defaults() {
+        let d = parse("name = \"d\"\nrole = \"device\"").unwrap();
+        assert_eq!(d.extended_key_usage, vec![Eku::ServerAuth]);
+        assert!(d.names.dns && d.names.ip && d.names.uri && !d.names.email);
+        let p = parse("name = \"p\"\nrole = \"entity\"\nkind = \"person\"").unwrap();
+        assert_eq!(p.extended_key_usage, vec![Eku::ClientAuth]);
+        assert_eq!(p.subject.common_name, Requirement::Required);
+        assert!(p.names.email && !p.names.dns);
+        let o = parse("name = \"o\"\nrole = \"entity\"\nkind = \"organization\"").unwrap();
+        assert_eq!(o.subject.organization, Requirement::Required);
+    }
+
+    #[test]
+    fn rule_both_tls_ekus_in_one_profile_is_refused() {
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"server-auth\", \"client-auth\"]",
+            "together",
+        );
+    }
+
+    #[test]
+    fn rule_any_eku_is_refused() {
+        refused_with("name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"any\"]", "anyExtendedKeyUsage");
+    }
+
+    #[test]
+    fn rule_server_auth_on_entity_is_refused() {
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nextended_key_usage = [\"server-auth\"]",
+            "serverAuth on an entity",
+        );
+    }
+
+    #[test]
+    fn rule_client_auth_on_device_is_refused() {
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"client-auth\"]",
+            "clientAuth on a device",
+        );
+    }
+
+    #[test]
+    fn rule_email_protection_needs_smime() {
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nextended_key_usage = [\"client-auth\", \"email-protection\"]",
+            "implies [client-auth]",
+        );
+        let p = parse("name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nsmime = true\nextended_key_usage = [\"client-auth\", \"email-protection\"]").unwrap();
+        assert_eq!(p.extended_key_usage, vec![Eku::ClientAuth, Eku::EmailProtection]);
+    }
+
+    #[test]
+    fn rule_device_cannot_accept_email_names() {
+        refused_with("name = \"x\"\nrole = \"device\"\nnames = { email = true }", "cannot carry email");
+    }
+
+    #[test]
+    fn rule_entity_cannot_accept_dns_or_ip_names() {
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nnames = { dns = true }",
+            "cannot carry DNS",
+        );
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"organization\"\nnames = { ip = true }",
+            "cannot carry IP",
+        );
+    }
+
+    #[test]
+    fn rule_device_needs_a_name_kind() {
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nnames = { dns = false, ip = false, uri = false }",
+            "at least one",
+        );
+    }
+
+    #[test]
+    fn rule_person_needs_cn_and_email() {
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nsubject = { common_name = \"optional\" }",
+            "common name",
+        );
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nnames = { email = false }",
+            "email",
+        );
+    }
+
+    #[test]
+    fn rule_organization_needs_o() {
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"organization\"\nsubject = { organization = \"optional\" }",
+            "organizationName",
+        );
+    }
+
+    #[test]
+    fn rule_entity_needs_kind_and_device_has_none() {
+        refused_with("name = \"x\"\nrole = \"entity\"", "kind");
+        refused_with("name = \"x\"\nrole = \"device\"\nkind = \"person\"", "only entity");
+    }
+
+    #[test]
+    fn rule_smime_only_for_persons() {
+        refused_with("name = \"x\"\nrole = \"device\"\nsmime = true", "smime");
+    }
+
+    #[test]
+    fn rule_wildcards_need_dns() {
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nnames = { dns = false }\nallow_wildcards = true",
+            "wildcards",
+        );
+    }
+
+    #[test]
+    fn invalid_unknown_keys_are_errors() {
+        invalid_with("name = \"x\"\nrole = \"device\"\ncolour = \"blue\"", "colour");
+        invalid_with("name = \"x\"\nrole = \"device\"\nnames = { fax = true }", "fax");
+    }
+
+    #[test]
+    fn invalid_validity_values() {
+        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { default = \"90\" }", "validity.default");
+        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { max = \"12w\" }", "unknown unit");
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\nvalidity = { default = \"400d\", max = \"397d\" }",
+            "longer than max",
+        );
+        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { max = \"20y\" }", "ceiling");
+    }
+
+    #[test]
+    fn invalid_role_and_syntax() {
+        invalid_with("name = \"x\"\nrole = \"robot\"", "profile test.toml");
+        invalid_with("name = \"x\"\nrole = ", "profile test.toml");
+        invalid_with("role = \"device\"", "name");
+        invalid_with("name = \"a b\"\nrole = \"device\"", "key `name`");
+    }
+
+    #[test]
+    fn permitted_patterns_must_match_accepted_kinds() {
+        let p = parse("name = \"x\"\nrole = \"device\"\npermitted = [\"corp.internal\", \"10.0.0.0/8\"]").unwrap();
+        assert_eq!(p.permitted.len(), 2);
+        refused_with(
+            "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\npermitted = [\"corp.internal\"]",
+            "permitted[0]",
+        );
+        invalid_with("name = \"x\"\nrole = \"device\"\npermitted = [\"10.0.0.0/99\"]", "permitted[0]");
+    }
+
+    #[test]
+    fn validity_parsing() {
+        assert_eq!(Validity::parse("24h").unwrap().seconds(), 86_400);
+        assert_eq!(Validity::parse("90d").unwrap().seconds(), 90 * 86_400);
+        assert_eq!(Validity::parse("1y").unwrap().seconds(), 365 * 86_400);
+        for bad in ["", "d", "0d", "-5d", "5", "5w", "1.5d", "99999999999999999999d"] {
+            assert!(Validity::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
