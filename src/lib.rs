@@ -12,4 +12,6 @@ pub mod names;
 pub mod profile;
 pub mod role;
 
+pub mod cli;
+
 pub use error::{Error, Result};

@@ -1,0 +1,122 @@
+//! The command line: clap types, turning arguments into library requests, and
+//! rendering results as text or JSON. No signing, no sled, no policy here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use time::OffsetDateTime;
+
+use crate::error::Result;
+
+mod ca_cmds;
+pub mod render;
+
+/// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done, or the answer is "yes" (exit 0).
+    Done,
+    /// The answer is "no": verification failed, or an entry was refused (exit 1).
+    No,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::No => 1,
+        }
+    }
+}
+
+/// A private CA whose EKUs mean one thing each: serverAuth = a device,
+/// clientAuth = a person or organisation.
+#[derive(Debug, Parser)]
+#[command(name = "mtlsca", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The CA directory (else $MTLSCA_DIR, else ./mtlsca)
+    #[arg(long, global = true, env = "MTLSCA_DIR", default_value = "mtlsca")]
+    pub ca_dir: PathBuf,
+    /// Machine output: one JSON document on stdout (JSON lines for batch)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors (and JSON when asked)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// How long to wait for another mtlsca process to release the store
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_wait)]
+    pub lock_timeout: Duration,
+}
+
+fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s, 500ms or 2m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: unknown unit (use ms, s or m)")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a CA: root, device issuing CA, entity issuing CA, store, profiles
+    Init(ca_cmds::InitArgs),
+    /// List, show or check profiles
+    #[command(subcommand)]
+    Profile(ca_cmds::ProfileCmd),
+    /// Generate a key and issue a certificate from a profile
+    Issue(ca_cmds::IssueArgs),
+    /// Sign a CSR after checking its signature and what it requests
+    Sign(ca_cmds::SignArgs),
+    /// The inventory of issued certificates
+    List(ca_cmds::ListArgs),
+    /// One issued certificate, by serial or SHA-256 fingerprint
+    Show(ca_cmds::ShowArgs),
+    /// A demo CA: two device certificates and one person certificate, pairs verified
+    Quickstart(ca_cmds::QuickstartArgs),
+}
+
+/// What every command gets: the global options and the time it runs at.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub global: GlobalArgs,
+    pub now: OffsetDateTime,
+}
+
+impl Ctx {
+    /// Print a line of human output unless `--quiet` or `--json`.
+    pub fn say(&self, line: impl AsRef<str>) {
+        if !self.global.quiet && !self.global.json {
+            println!("{}", line.as_ref());
+        }
+    }
+}
+
+pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
+    let ctx = Ctx {
+        global: cli.global,
+        now,
+    };
+    match cli.command {
+        Command::Init(a) => ca_cmds::init(&ctx, a),
+        Command::Profile(c) => ca_cmds::profile(&ctx, c),
+        Command::Issue(a) => ca_cmds::issue(&ctx, a),
+        Command::Sign(a) => ca_cmds::sign(&ctx, a),
+        Command::List(a) => ca_cmds::list(&ctx, a),
+        Command::Show(a) => ca_cmds::show(&ctx, a),
+        Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+    }
+}

@@ -1,0 +1,139 @@
+//! The harness: a temp dir, the real binary with a scrubbed environment, OpenSSL.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mtlsca");
+
+/// A scratch directory with a CA directory inside (not yet initialised).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A fresh env with `mtlsca init` already run.
+    pub fn with_ca() -> Env {
+        let env = Env::new();
+        env.ok(&["init", "--name", "Test"]);
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.path("ca")
+    }
+
+    /// The binary, run in the temp dir, with `--ca-dir ca` and nothing else from
+    /// the caller's environment but PATH.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("--ca-dir")
+            .arg(self.ca_dir());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).stdin(Stdio::null()).output().expect("run mtlsca")
+    }
+
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mtlsca");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run and insist on exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(code(&out), 0, "mtlsca {args:?} failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run with --json and parse stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON {e}: {out}"))
+    }
+
+    /// Run and insist on `want`; returns stderr. Non-zero codes must say `error:`
+    /// unless they are verdicts (exit 1 from verify).
+    pub fn fails(&self, args: &[&str], want: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(code(&out), want, "mtlsca {args:?}:\n{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "panic: {err}");
+        err
+    }
+
+    pub fn openssl(&self, args: &[&str]) -> Output {
+        Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl is installed")
+    }
+
+    /// Run openssl and insist on success; returns stdout + stderr.
+    pub fn openssl_ok(&self, args: &[&str]) -> String {
+        let out = self.openssl(args);
+        assert!(out.status.success(), "openssl {args:?} failed:\n{}", text(&out));
+        text(&out)
+    }
+
+    /// `openssl x509 -text -noout` of a file.
+    pub fn x509_text(&self, file: &str) -> String {
+        self.openssl_ok(&["x509", "-in", file, "-noout", "-text"])
+    }
+
+    /// How many certificates the store holds (via `list --json`).
+    pub fn store_count(&self) -> usize {
+        self.json(&["list"]).as_array().expect("list is an array").len()
+    }
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+/// ../shared relative to the repository root, if present.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    p.is_dir().then_some(p)
+}

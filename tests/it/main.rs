@@ -1,0 +1,4 @@
+//! Integration tests: one binary, one module per area. Each test runs the real
+//! `mtlsca` binary in its own temp dir with a scrubbed environment.
+
+mod common;
