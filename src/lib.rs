@@ -12,6 +12,9 @@ pub mod names;
 pub mod profile;
 pub mod role;
 
+pub mod inspect;
+pub mod verify;
+
 pub mod cli;
 
 pub use error::{Error, Result};
