@@ -179,14 +179,16 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrIntake> {
     if !rest.is_empty() {
         return Err(Error::input("CSR", "trailing bytes after the request"));
     }
+    let info = &csr.certification_request_info;
+    // Key strength first: ring cannot even verify signatures of weak RSA keys, and
+    // "weak key" is the answer the requester needs.
+    let key = key::check_public_key(&info.subject_pki)?;
     csr.verify_signature().map_err(|_| {
         Error::input(
             "CSR",
             "its signature does not verify (tampered, or signed by another key)",
         )
     })?;
-    let info = &csr.certification_request_info;
-    let key = key::check_public_key(&info.subject_pki)?;
     let mut content = RequestedContent::default();
     for attr in info.subject.iter_attributes() {
         let value = attr
