@@ -1,6 +1,8 @@
 //! The issuance pipeline, one path for `issue`, `sign` and `batch`:
 //!
-//!     request → profile → policy → serial → sign → self-check → record → files
+//! ```text
+//! request → profile → policy → serial → sign → self-check → record → files
+//! ```
 //!
 //! # Exactly once, with files
 //!
