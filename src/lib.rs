@@ -5,12 +5,16 @@
 //! The crate is a library first; the `mtlsca` binary is a thin layer over it.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod error;
 pub mod fsutil;
+pub mod issue;
 pub mod key;
 pub mod names;
+pub mod policy;
 pub mod profile;
 pub mod role;
+pub mod store;
 
 pub mod inspect;
 pub mod verify;

@@ -106,10 +106,14 @@ pub fn parse_dns(s: &str, allow_wildcard_syntax: bool) -> Result<String, String>
         return Err("empty DNS name".into());
     }
     if s.len() > MAX_DNS {
-        return Err(format!("DNS name `{shown}` is longer than {MAX_DNS} characters"));
+        return Err(format!(
+            "DNS name `{shown}` is longer than {MAX_DNS} characters"
+        ));
     }
     if s.parse::<IpAddr>().is_ok() {
-        return Err(format!("`{shown}` is an IP address: give it with --ip, not --dns"));
+        return Err(format!(
+            "`{shown}` is an IP address: give it with --ip, not --dns"
+        ));
     }
     let lower = s.to_ascii_lowercase();
     let mut labels: Vec<&str> = lower.split('.').collect();
@@ -202,13 +206,17 @@ fn parse_uri(s: &str) -> Result<String, String> {
 fn parse_email(s: &str) -> Result<String, String> {
     let shown = printable(s);
     if s.len() > MAX_EMAIL {
-        return Err(format!("email `{shown}` is longer than {MAX_EMAIL} characters"));
+        return Err(format!(
+            "email `{shown}` is longer than {MAX_EMAIL} characters"
+        ));
     }
     let (local, domain) = s
         .rsplit_once('@')
         .ok_or_else(|| format!("`{shown}` is not an email address (no @)"))?;
     if local.is_empty() || local.len() > 64 {
-        return Err(format!("email `{shown}`: the local part must be 1-64 characters"));
+        return Err(format!(
+            "email `{shown}`: the local part must be 1-64 characters"
+        ));
     }
     if !local
         .bytes()
@@ -218,8 +226,7 @@ fn parse_email(s: &str) -> Result<String, String> {
             "email `{shown}`: the local part holds characters mtlsca does not accept"
         ));
     }
-    let domain =
-        parse_dns(domain, false).map_err(|m| format!("email `{shown}`: domain: {m}"))?;
+    let domain = parse_dns(domain, false).map_err(|m| format!("email `{shown}`: domain: {m}"))?;
     Ok(format!("{local}@{domain}"))
 }
 
@@ -236,7 +243,10 @@ pub fn check_dn_value(attr: &str, s: &str) -> Result<String, String> {
         ));
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(format!("{attr} `{}` holds control characters", printable(v)));
+        return Err(format!(
+            "{attr} `{}` holds control characters",
+            printable(v)
+        ));
     }
     Ok(v.to_string())
 }
@@ -363,12 +373,20 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -384,7 +402,10 @@ mod tests {
 
     #[test]
     fn dns_names() {
-        assert_eq!(parse_dns("Web-01.Corp.Internal", true).unwrap(), "web-01.corp.internal");
+        assert_eq!(
+            parse_dns("Web-01.Corp.Internal", true).unwrap(),
+            "web-01.corp.internal"
+        );
         assert!(parse_dns("*.corp.internal", true).is_ok());
         for bad in [
             "", "a..b", "-a.b", "a-.b", "a b.c", "a_b.c", "*.com", "a.*.b", "f*o.bar", "1.2.3.4",
@@ -401,11 +422,28 @@ mod tests {
     fn uris_and_emails() {
         assert!(parse_uri("spiffe://corp.internal/ns/prod/sa/web").is_ok());
         assert!(parse_uri("urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427").is_ok());
-        for bad in ["no-scheme", "1http://x", "http://", "spiffe:x", "http://a b", "spiffe://bad_host/x"] {
+        for bad in [
+            "no-scheme",
+            "1http://x",
+            "http://",
+            "spiffe:x",
+            "http://a b",
+            "spiffe://bad_host/x",
+        ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_email("alice@Corp.Example").unwrap(), "alice@corp.example");
-        for bad in ["alice", "@corp.example", "a b@c.d", "alice@", "alice@bad_domain", "a<b>@c.de"] {
+        assert_eq!(
+            parse_email("alice@Corp.Example").unwrap(),
+            "alice@corp.example"
+        );
+        for bad in [
+            "alice",
+            "@corp.example",
+            "a b@c.d",
+            "alice@",
+            "alice@bad_domain",
+            "a<b>@c.de",
+        ] {
             assert!(parse_email(bad).is_err(), "{bad}");
         }
     }

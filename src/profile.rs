@@ -17,7 +17,10 @@ pub const BUILTIN: [(&str, &str); 4] = [
     ("device", include_str!("../profiles/device.toml")),
     ("workload", include_str!("../profiles/workload.toml")),
     ("person", include_str!("../profiles/person.toml")),
-    ("organization", include_str!("../profiles/organization.toml")),
+    (
+        "organization",
+        include_str!("../profiles/organization.toml"),
+    ),
 ];
 
 /// Longest validity any profile may allow (a guard against typos such as "3650y").
@@ -273,7 +276,10 @@ impl Profile {
                 parse_v("default", v.default.as_ref(), default_v)?,
                 parse_v("max", v.max.as_ref(), max_v)?,
             ),
-            None => (parse_v("default", None, default_v)?, parse_v("max", None, max_v)?),
+            None => (
+                parse_v("default", None, default_v)?,
+                parse_v("max", None, max_v)?,
+            ),
         };
         if default_validity > max_validity {
             return Err(Invalid(format!(
@@ -316,8 +322,7 @@ impl Profile {
                 "key `subject.common_name`: a person certificate must carry a common name (required)".into(),
             ));
         }
-        if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required
-        {
+        if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required {
             return Err(Rule(
                 "key `subject.organization`: an organization certificate must carry organizationName (required)".into(),
             ));
@@ -383,7 +388,8 @@ impl Profile {
         }
         let mut permitted = Vec::new();
         for (i, p) in raw.permitted.unwrap_or_default().iter().enumerate() {
-            let pat = Pattern::parse(p).map_err(|m| Invalid(format!("key `permitted[{i}]`: {m}")))?;
+            let pat =
+                Pattern::parse(p).map_err(|m| Invalid(format!("key `permitted[{i}]`: {m}")))?;
             if !names.allows(pat.kind()) {
                 return Err(Rule(format!(
                     "key `permitted[{i}]`: `{p}` is a {} pattern, but the profile accepts no {} names",
@@ -485,10 +491,9 @@ fn toml_message(e: &toml::de::Error) -> String {
 
 /// The built-in profile of that name, if any.
 pub fn builtin(name: &str) -> Option<Profile> {
-    BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, text)| Profile::parse(text, &format!("built-in {n}")).expect("built-in profiles are valid"))
+    BUILTIN.iter().find(|(n, _)| *n == name).map(|(n, text)| {
+        Profile::parse(text, &format!("built-in {n}")).expect("built-in profiles are valid")
+    })
 }
 
 #[cfg(test)]
@@ -557,7 +562,10 @@ mod tests {
 
     #[test]
     fn rule_any_eku_is_refused() {
-        refused_with("name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"any\"]", "anyExtendedKeyUsage");
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"any\"]",
+            "anyExtendedKeyUsage",
+        );
     }
 
     #[test]
@@ -583,12 +591,18 @@ mod tests {
             "implies [client-auth]",
         );
         let p = parse("name = \"x\"\nrole = \"entity\"\nkind = \"person\"\nsmime = true\nextended_key_usage = [\"client-auth\", \"email-protection\"]").unwrap();
-        assert_eq!(p.extended_key_usage, vec![Eku::ClientAuth, Eku::EmailProtection]);
+        assert_eq!(
+            p.extended_key_usage,
+            vec![Eku::ClientAuth, Eku::EmailProtection]
+        );
     }
 
     #[test]
     fn rule_device_cannot_accept_email_names() {
-        refused_with("name = \"x\"\nrole = \"device\"\nnames = { email = true }", "cannot carry email");
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nnames = { email = true }",
+            "cannot carry email",
+        );
     }
 
     #[test]
@@ -634,7 +648,10 @@ mod tests {
     #[test]
     fn rule_entity_needs_kind_and_device_has_none() {
         refused_with("name = \"x\"\nrole = \"entity\"", "kind");
-        refused_with("name = \"x\"\nrole = \"device\"\nkind = \"person\"", "only entity");
+        refused_with(
+            "name = \"x\"\nrole = \"device\"\nkind = \"person\"",
+            "only entity",
+        );
     }
 
     #[test]
@@ -652,19 +669,34 @@ mod tests {
 
     #[test]
     fn invalid_unknown_keys_are_errors() {
-        invalid_with("name = \"x\"\nrole = \"device\"\ncolour = \"blue\"", "colour");
-        invalid_with("name = \"x\"\nrole = \"device\"\nnames = { fax = true }", "fax");
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\ncolour = \"blue\"",
+            "colour",
+        );
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\nnames = { fax = true }",
+            "fax",
+        );
     }
 
     #[test]
     fn invalid_validity_values() {
-        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { default = \"90\" }", "validity.default");
-        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { max = \"12w\" }", "unknown unit");
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\nvalidity = { default = \"90\" }",
+            "validity.default",
+        );
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\nvalidity = { max = \"12w\" }",
+            "unknown unit",
+        );
         invalid_with(
             "name = \"x\"\nrole = \"device\"\nvalidity = { default = \"400d\", max = \"397d\" }",
             "longer than max",
         );
-        invalid_with("name = \"x\"\nrole = \"device\"\nvalidity = { max = \"20y\" }", "ceiling");
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\nvalidity = { max = \"20y\" }",
+            "ceiling",
+        );
     }
 
     #[test]
@@ -677,13 +709,19 @@ mod tests {
 
     #[test]
     fn permitted_patterns_must_match_accepted_kinds() {
-        let p = parse("name = \"x\"\nrole = \"device\"\npermitted = [\"corp.internal\", \"10.0.0.0/8\"]").unwrap();
+        let p = parse(
+            "name = \"x\"\nrole = \"device\"\npermitted = [\"corp.internal\", \"10.0.0.0/8\"]",
+        )
+        .unwrap();
         assert_eq!(p.permitted.len(), 2);
         refused_with(
             "name = \"x\"\nrole = \"entity\"\nkind = \"person\"\npermitted = [\"corp.internal\"]",
             "permitted[0]",
         );
-        invalid_with("name = \"x\"\nrole = \"device\"\npermitted = [\"10.0.0.0/99\"]", "permitted[0]");
+        invalid_with(
+            "name = \"x\"\nrole = \"device\"\npermitted = [\"10.0.0.0/99\"]",
+            "permitted[0]",
+        );
     }
 
     #[test]
@@ -691,7 +729,16 @@ mod tests {
         assert_eq!(Validity::parse("24h").unwrap().seconds(), 86_400);
         assert_eq!(Validity::parse("90d").unwrap().seconds(), 90 * 86_400);
         assert_eq!(Validity::parse("1y").unwrap().seconds(), 365 * 86_400);
-        for bad in ["", "d", "0d", "-5d", "5", "5w", "1.5d", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-5d",
+            "5",
+            "5w",
+            "1.5d",
+            "99999999999999999999d",
+        ] {
             assert!(Validity::parse(bad).is_err(), "{bad}");
         }
     }

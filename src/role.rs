@@ -158,9 +158,9 @@ pub fn eku_conflict(role: Role, ekus: &[Eku]) -> Option<String> {
         Role::Device if ekus.contains(&Eku::EmailProtection) => {
             Some("emailProtection on a device is refused: S/MIME is for persons".into())
         }
-        Role::Entity if ekus.contains(&Eku::ServerAuth) => Some(
-            "serverAuth on an entity is refused: serverAuth identifies a device".into(),
-        ),
+        Role::Entity if ekus.contains(&Eku::ServerAuth) => {
+            Some("serverAuth on an entity is refused: serverAuth identifies a device".into())
+        }
         _ => None,
     }
 }
@@ -321,7 +321,10 @@ mod tests {
 
     #[test]
     fn device_implies_server_auth_only() {
-        assert_eq!(implied_ekus(Role::Device, None, true), vec![Eku::ServerAuth]);
+        assert_eq!(
+            implied_ekus(Role::Device, None, true),
+            vec![Eku::ServerAuth]
+        );
     }
 
     #[test]
@@ -342,18 +345,41 @@ mod tests {
             (Role::Device, &[Eku::ServerAuth], None),
             (Role::Entity, &[Eku::ClientAuth], None),
             (Role::Entity, &[Eku::ClientAuth, Eku::EmailProtection], None),
-            (Role::Device, &[Eku::ServerAuth, Eku::ClientAuth], Some("together")),
-            (Role::Entity, &[Eku::ServerAuth, Eku::ClientAuth], Some("together")),
+            (
+                Role::Device,
+                &[Eku::ServerAuth, Eku::ClientAuth],
+                Some("together"),
+            ),
+            (
+                Role::Entity,
+                &[Eku::ServerAuth, Eku::ClientAuth],
+                Some("together"),
+            ),
             (Role::Device, &[Eku::Any], Some("anyExtendedKeyUsage")),
-            (Role::Device, &[Eku::ClientAuth], Some("clientAuth on a device")),
-            (Role::Entity, &[Eku::ServerAuth], Some("serverAuth on an entity")),
-            (Role::Device, &[Eku::EmailProtection], Some("emailProtection on a device")),
+            (
+                Role::Device,
+                &[Eku::ClientAuth],
+                Some("clientAuth on a device"),
+            ),
+            (
+                Role::Entity,
+                &[Eku::ServerAuth],
+                Some("serverAuth on an entity"),
+            ),
+            (
+                Role::Device,
+                &[Eku::EmailProtection],
+                Some("emailProtection on a device"),
+            ),
         ];
         for (role, ekus, want) in cases {
             let got = eku_conflict(*role, ekus);
             match want {
                 None => assert!(got.is_none(), "{role} {ekus:?}: {got:?}"),
-                Some(w) => assert!(got.as_deref().unwrap_or("").contains(w), "{role} {ekus:?}: {got:?}"),
+                Some(w) => assert!(
+                    got.as_deref().unwrap_or("").contains(w),
+                    "{role} {ekus:?}: {got:?}"
+                ),
             }
         }
     }
@@ -374,8 +400,14 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(classify(true, None), CertClass::Ca);
         assert_eq!(classify(false, None), CertClass::NoEku);
-        assert_eq!(classify(false, Some(&s(&[OID_SERVER_AUTH]))), CertClass::Device);
-        assert_eq!(classify(false, Some(&s(&[OID_CLIENT_AUTH]))), CertClass::Entity);
+        assert_eq!(
+            classify(false, Some(&s(&[OID_SERVER_AUTH]))),
+            CertClass::Device
+        );
+        assert_eq!(
+            classify(false, Some(&s(&[OID_CLIENT_AUTH]))),
+            CertClass::Entity
+        );
         assert_eq!(
             classify(false, Some(&s(&[OID_CLIENT_AUTH, OID_EMAIL_PROTECTION]))),
             CertClass::Entity
@@ -384,8 +416,14 @@ mod tests {
             classify(false, Some(&s(&[OID_SERVER_AUTH, OID_CLIENT_AUTH]))),
             CertClass::Ambiguous
         );
-        assert_eq!(classify(false, Some(&s(&[OID_ANY_EKU]))), CertClass::Ambiguous);
-        assert_eq!(classify(false, Some(&s(&["1.3.6.1.5.5.7.3.3"]))), CertClass::NoEku);
+        assert_eq!(
+            classify(false, Some(&s(&[OID_ANY_EKU]))),
+            CertClass::Ambiguous
+        );
+        assert_eq!(
+            classify(false, Some(&s(&["1.3.6.1.5.5.7.3.3"]))),
+            CertClass::NoEku
+        );
     }
 
     #[test]

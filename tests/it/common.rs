@@ -46,7 +46,11 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).stdin(Stdio::null()).output().expect("run mtlsca")
+        self.cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mtlsca")
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
@@ -100,7 +104,11 @@ impl Env {
     /// Run openssl and insist on success; returns stdout + stderr.
     pub fn openssl_ok(&self, args: &[&str]) -> String {
         let out = self.openssl(args);
-        assert!(out.status.success(), "openssl {args:?} failed:\n{}", text(&out));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed:\n{}",
+            text(&out)
+        );
         text(&out)
     }
 
@@ -111,7 +119,10 @@ impl Env {
 
     /// How many certificates the store holds (via `list --json`).
     pub fn store_count(&self) -> usize {
-        self.json(&["list"]).as_array().expect("list is an array").len()
+        self.json(&["list"])
+            .as_array()
+            .expect("list is an array")
+            .len()
     }
 }
 

@@ -1,0 +1,499 @@
+//! The hierarchy: creating it (`init`), loading it, and unlocking CA keys for signing.
+//!
+//! ```text
+//! root CA (pathlen 1, keyCertSign+cRLSign, optional name constraints)
+//! ├── device issuing CA (pathlen 0, EKU serverAuth) → device leaves
+//! └── entity issuing CA (pathlen 0, EKU clientAuth) → entity leaves
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::key::{self, KeyType};
+use crate::names::{printable, Pattern};
+use crate::profile::{self, Profile};
+use crate::role::Role;
+
+pub const CONFIG_FILE: &str = "ca.toml";
+const ROOT_YEARS: i64 = 20;
+const ISSUING_YEARS: i64 = 10;
+
+/// `<ca-dir>/ca.toml`: what `init` decided. Written last, so its presence marks a
+/// complete CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    pub name: String,
+    pub key_type: KeyType,
+    #[serde(default)]
+    pub permit_dns: Vec<String>,
+    #[serde(default)]
+    pub permit_ip: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+}
+
+impl CaConfig {
+    /// The CA's name constraints as patterns (DNS and IP).
+    pub fn constraints(&self) -> Vec<Pattern> {
+        self.permit_dns
+            .iter()
+            .chain(&self.permit_ip)
+            .filter_map(|p| Pattern::parse(p).ok())
+            .collect()
+    }
+}
+
+/// What `init` is asked for.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub name: String,
+    pub key_type: KeyType,
+    pub permit_dns: Vec<String>,
+    pub permit_ip: Vec<String>,
+}
+
+/// The three CAs of the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKind {
+    Root,
+    Device,
+    Entity,
+}
+
+impl CaKind {
+    pub const ALL: [CaKind; 3] = [CaKind::Root, CaKind::Device, CaKind::Entity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaKind::Root => "root",
+            CaKind::Device => "device",
+            CaKind::Entity => "entity",
+        }
+    }
+
+    pub fn cert_file(self) -> &'static str {
+        match self {
+            CaKind::Root => "root.pem",
+            CaKind::Device => "device-ca.pem",
+            CaKind::Entity => "entity-ca.pem",
+        }
+    }
+
+    pub fn key_file(self) -> &'static str {
+        match self {
+            CaKind::Root => "root.key",
+            CaKind::Device => "device-ca.key",
+            CaKind::Entity => "entity-ca.key",
+        }
+    }
+
+    /// The issuing CA for leaves of a role.
+    pub fn for_role(role: Role) -> CaKind {
+        match role {
+            Role::Device => CaKind::Device,
+            Role::Entity => CaKind::Entity,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CaKind> {
+        CaKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An opened CA directory.
+#[derive(Debug, Clone)]
+pub struct Ca {
+    pub dir: PathBuf,
+    pub config: CaConfig,
+}
+
+/// A CA certificate with its unlocked key, ready to sign.
+pub struct SigningCa {
+    pub kind: CaKind,
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    pub not_after: OffsetDateTime,
+    pub key_id: Vec<u8>,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for SigningCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCa")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Ca {
+    /// Open an existing CA (exit 3 when there is none).
+    pub fn open(dir: &Path) -> Result<Ca> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = match fs::read_to_string(&cfg_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::State(format!(
+                    "no CA in {} (run `mtlsca init` first, or pass --ca-dir)",
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(&cfg_path, e)),
+        };
+        let config: CaConfig = toml::from_str(&text).map_err(|e| {
+            Error::State(format!(
+                "{}: damaged CA configuration: {}",
+                cfg_path.display(),
+                e.message()
+            ))
+        })?;
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn cert_path(&self, kind: CaKind) -> PathBuf {
+        self.dir.join(kind.cert_file())
+    }
+
+    pub fn key_path(&self, kind: CaKind) -> PathBuf {
+        self.dir.join("private").join(kind.key_file())
+    }
+
+    pub fn cert_pem(&self, kind: CaKind) -> Result<String> {
+        let p = self.cert_path(kind);
+        fs::read_to_string(&p).at(&p)
+    }
+
+    pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
+        let pem_text = self.cert_pem(kind)?;
+        pem::parse(&pem_text)
+            .map(|p| p.into_contents())
+            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))
+    }
+
+    /// Load a CA certificate and unlock its key for signing.
+    pub fn signing_ca(&self, kind: CaKind) -> Result<SigningCa> {
+        let cert_pem = self.cert_pem(kind)?;
+        let cert_der = self.cert_der(kind)?;
+        let key_path = self.key_path(kind);
+        check_key_permissions(&self.dir.join("private"), &key_path)?;
+        let key_pem = fs::read_to_string(&key_path).at(&key_path)?;
+        let key = key::load_pem(&key_pem, &key_path.display().to_string())?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))?;
+        let not_after = x509.validity().not_after.to_datetime();
+        let key_id = x509
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
+            })?;
+        if x509.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+            return Err(Error::State(format!(
+                "{} does not belong to {}",
+                key_path.display(),
+                kind.cert_file()
+            )));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)
+            .map_err(|e| Error::State(format!("{}: {e}", kind.cert_file())))?;
+        Ok(SigningCa {
+            kind,
+            cert_der,
+            cert_pem,
+            not_after,
+            key_id,
+            issuer,
+        })
+    }
+
+    pub fn profile_path(&self, name: &str) -> PathBuf {
+        self.dir.join("profiles").join(format!("{name}.toml"))
+    }
+
+    /// A profile by name from the CA's own copies.
+    pub fn profile(&self, name: &str) -> Result<Profile> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Usage(format!(
+                "`{}` is not a profile name",
+                printable(name)
+            )));
+        }
+        let path = self.profile_path(name);
+        if !path.exists() {
+            let known: Vec<String> = self.profile_names()?;
+            return Err(Error::Usage(format!(
+                "no profile `{name}` in {} (known: {})",
+                self.dir.join("profiles").display(),
+                known.join(", ")
+            )));
+        }
+        let p = Profile::load(&path)?;
+        if p.name != name {
+            return Err(Error::input(
+                format!("profile {}", path.display()),
+                format!(
+                    "key `name`: `{}` does not match the file name `{name}`",
+                    p.name
+                ),
+            ));
+        }
+        Ok(p)
+    }
+
+    pub fn profile_names(&self) -> Result<Vec<String>> {
+        let dir = self.dir.join("profiles");
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Some(stem) = path.file_stem() {
+                    names.push(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Refuse a CA key that others can read (and a `private/` they can enter).
+pub fn check_key_permissions(private_dir: &Path, key_path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, fix) in [(private_dir, "700"), (key_path, "600")] {
+            let meta = fs::metadata(path).at(path)?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(Error::State(format!(
+                    "{} is readable by group or others (mode {:o}); fix it with `chmod {fix} {}`",
+                    path.display(),
+                    meta.permissions().mode() & 0o777,
+                    path.display()
+                )));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (private_dir, key_path);
+    Ok(())
+}
+
+/// 16 random bytes from the OS CSPRNG, positive, first byte non-zero (so every
+/// serial is 16 bytes long and prints as 32 hex digits).
+pub fn random_serial() -> Result<[u8; 16]> {
+    use ring::rand::SecureRandom;
+    let rng = ring::rand::SystemRandom::new();
+    let mut s = [0u8; 16];
+    loop {
+        rng.fill(&mut s)
+            .map_err(|_| Error::State("the OS random number generator failed".into()))?;
+        s[0] &= 0x7f;
+        if s[0] != 0 {
+            return Ok(s);
+        }
+    }
+}
+
+fn dn(name: &str, cn: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::OrganizationName, name);
+    d.push(DnType::CommonName, cn);
+    d
+}
+
+fn ca_params(
+    subject: DistinguishedName,
+    pathlen: u8,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = subject;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(pathlen));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = not_before;
+    p.not_after = not_after;
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// Create the hierarchy, the profiles and the store directory in `dir`.
+/// Refuses (exit 3) a directory that already holds a CA; on failure removes what
+/// it created, so a half-made CA never stays behind.
+pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
+    let markers = [CONFIG_FILE, "root.pem", "private", "db"];
+    if let Some(m) = markers.iter().find(|m| dir.join(m).exists()) {
+        return Err(Error::State(format!(
+            "{} already holds a CA ({m} exists); refusing to touch it",
+            dir.display()
+        )));
+    }
+    let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
+    let mut subtrees = Vec::new();
+    for d in &opts.permit_dns {
+        match Pattern::parse(d) {
+            Ok(Pattern::Dns(domain)) => subtrees.push(GeneralSubtree::DnsName(domain)),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--permit-dns `{}` is not a DNS domain",
+                    printable(d)
+                )))
+            }
+        }
+    }
+    for c in &opts.permit_ip {
+        match Pattern::parse(c) {
+            Ok(Pattern::Ip { net, prefix }) => subtrees.push(GeneralSubtree::IpAddress(
+                rcgen::CidrSubnet::from_addr_prefix(net, prefix),
+            )),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--permit-ip `{}` is not an IP range such as 10.0.0.0/8",
+                    printable(c)
+                )))
+            }
+        }
+    }
+
+    let created_dir = !dir.exists();
+    let result = build(dir, opts, &name, subtrees, now);
+    if result.is_err() {
+        // Leave nothing half-made: remove exactly what this call created.
+        for p in [
+            "root.pem",
+            "device-ca.pem",
+            "entity-ca.pem",
+            "private",
+            "profiles",
+            "db",
+            "crl",
+            CONFIG_FILE,
+        ] {
+            let path = dir.join(p);
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+        if created_dir {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+fn build(
+    dir: &Path,
+    opts: &InitOptions,
+    name: &str,
+    subtrees: Vec<GeneralSubtree>,
+    now: OffsetDateTime,
+) -> Result<Ca> {
+    fs::create_dir_all(dir).at(dir)?;
+    let private = dir.join("private");
+    fs::create_dir(&private).at(&private)?;
+    fsutil::set_mode(&private, 0o700)?;
+    for sub in ["profiles", "crl"] {
+        fs::create_dir_all(dir.join(sub)).at(dir.join(sub))?;
+    }
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+
+    let root_key = key::generate(opts.key_type)?;
+    let mut root = ca_params(
+        dn(name, &format!("{name} Root CA")),
+        1,
+        now,
+        now + time::Duration::days(365 * ROOT_YEARS),
+    )?;
+    if !subtrees.is_empty() {
+        root.name_constraints = Some(NameConstraints {
+            permitted_subtrees: subtrees,
+            excluded_subtrees: vec![],
+        });
+    }
+    let root_cert = root
+        .self_signed(&root_key)
+        .map_err(|e| Error::State(format!("cannot sign the root: {e}")))?;
+    let root_issuer = Issuer::new(root, root_key);
+
+    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
+        (dir.join("root.pem"), root_cert.pem().into_bytes(), 0o644),
+        (
+            private.join(CaKind::Root.key_file()),
+            key::pkcs8_pem(root_issuer.key()).into_bytes(),
+            0o600,
+        ),
+    ];
+    for (kind, eku, label) in [
+        (
+            CaKind::Device,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "Device Issuing CA",
+        ),
+        (
+            CaKind::Entity,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "Entity Issuing CA",
+        ),
+    ] {
+        let k = key::generate(opts.key_type)?;
+        let mut p = ca_params(
+            dn(name, &format!("{name} {label}")),
+            0,
+            now,
+            now + time::Duration::days(365 * ISSUING_YEARS),
+        )?;
+        p.extended_key_usages = vec![eku];
+        let cert = p
+            .signed_by(&k, &root_issuer)
+            .map_err(|e| Error::State(format!("cannot sign the {} CA: {e}", kind.as_str())))?;
+        files.push((dir.join(kind.cert_file()), cert.pem().into_bytes(), 0o644));
+        files.push((
+            private.join(kind.key_file()),
+            key::pkcs8_pem(&k).into_bytes(),
+            0o600,
+        ));
+    }
+    for (path, data, mode) in &files {
+        fsutil::write_new(path, data, *mode)?;
+    }
+    for (n, text) in profile::BUILTIN {
+        let path = dir.join("profiles").join(format!("{n}.toml"));
+        fsutil::write_new(&path, text.as_bytes(), 0o644)?;
+    }
+    let config = CaConfig {
+        name: name.to_string(),
+        key_type: opts.key_type,
+        permit_dns: opts.permit_dns.clone(),
+        permit_ip: opts.permit_ip.clone(),
+        created: now,
+    };
+    let text = toml::to_string(&config).map_err(|e| Error::State(e.to_string()))?;
+    fsutil::write_new(&dir.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
+    fsutil::sync_dir(dir)?;
+    Ok(Ca {
+        dir: dir.to_path_buf(),
+        config,
+    })
+}

@@ -1,0 +1,79 @@
+//! Rendering: dates, records and verdicts as text or JSON.
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::Record;
+
+/// `2027-02-25`
+pub fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// RFC 3339 in UTC, seconds precision.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// A record as the JSON object of the contract (`list`, `show`, `issue`).
+pub fn record_json(r: &Record, now: OffsetDateTime) -> Value {
+    json!({
+        "serial": r.serial,
+        "role": r.role.as_str(),
+        "profile": r.profile,
+        "subject": r.subject,
+        "names": r.names,
+        "not_before": rfc3339(r.not_before),
+        "not_after": rfc3339(r.not_after),
+        "status": r.status_at(now).as_str(),
+        "sha256": r.sha256,
+        "request_id": r.request_id,
+        "issuer": r.issuer,
+        "issued_at": rfc3339(r.issued_at),
+        "revocation": r.revocation.as_ref().map(|v| json!({
+            "at": rfc3339(v.at),
+            "reason": v.reason,
+        })),
+    })
+}
+
+/// Print one JSON document on stdout.
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A plain table: columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}

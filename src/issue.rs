@@ -1,0 +1,781 @@
+//! The issuance pipeline, one path for `issue`, `sign` and `batch`:
+//!
+//! ```text
+//! request → profile → policy → serial → sign → self-check → record → files
+//! ```
+//!
+//! # Exactly once, with files
+//!
+//! Nothing leaves the CA unrecorded, and a crash at any point leaves either no
+//! certificate or a recorded one whose files can be completed:
+//!
+//! 1. the key and certificate are written to temporary siblings of their final
+//!    names (`.NAME.partial`, key mode 0600) and fsynced;
+//! 2. the certificate is recorded in the store (one transaction: record, indexes,
+//!    audit entry) and the store is flushed;
+//! 3. the temporary files are linked to their final names (never replacing an
+//!    existing file) and the directory is fsynced.
+//!
+//! Before step 1 of a request, `recover` looks at leftovers of an interrupted run
+//! for the same output: temporary files whose certificate is recorded are
+//! completed (step 3); temporary files whose certificate is not recorded are
+//! removed (the crash came before step 2, so nothing was issued).
+//!
+//! sled 0.34's `flush` writes its log with `sync_file_range`-style syncing that does
+//! not promise the file's metadata is durable; `Store::flush` is followed by an
+//! `fsync` of the store's directory and log through the OS (see `store`), and the
+//! files appear only after both.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
+use x509_parser::prelude::FromDer;
+
+use crate::ca::{self, Ca, CaKind, SigningCa};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::key::{self, KeyType, PublicKeyKind};
+use crate::names::SanName;
+use crate::policy::{self, Approved, Origin, RequestedContent};
+use crate::profile::Profile;
+use crate::role::{Eku, Role};
+use crate::store::{hex_encode, Record, Recorded, Status, Store, SCHEMA_VERSION};
+
+/// Largest accepted request id.
+const MAX_REQUEST_ID: usize = 256;
+
+/// Where the key comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Generate one (the profile's key type unless given).
+    Generate(Option<KeyType>),
+    /// A CSR (PEM or DER), whose signature and requests are checked.
+    Csr(Vec<u8>),
+}
+
+/// One request for a certificate.
+#[derive(Debug, Clone)]
+pub struct IssuanceRequest {
+    pub profile: String,
+    pub content: RequestedContent,
+    pub key: KeySource,
+    pub request_id: Option<String>,
+    pub output: Output,
+}
+
+/// Where the results go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// `PREFIX.key` (generated keys only), `PREFIX.pem`, `PREFIX.chain.pem`.
+    Prefix(PathBuf),
+    /// One PEM file with the leaf (for `sign --out FILE`).
+    File(PathBuf),
+    /// Nothing written; the caller prints the PEM.
+    None,
+}
+
+/// Whether this call issued the certificate or found it issued before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueStatus {
+    Issued,
+    Exists,
+}
+
+impl IssueStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueStatus::Issued => "issued",
+            IssueStatus::Exists => "exists",
+        }
+    }
+}
+
+/// The result of the pipeline.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub status: IssueStatus,
+    pub record: Record,
+    pub cert_pem: String,
+    pub chain_pem: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// The final file names of an output.
+#[derive(Debug, Clone)]
+struct Files {
+    key: Option<PathBuf>,
+    cert: PathBuf,
+    chain: Option<PathBuf>,
+}
+
+impl Files {
+    fn of(output: &Output, with_key: bool) -> Option<Files> {
+        match output {
+            Output::Prefix(p) => {
+                let s = p.as_os_str().to_string_lossy();
+                Some(Files {
+                    key: with_key.then(|| PathBuf::from(format!("{s}.key"))),
+                    cert: PathBuf::from(format!("{s}.pem")),
+                    chain: Some(PathBuf::from(format!("{s}.chain.pem"))),
+                })
+            }
+            Output::File(f) => Some(Files {
+                key: None,
+                cert: f.clone(),
+                chain: None,
+            }),
+            Output::None => None,
+        }
+    }
+
+    fn all(&self) -> Vec<&PathBuf> {
+        self.key
+            .iter()
+            .chain([&self.cert])
+            .chain(self.chain.iter())
+            .collect()
+    }
+}
+
+fn partial(p: &Path) -> PathBuf {
+    fsutil::temp_sibling(p, "partial")
+}
+
+/// A CSR after its signature and key were checked.
+#[derive(Debug, Clone)]
+pub struct CsrIntake {
+    pub spki_der: Vec<u8>,
+    pub key: PublicKeyKind,
+    pub content: RequestedContent,
+}
+
+/// Parse a CSR (PEM or DER), verify its signature, check its key and read what it
+/// requests. Unreadable input is exit 2; a readable CSR that asks for something
+/// wrong is refused later by policy (exit 1).
+pub fn read_csr(bytes: &[u8]) -> Result<CsrIntake> {
+    let der = if bytes.starts_with(b"-----BEGIN") || bytes.trim_ascii_start().starts_with(b"-----")
+    {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| Error::input("CSR", "not valid PEM text"))?;
+        let p = pem::parse(text).map_err(|e| Error::input("CSR", format!("bad PEM: {e}")))?;
+        if p.tag() != "CERTIFICATE REQUEST" && p.tag() != "NEW CERTIFICATE REQUEST" {
+            return Err(Error::input(
+                "CSR",
+                format!("PEM block is `{}`, not `CERTIFICATE REQUEST`", p.tag()),
+            ));
+        }
+        p.into_contents()
+    } else {
+        bytes.to_vec()
+    };
+    let (rest, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|e| Error::input("CSR", format!("not a PKCS#10 request: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::input("CSR", "trailing bytes after the request"));
+    }
+    let info = &csr.certification_request_info;
+    // Key strength first: ring cannot even verify signatures of weak RSA keys, and
+    // "weak key" is the answer the requester needs.
+    let key = key::check_public_key(&info.subject_pki)?;
+    csr.verify_signature().map_err(|_| {
+        Error::input(
+            "CSR",
+            "its signature does not verify (tampered, or signed by another key)",
+        )
+    })?;
+    let mut content = RequestedContent::default();
+    for attr in info.subject.iter_attributes() {
+        let value = attr
+            .as_str()
+            .map(String::from)
+            .map_err(|_| Error::input("CSR", "a subject attribute is not a readable string"));
+        let oid = attr.attr_type().to_id_string();
+        match oid.as_str() {
+            "2.5.4.3" => content.cn = Some(value?),
+            "2.5.4.10" => content.org = Some(value?),
+            "2.5.4.6" => content.country = Some(value?),
+            // Other subject attributes are not copied: the subject is built from
+            // the profile's rules only.
+            _ => {}
+        }
+    }
+    for attr in info.iter_attributes() {
+        if let ParsedCriAttribute::ExtensionRequest(req) = attr.parsed_attribute() {
+            for ext in &req.extensions {
+                read_requested_extension(ext, &mut content)?;
+            }
+        }
+    }
+    Ok(CsrIntake {
+        spki_der: info.subject_pki.raw.to_vec(),
+        key,
+        content,
+    })
+}
+
+fn read_requested_extension(ext: &X509Extension<'_>, c: &mut RequestedContent) -> Result<()> {
+    match ext.parsed_extension() {
+        ParsedExtension::SubjectAlternativeName(san) => {
+            for gn in &san.general_names {
+                match gn {
+                    GeneralName::DNSName(d) => c.dns.push(d.to_string()),
+                    GeneralName::RFC822Name(e) => c.email.push(e.to_string()),
+                    GeneralName::URI(u) => c.uri.push(u.to_string()),
+                    GeneralName::IPAddress(b) => match ip_from_bytes(b) {
+                        Some(ip) => c.ip.push(ip.to_string()),
+                        None => c.unsupported_names.push("malformed IP".into()),
+                    },
+                    GeneralName::OtherName(oid, _)
+                        if oid.to_id_string() == "1.3.6.1.4.1.311.20.2.3" =>
+                    {
+                        c.unsupported_names.push("UPN (userPrincipalName)".into())
+                    }
+                    GeneralName::OtherName(oid, _) => {
+                        c.unsupported_names.push(format!("otherName {oid}"))
+                    }
+                    GeneralName::DirectoryName(_) => {
+                        c.unsupported_names.push("directoryName".into())
+                    }
+                    GeneralName::RegisteredID(_) => c.unsupported_names.push("registeredID".into()),
+                    _ => c.unsupported_names.push("unsupported GeneralName".into()),
+                }
+            }
+        }
+        ParsedExtension::ExtendedKeyUsage(eku) => {
+            let mut oids = Vec::new();
+            if eku.any {
+                oids.push(crate::role::OID_ANY_EKU.to_string());
+            }
+            if eku.server_auth {
+                oids.push(crate::role::OID_SERVER_AUTH.to_string());
+            }
+            if eku.client_auth {
+                oids.push(crate::role::OID_CLIENT_AUTH.to_string());
+            }
+            if eku.email_protection {
+                oids.push(crate::role::OID_EMAIL_PROTECTION.to_string());
+            }
+            for (set, oid) in [
+                (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
+                (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
+                (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
+            ] {
+                if set {
+                    oids.push(oid.to_string());
+                }
+            }
+            oids.extend(eku.other.iter().map(|o| o.to_id_string()));
+            c.requested_ekus = Some(oids);
+        }
+        ParsedExtension::BasicConstraints(bc) => {
+            if bc.ca {
+                c.requests_ca = true;
+            }
+        }
+        // Key usage and key identifiers are decided by mtlsca, whatever is asked.
+        ParsedExtension::KeyUsage(_) | ParsedExtension::SubjectKeyIdentifier(_) => {}
+        ParsedExtension::ParseError { error } => {
+            return Err(Error::input(
+                "CSR",
+                format!("requested extension {} is malformed: {error}", ext.oid),
+            ))
+        }
+        _ => {
+            if ext.critical {
+                c.unknown_critical.push(ext.oid.to_id_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
+    match b.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
+}
+
+/// A CA opened for issuing: configuration, profiles on demand, signing CAs loaded
+/// once (batch reuses it for every entry).
+pub struct Issuer<'a> {
+    pub ca: &'a Ca,
+    pub store: &'a Store,
+    root_der: Vec<u8>,
+    signing: std::cell::RefCell<Vec<std::rc::Rc<SigningCa>>>,
+    constraints: Vec<crate::names::Pattern>,
+}
+
+impl<'a> Issuer<'a> {
+    pub fn new(ca: &'a Ca, store: &'a Store) -> Result<Issuer<'a>> {
+        Ok(Issuer {
+            ca,
+            store,
+            root_der: ca.cert_der(CaKind::Root)?,
+            signing: Default::default(),
+            constraints: ca.config.constraints(),
+        })
+    }
+
+    fn signing_ca(&self, kind: CaKind) -> Result<std::rc::Rc<SigningCa>> {
+        if let Some(s) = self.signing.borrow().iter().find(|s| s.kind == kind) {
+            return Ok(s.clone());
+        }
+        let s = std::rc::Rc::new(self.ca.signing_ca(kind)?);
+        self.signing.borrow_mut().push(s.clone());
+        Ok(s)
+    }
+
+    /// Run the pipeline for one request.
+    pub fn issue(&self, req: &IssuanceRequest, now: OffsetDateTime) -> Result<Issued> {
+        if let Some(id) = &req.request_id {
+            check_request_id(id)?;
+        }
+        let profile = self.ca.profile(&req.profile)?;
+        let with_key = matches!(req.key, KeySource::Generate(_));
+        let files = Files::of(&req.output, with_key);
+        if let Some(f) = &files {
+            self.recover(f)?;
+        }
+
+        // A request id already used: return what was issued for it.
+        if let Some(id) = &req.request_id {
+            if let Some(rec) = self.store.by_request_id(id)? {
+                return self.existing(rec, &profile, files.as_ref());
+            }
+        }
+        if let Some(f) = &files {
+            if let Some(p) = f.all().into_iter().find(|p| p.exists()) {
+                return Err(Error::Usage(format!(
+                    "{} already exists; refusing to overwrite it (choose another --out)",
+                    p.display()
+                )));
+            }
+        }
+
+        // Key: generated, or from a CSR whose signature and key were checked.
+        let (content, key_kind, spki, new_key) = match &req.key {
+            KeySource::Generate(kt) => {
+                let kt = kt.unwrap_or(profile.key);
+                let k = key::generate(kt)?;
+                let kind = match kt {
+                    KeyType::EcdsaP256 => PublicKeyKind::EcdsaP256,
+                    KeyType::EcdsaP384 => PublicKeyKind::EcdsaP384,
+                    KeyType::Ed25519 => PublicKeyKind::Ed25519,
+                };
+                (
+                    req.content.clone(),
+                    kind,
+                    PublicKeySource::Generated,
+                    Some(k),
+                )
+            }
+            KeySource::Csr(bytes) => {
+                let csr = read_csr(bytes)?;
+                let mut content = csr.content;
+                // Validity is the signer's choice, not the requester's.
+                content.validity = req.content.validity.clone();
+                let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der).map_err(|e| {
+                    Error::refused(format!("unsupported public key in the CSR: {e}"))
+                })?;
+                (
+                    content,
+                    csr.key,
+                    PublicKeySource::Csr(spki, csr.spki_der),
+                    None,
+                )
+            }
+        };
+        let origin = match req.key {
+            KeySource::Generate(_) => Origin::Arguments,
+            KeySource::Csr(_) => Origin::Csr,
+        };
+        let ca_kind = CaKind::for_role(profile.role);
+        let signing = self.signing_ca(ca_kind)?;
+        let approved = policy::check(
+            &profile,
+            &self.constraints,
+            &content,
+            key_kind,
+            signing.not_after,
+            origin,
+            now,
+        )?;
+
+        // Serial, sign, self-check, record; a serial collision signs again.
+        for _ in 0..8 {
+            let serial = ca::random_serial()?;
+            let params = leaf_params(&approved, &serial)?;
+            let cert = match (&spki, &new_key) {
+                (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
+                (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
+                _ => unreachable!("a generated source always has a key"),
+            }
+            .map_err(|e| Error::State(format!("signing failed: {e}")))?;
+            let der = cert.der().to_vec();
+            let expected_spki = match (&spki, &new_key) {
+                (PublicKeySource::Csr(_, raw), _) => raw.clone(),
+                (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
+                _ => unreachable!(),
+            };
+            self_check(
+                &der,
+                &expected_spki,
+                &approved,
+                &signing,
+                &self.root_der,
+                now,
+            )?;
+
+            let cert_pem = pem_cert(&der);
+            let chain_pem = format!("{cert_pem}{}", signing.cert_pem);
+            let sha = ring::digest::digest(&ring::digest::SHA256, &der);
+            let key_file = files
+                .as_ref()
+                .and_then(|f| f.key.as_ref())
+                .map(|k| absolute(k).display().to_string());
+            let record = Record {
+                schema: SCHEMA_VERSION,
+                serial: hex_encode(&serial),
+                issuer: ca_kind.as_str().into(),
+                issuer_key_id: hex_encode(&signing.key_id),
+                role: profile.role,
+                profile: profile.name.clone(),
+                subject: approved.subject.to_text(),
+                names: approved.names.iter().map(|n| n.to_string()).collect(),
+                not_before: approved.not_before,
+                not_after: approved.not_after,
+                sha256: hex_encode(sha.as_ref()),
+                status: Status::Valid,
+                revocation: None,
+                request_id: req.request_id.clone(),
+                issued_at: now,
+                key_file,
+            };
+
+            // 1. temporary files
+            let key_pem = new_key.as_ref().map(key::pkcs8_pem);
+            if let Some(f) = &files {
+                write_partials(f, key_pem.as_deref(), &cert_pem, &chain_pem)?;
+            }
+            // 2. record + flush
+            let recorded = self
+                .store
+                .record_issued(&record, &der, &signing.key_id, now)
+                .and_then(|r| {
+                    if matches!(r, Recorded::New) {
+                        self.store.flush()?;
+                    }
+                    Ok(r)
+                });
+            match recorded {
+                Ok(Recorded::New) => {}
+                Ok(Recorded::SerialTaken) => {
+                    if let Some(f) = &files {
+                        remove_partials(f);
+                    }
+                    continue;
+                }
+                Ok(Recorded::RequestExists(rec)) => {
+                    if let Some(f) = &files {
+                        remove_partials(f);
+                    }
+                    return self.existing(*rec, &profile, files.as_ref());
+                }
+                Err(e) => {
+                    if let Some(f) = &files {
+                        remove_partials(f);
+                    }
+                    return Err(e);
+                }
+            }
+            // 3. final names
+            let written = match &files {
+                Some(f) => complete(f)?,
+                None => Vec::new(),
+            };
+            return Ok(Issued {
+                status: IssueStatus::Issued,
+                record,
+                cert_pem,
+                chain_pem,
+                files: written,
+            });
+        }
+        Err(Error::State(
+            "eight random serials in a row were taken: the random number generator is broken"
+                .into(),
+        ))
+    }
+
+    /// A certificate issued earlier for the same request id: complete or rewrite its
+    /// certificate files (its key is never stored, so a lost key stays lost).
+    fn existing(&self, rec: Record, profile: &Profile, files: Option<&Files>) -> Result<Issued> {
+        if rec.profile != profile.name {
+            return Err(Error::Usage(format!(
+                "request id `{}` was used for a `{}` certificate (serial {}), not `{}`",
+                rec.request_id.as_deref().unwrap_or(""),
+                rec.profile,
+                rec.serial,
+                profile.name
+            )));
+        }
+        let der = self
+            .store
+            .der(&rec)?
+            .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+        let cert_pem = pem_cert(&der);
+        let issuer = CaKind::parse(&rec.issuer).unwrap_or(CaKind::for_role(rec.role));
+        let chain_pem = format!("{cert_pem}{}", self.ca.cert_pem(issuer)?);
+        let mut written = Vec::new();
+        if let Some(f) = files {
+            for (path, text) in [
+                (&f.cert, &cert_pem),
+                (f.chain.as_ref().unwrap_or(&f.cert), &chain_pem),
+            ] {
+                if !path.exists() {
+                    fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+                }
+                if !written.contains(path) {
+                    written.push(path.clone());
+                }
+            }
+            if let Some(k) = &f.key {
+                if k.exists() {
+                    written.insert(0, k.clone());
+                }
+            }
+        }
+        Ok(Issued {
+            status: IssueStatus::Exists,
+            record: rec,
+            cert_pem,
+            chain_pem,
+            files: written,
+        })
+    }
+
+    /// Complete or clean up what an interrupted run left for these files.
+    fn recover(&self, f: &Files) -> Result<()> {
+        let cert_tmp = partial(&f.cert);
+        if !cert_tmp.exists() {
+            // Stray partial key without a certificate: the crash came before step 1 ended.
+            if let Some(k) = &f.key {
+                let _ = std::fs::remove_file(partial(k));
+            }
+            return Ok(());
+        }
+        let recorded = std::fs::read(&cert_tmp)
+            .ok()
+            .and_then(|b| pem::parse(b).ok())
+            .map(|p| ring::digest::digest(&ring::digest::SHA256, p.contents()))
+            .map(|d| self.store.find(&hex_encode(d.as_ref())))
+            .transpose()?
+            .flatten();
+        match recorded {
+            Some(_) => {
+                complete(f)?;
+            }
+            None => remove_partials(f),
+        }
+        Ok(())
+    }
+}
+
+enum PublicKeySource {
+    Generated,
+    Csr(rcgen::SubjectPublicKeyInfo, Vec<u8>),
+}
+
+fn check_request_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_REQUEST_ID || id.chars().any(|c| c.is_control()) {
+        return Err(Error::Usage(format!(
+            "request id `{}` must be 1-{MAX_REQUEST_ID} characters without control characters",
+            crate::names::printable(id)
+        )));
+    }
+    Ok(())
+}
+
+fn write_partials(f: &Files, key_pem: Option<&str>, cert_pem: &str, chain_pem: &str) -> Result<()> {
+    let mut items: Vec<(&PathBuf, &str, u32)> = Vec::new();
+    if let (Some(k), Some(pem)) = (&f.key, key_pem) {
+        items.push((k, pem, 0o600));
+    }
+    if let Some(c) = &f.chain {
+        items.push((c, chain_pem, 0o644));
+    }
+    // The certificate last: its presence means all partials are complete.
+    items.push((&f.cert, cert_pem, 0o644));
+    for (path, text, mode) in items {
+        let tmp = partial(path);
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = fsutil::write_new(&tmp, text.as_bytes(), mode) {
+            remove_partials(f);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn remove_partials(f: &Files) {
+    for p in f.all() {
+        let _ = std::fs::remove_file(partial(p));
+    }
+}
+
+/// Link every partial to its final name; returns the final names.
+fn complete(f: &Files) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in f.all() {
+        let tmp = partial(p);
+        if tmp.exists() {
+            fsutil::rename_no_replace(&tmp, p)?;
+        }
+        out.push(p.clone());
+    }
+    if let Some(dir) = f.cert.parent() {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(out)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+pub fn pem_cert(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// The rcgen parameters of a leaf: explicit DN (never rcgen's default), our serial,
+/// AKI, basicConstraints CA:FALSE, key usage, the role's EKU, SANs.
+fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(c) = &a.subject.country {
+        dn.push(DnType::CountryName, c.as_str());
+    }
+    if let Some(o) = &a.subject.org {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    if let Some(cn) = &a.subject.cn {
+        dn.push(DnType::CommonName, cn.as_str());
+    }
+    p.distinguished_name = dn;
+    p.serial_number = Some(SerialNumber::from_slice(serial));
+    p.not_before = a.not_before;
+    p.not_after = a.not_after;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if a.key_encipherment {
+        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+    p.extended_key_usages = a
+        .ekus
+        .iter()
+        .map(|e| match e {
+            Eku::ServerAuth => ExtendedKeyUsagePurpose::ServerAuth,
+            Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
+            Eku::EmailProtection => ExtendedKeyUsagePurpose::EmailProtection,
+            Eku::Any => ExtendedKeyUsagePurpose::Any,
+        })
+        .collect();
+    p.subject_alt_names = a
+        .names
+        .iter()
+        .map(|n| {
+            Ok(match n {
+                SanName::Dns(d) => SanType::DnsName(d.clone().try_into()?),
+                SanName::Ip(ip) => SanType::IpAddress(*ip),
+                SanName::Uri(u) => SanType::URI(u.clone().try_into()?),
+                SanName::Email(e) => SanType::Rfc822Name(e.clone().try_into()?),
+            })
+        })
+        .collect::<std::result::Result<_, rcgen::Error>>()
+        .map_err(|e| Error::refused(format!("a name cannot be encoded: {e}")))?;
+    Ok(p)
+}
+
+/// Read the certificate back and check it says exactly what policy approved, then
+/// validate its chain with rustls-webpki: nothing leaves that another verifier
+/// would reject.
+fn self_check(
+    der: &[u8],
+    expected_spki: &[u8],
+    a: &Approved,
+    signing: &SigningCa,
+    root_der: &[u8],
+    now: OffsetDateTime,
+) -> Result<()> {
+    let fail = |m: String| Error::State(format!("self-check failed, nothing was issued: {m}"));
+    let (_, x) = X509Certificate::from_der(der).map_err(|e| fail(e.to_string()))?;
+    if x.public_key().raw != expected_spki {
+        return Err(fail("the public key differs from the requested one".into()));
+    }
+    let ekus: Vec<String> = x
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .map(|e| eku_oids(e.value))
+        .unwrap_or_default();
+    let want: Vec<String> = a.ekus.iter().map(|e| e.oid().to_string()).collect();
+    if ekus != want {
+        return Err(fail(format!("EKU is {ekus:?}, policy approved {want:?}")));
+    }
+    if x.is_ca() {
+        return Err(fail("the leaf says CA:TRUE".into()));
+    }
+    let eku_oid = match a.role {
+        // DER contents of id-kp-serverAuth / id-kp-clientAuth.
+        Role::Device => webpki::KeyUsage::required(&[0x2b, 6, 1, 5, 5, 7, 3, 1]),
+        Role::Entity => webpki::KeyUsage::required(&[0x2b, 6, 1, 5, 5, 7, 3, 2]),
+    };
+    let der_cert = rustls_pki_types::CertificateDer::from(der);
+    let ee = webpki::EndEntityCert::try_from(&der_cert).map_err(|e| fail(format!("{e:?}")))?;
+    let root = rustls_pki_types::CertificateDer::from(root_der);
+    let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| fail(format!("{e:?}")))?;
+    let inter = rustls_pki_types::CertificateDer::from(signing.cert_der.as_slice());
+    let t = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        now.unix_timestamp().max(0) as u64,
+    ));
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[inter],
+        t,
+        eku_oid,
+        None,
+        None,
+    )
+    .map_err(|e| fail(format!("rustls-webpki rejects the chain: {e:?}")))?;
+    Ok(())
+}
+
+fn eku_oids(e: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
+    let mut v = Vec::new();
+    if e.any {
+        v.push(crate::role::OID_ANY_EKU.to_string());
+    }
+    if e.server_auth {
+        v.push(crate::role::OID_SERVER_AUTH.to_string());
+    }
+    if e.client_auth {
+        v.push(crate::role::OID_CLIENT_AUTH.to_string());
+    }
+    if e.email_protection {
+        v.push(crate::role::OID_EMAIL_PROTECTION.to_string());
+    }
+    v.extend(e.other.iter().map(|o| o.to_id_string()));
+    v
+}

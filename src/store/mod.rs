@@ -1,0 +1,643 @@
+//! The store: everything mtlsca knows it issued, in sled. This is the only module
+//! that names sled.
+//!
+//! Trees (keys big-endian so ranges sort):
+//! - `certs`:    issuer key id (20 bytes) ‖ serial  → certificate DER
+//! - `records`:  serial                               → record (JSON)
+//! - `sha256`:   SHA-256 of the DER                   → serial
+//! - `expiry`:   notAfter (u64 BE seconds) ‖ serial   → ()
+//! - `names`:    lowercased name ‖ 0x00 ‖ serial      → ()
+//! - `requests`: request id                           → serial
+//! - `audit`:    sequence (u64 BE)                    → entry (JSON, hash-chained)
+//! - `meta`:     schema version, audit head, counters
+//!
+//! One issuance is one transaction over all trees; `flush` makes it durable before
+//! any file of the certificate appears under its final name.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::role::Role;
+
+pub const SCHEMA_VERSION: u32 = 1;
+const AUDIT_HEAD: &[u8] = b"audit_head";
+const SCHEMA_KEY: &[u8] = b"schema";
+
+/// Whether a certificate still stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Valid,
+    Revoked,
+    /// Only ever computed (from notAfter and the time asked about), never stored.
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Valid => "valid",
+            Status::Revoked => "revoked",
+            Status::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "valid" => Some(Status::Valid),
+            "revoked" => Some(Status::Revoked),
+            "expired" => Some(Status::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// When and why a certificate was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// RFC 5280 reason name, e.g. `keyCompromise`.
+    pub reason: String,
+}
+
+/// What the store keeps about one certificate (never its private key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    /// Lowercase hex, no separators.
+    pub serial: String,
+    /// Which CA signed it: `device` or `entity` (the issuing CAs) or `root`.
+    pub issuer: String,
+    /// The issuing CA's key identifier, hex.
+    pub issuer_key_id: String,
+    pub role: Role,
+    pub profile: String,
+    pub subject: String,
+    /// subjectAltNames as `DNS:x`, `IP:x`, `URI:x`, `email:x`.
+    pub names: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub sha256: String,
+    /// `valid` or `revoked` as stored; `expired` is derived at read time.
+    pub status: Status,
+    pub revocation: Option<Revocation>,
+    pub request_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// Where the private key was written at issuance (none for signed CSRs).
+    pub key_file: Option<String>,
+}
+
+impl Record {
+    /// The status as of `now`: revoked wins over expired.
+    pub fn status_at(&self, now: OffsetDateTime) -> Status {
+        match self.status {
+            Status::Revoked => Status::Revoked,
+            _ if self.not_after < now => Status::Expired,
+            s => s,
+        }
+    }
+
+    pub fn serial_bytes(&self) -> Vec<u8> {
+        hex_decode(&self.serial).unwrap_or_default()
+    }
+}
+
+/// An entry of the audit log. Each carries the SHA-256 of the previous entry's
+/// bytes, so an edit anywhere breaks the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub action: String,
+    pub serial: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: String,
+    /// Hex SHA-256 of the previous entry as stored (64 zeros for the first).
+    pub prev: String,
+}
+
+/// The outcome of recording an issuance.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Recorded (not yet flushed: call `flush`).
+    New,
+    /// The request id was already used: the certificate recorded for it.
+    RequestExists(Box<Record>),
+    /// The serial is already taken for this issuer: sign again with a new one.
+    SerialTaken,
+}
+
+/// Filters of `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub role: Option<Role>,
+    pub status: Option<Status>,
+    pub profile: Option<String>,
+    /// Expiring between now and now + this.
+    pub expiring_within: Option<time::Duration>,
+    /// Glob (`*`, `?`) over names and subject; a plain string matches as a substring.
+    pub name: Option<String>,
+}
+
+pub struct Store {
+    path: std::path::PathBuf,
+    db: sled::Db,
+    certs: sled::Tree,
+    records: sled::Tree,
+    sha256: sled::Tree,
+    expiry: sled::Tree,
+    names: sled::Tree,
+    requests: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn store_err(e: impl std::fmt::Display) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// sled 0.34 refuses a second opener at once with this lock error; we wait instead.
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Open (or create) the store under `<ca-dir>/db`, waiting up to `wait` for
+    /// another process to release it.
+    pub fn open(ca_dir: &Path, wait: Duration) -> Result<Store> {
+        let path = ca_dir.join("db");
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let db = loop {
+            let cfg = sled::Config::new()
+                .path(&path)
+                // We flush explicitly at the points that must be durable.
+                .flush_every_ms(None)
+                .cache_capacity(16 * 1024 * 1024);
+            match cfg.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if start.elapsed() >= wait {
+                        return Err(Error::Store(format!(
+                            "{} is locked by another mtlsca process; gave up after {:.1}s (raise --lock-timeout to wait longer)",
+                            path.display(),
+                            wait.as_secs_f64()
+                        )));
+                    }
+                    // Jitter so that waiting processes do not retry in lockstep.
+                    let jitter = Duration::from_micros(u64::from(
+                        Instant::now().elapsed().subsec_nanos() % 2000,
+                    ));
+                    std::thread::sleep(pause + jitter);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::Store(format!("cannot open {}: {e}", path.display()))),
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(store_err);
+        let store = Store {
+            certs: tree("certs")?,
+            records: tree("records")?,
+            sha256: tree("sha256")?,
+            expiry: tree("expiry")?,
+            names: tree("names")?,
+            requests: tree("requests")?,
+            audit: tree("audit")?,
+            meta: tree("meta")?,
+            path,
+            db,
+        };
+        match store.meta.get(SCHEMA_KEY).map_err(store_err)? {
+            None => {
+                store
+                    .meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(store_err)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(Error::Store(format!(
+                    "schema version {:?} is not one this mtlsca reads ({SCHEMA_VERSION})",
+                    v.as_ref()
+                )))
+            }
+        }
+        Ok(store)
+    }
+
+    /// Make every recorded change durable. sled 0.34's flush syncs its log with
+    /// `sync_file_range`, which does not promise that file metadata (size, new
+    /// extents) reaches the disk; an `fsync` of the data file and the directory
+    /// afterwards does.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(store_err)?;
+        let data = self.path.join("db");
+        if data.exists() {
+            std::fs::File::open(&data)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::Store(format!("fsync {}: {e}", data.display())))?;
+        }
+        crate::fsutil::sync_dir(&self.path)?;
+        Ok(())
+    }
+
+    /// Record one issued certificate and its audit entry in one transaction.
+    pub fn record_issued(
+        &self,
+        rec: &Record,
+        der: &[u8],
+        issuer_key_id: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Recorded> {
+        let serial = hex_decode(&rec.serial).ok_or_else(|| store_err("bad serial"))?;
+        let rec_json = serde_json::to_vec(rec).map_err(store_err)?;
+        let sha = hex_decode(&rec.sha256).ok_or_else(|| store_err("bad sha256"))?;
+        let detail = format!("{} {} {}", rec.profile, rec.subject, rec.names.join(","));
+        let result = (
+            &self.records,
+            &self.certs,
+            &self.sha256,
+            &self.expiry,
+            &self.names,
+            &self.requests,
+            &self.audit,
+            &self.meta,
+        )
+            .transaction(
+                |(records, certs, sha256, expiry, names, requests, audit, meta)| {
+                    if let Some(id) = &rec.request_id {
+                        if let Some(existing) = requests.get(id.as_bytes())? {
+                            let found = records.get(&existing)?;
+                            return Ok(found.map(|r| match serde_json::from_slice::<Record>(&r) {
+                                Ok(r) => Recorded::RequestExists(Box::new(r)),
+                                Err(_) => Recorded::SerialTaken,
+                            }));
+                        }
+                    }
+                    if records.get(&serial)?.is_some() {
+                        return Ok(Some(Recorded::SerialTaken));
+                    }
+                    records.insert(serial.as_slice(), rec_json.as_slice())?;
+                    certs.insert(cat(&[issuer_key_id, &serial]), der)?;
+                    sha256.insert(sha.as_slice(), serial.as_slice())?;
+                    expiry.insert(cat(&[&unix_be(rec.not_after), &serial]), &[] as &[u8])?;
+                    for n in index_names(rec) {
+                        names.insert(cat(&[n.as_bytes(), &[0], &serial]), &[] as &[u8])?;
+                    }
+                    if let Some(id) = &rec.request_id {
+                        requests.insert(id.as_bytes(), serial.as_slice())?;
+                    }
+                    append_audit(
+                        audit,
+                        meta,
+                        now,
+                        "issue",
+                        Some(&rec.serial),
+                        rec.request_id.as_deref(),
+                        &detail,
+                    )?;
+                    Ok(None)
+                },
+            );
+        match result {
+            Ok(None) => Ok(Recorded::New),
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(tx_err(e)),
+        }
+    }
+
+    /// The record of a serial (16 bytes as issued, or any bytes for foreign lookups).
+    pub fn get(&self, serial: &[u8]) -> Result<Option<Record>> {
+        match self.records.get(serial).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => decode_record(&v).map(Some),
+        }
+    }
+
+    /// The certificate DER of a record.
+    pub fn der(&self, rec: &Record) -> Result<Option<Vec<u8>>> {
+        let kid = hex_decode(&rec.issuer_key_id).unwrap_or_default();
+        let key = cat(&[&kid, &rec.serial_bytes()]);
+        Ok(self.certs.get(key).map_err(store_err)?.map(|v| v.to_vec()))
+    }
+
+    /// Find by serial (any case, colons, leading zeros) or SHA-256 fingerprint.
+    pub fn find(&self, query: &str) -> Result<Option<Record>> {
+        let clean: String = query
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!(
+                "`{}` is neither a serial nor a SHA-256 fingerprint (hex expected)",
+                crate::names::printable(query)
+            )));
+        }
+        if clean.len() == 64 {
+            if let Some(serial) = self
+                .sha256
+                .get(hex_decode(&clean).unwrap_or_default())
+                .map_err(store_err)?
+            {
+                return self.get(&serial);
+            }
+        }
+        match normalize_serial(&clean) {
+            Some(bytes) => self.get(&bytes),
+            None => Ok(None),
+        }
+    }
+
+    pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
+        match self.requests.get(id.as_bytes()).map_err(store_err)? {
+            None => Ok(None),
+            Some(serial) => self.get(&serial),
+        }
+    }
+
+    /// How many certificates are recorded.
+    pub fn count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Records matching `filter`, as of `now`, in notAfter order when listing by
+    /// expiry and serial order otherwise.
+    pub fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<Record>> {
+        let matcher = filter.name.as_deref().map(NameMatcher::new);
+        let keep = |r: &Record| {
+            filter.role.is_none_or(|role| r.role == role)
+                && filter.status.is_none_or(|s| r.status_at(now) == s)
+                && filter.profile.as_deref().is_none_or(|p| r.profile == p)
+                && matcher.as_ref().is_none_or(|m| m.matches(r))
+        };
+        let mut out = Vec::new();
+        if let Some(within) = filter.expiring_within {
+            // The expiry index: only the range that can match is read.
+            let from = unix_be(now);
+            let to = unix_be(now + within);
+            let mut end = to.to_vec();
+            end.push(0xff);
+            for item in self.expiry.range(from.to_vec()..end) {
+                let (k, _) = item.map_err(store_err)?;
+                if let Some(r) = self.get(&k[8..])? {
+                    if keep(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        for item in self.records.iter() {
+            let (_, v) = item.map_err(store_err)?;
+            let r = decode_record(&v)?;
+            if keep(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit log, oldest first, from `since` on.
+    pub fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for item in self.audit.iter() {
+            let (_, v) = item.map_err(store_err)?;
+            let e: AuditEntry = serde_json::from_slice(&v).map_err(store_err)?;
+            if since.is_none_or(|s| e.at >= s) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit entries that name one serial.
+    pub fn audit_of(&self, serial: &str) -> Result<Vec<AuditEntry>> {
+        Ok(self
+            .audit(None)?
+            .into_iter()
+            .filter(|e| e.serial.as_deref() == Some(serial))
+            .collect())
+    }
+}
+
+fn decode_record(v: &[u8]) -> Result<Record> {
+    serde_json::from_slice(v).map_err(|e| Error::Store(format!("damaged record: {e}")))
+}
+
+fn tx_err(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => store_err(e),
+    }
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+/// Append one audit entry inside a transaction, chaining it to the head.
+fn append_audit(
+    audit: &TransactionalTree,
+    meta: &TransactionalTree,
+    now: OffsetDateTime,
+    action: &str,
+    serial: Option<&str>,
+    request_id: Option<&str>,
+    detail: &str,
+) -> TxResult<()> {
+    let (seq, prev) = match meta.get(AUDIT_HEAD)? {
+        Some(h) if h.len() == 40 => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&h[..8]);
+            (u64::from_be_bytes(seq) + 1, hex_encode(&h[8..]))
+        }
+        _ => (0, "0".repeat(64)),
+    };
+    let entry = AuditEntry {
+        seq,
+        at: now,
+        action: action.into(),
+        serial: serial.map(String::from),
+        request_id: request_id.map(String::from),
+        detail: detail.into(),
+        prev,
+    };
+    let bytes = serde_json::to_vec(&entry)
+        .map_err(|e| ConflictableTransactionError::Abort(store_err(e)))?;
+    let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    audit.insert(&seq.to_be_bytes(), bytes)?;
+    meta.insert(AUDIT_HEAD, cat(&[&seq.to_be_bytes(), hash.as_ref()]))?;
+    Ok(())
+}
+
+/// The names a record is indexed under: SAN values and the subject's CN.
+fn index_names(rec: &Record) -> Vec<String> {
+    let mut v: Vec<String> = rec
+        .names
+        .iter()
+        .map(|n| {
+            n.split_once(':')
+                .map_or(n.as_str(), |(_, v)| v)
+                .to_lowercase()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `--name` matching: glob with `*` and `?` when present, else substring; case-insensitive.
+struct NameMatcher {
+    pattern: Vec<char>,
+    glob: bool,
+}
+
+impl NameMatcher {
+    fn new(p: &str) -> NameMatcher {
+        NameMatcher {
+            pattern: p.to_lowercase().chars().collect(),
+            glob: p.contains(['*', '?']),
+        }
+    }
+
+    fn matches(&self, r: &Record) -> bool {
+        let values = r
+            .names
+            .iter()
+            .map(|n| {
+                n.split_once(':')
+                    .map_or(n.as_str(), |(_, v)| v)
+                    .to_lowercase()
+            })
+            .chain(std::iter::once(r.subject.to_lowercase()));
+        let mut values = values;
+        values.any(|v| {
+            let chars: Vec<char> = v.chars().collect();
+            if self.glob {
+                glob(&self.pattern, &chars)
+            } else {
+                v.contains(&self.pattern.iter().collect::<String>())
+            }
+        })
+    }
+}
+
+fn glob(p: &[char], s: &[char]) -> bool {
+    // Iterative matcher with backtracking on the last `*`: linear in practice.
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+fn unix_be(t: OffsetDateTime) -> [u8; 8] {
+    (t.unix_timestamp().max(0) as u64).to_be_bytes()
+}
+
+pub fn hex_encode(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(HEX[(x >> 4) as usize] as char);
+        s.push(HEX[(x & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A serial as typed by a user (hex, any case, leading zeros) → the 16 bytes mtlsca
+/// issues (its serials are 16 bytes with a non-zero first byte), or the minimal
+/// encoding when it is not 16 bytes long.
+pub fn normalize_serial(hex: &str) -> Option<Vec<u8>> {
+    let trimmed = hex.trim_start_matches('0');
+    if trimmed.is_empty() {
+        return None;
+    }
+    let padded = if trimmed.len() % 2 == 1 {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_string()
+    };
+    hex_decode(&padded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_input_is_normalised() {
+        assert_eq!(normalize_serial("00ab"), Some(vec![0xab]));
+        assert_eq!(normalize_serial("abc"), Some(vec![0x0a, 0xbc]));
+        assert_eq!(normalize_serial("000"), None);
+    }
+
+    #[test]
+    fn globbing() {
+        let g = |p: &str, s: &str| {
+            glob(
+                &p.chars().collect::<Vec<_>>(),
+                &s.chars().collect::<Vec<_>>(),
+            )
+        };
+        assert!(g("*.corp.internal", "web.corp.internal"));
+        assert!(g("web-??", "web-01"));
+        assert!(!g("web-??", "web-1"));
+        assert!(g("*", ""));
+        assert!(!g("a*b", "acd"));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(hex_encode(&[0, 1, 0xab]), "0001ab");
+        assert_eq!(hex_decode("0001ab"), Some(vec![0, 1, 0xab]));
+        assert_eq!(hex_decode("0g"), None);
+    }
+}
