@@ -95,8 +95,12 @@ pub fn verify_cert(
         pos: Position::Leaf,
         at: opts.at,
     };
+    let mut leaf_problems = checks::check_cert(&leaf_subject);
+    if opts.usage.tls_oid() == role::OID_SERVER_AUTH {
+        leaf_problems.extend(checks::check_cn_in_san(&cert).err());
+    }
     reasons.extend(
-        checks::check_cert(&leaf_subject)
+        leaf_problems
             .iter()
             .map(|p| reasons::problem("certificate", p)),
     );
@@ -476,6 +480,13 @@ fn path_problems(
         .iter()
         .filter_map(|(d, p)| inspect::parse_der(d).ok().map(|c| (c, *d, *p)))
         .collect();
+    // The CAs of this path that signed a CRL we were given.
+    let crl_der: Vec<_> = trust
+        .crls
+        .iter()
+        .filter_map(|d| x509_parser::parse_x509_crl(d.as_ref()).ok())
+        .collect();
+    let crl_issuers: Vec<&[u8]> = crl_der.iter().map(|(_, c)| c.issuer().as_raw()).collect();
     for (cert, der, pos) in &parsed {
         let who = reasons::who(*pos, &inspect::dn_string(cert.subject()));
         let s = Subject {
@@ -489,6 +500,11 @@ fn path_problems(
                 .iter()
                 .map(|p| reasons::problem(&who, p)),
         );
+        if crl_issuers.contains(&cert.subject().as_raw()) {
+            if let Err(p) = checks::check_crl_signer(cert) {
+                out.push(reasons::problem(&who, &p));
+            }
+        }
         if let Some(why) = checks::wildcard_escapes_constraints(leaf, cert) {
             out.push(format!(
                 "certificate's {why} (`{}`)",

@@ -93,6 +93,9 @@ pub(crate) enum Problem {
     NameConstraintsInLeaf,
     NameConstraintsNotCritical,
     NameConstraintsEmpty,
+    BadNameConstraint(String),
+    CommonNameNotInSan(String),
+    CrlSignerWithoutCrlSign,
     PolicyConstraintsNotCritical,
     AiaCritical,
     ValidityEncoding(String),
@@ -147,6 +150,11 @@ fn check_version(s: &Subject<'_>) -> Result<(), Problem> {
 
 /// RFC 5280 4.1.2.2: a positive integer of at most 20 octets.
 fn check_serial(s: &Subject<'_>) -> Result<(), Problem> {
+    if s.pos == Position::Anchor {
+        // RFC 5280 6.1.1 takes a trust anchor's name and key only; old roots
+        // with a zero serial are still in use.
+        return Ok(());
+    }
     let raw = s.cert.raw_serial();
     if raw.first().is_some_and(|b| b & 0x80 != 0) || raw.iter().all(|b| *b == 0) {
         return Err(Problem::SerialNotPositive);
@@ -223,11 +231,12 @@ fn criticality_has_own_rule(oid: &x509_parser::der_parser::Oid<'_>) -> bool {
 }
 
 /// RFC 5280 4.2.1.1: AKI non-critical, with a keyIdentifier, present in every
-/// certificate but a self-signed one; in a self-signed certificate it may only
+/// certificate but a self-signed one (or a trust anchor, which is taken as a
+/// name and a key); in a self-signed certificate it may only
 /// repeat the SKI.
 fn check_aki(s: &Subject<'_>) -> Result<(), Problem> {
     let Some(ext) = s.ext(&oids::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER) else {
-        return if s.self_issued() {
+        return if s.self_issued() || s.pos == Position::Anchor {
             Ok(())
         } else {
             Err(Problem::AkiMissing)
@@ -383,7 +392,8 @@ fn dns_syntax(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// RFC 5280 4.2.1.10: only in CA certificates, always critical, and never empty.
+/// RFC 5280 4.2.1.10: only in CA certificates, always critical, never empty, and
+/// a dNSName subtree is a host name (no leading period, no wildcard).
 fn check_name_constraints(s: &Subject<'_>) -> Result<(), Problem> {
     let Some(ext) = s.ext(&oids::OID_X509_EXT_NAME_CONSTRAINTS) else {
         return Ok(());
@@ -402,6 +412,18 @@ fn check_name_constraints(s: &Subject<'_>) -> Result<(), Problem> {
             || present_but_empty(&nc.excluded_subtrees)
         {
             return Err(Problem::NameConstraintsEmpty);
+        }
+        let subtrees = nc
+            .permitted_subtrees
+            .iter()
+            .chain(nc.excluded_subtrees.iter())
+            .flatten();
+        for t in subtrees {
+            if let GeneralName::DNSName(d) = t.base {
+                if d.starts_with('.') || d.contains('*') {
+                    return Err(Problem::BadNameConstraint(crate::names::printable(d)));
+                }
+            }
         }
     }
     Ok(())
@@ -509,13 +531,71 @@ fn check_anchor_validity(s: &Subject<'_>) -> Result<(), Problem> {
         return Ok(());
     }
     let v = s.cert.validity();
-    if let Some(na) = asn1_time(v.not_after).filter(|na| s.at > *na) {
+    // Whole seconds, as webpki compares (validity has no finer granularity).
+    let at = s.at.replace_nanosecond(0).unwrap_or(s.at);
+    if let Some(na) = asn1_time(v.not_after).filter(|na| at > *na) {
         return Err(Problem::Expired(na));
     }
-    if let Some(nb) = asn1_time(v.not_before).filter(|nb| s.at < *nb) {
+    if let Some(nb) = asn1_time(v.not_before).filter(|nb| at < *nb) {
         return Err(Problem::NotYetValid(nb));
     }
     Ok(())
+}
+
+/// CABF 7.1.4.3, the parts that cannot be mistaken for a free-form CN: in a
+/// server certificate, a subject CN holding an IP address (in any spelling) is
+/// the canonical text (RFC 3986 / RFC 5952) of one of its IP subjectAltNames; a
+/// CN that names a DNS subjectAltName does so in the same letter case; and a host
+/// name in a CN is in A-labels, never UTF-8.
+pub(crate) fn check_cn_in_san(cert: &X509Certificate<'_>) -> Result<(), Problem> {
+    let sans = crate::inspect::san_strings(cert);
+    for cn in cert.subject().iter_common_name() {
+        let Ok(cn) = cn.as_str() else {
+            continue;
+        };
+        let shown = || Problem::CommonNameNotInSan(crate::names::printable(cn));
+        if cn.chars().any(char::is_whitespace) {
+            continue;
+        }
+        let is_ip_san = |text: &str| sans.iter().any(|n| n.strip_prefix("IP:") == Some(text));
+        if looks_like_ip(cn) && !is_ip_san(cn) {
+            return Err(shown());
+        }
+        let case_only = sans
+            .iter()
+            .filter_map(|n| n.strip_prefix("DNS:"))
+            .any(|d| d != cn && d.eq_ignore_ascii_case(cn));
+        if case_only || (!cn.is_ascii() && cn.contains('.')) {
+            return Err(shown());
+        }
+    }
+    Ok(())
+}
+
+/// An IP address in any spelling resolvers accept: dotted decimal (also with
+/// leading zeros), a 0x integer, or IPv6.
+fn looks_like_ip(s: &str) -> bool {
+    let dotted = s.contains('.') && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let hex = s.len() > 2
+        && (s.starts_with("0x") || s.starts_with("0X"))
+        && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    dotted || hex || s.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// RFC 5280 4.2.1.3: a CA that signs CRLs asserts cRLSign when it has a key
+/// usage (rustls-webpki does not look at a trust anchor's key usage).
+pub(crate) fn check_crl_signer(ca: &X509Certificate<'_>) -> Result<(), Problem> {
+    let ku = ca
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::KeyUsage(ku) => Some(ku.crl_sign()),
+            _ => None,
+        });
+    match ku {
+        Some(false) => Err(Problem::CrlSignerWithoutCrlSign),
+        _ => Ok(()),
+    }
 }
 
 /// The readable name of an extension OID.

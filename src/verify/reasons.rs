@@ -56,6 +56,15 @@ pub(crate) fn problem(who: &str, p: &Problem) -> String {
         Problem::NameConstraintsInLeaf => "is not a CA but carries name constraints".into(),
         Problem::NameConstraintsNotCritical => "has name constraints that are not critical (RFC 5280 requires critical)".into(),
         Problem::NameConstraintsEmpty => "has a nameConstraints extension with no or empty subtrees".into(),
+        Problem::BadNameConstraint(d) => {
+            format!("has a DNS name constraint `{d}` that is not a host name (RFC 5280 4.2.1.10)")
+        }
+        Problem::CommonNameNotInSan(cn) => format!(
+            "has a subject CN `{cn}` that is not a character-for-character copy of one of its subjectAltNames (CABF 7.1.4.3)"
+        ),
+        Problem::CrlSignerWithoutCrlSign => {
+            "signs a CRL but its keyUsage lacks cRLSign".into()
+        }
         Problem::PolicyConstraintsNotCritical => "has policy constraints that are not critical (RFC 5280 requires critical)".into(),
         Problem::AiaCritical => "marks authorityInfoAccess critical (RFC 5280 forbids it)".into(),
         Problem::ValidityEncoding(d) => format!("has a badly encoded validity: it {d}"),

@@ -24,6 +24,8 @@ struct Limbo {
 #[derive(Deserialize)]
 struct Case {
     id: String,
+    #[serde(default)]
+    features: Vec<String>,
     validation_kind: String,
     trusted_certs: Vec<String>,
     untrusted_intermediates: Vec<String>,
@@ -64,6 +66,12 @@ fn unsupported(c: &Case) -> Option<&'static str> {
     if c.max_chain_depth.is_some() {
         return Some("max chain depth");
     }
+    if c.features.iter().any(|f| f == "name-constraint-dn") {
+        return Some("directoryName name constraints");
+    }
+    if email_constraints(c) {
+        return Some("RFC822 names under name constraints");
+    }
     if !matches!(c.validation_kind.as_str(), "SERVER" | "CLIENT") {
         return Some("validation kind");
     }
@@ -87,6 +95,31 @@ fn unsupported(c: &Case) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Whether a CA of the case constrains rfc822Names (email addresses): neither
+/// rustls-webpki nor a TLS verifier built on it evaluates those.
+fn email_constraints(c: &Case) -> bool {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let cas = pem_certs(&c.trusted_certs)
+        .into_iter()
+        .chain(pem_certs(&c.untrusted_intermediates));
+    cas.into_iter().any(|der| {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+            return false;
+        };
+        cert.extensions()
+            .iter()
+            .any(|e| match e.parsed_extension() {
+                ParsedExtension::NameConstraints(nc) => nc
+                    .permitted_subtrees
+                    .iter()
+                    .chain(nc.excluded_subtrees.iter())
+                    .flatten()
+                    .any(|t| matches!(t.base, GeneralName::RFC822Name(_))),
+                _ => false,
+            })
+    })
 }
 
 fn pem_certs(v: &[String]) -> Vec<CertificateDer<'static>> {
