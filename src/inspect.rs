@@ -17,7 +17,7 @@ use crate::verify::{human_time, rfc3339};
 /// Parse one DER certificate, refusing trailing bytes.
 pub fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(format!("{} bytes after the certificate", rest.len())),
         Err(e) => Err(format!("not a DER X.509 certificate ({e})")),
     }

@@ -11,6 +11,7 @@ use crate::error::Result;
 
 mod ca_cmds;
 pub mod render;
+mod verify_cmds;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,11 @@ pub enum Command {
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
+    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
+    Inspect(verify_cmds::InspectArgs),
+    /// Validate a certificate, or a pair of certificates as one connection
+    #[command(subcommand)]
+    Verify(verify_cmds::VerifyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -118,5 +124,7 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
+        Command::Verify(c) => verify_cmds::verify(&ctx, c),
     }
 }

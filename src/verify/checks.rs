@@ -405,7 +405,7 @@ fn check_name_constraints(s: &Subject<'_>) -> Result<(), Problem> {
         return Err(Problem::NameConstraintsNotCritical);
     }
     if let ParsedExtension::NameConstraints(nc) = &ext.parsed_extension() {
-        let empty = |v: &Option<Vec<_>>| v.as_ref().map_or(true, |v| v.is_empty());
+        let empty = |v: &Option<Vec<_>>| !matches!(v, Some(v) if !v.is_empty());
         let present_but_empty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v| v.is_empty());
         if (empty(&nc.permitted_subtrees) && empty(&nc.excluded_subtrees))
             || present_but_empty(&nc.permitted_subtrees)
@@ -696,7 +696,9 @@ mod der {
     pub const GENERALIZED_TIME: u8 = 0x18;
 
     /// One TLV: (tag, whole encoding, contents, rest).
-    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+    fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
         let tag = *b.first()?;
         let first = *b.get(1)? as usize;
         let (len, hdr) = if first < 0x80 {

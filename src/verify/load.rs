@@ -67,7 +67,7 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
     }
     for c in &crls {
         match x509_parser::parse_x509_crl(c.as_ref()) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => return Err(Error::input(&what, "trailing bytes after the CRL")),
             Err(e) => return Err(Error::input(&what, format!("not a DER CRL ({e})"))),
         }

@@ -9,8 +9,11 @@
 
 mod chain;
 mod checks;
+pub mod handshake;
 pub mod load;
+pub mod pair;
 mod reasons;
+pub mod rustls_verifiers;
 
 use std::net::IpAddr;
 
@@ -21,7 +24,8 @@ use time::OffsetDateTime;
 use crate::names::SanName;
 use crate::role::{CertClass, Role};
 
-pub use chain::verify_cert;
+pub use chain::{reason_name, verify_cert};
+pub use pair::{verify_pair, PairEnd, PairOptions, PairVerdict, Side, SideVerdict};
 
 /// The classic TLS purposes (RFC 5280 reading of the EKU extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
