@@ -109,7 +109,7 @@ pub(crate) fn webpki(err: &webpki::Error, at: OffsetDateTime, whose: &str) -> St
         E::EndEntityUsedAsCa => "certificate chain uses a leaf (not a CA) as an issuer".into(),
         E::PathLenConstraintViolated => "certificate chain is longer than a CA's pathLenConstraint allows".into(),
         E::NameConstraintViolation => "certificate has a name its issuing CAs' name constraints forbid".into(),
-        E::InvalidSignatureForPublicKey => "certificate chain has a signature that does not verify".into(),
+        E::InvalidSignatureForPublicKey => "certificate does not chain to a trusted root: a signature in the path does not verify (a CA of the same name but another key?)".into(),
         E::UnsupportedSignatureAlgorithm
         | E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKey

@@ -4,3 +4,4 @@
 mod ca;
 mod common;
 mod limbo;
+mod verify;
