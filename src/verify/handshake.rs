@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::{
-    CertificateError, ClientConfig, ClientConnection, OtherError, ServerConfig, ServerConnection,
-};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::rustls_verifiers::{DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier};
+use super::rustls_verifiers::{
+    describe_tls_error, DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier,
+};
 
 /// One end's identity: its chain (leaf first) and private key.
 pub struct Identity {
@@ -58,22 +58,12 @@ pub struct Handshake {
     pub timeout: Duration,
 }
 
-/// The text of a rustls error: our verifiers' refusal reasons come out as they
-/// were written.
 fn tls_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            inner.to_string()
-        }
-        other => other.to_string(),
-    }
+    describe_tls_error(e)
 }
 
 fn io_error(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(t) => tls_error(t),
-        None => e.to_string(),
-    }
+    describe_tls_error(e)
 }
 
 impl Handshake {

@@ -47,6 +47,23 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// The text of an error from a TLS connection: a [`Refusal`] of these verifiers
+/// comes out as its plain reasons (also from inside an `io::Error`, as
+/// `complete_io` returns it), anything else as rustls says it.
+pub fn describe_tls_error(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            return describe_tls_error(inner);
+        }
+    }
+    match e.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
+            inner.to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn refuse(msg: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(msg)))))
 }
