@@ -663,7 +663,12 @@ fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(c) = &a.subject.country {
-        dn.push(DnType::CountryName, c.as_str());
+        // X.520 countryName is a PrintableString (policy checked: two ASCII letters).
+        let printable = c
+            .as_str()
+            .try_into()
+            .map_err(|e| Error::refused(format!("country `{c}` cannot be encoded: {e}")))?;
+        dn.push(DnType::CountryName, rcgen::DnValue::PrintableString(printable));
     }
     if let Some(o) = &a.subject.org {
         dn.push(DnType::OrganizationName, o.as_str());
