@@ -411,10 +411,17 @@ impl<'a> Issuer<'a> {
             now,
         )?;
 
+        let expected_spki = match (&spki, &new_key) {
+            (PublicKeySource::Csr(_, raw), _) => raw.clone(),
+            (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
+            _ => unreachable!("a generated source always has a key"),
+        };
         // Serial, sign, self-check, record; a serial collision signs again.
         for _ in 0..8 {
             let serial = ca::random_serial()?;
-            let params = leaf_params(&approved, &serial)?;
+            let mut params = leaf_params(&approved, &serial)?;
+            params.key_identifier_method =
+                rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
             let cert = match (&spki, &new_key) {
                 (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
                 (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
@@ -422,11 +429,6 @@ impl<'a> Issuer<'a> {
             }
             .map_err(|e| Error::State(format!("signing failed: {e}")))?;
             let der = cert.der().to_vec();
-            let expected_spki = match (&spki, &new_key) {
-                (PublicKeySource::Csr(_, raw), _) => raw.clone(),
-                (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
-                _ => unreachable!(),
-            };
             self_check(
                 &der,
                 &expected_spki,
@@ -663,7 +665,15 @@ fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(c) = &a.subject.country {
-        dn.push(DnType::CountryName, c.as_str());
+        // X.520 countryName is a PrintableString (policy checked: two ASCII letters).
+        let printable = c
+            .as_str()
+            .try_into()
+            .map_err(|e| Error::refused(format!("country `{c}` cannot be encoded: {e}")))?;
+        dn.push(
+            DnType::CountryName,
+            rcgen::DnValue::PrintableString(printable),
+        );
     }
     if let Some(o) = &a.subject.org {
         dn.push(DnType::OrganizationName, o.as_str());
