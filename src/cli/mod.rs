@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::error::Result;
 
 mod ca_cmds;
+mod lifecycle_cmds;
 pub mod render;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
@@ -87,6 +88,8 @@ pub enum Command {
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
+    /// Issue many certificates from a TOML manifest, idempotently
+    Batch(lifecycle_cmds::BatchArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -118,5 +121,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+        Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
     }
 }
