@@ -7,7 +7,9 @@
 
 pub mod batch;
 pub mod ca;
+pub mod crl;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod issue;
 pub mod key;

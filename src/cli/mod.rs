@@ -90,6 +90,18 @@ pub enum Command {
     Quickstart(ca_cmds::QuickstartArgs),
     /// Issue many certificates from a TOML manifest, idempotently
     Batch(lifecycle_cmds::BatchArgs),
+    /// Revoke a certificate (publish the change with `crl`)
+    Revoke(lifecycle_cmds::RevokeArgs),
+    /// Sign and publish certificate revocation lists
+    Crl(lifecycle_cmds::CrlArgs),
+    /// Export a certificate as PEM, DER, chain or PKCS#12
+    Export(lifecycle_cmds::ExportArgs),
+    /// Print the audit log
+    Audit(lifecycle_cmds::AuditArgs),
+    /// Print shell completions (bash, zsh, fish, ...)
+    Completions(lifecycle_cmds::CompletionsArgs),
+    /// Print the man page (roff)
+    Man(lifecycle_cmds::ManArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -122,5 +134,11 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
         Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
+        Command::Revoke(a) => lifecycle_cmds::revoke(&ctx, a),
+        Command::Crl(a) => lifecycle_cmds::crl(&ctx, a),
+        Command::Export(a) => lifecycle_cmds::export(&ctx, a),
+        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a),
+        Command::Completions(a) => lifecycle_cmds::completions(a),
+        Command::Man(a) => lifecycle_cmds::man(&ctx, a),
     }
 }
