@@ -1,8 +1,10 @@
 //! The hierarchy: creating it (`init`), loading it, and unlocking CA keys for signing.
 //!
-//!     root CA (pathlen 1, keyCertSign+cRLSign, optional name constraints)
-//!     ├── device issuing CA (pathlen 0, EKU serverAuth) → device leaves
-//!     └── entity issuing CA (pathlen 0, EKU clientAuth) → entity leaves
+//! ```text
+//! root CA (pathlen 1, keyCertSign+cRLSign, optional name constraints)
+//! ├── device issuing CA (pathlen 0, EKU serverAuth) → device leaves
+//! └── entity issuing CA (pathlen 0, EKU clientAuth) → entity leaves
+//! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -323,6 +325,7 @@ fn dn(name: &str, cn: &str) -> DistinguishedName {
 }
 
 fn ca_params(
+    key: &KeyPair,
     subject: DistinguishedName,
     pathlen: u8,
     not_before: OffsetDateTime,
@@ -336,6 +339,9 @@ fn ca_params(
     p.not_after = not_after;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
     p.use_authority_key_identifier_extension = true;
+    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key::key_identifier(
+        &rcgen::PublicKeyData::subject_public_key_info(key),
+    ));
     Ok(p)
 }
 
@@ -419,6 +425,7 @@ fn build(
 
     let root_key = key::generate(opts.key_type)?;
     let mut root = ca_params(
+        &root_key,
         dn(name, &format!("{name} Root CA")),
         1,
         now,
@@ -457,6 +464,7 @@ fn build(
     ] {
         let k = key::generate(opts.key_type)?;
         let mut p = ca_params(
+            &k,
             dn(name, &format!("{name} {label}")),
             0,
             now,

@@ -1,6 +1,8 @@
 //! The issuance pipeline, one path for `issue`, `sign` and `batch`:
 //!
-//!     request → profile → policy → serial → sign → self-check → record → files
+//! ```text
+//! request → profile → policy → serial → sign → self-check → record → files
+//! ```
 //!
 //! # Exactly once, with files
 //!
@@ -192,14 +194,16 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrIntake> {
     if !rest.is_empty() {
         return Err(Error::input("CSR", "trailing bytes after the request"));
     }
+    let info = &csr.certification_request_info;
+    // Key strength first: ring cannot even verify signatures of weak RSA keys, and
+    // "weak key" is the answer the requester needs.
+    let key = key::check_public_key(&info.subject_pki)?;
     csr.verify_signature().map_err(|_| {
         Error::input(
             "CSR",
             "its signature does not verify (tampered, or signed by another key)",
         )
     })?;
-    let info = &csr.certification_request_info;
-    let key = key::check_public_key(&info.subject_pki)?;
     let mut content = RequestedContent::default();
     for attr in info.subject.iter_attributes() {
         let value = attr
@@ -474,8 +478,15 @@ pub fn prepare(
         cx.now,
     )?;
 
+    let expected_spki = match (&spki, &new_key) {
+        (PublicKeySource::Csr(_, raw), _) => raw.clone(),
+        (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
+        _ => unreachable!("a generated source always has a key"),
+    };
     let serial = ca::random_serial()?;
-    let params = leaf_params(&approved, &serial)?;
+    let mut params = leaf_params(&approved, &serial)?;
+    params.key_identifier_method =
+        rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
     let cert = match (&spki, &new_key) {
         (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
         (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
@@ -483,11 +494,6 @@ pub fn prepare(
     }
     .map_err(|e| Error::State(format!("signing failed: {e}")))?;
     let der = cert.der().to_vec();
-    let expected_spki = match (&spki, &new_key) {
-        (PublicKeySource::Csr(_, raw), _) => raw.clone(),
-        (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
-        _ => unreachable!(),
-    };
     self_check(
         &der,
         &expected_spki,
@@ -830,7 +836,15 @@ fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(c) = &a.subject.country {
-        dn.push(DnType::CountryName, c.as_str());
+        // X.520 countryName is a PrintableString (policy checked: two ASCII letters).
+        let printable = c
+            .as_str()
+            .try_into()
+            .map_err(|e| Error::refused(format!("country `{c}` cannot be encoded: {e}")))?;
+        dn.push(
+            DnType::CountryName,
+            rcgen::DnValue::PrintableString(printable),
+        );
     }
     if let Some(o) = &a.subject.org {
         dn.push(DnType::OrganizationName, o.as_str());
