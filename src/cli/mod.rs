@@ -12,6 +12,7 @@ use crate::error::Result;
 mod ca_cmds;
 mod lifecycle_cmds;
 pub mod render;
+mod verify_cmds;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub enum Command {
     Completions(lifecycle_cmds::CompletionsArgs),
     /// Print the man page (roff)
     Man(lifecycle_cmds::ManArgs),
+    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
+    Inspect(verify_cmds::InspectArgs),
+    /// Validate a certificate, or a pair of certificates as one connection
+    #[command(subcommand)]
+    Verify(verify_cmds::VerifyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -140,5 +146,7 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Audit(a) => lifecycle_cmds::audit(&ctx, a),
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
+        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
+        Command::Verify(c) => verify_cmds::verify(&ctx, c),
     }
 }

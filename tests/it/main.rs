@@ -4,3 +4,5 @@
 mod ca;
 mod common;
 mod lifecycle;
+mod limbo;
+mod verify;
