@@ -5,8 +5,11 @@
 //! The crate is a library first; the `mtlsca` binary is a thin layer over it.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod ca;
+pub mod crl;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod issue;
 pub mod key;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::error::Result;
 
 mod ca_cmds;
+mod lifecycle_cmds;
 pub mod render;
 mod verify_cmds;
 
@@ -88,6 +89,20 @@ pub enum Command {
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
+    /// Issue many certificates from a TOML manifest, idempotently
+    Batch(lifecycle_cmds::BatchArgs),
+    /// Revoke a certificate (publish the change with `crl`)
+    Revoke(lifecycle_cmds::RevokeArgs),
+    /// Sign and publish certificate revocation lists
+    Crl(lifecycle_cmds::CrlArgs),
+    /// Export a certificate as PEM, DER, chain or PKCS#12
+    Export(lifecycle_cmds::ExportArgs),
+    /// Print the audit log
+    Audit(lifecycle_cmds::AuditArgs),
+    /// Print shell completions (bash, zsh, fish, ...)
+    Completions(lifecycle_cmds::CompletionsArgs),
+    /// Print the man page (roff)
+    Man(lifecycle_cmds::ManArgs),
     /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
     Inspect(verify_cmds::InspectArgs),
     /// Validate a certificate, or a pair of certificates as one connection
@@ -124,6 +139,13 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+        Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
+        Command::Revoke(a) => lifecycle_cmds::revoke(&ctx, a),
+        Command::Crl(a) => lifecycle_cmds::crl(&ctx, a),
+        Command::Export(a) => lifecycle_cmds::export(&ctx, a),
+        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a),
+        Command::Completions(a) => lifecycle_cmds::completions(a),
+        Command::Man(a) => lifecycle_cmds::man(&ctx, a),
         Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
         Command::Verify(c) => verify_cmds::verify(&ctx, c),
     }

@@ -3,5 +3,6 @@
 
 mod ca;
 mod common;
+mod lifecycle;
 mod limbo;
 mod verify;
