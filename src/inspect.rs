@@ -68,28 +68,29 @@ pub fn eku_oids(cert: &X509Certificate<'_>) -> Option<Vec<String>> {
     cert.extensions()
         .iter()
         .find_map(|ext| match &ext.parsed_extension() {
-            ParsedExtension::ExtendedKeyUsage(eku) => {
-                let mut v = Vec::new();
-                let known = [
-                    (eku.server_auth, role::OID_SERVER_AUTH),
-                    (eku.client_auth, role::OID_CLIENT_AUTH),
-                    (eku.email_protection, role::OID_EMAIL_PROTECTION),
-                    (eku.any, role::OID_ANY_EKU),
-                    (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
-                    (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
-                    (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
-                ];
-                v.extend(
-                    known
-                        .iter()
-                        .filter(|(on, _)| *on)
-                        .map(|(_, o)| o.to_string()),
-                );
-                v.extend(eku.other.iter().map(|o| o.to_id_string()));
-                Some(v)
-            }
+            ParsedExtension::ExtendedKeyUsage(eku) => Some(eku_oid_list(eku)),
             _ => None,
         })
+}
+
+/// The OIDs (dotted) an EKU extension lists: the TLS and S/MIME ones first, in
+/// the order mtlsca writes them, then the rest.
+pub fn eku_oid_list(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
+    let known = [
+        (eku.server_auth, role::OID_SERVER_AUTH),
+        (eku.client_auth, role::OID_CLIENT_AUTH),
+        (eku.email_protection, role::OID_EMAIL_PROTECTION),
+        (eku.any, role::OID_ANY_EKU),
+        (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
+        (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
+        (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
+    ];
+    known
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, o)| o.to_string())
+        .chain(eku.other.iter().map(|o| o.to_id_string()))
+        .collect()
 }
 
 /// The name OpenSSL prints for an EKU OID, else the OID.

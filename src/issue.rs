@@ -263,30 +263,7 @@ fn read_requested_extension(ext: &X509Extension<'_>, c: &mut RequestedContent) -
             }
         }
         ParsedExtension::ExtendedKeyUsage(eku) => {
-            let mut oids = Vec::new();
-            if eku.any {
-                oids.push(crate::role::OID_ANY_EKU.to_string());
-            }
-            if eku.server_auth {
-                oids.push(crate::role::OID_SERVER_AUTH.to_string());
-            }
-            if eku.client_auth {
-                oids.push(crate::role::OID_CLIENT_AUTH.to_string());
-            }
-            if eku.email_protection {
-                oids.push(crate::role::OID_EMAIL_PROTECTION.to_string());
-            }
-            for (set, oid) in [
-                (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
-                (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
-                (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
-            ] {
-                if set {
-                    oids.push(oid.to_string());
-                }
-            }
-            oids.extend(eku.other.iter().map(|o| o.to_id_string()));
-            c.requested_ekus = Some(oids);
+            c.requested_ekus = Some(crate::inspect::eku_oid_list(eku));
         }
         ParsedExtension::BasicConstraints(bc) => {
             if bc.ca {
@@ -946,7 +923,7 @@ fn self_check(der: &[u8], expected_spki: &[u8], a: &Approved, cx: &SignContext<'
         .extended_key_usage()
         .ok()
         .flatten()
-        .map(|e| eku_oids(e.value))
+        .map(|e| crate::inspect::eku_oid_list(e.value))
         .unwrap_or_default();
     let want: Vec<String> = a.ekus.iter().map(|e| e.oid().to_string()).collect();
     if ekus != want {
@@ -1017,24 +994,6 @@ fn validate_path(der: &[u8], role: Role, cx: &SignContext<'_>) -> std::result::R
     )
     .map(|_| ())
     .map_err(|e| format!("rustls-webpki rejects the chain: {e:?}"))
-}
-
-fn eku_oids(e: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
-    let mut v = Vec::new();
-    if e.any {
-        v.push(crate::role::OID_ANY_EKU.to_string());
-    }
-    if e.server_auth {
-        v.push(crate::role::OID_SERVER_AUTH.to_string());
-    }
-    if e.client_auth {
-        v.push(crate::role::OID_CLIENT_AUTH.to_string());
-    }
-    if e.email_protection {
-        v.push(crate::role::OID_EMAIL_PROTECTION.to_string());
-    }
-    v.extend(e.other.iter().map(|o| o.to_id_string()));
-    v
 }
 
 #[cfg(test)]

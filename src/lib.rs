@@ -18,6 +18,7 @@ pub mod policy;
 pub mod profile;
 pub mod role;
 pub mod store;
+pub mod timefmt;
 
 pub mod inspect;
 pub mod verify;

@@ -292,7 +292,7 @@ pub fn check(
         if not_after > ca_not_after {
             refusals.push(format!(
                 "validity {v} would run past the issuing CA's own notAfter ({})",
-                crate::cli::render::date(ca_not_after)
+                crate::timefmt::date(ca_not_after)
             ));
         }
     }

@@ -1,23 +1,11 @@
 //! Rendering: dates, records and verdicts as text or JSON.
 
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::store::Record;
 
-/// `2027-02-25`
-pub fn date(t: OffsetDateTime) -> String {
-    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
-}
-
-/// RFC 3339 in UTC, seconds precision.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
+pub use crate::timefmt::{date, rfc3339};
 
 /// A record as the JSON object of the contract (`list`, `show`, `issue`).
 pub fn record_json(r: &Record, now: OffsetDateTime) -> Value {

@@ -192,25 +192,7 @@ pub struct CertVerdict {
     pub reasons: Vec<String>,
 }
 
-/// RFC 3339 rendering used in all output.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-/// "2027-02-25 10:00:00 UTC": how times read inside reasons.
-pub fn human_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub use crate::timefmt::{human_time, rfc3339};
 
 /// Render a SAN list the way every command shows names ("DNS:a.test").
 pub fn san_strings(names: &[SanName]) -> Vec<String> {
