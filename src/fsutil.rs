@@ -89,14 +89,38 @@ pub fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Move `from` to `to` without ever replacing an existing `to` (hard link, then unlink).
+/// A `to` that already is `from` (a crash came between the link and the unlink)
+/// completes the move.
 pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => fs::remove_file(from).at(from),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Usage(format!(
-            "{} already exists; refusing to overwrite it",
-            to.display()
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if same_file(from, to) {
+                return fs::remove_file(from).at(from);
+            }
+            Err(Error::Usage(format!(
+                "{} already exists; refusing to overwrite it",
+                to.display()
+            )))
+        }
         Err(e) => Err(Error::io(to, e)),
+    }
+}
+
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
     }
 }
 

@@ -564,10 +564,9 @@ impl<'a> Issuer<'a> {
     fn recover(&self, f: &Files) -> Result<()> {
         let cert_tmp = partial(&f.cert);
         if !cert_tmp.exists() {
-            // Stray partial key without a certificate: the crash came before step 1 ended.
-            if let Some(k) = &f.key {
-                let _ = std::fs::remove_file(partial(k));
-            }
+            // Stray partials without a certificate partial: the crash came before
+            // step 1 ended (the certificate's partial is written last and linked last).
+            remove_partials(f);
             return Ok(());
         }
         let recorded = std::fs::read(&cert_tmp)
@@ -620,6 +619,14 @@ fn write_partials(f: &Files, key_pem: Option<&str>, cert_pem: &str, chain_pem: &
             return Err(e);
         }
     }
+    // The partials' names must be durable before the record is: after a power
+    // loss a recorded certificate must still find its key.
+    if let Some(dir) = f.cert.parent() {
+        if let Err(e) = fsutil::sync_dir(dir) {
+            remove_partials(f);
+            return Err(e);
+        }
+    }
     Ok(())
 }
 
@@ -629,16 +636,20 @@ fn remove_partials(f: &Files) {
     }
 }
 
-/// Link every partial to its final name; returns the final names.
+/// Link every partial to its final name; returns the final names. The certificate
+/// goes last: while its partial exists, `recover` knows the output is unfinished.
 fn complete(f: &Files) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for p in f.all() {
+    let mut order = f.all();
+    order.retain(|p| **p != f.cert);
+    order.push(&f.cert);
+    for p in order {
         let tmp = partial(p);
         if tmp.exists() {
             fsutil::rename_no_replace(&tmp, p)?;
         }
-        out.push(p.clone());
     }
+    out.extend(f.all().into_iter().cloned());
     if let Some(dir) = f.cert.parent() {
         fsutil::sync_dir(dir)?;
     }

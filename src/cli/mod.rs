@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 
+mod admin_cmds;
 mod ca_cmds;
 pub mod render;
 
@@ -55,7 +56,13 @@ pub struct GlobalArgs {
     /// How long to wait for another mtlsca process to release the store
     #[arg(long, global = true, default_value = "30s", value_parser = parse_wait)]
     pub lock_timeout: Duration,
+    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
+
+/// The environment variable that holds the passphrase of encrypted CA keys.
+pub const PASSPHRASE_ENV: &str = "MTLSCA_PASSPHRASE";
 
 fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -87,6 +94,16 @@ pub enum Command {
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
+    /// Check the store's integrity
+    #[command(subcommand)]
+    Store(admin_cmds::StoreCmd),
+    /// Verify the audit log
+    #[command(subcommand)]
+    Audit(admin_cmds::AuditCmd),
+    /// Write a consistent copy of the CA (certificates, keys as stored, profiles, store)
+    Backup(admin_cmds::BackupArgs),
+    /// Bring a backup back into a new CA directory (--ca-dir)
+    Restore(admin_cmds::RestoreArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -106,6 +123,10 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
+    crate::ca::set_passphrase_source(match &cli.global.passphrase_file {
+        Some(f) => crate::ca::PassphraseSource::File(f.clone()),
+        None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),
+    });
     let ctx = Ctx {
         global: cli.global,
         now,
@@ -118,5 +139,9 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+        Command::Store(c) => admin_cmds::store(&ctx, c),
+        Command::Audit(c) => admin_cmds::audit(&ctx, c),
+        Command::Backup(a) => admin_cmds::backup(&ctx, a),
+        Command::Restore(a) => admin_cmds::restore(&ctx, a),
     }
 }
