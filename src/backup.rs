@@ -3,12 +3,14 @@
 //! `backup` writes, while holding the store's lock (no other mtlsca process can
 //! issue or revoke meanwhile):
 //!
-//!     DIR/MANIFEST.json     format, version, CA name, SHA-256 of every file, store counts
-//!     DIR/ca.toml, root.pem, device-ca.pem, entity-ca.pem
-//!     DIR/private/*.key     the CA keys exactly as stored (encrypted ones stay encrypted), 0600
-//!     DIR/profiles/*.toml   the CA's profiles
-//!     DIR/crl/*             the latest CRLs, if any
-//!     DIR/store.jsonl       every tree of the store (see `store::integrity`)
+//! ```text
+//! DIR/MANIFEST.json     format, version, CA name, SHA-256 of every file, store counts
+//! DIR/ca.toml, root.pem, device-ca.pem, entity-ca.pem
+//! DIR/private/*.key     the CA keys exactly as stored (encrypted ones stay encrypted), 0600
+//! DIR/profiles/*.toml   the CA's profiles
+//! DIR/crl/*             the latest CRLs, if any
+//! DIR/store.jsonl       every tree of the store (see `store::integrity`)
+//! ```
 //!
 //! It is built in a hidden sibling directory and renamed to `DIR` when complete, so
 //! a half-written backup never carries the name. The store must pass `check` first.

@@ -1,8 +1,10 @@
 //! The hierarchy: creating it (`init`), loading it, and unlocking CA keys for signing.
 //!
-//!     root CA (pathlen 1, keyCertSign+cRLSign, optional name constraints)
-//!     ├── device issuing CA (pathlen 0, EKU serverAuth) → device leaves
-//!     └── entity issuing CA (pathlen 0, EKU clientAuth) → entity leaves
+//! ```text
+//! root CA (pathlen 1, keyCertSign+cRLSign, optional name constraints)
+//! ├── device issuing CA (pathlen 0, EKU serverAuth) → device leaves
+//! └── entity issuing CA (pathlen 0, EKU clientAuth) → entity leaves
+//! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -149,3 +149,28 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     let _ = (path, mode);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_interrupted_between_link_and_unlink_completes() {
+        let dir = std::env::temp_dir().join(format!("mtlsca-fsutil-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (from, to, other) = (dir.join(".a.partial"), dir.join("a"), dir.join("b"));
+        fs::write(&from, b"data").unwrap();
+        fs::hard_link(&from, &to).unwrap(); // the crash came here
+        rename_no_replace(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read(&to).unwrap(), b"data");
+        // A different file under the final name is never replaced.
+        fs::write(&from, b"new").unwrap();
+        fs::write(&other, b"old").unwrap();
+        let e = rename_no_replace(&from, &other).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(fs::read(&other).unwrap(), b"old");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

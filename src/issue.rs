@@ -1,6 +1,8 @@
 //! The issuance pipeline, one path for `issue`, `sign` and `batch`:
 //!
-//!     request → profile → policy → serial → sign → self-check → record → files
+//! ```text
+//! request → profile → policy → serial → sign → self-check → record → files
+//! ```
 //!
 //! # Exactly once, with files
 //!
@@ -179,14 +181,16 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrIntake> {
     if !rest.is_empty() {
         return Err(Error::input("CSR", "trailing bytes after the request"));
     }
+    let info = &csr.certification_request_info;
+    // The key first: ring verifies no signature by an RSA key under 2048 bits, and
+    // a weak key is a refusal to name (exit 1), not a "tampered" request.
+    let key = key::check_public_key(&info.subject_pki)?;
     csr.verify_signature().map_err(|_| {
         Error::input(
             "CSR",
             "its signature does not verify (tampered, or signed by another key)",
         )
     })?;
-    let info = &csr.certification_request_info;
-    let key = key::check_public_key(&info.subject_pki)?;
     let mut content = RequestedContent::default();
     for attr in info.subject.iter_attributes() {
         let value = attr
@@ -670,7 +674,10 @@ fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(c) = &a.subject.country {
-        dn.push(DnType::CountryName, c.as_str());
+        // RFC 5280: X520countryName is a PrintableString (rcgen's default is UTF8String).
+        let c = rcgen::string::PrintableString::try_from(c.as_str())
+            .map_err(|e| Error::refused(format!("country `{c}` cannot be encoded: {e}")))?;
+        dn.push(DnType::CountryName, rcgen::DnValue::PrintableString(c));
     }
     if let Some(o) = &a.subject.org {
         dn.push(DnType::OrganizationName, o.as_str());

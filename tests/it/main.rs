@@ -2,3 +2,4 @@
 //! `mtlsca` binary in its own temp dir with a scrubbed environment.
 
 mod common;
+mod reliability;
