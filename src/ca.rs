@@ -422,6 +422,7 @@ fn dn(name: &str, cn: &str) -> DistinguishedName {
 }
 
 fn ca_params(
+    key: &KeyPair,
     subject: DistinguishedName,
     pathlen: u8,
     not_before: OffsetDateTime,
@@ -435,6 +436,9 @@ fn ca_params(
     p.not_after = not_after;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
     p.use_authority_key_identifier_extension = true;
+    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key::key_identifier(
+        &rcgen::PublicKeyData::subject_public_key_info(key),
+    ));
     Ok(p)
 }
 
@@ -526,6 +530,7 @@ fn build(
 
     let root_key = key::generate(opts.key_type)?;
     let mut root = ca_params(
+        &root_key,
         dn(name, &format!("{name} Root CA")),
         1,
         now,
@@ -573,6 +578,7 @@ fn build(
     ] {
         let mut k = key::generate(opts.key_type)?;
         let mut p = ca_params(
+            &k,
             dn(name, &format!("{name} {label}")),
             0,
             now,

@@ -182,8 +182,8 @@ pub fn read_csr(bytes: &[u8]) -> Result<CsrIntake> {
         return Err(Error::input("CSR", "trailing bytes after the request"));
     }
     let info = &csr.certification_request_info;
-    // The key first: ring verifies no signature by an RSA key under 2048 bits, and
-    // a weak key is a refusal to name (exit 1), not a "tampered" request.
+    // Key strength first: ring cannot even verify signatures of weak RSA keys, and
+    // "weak key" is the answer the requester needs.
     let key = key::check_public_key(&info.subject_pki)?;
     csr.verify_signature().map_err(|_| {
         Error::input(
@@ -411,10 +411,17 @@ impl<'a> Issuer<'a> {
             now,
         )?;
 
+        let expected_spki = match (&spki, &new_key) {
+            (PublicKeySource::Csr(_, raw), _) => raw.clone(),
+            (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
+            _ => unreachable!("a generated source always has a key"),
+        };
         // Serial, sign, self-check, record; a serial collision signs again.
         for _ in 0..8 {
             let serial = ca::random_serial()?;
-            let params = leaf_params(&approved, &serial)?;
+            let mut params = leaf_params(&approved, &serial)?;
+            params.key_identifier_method =
+                rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
             let cert = match (&spki, &new_key) {
                 (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
                 (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
@@ -422,11 +429,6 @@ impl<'a> Issuer<'a> {
             }
             .map_err(|e| Error::State(format!("signing failed: {e}")))?;
             let der = cert.der().to_vec();
-            let expected_spki = match (&spki, &new_key) {
-                (PublicKeySource::Csr(_, raw), _) => raw.clone(),
-                (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
-                _ => unreachable!(),
-            };
             self_check(
                 &der,
                 &expected_spki,
@@ -674,10 +676,15 @@ fn leaf_params(a: &Approved, serial: &[u8]) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(c) = &a.subject.country {
-        // RFC 5280: X520countryName is a PrintableString (rcgen's default is UTF8String).
-        let c = rcgen::string::PrintableString::try_from(c.as_str())
+        // X.520 countryName is a PrintableString (policy checked: two ASCII letters).
+        let printable = c
+            .as_str()
+            .try_into()
             .map_err(|e| Error::refused(format!("country `{c}` cannot be encoded: {e}")))?;
-        dn.push(DnType::CountryName, rcgen::DnValue::PrintableString(c));
+        dn.push(
+            DnType::CountryName,
+            rcgen::DnValue::PrintableString(printable),
+        );
     }
     if let Some(o) = &a.subject.org {
         dn.push(DnType::OrganizationName, o.as_str());

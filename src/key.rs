@@ -274,6 +274,18 @@ pub fn load_der(der: &[u8], what: &str) -> Result<KeyPair> {
         .map_err(|e| Error::State(format!("{what}: cannot load the private key: {e}")))
 }
 
+/// The key identifier of a SubjectPublicKeyInfo (DER): RFC 7093 method 1, the
+/// leftmost 160 bits of the SHA-256 of the subjectPublicKey BIT STRING value, so
+/// linters recognise how it was computed.
+pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let bits = match SubjectPublicKeyInfo::from_der(spki_der) {
+        Ok((_, spki)) => spki.subject_public_key.data.to_vec(),
+        Err(_) => spki_der.to_vec(),
+    };
+    ring::digest::digest(&ring::digest::SHA256, &bits).as_ref()[..20].to_vec()
+}
+
 /// A public key that arrived in a CSR, after the strength rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicKeyKind {

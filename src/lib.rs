@@ -17,6 +17,9 @@ pub mod profile;
 pub mod role;
 pub mod store;
 
+pub mod inspect;
+pub mod verify;
+
 pub mod cli;
 
 pub use error::{Error, Result};

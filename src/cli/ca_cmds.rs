@@ -309,8 +309,17 @@ fn default_prefix(c: &RequestedContent) -> PathBuf {
         .or(c.email.first())
         .or(c.cn.as_ref())
         .or(c.org.as_ref())
-        .or(c.uri.first())
         .cloned()
+        // A URI names the file after its last path segment (spiffe://corp/ns/web → web).
+        .or_else(|| {
+            c.uri.first().map(|u| {
+                u.trim_end_matches('/')
+                    .rsplit(['/', ':'])
+                    .next()
+                    .unwrap_or(u)
+                    .to_string()
+            })
+        })
         .unwrap_or_else(|| "certificate".into());
     let clean: String = first
         .replace("*.", "wildcard.")

@@ -12,6 +12,7 @@ use crate::error::Result;
 mod admin_cmds;
 mod ca_cmds;
 pub mod render;
+mod verify_cmds;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +105,11 @@ pub enum Command {
     Backup(admin_cmds::BackupArgs),
     /// Bring a backup back into a new CA directory (--ca-dir)
     Restore(admin_cmds::RestoreArgs),
+    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
+    Inspect(verify_cmds::InspectArgs),
+    /// Validate a certificate, or a pair of certificates as one connection
+    #[command(subcommand)]
+    Verify(verify_cmds::VerifyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -143,5 +149,7 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Audit(c) => admin_cmds::audit(&ctx, c),
         Command::Backup(a) => admin_cmds::backup(&ctx, a),
         Command::Restore(a) => admin_cmds::restore(&ctx, a),
+        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
+        Command::Verify(c) => verify_cmds::verify(&ctx, c),
     }
 }

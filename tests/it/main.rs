@@ -1,5 +1,8 @@
 //! Integration tests: one binary, one module per area. Each test runs the real
 //! `mtlsca` binary in its own temp dir with a scrubbed environment.
 
+mod ca;
 mod common;
+mod limbo;
 mod reliability;
+mod verify;

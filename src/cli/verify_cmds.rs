@@ -1,0 +1,585 @@
+//! `inspect`, `verify cert`, `verify pair`: arguments, loading the inputs, and
+//! rendering verdicts as text or JSON. The decisions are in `verify` and
+//! `inspect`; a failed verification is exit 1 with its reasons, unreadable input
+//! exit 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
+use time::OffsetDateTime;
+
+use super::{render, Ctx, Outcome};
+use crate::ca::{Ca, CaKind};
+use crate::error::{Error, Result};
+use crate::inspect::{self, Inspection};
+use crate::role::{CertClass, Connection, Role};
+use crate::store::{Status, Store};
+use crate::verify::handshake::{Handshake, Identity};
+use crate::verify::rustls_verifiers::DraftPolicy;
+use crate::verify::{
+    self, load, CertRef, CertVerdict, PairEnd, PairOptions, PairVerdict, PeerName, Purpose,
+    RevocationInfo, RevocationSource, Trust, Usage, VerifyOptions,
+};
+
+/// How long the loopback handshake may take, end to end.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Certificates (PEM with one or many, or DER), or directories of them
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VerifyCmd {
+    /// Validate one certificate's chain, EKU and name
+    Cert(VerifyCertArgs),
+    /// Validate two certificates as the initiator and responder of one connection
+    Pair(VerifyPairArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Device,
+    Entity,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExpectArg {
+    ServerToServer,
+    ClientToServer,
+    ServerToClient,
+    EndToEnd,
+}
+
+impl ExpectArg {
+    fn connection(self) -> Connection {
+        match self {
+            ExpectArg::ServerToServer => Connection::ServerToServer,
+            ExpectArg::ClientToServer => Connection::ClientToServer,
+            ExpectArg::ServerToClient => Connection::ServerToClient,
+            ExpectArg::EndToEnd => Connection::EndToEnd,
+        }
+    }
+}
+
+/// What the chains are validated against.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trust anchors (root certificates); without it, the CA in --ca-dir
+    #[arg(long, value_name = "ROOT.pem")]
+    pub trust: Vec<PathBuf>,
+    /// Intermediate certificates that may be used to build the path
+    #[arg(long, value_name = "CHAIN.pem")]
+    pub untrusted: Vec<PathBuf>,
+    /// CRLs to check revocation against
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Validate at this time (RFC 3339) instead of now
+    #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
+    pub at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyCertArgs {
+    /// The certificate; further certificates in the file are intermediates
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// The draft: the EKU must be exactly the role's (default: the role the certificate claims)
+    #[arg(long, value_enum, conflicts_with = "purpose")]
+    pub role: Option<RoleArg>,
+    /// Classic RFC 5280: the purpose's EKU is required only if an EKU is present
+    #[arg(long, value_enum)]
+    pub purpose: Option<PurposeArg>,
+    /// A name the certificate must be valid for (DNS name, IP address, email or URI)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyPairArgs {
+    /// The initiator's certificate (the TLS client); a chain file works too
+    #[arg(long, value_name = "A.pem")]
+    pub initiator: PathBuf,
+    /// The responder's certificate (the TLS server); a chain file works too
+    #[arg(long, value_name = "B.pem")]
+    pub responder: PathBuf,
+    /// The connection the pair must be
+    #[arg(long, value_enum)]
+    pub expect: Option<ExpectArg>,
+    /// A name the initiator's certificate must be valid for
+    #[arg(long, value_name = "NAME")]
+    pub initiator_name: Option<String>,
+    /// A name the responder's certificate must be valid for
+    #[arg(long, value_name = "NAME")]
+    pub responder_name: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Also run a real TLS 1.3 handshake between the two over loopback
+    #[arg(long)]
+    pub handshake: bool,
+    /// The initiator's private key (default: A.key beside A.pem)
+    #[arg(long, value_name = "FILE")]
+    pub initiator_key: Option<PathBuf>,
+    /// The responder's private key (default: B.key beside B.pem)
+    #[arg(long, value_name = "FILE")]
+    pub responder_key: Option<PathBuf>,
+}
+
+fn parse_at(s: &str) -> std::result::Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2027-02-25T12:00:00Z ({e})"))
+}
+
+// ---------------------------------------------------------------- inspect
+
+pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<Outcome> {
+    let mut all: Vec<Inspection> = Vec::new();
+    for path in &a.files {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::input(format!("directory {}", path.display()), e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for p in entries {
+                match inspect_file(&p, ctx.now) {
+                    Ok(v) => all.extend(v),
+                    // In a directory, keys and other files are passed over, said on stderr.
+                    Err(e) if !ctx.global.quiet => eprintln!("note: skipped {}: {e}", p.display()),
+                    Err(_) => {}
+                }
+            }
+        } else {
+            all.extend(inspect_file(path, ctx.now)?);
+        }
+    }
+    if ctx.global.json {
+        render::print_json(&serde_json::to_value(&all).unwrap_or_default());
+        return Ok(Outcome::Done);
+    }
+    for (n, i) in all.iter().enumerate() {
+        if n > 0 {
+            ctx.say("");
+        }
+        ctx.say(inspection_text(i));
+    }
+    Ok(Outcome::Done)
+}
+
+fn inspect_file(path: &Path, now: OffsetDateTime) -> Result<Vec<Inspection>> {
+    let certs = load::certs(path, "certificate")?;
+    let file = path.display().to_string();
+    certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            inspect::inspect_der(&file, i, c.as_ref(), now)
+                .map_err(|e| Error::input(format!("certificate {file}"), e))
+        })
+        .collect()
+}
+
+fn inspection_text(i: &Inspection) -> String {
+    let f = &i.facts;
+    let which = if i.index > 0 {
+        format!(" (certificate {})", i.index + 1)
+    } else {
+        String::new()
+    };
+    let mut out = format!("{}{which}: {}\n", i.file, f.role);
+    let ekus = if f.has_eku {
+        f.ekus.join(", ")
+    } else {
+        "(no EKU extension)".into()
+    };
+    let rows = [
+        ("EKU", ekus),
+        (
+            "names",
+            if f.names.is_empty() {
+                "(none)".into()
+            } else {
+                f.names.join(", ")
+            },
+        ),
+        ("subject", f.subject.clone()),
+        ("issuer", f.issuer.clone()),
+        ("validity", format!("{} to {}", f.not_before, f.not_after)),
+        ("key", f.key.clone()),
+        ("serial", f.serial.clone()),
+    ];
+    for (k, v) in rows {
+        out.push_str(&format!("  {k:<9} {v}\n"));
+    }
+    out.push_str("  findings:");
+    for finding in &i.findings {
+        out.push_str(&format!("\n    - {finding}"));
+    }
+    out
+}
+
+// ---------------------------------------------------------------- trust
+
+/// The CA's store as a revocation source: a serial it issued and revoked is
+/// revoked, even before a CRL is published.
+struct StoreRevocation {
+    store: Store,
+}
+
+impl RevocationSource for StoreRevocation {
+    fn revoked(&self, cert: &CertRef<'_>) -> Option<RevocationInfo> {
+        let trimmed: &[u8] = match cert.serial {
+            [0, rest @ ..] if !rest.is_empty() => rest,
+            s => s,
+        };
+        let rec = [trimmed, cert.serial]
+            .iter()
+            .find_map(|s| self.store.get(s).ok().flatten())?;
+        if let Some(kid) = cert.issuer_key_id {
+            if !rec.issuer_key_id.eq_ignore_ascii_case(&inspect::hex(kid)) {
+                return None;
+            }
+        }
+        if rec.status != Status::Revoked {
+            return None;
+        }
+        Some(RevocationInfo {
+            revoked_at: rec.revocation.as_ref().map(|r| r.at),
+            reason: rec.revocation.as_ref().map(|r| r.reason.clone()),
+            source: "the CA's store".into(),
+        })
+    }
+}
+
+/// Anchors, intermediates, CRLs, and the store when the CA is the anchor.
+struct Loaded {
+    anchors: Vec<CertificateDer<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    store: Option<StoreRevocation>,
+}
+
+impl Loaded {
+    fn trust(&self, own: &[CertificateDer<'static>]) -> Trust<'_> {
+        let mut intermediates = own.to_vec();
+        intermediates.extend(self.intermediates.iter().cloned());
+        Trust {
+            anchors: self.anchors.clone(),
+            intermediates,
+            crls: self.crls.clone(),
+            revocation: self
+                .store
+                .iter()
+                .map(|s| s as &dyn RevocationSource)
+                .collect(),
+        }
+    }
+}
+
+fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
+    let mut l = Loaded {
+        anchors: vec![],
+        intermediates: vec![],
+        crls: vec![],
+        store: None,
+    };
+    if a.trust.is_empty() {
+        let ca = Ca::open(&ctx.global.ca_dir)?;
+        let cert = |kind: CaKind| -> Result<CertificateDer<'static>> {
+            ca.cert_der(kind).map(CertificateDer::from)
+        };
+        l.anchors.push(cert(CaKind::Root)?);
+        l.intermediates.push(cert(CaKind::Device)?);
+        l.intermediates.push(cert(CaKind::Entity)?);
+        l.store = Some(StoreRevocation {
+            store: Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?,
+        });
+    }
+    for p in &a.trust {
+        l.anchors.extend(load::certs(p, "trust anchor")?);
+    }
+    for p in &a.untrusted {
+        l.intermediates.extend(load::certs(p, "intermediate")?);
+    }
+    for p in &a.crl {
+        l.crls.extend(load::crls(p)?);
+    }
+    Ok(l)
+}
+
+// ---------------------------------------------------------------- verify
+
+pub fn verify(ctx: &Ctx, cmd: VerifyCmd) -> Result<Outcome> {
+    match cmd {
+        VerifyCmd::Cert(a) => verify_cert(ctx, a),
+        VerifyCmd::Pair(a) => verify_pair(ctx, a),
+    }
+}
+
+fn usage_of(a: &VerifyCertArgs, leaf: &CertificateDer<'_>) -> Usage {
+    match (a.role, a.purpose) {
+        (Some(RoleArg::Device), _) => Usage::Role(Role::Device),
+        (Some(RoleArg::Entity), _) => Usage::Role(Role::Entity),
+        (None, Some(PurposeArg::Server)) => Usage::Purpose(Purpose::Server),
+        (None, Some(PurposeArg::Client)) => Usage::Purpose(Purpose::Client),
+        // The draft, with the role the certificate claims.
+        (None, None) => {
+            let facts = inspect::parse_der(leaf.as_ref())
+                .ok()
+                .map(|c| inspect::CertFacts::of(&c));
+            let role = match facts.as_ref().map(|f| f.role) {
+                Some(CertClass::Entity) => Role::Entity,
+                Some(CertClass::Ambiguous | CertClass::NoEku | CertClass::Ca)
+                    if facts.as_ref().is_some_and(|f| {
+                        f.ekus.iter().any(|e| e == "clientAuth")
+                            && !f.ekus.iter().any(|e| e == "serverAuth")
+                    }) =>
+                {
+                    Role::Entity
+                }
+                _ => Role::Device,
+            };
+            Usage::Role(role)
+        }
+    }
+}
+
+fn verify_cert(ctx: &Ctx, a: VerifyCertArgs) -> Result<Outcome> {
+    let mut certs = load::certs(&a.file, "certificate")?;
+    let loaded = load_trust(ctx, &a.trust)?;
+    let leaf = certs.remove(0);
+    let trust = loaded.trust(&certs);
+    let opts = VerifyOptions {
+        usage: usage_of(&a, &leaf),
+        name: a.name.as_deref().map(PeerName::parse),
+        at: a.trust.at.unwrap_or(ctx.now),
+    };
+    let v = verify::verify_cert(&leaf, &trust, &opts);
+    if ctx.global.json {
+        render::print_json(&serde_json::to_value(&v).unwrap_or_default());
+    } else {
+        ctx.say(cert_text(&a.file, &v));
+    }
+    Ok(if v.valid { Outcome::Done } else { Outcome::No })
+}
+
+fn cert_text(file: &Path, v: &CertVerdict) -> String {
+    let role = v.role.map_or("unreadable".to_string(), |r| r.to_string());
+    let verdict = if v.valid { "VALID" } else { "INVALID" };
+    let mut out = format!("{}: {verdict} ({role})\n", file.display());
+    let rows = [
+        ("subject", v.subject.clone()),
+        (
+            "names",
+            if v.names.is_empty() {
+                "(none)".into()
+            } else {
+                v.names.join(", ")
+            },
+        ),
+        (
+            "EKU",
+            if v.ekus.is_empty() {
+                "(none)".into()
+            } else {
+                v.ekus.join(", ")
+            },
+        ),
+        ("expires", v.not_after.clone().unwrap_or_default()),
+        (
+            "chain",
+            if v.chain.is_empty() {
+                "(no valid path)".into()
+            } else {
+                v.chain.join(" <- ")
+            },
+        ),
+    ];
+    for (k, val) in rows {
+        out.push_str(&format!("  {k:<8} {val}\n"));
+    }
+    for r in &v.reasons {
+        out.push_str(&format!("  - {r}\n"));
+    }
+    out.trim_end().to_string()
+}
+
+fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
+    let mut i_certs = load::certs(&a.initiator, "initiator certificate")?;
+    let mut r_certs = load::certs(&a.responder, "responder certificate")?;
+    let loaded = load_trust(ctx, &a.trust)?;
+    let at = a.trust.at.unwrap_or(ctx.now);
+    // Keys are read before anything is judged: a missing key is bad usage.
+    let keys = if a.handshake {
+        Some((
+            handshake_key(&a.initiator, a.initiator_key.as_deref(), "initiator")?,
+            handshake_key(&a.responder, a.responder_key.as_deref(), "responder")?,
+        ))
+    } else {
+        None
+    };
+    let i_leaf = i_certs.remove(0);
+    let r_leaf = r_certs.remove(0);
+    let initiator = PairEnd {
+        leaf: i_leaf.clone(),
+        trust: loaded.trust(&i_certs),
+        name: a.initiator_name.as_deref().map(PeerName::parse),
+    };
+    let responder = PairEnd {
+        leaf: r_leaf.clone(),
+        trust: loaded.trust(&r_certs),
+        name: a.responder_name.as_deref().map(PeerName::parse),
+    };
+    let expect = a.expect.map(ExpectArg::connection);
+    let mut v = verify::verify_pair(&initiator, &responder, &PairOptions { expect, at });
+    if let Some((i_key, r_key)) = keys {
+        let accepts = |roles: Vec<Role>, name: &Option<String>| {
+            DraftPolicy::new(loaded.anchors.clone())
+                .intermediates(loaded.intermediates.clone())
+                .crls(loaded.crls.clone())
+                .accept(&roles)
+                .names(name.as_deref().map(PeerName::parse).into_iter().collect())
+        };
+        let (i_roles, r_roles) = match expect {
+            Some(c) => (vec![c.roles().0], vec![c.roles().1]),
+            None => (
+                vec![Role::Device, Role::Entity],
+                vec![Role::Device, Role::Entity],
+            ),
+        };
+        let mut i_chain = vec![i_leaf];
+        i_chain.extend(i_certs);
+        let mut r_chain = vec![r_leaf];
+        r_chain.extend(r_certs);
+        let report = Handshake {
+            initiator: Identity {
+                chain: i_chain,
+                key: i_key,
+            },
+            responder: Identity {
+                chain: r_chain,
+                key: r_key,
+            },
+            initiator_accepts: accepts(r_roles, &a.responder_name),
+            responder_accepts: accepts(i_roles, &a.initiator_name),
+            server_name: dial_name(a.responder_name.as_deref(), &v.responder.names),
+            at,
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+        .run();
+        if !report.ok {
+            v.reasons
+                .push(format!("handshake failed: {}", report.outcome));
+            v.valid = false;
+        }
+        v.handshake = Some(report);
+    }
+    if ctx.global.json {
+        render::print_json(&serde_json::to_value(&v).unwrap_or_default());
+    } else {
+        ctx.say(pair_text(&a, &v));
+    }
+    Ok(if v.valid { Outcome::Done } else { Outcome::No })
+}
+
+fn handshake_key(
+    cert: &Path,
+    given: Option<&Path>,
+    side: &str,
+) -> Result<rustls_pki_types::PrivateKeyDer<'static>> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => load::key_beside(cert).unwrap_or_default(),
+    };
+    if given.is_none() && !path.is_file() {
+        return Err(Error::Usage(format!(
+            "--handshake needs the {side}'s private key: {} does not exist (pass --{side}-key)",
+            path.display()
+        )));
+    }
+    load::private_key(&path, &format!("{side} key"))
+}
+
+/// The name the initiator dials: the given responder name, else its first DNS
+/// name or IP address, else a placeholder (entities have no host name).
+fn dial_name(given: Option<&str>, names: &[String]) -> ServerName<'static> {
+    let candidates = given
+        .map(str::to_string)
+        .into_iter()
+        .chain(names.iter().filter_map(|n| {
+            n.strip_prefix("DNS:")
+                .or_else(|| n.strip_prefix("IP:"))
+                .map(str::to_string)
+        }));
+    for c in candidates {
+        if let Ok(n) = ServerName::try_from(c) {
+            return n;
+        }
+    }
+    ServerName::try_from("responder.invalid").expect("a valid DNS name")
+}
+
+fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
+    let side = |s: &verify::SideVerdict| {
+        vec![
+            s.role.map_or("unreadable".to_string(), |r| r.to_string()),
+            s.subject.clone(),
+            if s.names.is_empty() {
+                "(none)".into()
+            } else {
+                s.names.join(", ")
+            },
+            if s.ekus.is_empty() {
+                "(none)".into()
+            } else {
+                s.ekus.join(", ")
+            },
+            s.not_after.clone().unwrap_or_default(),
+            if s.chain_valid {
+                "valid".into()
+            } else {
+                "INVALID".into()
+            },
+        ]
+    };
+    let (i, r) = (side(&v.initiator), side(&v.responder));
+    let labels = ["role", "subject", "names", "EKU", "expires", "chain"];
+    let mut rows = vec![vec![
+        "file".to_string(),
+        a.initiator.display().to_string(),
+        a.responder.display().to_string(),
+    ]];
+    for (n, l) in labels.iter().enumerate() {
+        rows.push(vec![l.to_string(), i[n].clone(), r[n].clone()]);
+    }
+    let mut out = render::table(&["", "initiator", "responder"], &rows);
+    out.push_str(&format!("\nconnection: {}", v.connection));
+    if let Some(h) = &v.handshake {
+        let proto = match (&h.protocol, &h.cipher_suite) {
+            (Some(p), Some(c)) => format!("{p}, {c}: "),
+            _ => String::new(),
+        };
+        out.push_str(&format!("\nhandshake: {proto}{}", h.outcome));
+    }
+    out.push_str(&format!(
+        "\nverdict: {}",
+        if v.valid { "VALID" } else { "INVALID" }
+    ));
+    for reason in &v.reasons {
+        out.push_str(&format!("\n  - {reason}"));
+    }
+    out
+}

@@ -1,0 +1,655 @@
+//! Path validation of one certificate: rustls-webpki builds and checks the path
+//! (signatures, validity, basicConstraints, pathLen, name constraints, CRLs); our
+//! EKU policy plugs into it as an `ExtendedKeyUsageValidator`; every candidate
+//! path webpki finds is then held to the RFC 5280 rules it leaves out (`checks`)
+//! and to the revocation sources, and rejected so that path building goes on.
+
+use std::cell::RefCell;
+
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use time::OffsetDateTime;
+use webpki::{
+    CertRevocationList, EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter,
+    OwnedCertRevocationList, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
+
+use super::checks::{self, Position, Subject};
+use super::{reasons, CertRef, CertVerdict, PeerName, Trust, Usage, VerifyOptions};
+use crate::inspect::{self, CertFacts};
+use crate::role::{self, CertClass, Role};
+
+/// The OID bytes (DER contents) of the TLS EKUs.
+const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// Our EKU policy inside webpki's path building. webpki applies it to the leaf
+/// and to every intermediate: where an EKU extension is present it must include
+/// the TLS purpose (a CA's EKU limits what it may issue). Whether the leaf has
+/// the *exact* EKU of its role is checked on the leaf itself (`leaf_eku`),
+/// because a validator cannot tell the leaf from a CA.
+struct EkuPolicy {
+    required: &'static [u8],
+    /// EKU sets that were refused, for the reason text.
+    refused: RefCell<Vec<Vec<String>>>,
+}
+
+impl ExtendedKeyUsageValidator for EkuPolicy {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        let mut present = Vec::new();
+        for id in iter {
+            let id = id?;
+            if id == webpki::KeyPurposeId::new(self.required) {
+                return Ok(());
+            }
+            present.push(id.to_decoded_oid());
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        self.refused.borrow_mut().push(
+            present
+                .iter()
+                .map(|oid| {
+                    oid.iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                })
+                .collect(),
+        );
+        Err(webpki::Error::RequiredEkuNotFoundContext(
+            webpki::RequiredEkuNotFoundContext {
+                required: webpki::KeyUsage::required(self.required),
+                present,
+            },
+        ))
+    }
+}
+
+fn required_eku(usage: Usage) -> &'static [u8] {
+    if usage.tls_oid() == role::OID_SERVER_AUTH {
+        SERVER_AUTH
+    } else {
+        CLIENT_AUTH
+    }
+}
+
+/// Validate one certificate. Never fails: what is wrong is in the verdict.
+pub fn verify_cert(
+    leaf: &CertificateDer<'_>,
+    trust: &Trust<'_>,
+    opts: &VerifyOptions,
+) -> CertVerdict {
+    let cert = match inspect::parse_der(leaf.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return unreadable(&e),
+    };
+    let facts = CertFacts::of(&cert);
+    let mut reasons = Vec::new();
+    reasons.extend(leaf_eku(&facts, opts.usage));
+    let leaf_subject = Subject {
+        cert: &cert,
+        der: leaf.as_ref(),
+        pos: Position::Leaf,
+        at: opts.at,
+    };
+    let mut leaf_problems = checks::check_cert(&leaf_subject);
+    if opts.usage.tls_oid() == role::OID_SERVER_AUTH {
+        leaf_problems.extend(checks::check_cn_in_san(&cert).err());
+    }
+    reasons.extend(
+        leaf_problems
+            .iter()
+            .map(|p| reasons::problem("certificate", p)),
+    );
+    let (chain, chain_reasons) = build_path(leaf, &cert, &facts, trust, opts, !reasons.is_empty());
+    for r in chain_reasons {
+        if !reasons.contains(&r) {
+            reasons.push(r);
+        }
+    }
+    if let Some(name) = &opts.name {
+        if let Err(r) = name_matches(leaf, &facts, name) {
+            reasons.push(r);
+        }
+    }
+    CertVerdict {
+        valid: reasons.is_empty(),
+        role: Some(facts.role),
+        subject: facts.subject.clone(),
+        issuer: facts.issuer.clone(),
+        serial: facts.serial.clone(),
+        names: facts.names.clone(),
+        ekus: facts.ekus.clone(),
+        not_before: Some(facts.not_before.clone()),
+        not_after: Some(facts.not_after.clone()),
+        chain,
+        reasons,
+    }
+}
+
+fn unreadable(e: &str) -> CertVerdict {
+    CertVerdict {
+        valid: false,
+        role: None,
+        subject: String::new(),
+        issuer: String::new(),
+        serial: String::new(),
+        names: vec![],
+        ekus: vec![],
+        not_before: None,
+        not_after: None,
+        chain: vec![],
+        reasons: vec![format!("certificate cannot be read: {e}")],
+    }
+}
+
+/// The leaf's own EKU against the usage: the draft's exact role, or the classic
+/// "required if present".
+fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
+    let has = |oid: &str| f.eku_oids.iter().flatten().any(|o| o == oid);
+    let list = || f.ekus.join("+");
+    match usage {
+        Usage::Purpose(_) => {
+            let want = usage.tls_oid();
+            if f.has_eku && !has(want) {
+                vec![format!(
+                    "certificate's EKU ({}) does not include {}",
+                    list(),
+                    inspect::eku_name(want)
+                )]
+            } else {
+                vec![]
+            }
+        }
+        Usage::Role(role) => draft_eku(f, role).into_iter().collect(),
+    }
+}
+
+/// Why a certificate does not carry exactly the EKU of `role` under the draft.
+pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
+    let has = |oid: &str| f.eku_oids.iter().flatten().any(|o| o == oid);
+    let article = |r: Role| if r == Role::Entity { "an" } else { "a" };
+    let (want, other) = match role {
+        Role::Device => (role::OID_SERVER_AUTH, role::OID_CLIENT_AUTH),
+        Role::Entity => (role::OID_CLIENT_AUTH, role::OID_SERVER_AUTH),
+    };
+    if f.role == CertClass::Ca {
+        return Some(format!(
+            "certificate is a CA certificate, not {} {role}",
+            article(role)
+        ));
+    }
+    if !f.has_eku {
+        return Some(format!(
+            "certificate has no extendedKeyUsage: under the draft it is neither a device nor an entity, so it cannot be {} {role}",
+            article(role)
+        ));
+    }
+    if has(role::OID_ANY_EKU) {
+        return Some("certificate carries anyExtendedKeyUsage: ambiguous under the draft, neither a device nor an entity".into());
+    }
+    if has(want) && has(other) {
+        return Some("certificate carries serverAuth and clientAuth: ambiguous under the draft, neither a device nor an entity".into());
+    }
+    if !has(want) {
+        let what = match f.role.role() {
+            Some(r) => format!(": it is {} {r}, not {} {role}", article(r), article(role)),
+            None => String::new(),
+        };
+        return Some(format!("certificate's EKU is {}{what}", f.ekus.join("+")));
+    }
+    let extra: Vec<String> = f
+        .eku_oids
+        .iter()
+        .flatten()
+        .filter(|o| {
+            o.as_str() != want
+                && !(role == Role::Entity && o.as_str() == role::OID_EMAIL_PROTECTION)
+        })
+        .map(|o| inspect::eku_name(o))
+        .collect();
+    if !extra.is_empty() {
+        return Some(format!(
+            "certificate also carries {} beside {}: the draft allows {} only",
+            extra.join(", "),
+            inspect::eku_name(want),
+            match role {
+                Role::Device => "serverAuth",
+                Role::Entity => "clientAuth (and emailProtection)",
+            }
+        ));
+    }
+    None
+}
+
+/// Whether the certificate is valid for `name`: RFC 6125 matching by webpki for
+/// DNS names and IP addresses, exact SAN matching for email and URI.
+pub(crate) fn name_matches(
+    der: &CertificateDer<'_>,
+    f: &CertFacts,
+    name: &PeerName,
+) -> Result<(), String> {
+    let shown = name.to_string();
+    let miss = || Err(reasons::name_mismatch(&shown, &f.names));
+    match name {
+        PeerName::Dns(_) | PeerName::Ip(_) => {
+            let server_name = match name {
+                PeerName::Dns(d) => match ServerName::try_from(d.as_str()) {
+                    Ok(n) => n,
+                    Err(_) => return Err(format!("{shown} is not a valid DNS name")),
+                },
+                PeerName::Ip(ip) => ServerName::IpAddress((*ip).into()),
+                _ => return miss(),
+            };
+            let Ok(ee) = EndEntityCert::try_from(der) else {
+                return miss();
+            };
+            match ee.verify_is_valid_for_subject_name(&server_name) {
+                Ok(()) => Ok(()),
+                Err(_) => miss(),
+            }
+        }
+        PeerName::Email(e) => {
+            let want = e.to_ascii_lowercase();
+            if f.names.iter().any(|n| {
+                n.strip_prefix("email:")
+                    .is_some_and(|v| email_eq(v, e) || v.to_ascii_lowercase() == want)
+            }) {
+                Ok(())
+            } else {
+                miss()
+            }
+        }
+        PeerName::Uri(u) => {
+            if f.names
+                .iter()
+                .any(|n| n.strip_prefix("URI:") == Some(u.as_str()))
+            {
+                Ok(())
+            } else {
+                miss()
+            }
+        }
+    }
+}
+
+/// RFC 5280 4.2.1.6: the local part is exact, the domain case-insensitive.
+fn email_eq(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => false,
+    }
+}
+
+/// A parsed trust anchor certificate and the DER it came from.
+struct Anchors<'a> {
+    list: Vec<TrustAnchor<'a>>,
+    der: Vec<&'a [u8]>,
+}
+
+fn anchors<'a>(trust: &'a Trust<'_>) -> (Anchors<'a>, Vec<String>) {
+    let mut a = Anchors {
+        list: vec![],
+        der: vec![],
+    };
+    let mut reasons = Vec::new();
+    for (i, der) in trust.anchors.iter().enumerate() {
+        match webpki::anchor_from_trusted_cert(der) {
+            Ok(ta) => {
+                a.list.push(ta);
+                a.der.push(der.as_ref());
+            }
+            Err(e) => reasons.push(format!("trust anchor {} cannot be used ({e:?})", i + 1)),
+        }
+    }
+    (a, reasons)
+}
+
+/// Parse the CRLs for webpki, and hold them to RFC 5280's CRL profile.
+fn crls(trust: &Trust<'_>) -> (Vec<CertRevocationList<'static>>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut reasons = Vec::new();
+    for (i, der) in trust.crls.iter().enumerate() {
+        let issuer = match x509_parser::parse_x509_crl(der.as_ref()) {
+            Ok((_, crl)) => {
+                let issuer = inspect::dn_string(crl.issuer());
+                if let Err(p) = checks::check_crl(&crl) {
+                    reasons.push(reasons::crl_problem(&issuer, &p));
+                }
+                issuer
+            }
+            Err(e) => {
+                reasons.push(format!("CRL {} cannot be read ({e})", i + 1));
+                continue;
+            }
+        };
+        match OwnedCertRevocationList::from_der(der.as_ref()) {
+            Ok(crl) => out.push(CertRevocationList::Owned(crl)),
+            Err(e) => reasons.push(format!("the CRL of `{issuer}` cannot be used ({e:?})")),
+        }
+    }
+    (out, reasons)
+}
+
+fn unix(at: OffsetDateTime) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        at.unix_timestamp().max(0) as u64
+    ))
+}
+
+/// What a rejected candidate path was rejected for (the first one is reported).
+#[derive(Default)]
+struct Rejections {
+    first: Option<Vec<String>>,
+}
+
+/// Build and check the path; returns the subjects of the path (leaf first) when
+/// one is found, and the reasons when not. `leaf_failed` says that the leaf's
+/// own EKU or profile was already refused (its EKU error then says nothing new).
+fn build_path(
+    leaf: &CertificateDer<'_>,
+    cert: &X509Certificate<'_>,
+    facts: &CertFacts,
+    trust: &Trust<'_>,
+    opts: &VerifyOptions,
+    leaf_failed: bool,
+) -> (Vec<String>, Vec<String>) {
+    let (anchors, mut reasons) = anchors(trust);
+    let (crl_list, crl_reasons) = crls(trust);
+    reasons.extend(crl_reasons);
+    let ee = match EndEntityCert::try_from(leaf) {
+        Ok(ee) => ee,
+        Err(e) => {
+            reasons.push(reasons::webpki(&e, opts.at, "certificate"));
+            return (vec![], reasons);
+        }
+    };
+    let crl_refs: Vec<&CertRevocationList<'_>> = crl_list.iter().collect();
+    let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+        b.with_depth(RevocationCheckDepth::Chain)
+            .with_status_policy(UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build()
+    });
+    let eku = EkuPolicy {
+        required: required_eku(opts.usage),
+        refused: RefCell::new(vec![]),
+    };
+    let rejections = RefCell::new(Rejections::default());
+    let check_path = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let found = path_problems(path, cert, &anchors, trust, opts);
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut r = rejections.borrow_mut();
+        if r.first.is_none() {
+            r.first = Some(found);
+        }
+        Err(webpki::Error::UnknownIssuer)
+    };
+    let result = ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors.list,
+        &trust.intermediates,
+        unix(opts.at),
+        &eku,
+        revocation,
+        Some(&check_path),
+    );
+    match result {
+        Ok(path) => {
+            let mut chain = vec![facts.subject.clone()];
+            for c in path.intermediate_certificates() {
+                chain.push(subject_of(c.der().as_ref()));
+            }
+            if let Some(i) = anchor_index(&anchors, path.anchor()) {
+                chain.push(subject_of(anchors.der[i]));
+            }
+            (chain, reasons)
+        }
+        Err(e) => {
+            if let Some(found) = rejections.into_inner().first {
+                reasons.extend(found);
+                return (vec![], reasons);
+            }
+            #[allow(deprecated)]
+            let eku_error = matches!(
+                e,
+                webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_)
+            );
+            if eku_error && leaf_failed {
+                return (vec![], reasons);
+            }
+            let text = match &e {
+                _ if eku_error => ca_eku_reason(&eku.refused.borrow(), opts.usage),
+                webpki::Error::CertRevoked => revoked_reason(cert, trust),
+                webpki::Error::CertExpired { not_after, .. }
+                | webpki::Error::CertNotValidYet {
+                    not_before: not_after,
+                    ..
+                } => {
+                    let whose = whose_validity(*not_after, facts, trust);
+                    reasons::webpki(&e, opts.at, &whose)
+                }
+                _ => reasons::webpki(&e, opts.at, "certificate"),
+            };
+            reasons.push(text);
+            (vec![], reasons)
+        }
+    }
+}
+
+fn anchor_index(anchors: &Anchors<'_>, ta: &TrustAnchor<'_>) -> Option<usize> {
+    anchors.list.iter().position(|a| {
+        std::ptr::eq(a, ta)
+            || (a.subject == ta.subject && a.subject_public_key_info == ta.subject_public_key_info)
+    })
+}
+
+fn subject_of(der: &[u8]) -> String {
+    inspect::parse_der(der)
+        .map(|c| inspect::dn_string(c.subject()))
+        .unwrap_or_else(|_| "(unreadable)".into())
+}
+
+/// Everything wrong with one complete candidate path: the profile of each CA
+/// and of the anchor, wildcard names against name constraints, and revocation
+/// by the sources other than CRL files.
+fn path_problems(
+    path: &webpki::VerifiedPath<'_>,
+    leaf: &X509Certificate<'_>,
+    anchors: &Anchors<'_>,
+    trust: &Trust<'_>,
+    opts: &VerifyOptions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let inter_der: Vec<CertificateDer<'_>> =
+        path.intermediate_certificates().map(|c| c.der()).collect();
+    let anchor_der = anchor_index(anchors, path.anchor()).map(|i| anchors.der[i]);
+    let mut ders: Vec<(&[u8], Position)> = inter_der
+        .iter()
+        .map(|d| (d.as_ref(), Position::Intermediate))
+        .collect();
+    if let Some(d) = anchor_der {
+        ders.push((d, Position::Anchor));
+    }
+    let parsed: Vec<(X509Certificate<'_>, &[u8], Position)> = ders
+        .iter()
+        .filter_map(|(d, p)| inspect::parse_der(d).ok().map(|c| (c, *d, *p)))
+        .collect();
+    // The CAs of this path that signed a CRL we were given.
+    let crl_der: Vec<_> = trust
+        .crls
+        .iter()
+        .filter_map(|d| x509_parser::parse_x509_crl(d.as_ref()).ok())
+        .collect();
+    let crl_issuers: Vec<&[u8]> = crl_der.iter().map(|(_, c)| c.issuer().as_raw()).collect();
+    for (cert, der, pos) in &parsed {
+        let who = reasons::who(*pos, &inspect::dn_string(cert.subject()));
+        let s = Subject {
+            cert,
+            der,
+            pos: *pos,
+            at: opts.at,
+        };
+        out.extend(
+            checks::check_cert(&s)
+                .iter()
+                .map(|p| reasons::problem(&who, p)),
+        );
+        if crl_issuers.contains(&cert.subject().as_raw()) {
+            if let Err(p) = checks::check_crl_signer(cert) {
+                out.push(reasons::problem(&who, &p));
+            }
+        }
+        if let Some(why) = checks::wildcard_escapes_constraints(leaf, cert) {
+            out.push(format!(
+                "certificate's {why} (`{}`)",
+                inspect::dn_string(cert.subject())
+            ));
+        }
+    }
+    if !trust.revocation.is_empty() {
+        // Each certificate below the anchor, with the CA that signed it.
+        let mut chain: Vec<&X509Certificate<'_>> = vec![leaf];
+        chain.extend(parsed.iter().map(|(c, _, _)| c));
+        let leaf_der_bytes: Vec<&[u8]> = std::iter::once(leaf.as_raw())
+            .chain(parsed.iter().map(|(_, d, _)| *d))
+            .collect();
+        for i in 0..chain.len().saturating_sub(1) {
+            let (subject, issuer) = (chain[i], chain[i + 1]);
+            let key_id = issuer
+                .extensions()
+                .iter()
+                .find_map(|e| match &e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+                    _ => None,
+                });
+            let r = CertRef {
+                der: leaf_der_bytes[i],
+                serial: subject.raw_serial(),
+                issuer_subject: issuer.subject().as_raw(),
+                issuer_spki: issuer.public_key().raw,
+                issuer_key_id: key_id,
+            };
+            for src in &trust.revocation {
+                if let Some(info) = src.revoked(&r) {
+                    let who = if i == 0 {
+                        "certificate".to_string()
+                    } else {
+                        format!(
+                            "intermediate CA `{}`",
+                            inspect::dn_string(subject.subject())
+                        )
+                    };
+                    out.push(revocation_text(
+                        &who,
+                        &inspect::hex(subject.raw_serial()),
+                        &info,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn revocation_text(who: &str, serial: &str, info: &super::RevocationInfo) -> String {
+    let when = info
+        .revoked_at
+        .map(|t| format!(" on {}", super::human_time(t)))
+        .unwrap_or_default();
+    let why = info
+        .reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "{who} (serial {serial}) was revoked{when}{why} according to {}",
+        info.source
+    )
+}
+
+/// The reason for a CRL hit, with the date and reason from the CRL when the
+/// leaf is the one listed.
+fn revoked_reason(leaf: &X509Certificate<'_>, trust: &Trust<'_>) -> String {
+    for der in &trust.crls {
+        let Ok((_, crl)) = x509_parser::parse_x509_crl(der.as_ref()) else {
+            continue;
+        };
+        if crl.issuer().as_raw() != leaf.issuer().as_raw() {
+            continue;
+        }
+        let hit = crl
+            .iter_revoked_certificates()
+            .find(|rc| rc.raw_serial() == leaf.raw_serial());
+        if let Some(rc) = hit {
+            let info = super::RevocationInfo {
+                revoked_at: inspect::asn1_time(rc.revocation_date),
+                reason: rc.reason_code().map(|(_, r)| reason_name(r.0)),
+                source: format!("the CRL of `{}`", inspect::dn_string(crl.issuer())),
+            };
+            return revocation_text("certificate", &inspect::hex(leaf.raw_serial()), &info);
+        }
+    }
+    reasons::webpki(
+        &webpki::Error::CertRevoked,
+        OffsetDateTime::UNIX_EPOCH,
+        "certificate",
+    )
+}
+
+/// RFC 5280 5.3.1 reason names.
+pub fn reason_name(code: u8) -> String {
+    match code {
+        0 => "unspecified",
+        1 => "keyCompromise",
+        2 => "cACompromise",
+        3 => "affiliationChanged",
+        4 => "superseded",
+        5 => "cessationOfOperation",
+        6 => "certificateHold",
+        8 => "removeFromCRL",
+        9 => "privilegeWithdrawn",
+        10 => "aACompromise",
+        _ => "unknown reason",
+    }
+    .to_string()
+}
+
+/// Whose validity failed: the leaf, or which CA (matched by the date webpki
+/// reports).
+fn whose_validity(t: UnixTime, facts: &CertFacts, trust: &Trust<'_>) -> String {
+    let secs = t.as_secs() as i64;
+    let matches = |x: Option<OffsetDateTime>| x.is_some_and(|x| x.unix_timestamp() == secs);
+    if matches(facts.not_after_t) || matches(facts.not_before_t) {
+        return "certificate".into();
+    }
+    for der in &trust.intermediates {
+        if let Ok(c) = inspect::parse_der(der.as_ref()) {
+            let f = CertFacts::of(&c);
+            if matches(f.not_after_t) || matches(f.not_before_t) {
+                return format!("certificate's issuing CA `{}`", f.subject);
+            }
+        }
+    }
+    "a CA certificate in the chain".into()
+}
+
+/// The leaf's EKU passed, so a CA's EKU refused the purpose.
+fn ca_eku_reason(refused: &[Vec<String>], usage: Usage) -> String {
+    let want = inspect::eku_name(usage.tls_oid());
+    match refused.last() {
+        Some(ekus) => format!(
+            "certificate's issuing CA does not allow {want}: its EKU is {}",
+            ekus.iter()
+                .map(|o| inspect::eku_name(o))
+                .collect::<Vec<_>>()
+                .join("+")
+        ),
+        None => format!("certificate's issuing CA does not allow {want}"),
+    }
+}

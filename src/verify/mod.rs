@@ -1,0 +1,218 @@
+//! Verification: chain validation with rustls-webpki plus the RFC 5280 checks it
+//! leaves out, the draft's role and pair semantics, rustls verifiers for relying
+//! parties, and a real loopback handshake.
+//!
+//! A failed verification is a *verdict* (data with reasons), never an `Err`: the
+//! functions here return [`CertVerdict`] and [`pair::PairVerdict`]. `Err` is kept for
+//! input that cannot be read at all (see [`load`]). Nothing here reads the clock:
+//! the time to validate at is always passed in.
+
+mod chain;
+mod checks;
+pub mod handshake;
+pub mod load;
+pub mod pair;
+mod reasons;
+pub mod rustls_verifiers;
+
+use std::net::IpAddr;
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::names::SanName;
+use crate::role::{CertClass, Role};
+
+pub use chain::{reason_name, verify_cert};
+pub use pair::{verify_pair, PairEnd, PairOptions, PairVerdict, Side, SideVerdict};
+
+/// The classic TLS purposes (RFC 5280 reading of the EKU extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// id-kp-serverAuth, if the certificate has an EKU extension at all.
+    Server,
+    /// id-kp-clientAuth, if the certificate has an EKU extension at all.
+    Client,
+}
+
+impl Purpose {
+    pub fn parse(s: &str) -> Option<Purpose> {
+        match s {
+            "server" => Some(Purpose::Server),
+            "client" => Some(Purpose::Client),
+            _ => None,
+        }
+    }
+}
+
+/// How the EKU of the certificate (and of the CAs above it) is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// The draft: the leaf must carry an EKU extension whose TLS meaning is exactly
+    /// the role's (device = serverAuth without clientAuth or anyExtendedKeyUsage;
+    /// entity = clientAuth, perhaps emailProtection, without serverAuth), and every
+    /// CA in the path that restricts EKUs must allow it.
+    Role(Role),
+    /// Classic RFC 5280: the EKU is required only if the extension is present
+    /// (what `webpki::KeyUsage::server_auth()` / `client_auth()` do).
+    Purpose(Purpose),
+}
+
+impl Usage {
+    /// The TLS EKU OID (dotted) the chain must allow.
+    pub fn tls_oid(self) -> &'static str {
+        match self {
+            Usage::Role(r) => r.tls_eku().oid(),
+            Usage::Purpose(Purpose::Server) => crate::role::OID_SERVER_AUTH,
+            Usage::Purpose(Purpose::Client) => crate::role::OID_CLIENT_AUTH,
+        }
+    }
+}
+
+/// What one certificate is checked against: the trust anchors, the untrusted
+/// intermediates that may be used to build a path, CRLs and other revocation
+/// sources.
+#[derive(Default)]
+pub struct Trust<'a> {
+    pub anchors: Vec<CertificateDer<'a>>,
+    pub intermediates: Vec<CertificateDer<'a>>,
+    pub crls: Vec<CertificateRevocationListDer<'a>>,
+    pub revocation: Vec<&'a dyn RevocationSource>,
+}
+
+/// Options of one certificate verification.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub usage: Usage,
+    /// A name the certificate must be valid for (RFC 6125 matching for DNS).
+    pub name: Option<PeerName>,
+    /// The time to validate at (only `main` reads the clock).
+    pub at: OffsetDateTime,
+}
+
+/// A name a peer is expected to have: what `--name` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerName {
+    Dns(String),
+    Ip(IpAddr),
+    Email(String),
+    Uri(String),
+}
+
+impl PeerName {
+    /// Read a name as typed: an IP address, an email (has `@`), a URI (has `://`
+    /// or is a `urn:`), else a DNS name. Syntax is judged when matching.
+    pub fn parse(s: &str) -> PeerName {
+        let s = s.trim();
+        if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse() {
+            PeerName::Ip(ip)
+        } else if s.contains("://") || s.to_ascii_lowercase().starts_with("urn:") {
+            PeerName::Uri(s.to_string())
+        } else if s.contains('@') {
+            PeerName::Email(s.to_string())
+        } else {
+            PeerName::Dns(s.trim_end_matches('.').to_ascii_lowercase())
+        }
+    }
+}
+
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerName::Dns(s) => write!(f, "DNS:{}", crate::names::printable(s)),
+            PeerName::Ip(ip) => write!(f, "IP:{ip}"),
+            PeerName::Email(s) => write!(f, "email:{}", crate::names::printable(s)),
+            PeerName::Uri(s) => write!(f, "URI:{}", crate::names::printable(s)),
+        }
+    }
+}
+
+/// A certificate whose revocation status is asked for, with what identifies its
+/// issuer (the CA that signed it in the validated path).
+#[derive(Debug, Clone, Copy)]
+pub struct CertRef<'a> {
+    /// The certificate, DER.
+    pub der: &'a [u8],
+    /// Serial number, big-endian bytes as encoded (may have a leading zero byte).
+    pub serial: &'a [u8],
+    /// The issuer's subject, DER of the Name.
+    pub issuer_subject: &'a [u8],
+    /// The issuer's SubjectPublicKeyInfo, DER.
+    pub issuer_spki: &'a [u8],
+    /// The issuer's subjectKeyIdentifier, when it has one.
+    pub issuer_key_id: Option<&'a [u8]>,
+}
+
+/// Why and when a certificate was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationInfo {
+    pub revoked_at: Option<OffsetDateTime>,
+    /// RFC 5280 reason name (keyCompromise, superseded, ...), when known.
+    pub reason: Option<String>,
+    /// Where the information comes from ("the CA's store", "CRL of ...").
+    pub source: String,
+}
+
+/// Something that knows revoked certificates: the CA's store, for instance. A
+/// source answers for the certificates it knows and returns `None` for the rest
+/// (not revoked, or unknown to it). CRL files are checked by rustls-webpki inside
+/// path building (signature, cRLSign, scope, expiry), not through this trait.
+pub trait RevocationSource {
+    fn revoked(&self, cert: &CertRef<'_>) -> Option<RevocationInfo>;
+}
+
+impl<F> RevocationSource for F
+where
+    F: Fn(&CertRef<'_>) -> Option<RevocationInfo>,
+{
+    fn revoked(&self, cert: &CertRef<'_>) -> Option<RevocationInfo> {
+        self(cert)
+    }
+}
+
+/// The verdict on one certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertVerdict {
+    pub valid: bool,
+    /// device, entity, ambiguous, no-eku or ca; `null` when unreadable.
+    pub role: Option<CertClass>,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub names: Vec<String>,
+    pub ekus: Vec<String>,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    /// Subjects from the leaf up to the trust anchor, when a path was found.
+    pub chain: Vec<String>,
+    /// Why it is not valid (empty when valid). Sentences that read after
+    /// "initiator"/"responder" when they start with "certificate".
+    pub reasons: Vec<String>,
+}
+
+/// RFC 3339 rendering used in all output.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// "2027-02-25 10:00:00 UTC": how times read inside reasons.
+pub fn human_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Render a SAN list the way every command shows names ("DNS:a.test").
+pub fn san_strings(names: &[SanName]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}

@@ -1,0 +1,373 @@
+//! rustls verifiers that apply the draft, for relying parties.
+//!
+//! A responder (TLS server) uses [`DraftClientCertVerifier`] to decide which
+//! initiators it accepts: for a server-to-server link, devices (serverAuth
+//! certificates) — which a classic rustls `WebPkiClientVerifier` refuses because
+//! it wants clientAuth — and nothing ambiguous, no-EKU or of the wrong role. An
+//! initiator (TLS client) uses [`DraftServerCertVerifier`] to decide which
+//! responders it accepts. Both validate the chain with the same code as
+//! `mtlsca verify cert --role`, optionally pin the peer's names, and verify
+//! handshake signatures with the ring provider.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mtlsca::role::Connection;
+//! use mtlsca::verify::rustls_verifiers::{DraftClientCertVerifier, DraftPolicy};
+//! # fn roots() -> Vec<rustls_pki_types::CertificateDer<'static>> { vec![] }
+//! // A responder of server-to-server links: accepts device certificates only.
+//! let policy = DraftPolicy::new(roots()).for_initiators_of(Connection::ServerToServer);
+//! let verifier = Arc::new(DraftClientCertVerifier::new(policy));
+//! # let _ = verifier;
+//! ```
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use time::OffsetDateTime;
+
+use super::{chain, verify_cert, PeerName, RevocationSource, Trust, Usage, VerifyOptions};
+use crate::inspect::{self, CertFacts};
+use crate::role::{CertClass, Connection, Role};
+
+/// Why a verifier refused a peer: the plain-sentence reasons of the verdict.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The text of an error from a TLS connection: a [`Refusal`] of these verifiers
+/// comes out as its plain reasons (also from inside an `io::Error`, as
+/// `complete_io` returns it), anything else as rustls says it.
+pub fn describe_tls_error(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            return describe_tls_error(inner);
+        }
+    }
+    match e.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
+            inner.to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn refuse(msg: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(msg)))))
+}
+
+/// Which peers one end accepts under the draft.
+#[derive(Clone)]
+pub struct DraftPolicy {
+    roots: Vec<CertificateDer<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    accept: Vec<Role>,
+    names: Vec<PeerName>,
+    revocation: Option<Arc<dyn RevocationSource + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DraftPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DraftPolicy")
+            .field("roots", &self.roots.len())
+            .field("accept", &self.accept)
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl DraftPolicy {
+    /// Peers chaining to `roots`, of either role (devices and entities), any name.
+    pub fn new(roots: Vec<CertificateDer<'static>>) -> DraftPolicy {
+        DraftPolicy {
+            roots,
+            intermediates: vec![],
+            crls: vec![],
+            accept: vec![Role::Device, Role::Entity],
+            names: vec![],
+            revocation: None,
+        }
+    }
+
+    /// Accept only peers of these roles.
+    pub fn accept(mut self, roles: &[Role]) -> DraftPolicy {
+        self.accept = roles.to_vec();
+        self
+    }
+
+    /// As the responder of `connection`: accept initiators of its initiator role.
+    pub fn for_initiators_of(self, connection: Connection) -> DraftPolicy {
+        self.accept(&[connection.roles().0])
+    }
+
+    /// As the initiator of `connection`: accept responders of its responder role.
+    pub fn for_responders_of(self, connection: Connection) -> DraftPolicy {
+        self.accept(&[connection.roles().1])
+    }
+
+    /// Accept only peers valid for one of these names. For a server verifier
+    /// without names, the name the client connects to is checked instead.
+    pub fn names(mut self, names: Vec<PeerName>) -> DraftPolicy {
+        self.names = names;
+        self
+    }
+
+    /// Extra intermediates to build paths with (beside those the peer sends).
+    pub fn intermediates(mut self, certs: Vec<CertificateDer<'static>>) -> DraftPolicy {
+        self.intermediates = certs;
+        self
+    }
+
+    pub fn crls(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> DraftPolicy {
+        self.crls = crls;
+        self
+    }
+
+    pub fn revocation(mut self, source: Arc<dyn RevocationSource + Send + Sync>) -> DraftPolicy {
+        self.revocation = Some(source);
+        self
+    }
+
+    /// Check a presented chain; `connected_to` is the name a client dialled.
+    pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        connected_to: Option<PeerName>,
+    ) -> Result<CertClass, String> {
+        let cert = inspect::parse_der(end_entity.as_ref())
+            .map_err(|e| format!("peer certificate cannot be read: {e}"))?;
+        let facts = CertFacts::of(&cert);
+        let Some(role) = facts.role.role().filter(|r| self.accept.contains(r)) else {
+            let wanted: Vec<&str> = self.accept.iter().map(|r| r.as_str()).collect();
+            let why = match facts.role.role() {
+                Some(_) => String::new(),
+                None => format!(
+                    " ({})",
+                    chain::draft_eku(&facts, self.accept.first().copied().unwrap_or(Role::Device))
+                        .unwrap_or_default()
+                ),
+            };
+            return Err(format!(
+                "peer certificate is {}{why}; this end accepts {} certificates only",
+                facts.role,
+                wanted.join(" or ")
+            ));
+        };
+        let mut chain_certs: Vec<CertificateDer<'_>> = intermediates.to_vec();
+        chain_certs.extend(self.intermediates.iter().cloned());
+        let revocation: Vec<&dyn RevocationSource> = self
+            .revocation
+            .as_deref()
+            .map(|r| r as &dyn RevocationSource)
+            .into_iter()
+            .collect();
+        let trust = Trust {
+            anchors: self.roots.clone(),
+            intermediates: chain_certs,
+            crls: self.crls.clone(),
+            revocation,
+        };
+        let at = OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let v = verify_cert(
+            end_entity,
+            &trust,
+            &VerifyOptions {
+                usage: Usage::Role(role),
+                name: None,
+                at,
+            },
+        );
+        if !v.valid {
+            return Err(v.reasons.join("; "));
+        }
+        // The name a client dialled says something about a device only.
+        let names: Vec<PeerName> = if self.names.is_empty() {
+            connected_to
+                .filter(|_| role == Role::Device)
+                .into_iter()
+                .collect()
+        } else {
+            self.names.clone()
+        };
+        if !names.is_empty()
+            && !names
+                .iter()
+                .any(|n| chain::name_matches(end_entity, &facts, n).is_ok())
+        {
+            let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            return Err(format!(
+                "peer certificate is not valid for {} (it names {})",
+                want.join(" or "),
+                facts.names.join(", ")
+            ));
+        }
+        Ok(facts.role)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// For a responder (TLS server): which initiators it accepts.
+#[derive(Debug)]
+pub struct DraftClientCertVerifier {
+    policy: DraftPolicy,
+    provider: Arc<CryptoProvider>,
+    hints: Vec<DistinguishedName>,
+}
+
+impl DraftClientCertVerifier {
+    pub fn new(policy: DraftPolicy) -> DraftClientCertVerifier {
+        let hints = policy
+            .roots
+            .iter()
+            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
+            .collect();
+        DraftClientCertVerifier {
+            policy,
+            provider: provider(),
+            hints,
+        }
+    }
+}
+
+impl ClientCertVerifier for DraftClientCertVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.policy
+            .check(end_entity, intermediates, now, None)
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(|r| refuse(format!("initiator refused: {r}")))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// For an initiator (TLS client): which responders it accepts.
+#[derive(Debug)]
+pub struct DraftServerCertVerifier {
+    policy: DraftPolicy,
+    provider: Arc<CryptoProvider>,
+}
+
+impl DraftServerCertVerifier {
+    pub fn new(policy: DraftPolicy) -> DraftServerCertVerifier {
+        DraftServerCertVerifier {
+            policy,
+            provider: provider(),
+        }
+    }
+}
+
+impl ServerCertVerifier for DraftServerCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let dialled = match server_name {
+            ServerName::DnsName(d) => Some(PeerName::Dns(d.as_ref().to_string())),
+            ServerName::IpAddress(ip) => Some(PeerName::Ip(std::net::IpAddr::from(*ip))),
+            _ => None,
+        };
+        self.policy
+            .check(end_entity, intermediates, now, dialled)
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(|r| refuse(format!("responder refused: {r}")))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

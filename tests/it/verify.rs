@@ -1,0 +1,855 @@
+//! The verifier from the outside: `inspect`, `verify cert`, `verify pair` (with a
+//! real handshake) on certificates issued by mtlsca, on certificates OpenSSL makes
+//! the way other CAs do (dual EKU, anyEKU, no EKU), and OpenSSL as the relying
+//! party of a server-to-server link.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{code, text, Env};
+
+/// A CA with two devices (a, b), a person (alice) and an organisation (acme).
+fn env_with_parties() -> Env {
+    let env = Env::with_ca();
+    env.ok(&["issue", "device", "--dns", "a.test", "--out", "a"]);
+    env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "b.test",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        "b",
+    ]);
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "organization", "--org", "Acme", "--out", "acme"]);
+    env
+}
+
+/// Run, insist on `want`, parse the JSON on stdout.
+fn json_exit(env: &Env, args: &[&str], want: i32) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = env.run(&a);
+    assert_eq!(code(&out), want, "mtlsca {args:?}:\n{}", text(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: bad JSON {e}:\n{}", text(&out)))
+}
+
+fn reasons(v: &Value) -> String {
+    v["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A leaf made by OpenSSL the way other CA tools do it, signed by mtlsca's
+/// device issuing CA: `eku` is the extendedKeyUsage line, or none.
+fn openssl_leaf(env: &Env, name: &str, eku: Option<&str>) {
+    env.openssl_ok(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &format!("{name}.ec"),
+    ]);
+    env.openssl_ok(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &format!("{name}.ec"),
+        "-out",
+        &format!("{name}.key"),
+    ]);
+    let csr = format!("{name}.csr");
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-key",
+        &format!("{name}.key"),
+        "-subj",
+        &format!("/CN={name}.test"),
+        "-out",
+        &csr,
+    ]);
+    let mut ext = format!(
+        "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    );
+    if let Some(e) = eku {
+        ext.push_str(&format!("extendedKeyUsage={e}\n"));
+    }
+    std::fs::write(env.path(&format!("{name}.ext")), ext).unwrap();
+    env.openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca/device-ca.pem",
+        "-CAkey",
+        "ca/private/device-ca.key",
+        "-set_serial",
+        "0x1234abcd5678",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        &format!("{name}.ext"),
+        "-extensions",
+        "v3",
+        "-out",
+        &format!("{name}.pem"),
+    ]);
+}
+
+#[test]
+fn pairs_of_all_four_connection_kinds() {
+    let env = env_with_parties();
+    let kinds = [
+        ("a.pem", "b.pem", "server-to-server", "device", "device"),
+        ("alice.pem", "b.pem", "client-to-server", "entity", "device"),
+        ("a.pem", "alice.pem", "server-to-client", "device", "entity"),
+        ("alice.pem", "acme.pem", "end-to-end", "entity", "entity"),
+    ];
+    for (i, r, kind, ir, rr) in kinds {
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "pair",
+                "--initiator",
+                i,
+                "--responder",
+                r,
+                "--expect",
+                kind,
+            ],
+            0,
+        );
+        assert_eq!(v["connection"], kind, "{v}");
+        assert_eq!(v["valid"], true, "{v}");
+        assert_eq!(v["initiator"]["role"], ir);
+        assert_eq!(v["responder"]["role"], rr);
+        assert_eq!(v["initiator"]["chain_valid"], true);
+        assert!(v["initiator"]["subject"].as_str().unwrap().contains("CN="));
+        assert!(v["responder"]["names"].is_array());
+        assert_eq!(v["reasons"].as_array().unwrap().len(), 0);
+    }
+    // Chain files work as input: the leaf first, the issuing CA as intermediate.
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "a.chain.pem",
+            "--responder",
+            "b.chain.pem",
+        ],
+        0,
+    );
+    assert_eq!(v["connection"], "server-to-server");
+    // The text verdict is a side-by-side table.
+    let out = env.ok(&[
+        "verify",
+        "pair",
+        "--initiator",
+        "alice.pem",
+        "--responder",
+        "b.pem",
+    ]);
+    assert!(
+        out.contains("initiator") && out.contains("responder"),
+        "{out}"
+    );
+    assert!(
+        out.contains("connection: client-to-server") && out.contains("VALID"),
+        "{out}"
+    );
+}
+
+#[test]
+fn expectation_and_name_mismatches_are_reasoned_verdicts() {
+    let env = env_with_parties();
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "acme.pem",
+            "--expect",
+            "server-to-server",
+        ],
+        1,
+    );
+    assert_eq!(v["connection"], "end-to-end");
+    assert_eq!(v["valid"], false);
+    let r = reasons(&v);
+    assert!(r.contains("initiator's EKU is clientAuth: an entity cannot be the initiator of a server-to-server link"), "{r}");
+    assert!(r.contains("responder's EKU is clientAuth: an entity cannot be the responder of a server-to-server link"), "{r}");
+    // Both chains are fine: only the pair is wrong.
+    assert_eq!(v["initiator"]["chain_valid"], true);
+
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "a.pem",
+            "--responder",
+            "b.pem",
+            "--responder-name",
+            "wrong.test",
+            "--initiator-name",
+            "a.test",
+        ],
+        1,
+    );
+    let r = reasons(&v);
+    assert!(
+        r.contains("responder certificate is not valid for DNS:wrong.test (it names DNS:b.test"),
+        "{r}"
+    );
+    assert!(!r.contains("initiator"), "{r}");
+    json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--initiator-name",
+            "alice@test",
+            "--responder-name",
+            "127.0.0.1",
+        ],
+        0,
+    );
+
+    json_exit(&env, &["verify", "cert", "b.pem", "--name", "b.test"], 0);
+    let v = json_exit(&env, &["verify", "cert", "b.pem", "--name", "a.test"], 1);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["role"], "device");
+    assert!(reasons(&v).contains("not valid for DNS:a.test"));
+}
+
+#[test]
+fn expired_untrusted_and_revoked_chains_are_refused() {
+    let env = env_with_parties();
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "a.pem",
+            "--responder",
+            "b.pem",
+            "--at",
+            "2099-01-01T00:00:00Z",
+        ],
+        1,
+    );
+    let r = reasons(&v);
+    assert!(r.contains("initiator certificate expired on "), "{r}");
+    assert!(r.contains("responder certificate expired on "), "{r}");
+    assert_eq!(v["initiator"]["chain_valid"], false);
+    let v = json_exit(
+        &env,
+        &["verify", "cert", "a.pem", "--at", "2001-01-01T00:00:00Z"],
+        1,
+    );
+    assert!(reasons(&v).contains("not valid before"), "{v}");
+
+    // Another CA's root is not an anchor for these certificates.
+    let other = Env::new();
+    other.ok(&["init", "--name", "Other"]);
+    let root = other.ca_dir().join("root.pem");
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "a.chain.pem",
+            "--trust",
+            root.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        reasons(&v).contains("does not chain to a trusted root"),
+        "{v}"
+    );
+    // With the right root given explicitly and the chain file, it validates.
+    json_exit(
+        &env,
+        &["verify", "cert", "a.chain.pem", "--trust", "ca/root.pem"],
+        0,
+    );
+
+    // Revoked: a CRL of the device issuing CA that lists b (made by OpenSSL's `ca`).
+    let serial = env.openssl_ok(&["x509", "-in", "b.pem", "-noout", "-serial"]);
+    let serial = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))
+        .expect("openssl prints the serial")
+        .trim()
+        .to_string();
+    std::fs::create_dir_all(env.path("crlca")).unwrap();
+    std::fs::write(
+        env.path("crlca/index.txt"),
+        format!("R\t491231235959Z\t260101000000Z,keyCompromise\t{serial}\tunknown\t/CN=b.test\n"),
+    )
+    .unwrap();
+    std::fs::write(env.path("crlca/crlnumber"), "01\n").unwrap();
+    std::fs::write(
+        env.path("crlca/ca.cnf"),
+        "[ca]\ndefault_ca=d\n[d]\ndatabase=crlca/index.txt\ncrlnumber=crlca/crlnumber\ndefault_md=sha256\ndefault_crl_days=30\ncrl_extensions=crlext\n[crlext]\nauthorityKeyIdentifier=keyid:always\n",
+    )
+    .unwrap();
+    env.openssl_ok(&[
+        "ca",
+        "-gencrl",
+        "-config",
+        "crlca/ca.cnf",
+        "-cert",
+        "ca/device-ca.pem",
+        "-keyfile",
+        "ca/private/device-ca.key",
+        "-out",
+        "device.crl",
+    ]);
+    let v = json_exit(&env, &["verify", "cert", "b.pem", "--crl", "device.crl"], 1);
+    let r = reasons(&v);
+    assert!(
+        r.contains("was revoked") && r.contains("keyCompromise"),
+        "{r}"
+    );
+    json_exit(&env, &["verify", "cert", "a.pem", "--crl", "device.crl"], 0);
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "a.pem",
+            "--responder",
+            "b.pem",
+            "--crl",
+            "device.crl",
+        ],
+        1,
+    );
+    assert!(reasons(&v).contains("responder certificate (serial"), "{v}");
+}
+
+#[test]
+fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
+    let env = env_with_parties();
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "anyeku", Some("anyExtendedKeyUsage"));
+    openssl_leaf(&env, "noeku", None);
+    let v = json_exit(
+        &env,
+        &["inspect", "dual.pem", "anyeku.pem", "noeku.pem", "a.pem"],
+        0,
+    );
+    let roles: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["ambiguous", "ambiguous", "no-eku", "device"]);
+    let findings = v[0]["findings"].to_string();
+    assert!(
+        findings.contains("serverAuth+clientAuth: ambiguous under the draft"),
+        "{findings}"
+    );
+    assert_eq!(
+        v[0]["ekus"],
+        serde_json::json!(["serverAuth", "clientAuth"])
+    );
+    assert_eq!(v[0]["names"], serde_json::json!(["DNS:dual.test"]));
+
+    for (leaf, why) in [
+        ("dual.pem", "serverAuth and clientAuth"),
+        ("anyeku.pem", "anyExtendedKeyUsage"),
+        ("noeku.pem", "no extendedKeyUsage"),
+    ] {
+        let v = json_exit(&env, &["verify", "cert", leaf, "--role", "device"], 1);
+        assert!(reasons(&v).contains(why), "{leaf}: {v}");
+        let p = json_exit(
+            &env,
+            &[
+                "verify",
+                "pair",
+                "--initiator",
+                leaf,
+                "--responder",
+                "b.pem",
+            ],
+            1,
+        );
+        assert_eq!(p["connection"], "ambiguous", "{leaf}: {p}");
+        assert!(reasons(&p).starts_with("initiator"), "{leaf}: {p}");
+    }
+    // The classic reading accepts what the draft refuses (except anyEKU alone).
+    json_exit(
+        &env,
+        &["verify", "cert", "dual.pem", "--purpose", "server"],
+        0,
+    );
+    json_exit(
+        &env,
+        &["verify", "cert", "noeku.pem", "--purpose", "server"],
+        0,
+    );
+    let v = json_exit(
+        &env,
+        &["verify", "cert", "anyeku.pem", "--purpose", "server"],
+        1,
+    );
+    assert!(reasons(&v).contains("does not include serverAuth"), "{v}");
+}
+
+#[test]
+fn a_ca_as_leaf_and_a_leaf_its_issuer_does_not_allow_are_refused() {
+    let env = env_with_parties();
+    let v = json_exit(
+        &env,
+        &["verify", "cert", "ca/device-ca.pem", "--role", "device"],
+        1,
+    );
+    assert_eq!(v["role"], "ca");
+    assert!(reasons(&v).contains("CA certificate"), "{v}");
+    let p = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "ca/device-ca.pem",
+            "--responder",
+            "b.pem",
+        ],
+        1,
+    );
+    assert_eq!(p["connection"], "ambiguous");
+
+    // clientAuth leaf signed by the device issuing CA, whose EKU is serverAuth only.
+    openssl_leaf(&env, "wrongca", Some("clientAuth"));
+    let v = json_exit(
+        &env,
+        &["verify", "cert", "wrongca.pem", "--role", "entity"],
+        1,
+    );
+    let r = reasons(&v);
+    assert!(
+        r.contains("issuing CA does not allow clientAuth: its EKU is serverAuth"),
+        "{r}"
+    );
+    let v = json_exit(
+        &env,
+        &["verify", "cert", "wrongca.pem", "--purpose", "client"],
+        1,
+    );
+    assert!(reasons(&v).contains("does not allow clientAuth"), "{v}");
+}
+
+#[test]
+fn handshake_succeeds_when_the_draft_allows_the_pair() {
+    let env = env_with_parties();
+    for (i, r, kind) in [
+        ("a.pem", "b.pem", "server-to-server"),
+        ("alice.pem", "b.chain.pem", "client-to-server"),
+    ] {
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "pair",
+                "--initiator",
+                i,
+                "--responder",
+                r,
+                "--handshake",
+                "--expect",
+                kind,
+            ],
+            0,
+        );
+        assert_eq!(v["handshake"]["ok"], true, "{v}");
+        assert_eq!(v["handshake"]["protocol"], "TLS 1.3", "{v}");
+        assert!(
+            v["handshake"]["cipher_suite"]
+                .as_str()
+                .unwrap()
+                .starts_with("TLS13_"),
+            "{v}"
+        );
+    }
+    let out = env.ok(&[
+        "verify",
+        "pair",
+        "--initiator",
+        "a.pem",
+        "--responder",
+        "b.pem",
+        "--handshake",
+    ]);
+    assert!(out.contains("handshake: TLS 1.3"), "{out}");
+    // Explicit key paths work too.
+    json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "a.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+            "--initiator-key",
+            "a.key",
+            "--responder-key",
+            "b.key",
+        ],
+        0,
+    );
+}
+
+#[test]
+fn handshake_fails_when_the_responder_must_refuse_the_initiator() {
+    let env = env_with_parties();
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+            "--expect",
+            "server-to-server",
+        ],
+        1,
+    );
+    assert_eq!(v["handshake"]["ok"], false, "{v}");
+    let outcome = v["handshake"]["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("the responder aborted the handshake"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.contains("accepts device certificates only"),
+        "{outcome}"
+    );
+    assert!(reasons(&v).contains("handshake failed"), "{v}");
+
+    // A dual-EKU initiator is neither a device nor an entity: refused by the verifier.
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "dual.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+        ],
+        1,
+    );
+    let outcome = v["handshake"]["outcome"].as_str().unwrap();
+    assert!(
+        outcome.contains("peer certificate is ambiguous"),
+        "{outcome}"
+    );
+
+    // No key beside the certificate: bad usage, nothing judged.
+    std::fs::copy(env.path("a.pem"), env.path("lonely.pem")).unwrap();
+    let err = env.fails(
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "lonely.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("error:") && err.contains("lonely.key"),
+        "{err}"
+    );
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until s_server says it accepts (probing the port would use up its
+/// only connection).
+fn wait_for_accept(log: &std::path::Path, server: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("ACCEPT")
+    {
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "s_server exited early"
+        );
+        assert!(Instant::now() < deadline, "s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait for a child at most `limit`, killing it after; returns stdout+stderr.
+fn finish(mut child: Child, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One s_server accepting one s_client connection that presents a.pem;
+/// returns (server output, client output).
+fn openssl_link(env: &Env, purpose: bool) -> (String, String) {
+    let port = free_port().to_string();
+    let mut args = vec![
+        "s_server",
+        "-accept",
+        &port,
+        "-naccept",
+        "1",
+        "-www",
+        "-cert",
+        "b.pem",
+        "-key",
+        "b.key",
+        "-CAfile",
+        "bundle.pem",
+        "-Verify",
+        "1",
+        "-verify_return_error",
+    ];
+    if purpose {
+        args.extend(["-purpose", "sslserver"]);
+    }
+    let log = env.path(&format!("s_server.{purpose}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut server = Command::new("openssl")
+        .current_dir(env.dir.path())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("openssl s_server");
+    wait_for_accept(&log, &mut server);
+    let mut client = Command::new("openssl")
+        .current_dir(env.dir.path())
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "a.pem",
+            "-key",
+            "a.key",
+            "-CAfile",
+            "bundle.pem",
+            "-servername",
+            "b.test",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let c = finish(client, Duration::from_secs(15));
+    finish(server, Duration::from_secs(5));
+    (std::fs::read_to_string(&log).unwrap_or_default(), c)
+}
+
+/// Why the draft matters: OpenSSL accepts a device (serverAuth-only) certificate
+/// from an initiator only when the accepting side checks the sslserver purpose;
+/// its default for a client certificate wants clientAuth.
+#[test]
+fn openssl_as_relying_party_accepts_devices_only_with_purpose_sslserver() {
+    let env = env_with_parties();
+    let bundle: String = ["ca/root.pem", "ca/device-ca.pem", "ca/entity-ca.pem"]
+        .iter()
+        .map(|f| std::fs::read_to_string(env.path(f)).unwrap())
+        .collect();
+    std::fs::write(env.path("bundle.pem"), bundle).unwrap();
+
+    let (server, client) = openssl_link(&env, true);
+    assert!(
+        client.contains("200 ok"),
+        "s_client was not served:\n{client}\n--- s_server\n{server}"
+    );
+
+    let (server, client) = openssl_link(&env, false);
+    assert!(
+        !client.contains("200 ok"),
+        "served without -purpose sslserver:\n{client}"
+    );
+    assert!(
+        server.contains("unsuitable certificate purpose"),
+        "s_server did not say why:\n{server}\n--- s_client\n{client}"
+    );
+}
+
+#[test]
+fn junk_empty_and_truncated_inputs_are_unreadable() {
+    let env = env_with_parties();
+    let pem = std::fs::read_to_string(env.path("a.pem")).unwrap();
+    std::fs::write(env.path("junk.pem"), "hello, not a certificate\n").unwrap();
+    std::fs::write(env.path("empty.pem"), "").unwrap();
+    std::fs::write(env.path("truncated.pem"), &pem[..pem.len() / 2]).unwrap();
+    std::fs::write(env.path("junk.der"), [0x30u8, 0x82, 0x01, 0x00, 0x02, 0x01]).unwrap();
+    for f in [
+        "junk.pem",
+        "empty.pem",
+        "truncated.pem",
+        "junk.der",
+        "a.key",
+        "missing.pem",
+    ] {
+        for args in [
+            vec!["inspect", f],
+            vec!["verify", "cert", f],
+            vec!["verify", "pair", "--initiator", f, "--responder", "b.pem"],
+            vec!["verify", "pair", "--initiator", "a.pem", "--responder", f],
+            vec!["verify", "cert", "a.pem", "--trust", f],
+            vec!["verify", "cert", "a.pem", "--crl", f],
+        ] {
+            let err = env.fails(&args, 2);
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+        }
+    }
+    env.fails(&["verify", "cert", "a.pem", "--at", "yesterday"], 2);
+    env.fails(
+        &[
+            "verify",
+            "cert",
+            "a.pem",
+            "--role",
+            "device",
+            "--purpose",
+            "server",
+        ],
+        2,
+    );
+    // No CA and no --trust: a CA state problem.
+    let bare = Env::new();
+    std::fs::copy(env.path("a.pem"), bare.path("a.pem")).unwrap();
+    bare.fails(&["verify", "cert", "a.pem"], 3);
+}
+
+#[test]
+fn inspect_reads_pem_bundles_der_and_directories_without_a_ca() {
+    let env = env_with_parties();
+    env.openssl_ok(&[
+        "x509",
+        "-in",
+        "alice.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "alice.der",
+    ]);
+    let bare = Env::new();
+    let v = json_exit(
+        &bare,
+        &[
+            "inspect",
+            env.path("a.chain.pem").to_str().unwrap(),
+            env.path("alice.der").to_str().unwrap(),
+        ],
+        0,
+    );
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 3, "{v}");
+    assert_eq!(items[0]["role"], "device");
+    assert_eq!(items[1]["role"], "ca");
+    assert_eq!(items[2]["role"], "entity");
+    for i in items {
+        for k in ["file", "role", "ekus", "names", "findings"] {
+            assert!(!i[k].is_null(), "{k} missing in {i}");
+        }
+    }
+    assert_eq!(items[2]["names"], serde_json::json!(["email:alice@test"]));
+    // A directory: certificates are inspected, keys passed over with a note.
+    let v = json_exit(&bare, &["inspect", env.path("").to_str().unwrap()], 0);
+    let roles: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains(&"device") && roles.contains(&"entity"),
+        "{roles:?}"
+    );
+    let out = env.ok(&["inspect", "a.pem"]);
+    assert!(
+        out.contains("a.pem: device") && out.contains("findings:"),
+        "{out}"
+    );
+}
