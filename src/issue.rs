@@ -110,14 +110,14 @@ pub struct Issued {
 
 /// The final file names of an output.
 #[derive(Debug, Clone)]
-struct Files {
+pub struct Files {
     key: Option<PathBuf>,
     cert: PathBuf,
     chain: Option<PathBuf>,
 }
 
 impl Files {
-    fn of(output: &Output, with_key: bool) -> Option<Files> {
+    pub fn of(output: &Output, with_key: bool) -> Option<Files> {
         match output {
             Output::Prefix(p) => {
                 let s = p.as_os_str().to_string_lossy();
@@ -142,6 +142,19 @@ impl Files {
             .chain([&self.cert])
             .chain(self.chain.iter())
             .collect()
+    }
+
+    /// The first final name that is already taken, if any.
+    pub fn existing_file(&self) -> Option<&PathBuf> {
+        self.all().into_iter().find(|p| p.exists())
+    }
+
+    /// fsync the directory the files are linked in.
+    pub fn sync_dir(&self) -> Result<()> {
+        match self.cert.parent() {
+            Some(dir) => fsutil::sync_dir(dir),
+            None => Ok(()),
+        }
     }
 }
 
@@ -315,6 +328,225 @@ pub struct Issuer<'a> {
     constraints: Vec<crate::names::Pattern>,
 }
 
+/// What signing needs, shared by the threads of a batch: the issuing CA, the root
+/// (for the self-check), the CA's name constraints and the time.
+#[derive(Clone, Copy)]
+pub struct SignContext<'s> {
+    pub signing: &'s SigningCa,
+    pub root_der: &'s [u8],
+    pub constraints: &'s [crate::names::Pattern],
+    pub now: OffsetDateTime,
+}
+
+/// A certificate signed and self-checked but not yet recorded, with the files it
+/// will be written to. Producing one has no side effect, so batch prepares many
+/// in parallel; `write_partials`, `Store::record_issued` (or `record_chunk`) and
+/// `link` then run the protocol of the module doc.
+pub struct Prepared {
+    pub record: Record,
+    pub der: Vec<u8>,
+    pub issuer_key_id: Vec<u8>,
+    pub cert_pem: String,
+    pub chain_pem: String,
+    key_pem: Option<String>,
+    files: Option<Files>,
+}
+
+/// How temporary files reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync each file as it is written (one request).
+    EachFile,
+    /// Write only; the caller makes a whole chunk durable at once (`sync_fs`)
+    /// before recording it.
+    Deferred,
+}
+
+impl Prepared {
+    /// Step 1: the key and certificate under temporary names.
+    pub fn write_partials(&self, durability: Durability) -> Result<()> {
+        match &self.files {
+            Some(f) => write_partials(
+                f,
+                self.key_pem.as_deref(),
+                &self.cert_pem,
+                &self.chain_pem,
+                durability,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Undo step 1 (the certificate was not recorded).
+    pub fn discard_partials(&self) {
+        if let Some(f) = &self.files {
+            remove_partials(f);
+        }
+    }
+
+    /// Step 3, after the record is durable: the final names (the caller syncs the
+    /// directory, once per batch chunk or per request).
+    pub fn link(self) -> Result<Issued> {
+        let files = match &self.files {
+            Some(f) => link_partials(f)?,
+            None => Vec::new(),
+        };
+        Ok(Issued {
+            status: IssueStatus::Issued,
+            record: self.record,
+            cert_pem: self.cert_pem,
+            chain_pem: self.chain_pem,
+            files,
+        })
+    }
+}
+
+/// Make everything written on the file system that holds `dir` durable: one
+/// `syncfs` for a whole chunk of temporary files instead of an fsync per file.
+pub fn sync_fs(dir: &Path) -> Result<()> {
+    let d = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let f = std::fs::File::open(d).map_err(|e| Error::io(d, e))?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::fs::syncfs(&f).map_err(|e| Error::io(d, e.into()))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // No syncfs: the directory's files one by one.
+        for entry in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
+            let p = entry.map_err(|e| Error::io(d, e))?.path();
+            if p.is_file() {
+                std::fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        f.sync_all().map_err(|e| Error::io(d, e))?;
+    }
+    Ok(())
+}
+
+/// Step 0 of the pipeline, without side effects: key (generated, or from a CSR
+/// whose signature and key were checked), policy, serial, signature, self-check,
+/// the record. `files` are the final names the certificate will get.
+pub fn prepare(
+    cx: &SignContext<'_>,
+    profile: &Profile,
+    req: &IssuanceRequest,
+    files: Option<Files>,
+) -> Result<Prepared> {
+    let (content, key_kind, spki, new_key) = match &req.key {
+        KeySource::Generate(kt) => {
+            let kt = kt.unwrap_or(profile.key);
+            let k = key::generate(kt)?;
+            (
+                std::borrow::Cow::Borrowed(&req.content),
+                public_kind(kt),
+                PublicKeySource::Generated,
+                Some(k),
+            )
+        }
+        KeySource::Csr(bytes) => {
+            let csr = read_csr(bytes)?;
+            let mut content = csr.content;
+            // Validity is the signer's choice, not the requester's.
+            content.validity = req.content.validity.clone();
+            let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+                .map_err(|e| Error::refused(format!("unsupported public key in the CSR: {e}")))?;
+            (
+                std::borrow::Cow::Owned(content),
+                csr.key,
+                PublicKeySource::Csr(spki, csr.spki_der),
+                None,
+            )
+        }
+    };
+    let origin = match req.key {
+        KeySource::Generate(_) => Origin::Arguments,
+        KeySource::Csr(_) => Origin::Csr,
+    };
+    let signing = cx.signing;
+    let approved = policy::check(
+        profile,
+        cx.constraints,
+        &content,
+        key_kind,
+        signing.not_after,
+        origin,
+        cx.now,
+    )?;
+
+    let expected_spki = match (&spki, &new_key) {
+        (PublicKeySource::Csr(_, raw), _) => raw.clone(),
+        (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
+        _ => unreachable!("a generated source always has a key"),
+    };
+    let serial = ca::random_serial()?;
+    let mut params = leaf_params(&approved, &serial)?;
+    params.key_identifier_method =
+        rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
+    let cert = match (&spki, &new_key) {
+        (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
+        (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
+        _ => unreachable!("a generated source always has a key"),
+    }
+    .map_err(|e| Error::State(format!("signing failed: {e}")))?;
+    let der = cert.der().to_vec();
+    self_check(
+        &der,
+        &expected_spki,
+        &approved,
+        signing,
+        cx.root_der,
+        cx.now,
+    )?;
+
+    let cert_pem = pem_cert(&der);
+    let chain_pem = format!("{cert_pem}{}", signing.cert_pem);
+    let sha = ring::digest::digest(&ring::digest::SHA256, &der);
+    let key_file = files
+        .as_ref()
+        .and_then(|f| f.key.as_ref())
+        .map(|k| absolute(k).display().to_string());
+    let record = Record {
+        schema: SCHEMA_VERSION,
+        serial: hex_encode(&serial),
+        issuer: signing.kind.as_str().into(),
+        issuer_key_id: hex_encode(&signing.key_id),
+        role: profile.role,
+        profile: profile.name.clone(),
+        subject: approved.subject.to_text(),
+        names: approved.names.iter().map(|n| n.to_string()).collect(),
+        not_before: approved.not_before,
+        not_after: approved.not_after,
+        sha256: hex_encode(sha.as_ref()),
+        status: Status::Valid,
+        revocation: None,
+        request_id: req.request_id.clone(),
+        issued_at: cx.now,
+        key_file,
+    };
+    Ok(Prepared {
+        record,
+        der,
+        issuer_key_id: signing.key_id.clone(),
+        cert_pem,
+        chain_pem,
+        key_pem: new_key.as_ref().map(key::pkcs8_pem),
+        files,
+    })
+}
+
+fn public_kind(kt: KeyType) -> PublicKeyKind {
+    match kt {
+        KeyType::EcdsaP256 => PublicKeyKind::EcdsaP256,
+        KeyType::EcdsaP384 => PublicKeyKind::EcdsaP384,
+        KeyType::Ed25519 => PublicKeyKind::Ed25519,
+    }
+}
+
 impl<'a> Issuer<'a> {
     pub fn new(ca: &'a Ca, store: &'a Store) -> Result<Issuer<'a>> {
         Ok(Issuer {
@@ -326,13 +558,28 @@ impl<'a> Issuer<'a> {
         })
     }
 
-    fn signing_ca(&self, kind: CaKind) -> Result<std::rc::Rc<SigningCa>> {
+    /// An issuing CA, loaded and unlocked once per `Issuer`.
+    pub fn signing_ca(&self, kind: CaKind) -> Result<std::rc::Rc<SigningCa>> {
         if let Some(s) = self.signing.borrow().iter().find(|s| s.kind == kind) {
             return Ok(s.clone());
         }
         let s = std::rc::Rc::new(self.ca.signing_ca(kind)?);
         self.signing.borrow_mut().push(s.clone());
         Ok(s)
+    }
+
+    /// The context `prepare` signs with, for a loaded issuing CA.
+    pub fn sign_context<'s>(
+        &'s self,
+        signing: &'s SigningCa,
+        now: OffsetDateTime,
+    ) -> SignContext<'s> {
+        SignContext {
+            signing,
+            root_der: &self.root_der,
+            constraints: &self.constraints,
+            now,
+        }
     }
 
     /// Run the pipeline for one request.
@@ -354,7 +601,7 @@ impl<'a> Issuer<'a> {
             }
         }
         if let Some(f) = &files {
-            if let Some(p) = f.all().into_iter().find(|p| p.exists()) {
+            if let Some(p) = f.existing_file() {
                 return Err(Error::Usage(format!(
                     "{} already exists; refusing to overwrite it (choose another --out)",
                     p.display()
@@ -362,117 +609,22 @@ impl<'a> Issuer<'a> {
             }
         }
 
-        // Key: generated, or from a CSR whose signature and key were checked.
-        let (content, key_kind, spki, new_key) = match &req.key {
-            KeySource::Generate(kt) => {
-                let kt = kt.unwrap_or(profile.key);
-                let k = key::generate(kt)?;
-                let kind = match kt {
-                    KeyType::EcdsaP256 => PublicKeyKind::EcdsaP256,
-                    KeyType::EcdsaP384 => PublicKeyKind::EcdsaP384,
-                    KeyType::Ed25519 => PublicKeyKind::Ed25519,
-                };
-                (
-                    req.content.clone(),
-                    kind,
-                    PublicKeySource::Generated,
-                    Some(k),
-                )
-            }
-            KeySource::Csr(bytes) => {
-                let csr = read_csr(bytes)?;
-                let mut content = csr.content;
-                // Validity is the signer's choice, not the requester's.
-                content.validity = req.content.validity.clone();
-                let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der).map_err(|e| {
-                    Error::refused(format!("unsupported public key in the CSR: {e}"))
-                })?;
-                (
-                    content,
-                    csr.key,
-                    PublicKeySource::Csr(spki, csr.spki_der),
-                    None,
-                )
-            }
-        };
-        let origin = match req.key {
-            KeySource::Generate(_) => Origin::Arguments,
-            KeySource::Csr(_) => Origin::Csr,
-        };
-        let ca_kind = CaKind::for_role(profile.role);
-        let signing = self.signing_ca(ca_kind)?;
-        let approved = policy::check(
-            &profile,
-            &self.constraints,
-            &content,
-            key_kind,
-            signing.not_after,
-            origin,
-            now,
-        )?;
-
-        let expected_spki = match (&spki, &new_key) {
-            (PublicKeySource::Csr(_, raw), _) => raw.clone(),
-            (_, Some(k)) => rcgen::PublicKeyData::subject_public_key_info(k),
-            _ => unreachable!("a generated source always has a key"),
-        };
+        let signing = self.signing_ca(CaKind::for_role(profile.role))?;
+        let cx = self.sign_context(&signing, now);
         // Serial, sign, self-check, record; a serial collision signs again.
         for _ in 0..8 {
-            let serial = ca::random_serial()?;
-            let mut params = leaf_params(&approved, &serial)?;
-            params.key_identifier_method =
-                rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
-            let cert = match (&spki, &new_key) {
-                (PublicKeySource::Generated, Some(k)) => params.signed_by(k, &signing.issuer),
-                (PublicKeySource::Csr(s, _), _) => params.signed_by(s, &signing.issuer),
-                _ => unreachable!("a generated source always has a key"),
-            }
-            .map_err(|e| Error::State(format!("signing failed: {e}")))?;
-            let der = cert.der().to_vec();
-            self_check(
-                &der,
-                &expected_spki,
-                &approved,
-                &signing,
-                &self.root_der,
-                now,
-            )?;
-
-            let cert_pem = pem_cert(&der);
-            let chain_pem = format!("{cert_pem}{}", signing.cert_pem);
-            let sha = ring::digest::digest(&ring::digest::SHA256, &der);
-            let key_file = files
-                .as_ref()
-                .and_then(|f| f.key.as_ref())
-                .map(|k| absolute(k).display().to_string());
-            let record = Record {
-                schema: SCHEMA_VERSION,
-                serial: hex_encode(&serial),
-                issuer: ca_kind.as_str().into(),
-                issuer_key_id: hex_encode(&signing.key_id),
-                role: profile.role,
-                profile: profile.name.clone(),
-                subject: approved.subject.to_text(),
-                names: approved.names.iter().map(|n| n.to_string()).collect(),
-                not_before: approved.not_before,
-                not_after: approved.not_after,
-                sha256: hex_encode(sha.as_ref()),
-                status: Status::Valid,
-                revocation: None,
-                request_id: req.request_id.clone(),
-                issued_at: now,
-                key_file,
-            };
-
+            let prepared = prepare(&cx, &profile, req, files.clone())?;
             // 1. temporary files
-            let key_pem = new_key.as_ref().map(key::pkcs8_pem);
-            if let Some(f) = &files {
-                write_partials(f, key_pem.as_deref(), &cert_pem, &chain_pem)?;
-            }
+            prepared.write_partials(Durability::EachFile)?;
             // 2. record + flush
             let recorded = self
                 .store
-                .record_issued(&record, &der, &signing.key_id, now)
+                .record_issued(
+                    &prepared.record,
+                    &prepared.der,
+                    &prepared.issuer_key_id,
+                    now,
+                )
                 .and_then(|r| {
                     if matches!(r, Recorded::New) {
                         self.store.flush()?;
@@ -482,36 +634,24 @@ impl<'a> Issuer<'a> {
             match recorded {
                 Ok(Recorded::New) => {}
                 Ok(Recorded::SerialTaken) => {
-                    if let Some(f) = &files {
-                        remove_partials(f);
-                    }
+                    prepared.discard_partials();
                     continue;
                 }
                 Ok(Recorded::RequestExists(rec)) => {
-                    if let Some(f) = &files {
-                        remove_partials(f);
-                    }
+                    prepared.discard_partials();
                     return self.existing(*rec, &profile, files.as_ref());
                 }
                 Err(e) => {
-                    if let Some(f) = &files {
-                        remove_partials(f);
-                    }
+                    prepared.discard_partials();
                     return Err(e);
                 }
             }
             // 3. final names
-            let written = match &files {
-                Some(f) => complete(f)?,
-                None => Vec::new(),
-            };
-            return Ok(Issued {
-                status: IssueStatus::Issued,
-                record,
-                cert_pem,
-                chain_pem,
-                files: written,
-            });
+            let issued = prepared.link()?;
+            if let Some(f) = &files {
+                f.sync_dir()?;
+            }
+            return Ok(issued);
         }
         Err(Error::State(
             "eight random serials in a row were taken: the random number generator is broken"
@@ -521,7 +661,12 @@ impl<'a> Issuer<'a> {
 
     /// A certificate issued earlier for the same request id: complete or rewrite its
     /// certificate files (its key is never stored, so a lost key stays lost).
-    fn existing(&self, rec: Record, profile: &Profile, files: Option<&Files>) -> Result<Issued> {
+    pub fn existing(
+        &self,
+        rec: Record,
+        profile: &Profile,
+        files: Option<&Files>,
+    ) -> Result<Issued> {
         if rec.profile != profile.name {
             return Err(Error::Usage(format!(
                 "request id `{}` was used for a `{}` certificate (serial {}), not `{}`",
@@ -567,7 +712,7 @@ impl<'a> Issuer<'a> {
     }
 
     /// Complete or clean up what an interrupted run left for these files.
-    fn recover(&self, f: &Files) -> Result<()> {
+    pub fn recover(&self, f: &Files) -> Result<()> {
         let cert_tmp = partial(&f.cert);
         if !cert_tmp.exists() {
             // Stray partials without a certificate partial: the crash came before
@@ -584,7 +729,8 @@ impl<'a> Issuer<'a> {
             .flatten();
         match recorded {
             Some(_) => {
-                complete(f)?;
+                link_partials(f)?;
+                f.sync_dir()?;
             }
             None => remove_partials(f),
         }
@@ -597,7 +743,7 @@ enum PublicKeySource {
     Csr(rcgen::SubjectPublicKeyInfo, Vec<u8>),
 }
 
-fn check_request_id(id: &str) -> Result<()> {
+pub fn check_request_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_REQUEST_ID || id.chars().any(|c| c.is_control()) {
         return Err(Error::Usage(format!(
             "request id `{}` must be 1-{MAX_REQUEST_ID} characters without control characters",
@@ -607,7 +753,13 @@ fn check_request_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_partials(f: &Files, key_pem: Option<&str>, cert_pem: &str, chain_pem: &str) -> Result<()> {
+fn write_partials(
+    f: &Files,
+    key_pem: Option<&str>,
+    cert_pem: &str,
+    chain_pem: &str,
+    durability: Durability,
+) -> Result<()> {
     let mut items: Vec<(&PathBuf, &str, u32)> = Vec::new();
     if let (Some(k), Some(pem)) = (&f.key, key_pem) {
         items.push((k, pem, 0o600));
@@ -620,20 +772,42 @@ fn write_partials(f: &Files, key_pem: Option<&str>, cert_pem: &str, chain_pem: &
     for (path, text, mode) in items {
         let tmp = partial(path);
         let _ = std::fs::remove_file(&tmp);
-        if let Err(e) = fsutil::write_new(&tmp, text.as_bytes(), mode) {
+        let written = match durability {
+            Durability::EachFile => fsutil::write_new(&tmp, text.as_bytes(), mode),
+            Durability::Deferred => write_new_unsynced(&tmp, text.as_bytes(), mode),
+        };
+        if let Err(e) = written {
             remove_partials(f);
             return Err(e);
         }
     }
-    // The partials' names must be durable before the record is: after a power
-    // loss a recorded certificate must still find its key.
-    if let Some(dir) = f.cert.parent() {
-        if let Err(e) = fsutil::sync_dir(dir) {
+    // The partials' names must be durable before the record is, so that after a
+    // power loss a recorded certificate still finds its key (a Deferred chunk gets
+    // this from the caller's `sync_fs`).
+    if durability == Durability::EachFile {
+        if let Err(e) = f.sync_dir() {
             remove_partials(f);
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Create `path` (which must not exist) with `mode` and write it, leaving the
+/// fsync to a later `sync_fs` of the whole chunk.
+fn write_new_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(data).map_err(|e| Error::io(path, e))
 }
 
 fn remove_partials(f: &Files) {
@@ -642,10 +816,11 @@ fn remove_partials(f: &Files) {
     }
 }
 
-/// Link every partial to its final name; returns the final names. The certificate
-/// goes last: while its partial exists, `recover` knows the output is unfinished.
-fn complete(f: &Files) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// Link every partial to its final name (never replacing a file); returns the
+/// final names. The certificate goes last: while its partial exists, `recover`
+/// knows the output is unfinished. The directory still needs an fsync
+/// (`Files::sync_dir`).
+fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
     let mut order = f.all();
     order.retain(|p| **p != f.cert);
     order.push(&f.cert);
@@ -655,11 +830,7 @@ fn complete(f: &Files) -> Result<Vec<PathBuf>> {
             fsutil::rename_no_replace(&tmp, p)?;
         }
     }
-    out.extend(f.all().into_iter().cloned());
-    if let Some(dir) = f.cert.parent() {
-        fsutil::sync_dir(dir)?;
-    }
-    Ok(out)
+    Ok(f.all().into_iter().cloned().collect())
 }
 
 fn absolute(p: &Path) -> PathBuf {

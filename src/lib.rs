@@ -6,8 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod batch;
 pub mod ca;
+pub mod crl;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod issue;
 pub mod key;

@@ -1,4 +1,4 @@
-//! Administration: `store check`, `audit verify`, `backup DIR`, `restore DIR`.
+//! Administration: `store check`, `audit --verify`, `backup DIR`, `restore DIR`.
 //!
 //! Restore is its own command (not `init --restore`): it takes nothing of what
 //! `init` decides (name, key type, constraints), since all of it comes from the
@@ -23,11 +23,15 @@ pub enum StoreCmd {
     Check,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum AuditCmd {
-    /// Verify the audit log's hash chain (exit 3 when an entry was edited,
-    /// removed or inserted)
-    Verify,
+/// `audit`: the log as `lifecycle_cmds` prints it, plus `--verify`.
+#[derive(Debug, Args)]
+pub struct AuditOptions {
+    /// Verify the log's hash chain instead of printing it (exit 3 when an entry
+    /// was edited, removed or inserted)
+    #[arg(long, conflicts_with = "since")]
+    pub verify: bool,
+    #[command(flatten)]
+    pub log: super::lifecycle_cmds::AuditArgs,
 }
 
 #[derive(Debug, Args)]
@@ -94,34 +98,30 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
     }
 }
 
-pub fn audit(ctx: &Ctx, c: AuditCmd) -> Result<Outcome> {
-    match c {
-        AuditCmd::Verify => {
-            let (_, store) = open_store(ctx)?;
-            let r = store.verify_audit()?;
-            if ctx.global.json {
-                print_json(&json!({
-                    "intact": r.damage.is_empty(),
-                    "entries": r.entries,
-                    "head": r.head,
-                    "damage": r.damage,
-                }));
-            } else if r.damage.is_empty() {
-                ctx.say(format!(
-                    "audit log intact: {} entries, head {}",
-                    r.entries,
-                    r.head.as_deref().unwrap_or("(empty)")
-                ));
-            }
-            if r.damage.is_empty() {
-                Ok(Outcome::Done)
-            } else {
-                Err(Error::Store(format!(
-                    "the audit log's hash chain is broken: {}",
-                    damage_lines(&r.damage).join("; ")
-                )))
-            }
-        }
+pub fn audit_verify(ctx: &Ctx) -> Result<Outcome> {
+    let (_, store) = open_store(ctx)?;
+    let r = store.verify_audit()?;
+    if ctx.global.json {
+        print_json(&json!({
+            "intact": r.damage.is_empty(),
+            "entries": r.entries,
+            "head": r.head,
+            "damage": r.damage,
+        }));
+    } else if r.damage.is_empty() {
+        ctx.say(format!(
+            "audit log intact: {} entries, head {}",
+            r.entries,
+            r.head.as_deref().unwrap_or("(empty)")
+        ));
+    }
+    if r.damage.is_empty() {
+        Ok(Outcome::Done)
+    } else {
+        Err(Error::Store(format!(
+            "the audit log's hash chain is broken: {}",
+            damage_lines(&r.damage).join("; ")
+        )))
     }
 }
 

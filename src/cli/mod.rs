@@ -11,6 +11,7 @@ use crate::error::Result;
 
 mod admin_cmds;
 mod ca_cmds;
+mod lifecycle_cmds;
 pub mod render;
 mod verify_cmds;
 
@@ -98,9 +99,6 @@ pub enum Command {
     /// Check the store's integrity
     #[command(subcommand)]
     Store(admin_cmds::StoreCmd),
-    /// Verify the audit log
-    #[command(subcommand)]
-    Audit(admin_cmds::AuditCmd),
     /// Write a consistent copy of the CA (certificates, keys as stored, profiles, store)
     Backup(admin_cmds::BackupArgs),
     /// Bring a backup back into a new CA directory (--ca-dir)
@@ -110,6 +108,20 @@ pub enum Command {
     /// Validate a certificate, or a pair of certificates as one connection
     #[command(subcommand)]
     Verify(verify_cmds::VerifyCmd),
+    /// Issue many certificates from a TOML manifest, idempotently
+    Batch(lifecycle_cmds::BatchArgs),
+    /// Revoke a certificate (publish the change with `crl`)
+    Revoke(lifecycle_cmds::RevokeArgs),
+    /// Sign and publish certificate revocation lists
+    Crl(lifecycle_cmds::CrlArgs),
+    /// Export a certificate as PEM, DER, chain or PKCS#12
+    Export(lifecycle_cmds::ExportArgs),
+    /// Print the audit log, or verify its hash chain (--verify)
+    Audit(admin_cmds::AuditOptions),
+    /// Print shell completions (bash, zsh, fish, ...)
+    Completions(lifecycle_cmds::CompletionsArgs),
+    /// Print the man page (roff)
+    Man(lifecycle_cmds::ManArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -146,10 +158,17 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
         Command::Store(c) => admin_cmds::store(&ctx, c),
-        Command::Audit(c) => admin_cmds::audit(&ctx, c),
         Command::Backup(a) => admin_cmds::backup(&ctx, a),
         Command::Restore(a) => admin_cmds::restore(&ctx, a),
         Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
         Command::Verify(c) => verify_cmds::verify(&ctx, c),
+        Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
+        Command::Revoke(a) => lifecycle_cmds::revoke(&ctx, a),
+        Command::Crl(a) => lifecycle_cmds::crl(&ctx, a),
+        Command::Export(a) => lifecycle_cmds::export(&ctx, a),
+        Command::Audit(a) if a.verify => admin_cmds::audit_verify(&ctx),
+        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
+        Command::Completions(a) => lifecycle_cmds::completions(a),
+        Command::Man(a) => lifecycle_cmds::man(&ctx, a),
     }
 }

@@ -324,6 +324,42 @@ impl Store {
                 );
             }
         }
+        // Revocations (the `revoked` tree of the lifecycle half): each names a
+        // revoked record of its issuer with the same details, and each revoked
+        // record has one.
+        let by_cert_key: BTreeMap<Vec<u8>, &Record> = records
+            .iter()
+            .filter_map(|(serial, r)| {
+                hex_decode(&r.issuer_key_id).map(|kid| (cat(&[&kid, serial]), r))
+            })
+            .collect();
+        let revoked = self.db.open_tree("revoked").map_err(store_err)?;
+        let mut revoked_keys = HashSet::new();
+        for item in revoked.iter() {
+            let (k, v) = item.map_err(store_err)?;
+            revoked_keys.insert(k.to_vec());
+            let entry: Option<super::Revocation> = serde_json::from_slice(&v).ok();
+            let ok = by_cert_key.get(k.as_ref()).is_some_and(|r| {
+                r.status == Status::Revoked && entry.is_some() && r.revocation == entry
+            });
+            if !ok {
+                report.damaged(
+                    format!("index revoked {}", hex_encode(&k)),
+                    "no revoked record of this issuer and serial with these details",
+                );
+            }
+        }
+        for (serial, r) in records {
+            if r.status == Status::Revoked {
+                let kid = hex_decode(&r.issuer_key_id).unwrap_or_default();
+                if !revoked_keys.contains(&cat(&[&kid, serial])) {
+                    report.damaged(
+                        format!("record {}", r.serial),
+                        "revoked, but missing from the revocation index (CRLs would omit it)",
+                    );
+                }
+            }
+        }
         for item in self.requests.iter() {
             let (k, serial) = item.map_err(store_err)?;
             let ok = records

@@ -27,6 +27,8 @@ use crate::role::Role;
 
 mod integrity;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
+mod lifecycle;
+pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
 
 pub const SCHEMA_VERSION: u32 = 1;
 const AUDIT_HEAD: &[u8] = b"audit_head";
@@ -267,11 +269,16 @@ impl Store {
         issuer_key_id: &[u8],
         now: OffsetDateTime,
     ) -> Result<Recorded> {
-        let serial = hex_decode(&rec.serial).ok_or_else(|| store_err("bad serial"))?;
-        let rec_json = serde_json::to_vec(rec).map_err(store_err)?;
-        let sha = hex_decode(&rec.sha256).ok_or_else(|| store_err("bad sha256"))?;
-        let detail = format!("{} {} {}", rec.profile, rec.subject, rec.names.join(","));
-        let result = (
+        let item = Issuing::new(rec, der, issuer_key_id)?;
+        let result = self.issue_trees().transaction(|t| {
+            Ok(insert_issued(&IssueTx::of(t), &item, now)?.unwrap_or(Recorded::New))
+        });
+        result.map_err(tx_err)
+    }
+
+    /// The trees one issuance writes, in the order `IssueTx::of` expects.
+    fn issue_trees(&self) -> IssueTrees<'_> {
+        (
             &self.records,
             &self.certs,
             &self.sha256,
@@ -281,47 +288,6 @@ impl Store {
             &self.audit,
             &self.meta,
         )
-            .transaction(
-                |(records, certs, sha256, expiry, names, requests, audit, meta)| {
-                    if let Some(id) = &rec.request_id {
-                        if let Some(existing) = requests.get(id.as_bytes())? {
-                            let found = records.get(&existing)?;
-                            return Ok(found.map(|r| match serde_json::from_slice::<Record>(&r) {
-                                Ok(r) => Recorded::RequestExists(Box::new(r)),
-                                Err(_) => Recorded::SerialTaken,
-                            }));
-                        }
-                    }
-                    if records.get(&serial)?.is_some() {
-                        return Ok(Some(Recorded::SerialTaken));
-                    }
-                    records.insert(serial.as_slice(), rec_json.as_slice())?;
-                    certs.insert(cat(&[issuer_key_id, &serial]), der)?;
-                    sha256.insert(sha.as_slice(), serial.as_slice())?;
-                    expiry.insert(cat(&[&unix_be(rec.not_after), &serial]), &[] as &[u8])?;
-                    for n in index_names(rec) {
-                        names.insert(cat(&[n.as_bytes(), &[0], &serial]), &[] as &[u8])?;
-                    }
-                    if let Some(id) = &rec.request_id {
-                        requests.insert(id.as_bytes(), serial.as_slice())?;
-                    }
-                    append_audit(
-                        audit,
-                        meta,
-                        now,
-                        "issue",
-                        Some(&rec.serial),
-                        rec.request_id.as_deref(),
-                        &detail,
-                    )?;
-                    Ok(None)
-                },
-            );
-        match result {
-            Ok(None) => Ok(Recorded::New),
-            Ok(Some(r)) => Ok(r),
-            Err(e) => Err(tx_err(e)),
-        }
     }
 
     /// The record of a serial (16 bytes as issued, or any bytes for foreign lookups).
@@ -445,6 +411,125 @@ fn random_u16() -> u16 {
     let mut b = [0u8; 2];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     u16::from_be_bytes(b)
+}
+
+type IssueTrees<'a> = (
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+    &'a sled::Tree,
+);
+
+type IssueTxTrees = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+/// The trees of an issuance inside a transaction, by name.
+struct IssueTx<'t> {
+    records: &'t TransactionalTree,
+    certs: &'t TransactionalTree,
+    sha256: &'t TransactionalTree,
+    expiry: &'t TransactionalTree,
+    names: &'t TransactionalTree,
+    requests: &'t TransactionalTree,
+    audit: &'t TransactionalTree,
+    meta: &'t TransactionalTree,
+}
+
+impl<'t> IssueTx<'t> {
+    fn of(t: &'t IssueTxTrees) -> IssueTx<'t> {
+        IssueTx {
+            records: &t.0,
+            certs: &t.1,
+            sha256: &t.2,
+            expiry: &t.3,
+            names: &t.4,
+            requests: &t.5,
+            audit: &t.6,
+            meta: &t.7,
+        }
+    }
+}
+
+/// One certificate to record, encoded once outside the transaction (sled may run
+/// a transaction's closure more than once).
+struct Issuing<'a> {
+    rec: &'a Record,
+    rec_json: Vec<u8>,
+    serial: Vec<u8>,
+    sha: Vec<u8>,
+    der: &'a [u8],
+    issuer_key_id: &'a [u8],
+    detail: String,
+}
+
+impl<'a> Issuing<'a> {
+    fn new(rec: &'a Record, der: &'a [u8], issuer_key_id: &'a [u8]) -> Result<Issuing<'a>> {
+        Ok(Issuing {
+            rec,
+            rec_json: serde_json::to_vec(rec).map_err(store_err)?,
+            serial: hex_decode(&rec.serial).ok_or_else(|| store_err("bad serial"))?,
+            sha: hex_decode(&rec.sha256).ok_or_else(|| store_err("bad sha256"))?,
+            der,
+            issuer_key_id,
+            detail: format!("{} {} {}", rec.profile, rec.subject, rec.names.join(",")),
+        })
+    }
+}
+
+/// The writes of one issuance inside a transaction: record, certificate, indexes
+/// and audit entry. `None` when recorded; otherwise why not (nothing written).
+fn insert_issued(
+    t: &IssueTx<'_>,
+    i: &Issuing<'_>,
+    now: OffsetDateTime,
+) -> TxResult<Option<Recorded>> {
+    let (rec, serial) = (i.rec, i.serial.as_slice());
+    if let Some(id) = &rec.request_id {
+        if let Some(existing) = t.requests.get(id.as_bytes())? {
+            let found = t.records.get(&existing)?;
+            return Ok(found.map(|r| match serde_json::from_slice::<Record>(&r) {
+                Ok(r) => Recorded::RequestExists(Box::new(r)),
+                Err(_) => Recorded::SerialTaken,
+            }));
+        }
+    }
+    if t.records.get(serial)?.is_some() {
+        return Ok(Some(Recorded::SerialTaken));
+    }
+    t.records.insert(serial, i.rec_json.as_slice())?;
+    t.certs.insert(cat(&[i.issuer_key_id, serial]), i.der)?;
+    t.sha256.insert(i.sha.as_slice(), serial)?;
+    t.expiry
+        .insert(cat(&[&unix_be(rec.not_after), serial]), &[] as &[u8])?;
+    for n in index_names(rec) {
+        t.names
+            .insert(cat(&[n.as_bytes(), &[0], serial]), &[] as &[u8])?;
+    }
+    if let Some(id) = &rec.request_id {
+        t.requests.insert(id.as_bytes(), serial)?;
+    }
+    append_audit(
+        t.audit,
+        t.meta,
+        now,
+        "issue",
+        Some(&rec.serial),
+        rec.request_id.as_deref(),
+        &i.detail,
+    )?;
+    Ok(None)
 }
 
 fn decode_record(v: &[u8]) -> Result<Record> {

@@ -3,6 +3,7 @@
 
 mod ca;
 mod common;
+mod lifecycle;
 mod limbo;
 mod reliability;
 mod verify;

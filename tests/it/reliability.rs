@@ -352,7 +352,7 @@ fn hex(s: &str) -> Vec<u8> {
 fn an_edited_or_removed_audit_entry_is_detected() {
     let env = Env::with_ca();
     issue_some(&env);
-    let out = env.ok(&["audit", "verify"]);
+    let out = env.ok(&["audit", "--verify"]);
     assert!(out.contains("audit log intact: 3 entries"), "{out}");
     {
         let db = raw_db(&env);
@@ -364,7 +364,7 @@ fn an_edited_or_removed_audit_entry_is_detected() {
         audit.insert(key, serde_json::to_vec(&e).unwrap()).unwrap();
         db.flush().unwrap();
     }
-    let out = env.run(&["audit", "verify"]);
+    let out = env.run(&["audit", "--verify"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(
         stderr(&out).contains("audit entry 1: does not chain to the entry before it"),
@@ -385,7 +385,7 @@ fn an_edited_or_removed_audit_entry_is_detected() {
             .unwrap();
         db.flush().unwrap();
     }
-    let out = env.run(&["audit", "verify"]);
+    let out = env.run(&["audit", "--verify"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(stderr(&out).contains("audit head"), "{}", text(&out));
 }
@@ -433,7 +433,7 @@ fn backup_then_restore_answers_list_and_show_the_same() {
         );
     }
     restored.ok(&["store", "check"]);
-    restored.ok(&["audit", "verify"]);
+    restored.ok(&["audit", "--verify"]);
     for f in [
         "root.pem",
         "device-ca.pem",

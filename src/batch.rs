@@ -1,0 +1,640 @@
+//! Batch issuance from a TOML manifest (DESIGN.md, `batch`).
+//!
+//! ```toml
+//! [[certificate]]
+//! id = "web-01"              # the request id and the file name
+//! profile = "device"
+//! dns = ["web-01.corp.internal"]
+//! ```
+//!
+//! The whole manifest is read (at most `MAX_MANIFEST` bytes) and validated before
+//! anything is issued: unknown keys, duplicate or unsafe ids, unknown profiles
+//! and malformed values are bad input (exit 2, nothing issued). An entry that
+//! policy refuses is reported `refused` and the others go on.
+//!
+//! Entries are then issued in chunks of `BatchOptions::chunk` with the exactly
+//! once protocol of `issue`, amortised over the chunk:
+//!
+//! 1. keys are generated, certificates signed and self-checked on every core, and
+//!    each writes its files under temporary names (no fsync);
+//! 2. one `syncfs` makes all those files durable; the chunk is recorded in ONE
+//!    store transaction and the store is flushed once;
+//! 3. the files are linked to their final names and the directory is fsynced once.
+//!
+//! An entry whose request id is recorded is `exists` (missing certificate files
+//! are rewritten); temporary files an interrupted run left behind are completed
+//! when their certificate was recorded and removed when it was not, so re-running
+//! a manifest never issues an entry twice. Memory stays bounded by the manifest
+//! plus one chunk.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::ca::{Ca, CaKind};
+use crate::error::{Error, Result};
+use crate::issue::{
+    self, Durability, Files, IssuanceRequest, Issuer, KeySource, Output, Prepared, SignContext,
+};
+use crate::key::{KeyType, PublicKeyKind};
+use crate::policy::{self, Origin, RequestedContent};
+use crate::profile::Profile;
+use crate::store::{ChunkItem, Recorded, Store};
+
+/// Largest manifest read (checked before parsing).
+pub const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
+/// Entries per store transaction and flush.
+pub const DEFAULT_CHUNK: usize = 256;
+/// Longest entry id (it is a file name).
+const MAX_ID: usize = 128;
+/// How many manifest errors are listed before "and N more".
+const MAX_LISTED_ERRORS: usize = 20;
+
+/// A manifest: `[[certificate]]` tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(default)]
+    pub certificate: Vec<Entry>,
+}
+
+/// One `[[certificate]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub id: String,
+    pub profile: String,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub ip: Vec<String>,
+    #[serde(default)]
+    pub uri: Vec<String>,
+    #[serde(default)]
+    pub email: Vec<String>,
+    pub cn: Option<String>,
+    pub org: Option<String>,
+    pub country: Option<String>,
+    pub validity: Option<String>,
+    pub key_type: Option<String>,
+}
+
+impl Entry {
+    fn content(&self) -> RequestedContent {
+        RequestedContent {
+            dns: self.dns.clone(),
+            ip: self.ip.clone(),
+            uri: self.uri.clone(),
+            email: self.email.clone(),
+            cn: self.cn.clone(),
+            org: self.org.clone(),
+            country: self.country.clone(),
+            validity: self.validity.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Manifest {
+    /// Parse manifest text; `origin` names it in errors (exit 2).
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
+        toml::from_str(text).map_err(|e| {
+            Error::input(
+                format!("manifest {origin}"),
+                e.to_string().trim_end().to_string(),
+            )
+        })
+    }
+}
+
+/// What happened to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    Issued,
+    Exists,
+    Refused,
+}
+
+impl EntryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryStatus::Issued => "issued",
+            EntryStatus::Exists => "exists",
+            EntryStatus::Refused => "refused",
+        }
+    }
+}
+
+/// The report of one entry, in manifest order.
+#[derive(Debug, Clone)]
+pub struct EntryOutcome {
+    pub id: String,
+    pub status: EntryStatus,
+    pub serial: Option<String>,
+    pub reasons: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+impl EntryOutcome {
+    fn refused(id: &str, reasons: Vec<String>) -> EntryOutcome {
+        EntryOutcome {
+            id: id.to_string(),
+            status: EntryStatus::Refused,
+            serial: None,
+            reasons,
+            files: Vec::new(),
+        }
+    }
+
+    fn from_issued(id: &str, i: issue::Issued) -> EntryOutcome {
+        EntryOutcome {
+            id: id.to_string(),
+            status: match i.status {
+                issue::IssueStatus::Issued => EntryStatus::Issued,
+                issue::IssueStatus::Exists => EntryStatus::Exists,
+            },
+            serial: Some(i.record.serial),
+            reasons: Vec::new(),
+            files: i.files,
+        }
+    }
+}
+
+/// Counts of a finished batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub total: usize,
+    pub issued: usize,
+    pub exists: usize,
+    pub refused: usize,
+}
+
+/// Where and how a batch runs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub out_dir: PathBuf,
+    /// Entries per transaction and flush.
+    pub chunk: usize,
+    /// Signing threads.
+    pub threads: usize,
+}
+
+impl BatchOptions {
+    pub fn new(out_dir: PathBuf) -> BatchOptions {
+        BatchOptions {
+            out_dir,
+            chunk: DEFAULT_CHUNK,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(16),
+        }
+    }
+}
+
+/// An entry id is a file name in the output directory: letters, digits and
+/// `. _ - @ +`, starting with a letter or digit.
+pub fn check_id(id: &str) -> std::result::Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(format!("id must be 1-{MAX_ID} characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) || !id.chars().all(ok_char) {
+        return Err(format!(
+            "id `{}` must start with a letter or digit and hold only letters, digits and . _ - @ + (it names the files)",
+            crate::names::printable(id)
+        ));
+    }
+    Ok(())
+}
+
+/// A validated entry, ready for the pipeline.
+struct Planned {
+    key_type: Option<KeyType>,
+    /// Policy's refusal, found while validating.
+    refused: Option<Vec<String>>,
+}
+
+fn public_kind(kt: KeyType) -> PublicKeyKind {
+    match kt {
+        KeyType::EcdsaP256 => PublicKeyKind::EcdsaP256,
+        KeyType::EcdsaP384 => PublicKeyKind::EcdsaP384,
+        KeyType::Ed25519 => PublicKeyKind::Ed25519,
+    }
+}
+
+/// Issue every entry of `manifest`, calling `report` for each entry in manifest
+/// order as soon as its files are final. Errors of the manifest are returned
+/// before anything is issued; a CA or store failure stops the batch (what was
+/// reported before is durable and complete).
+pub fn run(
+    ca: &Ca,
+    store: &Store,
+    manifest: &Manifest,
+    manifest_name: &str,
+    opts: &BatchOptions,
+    now: OffsetDateTime,
+    report: &mut dyn FnMut(&EntryOutcome),
+) -> Result<Summary> {
+    let issuer = Issuer::new(ca, store)?;
+    let entries = &manifest.certificate;
+
+    // Everything that can be known before signing: profiles, CAs, ids, values,
+    // policy, and request ids recorded for another profile.
+    let mut profiles: HashMap<String, Profile> = HashMap::new();
+    let mut signing: Vec<(CaKind, std::rc::Rc<crate::ca::SigningCa>)> = Vec::new();
+    let constraints = ca.config.constraints();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+    let mut errors: Vec<String> = Vec::new();
+    let mut plan: Vec<Planned> = Vec::with_capacity(entries.len());
+    let mut unknown_profiles: HashSet<&str> = HashSet::new();
+    for (n, e) in entries.iter().enumerate() {
+        let label = format!(
+            "certificate #{} (id `{}`)",
+            n + 1,
+            crate::names::printable(&e.id)
+        );
+        let mut planned = Planned {
+            key_type: None,
+            refused: None,
+        };
+        if let Err(m) = check_id(&e.id) {
+            errors.push(format!("{label}: {m}"));
+        } else if !seen.insert(e.id.as_str()) {
+            errors.push(format!("{label}: duplicate id"));
+        }
+        match e.key_type.as_deref().map(KeyType::parse).transpose() {
+            Ok(kt) => planned.key_type = kt,
+            Err(err) => errors.push(format!("{label}: {err}")),
+        }
+        if !profiles.contains_key(&e.profile) && !unknown_profiles.contains(e.profile.as_str()) {
+            match ca.profile(&e.profile) {
+                Ok(p) => {
+                    let kind = CaKind::for_role(p.role);
+                    if !signing.iter().any(|(k, _)| *k == kind) {
+                        signing.push((kind, issuer.signing_ca(kind)?));
+                    }
+                    profiles.insert(e.profile.clone(), p);
+                }
+                Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
+                    errors.push(format!("{label}: {err}"));
+                    unknown_profiles.insert(e.profile.as_str());
+                    plan.push(planned);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let Some(profile) = profiles.get(&e.profile) else {
+            errors.push(format!("{label}: unknown profile `{}`", e.profile));
+            plan.push(planned);
+            continue;
+        };
+        let signer = lookup(&signing, CaKind::for_role(profile.role));
+        let kind = public_kind(planned.key_type.unwrap_or(profile.key));
+        match policy::check(
+            profile,
+            &constraints,
+            &e.content(),
+            kind,
+            signer.not_after,
+            Origin::Arguments,
+            now,
+        ) {
+            Ok(_) => {}
+            Err(Error::Refused(reasons)) => planned.refused = Some(reasons),
+            Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
+                errors.push(format!("{label}: {err}"))
+            }
+            Err(err) => return Err(err),
+        }
+        if check_id(&e.id).is_ok() {
+            if let Some(rec) = store.by_request_id(&e.id)? {
+                if rec.profile != e.profile {
+                    errors.push(format!(
+                        "{label}: this id was issued as a `{}` certificate (serial {}), not `{}`",
+                        rec.profile, rec.serial, e.profile
+                    ));
+                }
+            }
+        }
+        plan.push(planned);
+    }
+    if !errors.is_empty() {
+        let more = errors.len().saturating_sub(MAX_LISTED_ERRORS);
+        let mut msg = errors
+            .iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n  ");
+        if more > 0 {
+            msg.push_str(&format!("\n  ... and {more} more"));
+        }
+        return Err(Error::input(
+            format!("manifest {manifest_name}"),
+            format!("nothing was issued:\n  {msg}"),
+        ));
+    }
+
+    let out_dir = std::path::absolute(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let contexts: Vec<(CaKind, SignContext<'_>)> = signing
+        .iter()
+        .map(|(kind, s)| (*kind, issuer.sign_context(s, now)))
+        .collect();
+    let job = Job {
+        issuer: &issuer,
+        store,
+        profiles: &profiles,
+        contexts: &contexts,
+        out_dir: &out_dir,
+        threads: opts.threads.max(1),
+        now,
+    };
+    let mut summary = Summary {
+        total: entries.len(),
+        ..Summary::default()
+    };
+    for start in (0..entries.len()).step_by(opts.chunk.max(1)) {
+        let end = (start + opts.chunk.max(1)).min(entries.len());
+        let outcomes = job.chunk(&entries[start..end], &mut plan[start..end])?;
+        for o in &outcomes {
+            match o.status {
+                EntryStatus::Issued => summary.issued += 1,
+                EntryStatus::Exists => summary.exists += 1,
+                EntryStatus::Refused => summary.refused += 1,
+            }
+            report(o);
+        }
+    }
+    Ok(summary)
+}
+
+/// What every chunk of one batch shares.
+struct Job<'j> {
+    issuer: &'j Issuer<'j>,
+    store: &'j Store,
+    profiles: &'j HashMap<String, Profile>,
+    contexts: &'j [(CaKind, SignContext<'j>)],
+    out_dir: &'j Path,
+    threads: usize,
+    now: OffsetDateTime,
+}
+
+/// An entry on its way through the pipeline.
+struct Work<'e> {
+    pos: usize,
+    entry: &'e Entry,
+    request: IssuanceRequest,
+    files: Files,
+}
+
+impl Job<'_> {
+    fn profile(&self, e: &Entry) -> &Profile {
+        &self.profiles[&e.profile]
+    }
+
+    /// One chunk through the protocol; the outcomes in entry order.
+    fn chunk(&self, entries: &[Entry], plan: &mut [Planned]) -> Result<Vec<EntryOutcome>> {
+        let mut outcomes: Vec<Option<EntryOutcome>> = vec![None; entries.len()];
+        let mut pending: Vec<Work<'_>> = Vec::new();
+        for (pos, (e, p)) in entries.iter().zip(plan.iter_mut()).enumerate() {
+            if let Some(reasons) = p.refused.take() {
+                outcomes[pos] = Some(EntryOutcome::refused(&e.id, reasons));
+                continue;
+            }
+            let output = Output::Prefix(self.out_dir.join(&e.id));
+            let files = Files::of(&output, true).expect("a prefix always has files");
+            self.issuer.recover(&files)?;
+            if let Some(rec) = self.store.by_request_id(&e.id)? {
+                let issued = self.issuer.existing(rec, self.profile(e), Some(&files))?;
+                outcomes[pos] = Some(EntryOutcome::from_issued(&e.id, issued));
+                continue;
+            }
+            if let Some(taken) = files.existing_file() {
+                outcomes[pos] = Some(EntryOutcome::refused(
+                    &e.id,
+                    vec![format!(
+                        "{} already exists and no certificate is recorded for this id; refusing to overwrite it",
+                        taken.display()
+                    )],
+                ));
+                continue;
+            }
+            pending.push(Work {
+                pos,
+                entry: e,
+                request: IssuanceRequest {
+                    profile: e.profile.clone(),
+                    content: e.content(),
+                    key: KeySource::Generate(p.key_type),
+                    request_id: Some(e.id.clone()),
+                    output,
+                },
+                files,
+            });
+        }
+
+        let mut linkable: Vec<(usize, &Entry, Prepared)> = Vec::new();
+        // A serial collision (practically never) signs that entry again.
+        for _ in 0..8 {
+            if pending.is_empty() {
+                break;
+            }
+            // 1. sign on every core; temporary files, not yet durable.
+            // (The threads see the profiles and signing contexts, not the
+            // single-threaded `Issuer`.)
+            let (profiles, contexts) = (self.profiles, self.contexts);
+            let prepared = par_map(pending, self.threads, |w| {
+                let profile = &profiles[&w.entry.profile];
+                let cx = lookup(contexts, CaKind::for_role(profile.role));
+                let result = issue::prepare(cx, profile, &w.request, Some(w.files.clone()))
+                    .and_then(|p| p.write_partials(Durability::Deferred).map(|()| p));
+                (w, result)
+            });
+            let mut ready: Vec<(Work<'_>, Prepared)> = Vec::with_capacity(prepared.len());
+            let mut failure: Option<Error> = None;
+            for (w, result) in prepared {
+                match result {
+                    Ok(p) => ready.push((w, p)),
+                    Err(Error::Refused(reasons)) => {
+                        outcomes[w.pos] = Some(EntryOutcome::refused(&w.entry.id, reasons))
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                for (_, p) in &ready {
+                    p.discard_partials();
+                }
+                return Err(e);
+            }
+
+            // 2. one sync of the files, one transaction, one flush.
+            let recorded = issue::sync_fs(self.out_dir).and_then(|()| {
+                let items: Vec<ChunkItem<'_>> = ready
+                    .iter()
+                    .map(|(_, p)| ChunkItem {
+                        record: &p.record,
+                        der: &p.der,
+                        issuer_key_id: &p.issuer_key_id,
+                    })
+                    .collect();
+                self.store.record_chunk(&items, self.now)
+            });
+            let recorded = match recorded {
+                Ok(r) => r,
+                Err(e) => {
+                    for (_, p) in &ready {
+                        p.discard_partials();
+                    }
+                    return Err(e);
+                }
+            };
+            // If the flush fails, the temporary files stay: the next run completes
+            // those whose records reached the disk and removes the others.
+            self.store.flush()?;
+
+            let mut again = Vec::new();
+            for ((w, p), r) in ready.into_iter().zip(recorded) {
+                match r {
+                    Recorded::New => linkable.push((w.pos, w.entry, p)),
+                    Recorded::SerialTaken => {
+                        p.discard_partials();
+                        again.push(w);
+                    }
+                    Recorded::RequestExists(rec) => {
+                        p.discard_partials();
+                        let issued =
+                            self.issuer
+                                .existing(*rec, self.profile(w.entry), Some(&w.files))?;
+                        outcomes[w.pos] = Some(EntryOutcome::from_issued(&w.entry.id, issued));
+                    }
+                }
+            }
+            pending = again;
+        }
+        if !pending.is_empty() {
+            return Err(Error::State(
+                "eight random serials in a row were taken: the random number generator is broken"
+                    .into(),
+            ));
+        }
+
+        // 3. final names, then one directory sync.
+        let linked = par_map(linkable, self.threads, |(pos, e, p)| (pos, e, p.link()));
+        let mut failure = None;
+        for (pos, e, result) in linked {
+            match result {
+                Ok(issued) => outcomes[pos] = Some(EntryOutcome::from_issued(&e.id, issued)),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        crate::fsutil::sync_dir(self.out_dir)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every entry of a chunk has an outcome"))
+            .collect())
+    }
+}
+
+/// The value kept for a CA (a batch loads at most the two issuing CAs).
+fn lookup<T>(items: &[(CaKind, T)], kind: CaKind) -> &T {
+    &items
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .expect("every profile's CA was loaded while validating")
+        .1
+}
+
+/// Map `f` over `items` on up to `threads` threads (contiguous slices), keeping order.
+fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    if threads <= 1 || n <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = n.div_ceil(threads.min(n));
+    let mut slices: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter();
+    loop {
+        let s: Vec<T> = it.by_ref().take(per).collect();
+        if s.is_empty() {
+            break;
+        }
+        slices.push(s);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut slices = slices.into_iter();
+        let first = slices.next().unwrap_or_default();
+        let handles: Vec<_> = slices
+            .map(|s| scope.spawn(move || s.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.into_iter().map(f).collect();
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_safe_file_names() {
+        for ok in ["web-01", "alice@corp.example", "a", "svc_1.v2+x"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "../etc",
+            "a/b",
+            "a b",
+            "-x",
+            "ü",
+            &"x".repeat(129),
+        ] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn manifests_refuse_unknown_keys() {
+        let e = Manifest::parse(
+            "[[certificate]]\nid = \"a\"\nprofile = \"device\"\ndnss = [\"x\"]\n",
+            "m.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("dnss"), "{e}");
+        let e = Manifest::parse("[[certificates]]\nid = \"a\"\n", "m.toml").unwrap_err();
+        assert!(e.to_string().contains("certificates"), "{e}");
+    }
+
+    #[test]
+    fn par_map_keeps_order() {
+        let v: Vec<usize> = (0..1000).collect();
+        assert_eq!(
+            par_map(v.clone(), 3, |x| x * 2),
+            v.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(par_map(vec![1], 4, |x| x + 1), vec![2]);
+        assert!(par_map(Vec::<u8>::new(), 4, |x| x).is_empty());
+    }
+}

@@ -1,0 +1,473 @@
+//! The lifecycle commands: batch, revoke, crl, export, audit, completions, man.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+
+use super::render::{date, print_json, record_json, rfc3339};
+use super::{Ctx, Outcome};
+use crate::batch::{self, BatchOptions, EntryStatus, Manifest};
+use crate::ca::{Ca, CaKind};
+use crate::crl::{self, Reason};
+use crate::error::{Error, Result};
+use crate::export::{self, Format, KeyInput, P12Options};
+use crate::fsutil;
+use crate::profile::Validity;
+use crate::store::Store;
+
+/// Largest password file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+/// Largest key file read.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+/// Where a PKCS#12 password comes from when no file is given.
+pub const P12_PASSWORD_ENV: &str = "MTLSCA_P12_PASSWORD";
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The manifest (TOML, [[certificate]] tables); - reads standard input
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    /// Where <id>.key, <id>.pem and <id>.chain.pem are written
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    pub serial: String,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, privilegeWithdrawn, aACompromise
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// Only this CA's CRL (default: all three into <ca-dir>/crl/)
+    #[arg(long, value_parser = ["root", "device", "entity"])]
+    pub issuer: Option<String>,
+    /// Where to write the CRL (PEM); - is standard output (needs --issuer;
+    /// default <ca-dir>/crl/<issuer>.crl)
+    #[arg(long, value_name = "FILE", requires = "issuer")]
+    pub out: Option<PathBuf>,
+    /// How long until the next update, e.g. 7d, 24h
+    #[arg(long, value_name = "SPAN", default_value = "7d")]
+    pub next_update: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    pub serial: String,
+    /// pem (leaf), der (leaf), chain (leaf + issuing CA), p12 (key + leaf + CAs)
+    #[arg(long, value_parser = ["pem", "der", "chain", "p12"])]
+    pub format: String,
+    /// Where to write; - (the default) is standard output
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// p12: the private key (PKCS#8 PEM or DER; default: the key file written at issuance); - reads standard input
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// p12: a file whose first line is the password (else $MTLSCA_P12_PASSWORD); - reads standard input
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// p12: 3DES and SHA-1 for old Java and Windows importers (default AES-256 + PBKDF2)
+    #[arg(long)]
+    pub legacy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write mtlsca.1 and one page per subcommand here (default: mtlsca.1 on standard output)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+fn is_stdio(p: &Path) -> bool {
+    p == Path::new("-")
+}
+
+fn display_name(p: &Path) -> String {
+    if is_stdio(p) {
+        "<stdin>".into()
+    } else {
+        p.display().to_string()
+    }
+}
+
+/// One JSON line of `batch --json`, fields in the documented order.
+#[derive(serde::Serialize)]
+struct EntryLine<'a> {
+    id: &'a str,
+    status: &'a str,
+    serial: Option<&'a str>,
+    reasons: &'a [String],
+}
+
+pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
+    let name = display_name(&a.manifest);
+    let manifest = {
+        let text = fsutil::read_bounded_text(&a.manifest, batch::MAX_MANIFEST, "manifest")?;
+        Manifest::parse(&text, &name)?
+    };
+    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let total = manifest.certificate.len() as u64;
+    let bar =
+        (!ctx.global.quiet && !ctx.global.json && std::io::stderr().is_terminal()).then(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} certificates  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressBar::new(total).with_style(style)
+        });
+    let mut out = std::io::stdout().lock();
+    let json = ctx.global.json;
+    let quiet = ctx.global.quiet;
+    let opts = BatchOptions::new(a.out_dir.clone());
+    // A closed standard output (`| head`) must not stop issuance half-way:
+    // write errors of the report are ignored.
+    let result = batch::run(&ca, &store, &manifest, &name, &opts, ctx.now, &mut |o| {
+        if json {
+            let line = EntryLine {
+                id: &o.id,
+                status: o.status.as_str(),
+                serial: o.serial.as_deref(),
+                reasons: &o.reasons,
+            };
+            let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+        } else if !quiet && o.status == EntryStatus::Refused {
+            let msg = format!("refused {}: {}", o.id, o.reasons.join("; "));
+            match &bar {
+                Some(b) => b.suspend(|| {
+                    let _ = writeln!(out, "{msg}");
+                }),
+                None => {
+                    let _ = writeln!(out, "{msg}");
+                }
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let _ = out.flush();
+    drop(out);
+    let summary = result?;
+    ctx.say(format!(
+        "batch {name}: {} entries: {} issued, {} already issued, {} refused (files in {})",
+        summary.total,
+        summary.issued,
+        summary.exists,
+        summary.refused,
+        a.out_dir.display()
+    ));
+    Ok(if summary.refused > 0 {
+        Outcome::No
+    } else {
+        Outcome::Done
+    })
+}
+
+pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
+    let reason = Reason::parse(&a.reason)?;
+    Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let rec = crl::revoke(&store, &a.serial, reason, ctx.now)?;
+    if ctx.global.json {
+        print_json(&record_json(&rec, ctx.now));
+    } else {
+        ctx.say(format!(
+            "revoked {} certificate {} ({}), reason {reason}",
+            rec.role,
+            rec.serial,
+            rec.names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| rec.subject.clone()),
+        ));
+        ctx.say("  publish it: mtlsca crl");
+    }
+    Ok(Outcome::Done)
+}
+
+fn crl_json(c: &crl::Crl, file: Option<&Path>) -> serde_json::Value {
+    json!({
+        "issuer": c.issuer.as_str(),
+        "number": c.number,
+        "revoked": c.revoked,
+        "this_update": rfc3339(c.this_update),
+        "next_update": rfc3339(c.next_update),
+        "file": file,
+    })
+}
+
+pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
+    let next_update = Validity::parse(&a.next_update)
+        .map_err(|m| Error::Usage(format!("--next-update {m}")))?
+        .duration();
+    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let say_crl = |c: &crl::Crl, to: &str| {
+        ctx.say(format!(
+            "{} CRL number {}: {} revoked, next update {} -> {to}",
+            c.issuer.as_str(),
+            c.number,
+            c.revoked,
+            date(c.next_update)
+        ))
+    };
+    let Some(issuer) = a.issuer.as_deref() else {
+        let all = crl::publish_all(&ca, &store, next_update, ctx.now)?;
+        if ctx.global.json {
+            print_json(&json!(all
+                .iter()
+                .map(|(c, p)| crl_json(c, Some(p)))
+                .collect::<Vec<_>>()));
+        } else {
+            for (c, p) in &all {
+                say_crl(c, &p.display().to_string());
+            }
+        }
+        return Ok(Outcome::Done);
+    };
+    let kind =
+        CaKind::parse(issuer).ok_or_else(|| Error::Usage(format!("unknown issuer `{issuer}`")))?;
+    let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
+    match a.out.as_deref() {
+        Some(p) if is_stdio(p) => {
+            if ctx.global.json {
+                let mut v = crl_json(&c, None);
+                v["pem"] = json!(c.pem);
+                print_json(&v);
+            } else {
+                std::io::stdout()
+                    .lock()
+                    .write_all(c.pem.as_bytes())
+                    .map_err(|e| Error::io("<stdout>", e))?;
+            }
+        }
+        out => {
+            let path = out
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| crl::published_path(&ca, kind));
+            fsutil::write_atomic(&path, c.pem.as_bytes(), 0o644)?;
+            if let Some(dir) = path.parent() {
+                fsutil::sync_dir(dir)?;
+            }
+            if ctx.global.json {
+                print_json(&crl_json(&c, Some(&path)));
+            } else {
+                say_crl(&c, &path.display().to_string());
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// The PKCS#12 password: the first line of `--password-file`, else the environment.
+fn p12_password(file: Option<&Path>) -> Result<String> {
+    if let Some(f) = file {
+        let text = fsutil::read_bounded_text(f, MAX_PASSWORD_FILE, "password file")?;
+        let line = text.lines().next().unwrap_or("").to_string();
+        return Ok(line);
+    }
+    match std::env::var(P12_PASSWORD_ENV) {
+        Ok(p) => Ok(p),
+        Err(_) => Err(Error::Usage(format!(
+            "a PKCS#12 export needs a password: --password-file FILE or ${P12_PASSWORD_ENV}"
+        ))),
+    }
+}
+
+pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
+    let format = Format::parse(&a.format)?;
+    if format != Format::P12 && (a.key.is_some() || a.password_file.is_some() || a.legacy) {
+        return Err(Error::Usage(
+            "--key, --password-file and --legacy apply to --format p12 only".into(),
+        ));
+    }
+    let to_stdout = a.out.as_deref().is_none_or(is_stdio);
+    if to_stdout && format.is_binary() && std::io::stdout().is_terminal() {
+        return Err(Error::Usage(format!(
+            "refusing to write {} (binary) to a terminal; use --out FILE or a pipe",
+            a.format
+        )));
+    }
+    let p12 = if format == Format::P12 {
+        let stdin_users = [a.key.as_deref(), a.password_file.as_deref()]
+            .iter()
+            .filter(|p| p.is_some_and(is_stdio))
+            .count();
+        if stdin_users > 1 {
+            return Err(Error::Usage(
+                "--key and --password-file cannot both read standard input".into(),
+            ));
+        }
+        let password = p12_password(a.password_file.as_deref())?;
+        let key = match &a.key {
+            Some(p) => KeyInput::Given {
+                bytes: fsutil::read_bounded(p, MAX_KEY_FILE, "key")?,
+                what: format!("key {}", display_name(p)),
+            },
+            None => KeyInput::Recorded,
+        };
+        Some(P12Options {
+            key,
+            password,
+            legacy: a.legacy,
+        })
+    } else {
+        None
+    };
+    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let exported = export::export(&ca, &store, &a.serial, format, p12.as_ref())?;
+    drop(store);
+    if to_stdout {
+        std::io::stdout()
+            .lock()
+            .write_all(&exported.bytes)
+            .and_then(|()| std::io::stdout().lock().flush())
+            .map_err(|e| Error::io("<stdout>", e))?;
+        return Ok(Outcome::Done);
+    }
+    let path = a.out.as_deref().unwrap_or(Path::new("-"));
+    let mode = if format == Format::P12 { 0o600 } else { 0o644 };
+    fsutil::write_atomic(path, &exported.bytes, mode)?;
+    if ctx.global.json {
+        print_json(&json!({
+            "serial": exported.record.serial,
+            "format": a.format,
+            "file": path,
+        }));
+    } else {
+        ctx.say(format!(
+            "wrote {} ({} of certificate {})",
+            path.display(),
+            a.format,
+            exported.record.serial
+        ));
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| {
+            time::OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+                Error::Usage(format!(
+                    "--since `{}` is not an RFC 3339 time such as 2026-01-31T00:00:00Z",
+                    crate::names::printable(s)
+                ))
+            })
+        })
+        .transpose()?;
+    Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let entries = store.audit(since)?;
+    if ctx.global.json {
+        print_json(&json!(entries
+            .iter()
+            .map(|e| json!({
+                "seq": e.seq,
+                "at": rfc3339(e.at),
+                "action": e.action,
+                "serial": e.serial,
+                "request_id": e.request_id,
+                "detail": e.detail,
+                "prev": e.prev,
+            }))
+            .collect::<Vec<_>>()));
+    } else if !ctx.global.quiet {
+        let mut out = std::io::stdout().lock();
+        for e in &entries {
+            let _ = writeln!(
+                out,
+                "{:>6}  {}  {:<7} {:<32}  {}",
+                e.seq,
+                rfc3339(e.at),
+                e.action,
+                e.serial.as_deref().unwrap_or("-"),
+                e.detail
+            );
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn completions(a: CompletionsArgs) -> Result<Outcome> {
+    let mut cmd = super::Cli::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "mtlsca", &mut buf);
+    std::io::stdout()
+        .lock()
+        .write_all(&buf)
+        .map_err(|e| Error::io("<stdout>", e))?;
+    Ok(Outcome::Done)
+}
+
+pub fn man(ctx: &Ctx, a: ManArgs) -> Result<Outcome> {
+    let mut cmd = super::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let render = |c: clap::Command| -> Result<(String, Vec<u8>)> {
+        let page = clap_mangen::Man::new(c);
+        let mut buf = Vec::new();
+        page.render(&mut buf)
+            .map_err(|e| Error::State(format!("cannot render the man page: {e}")))?;
+        Ok((page.get_filename(), buf))
+    };
+    let Some(dir) = a.out_dir else {
+        let (_, page) = render(cmd)?;
+        std::io::stdout()
+            .lock()
+            .write_all(&page)
+            .map_err(|e| Error::io("<stdout>", e))?;
+        return Ok(Outcome::Done);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut pages = vec![render(cmd.clone())?];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push(render(sub.clone())?);
+    }
+    for (name, page) in &pages {
+        fsutil::write_atomic(&dir.join(name), page, 0o644)?;
+    }
+    fsutil::sync_dir(&dir)?;
+    if ctx.global.json {
+        print_json(&json!(pages
+            .iter()
+            .map(|(n, _)| dir.join(n))
+            .collect::<Vec<_>>()));
+    } else {
+        ctx.say(format!(
+            "wrote {} man pages to {}",
+            pages.len(),
+            dir.display()
+        ));
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,189 @@
+//! The lifecycle half of the store: recording a batch chunk in one transaction,
+//! revocation, CRL numbers.
+//!
+//! One more tree lives here, opened on first use:
+//! - `revoked`: issuer key id ‖ serial → revocation (JSON), so a CRL reads only
+//!   the revoked certificates of its issuer.
+//!
+//! CRL numbers are kept in `meta` under `crl_number/` ‖ issuer key id (u64 BE).
+
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+use time::OffsetDateTime;
+
+use super::{
+    append_audit, cat, decode_record, hex_decode, insert_issued, store_err, tx_err, IssueTx,
+    Issuing, Record, Recorded, Revocation, Status, Store,
+};
+use crate::error::{Error, Result};
+
+const REVOKED_TREE: &str = "revoked";
+const CRL_NUMBER_PREFIX: &[u8] = b"crl_number/";
+
+/// One certificate of a chunk to record.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkItem<'a> {
+    pub record: &'a Record,
+    pub der: &'a [u8],
+    pub issuer_key_id: &'a [u8],
+}
+
+/// What `revoke` did.
+#[derive(Debug)]
+pub enum RevokeOutcome {
+    /// Revoked now (not yet flushed: call `flush`); the updated record.
+    Revoked(Box<Record>),
+    /// Already revoked before; the record as it stands.
+    AlreadyRevoked(Box<Record>),
+    /// No certificate with that serial.
+    Unknown,
+}
+
+/// A revoked certificate as a CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    pub serial: Vec<u8>,
+    pub revocation: Revocation,
+}
+
+impl Store {
+    fn revoked_tree(&self) -> Result<sled::Tree> {
+        self.db.open_tree(REVOKED_TREE).map_err(store_err)
+    }
+
+    /// Record a chunk of issued certificates in ONE transaction (records, indexes,
+    /// an audit entry each, in the given order). The result has one entry per item:
+    /// `New` (recorded; call `flush` before linking any file), `SerialTaken` (sign
+    /// that one again) or `RequestExists` (its request id was recorded meanwhile).
+    pub fn record_chunk(
+        &self,
+        items: &[ChunkItem<'_>],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Recorded>> {
+        let encoded = items
+            .iter()
+            .map(|i| Issuing::new(i.record, i.der, i.issuer_key_id))
+            .collect::<Result<Vec<_>>>()?;
+        self.issue_trees()
+            .transaction(|t| {
+                let tx = IssueTx::of(t);
+                let mut out = Vec::with_capacity(encoded.len());
+                for item in &encoded {
+                    out.push(insert_issued(&tx, item, now)?.unwrap_or(Recorded::New));
+                }
+                Ok(out)
+            })
+            .map_err(tx_err)
+    }
+
+    /// Mark a certificate revoked (by its serial bytes), with when and why, and
+    /// append an audit entry: one transaction. Call `flush` afterwards.
+    pub fn revoke(
+        &self,
+        serial: &[u8],
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<RevokeOutcome> {
+        let revoked = self.revoked_tree()?;
+        let result = (&self.records, &revoked, &self.audit, &self.meta).transaction(
+            |(records, revoked, audit, meta)| {
+                let Some(bytes) = records.get(serial)? else {
+                    return Ok(RevokeOutcome::Unknown);
+                };
+                let mut rec = decode_record(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                if rec.status == Status::Revoked {
+                    return Ok(RevokeOutcome::AlreadyRevoked(Box::new(rec)));
+                }
+                let revocation = Revocation {
+                    at: now,
+                    reason: reason.to_string(),
+                };
+                rec.status = Status::Revoked;
+                rec.revocation = Some(revocation.clone());
+                let abort =
+                    |e: serde_json::Error| ConflictableTransactionError::Abort(store_err(e));
+                records.insert(serial, serde_json::to_vec(&rec).map_err(abort)?)?;
+                let kid = hex_decode(&rec.issuer_key_id).unwrap_or_default();
+                revoked.insert(
+                    cat(&[&kid, serial]),
+                    serde_json::to_vec(&revocation).map_err(abort)?,
+                )?;
+                append_audit(
+                    audit,
+                    meta,
+                    now,
+                    "revoke",
+                    Some(&rec.serial),
+                    rec.request_id.as_deref(),
+                    &format!("reason {reason}"),
+                )?;
+                Ok(RevokeOutcome::Revoked(Box::new(rec)))
+            },
+        );
+        result.map_err(tx_err)
+    }
+
+    /// The revoked certificates of one issuer (by its key identifier), in serial order.
+    pub fn revoked_by(&self, issuer_key_id: &[u8]) -> Result<Vec<RevokedEntry>> {
+        let mut out = Vec::new();
+        for item in self.revoked_tree()?.scan_prefix(issuer_key_id) {
+            let (k, v) = item.map_err(store_err)?;
+            let revocation: Revocation = serde_json::from_slice(&v)
+                .map_err(|e| Error::Store(format!("damaged revocation entry: {e}")))?;
+            out.push(RevokedEntry {
+                serial: k[issuer_key_id.len()..].to_vec(),
+                revocation,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The next CRL number of an issuer (1 for its first CRL), taken in a
+    /// transaction with an audit entry, so numbers only ever grow. Call `flush`
+    /// before publishing the CRL.
+    pub fn next_crl_number(
+        &self,
+        issuer: &str,
+        issuer_key_id: &[u8],
+        listed: usize,
+        now: OffsetDateTime,
+    ) -> Result<u64> {
+        let key = cat(&[CRL_NUMBER_PREFIX, issuer_key_id]);
+        let result = (&self.audit, &self.meta).transaction(|(audit, meta)| {
+            let last = match meta.get(&key)? {
+                Some(v) if v.len() == 8 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&v);
+                    u64::from_be_bytes(b)
+                }
+                _ => 0,
+            };
+            let next = last + 1;
+            meta.insert(key.as_slice(), &next.to_be_bytes())?;
+            append_audit(
+                audit,
+                meta,
+                now,
+                "crl",
+                None,
+                None,
+                &format!("{issuer} CRL number {next}, {listed} revoked"),
+            )?;
+            Ok(next)
+        });
+        result.map_err(tx_err)
+    }
+
+    /// The last CRL number issued by an issuer (0 when none was).
+    pub fn crl_number(&self, issuer_key_id: &[u8]) -> Result<u64> {
+        let key = cat(&[CRL_NUMBER_PREFIX, issuer_key_id]);
+        Ok(match self.meta.get(key).map_err(store_err)? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                u64::from_be_bytes(b)
+            }
+            _ => 0,
+        })
+    }
+}
