@@ -1,53 +1,49 @@
-//! Certificate inspection: parse any DER or PEM certificate with x509-parser and
-//! classify it by the draft's rules (device / entity / ambiguous / no-EKU / CA).
+//! Certificate inspection: any bytes as a PEM bundle or DER certificate, through
+//! `mtlsca::inspect` (facts, the draft's classification, findings) and
+//! `role::classify` on the EKUs x509-parser reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mtlsca::role::{classify, CertClass};
-use x509_parser::extensions::ParsedExtension;
 
 fuzz_target!(|data: &[u8]| {
-    let der = match x509_parser::pem::parse_x509_pem(data) {
-        Ok((_, pem)) => pem.contents,
-        Err(_) => data.to_vec(),
+    let at = time::macros::datetime!(2026-06-01 00:00 UTC);
+    let ders: Vec<Vec<u8>> = match mtlsca::verify::load::certs_from_bytes(data, "fuzz") {
+        Ok(certs) => certs.iter().map(|c| c.as_ref().to_vec()).collect(),
+        Err(_) => vec![data.to_vec()],
     };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
-        return;
-    };
-    let ekus: Option<Vec<String>> = cert.extended_key_usage().ok().flatten().map(|e| {
-        let e = e.value;
-        let mut v = Vec::new();
-        if e.any {
-            v.push(mtlsca::role::OID_ANY_EKU.to_string());
+    for (i, der) in ders.iter().enumerate() {
+        let Ok(inspection) = mtlsca::inspect::inspect_der("fuzz", i, der, at) else {
+            continue;
+        };
+        let facts = &inspection.facts;
+        let cert = mtlsca::inspect::parse_der(der).expect("inspect_der parsed it");
+        let ekus = mtlsca::inspect::eku_oids(&cert);
+        let class = classify(cert.is_ca(), ekus.as_deref());
+        // inspect and classify agree, and the class follows from EKUs and CA flag.
+        // Not for a certificate that repeats an extension (RFC 5280 4.2 forbids it):
+        // x509-parser then reads no basicConstraints while inspect reads the first
+        // one that parses (tests/data/fuzz/cert_classify-duplicate-basic-constraints.der,
+        // reported).
+        let mut oids: Vec<String> = cert.extensions().iter().map(|e| e.oid.to_id_string()).collect();
+        let n = oids.len();
+        oids.sort();
+        oids.dedup();
+        if oids.len() == n {
+            assert_eq!(facts.role, class);
         }
-        if e.server_auth {
-            v.push(mtlsca::role::OID_SERVER_AUTH.to_string());
+        if cert.is_ca() {
+            assert_eq!(class, CertClass::Ca);
+        } else if ekus.is_none() {
+            assert_eq!(class, CertClass::NoEku);
         }
-        if e.client_auth {
-            v.push(mtlsca::role::OID_CLIENT_AUTH.to_string());
+        if matches!(facts.role, CertClass::Ambiguous | CertClass::NoEku) {
+            assert!(!inspection.draft_conformant);
         }
-        if e.email_protection {
-            v.push(mtlsca::role::OID_EMAIL_PROTECTION.to_string());
+        // Whatever it prints is printable.
+        for s in facts.names.iter().chain([&facts.subject, &facts.issuer]) {
+            assert!(!s.chars().any(|c| c.is_control()), "control character in {s:?}");
         }
-        v.extend(e.other.iter().map(|o| o.to_id_string()));
-        v
-    });
-    let class = classify(cert.is_ca(), ekus.as_deref());
-    // The classification is a function of the EKUs and the CA flag alone.
-    if cert.is_ca() {
-        assert_eq!(class, CertClass::Ca);
-    } else if ekus.is_none() {
-        assert_eq!(class, CertClass::NoEku);
+        let _ = serde_json::to_string(&inspection);
     }
-    let _ = class.role();
-    // Names and the rest of what `inspect` shows must read without panicking.
-    for ext in cert.extensions() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
-            for gn in &san.general_names {
-                let _ = gn.to_string();
-            }
-        }
-    }
-    let _ = cert.subject().to_string();
-    let _ = cert.validity().not_after.to_datetime();
 });

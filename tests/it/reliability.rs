@@ -324,8 +324,15 @@ fn store_check_passes_when_healthy_and_names_each_damaged_record() {
 fn store_check_finds_index_entries_that_disagree_with_records() {
     let env = Env::with_ca();
     issue_some(&env);
+    let victim = serials(&env)[0].clone();
+    env.ok(&["revoke", &victim, "--reason", "keyCompromise"]);
+    env.ok(&["store", "check"]);
     {
         let db = raw_db(&env);
+        // The revocation index loses its entry (a CRL would silently omit it).
+        let revoked = db.open_tree("revoked").unwrap();
+        let k = revoked.iter().keys().next().unwrap().unwrap();
+        revoked.remove(k).unwrap();
         // A name index entry removed, and a request id pointing nowhere.
         let names = db.open_tree("names").unwrap();
         let first = names.iter().keys().next().unwrap().unwrap();
@@ -339,6 +346,12 @@ fn store_check_finds_index_entries_that_disagree_with_records() {
     let all = text(&out);
     assert!(all.contains("missing from the name index"), "{all}");
     assert!(all.contains("index requests `ghost`"), "{all}");
+    assert!(
+        all.contains(&format!(
+            "record {victim}: revoked, but missing from the revocation index"
+        )),
+        "{all}"
+    );
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -396,6 +409,9 @@ fn an_edited_or_removed_audit_entry_is_detected() {
 fn backup_then_restore_answers_list_and_show_the_same() {
     let env = Env::with_ca();
     issue_some(&env);
+    let revoked = serials(&env)[1].clone();
+    env.ok(&["revoke", &revoked, "--reason", "superseded"]);
+    env.ok(&["crl"]);
     let out = env.ok(&["backup", "bk"]);
     assert!(out.contains("3 certificate records"), "{out}");
     let bk = env.path("bk");
@@ -434,6 +450,24 @@ fn backup_then_restore_answers_list_and_show_the_same() {
     }
     restored.ok(&["store", "check"]);
     restored.ok(&["audit", "--verify"]);
+    assert_eq!(
+        restored.json(&["show", &revoked])["status"],
+        serde_json::json!("revoked")
+    );
+    let crls = |e: &Env| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(e.ca_dir().join("crl"))
+            .unwrap()
+            .map(|f| {
+                let f = f.unwrap();
+                (
+                    f.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(f.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert!(!crls(&env).is_empty());
+    assert_eq!(crls(&env), crls(&restored));
     for f in [
         "root.pem",
         "device-ca.pem",
@@ -757,6 +791,14 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
         "mixed.toml",
         b"name = \"mixed\"\nrole = \"device\"\nextended_key_usage = [\"server-auth\", \"client-auth\"]\n",
     );
+    let dup_manifest = w(
+        "dup.toml",
+        b"[[certificate]]\nid = \"web\"\nprofile = \"device\"\ndns = [\"a.corp.internal\"]\n\n[[certificate]]\nid = \"web\"\nprofile = \"device\"\ndns = [\"b.corp.internal\"]\n",
+    );
+    let traversal_manifest = w(
+        "traversal.toml",
+        b"[[certificate]]\nid = \"../escape\"\nprofile = \"device\"\ndns = [\"a.corp.internal\"]\n",
+    );
     let foreign = env.path("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("ca.toml"), "this = [is not a CA\n").unwrap();
@@ -1027,6 +1069,18 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
             "mixed.toml",
         ),
         (
+            "manifest with duplicate ids",
+            vec!["batch", "--manifest", &dup_manifest, "--out-dir", "."],
+            2,
+            "web",
+        ),
+        (
+            "manifest id that escapes --out-dir",
+            vec!["batch", "--manifest", &traversal_manifest, "--out-dir", "."],
+            2,
+            "escape",
+        ),
+        (
             "missing --ca-dir",
             vec![
                 "--ca-dir",
@@ -1213,6 +1267,106 @@ fn issuance_killed_at_random_moments_recovers_exactly_once() {
     env.ok(&["store", "check"]);
 }
 
+/// Exactly once through SIGKILL for `batch`: a 3,000-entry manifest, the batch
+/// killed at random moments (50-400 ms in) until at least ten kills landed while
+/// it ran, the invariants after each, then a final run that must complete the set.
+#[test]
+fn batch_killed_at_random_moments_issues_each_entry_exactly_once() {
+    let env = Env::with_ca();
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let entries = 3000usize;
+    let mut manifest = String::new();
+    for i in 0..entries {
+        manifest.push_str(&format!(
+            "[[certificate]]\nid = \"e{i:04}\"\nprofile = \"device\"\ndns = [\"e{i:04}.corp.internal\"]\n\n"
+        ));
+    }
+    std::fs::write(env.path("m.toml"), manifest).unwrap();
+    let out = out_dir.display().to_string();
+    let args = ["batch", "--manifest", "m.toml", "--out-dir", out.as_str()];
+    let mut rng = Rng::new();
+    let (mut killed, mut trials, mut left_partials) = (0, 0, 0);
+    let started = Instant::now();
+    while killed < 10 && trials < 40 {
+        let mut child = env
+            .cmd()
+            .args(["-q", "--lock-timeout", "30s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(351)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+        trials += 1;
+        if std::fs::read_dir(&out_dir).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        }) {
+            left_partials += 1;
+        }
+        check_crash_invariants(&env, &out_dir);
+    }
+    eprintln!(
+        "{trials} batch runs, {killed} killed while running, {left_partials} left temporary files, {:?}",
+        started.elapsed()
+    );
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} runs were killed while running"
+    );
+
+    // The final run completes everything; every entry is issued exactly once.
+    let out = env.run(&[&["--json"][..], &args[..]].concat());
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), entries);
+    assert!(lines
+        .iter()
+        .all(|l| l["status"] == "issued" || l["status"] == "exists"));
+    check_crash_invariants(&env, &out_dir);
+    let list = env.json(&["list"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), entries, "each entry issued exactly once");
+    let ids: BTreeSet<&str> = list
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), entries);
+    let serials: BTreeSet<&str> = list.iter().map(|r| r["serial"].as_str().unwrap()).collect();
+    assert_eq!(serials.len(), entries, "no serial repeats");
+    for l in &lines {
+        let id = l["id"].as_str().unwrap();
+        for ext in ["key", "pem", "chain.pem"] {
+            assert!(
+                out_dir.join(format!("{id}.{ext}")).is_file(),
+                "{id} lacks .{ext}"
+            );
+        }
+        assert_eq!(
+            pem_serial(&out_dir.join(format!("{id}.pem"))),
+            l["serial"].as_str().unwrap()
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
 /// After any crash: the store opens, and every leaf file on disk has a record
 /// with the same serial (nothing left the CA unrecorded).
 fn check_crash_invariants(env: &Env, out_dir: &Path) {
@@ -1234,4 +1388,42 @@ fn check_crash_invariants(env: &Env, out_dir: &Path) {
     }
     let report = store.check().unwrap();
     assert!(report.healthy(), "{:?}", report.damage);
+}
+
+// ---------------------------------------------------------------- fuzz regressions
+
+/// Inputs the fuzz targets found (`fuzz/`, see docs/reliability.md): each must be
+/// handled without a panic, with a documented exit code.
+#[test]
+fn fuzz_findings_are_handled_without_a_panic() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    let env = Env::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let p = path.to_str().unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let out = if name.starts_with("cert_classify") {
+            env.run(&["--json", "inspect", p])
+        } else {
+            continue;
+        };
+        seen += 1;
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(matches!(code(&out), 0..=3), "{name}: {}", text(&out));
+        if code(&out) == 0 {
+            // A certificate that repeats basicConstraints (the first malformed)
+            // is still read and given one of the five roles.
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let role = v[0]["role"].as_str().unwrap();
+            assert!(
+                ["device", "entity", "ambiguous", "no-eku", "ca"].contains(&role),
+                "{name}: {role}"
+            );
+        } else {
+            assert!(err.starts_with("error: "), "{name}: {err}");
+        }
+    }
+    assert!(seen >= 1);
 }
