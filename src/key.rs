@@ -95,11 +95,11 @@ const ED25519_V1_PREFIX: [u8; 16] = [
 /// as PKCS#8 v2 (with the public key), which OpenSSL 3.0 rejects, so they are
 /// rewritten as v1 (seed only).
 pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
-    let der = key.serialize_der();
+    let mut der = key.serialize_der();
     if der.starts_with(&ED25519_V2_PREFIX) {
-        let seed = &der[16..48];
         let mut v1 = ED25519_V1_PREFIX.to_vec();
-        v1.extend_from_slice(seed);
+        v1.extend_from_slice(&der[16..48]);
+        der.zeroize();
         return v1;
     }
     der
@@ -156,10 +156,10 @@ impl fmt::Debug for Passphrase {
 pub fn protected_pem(key: &KeyPair, passphrase: Option<&Passphrase>) -> Result<Zeroizing<String>> {
     let der = Zeroizing::new(pkcs8_der(key));
     let Some(pass) = passphrase else {
-        return Ok(Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            der.to_vec(),
-        ))));
+        let block = pem::Pem::new("PRIVATE KEY", der.to_vec());
+        let text = Zeroizing::new(pem::encode(&block));
+        block.into_contents().zeroize();
+        return Ok(text);
     };
     Ok(Zeroizing::new(pem::encode(&pem::Pem::new(
         ENCRYPTED_LABEL,
