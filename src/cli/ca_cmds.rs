@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::render::{self, date, print_json, record_json, rfc3339};
+use super::verify_cmds::{self, ExpectArg, TrustArgs, VerifyPairArgs};
 use super::{Ctx, Outcome};
 use crate::ca::{self, Ca, InitOptions};
 use crate::error::{Error, Result};
@@ -670,13 +671,74 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
     }
     drop(issuer);
     drop(store);
+
+    // Both pairs, through the verifier and a real TLS 1.3 handshake on loopback.
+    let pairs = [
+        (
+            "web",
+            "api",
+            ExpectArg::ServerToServer,
+            "web -> api: two devices, a server-to-server link",
+        ),
+        (
+            "alice",
+            "web",
+            ExpectArg::ClientToServer,
+            "alice -> web: a person to a device, a client-to-server link",
+        ),
+    ];
+    let mut verdicts = Vec::new();
+    for (n, (initiator, responder, expect, what)) in pairs.into_iter().enumerate() {
+        step(
+            5 + n as u32,
+            &format!("verify the pair {what}, with a TLS 1.3 handshake"),
+        );
+        let args = VerifyPairArgs {
+            initiator: dir.join(format!("{initiator}.chain.pem")),
+            responder: dir.join(format!("{responder}.chain.pem")),
+            expect: Some(expect),
+            initiator_name: None,
+            responder_name: None,
+            trust: TrustArgs {
+                trust: vec![],
+                untrusted: vec![],
+                crl: vec![],
+                at: None,
+            },
+            handshake: true,
+            initiator_key: None,
+            responder_key: None,
+        };
+        let verdict = verify_cmds::pair_verdict(&sub, &args)?;
+        for line in verify_cmds::pair_text(&args, &verdict).lines() {
+            ctx.say(format!("    {line}"));
+        }
+        verdicts.push(verdict);
+    }
+    let all_valid = verdicts.iter().all(|v| v.valid);
     if ctx.global.json {
         print_json(&json!({
             "dir": dir,
             "ca_dir": ca_dir,
             "certificates": issued.iter().map(|i| issued_json(i, ctx)).collect::<Vec<_>>(),
+            "pairs": verdicts,
+            "valid": all_valid,
         }));
     }
-    ctx.say(format!("\ndone: everything is in {}", dir.display()));
-    Ok(Outcome::Done)
+    ctx.say(format!(
+        "\n{}: everything is in {}\n  try: mtlsca --ca-dir {} list\n       mtlsca inspect {}",
+        if all_valid {
+            "done"
+        } else {
+            "done, but a pair did not verify"
+        },
+        dir.display(),
+        ca_dir.display(),
+        dir.join("web.pem").display()
+    ));
+    Ok(if all_valid {
+        Outcome::Done
+    } else {
+        Outcome::No
+    })
 }

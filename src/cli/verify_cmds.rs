@@ -418,6 +418,17 @@ fn cert_text(file: &Path, v: &CertVerdict) -> String {
 }
 
 fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
+    let v = pair_verdict(ctx, &a)?;
+    if ctx.global.json {
+        render::print_json(&serde_json::to_value(&v).unwrap_or_default());
+    } else {
+        ctx.say(pair_text(&a, &v));
+    }
+    Ok(if v.valid { Outcome::Done } else { Outcome::No })
+}
+
+/// The verdict on a pair (with its handshake when asked), as `verify pair` computes it.
+pub(super) fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict> {
     let mut i_certs = load::certs(&a.initiator, "initiator certificate")?;
     let mut r_certs = load::certs(&a.responder, "responder certificate")?;
     let loaded = load_trust(ctx, &a.trust)?;
@@ -487,12 +498,7 @@ fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
         }
         v.handshake = Some(report);
     }
-    if ctx.global.json {
-        render::print_json(&serde_json::to_value(&v).unwrap_or_default());
-    } else {
-        ctx.say(pair_text(&a, &v));
-    }
-    Ok(if v.valid { Outcome::Done } else { Outcome::No })
+    Ok(v)
 }
 
 fn handshake_key(
@@ -532,7 +538,7 @@ fn dial_name(given: Option<&str>, names: &[String]) -> ServerName<'static> {
     ServerName::try_from("responder.invalid").expect("a valid DNS name")
 }
 
-fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
+pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
     let side = |s: &verify::SideVerdict| {
         vec![
             s.role.map_or("unreadable".to_string(), |r| r.to_string()),

@@ -851,6 +851,11 @@ fn quickstart_builds_a_demo() {
     let env = Env::new();
     let out = env.ok(&["quickstart", "demo"]);
     assert!(out.contains("[1]"), "{out}");
+    // Both pairs verified, each with a real handshake.
+    assert!(out.contains("connection: server-to-server"), "{out}");
+    assert!(out.contains("connection: client-to-server"), "{out}");
+    assert_eq!(out.matches("verdict: VALID").count(), 2, "{out}");
+    assert_eq!(out.matches("both ends authenticated").count(), 2, "{out}");
     for f in [
         "demo/ca/root.pem",
         "demo/web.pem",
