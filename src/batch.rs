@@ -348,39 +348,126 @@ pub fn run(
     let job = Job {
         issuer: &issuer,
         store,
-        profiles: &profiles,
-        contexts: &contexts,
+        signer: Signer {
+            profiles: &profiles,
+            contexts: &contexts,
+            threads: opts.threads.max(1),
+        },
         out_dir: &out_dir,
-        threads: opts.threads.max(1),
         now,
     };
     let mut summary = Summary {
         total: entries.len(),
         ..Summary::default()
     };
-    for start in (0..entries.len()).step_by(opts.chunk.max(1)) {
-        let end = (start + opts.chunk.max(1)).min(entries.len());
-        let outcomes = job.chunk(&entries[start..end], &mut plan[start..end])?;
-        for o in &outcomes {
-            match o.status {
-                EntryStatus::Issued => summary.issued += 1,
-                EntryStatus::Exists => summary.exists += 1,
-                EntryStatus::Refused => summary.refused += 1,
+    let size = opts.chunk.max(1);
+    let mut plan_chunks = plan.chunks_mut(size);
+    let mut entry_chunks = entries.chunks(size);
+    // Two chunks in flight: while chunk k waits for the disk (sync, flush,
+    // links), chunk k+1 is signed on the other threads.
+    std::thread::scope(|scope| -> Result<()> {
+        let signer = &job.signer;
+        let mut stage_next = || -> Result<Option<Staged<'_>>> {
+            match (entry_chunks.next(), plan_chunks.next()) {
+                (Some(e), Some(p)) => job.stage(e, p).map(Some),
+                _ => Ok(None),
             }
-            report(o);
+        };
+        let mut in_flight = stage_next()?.map(|st| start(scope, signer, st));
+        while let Some((staged, handle)) = in_flight.take() {
+            let signed = join(handle);
+            let next = match stage_next() {
+                Ok(st) => st.map(|st| start(scope, signer, st)),
+                Err(e) => {
+                    discard(&signed);
+                    return Err(e);
+                }
+            };
+            match job.commit(staged, signed) {
+                Ok(outcomes) => {
+                    for o in &outcomes {
+                        match o.status {
+                            EntryStatus::Issued => summary.issued += 1,
+                            EntryStatus::Exists => summary.exists += 1,
+                            EntryStatus::Refused => summary.refused += 1,
+                        }
+                        report(o);
+                    }
+                }
+                Err(e) => {
+                    if let Some((_, h)) = next {
+                        discard(&join(h));
+                    }
+                    return Err(e);
+                }
+            }
+            in_flight = next;
+        }
+        Ok(())
+    })?;
+    Ok(summary)
+}
+
+/// Start signing a staged chunk on a thread of `scope`.
+fn start<'scope, 'env: 'scope, 'e: 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    signer: &'scope Signer<'_>,
+    mut staged: Staged<'e>,
+) -> (
+    Staged<'e>,
+    std::thread::ScopedJoinHandle<'scope, Signed<'e>>,
+) {
+    let pending = std::mem::take(&mut staged.pending);
+    (staged, scope.spawn(move || signer.sign(pending)))
+}
+
+/// Signed entries of a chunk, each with its result.
+type Signed<'e> = Vec<(Work<'e>, Result<Prepared>)>;
+
+fn join<'e>(h: std::thread::ScopedJoinHandle<'_, Signed<'e>>) -> Signed<'e> {
+    match h.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Remove the temporary files of signed entries that will not be recorded.
+fn discard(signed: &Signed<'_>) {
+    for (_, r) in signed {
+        if let Ok(p) = r {
+            p.discard_partials();
         }
     }
-    Ok(summary)
+}
+
+/// What the signing threads see: profiles and signing contexts (not the
+/// single-threaded `Issuer`, not the store).
+struct Signer<'j> {
+    profiles: &'j HashMap<String, Profile>,
+    contexts: &'j [(CaKind, SignContext<'j>)],
+    threads: usize,
+}
+
+impl Signer<'_> {
+    /// Step 1 for a list of entries: sign on every thread, write the temporary
+    /// files (not yet durable).
+    fn sign<'e>(&self, pending: Vec<Work<'e>>) -> Signed<'e> {
+        par_map(pending, self.threads, |w| {
+            let profile = &self.profiles[&w.entry.profile];
+            let cx = lookup(self.contexts, CaKind::for_role(profile.role));
+            let result = issue::prepare(cx, profile, &w.request, Some(w.files.clone()))
+                .and_then(|p| p.write_partials(Durability::Deferred).map(|()| p));
+            (w, result)
+        })
+    }
 }
 
 /// What every chunk of one batch shares.
 struct Job<'j> {
     issuer: &'j Issuer<'j>,
     store: &'j Store,
-    profiles: &'j HashMap<String, Profile>,
-    contexts: &'j [(CaKind, SignContext<'j>)],
+    signer: Signer<'j>,
     out_dir: &'j Path,
-    threads: usize,
     now: OffsetDateTime,
 }
 
@@ -392,15 +479,22 @@ struct Work<'e> {
     files: Files,
 }
 
+/// A chunk after the checks that need the store: outcomes known so far, and
+/// the entries to sign.
+struct Staged<'e> {
+    outcomes: Vec<Option<EntryOutcome>>,
+    pending: Vec<Work<'e>>,
+}
+
 impl Job<'_> {
     fn profile(&self, e: &Entry) -> &Profile {
-        &self.profiles[&e.profile]
+        &self.signer.profiles[&e.profile]
     }
 
-    /// One chunk through the protocol; the outcomes in entry order.
-    fn chunk(&self, entries: &[Entry], plan: &mut [Planned]) -> Result<Vec<EntryOutcome>> {
+    /// Recover leftovers, find entries issued before, refuse taken file names.
+    fn stage<'e>(&self, entries: &'e [Entry], plan: &mut [Planned]) -> Result<Staged<'e>> {
         let mut outcomes: Vec<Option<EntryOutcome>> = vec![None; entries.len()];
-        let mut pending: Vec<Work<'_>> = Vec::new();
+        let mut pending: Vec<Work<'e>> = Vec::new();
         for (pos, (e, p)) in entries.iter().zip(plan.iter_mut()).enumerate() {
             if let Some(reasons) = p.refused.take() {
                 outcomes[pos] = Some(EntryOutcome::refused(&e.id, reasons));
@@ -437,27 +531,28 @@ impl Job<'_> {
                 files,
             });
         }
+        Ok(Staged { outcomes, pending })
+    }
 
+    /// Steps 2 and 3 for a signed chunk: one sync of the files, one transaction,
+    /// one flush, then the final names and one directory sync. The outcomes in
+    /// entry order.
+    fn commit<'e>(&self, staged: Staged<'e>, mut signed: Signed<'e>) -> Result<Vec<EntryOutcome>> {
+        let mut outcomes = staged.outcomes;
         let mut linkable: Vec<(usize, &Entry, Prepared)> = Vec::new();
         // A serial collision (practically never) signs that entry again.
-        for _ in 0..8 {
-            if pending.is_empty() {
+        for round in 0..8 {
+            if signed.is_empty() {
                 break;
             }
-            // 1. sign on every core; temporary files, not yet durable.
-            // (The threads see the profiles and signing contexts, not the
-            // single-threaded `Issuer`.)
-            let (profiles, contexts) = (self.profiles, self.contexts);
-            let prepared = par_map(pending, self.threads, |w| {
-                let profile = &profiles[&w.entry.profile];
-                let cx = lookup(contexts, CaKind::for_role(profile.role));
-                let result = issue::prepare(cx, profile, &w.request, Some(w.files.clone()))
-                    .and_then(|p| p.write_partials(Durability::Deferred).map(|()| p));
-                (w, result)
-            });
-            let mut ready: Vec<(Work<'_>, Prepared)> = Vec::with_capacity(prepared.len());
+            if round > 0 {
+                signed = self
+                    .signer
+                    .sign(signed.into_iter().map(|(w, _)| w).collect());
+            }
+            let mut ready: Vec<(Work<'_>, Prepared)> = Vec::with_capacity(signed.len());
             let mut failure: Option<Error> = None;
-            for (w, result) in prepared {
+            for (w, result) in signed {
                 match result {
                     Ok(p) => ready.push((w, p)),
                     Err(Error::Refused(reasons)) => {
@@ -475,7 +570,6 @@ impl Job<'_> {
                 return Err(e);
             }
 
-            // 2. one sync of the files, one transaction, one flush.
             let recorded = issue::sync_fs(self.out_dir).and_then(|()| {
                 let items: Vec<ChunkItem<'_>> = ready
                     .iter()
@@ -500,13 +594,13 @@ impl Job<'_> {
             // those whose records reached the disk and removes the others.
             self.store.flush()?;
 
-            let mut again = Vec::new();
+            let mut again: Signed<'e> = Vec::new();
             for ((w, p), r) in ready.into_iter().zip(recorded) {
                 match r {
                     Recorded::New => linkable.push((w.pos, w.entry, p)),
                     Recorded::SerialTaken => {
                         p.discard_partials();
-                        again.push(w);
+                        again.push((w, Err(Error::State("serial taken".into()))));
                     }
                     Recorded::RequestExists(rec) => {
                         p.discard_partials();
@@ -517,17 +611,18 @@ impl Job<'_> {
                     }
                 }
             }
-            pending = again;
+            signed = again;
         }
-        if !pending.is_empty() {
+        if !signed.is_empty() {
             return Err(Error::State(
                 "eight random serials in a row were taken: the random number generator is broken"
                     .into(),
             ));
         }
 
-        // 3. final names, then one directory sync.
-        let linked = par_map(linkable, self.threads, |(pos, e, p)| (pos, e, p.link()));
+        let linked = par_map(linkable, self.signer.threads, |(pos, e, p)| {
+            (pos, e, p.link())
+        });
         let mut failure = None;
         for (pos, e, result) in linked {
             match result {
@@ -625,6 +720,69 @@ mod tests {
         assert!(e.to_string().contains("dnss"), "{e}");
         let e = Manifest::parse("[[certificates]]\nid = \"a\"\n", "m.toml").unwrap_err();
         assert!(e.to_string().contains("certificates"), "{e}");
+    }
+
+    /// Many small chunks: the overlapped pipeline (chunk k recorded while k+1
+    /// is signed) reports every entry once, in order, and records each once.
+    #[test]
+    fn chunks_overlap_and_stay_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ca = crate::ca::init(
+            &dir.path().join("ca"),
+            &crate::ca::InitOptions {
+                name: "T".into(),
+                key_type: KeyType::EcdsaP256,
+                permit_dns: vec![],
+                permit_ip: vec![],
+            },
+            now,
+        )
+        .unwrap();
+        let store = Store::open(&ca.dir, std::time::Duration::from_secs(5)).unwrap();
+        let manifest = Manifest {
+            certificate: (0..30)
+                .map(|i| Entry {
+                    id: format!("e{i:02}"),
+                    profile: "device".into(),
+                    dns: vec![format!("e{i:02}.corp.internal")],
+                    // One refusal in the middle of a chunk.
+                    email: if i == 11 {
+                        vec!["x@corp.example".into()]
+                    } else {
+                        vec![]
+                    },
+                    ..Entry::default()
+                })
+                .collect(),
+        };
+        let opts = BatchOptions {
+            out_dir: dir.path().join("out"),
+            chunk: 7,
+            threads: 2,
+        };
+        let mut seen = Vec::new();
+        let summary = run(&ca, &store, &manifest, "m", &opts, now, &mut |o| {
+            seen.push((o.id.clone(), o.status))
+        })
+        .unwrap();
+        assert_eq!(summary.issued, 29);
+        assert_eq!(summary.refused, 1);
+        let ids: Vec<String> = seen.iter().map(|(id, _)| id.clone()).collect();
+        let want: Vec<String> = (0..30).map(|i| format!("e{i:02}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(seen[11].1, EntryStatus::Refused);
+        assert_eq!(store.count(), 29);
+        let files = std::fs::read_dir(dir.path().join("out")).unwrap().count();
+        assert_eq!(files, 29 * 3);
+
+        let mut again = Vec::new();
+        let summary = run(&ca, &store, &manifest, "m", &opts, now, &mut |o| {
+            again.push(o.status)
+        })
+        .unwrap();
+        assert_eq!((summary.issued, summary.exists), (0, 29));
+        assert_eq!(store.count(), 29);
     }
 
     #[test]

@@ -771,10 +771,18 @@ fn write_partials(
     items.push((&f.cert, cert_pem, 0o644));
     for (path, text, mode) in items {
         let tmp = partial(path);
-        let _ = std::fs::remove_file(&tmp);
-        let written = match durability {
+        let write = || match durability {
             Durability::EachFile => fsutil::write_new(&tmp, text.as_bytes(), mode),
             Durability::Deferred => write_new_unsynced(&tmp, text.as_bytes(), mode),
+        };
+        // A leftover of an interrupted run is replaced (removed only when found:
+        // one syscall less per file in the common case).
+        let written = match write() {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&tmp);
+                write()
+            }
+            other => other,
         };
         if let Err(e) = written {
             remove_partials(f);
@@ -826,11 +834,37 @@ fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
     order.push(&f.cert);
     for p in order {
         let tmp = partial(p);
-        if tmp.exists() {
-            fsutil::rename_no_replace(&tmp, p)?;
+        match rename_noreplace(&tmp, p) {
+            Ok(()) => {}
+            // Nothing to link (e.g. no key for a CSR, or completed before).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !tmp.exists() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Usage(format!(
+                    "{} already exists; refusing to overwrite it",
+                    p.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(p, e)),
         }
     }
     Ok(f.all().into_iter().cloned().collect())
+}
+
+/// Move `from` to `to`, never replacing an existing `to`: one `renameat2`
+/// (RENAME_NOREPLACE) where the system has it, else a hard link and an unlink.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // A file system without RENAME_NOREPLACE: fall back below.
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
 }
 
 fn absolute(p: &Path) -> PathBuf {
