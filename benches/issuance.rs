@@ -25,7 +25,6 @@ fn demo_ca() -> (tempfile::TempDir, Ca) {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
-            passphrase: None,
         },
         now,
     )

@@ -68,8 +68,6 @@ pub struct InitOptions {
     pub key_type: KeyType,
     pub permit_dns: Vec<String>,
     pub permit_ip: Vec<String>,
-    /// Encrypt the CA keys under this passphrase (`init --encrypt`).
-    pub passphrase: Option<Passphrase>,
 }
 
 /// Where the passphrase of encrypted CA keys comes from when the caller did not
@@ -446,6 +444,17 @@ fn ca_params(
 /// Refuses (exit 3) a directory that already holds a CA; on failure removes what
 /// it created, so a half-made CA never stays behind.
 pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
+    init_protected(dir, opts, None, now)
+}
+
+/// `init`, with the CA keys encrypted under `passphrase` when one is given
+/// (`init --encrypt`; PKCS#8 PBES2, see `key`).
+pub fn init_protected(
+    dir: &Path,
+    opts: &InitOptions,
+    passphrase: Option<&Passphrase>,
+    now: OffsetDateTime,
+) -> Result<Ca> {
     let markers = [CONFIG_FILE, "root.pem", "private", "db"];
     if let Some(m) = markers.iter().find(|m| dir.join(m).exists()) {
         return Err(Error::State(format!(
@@ -454,7 +463,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
         )));
     }
     let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
-    if let Some(p) = &opts.passphrase {
+    if let Some(p) = passphrase {
         if p.as_bytes().len() < key::MIN_PASSPHRASE {
             return Err(Error::Usage(format!(
                 "the passphrase is too short to protect CA keys (at least {} characters)",
@@ -489,7 +498,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
     }
 
     let created_dir = !dir.exists();
-    let result = build(dir, opts, &name, subtrees, now);
+    let result = build(dir, opts, passphrase, &name, subtrees, now);
     if result.is_err() {
         // Leave nothing half-made: remove exactly what this call created.
         for p in [
@@ -515,6 +524,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
 fn build(
     dir: &Path,
     opts: &InitOptions,
+    passphrase: Option<&Passphrase>,
     name: &str,
     subtrees: Vec<GeneralSubtree>,
     now: OffsetDateTime,
@@ -546,7 +556,7 @@ fn build(
         .self_signed(&root_key)
         .map_err(|e| Error::State(format!("cannot sign the root: {e}")))?;
     let root_issuer = Issuer::new(root, root_key);
-    let pass = opts.passphrase.as_ref();
+    let pass = passphrase;
 
     let mut files: Vec<(PathBuf, Zeroizing<Vec<u8>>, u32)> = vec![
         (
@@ -613,7 +623,7 @@ fn build(
         permit_dns: opts.permit_dns.clone(),
         permit_ip: opts.permit_ip.clone(),
         created: now,
-        encrypted_keys: opts.passphrase.is_some(),
+        encrypted_keys: passphrase.is_some(),
     };
     let text = toml::to_string(&config).map_err(|e| Error::State(e.to_string()))?;
     fsutil::write_new(&dir.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
@@ -621,6 +631,6 @@ fn build(
     Ok(Ca {
         dir: dir.to_path_buf(),
         config,
-        passphrase: opts.passphrase.clone(),
+        passphrase: passphrase.cloned(),
     })
 }

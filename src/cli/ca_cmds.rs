@@ -154,15 +154,15 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     } else {
         None
     };
-    let ca = ca::init(
+    let ca = ca::init_protected(
         dir,
         &InitOptions {
             name: a.name,
             key_type: a.key_type,
             permit_dns: a.permit_dns,
             permit_ip: a.permit_ip,
-            passphrase,
         },
+        passphrase.as_ref(),
         ctx.now,
     )?;
     let store = Store::open(dir, ctx.global.lock_timeout)?;
