@@ -799,6 +799,11 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
         "traversal.toml",
         b"[[certificate]]\nid = \"../escape\"\nprofile = \"device\"\ndns = [\"a.corp.internal\"]\n",
     );
+    std::fs::write(
+        env.ca_dir().join("profiles/narrow.toml"),
+        "name = \"narrow\"\nrole = \"device\"\npermitted = [\"spiffe://corp.internal\"]\n",
+    )
+    .unwrap();
     let foreign = env.path("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("ca.toml"), "this = [is not a CA\n").unwrap();
@@ -1067,6 +1072,28 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
             vec!["profile", "check", &mixed_profile],
             1,
             "mixed.toml",
+        ),
+        (
+            "URI past a permitted prefix's boundary",
+            vec![
+                "issue",
+                "narrow",
+                "--uri",
+                "spiffe://corp.internal.evil.example/x",
+            ],
+            1,
+            "outside profile `narrow`",
+        ),
+        (
+            "URI with a dot-dot segment",
+            vec![
+                "issue",
+                "workload",
+                "--uri",
+                "spiffe://corp.internal/ns/prod/../admin",
+            ],
+            2,
+            "path segment",
         ),
         (
             "manifest with duplicate ids",
