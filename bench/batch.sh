@@ -31,7 +31,7 @@ awk -v n="$n" 'BEGIN {
 }' > "$work/manifest.toml"
 
 rusage() {
-  if [ -x /usr/bin/time ]; then /usr/bin/time -f "%M" -o "$work/rss" "$@"; else "$@"; fi
+  if [ -x /usr/bin/time ]; then /usr/bin/time -f "%M %U %S" -o "$work/rss" "$@"; else "$@"; fi
 }
 
 start=$(date +%s.%N)
@@ -48,7 +48,8 @@ awk -v n="$n" -v s="$start" -v e="$end" 'BEGIN {
   printf "batch: %d certificates in %.2f s = %.0f certificates/s (%d cores)\n", n, e - s, n / (e - s), '"$(nproc)"'
 }'
 if [ -f "$work/rss" ]; then
-  echo "peak RSS: $(( $(cat "$work/rss") / 1024 )) MiB"
+  read -r rss user sys < "$work/rss"
+  echo "peak RSS: $(( rss / 1024 )) MiB; CPU: ${user} s user, ${sys} s system"
 fi
 
 # A re-run issues nothing and only checks.

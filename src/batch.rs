@@ -99,14 +99,75 @@ impl Entry {
 
 impl Manifest {
     /// Parse manifest text; `origin` names it in errors (exit 2).
+    ///
+    /// A TOML parser holds the whole document as a tree, several times the size
+    /// of the text (a 100,000-entry manifest took 250 MB). So each
+    /// `[[certificate]]` table is parsed on its own: the header line starts a
+    /// table, and a table is complete at the next header. Multi-line strings
+    /// could hide a header line, so a manifest that has any is parsed whole.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
-        toml::from_str(text).map_err(|e| {
-            Error::input(
-                format!("manifest {origin}"),
-                e.to_string().trim_end().to_string(),
-            )
-        })
+        let whole = |t: &str| {
+            toml::from_str::<Manifest>(t).map_err(|e| {
+                Error::input(
+                    format!("manifest {origin}"),
+                    e.to_string().trim_end().to_string(),
+                )
+            })
+        };
+        if text.contains("\"\"\"") || text.contains("'''") {
+            return whole(text);
+        }
+        let mut sections: Vec<(usize, &str)> = Vec::new();
+        let (mut start, mut start_line, mut offset) = (0usize, 1usize, 0usize);
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            if is_certificate_header(line) && offset > start {
+                sections.push((start_line, &text[start..offset]));
+                start = offset;
+                start_line = n + 1;
+            }
+            offset += line.len();
+        }
+        sections.push((start_line, &text[start..]));
+
+        let mut manifest = Manifest::default();
+        for (i, (line, section)) in sections.into_iter().enumerate() {
+            let part = toml::from_str::<Manifest>(section).map_err(|e| {
+                Error::input(
+                    format!("manifest {origin}"),
+                    format!(
+                        "in the table that starts at line {line} (lines counted from there): {}",
+                        e.to_string().trim_end()
+                    ),
+                )
+            })?;
+            if i == 0 && !part.certificate.is_empty() && !is_certificate_header_start(section) {
+                // Certificates defined before the first header (an inline array):
+                // legal alone, but not mixed with [[certificate]] tables.
+                if text.lines().any(is_certificate_header) {
+                    return whole(text);
+                }
+            }
+            manifest.certificate.extend(part.certificate);
+        }
+        Ok(manifest)
     }
+}
+
+/// `[[certificate]]` alone on its line (spaces and a comment allowed).
+fn is_certificate_header(line: &str) -> bool {
+    let l = line.split('#').next().unwrap_or("").trim();
+    l.strip_prefix("[[")
+        .and_then(|r| r.strip_suffix("]]"))
+        .is_some_and(|name| name.trim() == "certificate")
+}
+
+/// Whether a section begins with its header (after blank and comment lines).
+fn is_certificate_header_start(section: &str) -> bool {
+    section
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(is_certificate_header)
 }
 
 /// What happened to one entry.
@@ -783,6 +844,36 @@ mod tests {
         .unwrap();
         assert_eq!((summary.issued, summary.exists), (0, 29));
         assert_eq!(store.count(), 29);
+    }
+
+    #[test]
+    fn manifests_parse_table_by_table_like_a_whole_document() {
+        let text = "# fleet\n\n[[certificate]]\nid = \"a\"\nprofile = \"device\"\ndns = [\n  \"a.corp.internal\",\n]\n\n[[ certificate ]] # second\nid = \"b#1\"\nprofile = \"person\"\ncn = \"B # not a comment\"\nemail = [\"b@corp.example\"]\n";
+        let split = Manifest::parse(text, "m").unwrap();
+        let whole: Manifest = toml::from_str(text).unwrap();
+        assert_eq!(split.certificate.len(), 2);
+        assert_eq!(format!("{split:?}"), format!("{whole:?}"));
+        assert_eq!(
+            split.certificate[1].cn.as_deref(),
+            Some("B # not a comment")
+        );
+
+        // Multi-line strings may hide a header: parsed whole.
+        let tricky = "[[certificate]]\nid = \"x\"\nprofile = \"device\"\ncn = \"\"\"\n[[certificate]]\n\"\"\"\n";
+        let m = Manifest::parse(tricky, "m").unwrap();
+        assert_eq!(m.certificate.len(), 1);
+        assert_eq!(m.certificate[0].cn.as_deref(), Some("[[certificate]]\n"));
+
+        // An inline array alone is a manifest too; mixed with tables it is an error.
+        let inline = "certificate = [{ id = \"i\", profile = \"device\" }]\n";
+        assert_eq!(Manifest::parse(inline, "m").unwrap().certificate.len(), 1);
+        let mixed = format!("{inline}[[certificate]]\nid = \"j\"\nprofile = \"device\"\n");
+        assert!(Manifest::parse(&mixed, "m").is_err());
+
+        // Errors say where the table starts.
+        let bad = "[[certificate]]\nid = \"a\"\nprofile = \"device\"\n\n[[certificate]]\nid = \"b\"\nprofle = \"device\"\n";
+        let e = Manifest::parse(bad, "m").unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("profle"), "{e}");
     }
 
     #[test]

@@ -695,3 +695,52 @@ fn completions_and_man_page_generate() {
     assert!(batch_page.contains(".TH"), "{batch_page}");
     assert!(batch_page.contains("manifest"), "{batch_page}");
 }
+
+#[test]
+fn verify_cert_sees_a_revocation_in_the_store_and_in_the_crls() {
+    let env = Env::with_ca();
+    let s = issue_device(&env, "gone.corp.internal");
+    issue_device(&env, "kept.corp.internal");
+    env.ok(&[
+        "verify",
+        "cert",
+        "gone.corp.internal.pem",
+        "--role",
+        "device",
+    ]);
+    env.ok(&["revoke", &s, "--reason", "cessationOfOperation"]);
+    env.ok(&["crl"]);
+    // The CA's store as the revocation source.
+    let out = env.run(&[
+        "verify",
+        "cert",
+        "gone.corp.internal.pem",
+        "--role",
+        "device",
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("revoked"), "{}", text(&out));
+    // The published CRLs (rustls-webpki reads what `crl` wrote).
+    let with_crls = |leaf: &str| {
+        env.run(&[
+            "verify",
+            "cert",
+            leaf,
+            "--role",
+            "device",
+            "--trust",
+            "ca/root.pem",
+            "--untrusted",
+            "ca/device-ca.pem",
+            "--crl",
+            "ca/crl/device.crl",
+            "--crl",
+            "ca/crl/root.crl",
+        ])
+    };
+    let out = with_crls("gone.corp.internal.pem");
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("CRL"), "{}", text(&out));
+    let out = with_crls("kept.corp.internal.pem");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
