@@ -187,6 +187,13 @@ fn parse_uri(s: &str) -> Result<String, String> {
             "URI `{shown}` holds spaces, control or non-ASCII characters (percent-encode them)"
         ));
     }
+    // RFC 3986 characters only: `\`, `"`, `<`, `>`, `{`, `}`, `|`, `^` and `` ` ``
+    // are not part of any URI (and some parsers read `\` as `/`).
+    if let Some(c) = s.chars().find(|c| "\\\"<>{}|^`".contains(*c)) {
+        return Err(format!(
+            "URI `{shown}` holds `{c}`, which RFC 3986 does not allow (percent-encode it)"
+        ));
+    }
     if let Some(after) = rest.strip_prefix("//") {
         let host = after.split(['/', '?', '#']).next().unwrap_or("");
         if host.is_empty() && scheme != "file" {
@@ -427,6 +434,9 @@ mod tests {
         assert!(q.matches(&uri("spiffe://corp.internal/ns/prod/sa/web")));
         assert!(!q.matches(&uri("spiffe://corp.internal/ns/production/sa/web")));
         for bad in [
+            "spiffe://corp.internal\\evil/x",
+            "https://corp.internal/a\"b",
+            "https://corp.internal/{x}",
             "spiffe://corp.internal/ns/prod/../admin",
             "spiffe://corp.internal/./x",
             "https://corp.internal/a/%2E%2e/b",
