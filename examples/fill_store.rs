@@ -18,8 +18,10 @@ const CHUNK: usize = 2048;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), Some(count)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok()))
-    else {
+    let (Some(dir), Some(count)) = (
+        args.next(),
+        args.next().and_then(|n| n.parse::<usize>().ok()),
+    ) else {
         eprintln!("usage: fill_store CA_DIR COUNT");
         std::process::exit(2);
     };
@@ -27,7 +29,9 @@ fn main() {
     let ca = Ca::open(dir.as_ref()).unwrap_or_else(|e| fail(e));
     let store = Store::open(&ca.dir, Duration::from_secs(30)).unwrap_or_else(|e| fail(e));
     let issuer = Issuer::new(&ca, &store).unwrap_or_else(|e| fail(e));
-    let signing = issuer.signing_ca(CaKind::Device).unwrap_or_else(|e| fail(e));
+    let signing = issuer
+        .signing_ca(CaKind::Device)
+        .unwrap_or_else(|e| fail(e));
     let cx = issuer.sign_context(&signing, now);
     let profile = ca.profile("device").unwrap_or_else(|e| fail(e));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -64,7 +68,10 @@ fn main() {
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let items: Vec<ChunkItem<'_>> = prepared
             .iter()
@@ -79,13 +86,19 @@ fn main() {
         if recorded.iter().any(|r| !matches!(r, Recorded::New)) {
             fail("a serial or request id collided; run on a fresh CA");
         }
-        last = prepared.last().map(|p| p.record.serial.clone()).unwrap_or(last);
+        last = prepared
+            .last()
+            .map(|p| p.record.serial.clone())
+            .unwrap_or(last);
         done += n;
         if done % (CHUNK * 50) == 0 || done == count {
             eprintln!("{done} records in {:.1} s", start.elapsed().as_secs_f64());
         }
     }
-    println!("filled: {count} records in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "filled: {count} records in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     println!("last serial: {last}");
 }
 
