@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -15,10 +16,11 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::key::{self, KeyType};
+use crate::key::{self, KeyType, Passphrase};
 use crate::names::{printable, Pattern};
 use crate::profile::{self, Profile};
 use crate::role::Role;
@@ -26,6 +28,8 @@ use crate::role::Role;
 pub const CONFIG_FILE: &str = "ca.toml";
 const ROOT_YEARS: i64 = 20;
 const ISSUING_YEARS: i64 = 10;
+/// Largest CA file (configuration, certificate, key) read from a CA directory.
+const MAX_CA_FILE: u64 = 256 * 1024;
 
 /// `<ca-dir>/ca.toml`: what `init` decided. Written last, so its presence marks a
 /// complete CA.
@@ -40,6 +44,10 @@ pub struct CaConfig {
     pub permit_ip: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The CA keys in `private/` are encrypted PKCS#8 (`init --encrypt`): a plain
+    /// key found there instead is refused as tampering.
+    #[serde(default)]
+    pub encrypted_keys: bool,
 }
 
 impl CaConfig {
@@ -60,6 +68,51 @@ pub struct InitOptions {
     pub key_type: KeyType,
     pub permit_dns: Vec<String>,
     pub permit_ip: Vec<String>,
+}
+
+/// Where the passphrase of encrypted CA keys comes from when the caller did not
+/// give one to `Ca::with_passphrase`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassphraseSource {
+    /// A file whose content (less one trailing newline) is the passphrase.
+    File(PathBuf),
+    /// An environment variable, read when a key is unlocked.
+    Environment(String),
+}
+
+/// The process-wide source, set once by the command line (`--passphrase-file`, else
+/// `$MTLSCA_PASSPHRASE`) so that every command that signs can unlock an encrypted
+/// CA. The passphrase itself is read only when a key is unlocked and zeroized after.
+static PASSPHRASE_SOURCE: OnceLock<PassphraseSource> = OnceLock::new();
+
+/// Set the process-wide passphrase source (the first call wins).
+pub fn set_passphrase_source(source: PassphraseSource) {
+    let _ = PASSPHRASE_SOURCE.set(source);
+}
+
+/// Read the passphrase from a source: `None` when the environment variable is unset.
+pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> {
+    match source {
+        PassphraseSource::File(path) => {
+            let bytes = fsutil::read_bounded(path, key::MAX_PASSPHRASE, "passphrase file")?;
+            Passphrase::new(bytes, &format!("passphrase file {}", path.display())).map(Some)
+        }
+        PassphraseSource::Environment(var) => match std::env::var_os(var) {
+            None => Ok(None),
+            Some(v) => {
+                let bytes = v.into_encoded_bytes();
+                Passphrase::new(bytes, &format!("${var}")).map(Some)
+            }
+        },
+    }
+}
+
+/// The passphrase from the process-wide source, if one is set and yields one.
+pub fn process_passphrase() -> Result<Option<Passphrase>> {
+    match PASSPHRASE_SOURCE.get() {
+        Some(src) => read_passphrase(src),
+        None => Ok(None),
+    }
 }
 
 /// The three CAs of the hierarchy.
@@ -115,6 +168,8 @@ impl CaKind {
 pub struct Ca {
     pub dir: PathBuf,
     pub config: CaConfig,
+    /// Unlocks encrypted CA keys; `None`: the process-wide source is asked.
+    passphrase: Option<Passphrase>,
 }
 
 /// A CA certificate with its unlocked key, ready to sign.
@@ -139,15 +194,15 @@ impl Ca {
     /// Open an existing CA (exit 3 when there is none).
     pub fn open(dir: &Path) -> Result<Ca> {
         let cfg_path = dir.join(CONFIG_FILE);
-        let text = match fs::read_to_string(&cfg_path) {
+        let text = match read_ca_file(&cfg_path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::State(format!(
                     "no CA in {} (run `mtlsca init` first, or pass --ca-dir)",
                     dir.display()
                 )))
             }
-            Err(e) => return Err(Error::io(&cfg_path, e)),
+            Err(e) => return Err(e),
         };
         let config: CaConfig = toml::from_str(&text).map_err(|e| {
             Error::State(format!(
@@ -159,7 +214,14 @@ impl Ca {
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
+            passphrase: None,
         })
+    }
+
+    /// Unlock encrypted CA keys with this passphrase (instead of the process-wide source).
+    pub fn with_passphrase(mut self, passphrase: Passphrase) -> Ca {
+        self.passphrase = Some(passphrase);
+        self
     }
 
     pub fn cert_path(&self, kind: CaKind) -> PathBuf {
@@ -171,8 +233,7 @@ impl Ca {
     }
 
     pub fn cert_pem(&self, kind: CaKind) -> Result<String> {
-        let p = self.cert_path(kind);
-        fs::read_to_string(&p).at(&p)
+        read_ca_file(&self.cert_path(kind))
     }
 
     pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
@@ -188,8 +249,20 @@ impl Ca {
         let cert_der = self.cert_der(kind)?;
         let key_path = self.key_path(kind);
         check_key_permissions(&self.dir.join("private"), &key_path)?;
-        let key_pem = fs::read_to_string(&key_path).at(&key_path)?;
-        let key = key::load_pem(&key_pem, &key_path.display().to_string())?;
+        let key_pem = Zeroizing::new(read_ca_file(&key_path)?);
+        let what = key_path.display().to_string();
+        let encrypted = key::is_encrypted_pem(&key_pem);
+        if self.config.encrypted_keys && !encrypted {
+            return Err(Error::State(format!(
+                "{what} is not encrypted, but {CONFIG_FILE} says this CA's keys are: refusing a key that may have been replaced"
+            )));
+        }
+        let passphrase = match (&self.passphrase, encrypted) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => process_passphrase()?,
+            (None, false) => None,
+        };
+        let key = key::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))?;
         let not_after = x509.validity().not_after.to_datetime();
@@ -279,6 +352,28 @@ impl Ca {
     }
 }
 
+/// Read a file of the CA directory (configuration, certificate, key), bounded so a
+/// foreign or damaged `--ca-dir` cannot make mtlsca read without end (exit 3).
+fn read_ca_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let f = fs::File::open(path).at(path)?;
+    let mut buf = Vec::new();
+    f.take(MAX_CA_FILE + 1).read_to_end(&mut buf).at(path)?;
+    if buf.len() as u64 > MAX_CA_FILE {
+        buf.zeroize();
+        return Err(Error::State(format!(
+            "{} is larger than {} KiB: not a file mtlsca wrote",
+            path.display(),
+            MAX_CA_FILE / 1024
+        )));
+    }
+    String::from_utf8(buf).map_err(|e| {
+        let mut b = e.into_bytes();
+        b.zeroize();
+        Error::State(format!("{} is not UTF-8 text", path.display()))
+    })
+}
+
 /// Refuse a CA key that others can read (and a `private/` they can enter).
 pub fn check_key_permissions(private_dir: &Path, key_path: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -349,6 +444,17 @@ fn ca_params(
 /// Refuses (exit 3) a directory that already holds a CA; on failure removes what
 /// it created, so a half-made CA never stays behind.
 pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
+    init_protected(dir, opts, None, now)
+}
+
+/// `init`, with the CA keys encrypted under `passphrase` when one is given
+/// (`init --encrypt`; PKCS#8 PBES2, see `key`).
+pub fn init_protected(
+    dir: &Path,
+    opts: &InitOptions,
+    passphrase: Option<&Passphrase>,
+    now: OffsetDateTime,
+) -> Result<Ca> {
     let markers = [CONFIG_FILE, "root.pem", "private", "db"];
     if let Some(m) = markers.iter().find(|m| dir.join(m).exists()) {
         return Err(Error::State(format!(
@@ -357,6 +463,14 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
         )));
     }
     let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
+    if let Some(p) = passphrase {
+        if p.as_bytes().len() < key::MIN_PASSPHRASE {
+            return Err(Error::Usage(format!(
+                "the passphrase is too short to protect CA keys (at least {} characters)",
+                key::MIN_PASSPHRASE
+            )));
+        }
+    }
     let mut subtrees = Vec::new();
     for d in &opts.permit_dns {
         match Pattern::parse(d) {
@@ -384,7 +498,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
     }
 
     let created_dir = !dir.exists();
-    let result = build(dir, opts, &name, subtrees, now);
+    let result = build(dir, opts, passphrase, &name, subtrees, now);
     if result.is_err() {
         // Leave nothing half-made: remove exactly what this call created.
         for p in [
@@ -410,6 +524,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
 fn build(
     dir: &Path,
     opts: &InitOptions,
+    passphrase: Option<&Passphrase>,
     name: &str,
     subtrees: Vec<GeneralSubtree>,
     now: OffsetDateTime,
@@ -441,12 +556,21 @@ fn build(
         .self_signed(&root_key)
         .map_err(|e| Error::State(format!("cannot sign the root: {e}")))?;
     let root_issuer = Issuer::new(root, root_key);
+    let pass = passphrase;
 
-    let mut files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
-        (dir.join("root.pem"), root_cert.pem().into_bytes(), 0o644),
+    let mut files: Vec<(PathBuf, Zeroizing<Vec<u8>>, u32)> = vec![
+        (
+            dir.join("root.pem"),
+            Zeroizing::new(root_cert.pem().into_bytes()),
+            0o644,
+        ),
         (
             private.join(CaKind::Root.key_file()),
-            key::pkcs8_pem(root_issuer.key()).into_bytes(),
+            Zeroizing::new(
+                key::protected_pem(root_issuer.key(), pass)?
+                    .as_bytes()
+                    .to_vec(),
+            ),
             0o600,
         ),
     ];
@@ -462,7 +586,7 @@ fn build(
             "Entity Issuing CA",
         ),
     ] {
-        let k = key::generate(opts.key_type)?;
+        let mut k = key::generate(opts.key_type)?;
         let mut p = ca_params(
             &k,
             dn(name, &format!("{name} {label}")),
@@ -474,12 +598,17 @@ fn build(
         let cert = p
             .signed_by(&k, &root_issuer)
             .map_err(|e| Error::State(format!("cannot sign the {} CA: {e}", kind.as_str())))?;
-        files.push((dir.join(kind.cert_file()), cert.pem().into_bytes(), 0o644));
+        files.push((
+            dir.join(kind.cert_file()),
+            Zeroizing::new(cert.pem().into_bytes()),
+            0o644,
+        ));
         files.push((
             private.join(kind.key_file()),
-            key::pkcs8_pem(&k).into_bytes(),
+            Zeroizing::new(key::protected_pem(&k, pass)?.as_bytes().to_vec()),
             0o600,
         ));
+        k.zeroize();
     }
     for (path, data, mode) in &files {
         fsutil::write_new(path, data, *mode)?;
@@ -494,6 +623,7 @@ fn build(
         permit_dns: opts.permit_dns.clone(),
         permit_ip: opts.permit_ip.clone(),
         created: now,
+        encrypted_keys: passphrase.is_some(),
     };
     let text = toml::to_string(&config).map_err(|e| Error::State(e.to_string()))?;
     fsutil::write_new(&dir.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
@@ -501,5 +631,6 @@ fn build(
     Ok(Ca {
         dir: dir.to_path_buf(),
         config,
+        passphrase: passphrase.cloned(),
     })
 }

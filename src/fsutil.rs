@@ -89,14 +89,38 @@ pub fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Move `from` to `to` without ever replacing an existing `to` (hard link, then unlink).
+/// A `to` that already is `from` (a crash came between the link and the unlink)
+/// completes the move.
 pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
     match fs::hard_link(from, to) {
         Ok(()) => fs::remove_file(from).at(from),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Usage(format!(
-            "{} already exists; refusing to overwrite it",
-            to.display()
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if same_file(from, to) {
+                return fs::remove_file(from).at(from);
+            }
+            Err(Error::Usage(format!(
+                "{} already exists; refusing to overwrite it",
+                to.display()
+            )))
+        }
         Err(e) => Err(Error::io(to, e)),
+    }
+}
+
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
     }
 }
 
@@ -124,4 +148,29 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(not(unix))]
     let _ = (path, mode);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_interrupted_between_link_and_unlink_completes() {
+        let dir = std::env::temp_dir().join(format!("mtlsca-fsutil-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (from, to, other) = (dir.join(".a.partial"), dir.join("a"), dir.join("b"));
+        fs::write(&from, b"data").unwrap();
+        fs::hard_link(&from, &to).unwrap(); // the crash came here
+        rename_no_replace(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read(&to).unwrap(), b"data");
+        // A different file under the final name is never replaced.
+        fs::write(&from, b"new").unwrap();
+        fs::write(&other, b"old").unwrap();
+        let e = rename_no_replace(&from, &other).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(fs::read(&other).unwrap(), b"old");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

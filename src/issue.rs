@@ -696,10 +696,9 @@ impl<'a> Issuer<'a> {
     pub fn recover(&self, f: &Files) -> Result<()> {
         let cert_tmp = partial(&f.cert);
         if !cert_tmp.exists() {
-            // Stray partial key without a certificate: the crash came before step 1 ended.
-            if let Some(k) = &f.key {
-                let _ = std::fs::remove_file(partial(k));
-            }
+            // Stray partials without a certificate partial: the crash came before
+            // step 1 ended (the certificate's partial is written last and linked last).
+            remove_partials(f);
             return Ok(());
         }
         let recorded = std::fs::read(&cert_tmp)
@@ -771,6 +770,15 @@ fn write_partials(
             return Err(e);
         }
     }
+    // The partials' names must be durable before the record is, so that after a
+    // power loss a recorded certificate still finds its key (a Deferred chunk gets
+    // this from the caller's `sync_fs`).
+    if durability == Durability::EachFile {
+        if let Err(e) = f.sync_dir() {
+            remove_partials(f);
+            return Err(e);
+        }
+    }
     Ok(())
 }
 
@@ -798,10 +806,14 @@ fn remove_partials(f: &Files) {
 }
 
 /// Link every partial to its final name (never replacing a file); returns the
-/// final names. The directory still needs an fsync (`Files::sync_dir`).
+/// final names. The certificate goes last: while its partial exists, `recover`
+/// knows the output is unfinished. The directory still needs an fsync
+/// (`Files::sync_dir`).
 fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in f.all() {
+    let mut order = f.all();
+    order.retain(|p| **p != f.cert);
+    order.push(&f.cert);
+    for p in order {
         let tmp = partial(p);
         match rename_noreplace(&tmp, p) {
             Ok(()) => {}
@@ -815,9 +827,8 @@ fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
             }
             Err(e) => return Err(Error::io(p, e)),
         }
-        out.push(p.clone());
     }
-    Ok(out)
+    Ok(f.all().into_iter().cloned().collect())
 }
 
 /// Move `from` to `to`, never replacing an existing `to`: one `renameat2`

@@ -1,5 +1,15 @@
 //! Key types: generation with ring (through rcgen), PKCS#8 encoding that OpenSSL 3.0
-//! reads, and the strength rules for keys that arrive in CSRs.
+//! reads, passphrase protection of CA keys (encrypted PKCS#8), and the strength
+//! rules for keys that arrive in CSRs.
+//!
+//! # Encrypted CA keys
+//!
+//! `init --encrypt` writes each CA key as an `ENCRYPTED PRIVATE KEY` (PKCS#8
+//! `EncryptedPrivateKeyInfo`, PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC, a fresh
+//! 16-byte salt and IV per key), the form `openssl pkey -passin` opens. Every
+//! buffer that holds key material in clear (the passphrase, the decrypted DER, the
+//! PEM text) is zeroized when dropped; the copy ring keeps inside its key object
+//! while signing is not reachable from here.
 
 use std::fmt;
 
@@ -7,6 +17,8 @@ use rcgen::{KeyPair, SignatureAlgorithm};
 use serde::{Deserialize, Serialize};
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
+
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 
@@ -83,11 +95,11 @@ const ED25519_V1_PREFIX: [u8; 16] = [
 /// as PKCS#8 v2 (with the public key), which OpenSSL 3.0 rejects, so they are
 /// rewritten as v1 (seed only).
 pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
-    let der = key.serialize_der();
+    let mut der = key.serialize_der();
     if der.starts_with(&ED25519_V2_PREFIX) {
-        let seed = &der[16..48];
         let mut v1 = ED25519_V1_PREFIX.to_vec();
-        v1.extend_from_slice(seed);
+        v1.extend_from_slice(&der[16..48]);
+        der.zeroize();
         return v1;
     }
     der
@@ -95,6 +107,142 @@ pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
 
 pub fn pkcs8_pem(key: &KeyPair) -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8_der(key)))
+}
+
+/// PBKDF2 iterations for encrypted CA keys (OWASP's figure for PBKDF2-HMAC-SHA256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Longest passphrase file read.
+pub const MAX_PASSPHRASE: u64 = 4096;
+/// Shortest passphrase `init --encrypt` accepts.
+pub const MIN_PASSPHRASE: usize = 8;
+const ENCRYPTED_LABEL: &str = "ENCRYPTED PRIVATE KEY";
+
+/// A passphrase that unlocks CA keys: never printed, zeroized on drop.
+#[derive(Clone)]
+pub struct Passphrase(Zeroizing<Vec<u8>>);
+
+impl Passphrase {
+    /// From bytes as read (a passphrase file, or `$MTLSCA_PASSPHRASE`): one
+    /// trailing newline (`\n` or `\r\n`) is not part of it; an empty one is refused.
+    pub fn new(mut bytes: Vec<u8>, source: &str) -> Result<Passphrase> {
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        let p = Passphrase(Zeroizing::new(bytes));
+        if p.0.is_empty() {
+            return Err(Error::Usage(format!(
+                "the passphrase from {source} is empty"
+            )));
+        }
+        Ok(p)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
+/// The private key as PEM text, encrypted under `passphrase` when one is given
+/// (`ENCRYPTED PRIVATE KEY`, PBES2) and plain PKCS#8 (`PRIVATE KEY`) otherwise.
+pub fn protected_pem(key: &KeyPair, passphrase: Option<&Passphrase>) -> Result<Zeroizing<String>> {
+    let der = Zeroizing::new(pkcs8_der(key));
+    let Some(pass) = passphrase else {
+        let block = pem::Pem::new("PRIVATE KEY", der.to_vec());
+        let text = Zeroizing::new(pem::encode(&block));
+        block.into_contents().zeroize();
+        return Ok(text);
+    };
+    Ok(Zeroizing::new(pem::encode(&pem::Pem::new(
+        ENCRYPTED_LABEL,
+        encrypt_pkcs8(&der, pass)?,
+    ))))
+}
+
+/// PKCS#8 DER → `EncryptedPrivateKeyInfo` DER (PBES2: PBKDF2-SHA256, AES-256-CBC).
+pub fn encrypt_pkcs8(der: &[u8], pass: &Passphrase) -> Result<Vec<u8>> {
+    use pkcs8::der::Encode;
+    use ring::rand::SecureRandom;
+    let fail = |e: String| Error::State(format!("cannot encrypt the key: {e}"));
+    let rng = ring::rand::SystemRandom::new();
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    rng.fill(&mut salt)
+        .and_then(|_| rng.fill(&mut iv))
+        .map_err(|_| fail("the OS random number generator failed".into()))?;
+    let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
+        PBKDF2_ITERATIONS,
+        &salt,
+        iv,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let ciphertext = params
+        .encrypt(pass.as_bytes(), der)
+        .map_err(|e| fail(e.to_string()))?;
+    let info = pkcs8::EncryptedPrivateKeyInfoOwned {
+        encryption_algorithm: params.into(),
+        encrypted_data: pkcs8::der::asn1::OctetString::new(ciphertext)
+            .map_err(|e| fail(e.to_string()))?,
+    };
+    info.to_der().map_err(|e| fail(e.to_string()))
+}
+
+/// `EncryptedPrivateKeyInfo` DER → PKCS#8 DER (zeroized on drop). A wrong
+/// passphrase and a damaged file both fail here (exit 3).
+pub fn decrypt_pkcs8(der: &[u8], pass: &Passphrase, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der)
+        .map_err(|e| Error::State(format!("{what}: not an encrypted PKCS#8 key: {e}")))?;
+    let doc = info.decrypt(pass.as_bytes()).map_err(|_| {
+        Error::State(format!(
+            "{what}: wrong passphrase (or the key file is damaged); nothing was signed"
+        ))
+    })?;
+    Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+}
+
+/// Whether PEM text holds an encrypted key.
+pub fn is_encrypted_pem(pem_text: &str) -> bool {
+    pem_text
+        .trim_start()
+        .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+}
+
+/// Load a CA key (plain or encrypted PKCS#8 PEM). An encrypted key needs the
+/// passphrase; `what` names the file in messages.
+pub fn load_protected_pem(
+    pem_text: &str,
+    passphrase: Option<&Passphrase>,
+    what: &str,
+) -> Result<KeyPair> {
+    let parsed = pem::parse(pem_text)
+        .map_err(|e| Error::State(format!("{what}: not a PEM private key: {e}")))?;
+    let result = match parsed.tag() {
+        "PRIVATE KEY" => load_der(parsed.contents(), what),
+        ENCRYPTED_LABEL => {
+            let pass = passphrase.ok_or_else(|| {
+                Error::State(format!(
+                    "{what} is encrypted: give its passphrase in $MTLSCA_PASSPHRASE or with --passphrase-file FILE"
+                ))
+            })?;
+            let der = decrypt_pkcs8(parsed.contents(), pass, what)?;
+            load_der(&der, what)
+        }
+        other => Err(Error::State(format!(
+            "{what}: PEM block `{other}` is not a PKCS#8 private key"
+        ))),
+    };
+    // The PEM crate keeps its own copy of the DER: clear it too.
+    let mut contents = parsed.into_contents();
+    contents.zeroize();
+    result
 }
 
 /// DER of the named-curve OIDs inside an EC PKCS#8 key.
@@ -221,6 +369,26 @@ mod tests {
         assert_eq!(der.len(), 48);
         let back = load_der(&der, "test").unwrap();
         assert_eq!(back.public_key_raw(), k.public_key_raw());
+    }
+
+    #[test]
+    fn encrypted_keys_round_trip_and_refuse_a_wrong_passphrase() {
+        let pass = Passphrase::new(b"correct horse\n".to_vec(), "test").unwrap();
+        assert_eq!(pass.as_bytes(), b"correct horse");
+        for kt in KeyType::ALL {
+            let k = generate(kt).unwrap();
+            let pem = protected_pem(&k, Some(&pass)).unwrap();
+            assert!(is_encrypted_pem(&pem));
+            let back = load_protected_pem(&pem, Some(&pass), "test").unwrap();
+            assert_eq!(back.public_key_raw(), k.public_key_raw());
+            let wrong = Passphrase::new(b"battery staple".to_vec(), "test").unwrap();
+            let e = load_protected_pem(&pem, Some(&wrong), "test").unwrap_err();
+            assert_eq!(e.exit_code(), 3, "{e}");
+            assert!(e.to_string().contains("wrong passphrase"), "{e}");
+            let e = load_protected_pem(&pem, None, "test").unwrap_err();
+            assert!(e.to_string().contains("MTLSCA_PASSPHRASE"), "{e}");
+        }
+        assert!(Passphrase::new(b"\n".to_vec(), "test").is_err());
     }
 
     #[test]

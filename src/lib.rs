@@ -5,6 +5,7 @@
 //! The crate is a library first; the `mtlsca` binary is a thin layer over it.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod batch;
 pub mod ca;
 pub mod crl;

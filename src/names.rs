@@ -187,10 +187,29 @@ fn parse_uri(s: &str) -> Result<String, String> {
             "URI `{shown}` holds spaces, control or non-ASCII characters (percent-encode them)"
         ));
     }
+    // RFC 3986 characters only: `\`, `"`, `<`, `>`, `{`, `}`, `|`, `^` and `` ` ``
+    // are not part of any URI (and some parsers read `\` as `/`).
+    if let Some(c) = s.chars().find(|c| "\\\"<>{}|^`".contains(*c)) {
+        return Err(format!(
+            "URI `{shown}` holds `{c}`, which RFC 3986 does not allow (percent-encode it)"
+        ));
+    }
     if let Some(after) = rest.strip_prefix("//") {
         let host = after.split(['/', '?', '#']).next().unwrap_or("");
         if host.is_empty() && scheme != "file" {
             return Err(format!("URI `{shown}` has an empty authority"));
+        }
+    }
+    if let Some(after) = rest.strip_prefix("//") {
+        // Dot segments (also percent-encoded) would let a name escape a permitted
+        // prefix for any verifier that normalises the path (RFC 3986 5.2.4).
+        let path = after.split(['?', '#']).next().unwrap_or("");
+        let dotted = path.split('/').skip(1).any(|seg| {
+            let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+            seg == "." || seg == ".."
+        });
+        if dotted {
+            return Err(format!("URI `{shown}` has a `.` or `..` path segment"));
         }
     }
     if scheme.eq_ignore_ascii_case("spiffe") {
@@ -313,7 +332,11 @@ impl Pattern {
         match (self, name) {
             (Pattern::Dns(d), SanName::Dns(n)) => dns_within(n.trim_start_matches("*."), d),
             (Pattern::Ip { net, prefix }, SanName::Ip(ip)) => ip_within(*ip, *net, *prefix),
-            (Pattern::Uri(p), SanName::Uri(u)) => u.starts_with(p.as_str()),
+            // A prefix ends on a boundary: `spiffe://corp.internal` covers
+            // `spiffe://corp.internal/x`, not `spiffe://corp.internal.evil.example/x`.
+            (Pattern::Uri(p), SanName::Uri(u)) => u.strip_prefix(p.as_str()).is_some_and(|rest| {
+                rest.is_empty() || p.ends_with('/') || rest.starts_with(['/', '?', '#'])
+            }),
             (Pattern::Email(d), SanName::Email(e)) => e
                 .rsplit_once('@')
                 .is_some_and(|(_, domain)| dns_within(domain, d)),
@@ -399,6 +422,28 @@ pub fn ip_within(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_patterns_match_on_boundaries_and_dot_segments_are_refused() {
+        let p = Pattern::parse("spiffe://corp.internal").unwrap();
+        let uri = |s: &str| SanName::parse(NameKind::Uri, s).unwrap();
+        assert!(p.matches(&uri("spiffe://corp.internal/ns/prod/sa/web")));
+        assert!(!p.matches(&uri("spiffe://corp.internal.evil.example/x")));
+        assert!(!p.matches(&uri("spiffe://corp.internalx/x")));
+        let q = Pattern::parse("spiffe://corp.internal/ns/prod").unwrap();
+        assert!(q.matches(&uri("spiffe://corp.internal/ns/prod/sa/web")));
+        assert!(!q.matches(&uri("spiffe://corp.internal/ns/production/sa/web")));
+        for bad in [
+            "spiffe://corp.internal\\evil/x",
+            "https://corp.internal/a\"b",
+            "https://corp.internal/{x}",
+            "spiffe://corp.internal/ns/prod/../admin",
+            "spiffe://corp.internal/./x",
+            "https://corp.internal/a/%2E%2e/b",
+        ] {
+            assert!(SanName::parse(NameKind::Uri, bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn dns_names() {

@@ -436,7 +436,7 @@ impl Profile {
         let permitted: Vec<String> = self
             .permitted
             .iter()
-            .map(|p| format!("\"{}\"", p.as_text()))
+            .map(|p| toml::Value::String(p.as_text()).to_string())
             .collect();
         let mut out = String::new();
         out.push_str(&format!("name = \"{}\"\n", self.name));

@@ -33,6 +33,10 @@ pub struct InitArgs {
     /// Name constraint: only IP addresses in CIDR (repeatable)
     #[arg(long, value_name = "CIDR")]
     pub permit_ip: Vec<String>,
+    /// Encrypt the CA keys (PKCS#8 PBES2) under the passphrase from
+    /// --passphrase-file or $MTLSCA_PASSPHRASE; every signing command then needs it
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
@@ -140,7 +144,17 @@ pub struct QuickstartArgs {
 
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
-    let ca = ca::init(
+    let passphrase = if a.encrypt {
+        Some(ca::process_passphrase()?.ok_or_else(|| {
+            Error::Usage(format!(
+                "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
+                super::PASSPHRASE_ENV
+            ))
+        })?)
+    } else {
+        None
+    };
+    let ca = ca::init_protected(
         dir,
         &InitOptions {
             name: a.name,
@@ -148,6 +162,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             permit_dns: a.permit_dns,
             permit_ip: a.permit_ip,
         },
+        passphrase.as_ref(),
         ctx.now,
     )?;
     let store = Store::open(dir, ctx.global.lock_timeout)?;
@@ -164,6 +179,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "profiles": ca.profile_names()?,
             "permit_dns": ca.config.permit_dns,
             "permit_ip": ca.config.permit_ip,
+            "encrypted_keys": ca.config.encrypted_keys,
         }));
     } else {
         ctx.say(format!(
@@ -187,6 +203,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "  profiles          {}",
             ca.profile_names()?.join(", ")
         ));
+        if ca.config.encrypted_keys {
+            ctx.say(format!(
+                "  CA keys           {} (encrypted, PKCS#8 PBES2)",
+                dir.join("private").display()
+            ));
+        }
     }
     Ok(Outcome::Done)
 }
@@ -583,6 +605,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            encrypt: false,
         },
     )?;
     ctx.say(format!(

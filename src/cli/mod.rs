@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 
+mod admin_cmds;
 mod ca_cmds;
 mod lifecycle_cmds;
 pub mod render;
@@ -57,7 +58,13 @@ pub struct GlobalArgs {
     /// How long to wait for another mtlsca process to release the store
     #[arg(long, global = true, default_value = "30s", value_parser = parse_wait)]
     pub lock_timeout: Duration,
+    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
+
+/// The environment variable that holds the passphrase of encrypted CA keys.
+pub const PASSPHRASE_ENV: &str = "MTLSCA_PASSPHRASE";
 
 fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -89,6 +96,18 @@ pub enum Command {
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
+    /// Check the store's integrity
+    #[command(subcommand)]
+    Store(admin_cmds::StoreCmd),
+    /// Write a consistent copy of the CA (certificates, keys as stored, profiles, store)
+    Backup(admin_cmds::BackupArgs),
+    /// Bring a backup back into a new CA directory (--ca-dir)
+    Restore(admin_cmds::RestoreArgs),
+    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
+    Inspect(verify_cmds::InspectArgs),
+    /// Validate a certificate, or a pair of certificates as one connection
+    #[command(subcommand)]
+    Verify(verify_cmds::VerifyCmd),
     /// Issue many certificates from a TOML manifest, idempotently
     Batch(lifecycle_cmds::BatchArgs),
     /// Revoke a certificate (publish the change with `crl`)
@@ -97,17 +116,12 @@ pub enum Command {
     Crl(lifecycle_cmds::CrlArgs),
     /// Export a certificate as PEM, DER, chain or PKCS#12
     Export(lifecycle_cmds::ExportArgs),
-    /// Print the audit log
-    Audit(lifecycle_cmds::AuditArgs),
+    /// Print the audit log, or verify its hash chain (--verify)
+    Audit(admin_cmds::AuditOptions),
     /// Print shell completions (bash, zsh, fish, ...)
     Completions(lifecycle_cmds::CompletionsArgs),
     /// Print the man page (roff)
     Man(lifecycle_cmds::ManArgs),
-    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
-    Inspect(verify_cmds::InspectArgs),
-    /// Validate a certificate, or a pair of certificates as one connection
-    #[command(subcommand)]
-    Verify(verify_cmds::VerifyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -127,6 +141,10 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
+    crate::ca::set_passphrase_source(match &cli.global.passphrase_file {
+        Some(f) => crate::ca::PassphraseSource::File(f.clone()),
+        None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),
+    });
     let ctx = Ctx {
         global: cli.global,
         now,
@@ -139,14 +157,18 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
+        Command::Store(c) => admin_cmds::store(&ctx, c),
+        Command::Backup(a) => admin_cmds::backup(&ctx, a),
+        Command::Restore(a) => admin_cmds::restore(&ctx, a),
+        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
+        Command::Verify(c) => verify_cmds::verify(&ctx, c),
         Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
         Command::Revoke(a) => lifecycle_cmds::revoke(&ctx, a),
         Command::Crl(a) => lifecycle_cmds::crl(&ctx, a),
         Command::Export(a) => lifecycle_cmds::export(&ctx, a),
-        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a),
+        Command::Audit(a) if a.verify => admin_cmds::audit_verify(&ctx),
+        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
-        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
-        Command::Verify(c) => verify_cmds::verify(&ctx, c),
     }
 }

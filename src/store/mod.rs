@@ -25,6 +25,8 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::role::Role;
 
+mod integrity;
+pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
 
@@ -204,10 +206,8 @@ impl Store {
                             wait.as_secs_f64()
                         )));
                     }
-                    // Jitter so that waiting processes do not retry in lockstep.
-                    let jitter = Duration::from_micros(u64::from(
-                        Instant::now().elapsed().subsec_nanos() % 2000,
-                    ));
+                    // Random jitter so that waiting processes do not retry in lockstep.
+                    let jitter = Duration::from_micros(u64::from(random_u16() % 2000));
                     std::thread::sleep(pause + jitter);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
@@ -403,6 +403,14 @@ impl Store {
             .filter(|e| e.serial.as_deref() == Some(serial))
             .collect())
     }
+}
+
+/// A random number for backoff jitter (0 if the OS generator fails: jitter is a nicety).
+fn random_u16() -> u16 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u16::from_be_bytes(b)
 }
 
 type IssueTrees<'a> = (

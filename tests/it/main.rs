@@ -5,4 +5,5 @@ mod ca;
 mod common;
 mod lifecycle;
 mod limbo;
+mod reliability;
 mod verify;

@@ -1,0 +1,178 @@
+//! Administration: `store check`, `audit --verify`, `backup DIR`, `restore DIR`.
+//!
+//! Restore is its own command (not `init --restore`): it takes nothing of what
+//! `init` decides (name, key type, constraints), since all of it comes from the
+//! backup, and like `init` it refuses a `--ca-dir` that already holds a CA.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::render::print_json;
+use super::{Ctx, Outcome};
+use crate::backup;
+use crate::ca::Ca;
+use crate::error::{Error, Result};
+use crate::store::{Damage, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Verify every record against its certificate, every index both ways and
+    /// the audit hash chain (exit 3 naming each damaged item when not healthy)
+    Check,
+}
+
+/// `audit`: the log as `lifecycle_cmds` prints it, plus `--verify`.
+#[derive(Debug, Args)]
+pub struct AuditOptions {
+    /// Verify the log's hash chain instead of printing it (exit 3 when an entry
+    /// was edited, removed or inserted)
+    #[arg(long, conflicts_with = "since")]
+    pub verify: bool,
+    #[command(flatten)]
+    pub log: super::lifecycle_cmds::AuditArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// A new directory for the backup (must not exist)
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A directory written by `mtlsca backup`; restored into --ca-dir, which must
+    /// not hold a CA
+    pub dir: PathBuf,
+}
+
+fn damage_lines(damage: &[Damage]) -> Vec<String> {
+    damage
+        .iter()
+        .map(|d| format!("{}: {}", d.item, d.problem))
+        .collect()
+}
+
+fn open_store(ctx: &Ctx) -> Result<(Ca, Store)> {
+    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    Ok((ca, store))
+}
+
+pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
+    match c {
+        StoreCmd::Check => {
+            let (_, store) = open_store(ctx)?;
+            let r = store.check()?;
+            if ctx.global.json {
+                print_json(&json!({
+                    "healthy": r.healthy(),
+                    "records": r.records,
+                    "certificates": r.certificates,
+                    "audit_entries": r.audit_entries,
+                    "audit_head": r.audit_head,
+                    "damage": r.damage,
+                }));
+            } else if r.healthy() {
+                ctx.say(format!(
+                    "store ok: {} records, {} certificates, {} audit entries; indexes consistent, audit chain intact",
+                    r.records, r.certificates, r.audit_entries
+                ));
+            } else if !ctx.global.quiet {
+                for line in damage_lines(&r.damage) {
+                    println!("damaged  {line}");
+                }
+            }
+            if r.healthy() {
+                Ok(Outcome::Done)
+            } else {
+                Err(Error::Store(format!(
+                    "{} problem(s) found in {} records: {}",
+                    r.damage.len(),
+                    r.records,
+                    damage_lines(&r.damage).join("; ")
+                )))
+            }
+        }
+    }
+}
+
+pub fn audit_verify(ctx: &Ctx) -> Result<Outcome> {
+    let (_, store) = open_store(ctx)?;
+    let r = store.verify_audit()?;
+    if ctx.global.json {
+        print_json(&json!({
+            "intact": r.damage.is_empty(),
+            "entries": r.entries,
+            "head": r.head,
+            "damage": r.damage,
+        }));
+    } else if r.damage.is_empty() {
+        ctx.say(format!(
+            "audit log intact: {} entries, head {}",
+            r.entries,
+            r.head.as_deref().unwrap_or("(empty)")
+        ));
+    }
+    if r.damage.is_empty() {
+        Ok(Outcome::Done)
+    } else {
+        Err(Error::Store(format!(
+            "the audit log's hash chain is broken: {}",
+            damage_lines(&r.damage).join("; ")
+        )))
+    }
+}
+
+pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<Outcome> {
+    let (ca, store) = open_store(ctx)?;
+    // The store stays open (locked) until the copy is complete.
+    let b = backup::backup(&ca, &store, &a.dir, ctx.now)?;
+    drop(store);
+    if ctx.global.json {
+        print_json(&json!({
+            "dir": b.dir,
+            "records": b.manifest.records,
+            "audit_entries": b.manifest.audit_entries,
+            "audit_head": b.manifest.audit_head,
+            "files": b.manifest.files.keys().collect::<Vec<_>>(),
+        }));
+    } else {
+        ctx.say(format!(
+            "backed up CA `{}` to {}: {} files, {} certificate records, {} audit entries",
+            b.manifest.ca_name,
+            b.dir.display(),
+            b.manifest.files.len(),
+            b.manifest.records,
+            b.manifest.audit_entries
+        ));
+        if b.manifest.encrypted_keys {
+            ctx.say("  CA keys are in the backup as stored (encrypted): keep the passphrase apart");
+        } else {
+            ctx.say("  CA keys are in the backup unencrypted: protect it like private/");
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+pub fn restore(ctx: &Ctx, a: RestoreArgs) -> Result<Outcome> {
+    let r = backup::restore(&a.dir, &ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    if ctx.global.json {
+        print_json(&json!({
+            "ca_dir": r.ca_dir,
+            "name": r.manifest.ca_name,
+            "records": r.manifest.records,
+            "audit_entries": r.manifest.audit_entries,
+        }));
+    } else {
+        ctx.say(format!(
+            "restored CA `{}` into {}: {} certificate records, {} audit entries, store check passed",
+            r.manifest.ca_name,
+            r.ca_dir.display(),
+            r.manifest.records,
+            r.manifest.audit_entries
+        ));
+    }
+    Ok(Outcome::Done)
+}
