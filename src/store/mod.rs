@@ -9,7 +9,9 @@
 //! - `names`:    lowercased name ‖ 0x00 ‖ serial      → ()
 //! - `requests`: request id                           → serial
 //! - `audit`:    sequence (u64 BE)                    → entry (JSON, hash-chained)
-//! - `meta`:     schema version, audit head, counters
+//! - `meta`:     schema version, audit head, counters, and the audit entries of
+//!               each serial (`audit/` ‖ serial ‖ sequence → ()), so `show`
+//!               reads a certificate's trail without scanning the log
 //!
 //! One issuance is one transaction over all trees; `flush` makes it durable before
 //! any file of the certificate appears under its final name.
@@ -32,6 +34,8 @@ pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
 
 pub const SCHEMA_VERSION: u32 = 1;
 const AUDIT_HEAD: &[u8] = b"audit_head";
+/// Prefix of the per-serial audit index in `meta`.
+const AUDIT_BY_SERIAL: &[u8] = b"audit/";
 const SCHEMA_KEY: &[u8] = b"schema";
 
 /// Whether a certificate still stands.
@@ -397,11 +401,23 @@ impl Store {
 
     /// The audit entries that name one serial.
     pub fn audit_of(&self, serial: &str) -> Result<Vec<AuditEntry>> {
-        Ok(self
-            .audit(None)?
-            .into_iter()
-            .filter(|e| e.serial.as_deref() == Some(serial))
-            .collect())
+        let Some(bytes) = hex_decode(serial) else {
+            return Ok(Vec::new());
+        };
+        let prefix = cat(&[AUDIT_BY_SERIAL, &bytes]);
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(&prefix) {
+            let (k, _) = item.map_err(store_err)?;
+            let seq = &k[prefix.len()..];
+            if let Some(v) = self.audit.get(seq).map_err(store_err)? {
+                let e: AuditEntry = serde_json::from_slice(&v).map_err(store_err)?;
+                // Serials are unique per issuer, not globally: keep the exact one.
+                if e.serial.as_deref() == Some(serial) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -576,6 +592,12 @@ fn append_audit(
         .map_err(|e| ConflictableTransactionError::Abort(store_err(e)))?;
     let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
     audit.insert(&seq.to_be_bytes(), bytes)?;
+    if let Some(serial) = serial.and_then(hex_decode) {
+        meta.insert(
+            cat(&[AUDIT_BY_SERIAL, &serial, &seq.to_be_bytes()]),
+            &[] as &[u8],
+        )?;
+    }
     meta.insert(AUDIT_HEAD, cat(&[&seq.to_be_bytes(), hash.as_ref()]))?;
     Ok(())
 }
