@@ -10,8 +10,8 @@
 //! - `requests`: request id                           → serial
 //! - `audit`:    sequence (u64 BE)                    → entry (JSON, hash-chained)
 //! - `meta`:     schema version, audit head, counters, and the audit entries of
-//!               each serial (`audit/` ‖ serial ‖ sequence → ()), so `show`
-//!               reads a certificate's trail without scanning the log
+//!   each serial (`audit/` ‖ serial ‖ sequence → ()), so `show`
+//!   reads a certificate's trail without scanning the log
 //!
 //! One issuance is one transaction over all trees; `flush` makes it durable before
 //! any file of the certificate appears under its final name.
