@@ -88,22 +88,30 @@ pub fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{suffix}"))
 }
 
-/// Move `from` to `to` without ever replacing an existing `to` (hard link, then unlink).
+/// Move `from` to `to` without ever replacing an existing `to`: one `renameat2`
+/// with RENAME_NOREPLACE where the system has it, else a hard link and an unlink.
 /// A `to` that already is `from` (a crash came between the link and the unlink)
-/// completes the move.
-pub fn rename_no_replace(from: &Path, to: &Path) -> Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from).at(from),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if same_file(from, to) {
-                return fs::remove_file(from).at(from);
+/// completes the move; any other existing `to` is `AlreadyExists`.
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // A file system without RENAME_NOREPLACE: fall back below.
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) if e == rustix::io::Errno::EXIST && same_file(from, to) => {
+                return fs::remove_file(from)
             }
-            Err(Error::Usage(format!(
-                "{} already exists; refusing to overwrite it",
-                to.display()
-            )))
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(Error::io(to, e)),
+    }
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && same_file(from, to) => {
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -169,7 +177,7 @@ mod tests {
         fs::write(&from, b"new").unwrap();
         fs::write(&other, b"old").unwrap();
         let e = rename_no_replace(&from, &other).unwrap_err();
-        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
         assert_eq!(fs::read(&other).unwrap(), b"old");
         fs::remove_dir_all(&dir).unwrap();
     }

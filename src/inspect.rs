@@ -51,6 +51,10 @@ pub struct CertFacts {
     pub has_org: bool,
     #[serde(skip)]
     pub has_cn: bool,
+    /// Extensions that appear more than once or do not parse (dotted OIDs): the
+    /// certificate is malformed (RFC 5280 section 4.2), and what it claims cannot be trusted.
+    #[serde(skip)]
+    pub malformed_extensions: Vec<String>,
 }
 
 /// `CN=a, O=b`, or `(empty)`, never with control characters.
@@ -242,6 +246,7 @@ impl CertFacts {
                 cert.subject(),
                 &x509_parser::oid_registry::OID_X509_COMMON_NAME,
             ),
+            malformed_extensions: malformed_extensions(cert),
         }
     }
 
@@ -256,6 +261,20 @@ impl CertFacts {
             .map(|n| n.as_str())
             .collect()
     }
+}
+
+/// Extensions present twice, or whose value does not parse.
+fn malformed_extensions(cert: &X509Certificate<'_>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for e in cert.extensions() {
+        let oid = e.oid.to_id_string();
+        let broken = matches!(e.parsed_extension(), ParsedExtension::ParseError { .. });
+        if (!seen.insert(oid.clone()) || broken) && !out.contains(&oid) {
+            out.push(oid);
+        }
+    }
+    out
 }
 
 /// What the draft says about a certificate: one sentence a finding. `at` is the
@@ -329,6 +348,12 @@ pub fn findings(f: &CertFacts, at: OffsetDateTime) -> Vec<String> {
             ));
         }
         out.extend(name_findings(f, role));
+    }
+    if !f.malformed_extensions.is_empty() {
+        out.push(format!(
+            "malformed: extension {} appears more than once or does not parse (RFC 5280 4.2); what the certificate claims cannot be relied on",
+            f.malformed_extensions.join(", ")
+        ));
     }
     out.extend(validity_findings(f, at));
     if f.key.starts_with("RSA ") {
@@ -433,23 +458,24 @@ pub fn inspect_der(
     let cert = parse_der(der)?;
     let facts = CertFacts::of(&cert);
     let findings = findings(&facts, at);
-    let draft_conformant = match facts.role {
-        CertClass::Ca => true,
-        CertClass::Device | CertClass::Entity => {
-            let role = facts.role.role().unwrap_or(Role::Device);
-            let ekus: Vec<Eku> = facts
-                .eku_oids
-                .iter()
-                .flatten()
-                .filter_map(|o| Eku::from_oid(o))
-                .collect();
-            role::eku_conflict(role, &ekus).is_none()
-                && name_findings(&facts, role)
+    let draft_conformant = facts.malformed_extensions.is_empty()
+        && match facts.role {
+            CertClass::Ca => true,
+            CertClass::Device | CertClass::Entity => {
+                let role = facts.role.role().unwrap_or(Role::Device);
+                let ekus: Vec<Eku> = facts
+                    .eku_oids
                     .iter()
-                    .all(|f| f.starts_with("wildcard"))
-        }
-        CertClass::Ambiguous | CertClass::NoEku => false,
-    };
+                    .flatten()
+                    .filter_map(|o| Eku::from_oid(o))
+                    .collect();
+                role::eku_conflict(role, &ekus).is_none()
+                    && name_findings(&facts, role)
+                        .iter()
+                        .all(|f| f.starts_with("wildcard"))
+            }
+            CertClass::Ambiguous | CertClass::NoEku => false,
+        };
     Ok(Inspection {
         file: file.to_string(),
         index,

@@ -701,7 +701,8 @@ impl<'a> Issuer<'a> {
             remove_partials(f);
             return Ok(());
         }
-        let recorded = std::fs::read(&cert_tmp)
+        // A leftover is at most a certificate chain; anything larger is not ours.
+        let recorded = fsutil::read_bounded(&cert_tmp, fsutil::MAX_INPUT, "temporary file")
             .ok()
             .and_then(|b| pem::parse(b).ok())
             .map(|p| ring::digest::digest(&ring::digest::SHA256, p.contents()))
@@ -815,7 +816,7 @@ fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
     order.push(&f.cert);
     for p in order {
         let tmp = partial(p);
-        match rename_noreplace(&tmp, p) {
+        match fsutil::rename_no_replace(&tmp, p) {
             Ok(()) => {}
             // Nothing to link (e.g. no key for a CSR, or completed before).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !tmp.exists() => {}
@@ -829,23 +830,6 @@ fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(f.all().into_iter().cloned().collect())
-}
-
-/// Move `from` to `to`, never replacing an existing `to`: one `renameat2`
-/// (RENAME_NOREPLACE) where the system has it, else a hard link and an unlink.
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use rustix::fs::{renameat_with, RenameFlags, CWD};
-        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
-            Ok(()) => return Ok(()),
-            // A file system without RENAME_NOREPLACE: fall back below.
-            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    std::fs::hard_link(from, to)?;
-    std::fs::remove_file(from)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -1455,6 +1455,9 @@ fn fuzz_findings_are_handled_without_a_panic() {
                 ["device", "entity", "ambiguous", "no-eku", "ca"].contains(&role),
                 "{name}: {role}"
             );
+            // ... and reported as malformed, never as draft-conformant.
+            let findings = v[0]["findings"].to_string();
+            assert!(findings.contains("malformed"), "{name}: {findings}");
         } else {
             assert!(err.starts_with("error: "), "{name}: {err}");
         }
