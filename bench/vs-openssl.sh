@@ -147,16 +147,21 @@ line "ratio mtlsca / openssl" "$(ratio "$m" "$o")x" "target <= 1x"
 big="$work/big"
 "$M" --ca-dir "$big" -q init --name Big
 manifest "$BIG" big > "$work/big.toml"
+# Peak RSS from GNU time (Debian package `time`) when present.
+rss() { if [ -x /usr/bin/time ]; then /usr/bin/time -f "%M" -o "$work/big.rss" "$@"; else "$@"; fi; }
 t0=$(now)
-/usr/bin/time -f "%M" -o "$work/big.rss" \
-  "$M" --ca-dir "$big" -q batch --manifest "$work/big.toml" --out-dir "$work/big-out"
+rss "$M" --ca-dir "$big" -q batch --manifest "$work/big.toml" --out-dir "$work/big-out"
 t1=$(now)
 rm -rf "$work/big-out"
 big_rate=$(awk -v n="$BIG" -v t="$(ms "$t0" "$t1")" 'BEGIN { printf "%.0f", n / (t / 1000) }')
 echo
 echo "== a $BIG-entry batch"
 line "rate" "$big_rate /s" ""
-line "peak RSS" "$(( $(cat "$work/big.rss") / 1024 )) MiB" "target <= 200 MiB"
+if [ -f "$work/big.rss" ]; then
+  line "peak RSS" "$(( $(cat "$work/big.rss") / 1024 )) MiB" "target <= 200 MiB"
+else
+  line "peak RSS" "n/a" "(install GNU time: apt-get install time)"
+fi
 single_issue "$BIG" "$big"
 
 # ------------------------------------------------------------------ 1,000,000 records
