@@ -297,33 +297,12 @@ pub fn restore(
     ca_dir: &Path,
     lock_wait: std::time::Duration,
 ) -> Result<RestoreSummary> {
-    let markers = [CONFIG_FILE, "root.pem", "private", "db"];
-    if let Some(m) = markers.iter().find(|m| ca_dir.join(m).exists()) {
-        return Err(Error::State(format!(
-            "{} already holds a CA ({m} exists); restore into a new directory",
-            ca_dir.display()
-        )));
-    }
+    crate::ca::refuse_existing(ca_dir, "restore into a new directory")?;
     let (manifest, files) = read_backup(src)?;
     let created_dir = !ca_dir.exists();
     let result = write_restore(ca_dir, &manifest, files, lock_wait);
     if result.is_err() {
-        for p in [
-            "root.pem",
-            "device-ca.pem",
-            "entity-ca.pem",
-            "private",
-            "profiles",
-            "db",
-            "crl",
-            CONFIG_FILE,
-        ] {
-            let path = ca_dir.join(p);
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
-        }
-        if created_dir {
-            let _ = fs::remove_dir(ca_dir);
-        }
+        crate::ca::remove_half_made(ca_dir, created_dir);
     }
     result.map(|()| RestoreSummary {
         ca_dir: ca_dir.to_path_buf(),

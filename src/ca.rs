@@ -396,6 +396,43 @@ pub fn check_key_permissions(private_dir: &Path, key_path: &Path) -> Result<()> 
     Ok(())
 }
 
+/// What a CA directory holds; any of them marks a directory as taken.
+const CA_ENTRIES: [&str; 8] = [
+    CONFIG_FILE,
+    "root.pem",
+    "device-ca.pem",
+    "entity-ca.pem",
+    "private",
+    "profiles",
+    "db",
+    "crl",
+];
+
+/// Exit 3 when `dir` already holds (part of) a CA: nothing is written over one.
+pub fn refuse_existing(dir: &Path, what_now: &str) -> Result<()> {
+    let markers = [CONFIG_FILE, "root.pem", "private", "db"];
+    match markers.iter().find(|m| dir.join(m).exists()) {
+        Some(m) => Err(Error::State(format!(
+            "{} already holds a CA ({m} exists); {what_now}",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// After a failed `init` or restore: remove what a CA directory holds (the caller
+/// checked with `refuse_existing` that none of it was there before), and the
+/// directory itself when the caller created it.
+pub fn remove_half_made(dir: &Path, created_dir: bool) {
+    for p in CA_ENTRIES {
+        let path = dir.join(p);
+        let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+    }
+    if created_dir {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
 /// 16 random bytes from the OS CSPRNG, positive, first byte non-zero (so every
 /// serial is 16 bytes long and prints as 32 hex digits).
 pub fn random_serial() -> Result<[u8; 16]> {
@@ -455,13 +492,7 @@ pub fn init_protected(
     passphrase: Option<&Passphrase>,
     now: OffsetDateTime,
 ) -> Result<Ca> {
-    let markers = [CONFIG_FILE, "root.pem", "private", "db"];
-    if let Some(m) = markers.iter().find(|m| dir.join(m).exists()) {
-        return Err(Error::State(format!(
-            "{} already holds a CA ({m} exists); refusing to touch it",
-            dir.display()
-        )));
-    }
+    refuse_existing(dir, "refusing to touch it")?;
     let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
     if let Some(p) = passphrase {
         if p.as_bytes().len() < key::MIN_PASSPHRASE {
@@ -500,23 +531,7 @@ pub fn init_protected(
     let created_dir = !dir.exists();
     let result = build(dir, opts, passphrase, &name, subtrees, now);
     if result.is_err() {
-        // Leave nothing half-made: remove exactly what this call created.
-        for p in [
-            "root.pem",
-            "device-ca.pem",
-            "entity-ca.pem",
-            "private",
-            "profiles",
-            "db",
-            "crl",
-            CONFIG_FILE,
-        ] {
-            let path = dir.join(p);
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
-        }
-        if created_dir {
-            let _ = fs::remove_dir(dir);
-        }
+        remove_half_made(dir, created_dir);
     }
     result
 }

@@ -604,18 +604,18 @@ fn append_audit(
 
 /// The names a record is indexed under: SAN values and the subject's CN.
 fn index_names(rec: &Record) -> Vec<String> {
-    let mut v: Vec<String> = rec
-        .names
-        .iter()
-        .map(|n| {
-            n.split_once(':')
-                .map_or(n.as_str(), |(_, v)| v)
-                .to_lowercase()
-        })
-        .collect();
+    let mut v: Vec<String> = rec.names.iter().map(|n| name_value(n)).collect();
     v.sort();
     v.dedup();
     v
+}
+
+/// A record's name without its kind, lowercased: `DNS:Web.Test` → `web.test`.
+fn name_value(tagged: &str) -> String {
+    tagged
+        .split_once(':')
+        .map_or(tagged, |(_, v)| v)
+        .to_lowercase()
 }
 
 /// `--name` matching: glob with `*` and `?` when present, else substring; case-insensitive.
@@ -636,11 +636,7 @@ impl NameMatcher {
         let values = r
             .names
             .iter()
-            .map(|n| {
-                n.split_once(':')
-                    .map_or(n.as_str(), |(_, v)| v)
-                    .to_lowercase()
-            })
+            .map(|n| name_value(n))
             .chain(std::iter::once(r.subject.to_lowercase()));
         let mut values = values;
         values.any(|v| {
