@@ -179,6 +179,8 @@ pub struct SigningCa {
     pub cert_pem: String,
     pub not_after: OffsetDateTime,
     pub key_id: Vec<u8>,
+    /// The CA's SubjectPublicKeyInfo (DER), to check signatures it made.
+    pub spki_der: Vec<u8>,
     pub issuer: Issuer<'static, KeyPair>,
 }
 
@@ -237,8 +239,11 @@ impl Ca {
     }
 
     pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
-        let pem_text = self.cert_pem(kind)?;
-        pem::parse(&pem_text)
+        self.der_of(kind, &self.cert_pem(kind)?)
+    }
+
+    fn der_of(&self, kind: CaKind, pem_text: &str) -> Result<Vec<u8>> {
+        pem::parse(pem_text)
             .map(|p| p.into_contents())
             .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))
     }
@@ -246,7 +251,7 @@ impl Ca {
     /// Load a CA certificate and unlock its key for signing.
     pub fn signing_ca(&self, kind: CaKind) -> Result<SigningCa> {
         let cert_pem = self.cert_pem(kind)?;
-        let cert_der = self.cert_der(kind)?;
+        let cert_der = self.der_of(kind, &cert_pem)?;
         let key_path = self.key_path(kind);
         check_key_permissions(&self.dir.join("private"), &key_path)?;
         let key_pem = Zeroizing::new(read_ca_file(&key_path)?);
@@ -278,7 +283,8 @@ impl Ca {
             .ok_or_else(|| {
                 Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
             })?;
-        if x509.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+        let spki_der = x509.public_key().raw.to_vec();
+        if spki_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
                 key_path.display(),
@@ -293,6 +299,7 @@ impl Ca {
             cert_pem,
             not_after,
             key_id,
+            spki_der,
             issuer,
         })
     }

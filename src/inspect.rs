@@ -151,11 +151,6 @@ pub fn asn1_time(t: x509_parser::time::ASN1Time) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(t.timestamp()).ok()
 }
 
-/// Lowercase hex without separators, the way mtlsca prints serials.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A short description of the public key ("ECDSA P-256", "RSA 2048").
 pub fn key_description(cert: &X509Certificate<'_>) -> String {
     let spki = cert.public_key();
@@ -229,7 +224,7 @@ impl CertFacts {
             names: san_strings(cert),
             subject: dn_string(cert.subject()),
             issuer: dn_string(cert.issuer()),
-            serial: hex(cert.raw_serial()),
+            serial: crate::hex::encode(cert.raw_serial()),
             not_before: nb.map(rfc3339).unwrap_or_default(),
             not_after: na.map(rfc3339).unwrap_or_default(),
             key: key_description(cert),

@@ -956,9 +956,9 @@ fn self_check(der: &[u8], expected_spki: &[u8], a: &Approved, cx: &SignContext<'
         let _ = cx.chain_validated.set(());
         return Ok(());
     }
-    let (_, issuer) = X509Certificate::from_der(&cx.signing.cert_der)
-        .map_err(|e| fail(format!("issuing CA: {e}")))?;
-    x.verify_signature(Some(issuer.public_key()))
+    let (_, issuer_key) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&cx.signing.spki_der)
+        .map_err(|e| fail(format!("issuing CA key: {e}")))?;
+    x.verify_signature(Some(&issuer_key))
         .map_err(|e| fail(format!("the signature does not verify: {e}")))
 }
 

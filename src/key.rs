@@ -249,13 +249,6 @@ pub fn load_protected_pem(
 const P256_CURVE_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_CURVE_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
-/// Load a PKCS#8 key (PEM) of one of our key types.
-pub fn load_pem(pem_text: &str, what: &str) -> Result<KeyPair> {
-    let parsed = pem::parse(pem_text)
-        .map_err(|e| Error::State(format!("{what}: not a PEM private key: {e}")))?;
-    load_der(parsed.contents(), what)
-}
-
 pub fn load_der(der: &[u8], what: &str) -> Result<KeyPair> {
     let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
     let alg = if der.starts_with(&ED25519_V1_PREFIX) || der.starts_with(&ED25519_V2_PREFIX) {
@@ -395,7 +388,7 @@ mod tests {
     fn ecdsa_keys_reload_with_their_curve() {
         for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384] {
             let k = generate(kt).unwrap();
-            let back = load_pem(&pkcs8_pem(&k), "test").unwrap();
+            let back = load_protected_pem(&pkcs8_pem(&k), None, "test").unwrap();
             assert_eq!(back.algorithm(), kt.signature_algorithm());
         }
     }

@@ -12,6 +12,7 @@ pub mod crl;
 pub mod error;
 pub mod export;
 pub mod fsutil;
+pub mod hex;
 pub mod issue;
 pub mod key;
 pub mod names;

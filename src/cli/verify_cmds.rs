@@ -249,7 +249,10 @@ impl RevocationSource for StoreRevocation {
             .iter()
             .find_map(|s| self.store.get(s).ok().flatten())?;
         if let Some(kid) = cert.issuer_key_id {
-            if !rec.issuer_key_id.eq_ignore_ascii_case(&inspect::hex(kid)) {
+            if !rec
+                .issuer_key_id
+                .eq_ignore_ascii_case(&crate::hex::encode(kid))
+            {
                 return None;
             }
         }

@@ -684,25 +684,7 @@ fn unix_be(t: OffsetDateTime) -> [u8; 8] {
     (t.unix_timestamp().max(0) as u64).to_be_bytes()
 }
 
-pub fn hex_encode(b: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(HEX[(x >> 4) as usize] as char);
-        s.push(HEX[(x & 15) as usize] as char);
-    }
-    s
-}
-
-pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use crate::hex::{decode as hex_decode, encode as hex_encode};
 
 /// A serial as typed by a user (hex, any case, leading zeros) → the 16 bytes mtlsca
 /// issues (its serials are 16 bytes with a non-zero first byte), or the minimal

@@ -547,7 +547,7 @@ fn path_problems(
                     };
                     out.push(revocation_text(
                         &who,
-                        &inspect::hex(subject.raw_serial()),
+                        &crate::hex::encode(subject.raw_serial()),
                         &info,
                     ));
                 }
@@ -592,7 +592,7 @@ fn revoked_reason(leaf: &X509Certificate<'_>, trust: &Trust<'_>) -> String {
                 reason: rc.reason_code().map(|(_, r)| reason_name(r.0)),
                 source: format!("the CRL of `{}`", inspect::dn_string(crl.issuer())),
             };
-            return revocation_text("certificate", &inspect::hex(leaf.raw_serial()), &info);
+            return revocation_text("certificate", &crate::hex::encode(leaf.raw_serial()), &info);
         }
     }
     reasons::webpki(
