@@ -7,20 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use time::OffsetDateTime;
 
 use super::{render, Ctx, Outcome};
 use crate::ca::{Ca, CaKind};
 use crate::error::{Error, Result};
-use crate::inspect::{self, Inspection};
-use crate::role::{CertClass, Connection, Role};
-use crate::store::{Status, Store};
-use crate::verify::handshake::{Handshake, Identity};
-use crate::verify::rustls_verifiers::DraftPolicy;
+use crate::inspect::{self, joined, Inspection};
+use crate::role::{CertClass, Connection, Eku, Role};
+use crate::store::Store;
 use crate::verify::{
-    self, load, CertRef, CertVerdict, PairEnd, PairOptions, PairVerdict, PeerName, Purpose,
-    RevocationInfo, RevocationSource, Trust, Usage, VerifyOptions,
+    self, load, CertVerdict, HandshakeKeys, PairParty, PairRequest, PairVerdict, PeerName, Purpose,
+    RevocationSource, StoreRevocation, Trust, Usage, VerifyOptions,
 };
 
 /// How long the loopback handshake may take, end to end.
@@ -200,8 +198,8 @@ fn inspection_text(i: &Inspection) -> String {
         String::new()
     };
     let mut out = format!("{}{which}: {}\n", i.file, f.role);
-    let ekus = if f.has_eku {
-        f.ekus.join(", ")
+    let ekus = if f.has_eku() {
+        joined(f.purposes(), ", ")
     } else {
         "(no EKU extension)".into()
     };
@@ -212,14 +210,17 @@ fn inspection_text(i: &Inspection) -> String {
             if f.names.is_empty() {
                 "(none)".into()
             } else {
-                f.names.join(", ")
+                joined(&f.names, ", ")
             },
         ),
         ("subject", f.subject.clone()),
         ("issuer", f.issuer.clone()),
-        ("validity", format!("{} to {}", f.not_before, f.not_after)),
-        ("key", f.key.clone()),
-        ("serial", f.serial.clone()),
+        (
+            "validity",
+            format!("{} to {}", time_text(f.not_before), time_text(f.not_after)),
+        ),
+        ("key", f.key.to_string()),
+        ("serial", f.serial_hex()),
     ];
     for (k, v) in rows {
         out.push_str(&format!("  {k:<9} {v}\n"));
@@ -231,41 +232,12 @@ fn inspection_text(i: &Inspection) -> String {
     out
 }
 
+/// A time as RFC 3339, empty when unreadable.
+fn time_text(t: Option<OffsetDateTime>) -> String {
+    t.map(crate::timefmt::rfc3339).unwrap_or_default()
+}
+
 // ---------------------------------------------------------------- trust
-
-/// The CA's store as a revocation source: a serial it issued and revoked is
-/// revoked, even before a CRL is published.
-struct StoreRevocation {
-    store: Store,
-}
-
-impl RevocationSource for StoreRevocation {
-    fn revoked(&self, cert: &CertRef<'_>) -> Option<RevocationInfo> {
-        let trimmed: &[u8] = match cert.serial {
-            [0, rest @ ..] if !rest.is_empty() => rest,
-            s => s,
-        };
-        let rec = [trimmed, cert.serial]
-            .iter()
-            .find_map(|s| self.store.get(s).ok().flatten())?;
-        if let Some(kid) = cert.issuer_key_id {
-            if !rec
-                .issuer_key_id
-                .eq_ignore_ascii_case(&crate::hex::encode(kid))
-            {
-                return None;
-            }
-        }
-        if rec.status != Status::Revoked {
-            return None;
-        }
-        Some(RevocationInfo {
-            revoked_at: rec.revocation.as_ref().map(|r| r.at),
-            reason: rec.revocation.as_ref().map(|r| r.reason.clone()),
-            source: "the CA's store".into(),
-        })
-    }
-}
 
 /// Anchors, intermediates, CRLs, and the store when the CA is the anchor.
 struct Loaded {
@@ -276,6 +248,13 @@ struct Loaded {
 }
 
 impl Loaded {
+    fn revocation(&self) -> Vec<&dyn RevocationSource> {
+        self.store
+            .iter()
+            .map(|s| s as &dyn RevocationSource)
+            .collect()
+    }
+
     fn trust(&self, own: &[CertificateDer<'static>]) -> Trust<'_> {
         let mut intermediates = own.to_vec();
         intermediates.extend(self.intermediates.iter().cloned());
@@ -283,11 +262,7 @@ impl Loaded {
             anchors: self.anchors.clone(),
             intermediates,
             crls: self.crls.clone(),
-            revocation: self
-                .store
-                .iter()
-                .map(|s| s as &dyn RevocationSource)
-                .collect(),
+            revocation: self.revocation(),
         }
     }
 }
@@ -307,9 +282,10 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
         l.anchors.push(cert(CaKind::Root)?);
         l.intermediates.push(cert(CaKind::Device)?);
         l.intermediates.push(cert(CaKind::Entity)?);
-        l.store = Some(StoreRevocation {
-            store: Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?,
-        });
+        l.store = Some(StoreRevocation::new(Store::open(
+            &ctx.global.ca_dir,
+            ctx.global.lock_timeout,
+        )?));
     }
     for p in &a.trust {
         l.anchors.extend(load::certs(p, "trust anchor")?);
@@ -347,8 +323,7 @@ fn usage_of(a: &VerifyCertArgs, leaf: &CertificateDer<'_>) -> Usage {
                 Some(CertClass::Entity) => Role::Entity,
                 Some(CertClass::Ambiguous | CertClass::NoEku | CertClass::Ca)
                     if facts.as_ref().is_some_and(|f| {
-                        f.ekus.iter().any(|e| e == "clientAuth")
-                            && !f.ekus.iter().any(|e| e == "serverAuth")
+                        f.has_purpose(Eku::ClientAuth) && !f.has_purpose(Eku::ServerAuth)
                     }) =>
                 {
                     Role::Entity
@@ -390,7 +365,7 @@ fn cert_text(file: &Path, v: &CertVerdict) -> String {
             if v.names.is_empty() {
                 "(none)".into()
             } else {
-                v.names.join(", ")
+                joined(&v.names, ", ")
             },
         ),
         (
@@ -398,10 +373,10 @@ fn cert_text(file: &Path, v: &CertVerdict) -> String {
             if v.ekus.is_empty() {
                 "(none)".into()
             } else {
-                v.ekus.join(", ")
+                joined(&v.ekus, ", ")
             },
         ),
-        ("expires", v.not_after.clone().unwrap_or_default()),
+        ("expires", time_text(v.not_after)),
         (
             "chain",
             if v.chain.is_empty() {
@@ -430,78 +405,40 @@ fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
     Ok(if v.valid { Outcome::Done } else { Outcome::No })
 }
 
-/// The verdict on a pair (with its handshake when asked), as `verify pair` computes it.
+/// The verdict on a pair (with its handshake when asked), as `verify pair` computes
+/// it: the files are loaded here, the decision is [`verify::check_pair`]'s.
 pub(super) fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict> {
-    let mut i_certs = load::certs(&a.initiator, "initiator certificate")?;
-    let mut r_certs = load::certs(&a.responder, "responder certificate")?;
+    let i_chain = load::certs(&a.initiator, "initiator certificate")?;
+    let r_chain = load::certs(&a.responder, "responder certificate")?;
     let loaded = load_trust(ctx, &a.trust)?;
-    let at = a.trust.at.unwrap_or(ctx.now);
     // Keys are read before anything is judged: a missing key is bad usage.
-    let keys = if a.handshake {
-        Some((
-            handshake_key(&a.initiator, a.initiator_key.as_deref(), "initiator")?,
-            handshake_key(&a.responder, a.responder_key.as_deref(), "responder")?,
-        ))
+    let handshake = if a.handshake {
+        Some(HandshakeKeys {
+            initiator: handshake_key(&a.initiator, a.initiator_key.as_deref(), "initiator")?,
+            responder: handshake_key(&a.responder, a.responder_key.as_deref(), "responder")?,
+            timeout: HANDSHAKE_TIMEOUT,
+        })
     } else {
         None
     };
-    let i_leaf = i_certs.remove(0);
-    let r_leaf = r_certs.remove(0);
-    let initiator = PairEnd {
-        leaf: i_leaf.clone(),
-        trust: loaded.trust(&i_certs),
-        name: a.initiator_name.as_deref().map(PeerName::parse),
+    let req = PairRequest {
+        initiator: PairParty {
+            chain: i_chain,
+            name: a.initiator_name.as_deref().map(PeerName::parse),
+        },
+        responder: PairParty {
+            chain: r_chain,
+            name: a.responder_name.as_deref().map(PeerName::parse),
+        },
+        anchors: loaded.anchors.clone(),
+        intermediates: loaded.intermediates.clone(),
+        crls: loaded.crls.clone(),
+        revocation: loaded.revocation(),
+        expect: a.expect.map(ExpectArg::connection),
+        at: a.trust.at.unwrap_or(ctx.now),
+        handshake,
     };
-    let responder = PairEnd {
-        leaf: r_leaf.clone(),
-        trust: loaded.trust(&r_certs),
-        name: a.responder_name.as_deref().map(PeerName::parse),
-    };
-    let expect = a.expect.map(ExpectArg::connection);
-    let mut v = verify::verify_pair(&initiator, &responder, &PairOptions { expect, at });
-    if let Some((i_key, r_key)) = keys {
-        let accepts = |roles: Vec<Role>, name: &Option<String>| {
-            DraftPolicy::new(loaded.anchors.clone())
-                .intermediates(loaded.intermediates.clone())
-                .crls(loaded.crls.clone())
-                .accept(&roles)
-                .names(name.as_deref().map(PeerName::parse).into_iter().collect())
-        };
-        let (i_roles, r_roles) = match expect {
-            Some(c) => (vec![c.roles().0], vec![c.roles().1]),
-            None => (
-                vec![Role::Device, Role::Entity],
-                vec![Role::Device, Role::Entity],
-            ),
-        };
-        let mut i_chain = vec![i_leaf];
-        i_chain.extend(i_certs);
-        let mut r_chain = vec![r_leaf];
-        r_chain.extend(r_certs);
-        let report = Handshake {
-            initiator: Identity {
-                chain: i_chain,
-                key: i_key,
-            },
-            responder: Identity {
-                chain: r_chain,
-                key: r_key,
-            },
-            initiator_accepts: accepts(r_roles, &a.responder_name),
-            responder_accepts: accepts(i_roles, &a.initiator_name),
-            server_name: dial_name(a.responder_name.as_deref(), &v.responder.names),
-            at,
-            timeout: HANDSHAKE_TIMEOUT,
-        }
-        .run();
-        if !report.ok {
-            v.reasons
-                .push(format!("handshake failed: {}", report.outcome));
-            v.valid = false;
-        }
-        v.handshake = Some(report);
-    }
-    Ok(v)
+    Ok(verify::check_pair(req))
 }
 
 fn handshake_key(
@@ -522,25 +459,6 @@ fn handshake_key(
     load::private_key(&path, &format!("{side} key"))
 }
 
-/// The name the initiator dials: the given responder name, else its first DNS
-/// name or IP address, else a placeholder (entities have no host name).
-fn dial_name(given: Option<&str>, names: &[String]) -> ServerName<'static> {
-    let candidates = given
-        .map(str::to_string)
-        .into_iter()
-        .chain(names.iter().filter_map(|n| {
-            n.strip_prefix("DNS:")
-                .or_else(|| n.strip_prefix("IP:"))
-                .map(str::to_string)
-        }));
-    for c in candidates {
-        if let Ok(n) = ServerName::try_from(c) {
-            return n;
-        }
-    }
-    ServerName::try_from("responder.invalid").expect("a valid DNS name")
-}
-
 pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
     let side = |s: &verify::SideVerdict| {
         vec![
@@ -549,14 +467,14 @@ pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
             if s.names.is_empty() {
                 "(none)".into()
             } else {
-                s.names.join(", ")
+                joined(&s.names, ", ")
             },
             if s.ekus.is_empty() {
                 "(none)".into()
             } else {
-                s.ekus.join(", ")
+                joined(&s.ekus, ", ")
             },
-            s.not_after.clone().unwrap_or_default(),
+            time_text(s.not_after),
             if s.chain_valid {
                 "valid".into()
             } else {

@@ -17,8 +17,8 @@ use x509_parser::extensions::ParsedExtension;
 
 use super::checks::{self, Position, Subject};
 use super::{reasons, CertRef, CertVerdict, PeerName, Trust, Usage, VerifyOptions};
-use crate::inspect::{self, CertFacts};
-use crate::role::{self, CertClass, Role};
+use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
+use crate::role::{CertClass, Eku, Role};
 
 /// The OID bytes (DER contents) of the TLS EKUs.
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
@@ -69,7 +69,7 @@ impl ExtendedKeyUsageValidator for EkuPolicy {
 }
 
 fn required_eku(usage: Usage) -> &'static [u8] {
-    if usage.tls_oid() == role::OID_SERVER_AUTH {
+    if usage.tls_eku() == Eku::ServerAuth {
         SERVER_AUTH
     } else {
         CLIENT_AUTH
@@ -96,7 +96,7 @@ pub fn verify_cert(
         at: opts.at,
     };
     let mut leaf_problems = checks::check_cert(&leaf_subject);
-    if opts.usage.tls_oid() == role::OID_SERVER_AUTH {
+    if opts.usage.tls_eku() == Eku::ServerAuth {
         leaf_problems.extend(checks::check_cn_in_san(&cert).err());
     }
     reasons.extend(
@@ -120,11 +120,11 @@ pub fn verify_cert(
         role: Some(facts.role),
         subject: facts.subject.clone(),
         issuer: facts.issuer.clone(),
-        serial: facts.serial.clone(),
+        serial: facts.serial_hex(),
         names: facts.names.clone(),
-        ekus: facts.ekus.clone(),
-        not_before: Some(facts.not_before.clone()),
-        not_after: Some(facts.not_after.clone()),
+        ekus: facts.purposes().to_vec(),
+        not_before: facts.not_before,
+        not_after: facts.not_after,
         chain,
         reasons,
     }
@@ -149,16 +149,14 @@ fn unreadable(e: &str) -> CertVerdict {
 /// The leaf's own EKU against the usage: the draft's exact role, or the classic
 /// "required if present".
 fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
-    let has = |oid: &str| f.eku_oids.iter().flatten().any(|o| o == oid);
-    let list = || f.ekus.join("+");
     match usage {
         Usage::Purpose(_) => {
-            let want = usage.tls_oid();
-            if f.has_eku && !has(want) {
+            let want = usage.tls_eku();
+            if f.has_eku() && !f.has_purpose(want) {
                 vec![format!(
                     "certificate's EKU ({}) does not include {}",
-                    list(),
-                    inspect::eku_name(want)
+                    joined(f.purposes(), "+"),
+                    want.display_name()
                 )]
             } else {
                 vec![]
@@ -170,11 +168,11 @@ fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
 
 /// Why a certificate does not carry exactly the EKU of `role` under the draft.
 pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
-    let has = |oid: &str| f.eku_oids.iter().flatten().any(|o| o == oid);
+    let has = |e: Eku| f.has_purpose(e);
     let article = |r: Role| if r == Role::Entity { "an" } else { "a" };
     let (want, other) = match role {
-        Role::Device => (role::OID_SERVER_AUTH, role::OID_CLIENT_AUTH),
-        Role::Entity => (role::OID_CLIENT_AUTH, role::OID_SERVER_AUTH),
+        Role::Device => (Eku::ServerAuth, Eku::ClientAuth),
+        Role::Entity => (Eku::ClientAuth, Eku::ServerAuth),
     };
     if f.role == CertClass::Ca {
         return Some(format!(
@@ -182,13 +180,13 @@ pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
             article(role)
         ));
     }
-    if !f.has_eku {
+    if !f.has_eku() {
         return Some(format!(
             "certificate has no extendedKeyUsage: under the draft it is neither a device nor an entity, so it cannot be {} {role}",
             article(role)
         ));
     }
-    if has(role::OID_ANY_EKU) {
+    if has(Eku::Any) {
         return Some("certificate carries anyExtendedKeyUsage: ambiguous under the draft, neither a device nor an entity".into());
     }
     if has(want) && has(other) {
@@ -199,23 +197,25 @@ pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
             Some(r) => format!(": it is {} {r}, not {} {role}", article(r), article(role)),
             None => String::new(),
         };
-        return Some(format!("certificate's EKU is {}{what}", f.ekus.join("+")));
+        return Some(format!(
+            "certificate's EKU is {}{what}",
+            joined(f.purposes(), "+")
+        ));
     }
-    let extra: Vec<String> = f
-        .eku_oids
+    let extra: Vec<KeyPurpose> = f
+        .purposes()
         .iter()
-        .flatten()
-        .filter(|o| {
-            o.as_str() != want
-                && !(role == Role::Entity && o.as_str() == role::OID_EMAIL_PROTECTION)
+        .filter(|p| {
+            p.known() != Some(want)
+                && !(role == Role::Entity && p.known() == Some(Eku::EmailProtection))
         })
-        .map(|o| inspect::eku_name(o))
+        .cloned()
         .collect();
     if !extra.is_empty() {
         return Some(format!(
             "certificate also carries {} beside {}: the draft allows {} only",
-            extra.join(", "),
-            inspect::eku_name(want),
+            joined(&extra, ", "),
+            want.display_name(),
             match role {
                 Role::Device => "serverAuth",
                 Role::Entity => "clientAuth (and emailProtection)",
@@ -254,10 +254,11 @@ pub(crate) fn name_matches(
         }
         PeerName::Email(e) => {
             let want = e.to_ascii_lowercase();
-            if f.names.iter().any(|n| {
-                n.strip_prefix("email:")
-                    .is_some_and(|v| email_eq(v, e) || v.to_ascii_lowercase() == want)
-            }) {
+            if f.names
+                .iter()
+                .filter_map(PresentedName::email)
+                .any(|v| email_eq(v, e) || v.to_ascii_lowercase() == want)
+            {
                 Ok(())
             } else {
                 miss()
@@ -266,7 +267,8 @@ pub(crate) fn name_matches(
         PeerName::Uri(u) => {
             if f.names
                 .iter()
-                .any(|n| n.strip_prefix("URI:") == Some(u.as_str()))
+                .filter_map(PresentedName::uri)
+                .any(|v| v == u.as_str())
             {
                 Ok(())
             } else {
@@ -625,13 +627,13 @@ pub fn reason_name(code: u8) -> String {
 fn whose_validity(t: UnixTime, facts: &CertFacts, trust: &Trust<'_>) -> String {
     let secs = t.as_secs() as i64;
     let matches = |x: Option<OffsetDateTime>| x.is_some_and(|x| x.unix_timestamp() == secs);
-    if matches(facts.not_after_t) || matches(facts.not_before_t) {
+    if matches(facts.not_after) || matches(facts.not_before) {
         return "certificate".into();
     }
     for der in &trust.intermediates {
         if let Ok(c) = inspect::parse_der(der.as_ref()) {
             let f = CertFacts::of(&c);
-            if matches(f.not_after_t) || matches(f.not_before_t) {
+            if matches(f.not_after) || matches(f.not_before) {
                 return format!("certificate's issuing CA `{}`", f.subject);
             }
         }
@@ -641,12 +643,12 @@ fn whose_validity(t: UnixTime, facts: &CertFacts, trust: &Trust<'_>) -> String {
 
 /// The leaf's EKU passed, so a CA's EKU refused the purpose.
 fn ca_eku_reason(refused: &[Vec<String>], usage: Usage) -> String {
-    let want = inspect::eku_name(usage.tls_oid());
+    let want = usage.tls_eku().display_name();
     match refused.last() {
         Some(ekus) => format!(
             "certificate's issuing CA does not allow {want}: its EKU is {}",
             ekus.iter()
-                .map(|o| inspect::eku_name(o))
+                .map(|o| KeyPurpose::from_oid(o).to_string())
                 .collect::<Vec<_>>()
                 .join("+")
         ),

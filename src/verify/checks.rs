@@ -9,7 +9,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
 use x509_parser::oid_registry as oids;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::inspect::asn1_time;
+use crate::inspect::{asn1_time, presented_names, KeyInfo, PresentedName};
 
 /// Where a certificate sits in the path being checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,18 +508,12 @@ fn check_issuer_and_subject(s: &Subject<'_>) -> Result<(), Problem> {
 /// Keys a relying party accepts (CABF 6.1.5, 7.1.3.1): RSA of at least 2048
 /// bits in whole bytes, ECDSA on P-256, P-384 or P-521 as a named curve, Ed25519.
 fn check_key(s: &Subject<'_>) -> Result<(), Problem> {
-    let desc = crate::inspect::key_description(s.cert);
-    if let Some(bits) = desc
-        .strip_prefix("RSA ")
-        .and_then(|b| b.parse::<usize>().ok())
-    {
-        if bits < 2048 || bits % 8 != 0 {
-            return Err(Problem::WeakKey(format!("an RSA key of {bits} bits")));
+    let key = KeyInfo::of(s.cert);
+    match key {
+        _ if key.acceptable() => Ok(()),
+        KeyInfo::Rsa { bits: Some(bits) } => {
+            Err(Problem::WeakKey(format!("an RSA key of {bits} bits")))
         }
-        return Ok(());
-    }
-    match desc.as_str() {
-        "ECDSA P-256" | "ECDSA P-384" | "ECDSA P-521" | "Ed25519" => Ok(()),
         other => Err(Problem::WeakKey(format!("a key of type {other}"))),
     }
 }
@@ -548,7 +542,7 @@ fn check_anchor_validity(s: &Subject<'_>) -> Result<(), Problem> {
 /// CN that names a DNS subjectAltName does so in the same letter case; and a host
 /// name in a CN is in A-labels, never UTF-8.
 pub(crate) fn check_cn_in_san(cert: &X509Certificate<'_>) -> Result<(), Problem> {
-    let sans = crate::inspect::san_strings(cert);
+    let sans = presented_names(cert);
     for cn in cert.subject().iter_common_name() {
         let Ok(cn) = cn.as_str() else {
             continue;
@@ -557,13 +551,17 @@ pub(crate) fn check_cn_in_san(cert: &X509Certificate<'_>) -> Result<(), Problem>
         if cn.chars().any(char::is_whitespace) {
             continue;
         }
-        let is_ip_san = |text: &str| sans.iter().any(|n| n.strip_prefix("IP:") == Some(text));
+        let is_ip_san = |text: &str| {
+            sans.iter()
+                .filter_map(PresentedName::ip)
+                .any(|ip| ip.to_string() == text)
+        };
         if looks_like_ip(cn) && !is_ip_san(cn) {
             return Err(shown());
         }
         let case_only = sans
             .iter()
-            .filter_map(|n| n.strip_prefix("DNS:"))
+            .filter_map(PresentedName::dns)
             .any(|d| d != cn && d.eq_ignore_ascii_case(cn));
         if case_only || (!cn.is_ascii() && cn.contains('.')) {
             return Err(shown());
@@ -665,8 +663,8 @@ pub(crate) fn wildcard_escapes_constraints(
     };
     let permitted = dns_bases(&nc.permitted_subtrees);
     let excluded = dns_bases(&nc.excluded_subtrees);
-    for name in crate::inspect::san_strings(leaf) {
-        let Some(parent) = name.strip_prefix("DNS:*.") else {
+    for name in presented_names(leaf) {
+        let Some(parent) = name.wildcard_parent() else {
             continue;
         };
         let parent = parent.to_ascii_lowercase();

@@ -14,6 +14,7 @@ pub mod load;
 pub mod pair;
 mod reasons;
 pub mod rustls_verifiers;
+pub mod store_source;
 
 use std::net::IpAddr;
 
@@ -21,11 +22,15 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::names::SanName;
-use crate::role::{CertClass, Role};
+use crate::inspect::{KeyPurpose, PresentedName};
+use crate::role::{CertClass, Eku, Role};
 
 pub use chain::{reason_name, verify_cert};
-pub use pair::{verify_pair, PairEnd, PairOptions, PairVerdict, Side, SideVerdict};
+pub use pair::{
+    check_pair, verify_pair, HandshakeKeys, PairConnection, PairEnd, PairOptions, PairParty,
+    PairRequest, PairVerdict, Side, SideVerdict,
+};
+pub use store_source::StoreRevocation;
 
 /// The classic TLS purposes (RFC 5280 reading of the EKU extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,13 +66,18 @@ pub enum Usage {
 }
 
 impl Usage {
+    /// The TLS EKU the chain must allow.
+    pub fn tls_eku(self) -> Eku {
+        match self {
+            Usage::Role(r) => r.tls_eku(),
+            Usage::Purpose(Purpose::Server) => Eku::ServerAuth,
+            Usage::Purpose(Purpose::Client) => Eku::ClientAuth,
+        }
+    }
+
     /// The TLS EKU OID (dotted) the chain must allow.
     pub fn tls_oid(self) -> &'static str {
-        match self {
-            Usage::Role(r) => r.tls_eku().oid(),
-            Usage::Purpose(Purpose::Server) => crate::role::OID_SERVER_AUTH,
-            Usage::Purpose(Purpose::Client) => crate::role::OID_CLIENT_AUTH,
-        }
+        self.tls_eku().oid()
     }
 }
 
@@ -181,10 +191,12 @@ pub struct CertVerdict {
     pub subject: String,
     pub issuer: String,
     pub serial: String,
-    pub names: Vec<String>,
-    pub ekus: Vec<String>,
-    pub not_before: Option<String>,
-    pub not_after: Option<String>,
+    pub names: Vec<PresentedName>,
+    pub ekus: Vec<KeyPurpose>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub not_before: Option<OffsetDateTime>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub not_after: Option<OffsetDateTime>,
     /// Subjects from the leaf up to the trust anchor, when a path was found.
     pub chain: Vec<String>,
     /// Why it is not valid (empty when valid). Sentences that read after
@@ -194,7 +206,13 @@ pub struct CertVerdict {
 
 pub use crate::timefmt::{human_time, rfc3339};
 
-/// Render a SAN list the way every command shows names ("DNS:a.test").
-pub fn san_strings(names: &[SanName]) -> Vec<String> {
-    names.iter().map(|n| n.to_string()).collect()
+/// A time as RFC 3339 text in JSON, `null` when absent.
+pub(crate) fn opt_rfc3339<S: serde::Serializer>(
+    t: &Option<OffsetDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }

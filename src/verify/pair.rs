@@ -1,11 +1,20 @@
 //! A pair of certificates in one TLS connection: both chains validated, the
 //! connection classified by the draft's table, names and expectation checked.
 
-use rustls_pki_types::CertificateDer;
+use std::fmt;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{verify_cert, CertVerdict, PeerName, Purpose, Trust, Usage, VerifyOptions};
+use super::handshake::{Handshake, HandshakeReport, Identity};
+use super::rustls_verifiers::DraftPolicy;
+use super::{
+    opt_rfc3339, verify_cert, CertVerdict, PeerName, Purpose, RevocationSource, Trust, Usage,
+    VerifyOptions,
+};
+use crate::inspect::{joined, KeyPurpose, PresentedName};
 use crate::role::{self, CertClass, Connection, Role};
 
 /// Which end of the connection a certificate is on.
@@ -18,6 +27,7 @@ pub enum Side {
 }
 
 impl Side {
+    /// `initiator` or `responder`.
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Initiator => "initiator",
@@ -28,17 +38,77 @@ impl Side {
 
 /// One end of the pair: the certificate and the chain it was sent with.
 pub struct PairEnd<'a> {
+    /// The end's certificate.
     pub leaf: CertificateDer<'a>,
     /// Trust for this end: anchors, its intermediates, CRLs, revocation sources.
     pub trust: Trust<'a>,
+    /// A name the certificate must be valid for.
     pub name: Option<PeerName>,
 }
 
 /// What a pair is checked against.
 #[derive(Debug, Clone)]
 pub struct PairOptions {
+    /// The connection the pair must be.
     pub expect: Option<Connection>,
+    /// The time to validate at.
     pub at: OffsetDateTime,
+}
+
+/// What the pair is, by the draft's table: one of the four connections, or
+/// `ambiguous` when an end has no draft role. Serialised as the kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum PairConnection {
+    /// Device to device.
+    ServerToServer,
+    /// Entity (initiator) to device.
+    ClientToServer,
+    /// Device (initiator) to entity.
+    ServerToClient,
+    /// Entity to entity.
+    EndToEnd,
+    /// An end has no draft role: the connection cannot be classified.
+    Ambiguous,
+}
+
+impl PairConnection {
+    /// The connection, unless ambiguous.
+    pub fn connection(self) -> Option<Connection> {
+        match self {
+            PairConnection::ServerToServer => Some(Connection::ServerToServer),
+            PairConnection::ClientToServer => Some(Connection::ClientToServer),
+            PairConnection::ServerToClient => Some(Connection::ServerToClient),
+            PairConnection::EndToEnd => Some(Connection::EndToEnd),
+            PairConnection::Ambiguous => None,
+        }
+    }
+
+    /// The kebab-case name (`server-to-server`, ..., `ambiguous`).
+    pub fn as_str(self) -> &'static str {
+        match self.connection() {
+            Some(c) => c.as_str(),
+            None => "ambiguous",
+        }
+    }
+}
+
+impl From<Connection> for PairConnection {
+    fn from(c: Connection) -> PairConnection {
+        match c {
+            Connection::ServerToServer => PairConnection::ServerToServer,
+            Connection::ClientToServer => PairConnection::ClientToServer,
+            Connection::ServerToClient => PairConnection::ServerToClient,
+            Connection::EndToEnd => PairConnection::EndToEnd,
+        }
+    }
+}
+
+impl fmt::Display for PairConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The verdict on one end.
@@ -46,11 +116,17 @@ pub struct PairOptions {
 pub struct SideVerdict {
     /// device, entity, ambiguous, no-eku, ca (`null` when unreadable).
     pub role: Option<CertClass>,
+    /// Subject, `CN=a, O=b`.
     pub subject: String,
-    pub names: Vec<String>,
-    pub ekus: Vec<String>,
+    /// Its subjectAltNames (JSON: tagged text).
+    pub names: Vec<PresentedName>,
+    /// Its key purposes (JSON: names).
+    pub ekus: Vec<KeyPurpose>,
+    /// Whether its chain validated.
     pub chain_valid: bool,
-    pub not_after: Option<String>,
+    /// notAfter (JSON: RFC 3339).
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub not_after: Option<OffsetDateTime>,
     /// Why this end is not acceptable (unprefixed: "certificate expired on ...").
     pub reasons: Vec<String>,
 }
@@ -60,15 +136,18 @@ pub struct SideVerdict {
 pub struct PairVerdict {
     /// server-to-server, client-to-server, server-to-client, end-to-end, or
     /// ambiguous.
-    pub connection: String,
+    pub connection: PairConnection,
+    /// No reasons.
     pub valid: bool,
+    /// The initiator's end.
     pub initiator: SideVerdict,
+    /// The responder's end.
     pub responder: SideVerdict,
     /// Every reason, each naming the end it is about.
     pub reasons: Vec<String>,
     /// The loopback handshake, when one was run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub handshake: Option<super::handshake::HandshakeReport>,
+    pub handshake: Option<HandshakeReport>,
 }
 
 /// Prefix a reason of one end with its side: "certificate expired" becomes
@@ -121,25 +200,25 @@ fn side_verdict(end: &PairEnd<'_>, side: Side, at: OffsetDateTime) -> (SideVerdi
         names: v.names.clone(),
         ekus: v.ekus.clone(),
         chain_valid: v.valid,
-        not_after: v.not_after.clone(),
+        not_after: v.not_after,
         reasons,
     };
     (s, v)
 }
 
 /// Why a certificate without a draft role cannot take part in a classified pair.
-fn class_reason(c: CertClass, ekus: &[String]) -> String {
+fn class_reason(c: CertClass, ekus: &[KeyPurpose]) -> String {
     match c {
         CertClass::Ambiguous => format!(
             "certificate's EKU is {}: ambiguous under the draft, the connection cannot be classified",
-            ekus.join("+")
+            joined(ekus, "+")
         ),
         CertClass::NoEku if ekus.is_empty() => {
             "certificate has no EKU: under the draft it is neither a device nor an entity".into()
         }
         CertClass::NoEku => format!(
             "certificate's EKU is {}: no TLS meaning under the draft",
-            ekus.join("+")
+            joined(ekus, "+")
         ),
         CertClass::Ca => "certificate is a CA certificate, not a device or an entity".into(),
         CertClass::Device | CertClass::Entity => String::new(),
@@ -206,13 +285,172 @@ pub fn verify_pair(
         }
     }
     PairVerdict {
-        connection: connection.map_or("ambiguous".to_string(), |c| c.as_str().to_string()),
+        connection: connection.map_or(PairConnection::Ambiguous, PairConnection::from),
         valid: reasons.is_empty(),
         initiator: i,
         responder: r,
         reasons,
         handshake: None,
     }
+}
+
+/// One end of a [`PairRequest`]: what was loaded from its files.
+pub struct PairParty {
+    /// Its certificate first, then the intermediates it sends.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// A name its certificate must be valid for.
+    pub name: Option<PeerName>,
+}
+
+/// The private keys of a loopback handshake and how long it may take.
+pub struct HandshakeKeys {
+    /// The initiator's private key.
+    pub initiator: PrivateKeyDer<'static>,
+    /// The responder's private key.
+    pub responder: PrivateKeyDer<'static>,
+    /// How long the handshake may take, end to end.
+    pub timeout: Duration,
+}
+
+/// A pair to verify, its inputs loaded: both ends, what they are trusted
+/// against, the expectation and time, and optionally a real handshake.
+pub struct PairRequest<'a> {
+    /// The TLS client's end.
+    pub initiator: PairParty,
+    /// The TLS server's end.
+    pub responder: PairParty,
+    /// Trust anchors.
+    pub anchors: Vec<CertificateDer<'static>>,
+    /// Further intermediates that may be used to build either path.
+    pub intermediates: Vec<CertificateDer<'static>>,
+    /// CRLs.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Other revocation sources (the CA's store, for instance).
+    pub revocation: Vec<&'a dyn RevocationSource>,
+    /// The connection the pair must be.
+    pub expect: Option<Connection>,
+    /// The time to validate (and run the handshake) at.
+    pub at: OffsetDateTime,
+    /// Run a TLS 1.3 handshake between the two over loopback with these keys.
+    pub handshake: Option<HandshakeKeys>,
+}
+
+impl PairRequest<'_> {
+    fn trust_for(&self, party: &PairParty) -> Trust<'_> {
+        let mut intermediates: Vec<CertificateDer<'_>> =
+            party.chain.iter().skip(1).cloned().collect();
+        intermediates.extend(self.intermediates.iter().cloned());
+        Trust {
+            anchors: self.anchors.clone(),
+            intermediates,
+            crls: self.crls.clone(),
+            revocation: self.revocation.clone(),
+        }
+    }
+
+    fn end(&self, party: &PairParty) -> Option<PairEnd<'_>> {
+        Some(PairEnd {
+            leaf: party.chain.first()?.clone(),
+            trust: self.trust_for(party),
+            name: party.name.clone(),
+        })
+    }
+
+    /// What one end accepts from its peer during the handshake.
+    fn policy(&self, roles: Vec<Role>, name: &Option<PeerName>) -> DraftPolicy {
+        DraftPolicy::new(self.anchors.clone())
+            .intermediates(self.intermediates.clone())
+            .crls(self.crls.clone())
+            .accept(&roles)
+            .names(name.iter().cloned().collect())
+    }
+}
+
+/// Verify a pair as `verify pair` does: both chains, the connection, names and
+/// expectation; with [`PairRequest::handshake`], also a real TLS 1.3 handshake
+/// whose failure makes the verdict invalid. Never fails: what is wrong is in the
+/// verdict (an end without a certificate is one of those things).
+pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
+    let (Some(initiator), Some(responder)) = (req.end(&req.initiator), req.end(&req.responder))
+    else {
+        let missing = SideVerdict {
+            role: None,
+            subject: String::new(),
+            names: vec![],
+            ekus: vec![],
+            chain_valid: false,
+            not_after: None,
+            reasons: vec!["no certificate was given".into()],
+        };
+        return PairVerdict {
+            connection: PairConnection::Ambiguous,
+            valid: false,
+            initiator: missing.clone(),
+            responder: missing,
+            reasons: vec!["a certificate of the pair is missing".into()],
+            handshake: None,
+        };
+    };
+    let mut v = verify_pair(
+        &initiator,
+        &responder,
+        &PairOptions {
+            expect: req.expect,
+            at: req.at,
+        },
+    );
+    let Some(keys) = &req.handshake else {
+        return v;
+    };
+    let (i_roles, r_roles) = match req.expect {
+        Some(c) => (vec![c.roles().0], vec![c.roles().1]),
+        None => (
+            vec![Role::Device, Role::Entity],
+            vec![Role::Device, Role::Entity],
+        ),
+    };
+    let report = Handshake {
+        initiator: Identity {
+            chain: req.initiator.chain.clone(),
+            key: keys.initiator.clone_key(),
+        },
+        responder: Identity {
+            chain: req.responder.chain.clone(),
+            key: keys.responder.clone_key(),
+        },
+        initiator_accepts: req.policy(r_roles, &req.responder.name),
+        responder_accepts: req.policy(i_roles, &req.initiator.name),
+        server_name: dial_name(req.responder.name.as_ref(), &v.responder.names),
+        at: req.at,
+        timeout: keys.timeout,
+    }
+    .run();
+    if !report.ok {
+        v.reasons
+            .push(format!("handshake failed: {}", report.outcome));
+        v.valid = false;
+    }
+    v.handshake = Some(report);
+    v
+}
+
+/// The name the initiator dials: the given responder name, else its first DNS
+/// name or IP address, else a placeholder (entities have no host name).
+fn dial_name(given: Option<&PeerName>, names: &[PresentedName]) -> ServerName<'static> {
+    let given = given.and_then(|n| match n {
+        PeerName::Dns(d) => ServerName::try_from(d.clone()).ok(),
+        PeerName::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
+        // Email and URI names are checked by the verifier, not dialled.
+        PeerName::Email(_) | PeerName::Uri(_) => None,
+    });
+    let from_cert = names.iter().find_map(|n| match n {
+        PresentedName::Dns(d) => ServerName::try_from(d.clone()).ok(),
+        PresentedName::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
+        _ => None,
+    });
+    given
+        .or(from_cert)
+        .unwrap_or_else(|| ServerName::try_from("responder.invalid").expect("a valid DNS name"))
 }
 
 #[cfg(test)]

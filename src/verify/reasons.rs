@@ -156,11 +156,11 @@ pub(crate) fn webpki(err: &webpki::Error, at: OffsetDateTime, whose: &str) -> St
 }
 
 /// The name mismatch, listing what the certificate does name.
-pub(crate) fn name_mismatch(name: &str, has: &[String]) -> String {
+pub(crate) fn name_mismatch(name: &str, has: &[crate::inspect::PresentedName]) -> String {
     let has = if has.is_empty() {
         "no subjectAltName at all".to_string()
     } else {
-        has.join(", ")
+        crate::inspect::joined(has, ", ")
     };
     format!("certificate is not valid for {name} (it names {has})")
 }

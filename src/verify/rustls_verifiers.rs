@@ -214,7 +214,7 @@ impl DraftPolicy {
             return Err(format!(
                 "peer certificate is not valid for {} (it names {})",
                 want.join(" or "),
-                facts.names.join(", ")
+                inspect::joined(&facts.names, ", ")
             ));
         }
         Ok(facts.role)
