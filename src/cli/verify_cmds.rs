@@ -142,6 +142,7 @@ fn parse_at(s: &str) -> std::result::Result<OffsetDateTime, String> {
 
 // ---------------------------------------------------------------- inspect
 
+/// `inspect FILE...`: classify and lint certificates; needs no CA.
 pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<Outcome> {
     let mut all: Vec<Inspection> = Vec::new();
     for path in &a.files {
@@ -301,6 +302,7 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
 
 // ---------------------------------------------------------------- verify
 
+/// `verify cert` and `verify pair`: exit 1 with reasons when not valid.
 pub fn verify(ctx: &Ctx, cmd: VerifyCmd) -> Result<Outcome> {
     match cmd {
         VerifyCmd::Cert(a) => verify_cert(ctx, a),
@@ -459,6 +461,8 @@ fn handshake_key(
     load::private_key(&path, &format!("{side} key"))
 }
 
+/// The text of a pair verdict: a table of both ends, the connection, the
+/// handshake, the verdict and its reasons.
 pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
     let side = |s: &verify::SideVerdict| {
         vec![

@@ -21,15 +21,20 @@ use super::rustls_verifiers::{
 
 /// One end's identity: its chain (leaf first) and private key.
 pub struct Identity {
+    /// Its certificate first, then the intermediates it sends.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Its private key.
     pub key: PrivateKeyDer<'static>,
 }
 
 /// What the handshake showed.
 #[derive(Debug, Clone, Serialize)]
 pub struct HandshakeReport {
+    /// The handshake completed and both ends accepted each other.
     pub ok: bool,
+    /// The TLS version negotiated, when it got that far.
     pub protocol: Option<String>,
+    /// The cipher suite negotiated, when it got that far.
     pub cipher_suite: Option<String>,
     /// "completed", or who refused whom and why.
     pub outcome: String,
@@ -46,7 +51,9 @@ impl TimeProvider for FixedTime {
 
 /// Everything a loopback handshake needs.
 pub struct Handshake {
+    /// The TLS client.
     pub initiator: Identity,
+    /// The TLS server.
     pub responder: Identity,
     /// What the initiator accepts as responder.
     pub initiator_accepts: DraftPolicy,
@@ -54,7 +61,9 @@ pub struct Handshake {
     pub responder_accepts: DraftPolicy,
     /// The name the initiator dials (checked only for device responders).
     pub server_name: ServerName<'static>,
+    /// The time both ends validate at.
     pub at: OffsetDateTime,
+    /// How long the handshake may take, end to end.
     pub timeout: Duration,
 }
 
@@ -68,6 +77,7 @@ fn io_error(e: &std::io::Error) -> String {
 
 impl Handshake {
     /// Run it. Never fails: setup problems are reported as the outcome.
+    /// Run the handshake over 127.0.0.1; never fails, what went wrong is in the report.
     pub fn run(self) -> HandshakeReport {
         match self.run_inner() {
             Ok(r) => r,

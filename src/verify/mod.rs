@@ -43,6 +43,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// `server` or `client`, as `--purpose` takes it.
     pub fn parse(s: &str) -> Option<Purpose> {
         match s {
             "server" => Some(Purpose::Server),
@@ -86,15 +87,20 @@ impl Usage {
 /// sources.
 #[derive(Default)]
 pub struct Trust<'a> {
+    /// Trust anchors (root certificates).
     pub anchors: Vec<CertificateDer<'a>>,
+    /// Untrusted certificates that may be used to build a path.
     pub intermediates: Vec<CertificateDer<'a>>,
+    /// CRLs, checked by rustls-webpki during path building.
     pub crls: Vec<CertificateRevocationListDer<'a>>,
+    /// Other revocation sources (the CA's store, for instance).
     pub revocation: Vec<&'a dyn RevocationSource>,
 }
 
 /// Options of one certificate verification.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
+    /// How the EKU is judged.
     pub usage: Usage,
     /// A name the certificate must be valid for (RFC 6125 matching for DNS).
     pub name: Option<PeerName>,
@@ -105,9 +111,13 @@ pub struct VerifyOptions {
 /// A name a peer is expected to have: what `--name` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerName {
+    /// A DNS name (lowercased, without a trailing dot).
     Dns(String),
+    /// An IP address.
     Ip(IpAddr),
+    /// An email address.
     Email(String),
+    /// A URI, matched exactly.
     Uri(String),
 }
 
@@ -158,6 +168,7 @@ pub struct CertRef<'a> {
 /// Why and when a certificate was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationInfo {
+    /// When it was revoked, when known.
     pub revoked_at: Option<OffsetDateTime>,
     /// RFC 5280 reason name (keyCompromise, superseded, ...), when known.
     pub reason: Option<String>,
@@ -170,6 +181,7 @@ pub struct RevocationInfo {
 /// (not revoked, or unknown to it). CRL files are checked by rustls-webpki inside
 /// path building (signature, cRLSign, scope, expiry), not through this trait.
 pub trait RevocationSource {
+    /// Whether `cert` is revoked, as far as this source knows.
     fn revoked(&self, cert: &CertRef<'_>) -> Option<RevocationInfo>;
 }
 
@@ -185,17 +197,25 @@ where
 /// The verdict on one certificate.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertVerdict {
+    /// No reasons: the certificate is valid for the usage, name and time.
     pub valid: bool,
     /// device, entity, ambiguous, no-eku or ca; `null` when unreadable.
     pub role: Option<CertClass>,
+    /// Subject, `CN=a, O=b`.
     pub subject: String,
+    /// Issuer, `CN=a, O=b`.
     pub issuer: String,
+    /// Serial number, lowercase hex.
     pub serial: String,
+    /// Its subjectAltNames (JSON: `DNS:a.test`, ...).
     pub names: Vec<PresentedName>,
+    /// Its key purposes (JSON: serverAuth, ...).
     pub ekus: Vec<KeyPurpose>,
     #[serde(serialize_with = "opt_rfc3339")]
+    /// notBefore (JSON: RFC 3339).
     pub not_before: Option<OffsetDateTime>,
     #[serde(serialize_with = "opt_rfc3339")]
+    /// notAfter (JSON: RFC 3339).
     pub not_after: Option<OffsetDateTime>,
     /// Subjects from the leaf up to the trust anchor, when a path was found.
     pub chain: Vec<String>,

@@ -131,11 +131,13 @@ impl DraftPolicy {
         self
     }
 
+    /// Check revocation against these CRLs.
     pub fn crls(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> DraftPolicy {
         self.crls = crls;
         self
     }
 
+    /// Also ask this revocation source (the CA's store, for instance).
     pub fn revocation(mut self, source: Arc<dyn RevocationSource + Send + Sync>) -> DraftPolicy {
         self.revocation = Some(source);
         self
@@ -234,6 +236,7 @@ pub struct DraftClientCertVerifier {
 }
 
 impl DraftClientCertVerifier {
+    /// A client-certificate verifier (for a TLS server) applying `policy`.
     pub fn new(policy: DraftPolicy) -> DraftClientCertVerifier {
         let hints = policy
             .roots
@@ -309,6 +312,7 @@ pub struct DraftServerCertVerifier {
 }
 
 impl DraftServerCertVerifier {
+    /// A server-certificate verifier (for a TLS client) applying `policy`.
     pub fn new(policy: DraftPolicy) -> DraftServerCertVerifier {
         DraftServerCertVerifier {
             policy,
