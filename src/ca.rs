@@ -181,6 +181,8 @@ pub struct SigningCa {
     pub key_id: Vec<u8>,
     /// The CA's SubjectPublicKeyInfo (DER), to check signatures it made.
     pub spki_der: Vec<u8>,
+    /// The CA's subject Name (DER), which every certificate it signs names as issuer.
+    pub subject_der: Vec<u8>,
     pub issuer: Issuer<'static, KeyPair>,
 }
 
@@ -284,6 +286,7 @@ impl Ca {
                 Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
             })?;
         let spki_der = x509.public_key().raw.to_vec();
+        let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
         if spki_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
@@ -300,6 +303,7 @@ impl Ca {
             not_after,
             key_id,
             spki_der,
+            subject_der,
             issuer,
         })
     }

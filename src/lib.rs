@@ -20,6 +20,7 @@ pub mod names;
 pub mod policy;
 pub mod profile;
 pub mod role;
+pub mod rules;
 pub mod store;
 pub mod timefmt;
 
