@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::issue::{self, Files, IssuanceRequest, Issuer, KeySource, Output, RunOptions};
 use crate::key::KeyType;
 use crate::policy::RequestedContent;
-use crate::rules::{Origin, Rule};
+use crate::rules::{Field, Origin, Refusal, Refusals, Rule};
 use crate::store::Store;
 
 /// Largest manifest read (checked before parsing).
@@ -282,6 +282,18 @@ impl BatchOptions {
     }
 }
 
+/// A manifest error about one entry: its label, then the sentence.
+fn entry_refusal(label: &str, rule: Rule, field: Option<Field>, msg: String) -> Refusal {
+    Refusal {
+        rule,
+        field,
+        value: None,
+        detail: msg,
+        entry: None,
+    }
+    .in_entry(label)
+}
+
 /// Report the entries policy refused before `upto`, in manifest order.
 fn report_refused(
     next: &mut usize,
@@ -335,7 +347,7 @@ pub fn run(
 
     // Everything that can be known before signing: ids and their files, key
     // types, profiles, policy (the engine's own check).
-    let mut errors: Vec<String> = Vec::new();
+    let mut errors: Vec<Refusal> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut file_owner: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len() * 3);
     let mut requests: Vec<IssuanceRequest> = Vec::with_capacity(entries.len());
@@ -347,22 +359,33 @@ pub fn run(
             crate::names::printable(&e.id)
         );
         if let Err(m) = check_id(&e.id) {
-            errors.push(format!("{label}: {m} [{}]", Rule::BatchIdSyntax.code()));
+            errors.push(entry_refusal(
+                &label,
+                Rule::BatchIdSyntax,
+                Some(Field::Id),
+                m,
+            ));
         } else if !seen.insert(e.id.as_str()) {
-            errors.push(format!(
-                "{label}: duplicate id [{}]",
-                Rule::BatchIdDuplicate.code()
+            errors.push(entry_refusal(
+                &label,
+                Rule::BatchIdDuplicate,
+                Some(Field::Id),
+                "duplicate id".into(),
             ));
         } else {
             let output = Output::Prefix(out_dir.join(&e.id));
             if let Some(files) = Files::of(&output, true) {
                 for f in files.all() {
                     if let Some(other) = file_owner.insert(f.clone(), e.id.as_str()) {
-                        errors.push(format!(
-                            "{label}: its file {} is also the file of id `{}`; choose ids that do not map onto each other's files [{}]",
-                            f.display(),
-                            crate::names::printable(other),
-                            Rule::BatchIdCollision.code()
+                        errors.push(entry_refusal(
+                            &label,
+                            Rule::BatchIdCollision,
+                            Some(Field::Id),
+                            format!(
+                                "its file {} is also the file of id `{}`; choose ids that do not map onto each other's files",
+                                f.display(),
+                                crate::names::printable(other)
+                            ),
                         ));
                     }
                 }
@@ -371,7 +394,12 @@ pub fn run(
         let key_type = match e.key_type.as_deref().map(KeyType::parse).transpose() {
             Ok(kt) => kt,
             Err(err) => {
-                errors.push(format!("{label}: {err}"));
+                errors.push(entry_refusal(
+                    &label,
+                    Rule::KeyUnsupported,
+                    Some(Field::Key),
+                    err.to_string(),
+                ));
                 None
             }
         };
@@ -386,8 +414,24 @@ pub fn run(
         match issuer.check_request(&req, now) {
             Ok(()) => refused.push(None),
             Err(err @ Error::Refused(_)) => refused.push(Some(err)),
-            Err(err @ (Error::Usage(_) | Error::Input { .. } | Error::Invalid(_))) => {
-                errors.push(format!("{label}: {err}"));
+            Err(Error::Invalid(r)) => {
+                for x in &r.reasons {
+                    errors.push(entry_refusal(
+                        &label,
+                        x.rule,
+                        x.field.clone(),
+                        r.message_of(x),
+                    ));
+                }
+                refused.push(None);
+            }
+            Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
+                errors.push(entry_refusal(
+                    &label,
+                    Rule::ProfileUnknown,
+                    Some(Field::Profile),
+                    err.to_string(),
+                ));
                 refused.push(None);
             }
             Err(err) => return Err(err),
@@ -396,18 +440,13 @@ pub fn run(
     }
     if !errors.is_empty() {
         let more = errors.len().saturating_sub(MAX_LISTED_ERRORS);
-        let mut msg = errors
-            .iter()
-            .take(MAX_LISTED_ERRORS)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n  ");
+        errors.truncate(MAX_LISTED_ERRORS);
+        let mut context = format!("manifest {manifest_name}: nothing was issued");
         if more > 0 {
-            msg.push_str(&format!("\n  ... and {more} more"));
+            context.push_str(&format!(" ({more} more errors not listed)"));
         }
-        return Err(Error::input(
-            format!("manifest {manifest_name}"),
-            format!("nothing was issued:\n  {msg}"),
+        return Err(Error::Invalid(
+            Refusals::new(Origin::Manifest, errors).context(context),
         ));
     }
 

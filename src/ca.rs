@@ -327,11 +327,19 @@ impl Ca {
         let path = self.profile_path(name);
         if !path.exists() {
             let known: Vec<String> = self.profile_names()?;
-            return Err(Error::Usage(format!(
-                "no profile `{name}` in {} (known: {})",
-                self.dir.join("profiles").display(),
-                known.join(", ")
-            )));
+            return Err(Error::invalid(
+                crate::rules::Origin::Arguments,
+                crate::rules::Refusal::new(
+                    crate::rules::Rule::ProfileUnknown,
+                    format!(
+                        "there is no profile of that name in {} (known: {})",
+                        self.dir.join("profiles").display(),
+                        known.join(", ")
+                    ),
+                )
+                .on(crate::rules::Field::Profile)
+                .value(name),
+            ));
         }
         let p = Profile::load(&path)?;
         if p.name != name {

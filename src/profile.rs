@@ -255,11 +255,8 @@ impl Profile {
         }
         let implied = implied_ekus(role, kind, smime);
         if let Some(stated) = &raw.extended_key_usage {
-            if let Some((_, conflict)) = eku_conflict(role, stated) {
-                return Err(Rule(
-                    rules::Rule::ProfileEku,
-                    format!("key `extended_key_usage`: {conflict}"),
-                ));
+            if let Some((rule, conflict)) = eku_conflict(role, stated) {
+                return Err(Rule(rule, format!("key `extended_key_usage`: {conflict}")));
             }
             let mut a = stated.clone();
             let mut b = implied.clone();

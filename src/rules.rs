@@ -304,6 +304,8 @@ rules! {
     OutputDirMissing = "output-dir-missing", "the directory of an output file must exist";
     /// An output name that is a symbolic link.
     OutputIsSymlink = "output-is-symlink", "an output name must not be a symbolic link, dangling or not";
+    /// A profile name the CA does not have.
+    ProfileUnknown = "profile-unknown", "the CA has no profile of that name (`mtlsca profile list` shows them)";
     /// A profile that is not valid TOML or has unknown keys.
     ProfileSyntax = "profile-syntax", "a profile is TOML with the documented keys only";
     /// A profile whose `name` is not usable or not its file's.
@@ -423,6 +425,7 @@ impl Field {
             (Origin::Csr, Field::Csr) => "the CSR".into(),
             (Origin::Arguments, Field::Key) => "--key-type".into(),
             (Origin::Arguments, Field::Id) => "id".into(),
+            (Origin::Arguments, Field::Profile) => "profile".into(),
             (Origin::Arguments, _) => format!("--{name}"),
             (Origin::Manifest, Field::Key) => "key_type".into(),
             (Origin::Manifest, Field::RequestId) => "id".into(),
@@ -451,6 +454,8 @@ pub struct Refusal {
     pub value: Option<String>,
     /// What is wrong, and where one exists, what would change the outcome.
     pub detail: String,
+    /// Which entry of several (a batch manifest's `certificate #3 (id web)`).
+    pub entry: Option<String>,
 }
 
 impl Refusal {
@@ -461,7 +466,14 @@ impl Refusal {
             field: None,
             value: None,
             detail: detail.into(),
+            entry: None,
         }
+    }
+
+    /// Say which entry of several it is about.
+    pub fn in_entry(mut self, entry: impl Into<String>) -> Refusal {
+        self.entry = Some(entry.into());
+        self
     }
 
     /// The field it is about.
@@ -478,6 +490,14 @@ impl Refusal {
 
     /// The sentence for a requester of `origin`: `--dns evil.com: outside ...`.
     pub fn message(&self, origin: Origin) -> String {
+        match &self.entry {
+            // An entry's detail is already the whole sentence about the field.
+            Some(e) => format!("{e}: {}", self.detail),
+            None => self.message_in_entry(origin),
+        }
+    }
+
+    fn message_in_entry(&self, origin: Origin) -> String {
         match (&self.field, &self.value) {
             (Some(f), Some(v)) => format!("{} `{v}`: {}", f.label(origin), self.detail),
             (Some(f), None) => format!("{}: {}", f.label(origin), self.detail),

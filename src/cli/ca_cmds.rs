@@ -285,7 +285,12 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Check { file } => {
-            let p = Profile::load(&file)?;
+            // The answer to "is this a valid profile?" is no (exit 1), whether a
+            // key is unknown or a role rule is broken.
+            let p = Profile::load(&file).map_err(|e| match e {
+                Error::Invalid(r) => Error::Refused(r),
+                other => other,
+            })?;
             if ctx.global.json {
                 print_json(&json!({"file": file, "valid": true, "name": p.name, "role": p.role}));
             } else {

@@ -3,6 +3,7 @@
 
 mod ca;
 mod common;
+mod engine;
 mod lifecycle;
 mod limbo;
 mod reliability;
