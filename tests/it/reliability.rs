@@ -1058,13 +1058,13 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
         (
             "profile with an unknown key",
             vec!["profile", "check", &unknown_key],
-            2,
+            1,
             "colour",
         ),
         (
             "profile that is not TOML",
             vec!["profile", "check", &bad_toml],
-            2,
+            1,
             "bad.toml",
         ),
         (
