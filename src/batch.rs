@@ -46,6 +46,7 @@ const MAX_LISTED_ERRORS: usize = 20;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The entries, in manifest order.
     #[serde(default)]
     pub certificate: Vec<Entry>,
 }
@@ -54,20 +55,31 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
+    /// The entry's id: its request id, and the stem of its file names.
     pub id: String,
+    /// The profile to issue from.
     pub profile: String,
+    /// DNS names.
     #[serde(default)]
     pub dns: Vec<String>,
+    /// IP addresses.
     #[serde(default)]
     pub ip: Vec<String>,
+    /// URIs.
     #[serde(default)]
     pub uri: Vec<String>,
+    /// Email addresses.
     #[serde(default)]
     pub email: Vec<String>,
+    /// Subject common name.
     pub cn: Option<String>,
+    /// Subject organizationName.
     pub org: Option<String>,
+    /// Subject countryName.
     pub country: Option<String>,
+    /// Validity ("90d"), else the profile's default.
     pub validity: Option<String>,
+    /// Key type for the generated key, else the profile's.
     pub key_type: Option<String>,
 }
 

@@ -22,14 +22,21 @@ pub enum Error {
     Usage(String),
     /// Input that cannot be read or parsed (a file, a CSR, a profile, a manifest).
     #[error("{what}: {msg}")]
-    Input { what: String, msg: String },
+    Input {
+        /// What was read (`CSR`, `manifest m.toml`).
+        what: String,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// The CA is missing, damaged, locked, or its files cannot be used.
     #[error("{0}")]
     State(String),
     /// An I/O failure on a CA or output file.
     #[error("{}: {source}", .path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
     /// The store failed (sled), is corrupt, or was locked past the wait.
@@ -37,6 +44,7 @@ pub enum Error {
     Store(String),
 }
 
+/// A result whose error is mtlsca's.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -115,6 +123,7 @@ impl Error {
         })
     }
 
+    /// Unreadable input: what it is, and what is wrong with it (exit 2).
     pub fn input(what: impl Into<String>, msg: impl Into<String>) -> Error {
         Error::Input {
             what: what.into(),
@@ -122,6 +131,7 @@ impl Error {
         }
     }
 
+    /// An I/O failure on a file (exit 3).
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -132,6 +142,7 @@ impl Error {
 
 /// Attach a path to an `io::Result`.
 pub trait IoContext<T> {
+    /// The I/O error, with the path it concerns.
     fn at(self, path: impl AsRef<Path>) -> Result<T>;
 }
 

@@ -32,6 +32,7 @@ const VALIDITY_CEILING: Validity = Validity(crate::rules::VALIDITY_CEILING_SECS)
 pub struct Validity(pub i64);
 
 impl Validity {
+    /// Parse "90d", "24h", "1y" (a year is 365 days).
     pub fn parse(s: &str) -> std::result::Result<Validity, String> {
         let s = s.trim();
         let split = s
@@ -56,10 +57,12 @@ impl Validity {
             .ok_or_else(|| format!("`{s}` is too long"))
     }
 
+    /// The span in seconds.
     pub fn seconds(self) -> i64 {
         self.0
     }
 
+    /// The span as a duration.
     pub fn duration(self) -> time::Duration {
         time::Duration::seconds(self.0)
     }
@@ -132,21 +135,29 @@ struct RawNames {
 /// The subject attribute rules of a profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubjectRules {
+    /// commonName.
     pub common_name: Requirement,
+    /// organizationName.
     pub organization: Requirement,
+    /// countryName.
     pub country: Requirement,
 }
 
 /// Which subjectAltName kinds a profile accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NameRules {
+    /// DNS names.
     pub dns: bool,
+    /// IP addresses.
     pub ip: bool,
+    /// URIs.
     pub uri: bool,
+    /// Email addresses.
     pub email: bool,
 }
 
 impl NameRules {
+    /// Whether names of this kind are accepted.
     pub fn allows(&self, kind: NameKind) -> bool {
         match kind {
             NameKind::Dns => self.dns,
@@ -160,18 +171,31 @@ impl NameRules {
 /// A validated profile: every default filled in, every role rule checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
+    /// The profile's name (its file name without `.toml`).
     pub name: String,
+    /// One line on what the profile is for.
     pub description: String,
+    /// The role: device or entity.
     pub role: Role,
+    /// The entity kind (person or organization); `None` for devices.
     pub kind: Option<EntityKind>,
+    /// The EKUs its certificates carry (what the role implies).
     pub extended_key_usage: Vec<Eku>,
+    /// Key type of generated keys.
     pub key: KeyType,
+    /// Validity when the request names none.
     pub default_validity: Validity,
+    /// The longest validity it issues.
     pub max_validity: Validity,
+    /// Which subject attributes are required, optional or forbidden.
     pub subject: SubjectRules,
+    /// Which name kinds it accepts.
     pub names: NameRules,
+    /// Whether wildcard DNS names are allowed.
     pub allow_wildcards: bool,
+    /// Name patterns that narrow the CA's constraints.
     pub permitted: Vec<Pattern>,
+    /// Whether person certificates also carry emailProtection (S/MIME).
     pub smime: bool,
 }
 
@@ -209,6 +233,7 @@ impl Profile {
         })
     }
 
+    /// Read and validate a profile file.
     pub fn load(path: &Path) -> Result<Profile> {
         let text = crate::fsutil::read_bounded_text(path, 64 * 1024, "profile")?;
         Profile::parse(&text, &path.display().to_string())
