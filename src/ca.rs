@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -80,16 +79,6 @@ pub enum PassphraseSource {
     Environment(String),
 }
 
-/// The process-wide source, set once by the command line (`--passphrase-file`, else
-/// `$MTLSCA_PASSPHRASE`) so that every command that signs can unlock an encrypted
-/// CA. The passphrase itself is read only when a key is unlocked and zeroized after.
-static PASSPHRASE_SOURCE: OnceLock<PassphraseSource> = OnceLock::new();
-
-/// Set the process-wide passphrase source (the first call wins).
-pub fn set_passphrase_source(source: PassphraseSource) {
-    let _ = PASSPHRASE_SOURCE.set(source);
-}
-
 /// Read the passphrase from a source: `None` when the environment variable is unset.
 pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> {
     match source {
@@ -104,14 +93,6 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> 
                 Passphrase::new(bytes, &format!("${var}")).map(Some)
             }
         },
-    }
-}
-
-/// The passphrase from the process-wide source, if one is set and yields one.
-pub fn process_passphrase() -> Result<Option<Passphrase>> {
-    match PASSPHRASE_SOURCE.get() {
-        Some(src) => read_passphrase(src),
-        None => Ok(None),
     }
 }
 
@@ -168,8 +149,12 @@ impl CaKind {
 pub struct Ca {
     pub dir: PathBuf,
     pub config: CaConfig,
-    /// Unlocks encrypted CA keys; `None`: the process-wide source is asked.
+    /// Unlocks encrypted CA keys.
     passphrase: Option<Passphrase>,
+    /// Where the passphrase is read from when a key is unlocked (the command
+    /// line's `--passphrase-file`, else `$MTLSCA_PASSPHRASE`); read only then and
+    /// zeroized after.
+    passphrase_source: Option<PassphraseSource>,
 }
 
 /// A CA certificate with its unlocked key, ready to sign.
@@ -219,12 +204,19 @@ impl Ca {
             dir: dir.to_path_buf(),
             config,
             passphrase: None,
+            passphrase_source: None,
         })
     }
 
-    /// Unlock encrypted CA keys with this passphrase (instead of the process-wide source).
+    /// Unlock encrypted CA keys with this passphrase.
     pub fn with_passphrase(mut self, passphrase: Passphrase) -> Ca {
         self.passphrase = Some(passphrase);
+        self
+    }
+
+    /// Read the passphrase of encrypted CA keys from `source` when a key is unlocked.
+    pub fn with_passphrase_source(mut self, source: PassphraseSource) -> Ca {
+        self.passphrase_source = Some(source);
         self
     }
 
@@ -266,7 +258,10 @@ impl Ca {
         }
         let passphrase = match (&self.passphrase, encrypted) {
             (Some(p), _) => Some(p.clone()),
-            (None, true) => process_passphrase()?,
+            (None, true) => match &self.passphrase_source {
+                Some(src) => read_passphrase(src)?,
+                None => None,
+            },
             (None, false) => None,
         };
         let key = key::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
@@ -666,5 +661,6 @@ fn build(
         dir: dir.to_path_buf(),
         config,
         passphrase: passphrase.cloned(),
+        passphrase_source: None,
     })
 }

@@ -145,12 +145,14 @@ pub struct QuickstartArgs {
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
     let passphrase = if a.encrypt {
-        Some(ca::process_passphrase()?.ok_or_else(|| {
-            Error::Usage(format!(
-                "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
-                super::PASSPHRASE_ENV
-            ))
-        })?)
+        Some(
+            ca::read_passphrase(&ctx.passphrase_source())?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
+                    super::PASSPHRASE_ENV
+                ))
+            })?,
+        )
     } else {
         None
     };
@@ -216,7 +218,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
 pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
     match c {
         ProfileCmd::List => {
-            let profiles: Vec<(Profile, String)> = match Ca::open(&ctx.global.ca_dir) {
+            let profiles: Vec<(Profile, String)> = match ctx.open_ca() {
                 Ok(ca) => ca
                     .profile_names()?
                     .iter()
@@ -267,7 +269,7 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Show { name } => {
-            let p = match Ca::open(&ctx.global.ca_dir) {
+            let p = match ctx.open_ca() {
                 Ok(ca) => ca.profile(&name)?,
                 Err(Error::State(_)) => profile::builtin(&name).ok_or_else(|| {
                     Error::Usage(format!(
@@ -374,7 +376,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
 }
 
 fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;
     issuer.issue(req, ctx.now)
@@ -469,7 +471,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             .transpose()?,
         name: a.name,
     };
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let records = store.list(&filter, ctx.now)?;
     if ctx.global.json {
@@ -507,7 +509,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let rec = store.find(&a.id)?.ok_or_else(|| {
         Error::refused(format!(
@@ -620,7 +622,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
         ca_dir.join("root.pem").display()
     ));
 
-    let ca = Ca::open(&ca_dir)?;
+    let ca = Ca::open(&ca_dir)?.with_passphrase_source(ctx.passphrase_source());
     let store = Store::open(&ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;
     let mut issued = Vec::new();
