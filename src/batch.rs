@@ -306,7 +306,7 @@ pub fn run(
     // policy, and request ids recorded for another profile.
     let mut profiles: HashMap<String, Profile> = HashMap::new();
     let mut signing: Vec<(CaKind, std::rc::Rc<crate::ca::SigningCa>)> = Vec::new();
-    let constraints = ca.config.constraints();
+    let constraints = ca.config.constraints()?;
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut errors: Vec<String> = Vec::new();
     let mut plan: Vec<Planned> = Vec::with_capacity(entries.len());
@@ -796,6 +796,7 @@ mod tests {
                 key_type: KeyType::EcdsaP256,
                 permit_dns: vec![],
                 permit_ip: vec![],
+                permit_uri: vec![],
             },
             now,
         )

@@ -36,12 +36,21 @@ const MAX_CA_FILE: u64 = 256 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
+    /// The CA's name.
     pub name: String,
+    /// Key type of the CA keys.
     pub key_type: KeyType,
+    /// DNS domain constraints: each covers the domain and every name under it.
     #[serde(default)]
     pub permit_dns: Vec<String>,
+    /// IP range constraints (CIDR).
     #[serde(default)]
     pub permit_ip: Vec<String>,
+    /// URI host constraints in RFC 5280 §4.2.1.10 form: `corp.internal` (exactly
+    /// that host) or `.corp.internal` (any host under it). Empty with
+    /// `permit_dns` set: URI hosts are held to the DNS domains.
+    #[serde(default)]
+    pub permit_uri: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     /// The CA keys in `private/` are encrypted PKCS#8 (`init --encrypt`): a plain
@@ -51,23 +60,102 @@ pub struct CaConfig {
 }
 
 impl CaConfig {
-    /// The CA's name constraints as patterns (DNS and IP).
-    pub fn constraints(&self) -> Vec<Pattern> {
-        self.permit_dns
-            .iter()
-            .chain(&self.permit_ip)
-            .filter_map(|p| Pattern::parse(p).ok())
-            .collect()
+    /// The CA's effective name constraints: the DNS domains (`Pattern::Dns`), the
+    /// IP ranges, and the URI hosts: `permit_uri`, or, when it is empty and
+    /// `permit_dns` is not, for each DNS domain `d` the hosts `d` and `.d`.
+    /// An entry that does not parse is an error (exit 3) naming `ca.toml`, the
+    /// key and the value; nothing is dropped.
+    pub fn constraints(&self) -> Result<Vec<Pattern>> {
+        effective_constraints(
+            &self.permit_dns,
+            &self.permit_ip,
+            &self.permit_uri,
+            |key, value, why| {
+                Error::State(format!(
+                    "{CONFIG_FILE}: key `{key}`: `{}` {why}",
+                    printable(value)
+                ))
+            },
+        )
     }
+}
+
+/// Parse the three constraint lists (`permit_dns`, `permit_ip`, `permit_uri`)
+/// into patterns, deriving the URI hosts from the DNS domains when no URI
+/// constraint is given; `err(key, value, why)` makes the error of a bad entry.
+fn effective_constraints(
+    dns: &[String],
+    ip: &[String],
+    uri: &[String],
+    err: impl Fn(&str, &str, String) -> Error,
+) -> Result<Vec<Pattern>> {
+    let mut out = Vec::with_capacity(dns.len() * 3 + ip.len() + uri.len());
+    for d in dns {
+        match Pattern::parse(d) {
+            Ok(p @ Pattern::Dns(_)) => out.push(p),
+            Ok(_) => {
+                return Err(err(
+                    "permit_dns",
+                    d,
+                    "is not a DNS domain such as corp.internal (it covers the domain and every name under it)".into(),
+                ))
+            }
+            Err(m) => return Err(err("permit_dns", d, format!("is not a DNS domain: {m}"))),
+        }
+    }
+    for c in ip {
+        match Pattern::parse(c) {
+            Ok(p @ Pattern::Ip { .. }) => out.push(p),
+            Ok(_) => {
+                return Err(err(
+                    "permit_ip",
+                    c,
+                    "is not an IP range such as 10.0.0.0/8".into(),
+                ))
+            }
+            Err(m) => return Err(err("permit_ip", c, format!("is not an IP range: {m}"))),
+        }
+    }
+    for u in uri {
+        let p = Pattern::parse_uri_host(u).map_err(|m| {
+            err(
+                "permit_uri",
+                u,
+                format!("is not a URI host constraint: {m}"),
+            )
+        })?;
+        out.push(p);
+    }
+    if uri.is_empty() {
+        let derived: Vec<Pattern> = out
+            .iter()
+            .filter_map(|p| match p {
+                Pattern::Dns(d) => Some([
+                    Pattern::UriHost(d.clone()),
+                    Pattern::UriHostUnder(d.clone()),
+                ]),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        out.extend(derived);
+    }
+    Ok(out)
 }
 
 /// What `init` is asked for.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// The CA's name (organizationName of its certificates).
     pub name: String,
+    /// Key type of the three CA keys.
     pub key_type: KeyType,
+    /// DNS domain constraints (`init --permit-dns`).
     pub permit_dns: Vec<String>,
+    /// IP range constraints (`init --permit-ip`).
     pub permit_ip: Vec<String>,
+    /// URI host constraints (`init --permit-uri`): `host` or `.domain`.
+    pub permit_uri: Vec<String>,
 }
 
 /// Where the passphrase of encrypted CA keys comes from when the caller did not
@@ -213,6 +301,8 @@ impl Ca {
                 e.message()
             ))
         })?;
+        // Constraints that cannot be read stop every command: none is dropped.
+        config.constraints()?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
@@ -509,34 +599,21 @@ pub fn init_protected(
             )));
         }
     }
-    let mut subtrees = Vec::new();
-    for d in &opts.permit_dns {
-        match Pattern::parse(d) {
-            Ok(Pattern::Dns(domain)) => subtrees.push(GeneralSubtree::DnsName(domain)),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--permit-dns `{}` is not a DNS domain",
-                    printable(d)
-                )))
-            }
-        }
-    }
-    for c in &opts.permit_ip {
-        match Pattern::parse(c) {
-            Ok(Pattern::Ip { net, prefix }) => subtrees.push(GeneralSubtree::IpAddress(
-                rcgen::CidrSubnet::from_addr_prefix(net, prefix),
-            )),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--permit-ip `{}` is not an IP range such as 10.0.0.0/8",
-                    printable(c)
-                )))
-            }
-        }
-    }
+    let constraints = effective_constraints(
+        &opts.permit_dns,
+        &opts.permit_ip,
+        &opts.permit_uri,
+        |key, value, why| {
+            Error::Usage(format!(
+                "--{} `{}` {why}",
+                key.replace('_', "-"),
+                printable(value)
+            ))
+        },
+    )?;
 
     let created_dir = !dir.exists();
-    let result = build(dir, opts, passphrase, &name, subtrees, now);
+    let result = build(dir, opts, passphrase, &name, &constraints, now);
     if result.is_err() {
         remove_half_made(dir, created_dir);
     }
@@ -548,7 +625,7 @@ fn build(
     opts: &InitOptions,
     passphrase: Option<&Passphrase>,
     name: &str,
-    subtrees: Vec<GeneralSubtree>,
+    constraints: &[Pattern],
     now: OffsetDateTime,
 ) -> Result<Ca> {
     fs::create_dir_all(dir).at(dir)?;
@@ -568,7 +645,18 @@ fn build(
         now,
         now + time::Duration::days(365 * ROOT_YEARS),
     )?;
-    if !subtrees.is_empty() {
+    if !constraints.is_empty() {
+        // TEMPORARY: DNS and IP through rcgen until name_constraints lands.
+        let subtrees = constraints
+            .iter()
+            .filter_map(|p| match p {
+                Pattern::Dns(d) => Some(GeneralSubtree::DnsName(d.clone())),
+                Pattern::Ip { net, prefix } => Some(GeneralSubtree::IpAddress(
+                    rcgen::CidrSubnet::from_addr_prefix(*net, *prefix),
+                )),
+                _ => None,
+            })
+            .collect();
         root.name_constraints = Some(NameConstraints {
             permitted_subtrees: subtrees,
             excluded_subtrees: vec![],
@@ -642,8 +730,29 @@ fn build(
     let config = CaConfig {
         name: name.to_string(),
         key_type: opts.key_type,
-        permit_dns: opts.permit_dns.clone(),
-        permit_ip: opts.permit_ip.clone(),
+        // The canonical forms, so ca.toml reads back as what the root carries.
+        permit_dns: constraints
+            .iter()
+            .filter(|p| matches!(p, Pattern::Dns(_)))
+            .map(Pattern::as_text)
+            .collect(),
+        permit_ip: constraints
+            .iter()
+            .filter(|p| matches!(p, Pattern::Ip { .. }))
+            .map(Pattern::as_text)
+            .collect(),
+        permit_uri: if opts.permit_uri.is_empty() {
+            vec![]
+        } else {
+            constraints
+                .iter()
+                .filter_map(|p| match p {
+                    Pattern::UriHost(h) => Some(h.clone()),
+                    Pattern::UriHostUnder(d) => Some(format!(".{d}")),
+                    _ => None,
+                })
+                .collect()
+        },
         created: now,
         encrypted_keys: passphrase.is_some(),
     };

@@ -530,7 +530,7 @@ impl<'a> Issuer<'a> {
             root_der: ca.cert_der(CaKind::Root)?,
             chain_validated: Default::default(),
             signing: Default::default(),
-            constraints: ca.config.constraints(),
+            constraints: ca.config.constraints()?,
         })
     }
 
@@ -1008,6 +1008,7 @@ mod tests {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
         };
         let ca = crate::ca::init(&dir.path().join("ca"), &opts, now).unwrap();
         let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();

@@ -5,5 +5,6 @@ mod ca;
 mod common;
 mod lifecycle;
 mod limbo;
+mod names;
 mod reliability;
 mod verify;
