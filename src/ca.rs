@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,6 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::key::{self, KeyType, Passphrase};
+use crate::name_constraints::{self, Subtree};
 use crate::names::{printable, Pattern};
 use crate::profile::{self, Profile};
 use crate::role::Role;
@@ -269,6 +270,8 @@ pub struct SigningCa {
     pub key_id: Vec<u8>,
     /// The CA's SubjectPublicKeyInfo (DER), to check signatures it made.
     pub spki_der: Vec<u8>,
+    /// The CA's subject Name (DER), which every certificate it signs names as issuer.
+    pub subject_der: Vec<u8>,
     pub issuer: Issuer<'static, KeyPair>,
 }
 
@@ -374,6 +377,7 @@ impl Ca {
                 Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
             })?;
         let spki_der = x509.public_key().raw.to_vec();
+        let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
         if spki_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
@@ -390,6 +394,7 @@ impl Ca {
             not_after,
             key_id,
             spki_der,
+            subject_der,
             issuer,
         })
     }
@@ -574,6 +579,36 @@ fn ca_params(
     Ok(p)
 }
 
+/// The root's nameConstraints extension (critical, permitted subtrees only):
+/// the DNS domains, IP ranges and URI hosts of the effective constraints.
+/// rcgen cannot write URI subtrees, so the DER comes from `name_constraints`.
+fn name_constraints_extension(constraints: &[Pattern]) -> Result<CustomExtension> {
+    let subtrees = constraints
+        .iter()
+        .map(|p| match p {
+            Pattern::Dns(d) => Ok(Subtree::Dns(d.clone())),
+            Pattern::Ip { net, prefix } => Ok(Subtree::Ip {
+                net: *net,
+                prefix: *prefix,
+            }),
+            Pattern::UriHost(h) => Ok(Subtree::UriHost(h.clone())),
+            Pattern::UriHostUnder(d) => Ok(Subtree::UriHost(format!(".{d}"))),
+            other => Err(Error::State(format!(
+                "the name constraint `{other}` cannot be written into a root"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut ext = CustomExtension::from_oid_content(
+        OID_NAME_CONSTRAINTS,
+        name_constraints::encode_permitted(&subtrees),
+    );
+    ext.set_criticality(true);
+    Ok(ext)
+}
+
+/// id-ce-nameConstraints (2.5.29.30).
+const OID_NAME_CONSTRAINTS: &[u64] = &[2, 5, 29, 30];
+
 /// Create the hierarchy, the profiles and the store directory in `dir`.
 /// Refuses (exit 3) a directory that already holds a CA; on failure removes what
 /// it created, so a half-made CA never stays behind.
@@ -646,21 +681,8 @@ fn build(
         now + time::Duration::days(365 * ROOT_YEARS),
     )?;
     if !constraints.is_empty() {
-        // TEMPORARY: DNS and IP through rcgen until name_constraints lands.
-        let subtrees = constraints
-            .iter()
-            .filter_map(|p| match p {
-                Pattern::Dns(d) => Some(GeneralSubtree::DnsName(d.clone())),
-                Pattern::Ip { net, prefix } => Some(GeneralSubtree::IpAddress(
-                    rcgen::CidrSubnet::from_addr_prefix(*net, *prefix),
-                )),
-                _ => None,
-            })
-            .collect();
-        root.name_constraints = Some(NameConstraints {
-            permitted_subtrees: subtrees,
-            excluded_subtrees: vec![],
-        });
+        root.custom_extensions
+            .push(name_constraints_extension(constraints)?);
     }
     let root_cert = root
         .self_signed(&root_key)

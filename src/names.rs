@@ -579,17 +579,8 @@ impl Pattern {
 /// (`host` exactly, `.domain` any host under it); a URI without a host matches
 /// nothing.
 fn uri_host_matches(uri: &str, base: &str) -> bool {
-    // TEMPORARY until crate::name_constraints lands on main.
-    let host = uri
-        .split_once("://")
-        .map(|(_, r)| r.split(['/', '?', '#']).next().unwrap_or(""))
-        .map(|a| a.rsplit('@').next().unwrap_or(""))
-        .map(|h| h.split(':').next().unwrap_or("").to_ascii_lowercase())
-        .filter(|h| !h.is_empty());
-    host.is_some_and(|h| match base.strip_prefix('.') {
-        Some(d) => dns_under(&h, d),
-        None => h == base,
-    })
+    crate::name_constraints::uri_host(uri)
+        .is_some_and(|host| crate::name_constraints::uri_host_within(&host, base))
 }
 
 impl Serialize for Pattern {

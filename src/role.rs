@@ -126,43 +126,16 @@ impl Eku {
     }
 }
 
-/// The EKUs a role implies: exactly these go into a leaf.
+/// The EKUs a role implies (the rulebook's table; kept here for callers that read
+/// roles).
 pub fn implied_ekus(role: Role, kind: Option<EntityKind>, smime: bool) -> Vec<Eku> {
-    match (role, kind) {
-        (Role::Device, _) => vec![Eku::ServerAuth],
-        (Role::Entity, Some(EntityKind::Person)) if smime => {
-            vec![Eku::ClientAuth, Eku::EmailProtection]
-        }
-        (Role::Entity, _) => vec![Eku::ClientAuth],
-    }
+    crate::rules::implied_ekus(role, kind, smime)
 }
 
-/// Why a set of EKUs is not acceptable for a role; `None` when it is.
-/// The message names the rule, for profiles, CSRs and inspection alike.
+/// Why a set of EKUs is not acceptable for a role, as a sentence; `None` when it is
+/// (the rulebook's `eku_conflict` without its rule code).
 pub fn eku_conflict(role: Role, ekus: &[Eku]) -> Option<String> {
-    if ekus.contains(&Eku::Any) {
-        return Some(
-            "anyExtendedKeyUsage is refused: it gives a certificate every meaning at once".into(),
-        );
-    }
-    if ekus.contains(&Eku::ServerAuth) && ekus.contains(&Eku::ClientAuth) {
-        return Some(
-            "serverAuth and clientAuth together are refused: a certificate is either a device (serverAuth) or an entity (clientAuth)".into(),
-        );
-    }
-    match role {
-        Role::Device if ekus.contains(&Eku::ClientAuth) => Some(
-            "clientAuth on a device is refused: clientAuth identifies a person or organisation"
-                .into(),
-        ),
-        Role::Device if ekus.contains(&Eku::EmailProtection) => {
-            Some("emailProtection on a device is refused: S/MIME is for persons".into())
-        }
-        Role::Entity if ekus.contains(&Eku::ServerAuth) => {
-            Some("serverAuth on an entity is refused: serverAuth identifies a device".into())
-        }
-        _ => None,
-    }
+    crate::rules::eku_conflict(role, ekus).map(|(_, why)| why.to_string())
 }
 
 /// A kind of subjectAltName.
@@ -187,10 +160,7 @@ impl NameKind {
 
     /// Whether the role may carry this kind of name at all (the role table).
     pub fn allowed_for(self, role: Role) -> bool {
-        match role {
-            Role::Device => matches!(self, NameKind::Dns | NameKind::Ip | NameKind::Uri),
-            Role::Entity => matches!(self, NameKind::Email | NameKind::Uri),
-        }
+        crate::rules::name_kind_allowed(role, self)
     }
 }
 

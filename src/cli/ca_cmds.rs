@@ -378,6 +378,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
         key: KeySource::Generate(a.key_type),
         request_id: a.request_id,
         output: Output::Prefix(prefix),
+        origin: crate::rules::Origin::Arguments,
     };
     let issued = run_issue(ctx, &req)?;
     report_issued(ctx, &issued);
@@ -445,6 +446,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         key: KeySource::Csr(csr),
         request_id: a.request_id,
         output,
+        origin: crate::rules::Origin::Arguments,
     };
     let issued = run_issue(ctx, &req)?;
     if to_stdout {
@@ -674,6 +676,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             key: KeySource::Generate(None),
             request_id: Some(format!("quickstart-{file}")),
             output: Output::Prefix(dir.join(file)),
+            origin: crate::rules::Origin::Arguments,
         };
         let out = issuer.issue(&req, ctx.now)?;
         ctx.say(format!(

@@ -119,7 +119,7 @@ struct EntryLine<'a> {
     id: &'a str,
     status: &'a str,
     serial: Option<&'a str>,
-    reasons: &'a [String],
+    reasons: &'a [batch::Reason],
 }
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
@@ -155,7 +155,15 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
         } else if !quiet && o.status == EntryStatus::Refused {
-            let msg = format!("refused {}: {}", o.id, o.reasons.join("; "));
+            let msg = format!(
+                "refused {}: {}",
+                o.id,
+                o.reasons
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
             match &bar {
                 Some(b) => b.suspend(|| {
                     let _ = writeln!(out, "{msg}");

@@ -168,7 +168,14 @@ fn permit_uri_is_explicit() {
     assert!(text.contains("URI:corp.internal"), "{text}");
     assert!(!text.contains("URI:.corp.internal"), "{text}");
 
-    env.ok(&["issue", "workload", "--uri", "spiffe://corp.internal/a"]);
+    env.ok(&[
+        "issue",
+        "workload",
+        "--uri",
+        "spiffe://corp.internal/a",
+        "--out",
+        "ok",
+    ]);
     // Only that host: a subdomain and another host are refused.
     env.fails(
         &["issue", "workload", "--uri", "https://web.corp.internal/"],
@@ -191,7 +198,7 @@ fn permit_uri_is_explicit() {
     let text = env.x509_text("ca/root.pem");
     assert!(text.contains("URI:.mesh.internal"), "{text}");
     assert!(!text.contains("DNS:"), "{text}");
-    env.ok(&["issue", "workload", "--uri", "spiffe://a.mesh.internal/x"]);
+    env.ok(&["issue", "workload", "--uri", "spiffe://a.mesh.internal/y"]);
     env.fails(
         &["issue", "workload", "--uri", "spiffe://mesh.internal/x"],
         1,
