@@ -49,9 +49,11 @@ pub struct CaConfig {
     pub permit_ip: Vec<String>,
     /// URI host constraints in RFC 5280 §4.2.1.10 form: `corp.internal` (exactly
     /// that host) or `.corp.internal` (any host under it). Empty with
-    /// `permit_dns` set: URI hosts are held to the DNS domains.
-    #[serde(default)]
+    /// `permit_dns` set: URI hosts are held to the DNS domains. Not written when
+    /// empty, so a CA without it stays readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permit_uri: Vec<String>,
+    /// When `init` made the CA.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     /// The CA keys in `private/` are encrypted PKCS#8 (`init --encrypt`): a plain
