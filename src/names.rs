@@ -260,6 +260,9 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -819,6 +822,7 @@ mod tests {
             "https://web.corp.internal/a/..",
             "https://web.corp.internal/a%zz",
             "https://web.corp.internal/a%2",
+            "https://web.corp.internal/a%+1",
         ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
