@@ -950,6 +950,50 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_never_panics() {
+        for s in [
+            "",
+            ":",
+            "a:",
+            "a://",
+            "a://@",
+            "a://[",
+            "a://x/%",
+            "a://x/%e",
+            "%",
+            "spiffe:",
+            "spiffe://",
+            "spiffe:///",
+            "spiffe://a/",
+            "spiffe://a//",
+            "[",
+            "]",
+            "[]",
+            "[::1",
+            "::",
+            "1.2.3.4:",
+            ":80",
+            "*",
+            "*.",
+            ".",
+            "..",
+            "@",
+            "@.",
+            "URI:",
+            "URI:.",
+            "é://x",
+            "a://é",
+            "a://x/\u{0}",
+        ] {
+            let _ = parse_uri(s);
+            let _ = looks_like_host(s);
+            let _ = Pattern::parse(s);
+            let _ = Pattern::parse_uri_host(s);
+            let _ = SanName::parse(NameKind::Uri, s);
+        }
+    }
+
+    #[test]
     fn dn_values() {
         assert!(check_dn_value("CN", "Alice Example").is_ok());
         assert!(check_dn_value("CN", "").is_err());
