@@ -96,11 +96,18 @@ fn effective_constraints(
     for d in dns {
         match Pattern::parse(d) {
             Ok(p @ Pattern::Dns(_)) => out.push(p),
+            Ok(Pattern::DnsUnder(domain)) => {
+                return Err(err(
+                    "permit_dns",
+                    d,
+                    format!("is not a DNS domain: a DNS constraint covers the domain and every name under it, and cannot leave the domain itself out; write `{domain}`"),
+                ))
+            }
             Ok(_) => {
                 return Err(err(
                     "permit_dns",
                     d,
-                    "is not a DNS domain such as corp.internal (it covers the domain and every name under it)".into(),
+                    "is not a DNS domain such as corp.internal".into(),
                 ))
             }
             Err(m) => return Err(err("permit_dns", d, format!("is not a DNS domain: {m}"))),

@@ -519,6 +519,12 @@ impl Pattern {
                 printable(s)
             ));
         }
+        if s.parse::<IpAddr>().is_ok() {
+            return Err(format!(
+                "`{}` is an IP address: a URI constraint names a host (RFC 5280 §4.2.1.10)",
+                printable(s)
+            ));
+        }
         match s.strip_prefix('.') {
             Some(d) => parse_dns(d, false).map(Pattern::UriHostUnder),
             None => parse_dns(s, false).map(Pattern::UriHost),
@@ -882,6 +888,7 @@ mod tests {
             ".",
             "a..b",
             "u@corp.internal",
+            "10.0.0.1",
         ] {
             assert!(Pattern::parse_uri_host(bad).is_err(), "{bad:?}");
         }
