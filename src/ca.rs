@@ -26,6 +26,7 @@ use crate::names::{printable, Pattern};
 use crate::profile::{self, Profile};
 use crate::role::Role;
 
+/// The CA configuration file in a CA directory.
 pub const CONFIG_FILE: &str = "ca.toml";
 const ROOT_YEARS: i64 = 20;
 const ISSUING_YEARS: i64 = 10;
@@ -216,14 +217,19 @@ pub fn process_passphrase() -> Result<Option<Passphrase>> {
 /// The three CAs of the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaKind {
+    /// The root CA.
     Root,
+    /// The device issuing CA (EKU serverAuth).
     Device,
+    /// The entity issuing CA (EKU clientAuth).
     Entity,
 }
 
 impl CaKind {
+    /// The three, root first.
     pub const ALL: [CaKind; 3] = [CaKind::Root, CaKind::Device, CaKind::Entity];
 
+    /// `root`, `device` or `entity` (as `crl --issuer` spells it).
     pub fn as_str(self) -> &'static str {
         match self {
             CaKind::Root => "root",
@@ -232,6 +238,7 @@ impl CaKind {
         }
     }
 
+    /// The certificate's file name in the CA directory.
     pub fn cert_file(self) -> &'static str {
         match self {
             CaKind::Root => "root.pem",
@@ -240,6 +247,7 @@ impl CaKind {
         }
     }
 
+    /// The key's file name in `private/`.
     pub fn key_file(self) -> &'static str {
         match self {
             CaKind::Root => "root.key",
@@ -256,6 +264,7 @@ impl CaKind {
         }
     }
 
+    /// The kind named by [`CaKind::as_str`].
     pub fn parse(s: &str) -> Option<CaKind> {
         CaKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -264,7 +273,9 @@ impl CaKind {
 /// An opened CA directory.
 #[derive(Debug, Clone)]
 pub struct Ca {
+    /// The CA directory.
     pub dir: PathBuf,
+    /// Its `ca.toml`.
     pub config: CaConfig,
     /// Unlocks encrypted CA keys; `None`: the process-wide source is asked.
     passphrase: Option<Passphrase>,
@@ -272,15 +283,21 @@ pub struct Ca {
 
 /// A CA certificate with its unlocked key, ready to sign.
 pub struct SigningCa {
+    /// Which CA of the hierarchy.
     pub kind: CaKind,
+    /// Its certificate (DER).
     pub cert_der: Vec<u8>,
+    /// Its certificate (PEM, as on disk).
     pub cert_pem: String,
+    /// Its notAfter: nothing it signs may outlive it.
     pub not_after: OffsetDateTime,
+    /// Its subjectKeyIdentifier (the authorityKeyIdentifier of what it signs).
     pub key_id: Vec<u8>,
     /// The CA's SubjectPublicKeyInfo (DER), to check signatures it made.
     pub spki_der: Vec<u8>,
     /// The CA's subject Name (DER), which every certificate it signs names as issuer.
     pub subject_der: Vec<u8>,
+    /// The unlocked key with the certificate, for rcgen.
     pub issuer: Issuer<'static, KeyPair>,
 }
 
@@ -328,18 +345,22 @@ impl Ca {
         self
     }
 
+    /// Where a CA certificate lives.
     pub fn cert_path(&self, kind: CaKind) -> PathBuf {
         self.dir.join(kind.cert_file())
     }
 
+    /// Where a CA key lives.
     pub fn key_path(&self, kind: CaKind) -> PathBuf {
         self.dir.join("private").join(kind.key_file())
     }
 
+    /// A CA certificate as PEM text (bounded read).
     pub fn cert_pem(&self, kind: CaKind) -> Result<String> {
         read_ca_file(&self.cert_path(kind))
     }
 
+    /// A CA certificate as DER.
     pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
         self.der_of(kind, &self.cert_pem(kind)?)
     }
@@ -408,6 +429,7 @@ impl Ca {
         })
     }
 
+    /// Where the CA's copy of a profile lives.
     pub fn profile_path(&self, name: &str) -> PathBuf {
         self.dir.join("profiles").join(format!("{name}.toml"))
     }
@@ -446,6 +468,7 @@ impl Ca {
         Ok(p)
     }
 
+    /// The names of the CA's profiles, sorted.
     pub fn profile_names(&self) -> Result<Vec<String>> {
         let dir = self.dir.join("profiles");
         let mut names = Vec::new();
