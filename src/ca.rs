@@ -819,3 +819,125 @@ fn build(
         passphrase: passphrase.cloned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    fn opts(dns: &[&str], ip: &[&str], uri: &[&str]) -> InitOptions {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        InitOptions {
+            name: "T".into(),
+            key_type: KeyType::EcdsaP256,
+            permit_dns: v(dns),
+            permit_ip: v(ip),
+            permit_uri: v(uri),
+        }
+    }
+
+    fn config(o: &InitOptions) -> CaConfig {
+        CaConfig {
+            name: o.name.clone(),
+            key_type: o.key_type,
+            permit_dns: o.permit_dns.clone(),
+            permit_ip: o.permit_ip.clone(),
+            permit_uri: o.permit_uri.clone(),
+            created: OffsetDateTime::UNIX_EPOCH,
+            encrypted_keys: false,
+        }
+    }
+
+    #[test]
+    fn uri_constraints_are_explicit_or_derived_from_dns() {
+        let texts = |o: &InitOptions| -> Vec<String> {
+            config(o)
+                .constraints()
+                .unwrap()
+                .iter()
+                .map(Pattern::as_text)
+                .collect()
+        };
+        assert_eq!(
+            texts(&opts(&["corp.internal"], &["10.0.0.0/8"], &[])),
+            [
+                "corp.internal",
+                "10.0.0.0/8",
+                "URI:corp.internal",
+                "URI:.corp.internal"
+            ]
+        );
+        assert_eq!(
+            texts(&opts(&["corp.internal"], &[], &[".mesh.internal"])),
+            ["corp.internal", "URI:.mesh.internal"]
+        );
+        assert!(texts(&opts(&[], &["10.0.0.0/8"], &[]))
+            .iter()
+            .all(|t| !t.starts_with("URI:")));
+        for bad in [
+            opts(&["corp.internal."], &[], &[]),
+            opts(&["*.corp.internal"], &[], &[]),
+            opts(&[], &["10.0.0.0/33"], &[]),
+            opts(&[], &["corp.internal"], &[]),
+            opts(&[], &[], &["spiffe://corp.internal"]),
+        ] {
+            let err = config(&bad).constraints().unwrap_err().to_string();
+            assert!(
+                err.contains(CONFIG_FILE) && err.contains("key `permit_"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_carries_dns_ip_and_uri_subtrees_critically() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init(
+            &dir.path().join("ca"),
+            &opts(&["Corp.Internal"], &["10.0.0.0/8"], &[]),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert_eq!(ca.config.permit_dns, ["corp.internal"]);
+        assert!(ca.config.permit_uri.is_empty());
+        let der = ca.cert_der(CaKind::Root).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS)
+            .expect("nameConstraints");
+        assert!(ext.critical);
+        let ParsedExtension::NameConstraints(nc) = ext.parsed_extension() else {
+            panic!("unparsed nameConstraints");
+        };
+        assert!(nc.excluded_subtrees.is_none());
+        let bases: Vec<String> = nc
+            .permitted_subtrees
+            .iter()
+            .flatten()
+            .map(|t| match &t.base {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::URI(u) => format!("URI:{u}"),
+                GeneralName::IPAddress(ip) => format!("IP:{ip:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            bases,
+            [
+                "DNS:corp.internal",
+                "IP:[10, 0, 0, 0, 255, 0, 0, 0]",
+                "URI:corp.internal",
+                "URI:.corp.internal"
+            ]
+        );
+        // The issuing CAs carry none: the root constrains the whole hierarchy.
+        let der = ca.cert_der(CaKind::Device).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(cert
+            .extensions()
+            .iter()
+            .all(|e| e.oid != x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS));
+    }
+}

@@ -366,6 +366,31 @@ fn profile_patterns_mean_what_they_say() {
     let err = env.fails(&["issue", "sub", "--dns", "corp.internal"], 1);
     assert!(err.contains("*.corp.internal"), "{err}");
 
+    // URI prefixes keep working, on a segment boundary.
+    std::fs::write(
+        profiles.join("prod.toml"),
+        "name = \"prod\"\nrole = \"device\"\npermitted = [\"spiffe://corp.internal/ns/prod\"]\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "issue",
+        "prod",
+        "--uri",
+        "spiffe://corp.internal/ns/prod/sa/api",
+        "--out",
+        "prod-api",
+    ]);
+    let err = env.fails(
+        &[
+            "issue",
+            "prod",
+            "--uri",
+            "spiffe://corp.internal/ns/production/sa/api",
+        ],
+        1,
+    );
+    assert!(err.contains("permitted"), "{err}");
+
     // Printing a pattern gives back what it was: `profile show` keeps `*.`.
     let shown = env.ok(&["profile", "show", "sub"]);
     assert!(shown.contains("\"*.corp.internal\""), "{shown}");
