@@ -225,6 +225,18 @@ fn parse_uri(s: &str) -> Result<String, String> {
                 printable(host)
             ));
         }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if h.starts_with('[') || port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        });
+        if host.ends_with('.') {
+            return Err(format!(
+                "URI `{shown}`: the host ends in `.` (name constraints compare hosts without it; write the host without the trailing dot)"
+            ));
+        }
         if authority.contains('%') {
             return Err(format!(
                 "URI `{shown}`: percent-encoding in the host is not accepted"
@@ -829,6 +841,8 @@ mod tests {
             "https://web.corp.internal/a%zz",
             "https://web.corp.internal/a%2",
             "https://web.corp.internal/a%+1",
+            "https://web.corp.internal./a",
+            "https://web.corp.internal.:443/a",
         ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
