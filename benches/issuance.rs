@@ -25,6 +25,7 @@ fn demo_ca() -> (tempfile::TempDir, Ca) {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
         },
         now,
     )

@@ -548,6 +548,7 @@ mod tests {
                 key_type: KeyType::EcdsaP256,
                 permit_dns: vec![],
                 permit_ip: vec![],
+                permit_uri: vec![],
             },
             now,
         )

@@ -4,7 +4,6 @@
 //!
 //! The crate is a library first; the `mtlsca` binary is a thin layer over it.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod backup;
 pub mod batch;

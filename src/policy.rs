@@ -308,7 +308,7 @@ pub fn check(
         }
         CnRule::NotAHost => {
             if let Some(cn) = &subject.cn {
-                if looks_like_host(cn) {
+                if names::looks_like_host(cn) {
                     refusals.push(
                         Refusal::new(
                             Rule::EntityCnIsAHost,
@@ -533,27 +533,6 @@ fn join_patterns(p: &[Pattern], kind: NameKind) -> String {
         .map(|p| p.as_text())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Whether a common name reads as a host name or IP literal.
-fn looks_like_host(cn: &str) -> bool {
-    let s = cn.trim();
-    let bare = s.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    let host = s.trim_end_matches('.');
-    host.contains('.')
-        && !host.contains(' ')
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
-        })
-        && host
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
 fn eku_name(oid: &str) -> String {

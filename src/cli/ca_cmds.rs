@@ -33,6 +33,11 @@ pub struct InitArgs {
     /// Name constraint: only IP addresses in CIDR (repeatable)
     #[arg(long, value_name = "CIDR")]
     pub permit_ip: Vec<String>,
+    /// Name constraint: only URIs whose host is HOST, or any host under DOMAIN
+    /// when given as .DOMAIN (repeatable; without it, --permit-dns also holds
+    /// URI hosts to its domains)
+    #[arg(long, value_name = "HOST|.DOMAIN")]
+    pub permit_uri: Vec<String>,
     /// Encrypt the CA keys (PKCS#8 PBES2) under the passphrase from
     /// --passphrase-file or $MTLSCA_PASSPHRASE; every signing command then needs it
     #[arg(long)]
@@ -163,6 +168,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             key_type: a.key_type,
             permit_dns: a.permit_dns,
             permit_ip: a.permit_ip,
+            permit_uri: a.permit_uri,
         },
         passphrase.as_ref(),
         ctx.now,
@@ -170,6 +176,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     drop(store);
+    let constraints: Vec<String> = ca
+        .config
+        .constraints()?
+        .iter()
+        .map(crate::names::Pattern::as_text)
+        .collect();
     if ctx.global.json {
         print_json(&json!({
             "ca_dir": dir,
@@ -181,6 +193,8 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "profiles": ca.profile_names()?,
             "permit_dns": ca.config.permit_dns,
             "permit_ip": ca.config.permit_ip,
+            "permit_uri": ca.config.permit_uri,
+            "name_constraints": constraints,
             "encrypted_keys": ca.config.encrypted_keys,
         }));
     } else {
@@ -205,6 +219,9 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "  profiles          {}",
             ca.profile_names()?.join(", ")
         ));
+        if !constraints.is_empty() {
+            ctx.say(format!("  name constraints  {}", constraints.join(", ")));
+        }
         if ca.config.encrypted_keys {
             ctx.say(format!(
                 "  CA keys           {} (encrypted, PKCS#8 PBES2)",
@@ -614,6 +631,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
             encrypt: false,
         },
     )?;

@@ -150,7 +150,7 @@ impl<'a> Issuer<'a> {
             chain_validated: Default::default(),
             signing: Default::default(),
             profiles: Default::default(),
-            constraints: ca.config.constraints(),
+            constraints: ca.config.constraints()?,
         })
     }
 
@@ -353,6 +353,7 @@ mod tests {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
         };
         let ca = crate::ca::init(&dir.path().join("ca"), &opts, now).unwrap();
         let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();

@@ -190,7 +190,7 @@ impl Issuer<'_> {
         let mut pending = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
             match self.stage_one(first + i, req) {
-                Ok(Staged1::Done(issued)) => outcomes[i] = Some(Ok(issued)),
+                Ok(Staged1::Done(issued)) => outcomes[i] = Some(Ok(*issued)),
                 Ok(Staged1::Sign(w)) => pending.push(Job {
                     pos: w.pos,
                     req: w.req,
@@ -218,7 +218,9 @@ impl Issuer<'_> {
         }
         if let Some(id) = &req.request_id {
             if let Some(rec) = self.store.by_request_id(id)? {
-                return self.existing(rec, req, files.as_ref()).map(Staged1::Done);
+                return self
+                    .existing(rec, req, files.as_ref())
+                    .map(|i| Staged1::Done(Box::new(i)));
             }
         }
         if let Some(f) = &files {
@@ -364,7 +366,7 @@ impl Issuer<'_> {
 
 /// What staging decided for one request.
 enum Staged1<'r> {
-    Done(Issued),
+    Done(Box<Issued>),
     Sign(Work<'r>),
 }
 

@@ -72,7 +72,7 @@ impl Prepared {
 
 /// The public key a certificate will carry.
 enum KeyMaterial {
-    Generated(rcgen::KeyPair),
+    Generated(Box<rcgen::KeyPair>),
     Csr(rcgen::SubjectPublicKeyInfo, Vec<u8>),
 }
 
@@ -126,7 +126,7 @@ pub(crate) fn prepare(
     )?;
     let material = match (&req.key, csr_spki) {
         (KeySource::Generate(kt), _) => {
-            KeyMaterial::Generated(key::generate(kt.unwrap_or(profile.key))?)
+            KeyMaterial::Generated(Box::new(key::generate(kt.unwrap_or(profile.key))?))
         }
         (KeySource::Csr(_), Some(spki)) => KeyMaterial::Csr(
             rcgen::SubjectPublicKeyInfo::from_der(&spki).map_err(|e| {
@@ -140,7 +140,7 @@ pub(crate) fn prepare(
         (KeySource::Csr(_), None) => unreachable!("a CSR intake always has a key"),
     };
     let expected_spki = match &material {
-        KeyMaterial::Generated(k) => rcgen::PublicKeyData::subject_public_key_info(k),
+        KeyMaterial::Generated(k) => rcgen::PublicKeyData::subject_public_key_info(k.as_ref()),
         KeyMaterial::Csr(_, raw) => raw.clone(),
     };
     let serial = ca::random_serial()?;
@@ -148,7 +148,7 @@ pub(crate) fn prepare(
     params.key_identifier_method =
         rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
     let cert = match &material {
-        KeyMaterial::Generated(k) => params.signed_by(k, &signing.issuer),
+        KeyMaterial::Generated(k) => params.signed_by(k.as_ref(), &signing.issuer),
         KeyMaterial::Csr(s, _) => params.signed_by(s, &signing.issuer),
     }
     .map_err(|e| Error::State(format!("signing failed: {e}")))?;

@@ -6,5 +6,6 @@ mod common;
 mod engine;
 mod lifecycle;
 mod limbo;
+mod names;
 mod reliability;
 mod verify;

@@ -1475,7 +1475,7 @@ name = "odd"
 description = "quotes \" and back\\slashes \\ and \t tabs"
 role = "device"
 names = { dns = true, ip = true, uri = true }
-permitted = ["spiffe://corp.internal/ns/a%22b", "corp.internal", "10.0.0.0/8"]
+permitted = ["https://corp.internal/ns/a%22b", "corp.internal", "10.0.0.0/8"]
 "#;
     let p = mtlsca::profile::Profile::parse(text, "odd").unwrap();
     let printed = p.to_toml();
