@@ -1,5 +1,5 @@
 //! In-process costs: the crypto floor, the issuance pipeline per certificate, and the
-//! store. Whole-process comparisons with OpenSSL are in `bench/vs-openssl.sh`.
+//! store. Whole-process comparisons with OpenSSL are in `benches/vs-openssl.sh`.
 //!
 //!     cargo bench --bench issuance
 
@@ -25,6 +25,7 @@ fn demo_ca() -> (tempfile::TempDir, Ca) {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
         },
         now,
     )
@@ -69,6 +70,7 @@ fn pipeline(c: &mut Criterion) {
                     key: KeySource::Generate(None),
                     request_id: None,
                     output: Output::None,
+                    origin: mtlsca::rules::Origin::Arguments,
                 };
                 issuer.issue(&req, now).unwrap()
             })

@@ -12,41 +12,31 @@
 //! and malformed values are bad input (exit 2, nothing issued). An entry that
 //! policy refuses is reported `refused` and the others go on.
 //!
-//! Entries are then issued in chunks of `BatchOptions::chunk` with the exactly
-//! once protocol of `issue`, amortised over the chunk:
-//!
-//! 1. keys are generated, certificates signed and self-checked on every core, and
-//!    each writes its files under temporary names (no fsync);
-//! 2. one `syncfs` makes all those files durable; the chunk is recorded in ONE
-//!    store transaction and the store is flushed once;
-//! 3. the files are linked to their final names and the directory is fsynced once.
-//!
-//! An entry whose request id is recorded is `exists` (missing certificate files
-//! are rewritten); temporary files an interrupted run left behind are completed
-//! when their certificate was recorded and removed when it was not, so re-running
-//! a manifest never issues an entry twice. Memory stays bounded by the manifest
-//! plus one chunk.
+//! Entries are then issued by the engine (`issue::Issuer::issue_all`): in chunks,
+//! signed on every core, each chunk recorded in one transaction with the same
+//! exactly-once protocol and the same self-check as `issue`. An entry whose
+//! request id is recorded is `exists`; re-running a manifest never issues an entry
+//! twice. Ids name files, so two ids whose files would collide (`web` and
+//! `web.chain` both write `web.chain.pem`) are refused before anything is issued.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::ca::{Ca, CaKind};
+use crate::ca::Ca;
 use crate::error::{Error, Result};
-use crate::issue::{
-    self, Durability, Files, IssuanceRequest, Issuer, KeySource, Output, Prepared, SignContext,
-};
-use crate::key::{KeyType, PublicKeyKind};
-use crate::policy::{self, Origin, RequestedContent};
-use crate::profile::Profile;
-use crate::store::{ChunkItem, Recorded, Store};
+use crate::issue::{self, Files, IssuanceRequest, Issuer, KeySource, Output, RunOptions};
+use crate::key::KeyType;
+use crate::policy::RequestedContent;
+use crate::rules::{Field, Origin, Refusal, Refusals, Rule};
+use crate::store::Store;
 
 /// Largest manifest read (checked before parsing).
 pub const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
 /// Entries per store transaction and flush.
-pub const DEFAULT_CHUNK: usize = 256;
+pub const DEFAULT_CHUNK: usize = crate::issue::DEFAULT_CHUNK;
 /// Longest entry id (it is a file name).
 const MAX_ID: usize = 128;
 /// How many manifest errors are listed before "and N more".
@@ -56,6 +46,7 @@ const MAX_LISTED_ERRORS: usize = 20;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The entries, in manifest order.
     #[serde(default)]
     pub certificate: Vec<Entry>,
 }
@@ -64,20 +55,31 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
+    /// The entry's id: its request id, and the stem of its file names.
     pub id: String,
+    /// The profile to issue from.
     pub profile: String,
+    /// DNS names.
     #[serde(default)]
     pub dns: Vec<String>,
+    /// IP addresses.
     #[serde(default)]
     pub ip: Vec<String>,
+    /// URIs.
     #[serde(default)]
     pub uri: Vec<String>,
+    /// Email addresses.
     #[serde(default)]
     pub email: Vec<String>,
+    /// Subject common name.
     pub cn: Option<String>,
+    /// Subject organizationName.
     pub org: Option<String>,
+    /// Subject countryName.
     pub country: Option<String>,
+    /// Validity ("90d"), else the profile's default.
     pub validity: Option<String>,
+    /// Key type for the generated key, else the profile's.
     pub key_type: Option<String>,
 }
 
@@ -172,13 +174,18 @@ fn is_certificate_header_start(section: &str) -> bool {
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EntryStatus {
+    /// Issued by this run.
     Issued,
+    /// Issued before under the same id.
     Exists,
+    /// Refused (or bad); see the reasons.
     Refused,
 }
 
 impl EntryStatus {
+    /// `issued`, `exists` or `refused`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntryStatus::Issued => "issued",
@@ -188,53 +195,86 @@ impl EntryStatus {
     }
 }
 
+/// One reason an entry was refused: the rule (when the refusal names one), the
+/// field and the message, as JSON lines print them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    /// The rule's code.
+    pub rule: Option<&'static str>,
+    /// The manifest key concerned.
+    pub field: Option<String>,
+    /// The sentence.
+    pub message: String,
+}
+
+impl Reason {
+    /// The reasons of an error about one entry.
+    pub fn of(e: &Error) -> Vec<Reason> {
+        match e.reasons() {
+            Some(r) => r
+                .reasons
+                .iter()
+                .map(|x| Reason {
+                    rule: Some(x.rule.code()),
+                    field: x.field.as_ref().map(|f| f.name()),
+                    message: r.message_of(x),
+                })
+                .collect(),
+            None => vec![Reason {
+                rule: None,
+                field: None,
+                message: e.to_string(),
+            }],
+        }
+    }
+}
+
 /// The report of one entry, in manifest order.
 #[derive(Debug, Clone)]
 pub struct EntryOutcome {
+    /// The entry's id.
     pub id: String,
+    /// What happened.
     pub status: EntryStatus,
+    /// The certificate's serial (issued or existing).
     pub serial: Option<String>,
-    pub reasons: Vec<String>,
+    /// Why it was refused.
+    pub reasons: Vec<Reason>,
+    /// The files written for it.
     pub files: Vec<PathBuf>,
 }
 
 impl EntryOutcome {
-    fn refused(id: &str, reasons: Vec<String>) -> EntryOutcome {
-        EntryOutcome {
-            id: id.to_string(),
-            status: EntryStatus::Refused,
-            serial: None,
-            reasons,
-            files: Vec::new(),
-        }
-    }
-
-    fn from_issued(id: &str, i: issue::Issued) -> EntryOutcome {
-        EntryOutcome {
-            id: id.to_string(),
-            status: match i.status {
-                issue::IssueStatus::Issued => EntryStatus::Issued,
-                issue::IssueStatus::Exists => EntryStatus::Exists,
+    fn of(id: &str, r: Result<issue::Issued>) -> EntryOutcome {
+        match r {
+            Ok(i) => EntryOutcome {
+                id: id.to_string(),
+                status: match i.status {
+                    issue::IssueStatus::Exists => EntryStatus::Exists,
+                    _ => EntryStatus::Issued,
+                },
+                serial: Some(i.record.serial),
+                reasons: Vec::new(),
+                files: i.files,
             },
-            serial: Some(i.record.serial),
-            reasons: Vec::new(),
-            files: i.files,
+            Err(e) => EntryOutcome {
+                id: id.to_string(),
+                status: EntryStatus::Refused,
+                serial: None,
+                reasons: Reason::of(&e),
+                files: Vec::new(),
+            },
         }
     }
 }
 
 /// Counts of a finished batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub total: usize,
-    pub issued: usize,
-    pub exists: usize,
-    pub refused: usize,
-}
+pub type Summary = issue::Counts;
 
 /// Where and how a batch runs.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
+    /// The directory the files go to.
     pub out_dir: PathBuf,
     /// Entries per transaction and flush.
     pub chunk: usize,
@@ -243,15 +283,44 @@ pub struct BatchOptions {
 }
 
 impl BatchOptions {
+    /// Default chunking and one thread per core, files into `out_dir`.
     pub fn new(out_dir: PathBuf) -> BatchOptions {
+        let r = RunOptions::batch();
         BatchOptions {
             out_dir,
-            chunk: DEFAULT_CHUNK,
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(16),
+            chunk: r.chunk,
+            threads: r.threads,
         }
+    }
+}
+
+/// A manifest error about one entry: its label, then the sentence.
+fn entry_refusal(label: &str, rule: Rule, field: Option<Field>, msg: String) -> Refusal {
+    Refusal {
+        rule,
+        field,
+        value: None,
+        detail: msg,
+        entry: None,
+    }
+    .in_entry(label)
+}
+
+/// Report the entries policy refused before `upto`, in manifest order.
+fn report_refused(
+    next: &mut usize,
+    upto: usize,
+    refused: &mut [Option<Error>],
+    entries: &[Entry],
+    summary: &mut Summary,
+    report: &mut dyn FnMut(&EntryOutcome),
+) {
+    while *next < upto {
+        if let Some(err) = refused[*next].take() {
+            summary.refused += 1;
+            report(&EntryOutcome::of(&entries[*next].id, Err(err)));
+        }
+        *next += 1;
     }
 }
 
@@ -271,21 +340,6 @@ pub fn check_id(id: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A validated entry, ready for the pipeline.
-struct Planned {
-    key_type: Option<KeyType>,
-    /// Policy's refusal, found while validating.
-    refused: Option<Vec<String>>,
-}
-
-fn public_kind(kt: KeyType) -> PublicKeyKind {
-    match kt {
-        KeyType::EcdsaP256 => PublicKeyKind::EcdsaP256,
-        KeyType::EcdsaP384 => PublicKeyKind::EcdsaP384,
-        KeyType::Ed25519 => PublicKeyKind::Ed25519,
-    }
-}
-
 /// Issue every entry of `manifest`, calling `report` for each entry in manifest
 /// order as soon as its files are final. Errors of the manifest are returned
 /// before anything is issued; a CA or store failure stops the batch (what was
@@ -301,450 +355,148 @@ pub fn run(
 ) -> Result<Summary> {
     let issuer = Issuer::new(ca, store)?;
     let entries = &manifest.certificate;
+    let out_dir = std::path::absolute(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
 
-    // Everything that can be known before signing: profiles, CAs, ids, values,
-    // policy, and request ids recorded for another profile.
-    let mut profiles: HashMap<String, Profile> = HashMap::new();
-    let mut signing: Vec<(CaKind, std::rc::Rc<crate::ca::SigningCa>)> = Vec::new();
-    let constraints = ca.config.constraints();
+    // Everything that can be known before signing: ids and their files, key
+    // types, profiles, policy (the engine's own check).
+    let mut errors: Vec<Refusal> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
-    let mut errors: Vec<String> = Vec::new();
-    let mut plan: Vec<Planned> = Vec::with_capacity(entries.len());
-    let mut unknown_profiles: HashSet<&str> = HashSet::new();
+    let mut file_owner: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len() * 3);
+    let mut requests: Vec<IssuanceRequest> = Vec::with_capacity(entries.len());
+    let mut refused: Vec<Option<Error>> = Vec::with_capacity(entries.len());
     for (n, e) in entries.iter().enumerate() {
         let label = format!(
             "certificate #{} (id `{}`)",
             n + 1,
             crate::names::printable(&e.id)
         );
-        let mut planned = Planned {
-            key_type: None,
-            refused: None,
-        };
         if let Err(m) = check_id(&e.id) {
-            errors.push(format!("{label}: {m}"));
+            errors.push(entry_refusal(
+                &label,
+                Rule::BatchIdSyntax,
+                Some(Field::Id),
+                m,
+            ));
         } else if !seen.insert(e.id.as_str()) {
-            errors.push(format!("{label}: duplicate id"));
-        }
-        match e.key_type.as_deref().map(KeyType::parse).transpose() {
-            Ok(kt) => planned.key_type = kt,
-            Err(err) => errors.push(format!("{label}: {err}")),
-        }
-        if !profiles.contains_key(&e.profile) && !unknown_profiles.contains(e.profile.as_str()) {
-            match ca.profile(&e.profile) {
-                Ok(p) => {
-                    let kind = CaKind::for_role(p.role);
-                    if !signing.iter().any(|(k, _)| *k == kind) {
-                        signing.push((kind, issuer.signing_ca(kind)?));
+            errors.push(entry_refusal(
+                &label,
+                Rule::BatchIdDuplicate,
+                Some(Field::Id),
+                "duplicate id".into(),
+            ));
+        } else {
+            let output = Output::Prefix(out_dir.join(&e.id));
+            if let Some(files) = Files::of(&output, true) {
+                for f in files.all() {
+                    if let Some(other) = file_owner.insert(f.clone(), e.id.as_str()) {
+                        errors.push(entry_refusal(
+                            &label,
+                            Rule::BatchIdCollision,
+                            Some(Field::Id),
+                            format!(
+                                "its file {} is also the file of id `{}`; choose ids that do not map onto each other's files",
+                                f.display(),
+                                crate::names::printable(other)
+                            ),
+                        ));
                     }
-                    profiles.insert(e.profile.clone(), p);
                 }
-                Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
-                    errors.push(format!("{label}: {err}"));
-                    unknown_profiles.insert(e.profile.as_str());
-                    plan.push(planned);
-                    continue;
-                }
-                Err(err) => return Err(err),
             }
         }
-        let Some(profile) = profiles.get(&e.profile) else {
-            errors.push(format!("{label}: unknown profile `{}`", e.profile));
-            plan.push(planned);
-            continue;
+        let key_type = match e.key_type.as_deref().map(KeyType::parse).transpose() {
+            Ok(kt) => kt,
+            Err(err) => {
+                errors.push(entry_refusal(
+                    &label,
+                    Rule::KeyUnsupported,
+                    Some(Field::Key),
+                    err.to_string(),
+                ));
+                None
+            }
         };
-        let signer = lookup(&signing, CaKind::for_role(profile.role));
-        let kind = public_kind(planned.key_type.unwrap_or(profile.key));
-        match policy::check(
-            profile,
-            &constraints,
-            &e.content(),
-            kind,
-            signer.not_after,
-            Origin::Arguments,
-            now,
-        ) {
-            Ok(_) => {}
-            Err(Error::Refused(reasons)) => planned.refused = Some(reasons),
+        let req = IssuanceRequest {
+            profile: e.profile.clone(),
+            content: e.content(),
+            key: KeySource::Generate(key_type),
+            request_id: Some(e.id.clone()),
+            output: Output::Prefix(out_dir.join(&e.id)),
+            origin: Origin::Manifest,
+        };
+        match issuer.check_request(&req, now) {
+            Ok(()) => refused.push(None),
+            Err(err @ Error::Refused(_)) => refused.push(Some(err)),
+            Err(Error::Invalid(r)) => {
+                for x in &r.reasons {
+                    errors.push(entry_refusal(
+                        &label,
+                        x.rule,
+                        x.field.clone(),
+                        r.message_of(x),
+                    ));
+                }
+                refused.push(None);
+            }
             Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
-                errors.push(format!("{label}: {err}"))
+                errors.push(entry_refusal(
+                    &label,
+                    Rule::ProfileUnknown,
+                    Some(Field::Profile),
+                    err.to_string(),
+                ));
+                refused.push(None);
             }
             Err(err) => return Err(err),
         }
-        if check_id(&e.id).is_ok() {
-            if let Some(rec) = store.by_request_id(&e.id)? {
-                if rec.profile != e.profile {
-                    errors.push(format!(
-                        "{label}: this id was issued as a `{}` certificate (serial {}), not `{}`",
-                        rec.profile, rec.serial, e.profile
-                    ));
-                }
-            }
-        }
-        plan.push(planned);
+        requests.push(req);
     }
     if !errors.is_empty() {
         let more = errors.len().saturating_sub(MAX_LISTED_ERRORS);
-        let mut msg = errors
-            .iter()
-            .take(MAX_LISTED_ERRORS)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n  ");
+        errors.truncate(MAX_LISTED_ERRORS);
+        let mut context = format!("manifest {manifest_name}: nothing was issued");
         if more > 0 {
-            msg.push_str(&format!("\n  ... and {more} more"));
+            context.push_str(&format!(" ({more} more errors not listed)"));
         }
-        return Err(Error::input(
-            format!("manifest {manifest_name}"),
-            format!("nothing was issued:\n  {msg}"),
+        return Err(Error::Invalid(
+            Refusals::new(Origin::Manifest, errors).context(context),
         ));
     }
 
-    let out_dir = std::path::absolute(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
-    let contexts: Vec<(CaKind, SignContext<'_>)> = signing
-        .iter()
-        .map(|(kind, s)| (*kind, issuer.sign_context(s, now)))
-        .collect();
-    let job = Job {
-        issuer: &issuer,
-        store,
-        signer: Signer {
-            profiles: &profiles,
-            contexts: &contexts,
-            threads: opts.threads.max(1),
-        },
-        out_dir: &out_dir,
-        now,
-    };
+    // Entries policy refused are reported in their place; the rest go to the engine.
+    let (to_issue, positions): (Vec<IssuanceRequest>, Vec<usize>) = requests
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| refused[*i].is_none())
+        .map(|(i, r)| (r, i))
+        .unzip();
+    let mut next = 0usize;
     let mut summary = Summary {
         total: entries.len(),
         ..Summary::default()
     };
-    let size = opts.chunk.max(1);
-    let mut plan_chunks = plan.chunks_mut(size);
-    let mut entry_chunks = entries.chunks(size);
-    // Two chunks in flight: while chunk k waits for the disk (sync, flush,
-    // links), chunk k+1 is signed on the other threads.
-    std::thread::scope(|scope| -> Result<()> {
-        let signer = &job.signer;
-        let mut stage_next = || -> Result<Option<Staged<'_>>> {
-            match (entry_chunks.next(), plan_chunks.next()) {
-                (Some(e), Some(p)) => job.stage(e, p).map(Some),
-                _ => Ok(None),
-            }
-        };
-        let mut in_flight = stage_next()?.map(|st| start(scope, signer, st));
-        while let Some((staged, handle)) = in_flight.take() {
-            let signed = join(handle);
-            let next = match stage_next() {
-                Ok(st) => st.map(|st| start(scope, signer, st)),
-                Err(e) => {
-                    discard(&signed);
-                    return Err(e);
-                }
-            };
-            match job.commit(staged, signed) {
-                Ok(outcomes) => {
-                    for o in &outcomes {
-                        match o.status {
-                            EntryStatus::Issued => summary.issued += 1,
-                            EntryStatus::Exists => summary.exists += 1,
-                            EntryStatus::Refused => summary.refused += 1,
-                        }
-                        report(o);
-                    }
-                }
-                Err(e) => {
-                    if let Some((_, h)) = next {
-                        discard(&join(h));
-                    }
-                    return Err(e);
-                }
-            }
-            in_flight = next;
-        }
-        Ok(())
+    let run_opts = RunOptions {
+        chunk: opts.chunk,
+        threads: opts.threads,
+    };
+    let counts = issuer.issue_all(&to_issue, &run_opts, now, &mut |i, r| {
+        let pos = positions[i];
+        report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
+        report(&EntryOutcome::of(&entries[pos].id, r));
+        next = pos + 1;
     })?;
+    report_refused(
+        &mut next,
+        entries.len(),
+        &mut refused,
+        entries,
+        &mut summary,
+        report,
+    );
+    summary.issued += counts.issued;
+    summary.exists += counts.exists;
+    summary.refused += counts.refused;
     Ok(summary)
-}
-
-/// Start signing a staged chunk on a thread of `scope`.
-fn start<'scope, 'env: 'scope, 'e: 'scope>(
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    signer: &'scope Signer<'_>,
-    mut staged: Staged<'e>,
-) -> (
-    Staged<'e>,
-    std::thread::ScopedJoinHandle<'scope, Signed<'e>>,
-) {
-    let pending = std::mem::take(&mut staged.pending);
-    (staged, scope.spawn(move || signer.sign(pending)))
-}
-
-/// Signed entries of a chunk, each with its result.
-type Signed<'e> = Vec<(Work<'e>, Result<Prepared>)>;
-
-fn join<'e>(h: std::thread::ScopedJoinHandle<'_, Signed<'e>>) -> Signed<'e> {
-    match h.join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Remove the temporary files of signed entries that will not be recorded.
-fn discard(signed: &Signed<'_>) {
-    for (_, r) in signed {
-        if let Ok(p) = r {
-            p.discard_partials();
-        }
-    }
-}
-
-/// What the signing threads see: profiles and signing contexts (not the
-/// single-threaded `Issuer`, not the store).
-struct Signer<'j> {
-    profiles: &'j HashMap<String, Profile>,
-    contexts: &'j [(CaKind, SignContext<'j>)],
-    threads: usize,
-}
-
-impl Signer<'_> {
-    /// Step 1 for a list of entries: sign on every thread, write the temporary
-    /// files (not yet durable).
-    fn sign<'e>(&self, pending: Vec<Work<'e>>) -> Signed<'e> {
-        par_map(pending, self.threads, |w| {
-            let profile = &self.profiles[&w.entry.profile];
-            let cx = lookup(self.contexts, CaKind::for_role(profile.role));
-            let result = issue::prepare(cx, profile, &w.request, Some(w.files.clone()))
-                .and_then(|p| p.write_partials(Durability::Deferred).map(|()| p));
-            (w, result)
-        })
-    }
-}
-
-/// What every chunk of one batch shares.
-struct Job<'j> {
-    issuer: &'j Issuer<'j>,
-    store: &'j Store,
-    signer: Signer<'j>,
-    out_dir: &'j Path,
-    now: OffsetDateTime,
-}
-
-/// An entry on its way through the pipeline.
-struct Work<'e> {
-    pos: usize,
-    entry: &'e Entry,
-    request: IssuanceRequest,
-    files: Files,
-}
-
-/// A chunk after the checks that need the store: outcomes known so far, and
-/// the entries to sign.
-struct Staged<'e> {
-    outcomes: Vec<Option<EntryOutcome>>,
-    pending: Vec<Work<'e>>,
-}
-
-impl Job<'_> {
-    fn profile(&self, e: &Entry) -> &Profile {
-        &self.signer.profiles[&e.profile]
-    }
-
-    /// Recover leftovers, find entries issued before, refuse taken file names.
-    fn stage<'e>(&self, entries: &'e [Entry], plan: &mut [Planned]) -> Result<Staged<'e>> {
-        let mut outcomes: Vec<Option<EntryOutcome>> = vec![None; entries.len()];
-        let mut pending: Vec<Work<'e>> = Vec::new();
-        for (pos, (e, p)) in entries.iter().zip(plan.iter_mut()).enumerate() {
-            if let Some(reasons) = p.refused.take() {
-                outcomes[pos] = Some(EntryOutcome::refused(&e.id, reasons));
-                continue;
-            }
-            let output = Output::Prefix(self.out_dir.join(&e.id));
-            let files = Files::of(&output, true).expect("a prefix always has files");
-            self.issuer.recover(&files)?;
-            if let Some(rec) = self.store.by_request_id(&e.id)? {
-                let issued = self.issuer.existing(rec, self.profile(e), Some(&files))?;
-                outcomes[pos] = Some(EntryOutcome::from_issued(&e.id, issued));
-                continue;
-            }
-            if let Some(taken) = files.existing_file() {
-                outcomes[pos] = Some(EntryOutcome::refused(
-                    &e.id,
-                    vec![format!(
-                        "{} already exists and no certificate is recorded for this id; refusing to overwrite it",
-                        taken.display()
-                    )],
-                ));
-                continue;
-            }
-            pending.push(Work {
-                pos,
-                entry: e,
-                request: IssuanceRequest {
-                    profile: e.profile.clone(),
-                    content: e.content(),
-                    key: KeySource::Generate(p.key_type),
-                    request_id: Some(e.id.clone()),
-                    output,
-                },
-                files,
-            });
-        }
-        Ok(Staged { outcomes, pending })
-    }
-
-    /// Steps 2 and 3 for a signed chunk: one sync of the files, one transaction,
-    /// one flush, then the final names and one directory sync. The outcomes in
-    /// entry order.
-    fn commit<'e>(&self, staged: Staged<'e>, mut signed: Signed<'e>) -> Result<Vec<EntryOutcome>> {
-        let mut outcomes = staged.outcomes;
-        let mut linkable: Vec<(usize, &Entry, Prepared)> = Vec::new();
-        // A serial collision (practically never) signs that entry again.
-        for round in 0..8 {
-            if signed.is_empty() {
-                break;
-            }
-            if round > 0 {
-                signed = self
-                    .signer
-                    .sign(signed.into_iter().map(|(w, _)| w).collect());
-            }
-            let mut ready: Vec<(Work<'_>, Prepared)> = Vec::with_capacity(signed.len());
-            let mut failure: Option<Error> = None;
-            for (w, result) in signed {
-                match result {
-                    Ok(p) => ready.push((w, p)),
-                    Err(Error::Refused(reasons)) => {
-                        outcomes[w.pos] = Some(EntryOutcome::refused(&w.entry.id, reasons))
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = failure {
-                for (_, p) in &ready {
-                    p.discard_partials();
-                }
-                return Err(e);
-            }
-
-            let recorded = issue::sync_fs(self.out_dir).and_then(|()| {
-                let items: Vec<ChunkItem<'_>> = ready
-                    .iter()
-                    .map(|(_, p)| ChunkItem {
-                        record: &p.record,
-                        der: &p.der,
-                        issuer_key_id: &p.issuer_key_id,
-                    })
-                    .collect();
-                self.store.record_chunk(&items, self.now)
-            });
-            let recorded = match recorded {
-                Ok(r) => r,
-                Err(e) => {
-                    for (_, p) in &ready {
-                        p.discard_partials();
-                    }
-                    return Err(e);
-                }
-            };
-            // If the flush fails, the temporary files stay: the next run completes
-            // those whose records reached the disk and removes the others.
-            self.store.flush()?;
-
-            let mut again: Signed<'e> = Vec::new();
-            for ((w, p), r) in ready.into_iter().zip(recorded) {
-                match r {
-                    Recorded::New => linkable.push((w.pos, w.entry, p)),
-                    Recorded::SerialTaken => {
-                        p.discard_partials();
-                        again.push((w, Err(Error::State("serial taken".into()))));
-                    }
-                    Recorded::RequestExists(rec) => {
-                        p.discard_partials();
-                        let issued =
-                            self.issuer
-                                .existing(*rec, self.profile(w.entry), Some(&w.files))?;
-                        outcomes[w.pos] = Some(EntryOutcome::from_issued(&w.entry.id, issued));
-                    }
-                }
-            }
-            signed = again;
-        }
-        if !signed.is_empty() {
-            return Err(Error::State(
-                "eight random serials in a row were taken: the random number generator is broken"
-                    .into(),
-            ));
-        }
-
-        let linked = par_map(linkable, self.signer.threads, |(pos, e, p)| {
-            (pos, e, p.link())
-        });
-        let mut failure = None;
-        for (pos, e, result) in linked {
-            match result {
-                Ok(issued) => outcomes[pos] = Some(EntryOutcome::from_issued(&e.id, issued)),
-                Err(err) => {
-                    failure.get_or_insert(err);
-                }
-            }
-        }
-        crate::fsutil::sync_dir(self.out_dir)?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.expect("every entry of a chunk has an outcome"))
-            .collect())
-    }
-}
-
-/// The value kept for a CA (a batch loads at most the two issuing CAs).
-fn lookup<T>(items: &[(CaKind, T)], kind: CaKind) -> &T {
-    &items
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .expect("every profile's CA was loaded while validating")
-        .1
-}
-
-/// Map `f` over `items` on up to `threads` threads (contiguous slices), keeping order.
-fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let n = items.len();
-    if threads <= 1 || n <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let per = n.div_ceil(threads.min(n));
-    let mut slices: Vec<Vec<T>> = Vec::new();
-    let mut it = items.into_iter();
-    loop {
-        let s: Vec<T> = it.by_ref().take(per).collect();
-        if s.is_empty() {
-            break;
-        }
-        slices.push(s);
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let mut slices = slices.into_iter();
-        let first = slices.next().unwrap_or_default();
-        let handles: Vec<_> = slices
-            .map(|s| scope.spawn(move || s.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out: Vec<R> = first.into_iter().map(f).collect();
-        for h in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
-    })
 }
 
 #[cfg(test)]
@@ -796,6 +548,7 @@ mod tests {
                 key_type: KeyType::EcdsaP256,
                 permit_dns: vec![],
                 permit_ip: vec![],
+                permit_uri: vec![],
             },
             now,
         )
@@ -874,16 +627,5 @@ mod tests {
         let bad = "[[certificate]]\nid = \"a\"\nprofile = \"device\"\n\n[[certificate]]\nid = \"b\"\nprofle = \"device\"\n";
         let e = Manifest::parse(bad, "m").unwrap_err().to_string();
         assert!(e.contains("line 5") && e.contains("profle"), "{e}");
-    }
-
-    #[test]
-    fn par_map_keeps_order() {
-        let v: Vec<usize> = (0..1000).collect();
-        assert_eq!(
-            par_map(v.clone(), 3, |x| x * 2),
-            v.iter().map(|x| x * 2).collect::<Vec<_>>()
-        );
-        assert_eq!(par_map(vec![1], 4, |x| x + 1), vec![2]);
-        assert!(par_map(Vec::<u8>::new(), 4, |x| x).is_empty());
     }
 }

@@ -8,11 +8,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,10 +20,12 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::key::{self, KeyType, Passphrase};
+use crate::name_constraints::{self, Subtree};
 use crate::names::{printable, Pattern};
 use crate::profile::{self, Profile};
 use crate::role::Role;
 
+/// The CA configuration file in a CA directory.
 pub const CONFIG_FILE: &str = "ca.toml";
 const ROOT_YEARS: i64 = 20;
 const ISSUING_YEARS: i64 = 10;
@@ -36,12 +37,23 @@ const MAX_CA_FILE: u64 = 256 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
+    /// The CA's name.
     pub name: String,
+    /// Key type of the CA keys.
     pub key_type: KeyType,
+    /// DNS domain constraints: each covers the domain and every name under it.
     #[serde(default)]
     pub permit_dns: Vec<String>,
+    /// IP range constraints (CIDR).
     #[serde(default)]
     pub permit_ip: Vec<String>,
+    /// URI host constraints in RFC 5280 §4.2.1.10 form: `corp.internal` (exactly
+    /// that host) or `.corp.internal` (any host under it). Empty with
+    /// `permit_dns` set: URI hosts are held to the DNS domains. Not written when
+    /// empty, so a CA without it stays readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permit_uri: Vec<String>,
+    /// When `init` made the CA.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     /// The CA keys in `private/` are encrypted PKCS#8 (`init --encrypt`): a plain
@@ -51,23 +63,109 @@ pub struct CaConfig {
 }
 
 impl CaConfig {
-    /// The CA's name constraints as patterns (DNS and IP).
-    pub fn constraints(&self) -> Vec<Pattern> {
-        self.permit_dns
-            .iter()
-            .chain(&self.permit_ip)
-            .filter_map(|p| Pattern::parse(p).ok())
-            .collect()
+    /// The CA's effective name constraints: the DNS domains (`Pattern::Dns`), the
+    /// IP ranges, and the URI hosts: `permit_uri`, or, when it is empty and
+    /// `permit_dns` is not, for each DNS domain `d` the hosts `d` and `.d`.
+    /// An entry that does not parse is an error (exit 3) naming `ca.toml`, the
+    /// key and the value; nothing is dropped.
+    pub fn constraints(&self) -> Result<Vec<Pattern>> {
+        effective_constraints(
+            &self.permit_dns,
+            &self.permit_ip,
+            &self.permit_uri,
+            |key, value, why| {
+                Error::State(format!(
+                    "{CONFIG_FILE}: key `{key}`: `{}` {why}",
+                    printable(value)
+                ))
+            },
+        )
     }
+}
+
+/// Parse the three constraint lists (`permit_dns`, `permit_ip`, `permit_uri`)
+/// into patterns, deriving the URI hosts from the DNS domains when no URI
+/// constraint is given; `err(key, value, why)` makes the error of a bad entry.
+fn effective_constraints(
+    dns: &[String],
+    ip: &[String],
+    uri: &[String],
+    err: impl Fn(&str, &str, String) -> Error,
+) -> Result<Vec<Pattern>> {
+    let mut out = Vec::with_capacity(dns.len() * 3 + ip.len() + uri.len());
+    for d in dns {
+        match Pattern::parse(d) {
+            Ok(p @ Pattern::Dns(_)) => out.push(p),
+            Ok(Pattern::DnsUnder(domain)) => {
+                return Err(err(
+                    "permit_dns",
+                    d,
+                    format!("is not a DNS domain: a DNS constraint covers the domain and every name under it, and cannot leave the domain itself out; write `{domain}`"),
+                ))
+            }
+            Ok(_) => {
+                return Err(err(
+                    "permit_dns",
+                    d,
+                    "is not a DNS domain such as corp.internal".into(),
+                ))
+            }
+            Err(m) => return Err(err("permit_dns", d, format!("is not a DNS domain: {m}"))),
+        }
+    }
+    for c in ip {
+        match Pattern::parse(c) {
+            Ok(p @ Pattern::Ip { .. }) => out.push(p),
+            Ok(_) => {
+                return Err(err(
+                    "permit_ip",
+                    c,
+                    "is not an IP range such as 10.0.0.0/8".into(),
+                ))
+            }
+            Err(m) => return Err(err("permit_ip", c, format!("is not an IP range: {m}"))),
+        }
+    }
+    for u in uri {
+        let p = Pattern::parse_uri_host(u).map_err(|m| {
+            err(
+                "permit_uri",
+                u,
+                format!("is not a URI host constraint: {m}"),
+            )
+        })?;
+        out.push(p);
+    }
+    if uri.is_empty() {
+        let derived: Vec<Pattern> = out
+            .iter()
+            .filter_map(|p| match p {
+                Pattern::Dns(d) => Some([
+                    Pattern::UriHost(d.clone()),
+                    Pattern::UriHostUnder(d.clone()),
+                ]),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        out.extend(derived);
+    }
+    Ok(out)
 }
 
 /// What `init` is asked for.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// The CA's name (organizationName of its certificates).
     pub name: String,
+    /// Key type of the three CA keys.
     pub key_type: KeyType,
+    /// DNS domain constraints (`init --permit-dns`).
     pub permit_dns: Vec<String>,
+    /// IP range constraints (`init --permit-ip`).
     pub permit_ip: Vec<String>,
+    /// URI host constraints (`init --permit-uri`): `host` or `.domain`.
+    pub permit_uri: Vec<String>,
 }
 
 /// Where the passphrase of encrypted CA keys comes from when the caller did not
@@ -78,16 +176,6 @@ pub enum PassphraseSource {
     File(PathBuf),
     /// An environment variable, read when a key is unlocked.
     Environment(String),
-}
-
-/// The process-wide source, set once by the command line (`--passphrase-file`, else
-/// `$MTLSCA_PASSPHRASE`) so that every command that signs can unlock an encrypted
-/// CA. The passphrase itself is read only when a key is unlocked and zeroized after.
-static PASSPHRASE_SOURCE: OnceLock<PassphraseSource> = OnceLock::new();
-
-/// Set the process-wide passphrase source (the first call wins).
-pub fn set_passphrase_source(source: PassphraseSource) {
-    let _ = PASSPHRASE_SOURCE.set(source);
 }
 
 /// Read the passphrase from a source: `None` when the environment variable is unset.
@@ -107,25 +195,22 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> 
     }
 }
 
-/// The passphrase from the process-wide source, if one is set and yields one.
-pub fn process_passphrase() -> Result<Option<Passphrase>> {
-    match PASSPHRASE_SOURCE.get() {
-        Some(src) => read_passphrase(src),
-        None => Ok(None),
-    }
-}
-
 /// The three CAs of the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaKind {
+    /// The root CA.
     Root,
+    /// The device issuing CA (EKU serverAuth).
     Device,
+    /// The entity issuing CA (EKU clientAuth).
     Entity,
 }
 
 impl CaKind {
+    /// The three, root first.
     pub const ALL: [CaKind; 3] = [CaKind::Root, CaKind::Device, CaKind::Entity];
 
+    /// `root`, `device` or `entity` (as `crl --issuer` spells it).
     pub fn as_str(self) -> &'static str {
         match self {
             CaKind::Root => "root",
@@ -134,6 +219,7 @@ impl CaKind {
         }
     }
 
+    /// The certificate's file name in the CA directory.
     pub fn cert_file(self) -> &'static str {
         match self {
             CaKind::Root => "root.pem",
@@ -142,6 +228,7 @@ impl CaKind {
         }
     }
 
+    /// The key's file name in `private/`.
     pub fn key_file(self) -> &'static str {
         match self {
             CaKind::Root => "root.key",
@@ -158,6 +245,7 @@ impl CaKind {
         }
     }
 
+    /// The kind named by [`CaKind::as_str`].
     pub fn parse(s: &str) -> Option<CaKind> {
         CaKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -166,21 +254,35 @@ impl CaKind {
 /// An opened CA directory.
 #[derive(Debug, Clone)]
 pub struct Ca {
+    /// The CA directory.
     pub dir: PathBuf,
+    /// Its `ca.toml`.
     pub config: CaConfig,
-    /// Unlocks encrypted CA keys; `None`: the process-wide source is asked.
+    /// Unlocks encrypted CA keys.
     passphrase: Option<Passphrase>,
+    /// Where the passphrase is read from when a key is unlocked (the command
+    /// line's `--passphrase-file`, else `$MTLSCA_PASSPHRASE`); read only then and
+    /// zeroized after.
+    passphrase_source: Option<PassphraseSource>,
 }
 
 /// A CA certificate with its unlocked key, ready to sign.
 pub struct SigningCa {
+    /// Which CA of the hierarchy.
     pub kind: CaKind,
+    /// Its certificate (DER).
     pub cert_der: Vec<u8>,
+    /// Its certificate (PEM, as on disk).
     pub cert_pem: String,
+    /// Its notAfter: nothing it signs may outlive it.
     pub not_after: OffsetDateTime,
+    /// Its subjectKeyIdentifier (the authorityKeyIdentifier of what it signs).
     pub key_id: Vec<u8>,
     /// The CA's SubjectPublicKeyInfo (DER), to check signatures it made.
     pub spki_der: Vec<u8>,
+    /// The CA's subject Name (DER), which every certificate it signs names as issuer.
+    pub subject_der: Vec<u8>,
+    /// The unlocked key with the certificate, for rcgen.
     pub issuer: Issuer<'static, KeyPair>,
 }
 
@@ -213,31 +315,44 @@ impl Ca {
                 e.message()
             ))
         })?;
+        // Constraints that cannot be read stop every command: none is dropped.
+        config.constraints()?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
             passphrase: None,
+            passphrase_source: None,
         })
     }
 
-    /// Unlock encrypted CA keys with this passphrase (instead of the process-wide source).
+    /// Unlock encrypted CA keys with this passphrase.
     pub fn with_passphrase(mut self, passphrase: Passphrase) -> Ca {
         self.passphrase = Some(passphrase);
         self
     }
 
+    /// Read the passphrase of encrypted CA keys from `source` when a key is unlocked.
+    pub fn with_passphrase_source(mut self, source: PassphraseSource) -> Ca {
+        self.passphrase_source = Some(source);
+        self
+    }
+
+    /// Where a CA certificate lives.
     pub fn cert_path(&self, kind: CaKind) -> PathBuf {
         self.dir.join(kind.cert_file())
     }
 
+    /// Where a CA key lives.
     pub fn key_path(&self, kind: CaKind) -> PathBuf {
         self.dir.join("private").join(kind.key_file())
     }
 
+    /// A CA certificate as PEM text (bounded read).
     pub fn cert_pem(&self, kind: CaKind) -> Result<String> {
         read_ca_file(&self.cert_path(kind))
     }
 
+    /// A CA certificate as DER.
     pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
         self.der_of(kind, &self.cert_pem(kind)?)
     }
@@ -264,7 +379,10 @@ impl Ca {
         }
         let passphrase = match (&self.passphrase, encrypted) {
             (Some(p), _) => Some(p.clone()),
-            (None, true) => process_passphrase()?,
+            (None, true) => match &self.passphrase_source {
+                Some(src) => read_passphrase(src)?,
+                None => None,
+            },
             (None, false) => None,
         };
         let key = key::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
@@ -284,6 +402,7 @@ impl Ca {
                 Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
             })?;
         let spki_der = x509.public_key().raw.to_vec();
+        let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
         if spki_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
@@ -300,10 +419,12 @@ impl Ca {
             not_after,
             key_id,
             spki_der,
+            subject_der,
             issuer,
         })
     }
 
+    /// Where the CA's copy of a profile lives.
     pub fn profile_path(&self, name: &str) -> PathBuf {
         self.dir.join("profiles").join(format!("{name}.toml"))
     }
@@ -323,11 +444,19 @@ impl Ca {
         let path = self.profile_path(name);
         if !path.exists() {
             let known: Vec<String> = self.profile_names()?;
-            return Err(Error::Usage(format!(
-                "no profile `{name}` in {} (known: {})",
-                self.dir.join("profiles").display(),
-                known.join(", ")
-            )));
+            return Err(Error::invalid(
+                crate::rules::Origin::Arguments,
+                crate::rules::Refusal::new(
+                    crate::rules::Rule::ProfileUnknown,
+                    format!(
+                        "there is no profile of that name in {} (known: {})",
+                        self.dir.join("profiles").display(),
+                        known.join(", ")
+                    ),
+                )
+                .on(crate::rules::Field::Profile)
+                .value(name),
+            ));
         }
         let p = Profile::load(&path)?;
         if p.name != name {
@@ -342,6 +471,7 @@ impl Ca {
         Ok(p)
     }
 
+    /// The names of the CA's profiles, sorted.
     pub fn profile_names(&self) -> Result<Vec<String>> {
         let dir = self.dir.join("profiles");
         let mut names = Vec::new();
@@ -484,6 +614,36 @@ fn ca_params(
     Ok(p)
 }
 
+/// The root's nameConstraints extension (critical, permitted subtrees only):
+/// the DNS domains, IP ranges and URI hosts of the effective constraints.
+/// rcgen cannot write URI subtrees, so the DER comes from `name_constraints`.
+fn name_constraints_extension(constraints: &[Pattern]) -> Result<CustomExtension> {
+    let subtrees = constraints
+        .iter()
+        .map(|p| match p {
+            Pattern::Dns(d) => Ok(Subtree::Dns(d.clone())),
+            Pattern::Ip { net, prefix } => Ok(Subtree::Ip {
+                net: *net,
+                prefix: *prefix,
+            }),
+            Pattern::UriHost(h) => Ok(Subtree::UriHost(h.clone())),
+            Pattern::UriHostUnder(d) => Ok(Subtree::UriHost(format!(".{d}"))),
+            other => Err(Error::State(format!(
+                "the name constraint `{other}` cannot be written into a root"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut ext = CustomExtension::from_oid_content(
+        OID_NAME_CONSTRAINTS,
+        name_constraints::encode_permitted(&subtrees),
+    );
+    ext.set_criticality(true);
+    Ok(ext)
+}
+
+/// id-ce-nameConstraints (2.5.29.30).
+const OID_NAME_CONSTRAINTS: &[u64] = &[2, 5, 29, 30];
+
 /// Create the hierarchy, the profiles and the store directory in `dir`.
 /// Refuses (exit 3) a directory that already holds a CA; on failure removes what
 /// it created, so a half-made CA never stays behind.
@@ -509,34 +669,21 @@ pub fn init_protected(
             )));
         }
     }
-    let mut subtrees = Vec::new();
-    for d in &opts.permit_dns {
-        match Pattern::parse(d) {
-            Ok(Pattern::Dns(domain)) => subtrees.push(GeneralSubtree::DnsName(domain)),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--permit-dns `{}` is not a DNS domain",
-                    printable(d)
-                )))
-            }
-        }
-    }
-    for c in &opts.permit_ip {
-        match Pattern::parse(c) {
-            Ok(Pattern::Ip { net, prefix }) => subtrees.push(GeneralSubtree::IpAddress(
-                rcgen::CidrSubnet::from_addr_prefix(net, prefix),
-            )),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--permit-ip `{}` is not an IP range such as 10.0.0.0/8",
-                    printable(c)
-                )))
-            }
-        }
-    }
+    let constraints = effective_constraints(
+        &opts.permit_dns,
+        &opts.permit_ip,
+        &opts.permit_uri,
+        |key, value, why| {
+            Error::Usage(format!(
+                "--{} `{}` {why}",
+                key.replace('_', "-"),
+                printable(value)
+            ))
+        },
+    )?;
 
     let created_dir = !dir.exists();
-    let result = build(dir, opts, passphrase, &name, subtrees, now);
+    let result = build(dir, opts, passphrase, &name, &constraints, now);
     if result.is_err() {
         remove_half_made(dir, created_dir);
     }
@@ -548,7 +695,7 @@ fn build(
     opts: &InitOptions,
     passphrase: Option<&Passphrase>,
     name: &str,
-    subtrees: Vec<GeneralSubtree>,
+    constraints: &[Pattern],
     now: OffsetDateTime,
 ) -> Result<Ca> {
     fs::create_dir_all(dir).at(dir)?;
@@ -568,11 +715,9 @@ fn build(
         now,
         now + time::Duration::days(365 * ROOT_YEARS),
     )?;
-    if !subtrees.is_empty() {
-        root.name_constraints = Some(NameConstraints {
-            permitted_subtrees: subtrees,
-            excluded_subtrees: vec![],
-        });
+    if !constraints.is_empty() {
+        root.custom_extensions
+            .push(name_constraints_extension(constraints)?);
     }
     let root_cert = root
         .self_signed(&root_key)
@@ -642,8 +787,29 @@ fn build(
     let config = CaConfig {
         name: name.to_string(),
         key_type: opts.key_type,
-        permit_dns: opts.permit_dns.clone(),
-        permit_ip: opts.permit_ip.clone(),
+        // The canonical forms, so ca.toml reads back as what the root carries.
+        permit_dns: constraints
+            .iter()
+            .filter(|p| matches!(p, Pattern::Dns(_)))
+            .map(Pattern::as_text)
+            .collect(),
+        permit_ip: constraints
+            .iter()
+            .filter(|p| matches!(p, Pattern::Ip { .. }))
+            .map(Pattern::as_text)
+            .collect(),
+        permit_uri: if opts.permit_uri.is_empty() {
+            vec![]
+        } else {
+            constraints
+                .iter()
+                .filter_map(|p| match p {
+                    Pattern::UriHost(h) => Some(h.clone()),
+                    Pattern::UriHostUnder(d) => Some(format!(".{d}")),
+                    _ => None,
+                })
+                .collect()
+        },
         created: now,
         encrypted_keys: passphrase.is_some(),
     };
@@ -654,5 +820,128 @@ fn build(
         dir: dir.to_path_buf(),
         config,
         passphrase: passphrase.cloned(),
+        passphrase_source: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    fn opts(dns: &[&str], ip: &[&str], uri: &[&str]) -> InitOptions {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        InitOptions {
+            name: "T".into(),
+            key_type: KeyType::EcdsaP256,
+            permit_dns: v(dns),
+            permit_ip: v(ip),
+            permit_uri: v(uri),
+        }
+    }
+
+    fn config(o: &InitOptions) -> CaConfig {
+        CaConfig {
+            name: o.name.clone(),
+            key_type: o.key_type,
+            permit_dns: o.permit_dns.clone(),
+            permit_ip: o.permit_ip.clone(),
+            permit_uri: o.permit_uri.clone(),
+            created: OffsetDateTime::UNIX_EPOCH,
+            encrypted_keys: false,
+        }
+    }
+
+    #[test]
+    fn uri_constraints_are_explicit_or_derived_from_dns() {
+        let texts = |o: &InitOptions| -> Vec<String> {
+            config(o)
+                .constraints()
+                .unwrap()
+                .iter()
+                .map(Pattern::as_text)
+                .collect()
+        };
+        assert_eq!(
+            texts(&opts(&["corp.internal"], &["10.0.0.0/8"], &[])),
+            [
+                "corp.internal",
+                "10.0.0.0/8",
+                "URI:corp.internal",
+                "URI:.corp.internal"
+            ]
+        );
+        assert_eq!(
+            texts(&opts(&["corp.internal"], &[], &[".mesh.internal"])),
+            ["corp.internal", "URI:.mesh.internal"]
+        );
+        assert!(texts(&opts(&[], &["10.0.0.0/8"], &[]))
+            .iter()
+            .all(|t| !t.starts_with("URI:")));
+        for bad in [
+            opts(&["corp.internal."], &[], &[]),
+            opts(&["*.corp.internal"], &[], &[]),
+            opts(&[], &["10.0.0.0/33"], &[]),
+            opts(&[], &["corp.internal"], &[]),
+            opts(&[], &[], &["spiffe://corp.internal"]),
+        ] {
+            let err = config(&bad).constraints().unwrap_err().to_string();
+            assert!(
+                err.contains(CONFIG_FILE) && err.contains("key `permit_"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_carries_dns_ip_and_uri_subtrees_critically() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init(
+            &dir.path().join("ca"),
+            &opts(&["Corp.Internal"], &["10.0.0.0/8"], &[]),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert_eq!(ca.config.permit_dns, ["corp.internal"]);
+        assert!(ca.config.permit_uri.is_empty());
+        let der = ca.cert_der(CaKind::Root).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS)
+            .expect("nameConstraints");
+        assert!(ext.critical);
+        let ParsedExtension::NameConstraints(nc) = ext.parsed_extension() else {
+            panic!("unparsed nameConstraints");
+        };
+        assert!(nc.excluded_subtrees.is_none());
+        let bases: Vec<String> = nc
+            .permitted_subtrees
+            .iter()
+            .flatten()
+            .map(|t| match &t.base {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::URI(u) => format!("URI:{u}"),
+                GeneralName::IPAddress(ip) => format!("IP:{ip:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            bases,
+            [
+                "DNS:corp.internal",
+                "IP:[10, 0, 0, 0, 255, 0, 0, 0]",
+                "URI:corp.internal",
+                "URI:.corp.internal"
+            ]
+        );
+        // The issuing CAs carry none: the root constrains the whole hierarchy.
+        let der = ca.cert_der(CaKind::Device).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(cert
+            .extensions()
+            .iter()
+            .all(|e| e.oid != x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS));
+    }
 }

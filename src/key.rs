@@ -303,8 +303,14 @@ impl PublicKeyKind {
     }
 }
 
-pub const MIN_RSA_BITS: usize = 2048;
-const MAX_RSA_BITS: usize = 8192;
+pub use crate::rules::{RSA_MAX_BITS as MAX_RSA_BITS, RSA_MIN_BITS as MIN_RSA_BITS};
+
+fn key_refusal(rule: crate::rules::Rule, detail: String) -> Error {
+    Error::Refused(crate::rules::Refusals::new(
+        crate::rules::Origin::Csr,
+        vec![crate::rules::Refusal::new(rule, detail).on(crate::rules::Field::Key)],
+    ))
+}
 
 /// Classify a SubjectPublicKeyInfo and apply the strength rules (refusals are exit 1).
 pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind> {
@@ -320,10 +326,14 @@ pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind
             match curve.as_deref() {
                 Some("1.2.840.10045.3.1.7") => Ok(PublicKeyKind::EcdsaP256),
                 Some("1.3.132.0.34") => Ok(PublicKeyKind::EcdsaP384),
-                Some(other) => Err(Error::refused(format!(
-                    "unsupported elliptic curve {other}: mtlsca accepts P-256 and P-384"
-                ))),
-                None => Err(Error::refused("EC public key without a named curve")),
+                Some(other) => Err(key_refusal(
+                    crate::rules::Rule::KeyUnsupported,
+                    format!("unsupported elliptic curve {other}: mtlsca accepts P-256 and P-384"),
+                )),
+                None => Err(key_refusal(
+                    crate::rules::Rule::KeyUnsupported,
+                    "EC public key without a named curve".into(),
+                )),
             }
         }
         "1.3.101.112" => Ok(PublicKeyKind::Ed25519),
@@ -331,22 +341,28 @@ pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind
             Ok(PublicKey::RSA(rsa)) => {
                 let bits = rsa.key_size();
                 if bits < MIN_RSA_BITS {
-                    Err(Error::refused(format!(
-                        "weak key: RSA-{bits} is under the minimum of {MIN_RSA_BITS} bits"
-                    )))
+                    Err(key_refusal(
+                        crate::rules::Rule::KeyTooWeak,
+                        format!("weak key: RSA-{bits} is under the minimum of {MIN_RSA_BITS} bits"),
+                    ))
                 } else if bits > MAX_RSA_BITS {
-                    Err(Error::refused(format!(
-                        "RSA-{bits} is over the supported maximum of {MAX_RSA_BITS} bits"
-                    )))
+                    Err(key_refusal(
+                        crate::rules::Rule::KeyUnsupported,
+                        format!("RSA-{bits} is over the supported maximum of {MAX_RSA_BITS} bits"),
+                    ))
                 } else {
                     Ok(PublicKeyKind::Rsa { bits })
                 }
             }
-            _ => Err(Error::refused("malformed RSA public key")),
+            _ => Err(key_refusal(
+                crate::rules::Rule::KeyUnsupported,
+                "malformed RSA public key".into(),
+            )),
         },
-        other => Err(Error::refused(format!(
-            "unsupported public key algorithm {other}: mtlsca accepts ECDSA P-256/P-384, Ed25519 and RSA >= 2048"
-        ))),
+        other => Err(key_refusal(
+            crate::rules::Rule::KeyUnsupported,
+            format!("unsupported public key algorithm {other}: mtlsca accepts ECDSA P-256/P-384, Ed25519 and RSA >= 2048"),
+        )),
     }
 }
 

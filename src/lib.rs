@@ -15,10 +15,12 @@ pub mod fsutil;
 pub mod hex;
 pub mod issue;
 pub mod key;
+pub mod name_constraints;
 pub mod names;
 pub mod policy;
 pub mod profile;
 pub mod role;
+pub mod rules;
 pub mod store;
 pub mod timefmt;
 

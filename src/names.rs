@@ -12,9 +12,13 @@ use crate::role::NameKind;
 /// One subjectAltName, in canonical form (DNS names and email domains lowercased).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SanName {
+    /// A dNSName (lowercase; may be a wildcard `*.domain`).
     Dns(String),
+    /// An iPAddress.
     Ip(IpAddr),
+    /// A uniformResourceIdentifier, as given (checked, never normalised).
     Uri(String),
+    /// An rfc822Name (its domain lowercased).
     Email(String),
 }
 
@@ -25,6 +29,7 @@ const MAX_EMAIL: usize = 254;
 pub const MAX_DN_ATTR: usize = 64;
 
 impl SanName {
+    /// The kind of this name.
     pub fn kind(&self) -> NameKind {
         match self {
             SanName::Dns(_) => NameKind::Dns,
@@ -42,10 +47,13 @@ impl SanName {
         }
     }
 
+    /// A DNS name whose leftmost label is `*`.
     pub fn is_wildcard(&self) -> bool {
         matches!(self, SanName::Dns(d) if d.starts_with("*."))
     }
 
+    /// Check a requested name of a kind and give its canonical form; the error
+    /// says what is wrong, showing the value safely.
     pub fn parse(kind: NameKind, s: &str) -> Result<SanName, String> {
         match kind {
             NameKind::Dns => parse_dns(s, true).map(SanName::Dns),
@@ -194,32 +202,156 @@ fn parse_uri(s: &str) -> Result<String, String> {
             "URI `{shown}` holds `{c}`, which RFC 3986 does not allow (percent-encode it)"
         ));
     }
-    if let Some(after) = rest.strip_prefix("//") {
-        let host = after.split(['/', '?', '#']).next().unwrap_or("");
-        if host.is_empty() && scheme != "file" {
+    if scheme.eq_ignore_ascii_case("spiffe") {
+        return check_spiffe_id(s, scheme, rest).map(|()| s.to_string());
+    }
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
+        }
+        None => (None, rest),
+    };
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    if let Some(authority) = authority {
+        if authority.is_empty() && scheme != "file" {
             return Err(format!("URI `{shown}` has an empty authority"));
         }
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            return Err(format!(
+                "URI `{shown}` has userinfo `{}@`: the part before `@` is not the host \
+                 (this URI's host is `{}`); userinfo is not accepted",
+                printable(userinfo),
+                printable(host)
+            ));
+        }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if h.starts_with('[') || port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        });
+        if host.ends_with('.') {
+            return Err(format!(
+                "URI `{shown}`: the host ends in `.` (name constraints compare hosts without it; write the host without the trailing dot)"
+            ));
+        }
+        if authority.contains('%') {
+            return Err(format!(
+                "URI `{shown}`: percent-encoding in the host is not accepted"
+            ));
+        }
     }
-    if let Some(after) = rest.strip_prefix("//") {
-        // Dot segments (also percent-encoded) would let a name escape a permitted
-        // prefix for any verifier that normalises the path (RFC 3986 5.2.4).
-        let path = after.split(['?', '#']).next().unwrap_or("");
-        let dotted = path.split('/').skip(1).any(|seg| {
-            let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+    // Dot segments would let a name escape a permitted prefix for any verifier
+    // that normalises the path (RFC 3986 5.2.4). They are looked for as a server
+    // would see them: percent-decoded (a decoded `/` or `\` splits a segment)
+    // and without `;parameters` (`..;` is `..`).
+    for raw in path.split('/') {
+        let decoded = percent_decode(raw)
+            .ok_or_else(|| format!("URI `{shown}` has a malformed percent-encoding"))?;
+        let dotted = decoded.split(['/', '\\']).any(|seg| {
+            let seg = seg.split(';').next().unwrap_or("");
             seg == "." || seg == ".."
         });
         if dotted {
-            return Err(format!("URI `{shown}` has a `.` or `..` path segment"));
+            return Err(format!(
+                "URI `{shown}` has a `.` or `..` path segment (also when percent-encoded or followed by `;`)"
+            ));
         }
     }
-    if scheme.eq_ignore_ascii_case("spiffe") {
-        let after = rest
-            .strip_prefix("//")
-            .ok_or_else(|| format!("SPIFFE ID `{shown}` must start with spiffe://"))?;
-        let host = after.split('/').next().unwrap_or("");
-        parse_dns(host, false).map_err(|m| format!("SPIFFE trust domain: {m}"))?;
-    }
     Ok(s.to_string())
+}
+
+/// Decode `%XX` escapes (bytes that are not UTF-8 are replaced); `None` when a
+/// `%` is not followed by two hex digits.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A SPIFFE ID as the SPIFFE ID specification defines it: `spiffe://` in lower
+/// case, a trust domain of `[a-z0-9._-]`, a path of segments of
+/// `[A-Za-z0-9._-]` (none empty, `.` or `..`); no port, userinfo, query,
+/// fragment or percent-encoding. Nothing is normalised: a non-conforming ID is
+/// refused, never fixed.
+fn check_spiffe_id(s: &str, scheme: &str, rest: &str) -> Result<(), String> {
+    let shown = printable(s);
+    if scheme != "spiffe" {
+        return Err(format!(
+            "SPIFFE ID `{shown}`: the scheme must be `spiffe` in lower case"
+        ));
+    }
+    let after = rest
+        .strip_prefix("//")
+        .ok_or_else(|| format!("SPIFFE ID `{shown}` must start with spiffe://"))?;
+    if let Some(c) = after.chars().find(|c| ['?', '#'].contains(c)) {
+        let part = if c == '?' { "query" } else { "fragment" };
+        return Err(format!("SPIFFE ID `{shown}` cannot have a {part}"));
+    }
+    let (domain, path) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    };
+    if domain.is_empty() {
+        return Err(format!("SPIFFE ID `{shown}` has an empty trust domain"));
+    }
+    if domain.contains('@') {
+        return Err(format!(
+            "SPIFFE ID `{shown}`: userinfo (the part before `@`) is not allowed; the trust domain comes right after spiffe://"
+        ));
+    }
+    if domain.contains(':') {
+        return Err(format!("SPIFFE ID `{shown}`: a port is not allowed"));
+    }
+    if !domain
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "SPIFFE ID `{shown}`: the trust domain may only hold lower-case letters, digits, `.`, `-` and `_`"
+        ));
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    for seg in path[1..].split('/') {
+        if seg.is_empty() {
+            return Err(format!(
+                "SPIFFE ID `{shown}` has an empty path segment (`//` or a trailing `/`)"
+            ));
+        }
+        if seg == "." || seg == ".." {
+            return Err(format!(
+                "SPIFFE ID `{shown}` has a `.` or `..` path segment"
+            ));
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(format!(
+                "SPIFFE ID `{shown}`: path segments may only hold letters, digits, `.`, `-` and `_` (no percent-encoding, `;` or other characters)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_email(s: &str) -> Result<String, String> {
@@ -283,47 +415,155 @@ pub fn check_country(s: &str) -> Result<String, String> {
     }
 }
 
-/// A name pattern: DNS domain (`corp.internal` matches itself and every name under
-/// it), IP range in CIDR, URI prefix (`spiffe://corp/`), or email domain (`@corp.example`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    Dns(String),
-    Ip { net: IpAddr, prefix: u8 },
-    Uri(String),
-    Email(String),
+/// Whether a subject value (an entity's CN) looks like a host name or an IP
+/// address, which OpenSSL and others may read as one: IP literals (also
+/// bracketed or with a zone or port), dotted names of host-name characters
+/// (letters, digits, `-`, `_`, `*`) with no space, also with a trailing dot
+/// (`web.corp.internal.`), a wildcard or a port. A person's or organisation's
+/// name (`Alice Example`, `Acme Corp.`, `J. R. R. Tolkien`) does not.
+pub fn looks_like_host(s: &str) -> bool {
+    let s = s.trim();
+    let unbracketed = s
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .map(|(inner, _)| inner);
+    let ip_candidate = unbracketed.unwrap_or(s);
+    let without_zone = ip_candidate.split('%').next().unwrap_or(ip_candidate);
+    if without_zone.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    // `host:port`
+    let host = match s.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => s,
+    };
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.*".contains(&b))
+    {
+        return false;
+    }
+    host.split('.').filter(|l| !l.is_empty()).count() >= 2 || host == "*"
 }
 
+/// A name pattern (profile `permitted`, the CA's name constraints). Its text
+/// form, as written in profiles and printed back by [`Pattern::as_text`]:
+///
+/// | text | variant | matches |
+/// |---|---|---|
+/// | `corp.internal` | `Dns` | DNS names equal to the domain or under it |
+/// | `*.corp.internal`, `.corp.internal` | `DnsUnder` | DNS names under the domain only |
+/// | `10.0.0.0/8`, `10.0.0.1` | `Ip` | IP addresses in the range |
+/// | `spiffe://corp.internal/ns/prod` | `Uri` | URIs that start with the prefix, on a boundary |
+/// | `URI:corp.internal` | `UriHost` | URIs whose host is exactly that (RFC 5280 §4.2.1.10) |
+/// | `URI:.corp.internal` | `UriHostUnder` | URIs whose host is under the domain |
+/// | `@corp.example` | `Email` | mailboxes at exactly that domain (RFC 5280 host form) |
+/// | `@.corp.example` | `EmailUnder` | mailboxes at any subdomain of it, not the domain itself |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pattern {
+    /// A DNS domain and every name under it.
+    Dns(String),
+    /// Only the names under a DNS domain, not the domain itself.
+    DnsUnder(String),
+    /// An IP range.
+    Ip {
+        /// The network address (host bits zero).
+        net: IpAddr,
+        /// The prefix length.
+        prefix: u8,
+    },
+    /// A URI prefix, matched on a boundary (`/`, `?`, `#` or the end).
+    Uri(String),
+    /// A URI host, exactly (lowercase).
+    UriHost(String),
+    /// Any URI host under a domain (lowercase, without the leading `.`).
+    UriHostUnder(String),
+    /// Mailboxes at exactly this domain.
+    Email(String),
+    /// Mailboxes at any subdomain of this domain.
+    EmailUnder(String),
+}
+
+/// The prefix that marks a URI host pattern in the text form.
+const URI_HOST_TAG: &str = "URI:";
+
 impl Pattern {
+    /// Parse the text form (see the table on [`Pattern`]).
     pub fn parse(s: &str) -> Result<Pattern, String> {
         let s = s.trim();
+        if let Some(host) = s.strip_prefix(URI_HOST_TAG) {
+            return Pattern::parse_uri_host(host);
+        }
         if s.contains("://") {
-            return parse_uri(s).map(Pattern::Uri);
+            // A prefix may end in `/` (`spiffe://corp.internal/`): the URI
+            // before it must be valid on its own.
+            let body = s.strip_suffix('/').filter(|b| !b.ends_with("//"));
+            parse_uri(body.unwrap_or(s))?;
+            return Ok(Pattern::Uri(s.to_string()));
         }
         if let Some(domain) = s.strip_prefix('@') {
-            return parse_dns(domain, false).map(Pattern::Email);
+            return match domain.strip_prefix('.') {
+                Some(d) => parse_dns(d, false).map(Pattern::EmailUnder),
+                None => parse_dns(domain, false).map(Pattern::Email),
+            };
         }
         if s.contains('/') || s.parse::<IpAddr>().is_ok() {
             return parse_cidr(s).map(|(net, prefix)| Pattern::Ip { net, prefix });
         }
-        let domain = s.trim_start_matches("*.").trim_start_matches('.');
-        parse_dns(domain, false).map(Pattern::Dns)
-    }
-
-    pub fn kind(&self) -> NameKind {
-        match self {
-            Pattern::Dns(_) => NameKind::Dns,
-            Pattern::Ip { .. } => NameKind::Ip,
-            Pattern::Uri(_) => NameKind::Uri,
-            Pattern::Email(_) => NameKind::Email,
+        match s.strip_prefix("*.").or_else(|| s.strip_prefix('.')) {
+            Some(d) => parse_dns(d, false).map(Pattern::DnsUnder),
+            None => parse_dns(s, false).map(Pattern::Dns),
         }
     }
 
+    /// Parse a URI host constraint in RFC 5280 §4.2.1.10 form: `corp.internal`
+    /// (exactly that host) or `.corp.internal` (any host under it).
+    pub fn parse_uri_host(s: &str) -> Result<Pattern, String> {
+        let s = s.trim();
+        if s.contains(':') || s.contains('/') || s.contains('@') {
+            return Err(format!(
+                "`{}` is not a URI host: give a host name (`corp.internal`, exactly that host) or a domain with a leading dot (`.corp.internal`, any host under it)",
+                printable(s)
+            ));
+        }
+        if s.parse::<IpAddr>().is_ok() {
+            return Err(format!(
+                "`{}` is an IP address: a URI constraint names a host (RFC 5280 §4.2.1.10)",
+                printable(s)
+            ));
+        }
+        match s.strip_prefix('.') {
+            Some(d) => parse_dns(d, false).map(Pattern::UriHostUnder),
+            None => parse_dns(s, false).map(Pattern::UriHost),
+        }
+    }
+
+    /// The kind of name this pattern is about.
+    pub fn kind(&self) -> NameKind {
+        match self {
+            Pattern::Dns(_) | Pattern::DnsUnder(_) => NameKind::Dns,
+            Pattern::Ip { .. } => NameKind::Ip,
+            Pattern::Uri(_) | Pattern::UriHost(_) | Pattern::UriHostUnder(_) => NameKind::Uri,
+            Pattern::Email(_) | Pattern::EmailUnder(_) => NameKind::Email,
+        }
+    }
+
+    /// The text form; [`Pattern::parse`] of it gives this pattern back.
     pub fn as_text(&self) -> String {
         match self {
             Pattern::Dns(d) => d.clone(),
+            Pattern::DnsUnder(d) => format!("*.{d}"),
             Pattern::Ip { net, prefix } => format!("{net}/{prefix}"),
             Pattern::Uri(u) => u.clone(),
+            Pattern::UriHost(h) => format!("{URI_HOST_TAG}{h}"),
+            Pattern::UriHostUnder(d) => format!("{URI_HOST_TAG}.{d}"),
             Pattern::Email(d) => format!("@{d}"),
+            Pattern::EmailUnder(d) => format!("@.{d}"),
         }
     }
 
@@ -331,18 +571,37 @@ impl Pattern {
     pub fn matches(&self, name: &SanName) -> bool {
         match (self, name) {
             (Pattern::Dns(d), SanName::Dns(n)) => dns_within(n.trim_start_matches("*."), d),
+            // `*.corp.internal` stands for names under corp.internal only, so it
+            // is under it; a plain name must be strictly below the domain.
+            (Pattern::DnsUnder(d), SanName::Dns(n)) => match n.strip_prefix("*.") {
+                Some(parent) => dns_within(parent, d),
+                None => dns_under(n, d),
+            },
             (Pattern::Ip { net, prefix }, SanName::Ip(ip)) => ip_within(*ip, *net, *prefix),
             // A prefix ends on a boundary: `spiffe://corp.internal` covers
             // `spiffe://corp.internal/x`, not `spiffe://corp.internal.evil.example/x`.
             (Pattern::Uri(p), SanName::Uri(u)) => u.strip_prefix(p.as_str()).is_some_and(|rest| {
                 rest.is_empty() || p.ends_with('/') || rest.starts_with(['/', '?', '#'])
             }),
-            (Pattern::Email(d), SanName::Email(e)) => e
+            (Pattern::UriHost(h), SanName::Uri(u)) => uri_host_matches(u, h),
+            (Pattern::UriHostUnder(d), SanName::Uri(u)) => uri_host_matches(u, &format!(".{d}")),
+            (Pattern::Email(d), SanName::Email(e)) => {
+                e.rsplit_once('@').is_some_and(|(_, domain)| domain == d)
+            }
+            (Pattern::EmailUnder(d), SanName::Email(e)) => e
                 .rsplit_once('@')
-                .is_some_and(|(_, domain)| dns_within(domain, d)),
+                .is_some_and(|(_, domain)| dns_under(domain, d)),
             _ => false,
         }
     }
+}
+
+/// Whether the host of `uri` lies within `base` in RFC 5280 §4.2.1.10 form
+/// (`host` exactly, `.domain` any host under it); a URI without a host matches
+/// nothing.
+fn uri_host_matches(uri: &str, base: &str) -> bool {
+    crate::name_constraints::uri_host(uri)
+        .is_some_and(|host| crate::name_constraints::uri_host_within(&host, base))
 }
 
 impl Serialize for Pattern {
@@ -357,6 +616,11 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// `name` is a subdomain of `domain` (not `domain` itself).
+pub fn dns_under(name: &str, domain: &str) -> bool {
+    name.len() > domain.len() && dns_within(name, domain)
+}
+
 /// `name` equals `domain` or is a subdomain of it.
 pub fn dns_within(name: &str, domain: &str) -> bool {
     name == domain
@@ -365,6 +629,8 @@ pub fn dns_within(name: &str, domain: &str) -> bool {
             && name.as_bytes()[name.len() - domain.len() - 1] == b'.')
 }
 
+/// An IP address or CIDR range (`10.0.0.0/8`); host bits below the prefix are
+/// an error, not masked away.
 pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
@@ -415,6 +681,7 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// `ip` lies in `net/prefix` (and is of the same family).
 pub fn ip_within(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     ip.is_ipv4() == net.is_ipv4() && mask(ip, prefix) == mask(net, prefix)
 }
@@ -473,7 +740,7 @@ mod tests {
             "http://",
             "spiffe:x",
             "http://a b",
-            "spiffe://bad_host/x",
+            "spiffe://Bad.Host/x",
         ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
@@ -509,9 +776,242 @@ mod tests {
         let email = Pattern::parse("@corp.example").unwrap();
         assert!(email.matches(&SanName::Email("a@corp.example".into())));
         assert!(!email.matches(&SanName::Email("a@example".into())));
+        assert!(!email.matches(&SanName::Email("a@sub.corp.example".into())));
+        let email_under = Pattern::parse("@.corp.example").unwrap();
+        assert!(email_under.matches(&SanName::Email("a@sub.corp.example".into())));
+        assert!(email_under.matches(&SanName::Email("a@x.y.corp.example".into())));
+        assert!(!email_under.matches(&SanName::Email("a@corp.example".into())));
+        assert!(!email_under.matches(&SanName::Email("a@evilcorp.example".into())));
         let uri = Pattern::parse("spiffe://corp.internal/").unwrap();
         assert!(uri.matches(&SanName::Uri("spiffe://corp.internal/web".into())));
         assert!(!dns.matches(&SanName::Uri("spiffe://corp.internal/web".into())));
+    }
+
+    #[test]
+    fn spiffe_ids_follow_the_spec() {
+        for good in [
+            "spiffe://corp.internal",
+            "spiffe://corp.internal/ns/prod/sa/api",
+            "spiffe://trust_domain-1.example/a.b/c-d/E_F",
+        ] {
+            assert!(parse_uri(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("SPIFFE://corp.internal/x", "lower case"),
+            ("Spiffe://corp.internal/x", "lower case"),
+            ("spiffe://Corp.Internal/x", "trust domain"),
+            ("spiffe://corp.internal/ns/prod/..%2fadmin", "path segments"),
+            ("spiffe://corp.internal/ns/%2e%2e/admin", "path segments"),
+            ("spiffe://corp.internal/a/..;/b", "path segments"),
+            ("spiffe://corp.internal/a/../b", "`..`"),
+            ("spiffe://corp.internal/a/./b", "`.`"),
+            ("spiffe://corp.internal/a//b", "empty path segment"),
+            ("spiffe://corp.internal/a/", "empty path segment"),
+            ("spiffe://corp.internal/a?x=1", "query"),
+            ("spiffe://corp.internal/a#f", "fragment"),
+            ("spiffe://corp.internal:8443/a", "port"),
+            ("spiffe://u@corp.internal/a", "userinfo"),
+            ("spiffe:///a", "empty trust domain"),
+            ("spiffe:corp.internal", "spiffe://"),
+        ] {
+            let err = parse_uri(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn other_uris_dot_segments_after_decoding_and_userinfo() {
+        for good in [
+            "https://web.corp.internal/a/b;v=1/c",
+            "https://web.corp.internal/a%20b/..x/.y",
+            "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "file:///etc/x",
+        ] {
+            assert!(parse_uri(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://web.corp.internal/a/..%2fadmin",
+            "https://web.corp.internal/a/..%2Fadmin",
+            "https://web.corp.internal/a/x%2f..%2fadmin",
+            "https://web.corp.internal/a/..%5cadmin",
+            "https://web.corp.internal/a/..;/b",
+            "https://web.corp.internal/a/.;x=1/b",
+            "https://web.corp.internal/a/%2e%2e%3b/b",
+            "https://web.corp.internal/a/..",
+            "https://web.corp.internal/a%zz",
+            "https://web.corp.internal/a%2",
+            "https://web.corp.internal/a%+1",
+            "https://web.corp.internal./a",
+            "https://web.corp.internal.:443/a",
+        ] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+        let err = parse_uri("https://web.corp.internal@evil.com/").unwrap_err();
+        assert!(err.contains("the part before `@` is not the host"), "{err}");
+        assert!(err.contains("`evil.com`"), "{err}");
+        assert!(parse_uri("https://web.corp.internal%40evil.com/").is_err());
+    }
+
+    #[test]
+    fn dns_patterns_under_a_domain_exclude_the_domain() {
+        let d = |s: &str| SanName::Dns(s.into());
+        for text in ["*.corp.internal", ".corp.internal"] {
+            let p = Pattern::parse(text).unwrap();
+            assert_eq!(p, Pattern::DnsUnder("corp.internal".into()));
+            assert!(p.matches(&d("web.corp.internal")), "{text}");
+            assert!(p.matches(&d("a.b.corp.internal")), "{text}");
+            assert!(p.matches(&d("*.corp.internal")), "{text}");
+            assert!(!p.matches(&d("corp.internal")), "{text}");
+            assert!(!p.matches(&d("evilcorp.internal")), "{text}");
+        }
+        let p = Pattern::parse("corp.internal").unwrap();
+        assert!(p.matches(&d("corp.internal")));
+        assert!(p.matches(&d("web.corp.internal")));
+        assert!(Pattern::parse("*.*.corp.internal").is_err());
+        assert!(Pattern::parse("..corp.internal").is_err());
+    }
+
+    #[test]
+    fn uri_host_patterns() {
+        let u = |s: &str| SanName::parse(NameKind::Uri, s).unwrap();
+        let exact = Pattern::parse_uri_host("corp.internal").unwrap();
+        let under = Pattern::parse_uri_host(".corp.internal").unwrap();
+        assert_eq!(exact, Pattern::UriHost("corp.internal".into()));
+        assert_eq!(under, Pattern::UriHostUnder("corp.internal".into()));
+        assert_eq!(exact.kind(), NameKind::Uri);
+        assert!(exact.matches(&u("spiffe://corp.internal/ns/prod/sa/api")));
+        assert!(exact.matches(&u("https://corp.internal:8443/x")));
+        assert!(!exact.matches(&u("https://web.corp.internal/x")));
+        assert!(!exact.matches(&u("spiffe://evil.com/x")));
+        assert!(under.matches(&u("https://web.corp.internal/x")));
+        assert!(!under.matches(&u("spiffe://corp.internal/x")));
+        assert!(!under.matches(&u("https://webcorp.internal/x")));
+        for no_host in [
+            "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "file:///etc/x",
+        ] {
+            assert!(!exact.matches(&u(no_host)), "{no_host}");
+            assert!(!under.matches(&u(no_host)), "{no_host}");
+        }
+        // A DNS name is no URI and the reverse.
+        assert!(!exact.matches(&SanName::Dns("corp.internal".into())));
+        for bad in [
+            "spiffe://corp.internal",
+            "corp.internal:443",
+            "",
+            ".",
+            "a..b",
+            "u@corp.internal",
+            "10.0.0.1",
+        ] {
+            assert!(Pattern::parse_uri_host(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_print_back_to_themselves() {
+        for text in [
+            "corp.internal",
+            "*.corp.internal",
+            ".corp.internal",
+            "10.0.0.0/8",
+            "10.0.0.1",
+            "fd00::/8",
+            "spiffe://corp.internal/ns/prod",
+            "spiffe://corp.internal/",
+            "URI:corp.internal",
+            "URI:.corp.internal",
+            "@corp.example",
+            "@.corp.example",
+            " Corp.Internal ",
+        ] {
+            let p = Pattern::parse(text).unwrap();
+            let again = Pattern::parse(&p.as_text()).unwrap();
+            assert_eq!(p, again, "{text} -> {}", p.as_text());
+            assert_eq!(p.to_string(), p.as_text());
+        }
+    }
+
+    #[test]
+    fn host_like_subject_values() {
+        for host in [
+            "10.0.0.5",
+            "192.168.1.1",
+            "::1",
+            "fe80::1",
+            "[::1]",
+            "[fe80::1%eth0]",
+            "10.0.0.5:443",
+            "web.corp.internal",
+            "web.corp.internal.",
+            "evil_host.com",
+            "*.corp.internal",
+            "*",
+            "Web.Corp.Internal",
+            "a.b",
+            "web.corp.internal:8443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(looks_like_host(host), "{host}");
+        }
+        for person in [
+            "Alice Example",
+            "Acme Corp.",
+            "J. R. R. Tolkien",
+            "Dr. Smith",
+            "Alice",
+            "Acme GmbH & Co. KG",
+            "O'Brien",
+            "Zoë Müller",
+            "Acme.",
+            "",
+        ] {
+            assert!(!looks_like_host(person), "{person}");
+        }
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        for s in [
+            "",
+            ":",
+            "a:",
+            "a://",
+            "a://@",
+            "a://[",
+            "a://x/%",
+            "a://x/%e",
+            "%",
+            "spiffe:",
+            "spiffe://",
+            "spiffe:///",
+            "spiffe://a/",
+            "spiffe://a//",
+            "[",
+            "]",
+            "[]",
+            "[::1",
+            "::",
+            "1.2.3.4:",
+            ":80",
+            "*",
+            "*.",
+            ".",
+            "..",
+            "@",
+            "@.",
+            "URI:",
+            "URI:.",
+            "é://x",
+            "a://é",
+            "a://x/\u{0}",
+        ] {
+            let _ = parse_uri(s);
+            let _ = looks_like_host(s);
+            let _ = Pattern::parse(s);
+            let _ = Pattern::parse_uri_host(s);
+            let _ = SanName::parse(NameKind::Uri, s);
+        }
     }
 
     #[test]

@@ -1,33 +1,37 @@
 //! Policy: whether a request may be signed under a profile and the CA's
 //! constraints, and exactly what the certificate will then say. Every violation is
-//! collected and reported together, each naming its rule. No I/O, no clock.
+//! collected and reported together as typed refusals (`rules::Refusal`), each
+//! naming its rule and field. No I/O, no clock.
 
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::key::PublicKeyKind;
-use crate::names::{self, printable, Pattern, SanName};
+use crate::names::{self, Pattern, SanName};
 use crate::profile::{Profile, Requirement, Validity};
-use crate::role::{eku_conflict, Eku, EntityKind, NameKind, Role};
+use crate::role::{Eku, NameKind, Role};
+use crate::rules::{self, CnRule, Field, Refusal, Rule, SubjectAttr};
 
-/// Where the requested content came from: syntax errors in arguments are bad
-/// usage (exit 2); in a CSR they are refusals of what it asks for (exit 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Arguments,
-    Csr,
-}
+pub use crate::rules::Origin;
 
-/// What a requester asks for, as typed (arguments) or as found in a CSR.
-#[derive(Debug, Clone, Default)]
+/// What a requester asks for, as typed (arguments, a manifest) or as found in a CSR.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestedContent {
+    /// DNS names.
     pub dns: Vec<String>,
+    /// IP addresses.
     pub ip: Vec<String>,
+    /// URIs.
     pub uri: Vec<String>,
+    /// Email addresses.
     pub email: Vec<String>,
+    /// Subject common name.
     pub cn: Option<String>,
+    /// Subject organizationName.
     pub org: Option<String>,
+    /// Subject countryName.
     pub country: Option<String>,
+    /// Requested validity ("90d").
     pub validity: Option<String>,
     /// EKU OIDs a CSR requests (None: it requests no EKU extension).
     pub requested_ekus: Option<Vec<String>>,
@@ -42,8 +46,11 @@ pub struct RequestedContent {
 /// The subject as it will be written (C, O, CN order).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subject {
+    /// countryName.
     pub country: Option<String>,
+    /// organizationName.
     pub org: Option<String>,
+    /// commonName.
     pub cn: Option<String>,
 }
 
@@ -62,19 +69,58 @@ impl Subject {
         }
         parts.join(", ")
     }
+
+    /// Whether no attribute is set (the SAN extension is then critical).
+    pub fn is_empty(&self) -> bool {
+        self.country.is_none() && self.org.is_none() && self.cn.is_none()
+    }
 }
 
 /// A request that passed policy: exactly what goes into the certificate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approved {
+    /// The role.
     pub role: Role,
+    /// The subject.
     pub subject: Subject,
+    /// The subjectAltNames, in request order without duplicates.
     pub names: Vec<SanName>,
+    /// The EKUs, as the profile implies them.
     pub ekus: Vec<Eku>,
     /// keyEncipherment in addition to digitalSignature (RSA device keys).
     pub key_encipherment: bool,
+    /// notBefore.
     pub not_before: OffsetDateTime,
+    /// notAfter.
     pub not_after: OffsetDateTime,
+}
+
+/// Hold a request to its size limits before anything else looks at it: too many
+/// names is bad input (exit 2), whatever the origin.
+pub fn check_size(req: &RequestedContent, origin: Origin) -> Result<()> {
+    let all = || {
+        req.dns
+            .iter()
+            .chain(&req.ip)
+            .chain(&req.uri)
+            .chain(&req.email)
+    };
+    let count = all().count() + req.unsupported_names.len();
+    let bytes: usize = all().map(|n| n.len()).sum();
+    if count > rules::MAX_NAMES || bytes > rules::MAX_NAME_BYTES {
+        return Err(Error::invalid(
+            origin,
+            Refusal::new(
+                Rule::RequestTooLarge,
+                format!(
+                    "the request holds {count} names ({bytes} bytes); at most {} names and {} KiB of names are accepted",
+                    rules::MAX_NAMES,
+                    rules::MAX_NAME_BYTES / 1024
+                ),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Check a request against its profile, the CA's name constraints and the issuing
@@ -88,9 +134,11 @@ pub fn check(
     origin: Origin,
     now: OffsetDateTime,
 ) -> Result<Approved> {
-    let mut refusals: Vec<String> = Vec::new();
-    let mut syntax: Vec<String> = Vec::new();
+    check_size(req, origin)?;
+    let mut refusals: Vec<Refusal> = Vec::new();
+    let mut syntax: Vec<Refusal> = Vec::new();
     let role = profile.role;
+    let table = rules::kind_rules(role, profile.kind);
 
     // Names: parse every one (never copy blindly), then check kind, wildcard and bounds.
     let mut names: Vec<SanName> = Vec::new();
@@ -107,7 +155,11 @@ pub fn check(
                         names.push(n)
                     }
                 }
-                Err(m) => syntax.push(m),
+                Err(m) => syntax.push(
+                    Refusal::new(Rule::NameSyntax, m)
+                        .on(Field::Name(kind))
+                        .value(v),
+                ),
             }
         }
     }
@@ -115,156 +167,212 @@ pub fn check(
         refusals.extend(check_name(profile, ca_constraints, n));
     }
     for u in &req.unsupported_names {
-        refusals.push(format!(
-            "the CSR requests a {u} name, which mtlsca never issues"
+        refusals.push(Refusal::new(
+            Rule::NameTypeUnsupported,
+            format!("the CSR requests a {u} name, which mtlsca never issues"),
         ));
     }
 
     // Identity: every certificate must name someone or something.
-    let has = |k: NameKind| names.iter().any(|n| n.kind() == k);
-    match (role, profile.kind) {
-        (Role::Device, _) => {
-            if !(has(NameKind::Dns) || has(NameKind::Ip) || has(NameKind::Uri)) {
-                refusals.push(
-                    "no identity: a device certificate needs at least one DNS, IP or URI name (--dns, --ip, --uri)".into(),
-                );
-            }
-        }
-        (Role::Entity, Some(EntityKind::Person)) => {
-            if !has(NameKind::Email) {
-                refusals.push(
-                    "no identity: a person certificate needs at least one email address (--email)"
-                        .into(),
-                );
-            }
-        }
-        (Role::Entity, _) => {}
+    if !table.identity.is_empty() && !names.iter().any(|n| table.identity.contains(&n.kind())) {
+        let flags: Vec<String> = table
+            .identity
+            .iter()
+            .map(|k| Field::Name(*k).label(origin))
+            .collect();
+        refusals.push(Refusal::new(
+            Rule::NoIdentity,
+            format!(
+                "no identity: a {} certificate needs at least one {} name ({})",
+                profile.kind.map(|k| k.as_str()).unwrap_or(role.as_str()),
+                table
+                    .identity
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                flags.join(", ")
+            ),
+        ));
     }
 
     // Subject attributes, by the profile's rules.
     let mut subject = Subject::default();
-    let attr = |label: &str,
-                flag: &str,
-                value: &Option<String>,
-                rule: Requirement,
-                refusals: &mut Vec<String>,
-                syntax: &mut Vec<String>|
-     -> Option<String> {
-        match (value, rule) {
-            (Some(_), Requirement::Forbidden) => {
-                refusals.push(format!(
-                    "profile `{}` forbids {label} in the subject",
-                    profile.name
-                ));
+    for (attr, value, requirement) in [
+        (
+            SubjectAttr::CommonName,
+            &req.cn,
+            profile.subject.common_name,
+        ),
+        (
+            SubjectAttr::Organization,
+            &req.org,
+            profile.subject.organization,
+        ),
+        (SubjectAttr::Country, &req.country, profile.subject.country),
+    ] {
+        let field = Field::Subject(attr);
+        let checked = match (value, requirement) {
+            (Some(v), Requirement::Forbidden) => {
+                refusals.push(
+                    Refusal::new(
+                        Rule::SubjectAttributeForbidden,
+                        format!(
+                            "profile `{}` forbids {} in the subject (its `subject.{}` is forbidden)",
+                            profile.name,
+                            attr_name(attr),
+                            attr_key(attr)
+                        ),
+                    )
+                    .on(field)
+                    .value(v),
+                );
                 None
             }
             (Some(v), _) => {
-                let checked = if flag == "--country" {
+                let r = if attr == SubjectAttr::Country {
                     names::check_country(v)
                 } else {
-                    names::check_dn_value(label, v)
+                    names::check_dn_value(attr_name(attr), v)
                 };
-                match checked {
+                match r {
                     Ok(v) => Some(v),
                     Err(m) => {
-                        syntax.push(m);
+                        syntax.push(Refusal::new(Rule::SubjectSyntax, m).on(field));
                         None
                     }
                 }
             }
             (None, Requirement::Required) => {
-                refusals.push(format!(
-                    "profile `{}` requires {label} ({flag})",
-                    profile.name
-                ));
+                refusals.push(
+                    Refusal::new(
+                        Rule::SubjectAttributeRequired,
+                        format!(
+                            "profile `{}` requires {} in the subject",
+                            profile.name,
+                            attr_name(attr)
+                        ),
+                    )
+                    .on(field),
+                );
                 None
             }
             (None, _) => None,
+        };
+        match attr {
+            SubjectAttr::CommonName => subject.cn = checked,
+            SubjectAttr::Organization => subject.org = checked,
+            SubjectAttr::Country => subject.country = checked,
         }
-    };
-    subject.cn = attr(
-        "a common name",
-        "--cn",
-        &req.cn,
-        profile.subject.common_name,
-        &mut refusals,
-        &mut syntax,
-    );
-    subject.org = attr(
-        "organizationName",
-        "--org",
-        &req.org,
-        profile.subject.organization,
-        &mut refusals,
-        &mut syntax,
-    );
-    subject.country = attr(
-        "countryName",
-        "--country",
-        &req.country,
-        profile.subject.country,
-        &mut refusals,
-        &mut syntax,
-    );
-    if role == Role::Device
-        && subject.cn.is_none()
-        && profile.subject.common_name != Requirement::Forbidden
-    {
-        // A device's CN defaults to its first DNS or IP name (for tools that still read CN).
-        subject.cn = names
-            .iter()
-            .find(|n| matches!(n, SanName::Dns(_) | SanName::Ip(_)))
-            .map(|n| n.value());
     }
-    if let Some(cn) = &subject.cn {
-        if role == Role::Entity && looks_like_host(cn) {
-            refusals.push(format!(
-                "common name `{}` looks like a host name: an entity certificate names a person or organisation, not a host",
-                printable(cn)
-            ));
+    match table.cn {
+        CnRule::RepeatsDnsName => {
+            let dns: Vec<&String> = names
+                .iter()
+                .filter_map(|n| match n {
+                    SanName::Dns(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            match &subject.cn {
+                Some(cn) => {
+                    let canonical = cn.trim_end_matches('.').to_ascii_lowercase();
+                    match dns.iter().find(|d| ***d == canonical) {
+                        // The CN is written exactly as its DNS name is.
+                        Some(d) => subject.cn = Some((*d).clone()),
+                        None => refusals.push(
+                            Refusal::new(
+                                Rule::DeviceCnNotADnsName,
+                                if dns.is_empty() {
+                                    "a device without a DNS name has no common name (verifiers read a CN as a host name); leave the CN out".to_string()
+                                } else {
+                                    format!(
+                                        "a device's common name must repeat one of its DNS names ({})",
+                                        dns.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+                                    )
+                                },
+                            )
+                            .on(Field::Subject(SubjectAttr::CommonName))
+                            .value(cn),
+                        ),
+                    }
+                }
+                None if profile.subject.common_name != Requirement::Forbidden => {
+                    // For tools that still read the CN: the first DNS name, never an
+                    // IP address or URI (OpenSSL checks a CN as a DNS name against
+                    // the DNS constraints).
+                    subject.cn = dns.first().map(|d| (*d).clone());
+                }
+                None => {}
+            }
         }
-        if role == Role::Device && cn.contains('@') {
-            refusals.push(format!(
-                "common name `{}` looks like an email address: a device certificate names a machine",
-                printable(cn)
-            ));
+        CnRule::NotAHost => {
+            if let Some(cn) = &subject.cn {
+                if names::looks_like_host(cn) {
+                    refusals.push(
+                        Refusal::new(
+                            Rule::EntityCnIsAHost,
+                            "looks like a host name or IP address: an entity certificate names a person or organisation, not a host (use the device profile for hosts)",
+                        )
+                        .on(Field::Subject(SubjectAttr::CommonName))
+                        .value(cn),
+                    );
+                }
+            }
         }
     }
 
     // What a CSR asks for beyond names: checked, never copied.
     if let Some(ekus) = &req.requested_ekus {
         let known: Vec<Eku> = ekus.iter().filter_map(|o| Eku::from_oid(o)).collect();
-        if let Some(conflict) = eku_conflict(role, &known) {
-            refusals.push(format!("the CSR requests {}: {conflict}", eku_list(ekus)));
+        if let Some((rule, why)) = rules::eku_conflict(role, &known) {
+            refusals.push(
+                Refusal::new(rule, format!("requests {}: {why}", eku_list(ekus))).on(Field::Eku),
+            );
         } else {
             for o in ekus {
                 let allowed =
                     Eku::from_oid(o).is_some_and(|e| profile.extended_key_usage.contains(&e));
                 if !allowed {
-                    refusals.push(format!(
-                        "the CSR requests EKU {}, which profile `{}` does not issue (it issues {})",
-                        eku_name(o),
-                        profile.name,
-                        profile
-                            .extended_key_usage
-                            .iter()
-                            .map(|e| e.display_name())
-                            .collect::<Vec<_>>()
-                            .join(" + ")
-                    ));
+                    refusals.push(
+                        Refusal::new(
+                            Rule::EkuNotInProfile,
+                            format!(
+                                "requests EKU {}, which profile `{}` does not issue (it issues {})",
+                                eku_name(o),
+                                profile.name,
+                                profile
+                                    .extended_key_usage
+                                    .iter()
+                                    .map(|e| e.display_name())
+                                    .collect::<Vec<_>>()
+                                    .join(" + ")
+                            ),
+                        )
+                        .on(Field::Eku),
+                    );
                 }
             }
         }
     }
     if req.requests_ca {
         refusals.push(
-            "the CSR requests CA:TRUE: mtlsca signs only leaf certificates from profiles".into(),
+            Refusal::new(
+                Rule::CsrRequestsCa,
+                "requests CA:TRUE: mtlsca signs only leaf certificates from profiles",
+            )
+            .on(Field::BasicConstraints),
         );
     }
     for ext in &req.unknown_critical {
-        refusals.push(format!(
-            "the CSR requests critical extension {ext}, which mtlsca does not know"
-        ));
+        refusals.push(
+            Refusal::new(
+                Rule::CsrUnknownCriticalExtension,
+                "is critical and unknown to mtlsca",
+            )
+            .on(Field::Extension)
+            .value(ext),
+        );
     }
 
     // Validity: the profile's default or the request, within the profile's maximum
@@ -274,7 +382,7 @@ pub fn check(
         Some(v) => match Validity::parse(v) {
             Ok(v) => Some(v),
             Err(m) => {
-                syntax.push(format!("--validity {m}"));
+                syntax.push(Refusal::new(Rule::ValiditySyntax, m).on(Field::Validity));
                 None
             }
         },
@@ -283,28 +391,42 @@ pub fn check(
     let mut not_after = not_before;
     if let Some(v) = validity {
         if v > profile.max_validity {
-            refusals.push(format!(
-                "validity {v} is over profile `{}`'s maximum of {}",
-                profile.name, profile.max_validity
-            ));
+            refusals.push(
+                Refusal::new(
+                    Rule::ValidityOverProfileMax,
+                    format!(
+                        "is over profile `{}`'s maximum of {} (its `validity.max`)",
+                        profile.name, profile.max_validity
+                    ),
+                )
+                .on(Field::Validity)
+                .value(v.to_string()),
+            );
         }
         not_after = not_before + v.duration();
         if not_after > ca_not_after {
-            refusals.push(format!(
-                "validity {v} would run past the issuing CA's own notAfter ({})",
-                crate::timefmt::date(ca_not_after)
-            ));
+            refusals.push(
+                Refusal::new(
+                    Rule::ValidityPastIssuingCa,
+                    format!(
+                        "would run past the issuing CA's own notAfter ({})",
+                        crate::timefmt::date(ca_not_after)
+                    ),
+                )
+                .on(Field::Validity)
+                .value(v.to_string()),
+            );
         }
     }
 
     if !syntax.is_empty() {
         return Err(match origin {
-            Origin::Arguments => Error::Usage(syntax.join("; ")),
-            Origin::Csr => Error::Refused(syntax.into_iter().chain(refusals).collect()),
+            Origin::Csr => Error::refusals(origin, syntax.into_iter().chain(refusals).collect()),
+            _ => Error::Invalid(rules::Refusals::new(origin, syntax)),
         });
     }
     if !refusals.is_empty() {
-        return Err(Error::Refused(refusals));
+        return Err(Error::refusals(origin, refusals));
     }
     Ok(Approved {
         role,
@@ -317,56 +439,92 @@ pub fn check(
     })
 }
 
+fn attr_name(a: SubjectAttr) -> &'static str {
+    match a {
+        SubjectAttr::CommonName => "a common name",
+        SubjectAttr::Organization => "organizationName",
+        SubjectAttr::Country => "countryName",
+    }
+}
+
+fn attr_key(a: SubjectAttr) -> &'static str {
+    match a {
+        SubjectAttr::CommonName => "common_name",
+        SubjectAttr::Organization => "organization",
+        SubjectAttr::Country => "country",
+    }
+}
+
 /// The rules for one name: kind for the role, kind for the profile, wildcard,
 /// the profile's patterns, the CA's name constraints.
-fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec<String> {
+fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec<Refusal> {
     let mut out = Vec::new();
     let kind = n.kind();
-    if !kind.allowed_for(profile.role) {
-        out.push(match profile.role {
-            Role::Device => format!(
-                "{n}: a device certificate cannot carry {} names (they identify a person or organisation)",
-                kind.as_str()
-            ),
-            Role::Entity => format!(
-                "{n}: an entity certificate cannot carry {} names (they identify a device; use the device profile)",
-                kind.as_str()
-            ),
-        });
+    let at = |r: Refusal| r.on(Field::Name(kind)).value(n.value());
+    if !rules::name_kind_allowed(profile.role, kind) {
+        out.push(at(Refusal::new(
+            Rule::NameKindForRole,
+            match profile.role {
+                Role::Device => format!(
+                    "a device certificate cannot carry {} names (they identify a person or organisation)",
+                    kind.as_str()
+                ),
+                Role::Entity => format!(
+                    "an entity certificate cannot carry {} names (they identify a device; use the device profile)",
+                    kind.as_str()
+                ),
+            },
+        )));
         return out;
     }
     if !profile.names.allows(kind) {
-        out.push(format!(
-            "{n}: profile `{}` does not accept {} names",
-            profile.name,
-            kind.as_str()
-        ));
+        out.push(at(Refusal::new(
+            Rule::NameKindForProfile,
+            format!(
+                "profile `{}` does not accept {} names (its `names.{}` is false)",
+                profile.name,
+                kind.as_str(),
+                kind.as_str().to_ascii_lowercase()
+            ),
+        )));
         return out;
     }
     if n.is_wildcard() && !profile.allow_wildcards {
-        out.push(format!(
-            "{n}: wildcards are not allowed by profile `{}` (allow_wildcards = false)",
-            profile.name
-        ));
+        out.push(at(Refusal::new(
+            Rule::WildcardNotAllowed,
+            format!(
+                "wildcards are not allowed by profile `{}` (set `allow_wildcards = true` in it to allow them)",
+                profile.name
+            ),
+        )));
     }
-    let within = |patterns: &[Pattern]| {
-        let of_kind: Vec<&Pattern> = patterns.iter().filter(|p| p.kind() == kind).collect();
-        of_kind.is_empty() || of_kind.iter().any(|p| p.matches(n))
-    };
-    if !within(&profile.permitted) {
-        out.push(format!(
-            "{n}: outside profile `{}`'s permitted names ({})",
-            profile.name,
-            join_patterns(&profile.permitted, kind)
-        ));
+    if !within(&profile.permitted, n) {
+        out.push(at(Refusal::new(
+            Rule::NameOutsideProfile,
+            format!(
+                "outside profile `{}`'s permitted names ({})",
+                profile.name,
+                join_patterns(&profile.permitted, kind)
+            ),
+        )));
     }
-    if !within(ca_constraints) {
-        out.push(format!(
-            "{n}: outside the CA's name constraints ({})",
-            join_patterns(ca_constraints, kind)
-        ));
+    if !within(ca_constraints, n) {
+        out.push(at(Refusal::new(
+            Rule::NameOutsideConstraints,
+            format!(
+                "outside the CA's name constraints ({})",
+                join_patterns(ca_constraints, kind)
+            ),
+        )));
     }
     out
+}
+
+/// Whether a name lies within a set of patterns: patterns of its kind bound it;
+/// with none of its kind, it is free.
+pub fn within(patterns: &[Pattern], n: &SanName) -> bool {
+    let mut of_kind = patterns.iter().filter(|p| p.kind() == n.kind()).peekable();
+    of_kind.peek().is_none() || of_kind.any(|p| p.matches(n))
 }
 
 fn join_patterns(p: &[Pattern], kind: NameKind) -> String {
@@ -375,11 +533,6 @@ fn join_patterns(p: &[Pattern], kind: NameKind) -> String {
         .map(|p| p.as_text())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn looks_like_host(cn: &str) -> bool {
-    cn.parse::<std::net::IpAddr>().is_ok()
-        || (cn.contains('.') && !cn.contains(' ') && names::parse_dns(cn, true).is_ok())
 }
 
 fn eku_name(oid: &str) -> String {
@@ -428,6 +581,7 @@ mod tests {
     fn refused(res: Result<Approved>, needle: &str) {
         match res {
             Err(Error::Refused(m)) => {
+                let m = m.messages();
                 assert!(m.join("\n").contains(needle), "{m:?} lacks `{needle}`")
             }
             other => panic!("expected refusal `{needle}`, got {other:?}"),
@@ -683,7 +837,7 @@ mod tests {
                 ..req()
             },
         ) {
-            Err(Error::Usage(m)) => assert!(m.contains("not an IP address")),
+            Err(Error::Invalid(m)) => assert!(m.to_string().contains("not an IP address")),
             other => panic!("{other:?}"),
         }
         match run(
@@ -694,7 +848,7 @@ mod tests {
                 ..req()
             },
         ) {
-            Err(Error::Usage(m)) => assert!(m.contains("--validity")),
+            Err(Error::Invalid(m)) => assert!(m.to_string().contains("--validity")),
             other => panic!("{other:?}"),
         }
     }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::key::KeyType;
 use crate::names::Pattern;
-use crate::role::{eku_conflict, implied_ekus, Eku, EntityKind, NameKind, Role};
+use crate::role::{Eku, EntityKind, NameKind, Role};
+use crate::rules::{self, eku_conflict, implied_ekus, Field, Refusal, Refusals};
 
 /// The profiles built into the binary (and copied into each CA at `init`).
 pub const BUILTIN: [(&str, &str); 4] = [
@@ -23,14 +24,15 @@ pub const BUILTIN: [(&str, &str); 4] = [
     ),
 ];
 
-/// Longest validity any profile may allow (a guard against typos such as "3650y").
-const VALIDITY_CEILING: Validity = Validity(10 * 365 * 24 * 3600);
+/// Longest validity any profile may allow (the rulebook's ceiling).
+const VALIDITY_CEILING: Validity = Validity(crate::rules::VALIDITY_CEILING_SECS);
 
 /// A span of validity, parsed from "90d", "24h", "1y" (a year is 365 days).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Validity(pub i64);
 
 impl Validity {
+    /// Parse "90d", "24h", "1y" (a year is 365 days).
     pub fn parse(s: &str) -> std::result::Result<Validity, String> {
         let s = s.trim();
         let split = s
@@ -55,10 +57,12 @@ impl Validity {
             .ok_or_else(|| format!("`{s}` is too long"))
     }
 
+    /// The span in seconds.
     pub fn seconds(self) -> i64 {
         self.0
     }
 
+    /// The span as a duration.
     pub fn duration(self) -> time::Duration {
         time::Duration::seconds(self.0)
     }
@@ -85,24 +89,7 @@ impl fmt::Display for Validity {
     }
 }
 
-/// Whether a subject attribute must, may or must not appear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Requirement {
-    Required,
-    Optional,
-    Forbidden,
-}
-
-impl Requirement {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Requirement::Required => "required",
-            Requirement::Optional => "optional",
-            Requirement::Forbidden => "forbidden",
-        }
-    }
-}
+pub use crate::rules::Requirement;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,21 +135,29 @@ struct RawNames {
 /// The subject attribute rules of a profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubjectRules {
+    /// commonName.
     pub common_name: Requirement,
+    /// organizationName.
     pub organization: Requirement,
+    /// countryName.
     pub country: Requirement,
 }
 
 /// Which subjectAltName kinds a profile accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NameRules {
+    /// DNS names.
     pub dns: bool,
+    /// IP addresses.
     pub ip: bool,
+    /// URIs.
     pub uri: bool,
+    /// Email addresses.
     pub email: bool,
 }
 
 impl NameRules {
+    /// Whether names of this kind are accepted.
     pub fn allows(&self, kind: NameKind) -> bool {
         match kind {
             NameKind::Dns => self.dns,
@@ -176,32 +171,69 @@ impl NameRules {
 /// A validated profile: every default filled in, every role rule checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
+    /// The profile's name (its file name without `.toml`).
     pub name: String,
+    /// One line on what the profile is for.
     pub description: String,
+    /// The role: device or entity.
     pub role: Role,
+    /// The entity kind (person or organization); `None` for devices.
     pub kind: Option<EntityKind>,
+    /// The EKUs its certificates carry (what the role implies).
     pub extended_key_usage: Vec<Eku>,
+    /// Key type of generated keys.
     pub key: KeyType,
+    /// Validity when the request names none.
     pub default_validity: Validity,
+    /// The longest validity it issues.
     pub max_validity: Validity,
+    /// Which subject attributes are required, optional or forbidden.
     pub subject: SubjectRules,
+    /// Which name kinds it accepts.
     pub names: NameRules,
+    /// Whether wildcard DNS names are allowed.
     pub allow_wildcards: bool,
+    /// Name patterns that narrow the CA's constraints.
     pub permitted: Vec<Pattern>,
+    /// Whether person certificates also carry emailProtection (S/MIME).
     pub smime: bool,
 }
 
 impl Profile {
     /// Parse and validate a profile. `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Profile> {
-        let raw: RawProfile = toml::from_str(text)
-            .map_err(|e| Error::input(format!("profile {origin}"), toml_message(&e)))?;
-        Profile::from_raw(raw).map_err(|e| match e {
-            ProfileError::Invalid(msg) => Error::input(format!("profile {origin}"), msg),
-            ProfileError::Rule(msg) => Error::Refused(vec![format!("profile {origin}: {msg}")]),
+        let raw: RawProfile = toml::from_str(text).map_err(|e| {
+            Error::Invalid(
+                Refusals::new(
+                    rules::Origin::Profile,
+                    vec![Refusal::new(rules::Rule::ProfileSyntax, toml_message(&e))],
+                )
+                .context(format!("profile {origin}")),
+            )
+        })?;
+        Profile::from_raw(raw).map_err(|e| {
+            let (invalid, rule, msg) = match e {
+                ProfileError::Invalid(r, m) => (true, r, m),
+                ProfileError::Rule(r, m) => (false, r, m),
+            };
+            // "key `validity.max`: ..." names its field.
+            let refusal = match msg.strip_prefix("key `").and_then(|r| r.split_once("`: ")) {
+                Some((key, detail)) => {
+                    Refusal::new(rule, detail).on(Field::ProfileKey(key.to_string()))
+                }
+                None => Refusal::new(rule, msg),
+            };
+            let r = Refusals::new(rules::Origin::Profile, vec![refusal])
+                .context(format!("profile {origin}"));
+            if invalid {
+                Error::Invalid(r)
+            } else {
+                Error::Refused(r)
+            }
         })
     }
 
+    /// Read and validate a profile file.
     pub fn load(path: &Path) -> Result<Profile> {
         let text = crate::fsutil::read_bounded_text(path, 64 * 1024, "profile")?;
         Profile::parse(&text, &path.display().to_string())
@@ -216,21 +248,24 @@ impl Profile {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(Invalid(format!(
-                "key `name`: `{}` must be 1-64 letters, digits, `-` or `_`",
-                raw.name
-            )));
+            return Err(Invalid(
+                rules::Rule::ProfileName,
+                format!(
+                    "key `name`: `{}` must be 1-64 letters, digits, `-` or `_`",
+                    raw.name
+                ),
+            ));
         }
         let role = raw.role;
         let kind = match (role, raw.kind) {
             (Role::Device, Some(_)) => {
-                return Err(Rule(
+                return Err(Rule(rules::Rule::ProfileKind,
                     "key `kind`: only entity profiles have a kind (person or organization)".into(),
                 ))
             }
             (Role::Device, None) => None,
             (Role::Entity, None) => {
-                return Err(Rule(
+                return Err(Rule(rules::Rule::ProfileKind,
                     "key `kind`: an entity profile must say `kind = \"person\"` or `kind = \"organization\"`".into(),
                 ))
             }
@@ -239,13 +274,14 @@ impl Profile {
         let smime = raw.smime.unwrap_or(false);
         if smime && kind != Some(EntityKind::Person) {
             return Err(Rule(
+                rules::Rule::ProfileSmime,
                 "key `smime`: email-protection is only for person profiles".into(),
             ));
         }
         let implied = implied_ekus(role, kind, smime);
         if let Some(stated) = &raw.extended_key_usage {
-            if let Some(conflict) = eku_conflict(role, stated) {
-                return Err(Rule(format!("key `extended_key_usage`: {conflict}")));
+            if let Some((rule, conflict)) = eku_conflict(role, stated) {
+                return Err(Rule(rule, format!("key `extended_key_usage`: {conflict}")));
             }
             let mut a = stated.clone();
             let mut b = implied.clone();
@@ -254,7 +290,7 @@ impl Profile {
             b.sort_by_key(|e| e.spelling());
             if a != b {
                 let want: Vec<_> = implied.iter().map(|e| e.spelling()).collect();
-                return Err(Rule(format!(
+                return Err(Rule(rules::Rule::ProfileEku, format!(
                     "key `extended_key_usage`: a {} profile{} implies [{}]; the EKU follows from the role and cannot be listed otherwise",
                     role,
                     kind.map(|k| format!(" of kind {}", k.as_str())).unwrap_or_default(),
@@ -268,8 +304,12 @@ impl Profile {
             Role::Entity => ("365d", "825d"),
         };
         let parse_v = |key: &str, v: Option<&String>, fallback: &str| {
-            Validity::parse(v.map(String::as_str).unwrap_or(fallback))
-                .map_err(|m| Invalid(format!("key `validity.{key}`: {m}")))
+            Validity::parse(v.map(String::as_str).unwrap_or(fallback)).map_err(|m| {
+                Invalid(
+                    rules::Rule::ProfileValidity,
+                    format!("key `validity.{key}`: {m}"),
+                )
+            })
         };
         let (default_validity, max_validity) = match &raw.validity {
             Some(v) => (
@@ -282,14 +322,20 @@ impl Profile {
             ),
         };
         if default_validity > max_validity {
-            return Err(Invalid(format!(
-                "key `validity`: default {default_validity} is longer than max {max_validity}"
-            )));
+            return Err(Invalid(
+                rules::Rule::ProfileValidity,
+                format!(
+                    "key `validity`: default {default_validity} is longer than max {max_validity}"
+                ),
+            ));
         }
         if max_validity > VALIDITY_CEILING {
-            return Err(Invalid(format!(
-                "key `validity.max`: {max_validity} is over the ceiling of {VALIDITY_CEILING}"
-            )));
+            return Err(Invalid(
+                rules::Rule::ProfileValidity,
+                format!(
+                    "key `validity.max`: {max_validity} is over the ceiling of {VALIDITY_CEILING}"
+                ),
+            ));
         }
 
         let subject_default = match kind {
@@ -318,12 +364,12 @@ impl Profile {
             },
         };
         if kind == Some(EntityKind::Person) && subject.common_name != Requirement::Required {
-            return Err(Rule(
+            return Err(Rule(rules::Rule::ProfileSubject,
                 "key `subject.common_name`: a person certificate must carry a common name (required)".into(),
             ));
         }
         if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required {
-            return Err(Rule(
+            return Err(Rule(rules::Rule::ProfileSubject,
                 "key `subject.organization`: an organization certificate must carry organizationName (required)".into(),
             ));
         }
@@ -363,35 +409,44 @@ impl Profile {
                     Role::Device => "a device is a machine, not a person or organisation",
                     Role::Entity => "an entity is someone, not a host",
                 };
-                return Err(Rule(format!(
-                    "key `names.{}`: a {role} certificate cannot carry {} names ({why})",
-                    kind_.as_str().to_ascii_lowercase(),
-                    kind_.as_str()
-                )));
+                return Err(Rule(
+                    rules::Rule::ProfileNames,
+                    format!(
+                        "key `names.{}`: a {role} certificate cannot carry {} names ({why})",
+                        kind_.as_str().to_ascii_lowercase(),
+                        kind_.as_str()
+                    ),
+                ));
             }
         }
         if role == Role::Device && !(names.dns || names.ip || names.uri) {
             return Err(Rule(
+                rules::Rule::ProfileNames,
                 "key `names`: a device profile must accept at least one of dns, ip or uri".into(),
             ));
         }
         if kind == Some(EntityKind::Person) && !names.email {
             return Err(Rule(
+                rules::Rule::ProfileNames,
                 "key `names.email`: a person certificate must carry an email address".into(),
             ));
         }
         let allow_wildcards = raw.allow_wildcards.unwrap_or(false);
         if allow_wildcards && !names.dns {
-            return Err(Rule(
+            return Err(Rule(rules::Rule::ProfileWildcards,
                 "key `allow_wildcards`: wildcards need DNS names, which this profile does not accept".into(),
             ));
         }
         let mut permitted = Vec::new();
         for (i, p) in raw.permitted.unwrap_or_default().iter().enumerate() {
-            let pat =
-                Pattern::parse(p).map_err(|m| Invalid(format!("key `permitted[{i}]`: {m}")))?;
+            let pat = Pattern::parse(p).map_err(|m| {
+                Invalid(
+                    rules::Rule::ProfilePermitted,
+                    format!("key `permitted[{i}]`: {m}"),
+                )
+            })?;
             if !names.allows(pat.kind()) {
-                return Err(Rule(format!(
+                return Err(Rule(rules::Rule::ProfilePermitted, format!(
                     "key `permitted[{i}]`: `{p}` is a {} pattern, but the profile accepts no {} names",
                     pat.kind().as_str(),
                     pat.kind().as_str()
@@ -475,9 +530,9 @@ impl Profile {
 
 enum ProfileError {
     /// Not a valid profile at all (bad value): exit 2.
-    Invalid(String),
+    Invalid(rules::Rule, String),
     /// A valid profile that breaks a role rule: refused, exit 1.
-    Rule(String),
+    Rule(rules::Rule, String),
 }
 
 /// toml's messages span lines with a source excerpt; keep the first line and the key.
@@ -506,14 +561,16 @@ mod tests {
 
     fn refused_with(text: &str, needle: &str) {
         match parse(text) {
-            Err(Error::Refused(m)) => assert!(m.join(" ").contains(needle), "{m:?} lacks {needle}"),
+            Err(Error::Refused(m)) => {
+                assert!(m.to_string().contains(needle), "{m:?} lacks {needle}")
+            }
             other => panic!("expected refusal with {needle}, got {other:?}"),
         }
     }
 
     fn invalid_with(text: &str, needle: &str) {
         match parse(text) {
-            Err(e @ Error::Input { .. }) => {
+            Err(e @ Error::Invalid(_)) => {
                 assert!(e.to_string().contains(needle), "{e} lacks {needle}")
             }
             other => panic!("expected invalid input with {needle}, got {other:?}"),

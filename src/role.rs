@@ -26,6 +26,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// `device` or `entity`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Device => "device",
@@ -41,6 +42,7 @@ impl Role {
         }
     }
 
+    /// Read `device` or `entity`.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "device" => Some(Role::Device),
@@ -60,11 +62,14 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntityKind {
+    /// A natural person.
     Person,
+    /// A legal entity: an organisation acting as a party.
     Organization,
 }
 
 impl EntityKind {
+    /// `person` or `organization`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Person => "person",
@@ -76,17 +81,22 @@ impl EntityKind {
 /// The extended key usages mtlsca knows by name (profile spellings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Eku {
+    /// id-kp-serverAuth: a device.
     #[serde(rename = "server-auth")]
     ServerAuth,
+    /// id-kp-clientAuth: an entity.
     #[serde(rename = "client-auth")]
     ClientAuth,
+    /// id-kp-emailProtection: S/MIME, for persons.
     #[serde(rename = "email-protection")]
     EmailProtection,
+    /// anyExtendedKeyUsage: never issued.
     #[serde(rename = "any")]
     Any,
 }
 
 impl Eku {
+    /// The profile spelling (`server-auth`, ...).
     pub fn spelling(self) -> &'static str {
         match self {
             Eku::ServerAuth => "server-auth",
@@ -96,6 +106,7 @@ impl Eku {
         }
     }
 
+    /// The dotted OID.
     pub fn oid(self) -> &'static str {
         match self {
             Eku::ServerAuth => OID_SERVER_AUTH,
@@ -115,6 +126,7 @@ impl Eku {
         }
     }
 
+    /// The EKU of a dotted OID, if mtlsca knows it by name.
     pub fn from_oid(oid: &str) -> Option<Eku> {
         match oid {
             OID_SERVER_AUTH => Some(Eku::ServerAuth),
@@ -126,56 +138,34 @@ impl Eku {
     }
 }
 
-/// The EKUs a role implies: exactly these go into a leaf.
+/// The EKUs a role implies (the rulebook's table; kept here for callers that read
+/// roles).
 pub fn implied_ekus(role: Role, kind: Option<EntityKind>, smime: bool) -> Vec<Eku> {
-    match (role, kind) {
-        (Role::Device, _) => vec![Eku::ServerAuth],
-        (Role::Entity, Some(EntityKind::Person)) if smime => {
-            vec![Eku::ClientAuth, Eku::EmailProtection]
-        }
-        (Role::Entity, _) => vec![Eku::ClientAuth],
-    }
+    crate::rules::implied_ekus(role, kind, smime)
 }
 
-/// Why a set of EKUs is not acceptable for a role; `None` when it is.
-/// The message names the rule, for profiles, CSRs and inspection alike.
+/// Why a set of EKUs is not acceptable for a role, as a sentence; `None` when it is
+/// (the rulebook's `eku_conflict` without its rule code).
 pub fn eku_conflict(role: Role, ekus: &[Eku]) -> Option<String> {
-    if ekus.contains(&Eku::Any) {
-        return Some(
-            "anyExtendedKeyUsage is refused: it gives a certificate every meaning at once".into(),
-        );
-    }
-    if ekus.contains(&Eku::ServerAuth) && ekus.contains(&Eku::ClientAuth) {
-        return Some(
-            "serverAuth and clientAuth together are refused: a certificate is either a device (serverAuth) or an entity (clientAuth)".into(),
-        );
-    }
-    match role {
-        Role::Device if ekus.contains(&Eku::ClientAuth) => Some(
-            "clientAuth on a device is refused: clientAuth identifies a person or organisation"
-                .into(),
-        ),
-        Role::Device if ekus.contains(&Eku::EmailProtection) => {
-            Some("emailProtection on a device is refused: S/MIME is for persons".into())
-        }
-        Role::Entity if ekus.contains(&Eku::ServerAuth) => {
-            Some("serverAuth on an entity is refused: serverAuth identifies a device".into())
-        }
-        _ => None,
-    }
+    crate::rules::eku_conflict(role, ekus).map(|(_, why)| why.to_string())
 }
 
 /// A kind of subjectAltName.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NameKind {
+    /// dNSName.
     Dns,
+    /// iPAddress.
     Ip,
+    /// uniformResourceIdentifier.
     Uri,
+    /// rfc822Name.
     Email,
 }
 
 impl NameKind {
+    /// `DNS`, `IP`, `URI` or `email`, as names are printed.
     pub fn as_str(self) -> &'static str {
         match self {
             NameKind::Dns => "DNS",
@@ -187,10 +177,7 @@ impl NameKind {
 
     /// Whether the role may carry this kind of name at all (the role table).
     pub fn allowed_for(self, role: Role) -> bool {
-        match role {
-            Role::Device => matches!(self, NameKind::Dns | NameKind::Ip | NameKind::Uri),
-            Role::Entity => matches!(self, NameKind::Email | NameKind::Uri),
-        }
+        crate::rules::name_kind_allowed(role, self)
     }
 }
 
@@ -198,7 +185,9 @@ impl NameKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertClass {
+    /// serverAuth only: a machine.
     Device,
+    /// clientAuth (perhaps emailProtection): a person or organisation.
     Entity,
     /// Both TLS EKUs, or anyExtendedKeyUsage: the draft cannot tell what it is.
     Ambiguous,
@@ -209,6 +198,7 @@ pub enum CertClass {
 }
 
 impl CertClass {
+    /// `device`, `entity`, `ambiguous`, `no-eku` or `ca`.
     pub fn as_str(self) -> &'static str {
         match self {
             CertClass::Device => "device",
@@ -219,6 +209,7 @@ impl CertClass {
         }
     }
 
+    /// The role, for `device` and `entity`.
     pub fn role(self) -> Option<Role> {
         match self {
             CertClass::Device => Some(Role::Device),
@@ -261,13 +252,18 @@ pub fn classify(is_ca: bool, ekus: Option<&[String]>) -> CertClass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Connection {
+    /// Device to device.
     ServerToServer,
+    /// Entity to device.
     ClientToServer,
+    /// Device to entity.
     ServerToClient,
+    /// Entity to entity.
     EndToEnd,
 }
 
 impl Connection {
+    /// The four kinds, in the draft's order.
     pub const ALL: [Connection; 4] = [
         Connection::ServerToServer,
         Connection::ClientToServer,
@@ -275,6 +271,7 @@ impl Connection {
         Connection::EndToEnd,
     ];
 
+    /// The kebab-case name (`server-to-server`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Connection::ServerToServer => "server-to-server",
@@ -284,6 +281,7 @@ impl Connection {
         }
     }
 
+    /// Read a kebab-case name.
     pub fn parse(s: &str) -> Option<Connection> {
         Connection::ALL.into_iter().find(|c| c.as_str() == s)
     }

@@ -55,7 +55,7 @@ fn damage_lines(damage: &[Damage]) -> Vec<String> {
 }
 
 fn open_store(ctx: &Ctx) -> Result<(Ca, Store)> {
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     Ok((ca, store))
 }

@@ -33,6 +33,11 @@ pub struct InitArgs {
     /// Name constraint: only IP addresses in CIDR (repeatable)
     #[arg(long, value_name = "CIDR")]
     pub permit_ip: Vec<String>,
+    /// Name constraint: only URIs whose host is HOST, or any host under DOMAIN
+    /// when given as .DOMAIN (repeatable; without it, --permit-dns also holds
+    /// URI hosts to its domains)
+    #[arg(long, value_name = "HOST|.DOMAIN")]
+    pub permit_uri: Vec<String>,
     /// Encrypt the CA keys (PKCS#8 PBES2) under the passphrase from
     /// --passphrase-file or $MTLSCA_PASSPHRASE; every signing command then needs it
     #[arg(long)]
@@ -145,12 +150,14 @@ pub struct QuickstartArgs {
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
     let passphrase = if a.encrypt {
-        Some(ca::process_passphrase()?.ok_or_else(|| {
-            Error::Usage(format!(
-                "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
-                super::PASSPHRASE_ENV
-            ))
-        })?)
+        Some(
+            ca::read_passphrase(&ctx.passphrase_source())?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
+                    super::PASSPHRASE_ENV
+                ))
+            })?,
+        )
     } else {
         None
     };
@@ -161,6 +168,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             key_type: a.key_type,
             permit_dns: a.permit_dns,
             permit_ip: a.permit_ip,
+            permit_uri: a.permit_uri,
         },
         passphrase.as_ref(),
         ctx.now,
@@ -168,6 +176,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     drop(store);
+    let constraints: Vec<String> = ca
+        .config
+        .constraints()?
+        .iter()
+        .map(crate::names::Pattern::as_text)
+        .collect();
     if ctx.global.json {
         print_json(&json!({
             "ca_dir": dir,
@@ -179,6 +193,8 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "profiles": ca.profile_names()?,
             "permit_dns": ca.config.permit_dns,
             "permit_ip": ca.config.permit_ip,
+            "permit_uri": ca.config.permit_uri,
+            "name_constraints": constraints,
             "encrypted_keys": ca.config.encrypted_keys,
         }));
     } else {
@@ -203,6 +219,9 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "  profiles          {}",
             ca.profile_names()?.join(", ")
         ));
+        if !constraints.is_empty() {
+            ctx.say(format!("  name constraints  {}", constraints.join(", ")));
+        }
         if ca.config.encrypted_keys {
             ctx.say(format!(
                 "  CA keys           {} (encrypted, PKCS#8 PBES2)",
@@ -216,7 +235,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
 pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
     match c {
         ProfileCmd::List => {
-            let profiles: Vec<(Profile, String)> = match Ca::open(&ctx.global.ca_dir) {
+            let profiles: Vec<(Profile, String)> = match ctx.open_ca() {
                 Ok(ca) => ca
                     .profile_names()?
                     .iter()
@@ -267,7 +286,7 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Show { name } => {
-            let p = match Ca::open(&ctx.global.ca_dir) {
+            let p = match ctx.open_ca() {
                 Ok(ca) => ca.profile(&name)?,
                 Err(Error::State(_)) => profile::builtin(&name).ok_or_else(|| {
                     Error::Usage(format!(
@@ -285,7 +304,12 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Check { file } => {
-            let p = Profile::load(&file)?;
+            // The answer to "is this a valid profile?" is no (exit 1), whether a
+            // key is unknown or a role rule is broken.
+            let p = Profile::load(&file).map_err(|e| match e {
+                Error::Invalid(r) => Error::Refused(r),
+                other => other,
+            })?;
             if ctx.global.json {
                 print_json(&json!({"file": file, "valid": true, "name": p.name, "role": p.role}));
             } else {
@@ -361,6 +385,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
         key: KeySource::Generate(a.key_type),
         request_id: a.request_id,
         output: Output::Prefix(prefix),
+        origin: crate::rules::Origin::Arguments,
     };
     let issued = run_issue(ctx, &req)?;
     report_issued(ctx, &issued);
@@ -368,7 +393,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
 }
 
 fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;
     issuer.issue(req, ctx.now)
@@ -428,6 +453,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         key: KeySource::Csr(csr),
         request_id: a.request_id,
         output,
+        origin: crate::rules::Origin::Arguments,
     };
     let issued = run_issue(ctx, &req)?;
     if to_stdout {
@@ -462,7 +488,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             .transpose()?,
         name: a.name,
     };
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let records = store.list(&filter, ctx.now)?;
     if ctx.global.json {
@@ -500,7 +526,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let rec = store.find(&a.id)?.ok_or_else(|| {
         Error::refused(format!(
@@ -605,6 +631,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             key_type: KeyType::EcdsaP256,
             permit_dns: vec![],
             permit_ip: vec![],
+            permit_uri: vec![],
             encrypt: false,
         },
     )?;
@@ -613,7 +640,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
         ca_dir.join("root.pem").display()
     ));
 
-    let ca = Ca::open(&ca_dir)?;
+    let ca = Ca::open(&ca_dir)?.with_passphrase_source(ctx.passphrase_source());
     let store = Store::open(&ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;
     let mut issued = Vec::new();
@@ -656,6 +683,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             key: KeySource::Generate(None),
             request_id: Some(format!("quickstart-{file}")),
             output: Output::Prefix(dir.join(file)),
+            origin: crate::rules::Origin::Arguments,
         };
         let out = issuer.issue(&req, ctx.now)?;
         ctx.say(format!(

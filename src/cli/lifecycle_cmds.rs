@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use super::render::{date, print_json, record_json, rfc3339};
 use super::{Ctx, Outcome};
 use crate::batch::{self, BatchOptions, EntryStatus, Manifest};
-use crate::ca::{Ca, CaKind};
+use crate::ca::CaKind;
 use crate::crl::{self, Reason};
 use crate::error::{Error, Result};
 use crate::export::{self, Format, KeyInput, P12Options};
@@ -119,7 +119,7 @@ struct EntryLine<'a> {
     id: &'a str,
     status: &'a str,
     serial: Option<&'a str>,
-    reasons: &'a [String],
+    reasons: &'a [batch::Reason],
 }
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
@@ -128,7 +128,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
         let text = fsutil::read_bounded_text(&a.manifest, batch::MAX_MANIFEST, "manifest")?;
         Manifest::parse(&text, &name)?
     };
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let total = manifest.certificate.len() as u64;
     let bar =
@@ -155,7 +155,15 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
         } else if !quiet && o.status == EntryStatus::Refused {
-            let msg = format!("refused {}: {}", o.id, o.reasons.join("; "));
+            let msg = format!(
+                "refused {}: {}",
+                o.id,
+                o.reasons
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
             match &bar {
                 Some(b) => b.suspend(|| {
                     let _ = writeln!(out, "{msg}");
@@ -192,7 +200,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
 
 pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let rec = crl::revoke(&store, &a.serial, reason, ctx.now)?;
     if ctx.global.json {
@@ -227,7 +235,7 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     let next_update = Validity::parse(&a.next_update)
         .map_err(|m| Error::Usage(format!("--next-update {m}")))?
         .duration();
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let say_crl = |c: &crl::Crl, to: &str| {
         ctx.say(format!(
@@ -341,7 +349,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     } else {
         None
     };
-    let ca = Ca::open(&ctx.global.ca_dir)?;
+    let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let exported = export::export(&ca, &store, &a.serial, format, p12.as_ref())?;
     drop(store);
@@ -386,7 +394,7 @@ pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
             })
         })
         .transpose()?;
-    Ca::open(&ctx.global.ca_dir)?;
+    ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let entries = store.audit(since)?;
     if ctx.global.json {

@@ -132,6 +132,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Where the passphrase of encrypted CA keys comes from: `--passphrase-file`,
+    /// else `$MTLSCA_PASSPHRASE`.
+    pub fn passphrase_source(&self) -> crate::ca::PassphraseSource {
+        match &self.global.passphrase_file {
+            Some(f) => crate::ca::PassphraseSource::File(f.clone()),
+            None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),
+        }
+    }
+
+    /// The CA in `--ca-dir`, with the passphrase source handed to it.
+    pub fn open_ca(&self) -> Result<crate::ca::Ca> {
+        crate::ca::Ca::open(&self.global.ca_dir)
+            .map(|ca| ca.with_passphrase_source(self.passphrase_source()))
+    }
+
     /// Print a line of human output unless `--quiet` or `--json`.
     pub fn say(&self, line: impl AsRef<str>) {
         if !self.global.quiet && !self.global.json {
@@ -141,10 +156,6 @@ impl Ctx {
 }
 
 pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
-    crate::ca::set_passphrase_source(match &cli.global.passphrase_file {
-        Some(f) => crate::ca::PassphraseSource::File(f.clone()),
-        None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),
-    });
     let ctx = Ctx {
         global: cli.global,
         now,

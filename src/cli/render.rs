@@ -29,9 +29,18 @@ pub fn record_json(r: &Record, now: OffsetDateTime) -> Value {
     })
 }
 
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Print one JSON document on stdout.
 pub fn print_json(v: &Value) {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Whether this process printed a JSON document (a failing command then does not
+/// print a second one for its error).
+pub fn json_printed() -> bool {
+    JSON_PRINTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A plain table: columns padded to their widest cell.

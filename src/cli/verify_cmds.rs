@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use time::OffsetDateTime;
 
 use super::{render, Ctx, Outcome};
-use crate::ca::{Ca, CaKind};
+use crate::ca::CaKind;
 use crate::error::{Error, Result};
 use crate::inspect::{self, joined, Inspection};
 use crate::role::{CertClass, Connection, Eku, Role};
@@ -276,7 +276,7 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
         store: None,
     };
     if a.trust.is_empty() {
-        let ca = Ca::open(&ctx.global.ca_dir)?;
+        let ca = ctx.open_ca()?;
         let cert = |kind: CaKind| -> Result<CertificateDer<'static>> {
             ca.cert_der(kind).map(CertificateDer::from)
         };

@@ -3,7 +3,9 @@
 
 mod ca;
 mod common;
+mod engine;
 mod lifecycle;
 mod limbo;
+mod names;
 mod reliability;
 mod verify;

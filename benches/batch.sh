@@ -5,8 +5,8 @@
 # manifest validation, the store and every fsync). Prints certificates/s and
 # the peak RSS. Not a test: run it by hand on an otherwise idle machine.
 #
-#   bash bench/batch.sh [N]            # builds the release binary first
-#   MTLSCA=/path/to/mtlsca bash bench/batch.sh [N]
+#   bash benches/batch.sh [N]            # builds the release binary first
+#   MTLSCA=/path/to/mtlsca bash benches/batch.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-5000}"

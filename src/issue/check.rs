@@ -1,0 +1,216 @@
+//! The self-check every certificate gets before it is recorded, whatever the front
+//! end: read back whole and within size, compared field by field with what policy
+//! approved, its names held to the CA's constraints again (independently of
+//! policy), and its signature verified under the issuing CA's key. The issuing CA's
+//! own path (leaf → issuing CA → root, with rustls-webpki) is validated once per
+//! issuing CA and process.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+
+use super::csr::ip_from_bytes;
+use super::sign::SignContext;
+use crate::error::{Error, Result};
+use crate::names::SanName;
+use crate::policy::{self, Approved};
+use crate::role::Role;
+use crate::rules;
+
+/// Check a freshly signed certificate; any difference is a CA fault (exit 3) and
+/// nothing is issued.
+pub(crate) fn self_check(
+    der: &[u8],
+    serial: &[u8],
+    expected_spki: &[u8],
+    a: &Approved,
+    cx: &SignContext<'_>,
+) -> Result<()> {
+    let fail = |m: String| Error::State(format!("self-check failed, nothing was issued: {m}"));
+    if der.len() > rules::MAX_CERT_DER {
+        return Err(fail(format!(
+            "the certificate has {} bytes, over the limit of {}",
+            der.len(),
+            rules::MAX_CERT_DER
+        )));
+    }
+    let x = match X509Certificate::from_der(der) {
+        Ok(([], x)) => x,
+        Ok((rest, _)) => return Err(fail(format!("{} bytes after the certificate", rest.len()))),
+        Err(e) => return Err(fail(format!("it does not parse back: {e}"))),
+    };
+    let tbs = &x.tbs_certificate;
+    if tbs.raw_serial() != serial {
+        return Err(fail("the serial differs from the one drawn".into()));
+    }
+    if x.public_key().raw != expected_spki {
+        return Err(fail("the public key differs from the requested one".into()));
+    }
+    if tbs.issuer.as_raw() != cx.signing.subject_der.as_slice() {
+        return Err(fail("the issuer is not the issuing CA's subject".into()));
+    }
+    let t = |o: time::OffsetDateTime| o.unix_timestamp();
+    if tbs.validity.not_before.timestamp() != t(a.not_before)
+        || tbs.validity.not_after.timestamp() != t(a.not_after)
+    {
+        return Err(fail("the validity differs from the approved one".into()));
+    }
+    let subject = subject_of(&x);
+    if subject != a.subject {
+        return Err(fail(format!(
+            "the subject is `{}`, policy approved `{}`",
+            subject.to_text(),
+            a.subject.to_text()
+        )));
+    }
+    let mut ekus = None;
+    let mut names = Vec::new();
+    let mut san_critical = None;
+    let mut ca_flag = false;
+    let mut key_usage = None;
+    for ext in x.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::ExtendedKeyUsage(e) => ekus = Some(crate::inspect::eku_oid_list(e)),
+            ParsedExtension::SubjectAlternativeName(san) => {
+                san_critical = Some(ext.critical);
+                for g in &san.general_names {
+                    names.push(match g {
+                        GeneralName::DNSName(d) => SanName::Dns(d.to_string()),
+                        GeneralName::RFC822Name(e) => SanName::Email(e.to_string()),
+                        GeneralName::URI(u) => SanName::Uri(u.to_string()),
+                        GeneralName::IPAddress(b) => match ip_from_bytes(b) {
+                            Some(ip) => SanName::Ip(ip),
+                            None => return Err(fail("a malformed IP name".into())),
+                        },
+                        other => return Err(fail(format!("an unexpected name {other:?}"))),
+                    });
+                }
+            }
+            ParsedExtension::BasicConstraints(bc) => ca_flag = bc.ca,
+            ParsedExtension::KeyUsage(ku) => key_usage = Some(ku.flags),
+            ParsedExtension::ParseError { error } => {
+                return Err(fail(format!(
+                    "extension {} does not parse: {error}",
+                    ext.oid
+                )))
+            }
+            _ => {}
+        }
+    }
+    let want: Vec<String> = a.ekus.iter().map(|e| e.oid().to_string()).collect();
+    if ekus.as_ref() != Some(&want) {
+        return Err(fail(format!("EKU is {ekus:?}, policy approved {want:?}")));
+    }
+    if ca_flag {
+        return Err(fail("the leaf says CA:TRUE".into()));
+    }
+    // digitalSignature (bit 0 → 0x1), keyEncipherment (bit 2 → 0x4).
+    let want_ku: u16 = if a.key_encipherment { 0x5 } else { 0x1 };
+    if key_usage != Some(want_ku) {
+        return Err(fail(format!(
+            "key usage is {key_usage:?}, policy approved {want_ku:#x}"
+        )));
+    }
+    if names != a.names {
+        return Err(fail(format!(
+            "names are {names:?}, policy approved {:?}",
+            a.names
+        )));
+    }
+    if !names.is_empty() && san_critical != Some(a.subject.is_empty()) {
+        return Err(fail(
+            "subjectAltName must be critical exactly when the subject is empty".into(),
+        ));
+    }
+    // The CA's name constraints once more, independently of policy: every name,
+    // and a device's CN, which verifiers read as a host name.
+    for n in &names {
+        if !policy::within(cx.constraints, n) {
+            return Err(fail(format!("{n} lies outside the CA's name constraints")));
+        }
+    }
+    if a.role == Role::Device {
+        if let Some(cn) = &subject.cn {
+            if !names.contains(&SanName::Dns(cn.clone())) {
+                return Err(fail(format!(
+                    "the device CN `{cn}` is not one of its DNS names"
+                )));
+            }
+        }
+    }
+    if cx.chain_validated.get().is_none() {
+        validate_path(der, a.role, cx).map_err(fail)?;
+        let _ = cx.chain_validated.set(());
+        return Ok(());
+    }
+    let (_, issuer_key) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&cx.signing.spki_der)
+        .map_err(|e| fail(format!("issuing CA key: {e}")))?;
+    x.verify_signature(Some(&issuer_key))
+        .map_err(|e| fail(format!("the signature does not verify: {e}")))
+}
+
+/// The C, O and CN a certificate carries (exactly one each at most, in that order
+/// as mtlsca writes them; anything else reads as a different subject).
+fn subject_of(x: &X509Certificate<'_>) -> policy::Subject {
+    let mut s = policy::Subject::default();
+    let mut other = false;
+    for attr in x.subject().iter_attributes() {
+        let v = attr.as_str().ok().map(String::from);
+        let slot = match attr.attr_type().to_id_string().as_str() {
+            "2.5.4.6" => &mut s.country,
+            "2.5.4.10" => &mut s.org,
+            "2.5.4.3" => &mut s.cn,
+            _ => {
+                other = true;
+                continue;
+            }
+        };
+        if slot.is_some() || v.is_none() {
+            other = true;
+        }
+        *slot = v;
+    }
+    if other {
+        // Never equal to an approved subject.
+        s.cn = Some("\u{0}unexpected subject attributes".into());
+    }
+    s
+}
+
+/// Full path validation with rustls-webpki: leaf → issuing CA → root, the role's
+/// EKU required along the path, validity at `cx.now`. The root's URI constraints
+/// are left out for webpki (it rejects every URI name under one); `self_check`
+/// holds the names to them.
+fn validate_path(der: &[u8], role: Role, cx: &SignContext<'_>) -> std::result::Result<(), String> {
+    let eku_oid = match role {
+        // DER contents of id-kp-serverAuth / id-kp-clientAuth.
+        Role::Device => webpki::KeyUsage::required(&[0x2b, 6, 1, 5, 5, 7, 3, 1]),
+        Role::Entity => webpki::KeyUsage::required(&[0x2b, 6, 1, 5, 5, 7, 3, 2]),
+    };
+    let der_cert = rustls_pki_types::CertificateDer::from(der);
+    let ee = webpki::EndEntityCert::try_from(&der_cert).map_err(|e| format!("{e:?}"))?;
+    let root = rustls_pki_types::CertificateDer::from(cx.root_der);
+    let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| format!("{e:?}"))?;
+    let anchor = rustls_pki_types::TrustAnchor {
+        subject: anchor.subject,
+        subject_public_key_info: anchor.subject_public_key_info,
+        name_constraints: anchor.name_constraints.and_then(|nc| {
+            crate::name_constraints::without_uri_subtrees(nc.as_ref()).map(Into::into)
+        }),
+    };
+    let inter = rustls_pki_types::CertificateDer::from(cx.signing.cert_der.as_slice());
+    let t = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        cx.now.unix_timestamp().max(0) as u64,
+    ));
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[inter],
+        t,
+        eku_oid,
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("rustls-webpki rejects the chain: {e:?}"))
+}

@@ -1,0 +1,270 @@
+//! The files of an issued certificate and the protocol that writes them: final
+//! names checked before anything is signed, temporary siblings written first, the
+//! final names linked only after the record is durable (see the module doc of
+//! `issue`).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::rules::{Field, Origin, Refusal, Rule};
+
+/// Where the results go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// `PREFIX.key` (generated keys only), `PREFIX.pem`, `PREFIX.chain.pem`.
+    Prefix(PathBuf),
+    /// One PEM file with the leaf (for `sign --out FILE`).
+    File(PathBuf),
+    /// Nothing written; the caller prints the PEM.
+    None,
+}
+
+/// The final file names of an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) cert: PathBuf,
+    pub(crate) chain: Option<PathBuf>,
+}
+
+impl Files {
+    /// The files of an output (`None` for `Output::None`); `with_key` when the
+    /// engine generates the key.
+    pub fn of(output: &Output, with_key: bool) -> Option<Files> {
+        match output {
+            Output::Prefix(p) => {
+                let s = p.as_os_str().to_string_lossy();
+                Some(Files {
+                    key: with_key.then(|| PathBuf::from(format!("{s}.key"))),
+                    cert: PathBuf::from(format!("{s}.pem")),
+                    chain: Some(PathBuf::from(format!("{s}.chain.pem"))),
+                })
+            }
+            Output::File(f) => Some(Files {
+                key: None,
+                cert: f.clone(),
+                chain: None,
+            }),
+            Output::None => None,
+        }
+    }
+
+    /// Every final name, key first, certificate, chain.
+    pub fn all(&self) -> Vec<&PathBuf> {
+        self.key
+            .iter()
+            .chain([&self.cert])
+            .chain(self.chain.iter())
+            .collect()
+    }
+
+    /// Check the final names before anything is signed or recorded: each
+    /// directory exists, and no name is taken — by a file, a directory or a
+    /// symbolic link, dangling or not. Bad input (exit 2) naming the rule.
+    pub fn check_free(&self, origin: Origin) -> Result<()> {
+        for p in self.all() {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(Error::invalid(
+                    origin,
+                    Refusal::new(
+                        Rule::OutputDirMissing,
+                        format!(
+                            "directory {} does not exist; create it first or choose another --out",
+                            dir.display()
+                        ),
+                    )
+                    .on(Field::Output)
+                    .value(p.display().to_string()),
+                ));
+            }
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::invalid(
+                        origin,
+                        Refusal::new(
+                            Rule::OutputIsSymlink,
+                            "is a symbolic link; mtlsca writes only to names that do not exist (remove the link or choose another --out)",
+                        )
+                        .on(Field::Output)
+                        .value(p.display().to_string()),
+                    ))
+                }
+                Ok(_) => {
+                    return Err(Error::invalid(
+                        origin,
+                        Refusal::new(
+                            Rule::OutputExists,
+                            "already exists; refusing to overwrite it (choose another --out)",
+                        )
+                        .on(Field::Output)
+                        .value(p.display().to_string()),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// fsync the directory the files are linked in.
+    pub fn sync_dir(&self) -> Result<()> {
+        match self.cert.parent() {
+            Some(dir) => fsutil::sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the certificate's temporary file exists (an unfinished output).
+    pub(crate) fn cert_partial(&self) -> PathBuf {
+        partial(&self.cert)
+    }
+}
+
+/// The temporary sibling of a final name.
+pub(crate) fn partial(p: &Path) -> PathBuf {
+    fsutil::temp_sibling(p, "partial")
+}
+
+/// How temporary files reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsync each file as it is written (one request).
+    EachFile,
+    /// Write only; the caller makes a whole chunk durable at once (`sync_fs`)
+    /// before recording it.
+    Deferred,
+}
+
+/// Step 1: the key, chain and certificate under temporary names (the
+/// certificate last: its presence means all are complete).
+pub(crate) fn write_partials(
+    f: &Files,
+    key_pem: Option<&str>,
+    cert_pem: &str,
+    chain_pem: &str,
+    durability: Durability,
+) -> Result<()> {
+    let mut items: Vec<(&PathBuf, &str, u32)> = Vec::new();
+    if let (Some(k), Some(pem)) = (&f.key, key_pem) {
+        items.push((k, pem, 0o600));
+    }
+    if let Some(c) = &f.chain {
+        items.push((c, chain_pem, 0o644));
+    }
+    items.push((&f.cert, cert_pem, 0o644));
+    for (path, text, mode) in items {
+        let tmp = partial(path);
+        let write = || match durability {
+            Durability::EachFile => fsutil::write_new(&tmp, text.as_bytes(), mode),
+            Durability::Deferred => write_new_unsynced(&tmp, text.as_bytes(), mode),
+        };
+        // A leftover of an interrupted run is replaced (removed only when found:
+        // one syscall less per file in the common case).
+        let written = match write() {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&tmp);
+                write()
+            }
+            other => other,
+        };
+        if let Err(e) = written {
+            remove_partials(f);
+            return Err(e);
+        }
+    }
+    // The partials' names must be durable before the record is, so that after a
+    // power loss a recorded certificate still finds its key (a Deferred chunk gets
+    // this from the caller's `sync_fs`).
+    if durability == Durability::EachFile {
+        if let Err(e) = f.sync_dir() {
+            remove_partials(f);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Create `path` (which must not exist) with `mode` and write it, leaving the
+/// fsync to a later `sync_fs` of the whole chunk.
+fn write_new_unsynced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = opts.open(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(data).map_err(|e| Error::io(path, e))
+}
+
+/// Remove every temporary file of an output (the certificate was not recorded).
+pub(crate) fn remove_partials(f: &Files) {
+    for p in f.all() {
+        let _ = std::fs::remove_file(partial(p));
+    }
+}
+
+/// Step 3: link every partial to its final name (never replacing a file); returns
+/// the final names. The certificate goes last: while its partial exists, recovery
+/// knows the output is unfinished. The directory still needs an fsync.
+pub(crate) fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
+    let mut order = f.all();
+    order.retain(|p| **p != f.cert);
+    order.push(&f.cert);
+    for p in order {
+        let tmp = partial(p);
+        match fsutil::rename_no_replace(&tmp, p) {
+            Ok(()) => {}
+            // Nothing to link (e.g. no key for a CSR, or completed before).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !tmp.exists() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::State(format!(
+                    "{} appeared while the certificate was being issued; the certificate is recorded and its files wait as {} (remove {} and re-run the same command to complete them)",
+                    p.display(),
+                    tmp.display(),
+                    p.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(p, e)),
+        }
+    }
+    Ok(f.all().into_iter().cloned().collect())
+}
+
+/// Make everything written on the file system that holds `dir` durable: one
+/// `syncfs` for a whole chunk of temporary files instead of an fsync per file.
+pub(crate) fn sync_fs(dir: &Path) -> Result<()> {
+    let d = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let f = std::fs::File::open(d).map_err(|e| Error::io(d, e))?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::fs::syncfs(&f).map_err(|e| Error::io(d, e.into()))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // No syncfs: the directory's files one by one.
+        for entry in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
+            let p = entry.map_err(|e| Error::io(d, e))?.path();
+            if p.is_file() {
+                std::fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        f.sync_all().map_err(|e| Error::io(d, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The issuance engine, one for every front end (`issue`, `sign`, `batch`, and the
+//! network front ends to come):
+//!
+//! ```text
+//! request → profile → policy → serial → sign → self-check → record → files
+//! ```
+//!
+//! [`Issuer::issue`] is a batch of one; [`Issuer::issue_all`] runs many requests
+//! in chunks, signing on every core. Both go through the same stages:
+//!
+//! - **stage** (`run.rs`): request id syntax, the profile, leftovers of an
+//!   interrupted run completed or removed, a request id recorded before answered
+//!   from the store, the output names checked (directory exists, nothing there,
+//!   no symbolic link) — all before anything is signed;
+//! - **sign** (`sign.rs`): CSR intake (`csr.rs`) or key generation, policy,
+//!   serial, rcgen, and the self-check (`check.rs`) that every certificate gets;
+//! - **commit** (`run.rs`): the one path that records issued certificates.
+//!
+//! # Exactly once, with files
+//!
+//! Nothing leaves the CA unrecorded, and a crash at any point leaves either no
+//! certificate or a recorded one whose files can be completed:
+//!
+//! 1. the key and certificate are written to temporary siblings of their final
+//!    names (`.NAME.partial`, key mode 0600) and made durable (an fsync each for
+//!    one request; one `syncfs` for a chunk);
+//! 2. the certificates are recorded in the store (one transaction: records,
+//!    indexes, audit entries) and the store is flushed;
+//! 3. the temporary files are linked to their final names (never replacing an
+//!    existing file) and the directory is fsynced.
+//!
+//! Before step 1 of a request, leftovers of an interrupted run for the same output
+//! are looked at: temporary files whose certificate is recorded are completed
+//! (step 3); temporary files whose certificate is not recorded are removed (the
+//! crash came before step 2, so nothing was issued).
+
+mod check;
+mod csr;
+mod files;
+mod run;
+mod sign;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::ca::{Ca, CaKind, SigningCa};
+use crate::error::{Error, Result};
+use crate::key::KeyType;
+use crate::names::Pattern;
+use crate::policy::RequestedContent;
+use crate::profile::Profile;
+use crate::rules::{self, Field, Origin, Refusal, Rule};
+use crate::store::{Record, Store};
+
+pub use csr::{read_csr, CsrIntake};
+pub use files::{Files, Output};
+pub use run::{Counts, RunOptions, DEFAULT_CHUNK};
+pub use sign::pem_cert;
+
+use sign::SignContext;
+
+/// Where the key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// Generate one (the profile's key type unless given).
+    Generate(Option<KeyType>),
+    /// A CSR (PEM or DER), whose signature and requests are checked.
+    Csr(Vec<u8>),
+}
+
+/// One request for a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuanceRequest {
+    /// The profile's name.
+    pub profile: String,
+    /// What is asked for (names, subject, validity); for a CSR, only the validity.
+    pub content: RequestedContent,
+    /// Where the key comes from.
+    pub key: KeySource,
+    /// The idempotency key: a request id recorded before returns its certificate.
+    pub request_id: Option<String>,
+    /// Where the files go.
+    pub output: Output,
+    /// How the request was made (arguments, a manifest entry): decides how
+    /// refusals name their fields. A CSR's own content always reads as the CSR's.
+    pub origin: Origin,
+}
+
+/// Whether a call issued the certificate or found it issued before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssueStatus {
+    /// Issued by this call.
+    Issued,
+    /// Issued before under the same request id.
+    Exists,
+}
+
+impl IssueStatus {
+    /// `issued` or `exists`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueStatus::Issued => "issued",
+            IssueStatus::Exists => "exists",
+        }
+    }
+}
+
+/// What the engine produced for one request.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Issued now, or found issued before.
+    pub status: IssueStatus,
+    /// The store's record.
+    pub record: Record,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The certificate and its issuing CA, PEM.
+    pub chain_pem: String,
+    /// The files written (or completed) for it.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// A CA opened for issuing: configuration, profiles and signing CAs loaded once
+/// (a batch reuses them for every entry).
+pub struct Issuer<'a> {
+    ca: &'a Ca,
+    store: &'a Store,
+    root_der: Vec<u8>,
+    /// Set once rustls-webpki has validated a full path (leaf → issuing CA → root)
+    /// for each issuing CA in this process; see `check`.
+    chain_validated: [std::sync::OnceLock<()>; 2],
+    signing: RefCell<Vec<(CaKind, Rc<SigningCa>)>>,
+    profiles: RefCell<HashMap<String, Arc<Profile>>>,
+    constraints: Vec<Pattern>,
+}
+
+impl<'a> Issuer<'a> {
+    /// Open the CA for issuing into `store`.
+    pub fn new(ca: &'a Ca, store: &'a Store) -> Result<Issuer<'a>> {
+        Ok(Issuer {
+            ca,
+            store,
+            root_der: ca.cert_der(CaKind::Root)?,
+            chain_validated: Default::default(),
+            signing: Default::default(),
+            profiles: Default::default(),
+            constraints: ca.config.constraints()?,
+        })
+    }
+
+    /// An issuing CA, loaded and unlocked once per `Issuer`.
+    fn signing_ca(&self, kind: CaKind) -> Result<Rc<SigningCa>> {
+        if let Some((_, s)) = self.signing.borrow().iter().find(|(k, _)| *k == kind) {
+            return Ok(s.clone());
+        }
+        let s = Rc::new(self.ca.signing_ca(kind)?);
+        self.signing.borrow_mut().push((kind, s.clone()));
+        Ok(s)
+    }
+
+    /// A profile of the CA, read once per `Issuer`.
+    fn profile(&self, name: &str) -> Result<Arc<Profile>> {
+        if let Some(p) = self.profiles.borrow().get(name) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(self.ca.profile(name)?);
+        self.profiles
+            .borrow_mut()
+            .insert(name.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// The context signing runs in, for a loaded issuing CA.
+    fn sign_context<'s>(&'s self, signing: &'s SigningCa, now: OffsetDateTime) -> SignContext<'s> {
+        let chain_validated = match signing.kind {
+            CaKind::Entity => &self.chain_validated[1],
+            _ => &self.chain_validated[0],
+        };
+        SignContext {
+            signing,
+            root_der: &self.root_der,
+            chain_validated,
+            constraints: &self.constraints,
+            now,
+        }
+    }
+
+    /// Run the pipeline for one request: a batch of one.
+    pub fn issue(&self, req: &IssuanceRequest, now: OffsetDateTime) -> Result<Issued> {
+        let mut out = None;
+        self.issue_all(
+            std::slice::from_ref(req),
+            &RunOptions::single(),
+            now,
+            &mut |_, r| out = Some(r),
+        )?;
+        out.unwrap_or_else(|| Err(Error::State("the engine reported no outcome".into())))
+    }
+
+    /// Check a request as far as can be done without signing or touching files:
+    /// request id, profile, and policy (for a CSR: its signature and what it asks
+    /// for). A batch checks its whole manifest this way first.
+    pub fn check_request(&self, req: &IssuanceRequest, now: OffsetDateTime) -> Result<()> {
+        check_request_id(req)?;
+        let profile = self.profile(&req.profile)?;
+        let signing = self.signing_ca(CaKind::for_role(profile.role))?;
+        let (content, key_kind, origin, _) = sign::intake(&profile, req)?;
+        crate::policy::check(
+            &profile,
+            &self.constraints,
+            &content,
+            key_kind,
+            signing.not_after,
+            origin,
+            now,
+        )
+        .map(|_| ())
+    }
+
+    /// A certificate issued earlier for the same request id: complete its missing
+    /// certificate files (its key is never stored, so a lost key stays lost).
+    fn existing(
+        &self,
+        rec: Record,
+        req: &IssuanceRequest,
+        files: Option<&Files>,
+    ) -> Result<Issued> {
+        if rec.profile != req.profile {
+            return Err(Error::refusals(
+                req.origin,
+                vec![Refusal::new(
+                    Rule::RequestIdConflict,
+                    format!(
+                        "was used for a `{}` certificate (serial {}), not `{}`; use a new request id for a new request",
+                        rec.profile, rec.serial, req.profile
+                    ),
+                )
+                .on(Field::RequestId)
+                .value(rec.request_id.as_deref().unwrap_or(""))],
+            ));
+        }
+        let der = self
+            .store
+            .der(&rec)?
+            .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+        let cert_pem = pem_cert(&der);
+        let issuer = CaKind::parse(&rec.issuer).unwrap_or(CaKind::for_role(rec.role));
+        let chain_pem = format!("{cert_pem}{}", self.ca.cert_pem(issuer)?);
+        let mut written = Vec::new();
+        if let Some(f) = files {
+            if let Some(k) = &f.key {
+                if k.exists() {
+                    written.push(k.clone());
+                }
+            }
+            for (path, text) in [
+                (&f.cert, &cert_pem),
+                (f.chain.as_ref().unwrap_or(&f.cert), &chain_pem),
+            ] {
+                if std::fs::symlink_metadata(path).is_err() {
+                    crate::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+                }
+                if !written.contains(path) {
+                    written.push(path.clone());
+                }
+            }
+        }
+        Ok(Issued {
+            status: IssueStatus::Exists,
+            record: rec,
+            cert_pem,
+            chain_pem,
+            files: written,
+        })
+    }
+
+    /// Complete or clean up what an interrupted run left for these files.
+    fn recover(&self, f: &Files) -> Result<()> {
+        let cert_tmp = f.cert_partial();
+        if !cert_tmp.exists() {
+            // Stray partials without a certificate partial: the crash came before
+            // step 1 ended (the certificate's partial is written last and linked last).
+            files::remove_partials(f);
+            return Ok(());
+        }
+        // A leftover is at most a certificate chain; anything larger is not ours.
+        let recorded =
+            crate::fsutil::read_bounded(&cert_tmp, crate::fsutil::MAX_INPUT, "temporary file")
+                .ok()
+                .and_then(|b| pem::parse(b).ok())
+                .map(|p| ring::digest::digest(&ring::digest::SHA256, p.contents()))
+                .map(|d| self.store.find(&crate::hex::encode(d.as_ref())))
+                .transpose()?
+                .flatten();
+        match recorded {
+            Some(_) => {
+                files::link_partials(f)?;
+                f.sync_dir()?;
+            }
+            None => files::remove_partials(f),
+        }
+        Ok(())
+    }
+}
+
+/// A request id is 1-256 characters without control characters.
+fn check_request_id(req: &IssuanceRequest) -> Result<()> {
+    match &req.request_id {
+        Some(id)
+            if id.is_empty()
+                || id.len() > rules::MAX_REQUEST_ID
+                || id.chars().any(|c| c.is_control()) =>
+        {
+            Err(Error::invalid(
+                req.origin,
+                Refusal::new(
+                    Rule::RequestIdSyntax,
+                    format!(
+                        "a request id must be 1-{} characters without control characters",
+                        rules::MAX_REQUEST_ID
+                    ),
+                )
+                .on(Field::RequestId)
+                .value(id),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::InitOptions;
+    use crate::key::PublicKeyKind;
+    use x509_parser::prelude::FromDer;
+
+    /// The self-check refuses a certificate whose signature does not verify, both
+    /// on the first certificate (full webpki path) and on later ones (one
+    /// signature verification against the issuing CA).
+    #[test]
+    fn self_check_catches_a_bad_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let opts = InitOptions {
+            name: "T".into(),
+            key_type: KeyType::EcdsaP256,
+            permit_dns: vec![],
+            permit_ip: vec![],
+            permit_uri: vec![],
+        };
+        let ca = crate::ca::init(&dir.path().join("ca"), &opts, now).unwrap();
+        let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();
+        let issuer = Issuer::new(&ca, &store).unwrap();
+        let signing = issuer.signing_ca(CaKind::Device).unwrap();
+        let cx = issuer.sign_context(&signing, now);
+        let profile = ca.profile("device").unwrap();
+        let req = IssuanceRequest {
+            profile: "device".into(),
+            content: RequestedContent {
+                dns: vec!["a.test".into()],
+                ..Default::default()
+            },
+            key: KeySource::Generate(None),
+            request_id: None,
+            output: Output::None,
+            origin: Origin::Arguments,
+        };
+        let approved = crate::policy::check(
+            &profile,
+            &[],
+            &req.content,
+            PublicKeyKind::EcdsaP256,
+            signing.not_after,
+            Origin::Arguments,
+            now,
+        )
+        .unwrap();
+        let p = sign::prepare(&cx, &profile, &req, None).unwrap();
+        let (_, x) = x509_parser::certificate::X509Certificate::from_der(&p.der).unwrap();
+        let spki = x.public_key().raw.to_vec();
+        let serial = x.tbs_certificate.raw_serial().to_vec();
+        let approved = crate::policy::Approved {
+            not_before: p.record.not_before,
+            not_after: p.record.not_after,
+            ..approved
+        };
+        assert!(
+            cx.chain_validated.get().is_some(),
+            "first certificate validated the path"
+        );
+        check::self_check(&p.der, &serial, &spki, &approved, &cx).unwrap();
+        // Flip a bit in the signature value (the last bytes of the DER).
+        let mut bad = p.der.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x40;
+        let err = check::self_check(&bad, &serial, &spki, &approved, &cx).unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
+        let fresh = std::sync::OnceLock::new();
+        let cx_first = SignContext {
+            chain_validated: &fresh,
+            ..cx
+        };
+        let err = check::self_check(&bad, &serial, &spki, &approved, &cx_first).unwrap_err();
+        assert!(err.to_string().contains("rustls-webpki"), "{err}");
+    }
+}
