@@ -13,11 +13,13 @@ use webpki::{
     OwnedCertRevocationList, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use super::checks::{self, Position, Subject};
 use super::{reasons, CertRef, CertVerdict, PeerName, Trust, Usage, VerifyOptions};
 use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
+use crate::name_constraints;
+use crate::names::printable;
 use crate::role::{CertClass, Eku, Role};
 
 /// The OID bytes (DER contents) of the TLS EKUs.
@@ -286,23 +288,153 @@ fn email_eq(a: &str, b: &str) -> bool {
     }
 }
 
-/// A parsed trust anchor certificate and the DER it came from.
+/// The parsed trust anchors, the DER each came from, and the URI subtrees of
+/// each: `list` holds the anchors as webpki sees them, without their URI
+/// subtrees (webpki fails closed on any), which are checked here instead.
 struct Anchors<'a> {
     list: Vec<TrustAnchor<'a>>,
     der: Vec<&'a [u8]>,
+    uri: Vec<UriSubtrees>,
+}
+
+/// The URI subtrees of an anchor's name constraints (RFC 5280 4.2.1.10 host form).
+#[derive(Default)]
+struct UriSubtrees {
+    permitted: Vec<String>,
+    excluded: Vec<String>,
+}
+
+impl UriSubtrees {
+    fn is_empty(&self) -> bool {
+        self.permitted.is_empty() && self.excluded.is_empty()
+    }
+}
+
+/// Split an anchor's URI subtrees off its name constraints: the anchor webpki
+/// gets keeps the other subtrees (or none at all when nothing else is left).
+fn split_uri_subtrees(ta: TrustAnchor<'_>) -> (TrustAnchor<'_>, UriSubtrees) {
+    let Some(nc) = ta.name_constraints.as_ref() else {
+        return (ta, UriSubtrees::default());
+    };
+    let (permitted, excluded) = name_constraints::uri_subtrees(nc.as_ref());
+    let uri = UriSubtrees {
+        permitted,
+        excluded,
+    };
+    if uri.is_empty() {
+        return (ta, uri);
+    }
+    let rest = name_constraints::without_uri_subtrees(nc.as_ref());
+    let ta = TrustAnchor {
+        subject: ta.subject,
+        subject_public_key_info: ta.subject_public_key_info,
+        name_constraints: rest.map(rustls_pki_types::Der::from),
+    };
+    (ta, uri)
+}
+
+/// Why one URI name breaks an anchor's URI subtrees, if it does (RFC 5280
+/// 4.2.1.10: the host of the URI is matched; a URI without a host fails).
+fn uri_violation(uri: &str, sub: &UriSubtrees) -> Option<String> {
+    let Some(host) = name_constraints::uri_host(uri) else {
+        return Some("has no host, so it cannot meet the URI name constraints".into());
+    };
+    if let Some(ex) = sub
+        .excluded
+        .iter()
+        .find(|b| name_constraints::uri_host_within(&host, b))
+    {
+        return Some(format!(
+            "is excluded by the URI name constraints (host {} is within excluded {})",
+            printable(&host),
+            printable(ex)
+        ));
+    }
+    if !sub.permitted.is_empty()
+        && !sub
+            .permitted
+            .iter()
+            .any(|b| name_constraints::uri_host_within(&host, b))
+    {
+        return Some(format!(
+            "is outside the URI name constraints (host {} is not within {})",
+            printable(&host),
+            sub.permitted
+                .iter()
+                .map(|b| printable(b))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    None
+}
+
+/// The URI names of the certificates below an anchor against its URI subtrees.
+fn uri_problems(
+    below: &[(&X509Certificate<'_>, Position)],
+    sub: &UriSubtrees,
+    anchor: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if sub.is_empty() {
+        return out;
+    }
+    for (cert, pos) in below {
+        for name in inspect::presented_names(cert) {
+            let Some(uri) = name.uri() else {
+                continue;
+            };
+            if let Some(why) = uri_violation(uri, sub) {
+                let who = match pos {
+                    Position::Leaf => "certificate's".to_string(),
+                    _ => format!("intermediate CA `{}`'s", inspect::dn_string(cert.subject())),
+                };
+                out.push(format!(
+                    "{who} URI name `{}` {why} of `{anchor}`",
+                    printable(uri)
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The intermediates offered that carry URI name constraints, which webpki
+/// cannot process: it refuses every URI name below them.
+fn uri_constrained_intermediates(trust: &Trust<'_>) -> Vec<String> {
+    trust
+        .intermediates
+        .iter()
+        .filter_map(|d| inspect::parse_der(d.as_ref()).ok())
+        .filter(|c| {
+            c.extensions().iter().any(|e| match e.parsed_extension() {
+                ParsedExtension::NameConstraints(nc) => nc
+                    .permitted_subtrees
+                    .iter()
+                    .chain(nc.excluded_subtrees.iter())
+                    .flatten()
+                    .any(|t| matches!(t.base, GeneralName::URI(_))),
+                _ => false,
+            })
+        })
+        .map(|c| inspect::dn_string(c.subject()))
+        .collect()
 }
 
 fn anchors<'a>(trust: &'a Trust<'_>) -> (Anchors<'a>, Vec<String>) {
     let mut a = Anchors {
         list: vec![],
         der: vec![],
+        uri: vec![],
     };
     let mut reasons = Vec::new();
     for (i, der) in trust.anchors.iter().enumerate() {
         match webpki::anchor_from_trusted_cert(der) {
             Ok(ta) => {
+                let (ta, uri) = split_uri_subtrees(ta);
                 a.list.push(ta);
                 a.der.push(der.as_ref());
+                a.uri.push(uri);
             }
             Err(e) => reasons.push(format!("trust anchor {} cannot be used ({e:?})", i + 1)),
         }
@@ -425,8 +557,20 @@ fn build_path(
             if eku_error && leaf_failed {
                 return (vec![], reasons);
             }
+            let uri_cas = match e {
+                webpki::Error::NameConstraintViolation => uri_constrained_intermediates(trust),
+                _ => vec![],
+            };
             let text = match &e {
                 _ if eku_error => ca_eku_reason(&eku.refused.borrow(), opts.usage),
+                _ if !uri_cas.is_empty() => format!(
+                    "certificate's URI names cannot be checked against the URI name constraints of intermediate CA {}: this verifier (rustls-webpki) refuses every URI name under an intermediate with URI name constraints; only a trust anchor's are processed",
+                    uri_cas
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 webpki::Error::CertRevoked => revoked_reason(cert, trust),
                 webpki::Error::CertExpired { not_after, .. }
                 | webpki::Error::CertNotValidYet {
@@ -482,6 +626,21 @@ fn path_problems(
         .iter()
         .filter_map(|(d, p)| inspect::parse_der(d).ok().map(|c| (c, *d, *p)))
         .collect();
+    if let Some(i) = anchor_index(anchors, path.anchor()) {
+        let below: Vec<(&X509Certificate<'_>, Position)> = std::iter::once((leaf, Position::Leaf))
+            .chain(
+                parsed
+                    .iter()
+                    .filter(|(_, _, p)| *p == Position::Intermediate)
+                    .map(|(c, _, p)| (c, *p)),
+            )
+            .collect();
+        out.extend(uri_problems(
+            &below,
+            &anchors.uri[i],
+            &subject_of(anchors.der[i]),
+        ));
+    }
     // The CAs of this path that signed a CRL we were given.
     let crl_der: Vec<_> = trust
         .crls
@@ -653,5 +812,44 @@ fn ca_eku_reason(refused: &[Vec<String>], usage: Usage) -> String {
                 .join("+")
         ),
         None => format!("certificate's issuing CA does not allow {want}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_names_are_held_to_an_anchors_uri_subtrees_by_host() {
+        let sub = UriSubtrees {
+            permitted: vec!["corp.internal".into(), ".corp.internal".into()],
+            excluded: vec![".secret.corp.internal".into()],
+        };
+        for ok in [
+            "spiffe://corp.internal/ns/a",
+            "https://api.corp.internal/x",
+            "https://api.corp.internal:8443/x",
+            "https://user@API.Corp.Internal/x",
+        ] {
+            assert_eq!(uri_violation(ok, &sub), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("spiffe://evil.com/x", "outside"),
+            ("https://web.corp.internal@evil.com/", "outside"),
+            ("https://evilcorp.internal/", "outside"),
+            ("https://corp.internal.evil.com/", "outside"),
+            ("https://db.secret.corp.internal/", "excluded"),
+            ("urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66", "no host"),
+        ] {
+            let got = uri_violation(bad, &sub).unwrap_or_default();
+            assert!(got.contains(why), "{bad}: {got}");
+        }
+        // Only excluded subtrees: everything else is allowed.
+        let only_ex = UriSubtrees {
+            permitted: vec![],
+            excluded: vec!["evil.com".into()],
+        };
+        assert_eq!(uri_violation("https://good.com/", &only_ex), None);
+        assert!(uri_violation("https://evil.com/", &only_ex).is_some());
     }
 }

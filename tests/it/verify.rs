@@ -853,3 +853,296 @@ fn inspect_reads_pem_bundles_der_and_directories_without_a_ca() {
         "{out}"
     );
 }
+
+/// A self-signed root made by OpenSSL with `nc` as its nameConstraints line, as
+/// `NAME.pem` / `NAME.key`.
+fn openssl_root(env: &Env, name: &str, nc: &str) {
+    env.openssl_ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-subj",
+        &format!("/CN={name}"),
+        "-days",
+        "60",
+        "-sha256",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        nc,
+        "-out",
+        &format!("{name}.pem"),
+    ]);
+}
+
+/// A certificate signed by `ca` (`ca.pem`, `ca.key`) with the given extension
+/// lines, subject `/CN=workload NAME`, as `NAME.pem` / `NAME.key`.
+fn openssl_signed(env: &Env, ca: &str, name: &str, ext: &str) {
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-subj",
+        &format!("/CN=workload {name}"),
+        "-out",
+        &format!("{name}.csr"),
+    ]);
+    let ext = format!("[v3]\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n{ext}\n");
+    std::fs::write(env.path(&format!("{name}.ext")), ext).unwrap();
+    env.openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        &format!("{ca}.pem"),
+        "-CAkey",
+        &format!("{ca}.key"),
+        "-set_serial",
+        "0x5a17c0ffee01",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        &format!("{name}.ext"),
+        "-extensions",
+        "v3",
+        "-out",
+        &format!("{name}.pem"),
+    ]);
+}
+
+/// A device leaf (serverAuth) with one URI name.
+fn uri_leaf(env: &Env, ca: &str, name: &str, uri: &str) {
+    openssl_signed(
+        env,
+        ca,
+        name,
+        &format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=URI:{uri}"
+        ),
+    );
+}
+
+/// `openssl verify` of `leaf` under `root`: Ok(()) or its error text.
+fn openssl_verdict(env: &Env, root: &str, leaf: &str) -> Result<(), String> {
+    let out = env.openssl(&[
+        "verify",
+        "-CAfile",
+        &format!("{root}.pem"),
+        "-purpose",
+        "sslserver",
+        &format!("{leaf}.pem"),
+    ]);
+    let all = text(&out);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(all)
+    }
+}
+
+#[test]
+fn uri_name_constraints_of_the_root_are_enforced_by_host() {
+    let env = Env::new();
+    openssl_root(
+        &env,
+        "uriroot",
+        "nameConstraints=critical,permitted;DNS:corp.internal,permitted;URI:corp.internal,permitted;URI:.corp.internal",
+    );
+    let good = [
+        ("spiffe", "spiffe://corp.internal/ns/a"),
+        ("api", "https://api.corp.internal/x"),
+    ];
+    let bad = [
+        ("evil", "spiffe://evil.com/x"),
+        ("userinfo", "https://web.corp.internal@evil.com/"),
+    ];
+    for (name, uri) in good.iter().chain(bad.iter()) {
+        uri_leaf(&env, "uriroot", name, uri);
+    }
+    for (name, uri) in good {
+        let file = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &file,
+                "--trust",
+                "uriroot.pem",
+                "--role",
+                "device",
+            ],
+            0,
+        );
+        assert_eq!(v["valid"], true, "{uri}: {v}");
+        assert_eq!(v["names"][0], format!("URI:{uri}"), "{v}");
+        assert_eq!(openssl_verdict(&env, "uriroot", name), Ok(()), "{uri}");
+    }
+    for (name, uri) in bad {
+        let file = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &file,
+                "--trust",
+                "uriroot.pem",
+                "--role",
+                "device",
+            ],
+            1,
+        );
+        let why = reasons(&v);
+        assert!(
+            why.contains("URI name constraint") && why.contains(uri),
+            "{uri}: {why}"
+        );
+        let ossl = openssl_verdict(&env, "uriroot", name).unwrap_err();
+        assert!(
+            ossl.contains("permitted subtree violation"),
+            "{uri}: {ossl}"
+        );
+    }
+    // Both workloads in one connection, with a real handshake (rustls verifiers).
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "api.pem",
+            "--responder",
+            "spiffe.pem",
+            "--responder-name",
+            "spiffe://corp.internal/ns/a",
+            "--trust",
+            "uriroot.pem",
+            "--expect",
+            "server-to-server",
+            "--handshake",
+        ],
+        0,
+    );
+    assert_eq!(v["handshake"]["ok"], true, "{v}");
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "evil.pem",
+            "--responder",
+            "spiffe.pem",
+            "--responder-name",
+            "spiffe://corp.internal/ns/a",
+            "--trust",
+            "uriroot.pem",
+            "--handshake",
+        ],
+        1,
+    );
+    assert_eq!(v["handshake"]["ok"], false, "{v}");
+    assert!(reasons(&v).contains("URI name constraint"), "{v}");
+    // The text verdict says the same.
+    let out = text(&env.run(&[
+        "verify",
+        "cert",
+        "evil.pem",
+        "--trust",
+        "uriroot.pem",
+        "--role",
+        "device",
+    ]));
+    assert!(
+        out.contains("INVALID") && out.contains("URI name constraint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn excluded_uri_subtrees_and_uris_without_a_host_are_refused() {
+    let env = Env::new();
+    openssl_root(
+        &env,
+        "exroot",
+        "nameConstraints=critical,permitted;URI:.corp.internal,excluded;URI:.secret.corp.internal",
+    );
+    uri_leaf(&env, "exroot", "ok", "https://web.corp.internal/");
+    uri_leaf(&env, "exroot", "secret", "https://db.secret.corp.internal/");
+    uri_leaf(
+        &env,
+        "exroot",
+        "urn",
+        "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+    );
+    let args = |f: &'static str| {
+        [
+            "verify",
+            "cert",
+            f,
+            "--trust",
+            "exroot.pem",
+            "--role",
+            "device",
+        ]
+    };
+    assert_eq!(json_exit(&env, &args("ok.pem"), 0)["valid"], true);
+    let v = json_exit(&env, &args("secret.pem"), 1);
+    assert!(reasons(&v).contains("excluded"), "{v}");
+    let v = json_exit(&env, &args("urn.pem"), 1);
+    assert!(reasons(&v).contains("no host"), "{v}");
+}
+
+#[test]
+fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
+    let env = Env::new();
+    openssl_root(
+        &env,
+        "plainroot",
+        "nameConstraints=critical,permitted;DNS:corp.internal",
+    );
+    openssl_signed(
+        &env,
+        "plainroot",
+        "uriica",
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nnameConstraints=critical,permitted;URI:.corp.internal",
+    );
+    uri_leaf(&env, "uriica", "wl", "spiffe://a.corp.internal/x");
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "wl.pem",
+            "--trust",
+            "plainroot.pem",
+            "--untrusted",
+            "uriica.pem",
+            "--role",
+            "device",
+        ],
+        1,
+    );
+    let why = reasons(&v);
+    assert!(
+        why.contains("intermediate CA") && why.contains("URI name constraints"),
+        "{why}"
+    );
+}
