@@ -15,7 +15,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
 use crate::names::printable;
-use crate::role::{self, CertClass, Eku};
+use crate::role::{self, CertClass, Eku, NameKind};
 use crate::timefmt::rfc3339;
 
 /// Parse one DER certificate, refusing trailing bytes.
@@ -69,6 +69,17 @@ impl PresentedName {
             GeneralName::OtherName(oid, _) => PresentedName::OtherName(oid.to_id_string()),
             GeneralName::RegisteredID(oid) => PresentedName::RegisteredId(oid.to_id_string()),
             _ => PresentedName::Unsupported,
+        }
+    }
+
+    /// The kind of name mtlsca issues this is (DNS, IP, URI, email), if any.
+    pub fn kind(&self) -> Option<NameKind> {
+        match self {
+            PresentedName::Dns(_) => Some(NameKind::Dns),
+            PresentedName::Ip(_) => Some(NameKind::Ip),
+            PresentedName::Uri(_) => Some(NameKind::Uri),
+            PresentedName::Email(_) => Some(NameKind::Email),
+            _ => None,
         }
     }
 
@@ -223,11 +234,11 @@ impl KeyInfo {
     }
 
     /// Whether modern relying parties accept the key (CABF 6.1.5, 7.1.3.1): RSA
-    /// of at least [`crate::key::MIN_RSA_BITS`] bits in whole bytes, ECDSA on
+    /// of at least [`crate::rules::RSA_MIN_BITS`] bits in whole bytes, ECDSA on
     /// P-256, P-384 or P-521 as a named curve, Ed25519.
     pub fn acceptable(&self) -> bool {
         match self {
-            KeyInfo::Rsa { bits: Some(b) } => *b >= crate::key::MIN_RSA_BITS && b % 8 == 0,
+            KeyInfo::Rsa { bits: Some(b) } => *b >= crate::rules::RSA_MIN_BITS && b % 8 == 0,
             KeyInfo::Ecdsa(Curve::P256 | Curve::P384 | Curve::P521) | KeyInfo::Ed25519 => true,
             _ => false,
         }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::facts::{joined, parse_der, CertFacts, Curve, KeyInfo, KeyPurpose, PresentedName};
-use crate::role::{self, CertClass, Eku, Role};
+use crate::role::{CertClass, Eku, NameKind, Role};
+use crate::rules;
 use crate::timefmt::human_time;
 
 /// What the draft says about a certificate: one sentence a finding. `at` is the
@@ -87,9 +88,9 @@ pub fn findings(f: &CertFacts, at: OffsetDateTime) -> Vec<String> {
     }
     out.extend(validity_findings(f, at));
     match &f.key {
-        KeyInfo::Rsa { bits: Some(bits) } if *bits < crate::key::MIN_RSA_BITS => out.push(format!(
+        KeyInfo::Rsa { bits: Some(bits) } if *bits < rules::RSA_MIN_BITS => out.push(format!(
             "RSA key of {bits} bits is weak: mtlsca refuses keys under {} bits",
-            crate::key::MIN_RSA_BITS
+            rules::RSA_MIN_BITS
         )),
         KeyInfo::Ecdsa(Curve::Explicit | Curve::P192) | KeyInfo::Dsa => {
             out.push(format!("{} key: not accepted by modern verifiers", f.key))
@@ -120,22 +121,26 @@ fn name_findings(f: &CertFacts, role: Role) -> Vec<NameFinding> {
         text,
         wildcard: false,
     };
-    let of = |pick: fn(&PresentedName) -> bool| -> Vec<&PresentedName> {
-        f.names.iter().filter(|n| pick(n)).collect()
-    };
-    let dns = of(|n| matches!(n, PresentedName::Dns(_)));
-    let host = of(|n| matches!(n, PresentedName::Dns(_) | PresentedName::Ip(_)));
-    let uri = of(|n| matches!(n, PresentedName::Uri(_)));
-    let email = of(|n| matches!(n, PresentedName::Email(_)));
+    // Names of a kind the rulebook does not give this role.
+    let wrong: Vec<&PresentedName> = f
+        .names
+        .iter()
+        .filter(|n| n.kind().is_some_and(|k| !rules::name_kind_allowed(role, k)))
+        .collect();
     match role {
         Role::Device => {
-            if !email.is_empty() {
+            if !wrong.is_empty() {
                 out.push(plain(format!(
                     "a device carrying a person's identity ({}): names of the wrong kind for its role",
-                    listed(&email)
+                    listed(&wrong)
                 )));
             }
-            if host.is_empty() && uri.is_empty() {
+            let identity = rules::kind_rules(Role::Device, None).identity;
+            let has_identity = f
+                .names
+                .iter()
+                .any(|n| n.kind().is_some_and(|k| identity.contains(&k)));
+            if !has_identity {
                 let cn = if f.has_cn {
                     "; its subject CN is ignored by verifiers"
                 } else {
@@ -143,7 +148,7 @@ fn name_findings(f: &CertFacts, role: Role) -> Vec<NameFinding> {
                 };
                 out.push(plain(format!("a device without a DNS, IP or URI name{cn}")));
             }
-            if let Some(w) = dns.iter().find(|d| d.wildcard_parent().is_some()) {
+            if let Some(w) = f.names.iter().find(|d| d.wildcard_parent().is_some()) {
                 out.push(NameFinding {
                     text: format!("wildcard name {w}: allowed only by profiles that say so"),
                     wildcard: true,
@@ -151,13 +156,14 @@ fn name_findings(f: &CertFacts, role: Role) -> Vec<NameFinding> {
             }
         }
         Role::Entity => {
-            if !host.is_empty() {
+            if !wrong.is_empty() {
                 out.push(plain(format!(
                     "an entity carrying host names ({}): names of the wrong kind for its role",
-                    listed(&host)
+                    listed(&wrong)
                 )));
             }
-            if email.is_empty() && !f.has_org {
+            let has_email = f.names.iter().any(|n| n.kind() == Some(NameKind::Email));
+            if !has_email && !f.has_org {
                 out.push(plain(
                     "an entity with neither an email address (person) nor an organizationName (organisation)"
                         .into(),
@@ -175,9 +181,10 @@ fn validity_findings(f: &CertFacts, at: OffsetDateTime) -> Vec<String> {
         (Some(nb), Some(_)) if at < nb => out.push(format!("not valid before {}", human_time(nb))),
         (Some(nb), Some(na)) if f.role.role() == Some(Role::Device) => {
             let days = (na - nb).whole_days();
-            if days > 397 {
+            let max = rules::kind_rules(Role::Device, None).validity.1 / 86_400;
+            if days > max {
                 out.push(format!(
-                    "valid for {days} days: more than the 397 days TLS clients accept for server certificates"
+                    "valid for {days} days: more than the {max} days TLS clients accept for server certificates"
                 ));
             }
         }
@@ -214,7 +221,7 @@ fn draft_conformant(facts: &CertFacts) -> bool {
         CertClass::Device | CertClass::Entity => {
             let role = facts.role.role().unwrap_or(Role::Device);
             let ekus: Vec<Eku> = facts.purposes().iter().filter_map(|p| p.known()).collect();
-            role::eku_conflict(role, &ekus).is_none()
+            rules::eku_conflict(role, &ekus).is_none()
                 && name_findings(facts, role).iter().all(|f| f.wildcard)
         }
         CertClass::Ambiguous | CertClass::NoEku => false,
