@@ -3,6 +3,13 @@
 //! EKU policy plugs into it as an `ExtendedKeyUsageValidator`; every candidate
 //! path webpki finds is then held to the RFC 5280 rules it leaves out (`checks`)
 //! and to the revocation sources, and rejected so that path building goes on.
+//!
+//! URI name constraints: webpki fails closed on any (a permitted URI subtree never
+//! matches). A trust anchor's URI subtrees are therefore taken off the anchor
+//! webpki sees and checked here, by host (`crate::name_constraints`), against the
+//! URI names of the leaf and the intermediates of each candidate path. An
+//! intermediate's URI constraints cannot be split off that way (webpki reads them
+//! from its certificate); the reason then says so.
 
 use std::cell::RefCell;
 

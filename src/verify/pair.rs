@@ -409,6 +409,20 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             vec![Role::Device, Role::Entity],
         ),
     };
+    let dial = dial_name(req.responder.name.as_ref(), &v.responder.names);
+    let mut initiator_accepts = req.policy(r_roles, &req.responder.name);
+    if dial.is_none() && req.responder.name.is_none() {
+        // Nothing to dial by (a workload with URI names only): the initiator
+        // expects the identity the responder presents, as the static verdict
+        // checks no name either, instead of the placeholder it dials.
+        let own: Vec<PeerName> = v
+            .responder
+            .names
+            .iter()
+            .filter_map(|n| n.uri().map(|u| PeerName::Uri(u.to_string())))
+            .collect();
+        initiator_accepts = initiator_accepts.names(own);
+    }
     let report = Handshake {
         initiator: Identity {
             chain: req.initiator.chain.clone(),
@@ -418,9 +432,11 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             chain: req.responder.chain.clone(),
             key: keys.responder.clone_key(),
         },
-        initiator_accepts: req.policy(r_roles, &req.responder.name),
+        initiator_accepts,
         responder_accepts: req.policy(i_roles, &req.initiator.name),
-        server_name: dial_name(req.responder.name.as_ref(), &v.responder.names),
+        server_name: dial.unwrap_or_else(|| {
+            ServerName::try_from("responder.invalid").expect("a valid DNS name")
+        }),
         at: req.at,
         timeout: keys.timeout,
     }
@@ -435,8 +451,9 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
 }
 
 /// The name the initiator dials: the given responder name, else its first DNS
-/// name or IP address, else a placeholder (entities have no host name).
-fn dial_name(given: Option<&PeerName>, names: &[PresentedName]) -> ServerName<'static> {
+/// name or IP address; `None` when there is none (entities and URI-only
+/// workloads have no host name).
+fn dial_name(given: Option<&PeerName>, names: &[PresentedName]) -> Option<ServerName<'static>> {
     let given = given.and_then(|n| match n {
         PeerName::Dns(d) => ServerName::try_from(d.clone()).ok(),
         PeerName::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
@@ -448,9 +465,7 @@ fn dial_name(given: Option<&PeerName>, names: &[PresentedName]) -> ServerName<'s
         PresentedName::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
         _ => None,
     });
-    given
-        .or(from_cert)
-        .unwrap_or_else(|| ServerName::try_from("responder.invalid").expect("a valid DNS name"))
+    given.or(from_cert)
 }
 
 #[cfg(test)]

@@ -1041,6 +1041,24 @@ fn uri_name_constraints_of_the_root_are_enforced_by_host() {
         0,
     );
     assert_eq!(v["handshake"]["ok"], true, "{v}");
+    // Without a name to dial, the initiator takes the identity it is shown, as
+    // the static verdict does.
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "api.pem",
+            "--responder",
+            "spiffe.pem",
+            "--trust",
+            "uriroot.pem",
+            "--handshake",
+        ],
+        0,
+    );
+    assert_eq!(v["handshake"]["ok"], true, "{v}");
     let v = json_exit(
         &env,
         &[
