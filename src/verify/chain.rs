@@ -28,6 +28,7 @@ use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
 use crate::name_constraints;
 use crate::names::printable;
 use crate::role::{CertClass, Eku, Role};
+use crate::rules::{self, Rule};
 
 /// The OID bytes (DER contents) of the TLS EKUs.
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
@@ -179,10 +180,7 @@ fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
 pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
     let has = |e: Eku| f.has_purpose(e);
     let article = |r: Role| if r == Role::Entity { "an" } else { "a" };
-    let (want, other) = match role {
-        Role::Device => (Eku::ServerAuth, Eku::ClientAuth),
-        Role::Entity => (Eku::ClientAuth, Eku::ServerAuth),
-    };
+    let want = role.tls_eku();
     if f.role == CertClass::Ca {
         return Some(format!(
             "certificate is a CA certificate, not {} {role}",
@@ -195,11 +193,12 @@ pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
             article(role)
         ));
     }
-    if has(Eku::Any) {
-        return Some("certificate carries anyExtendedKeyUsage: ambiguous under the draft, neither a device nor an entity".into());
-    }
-    if has(want) && has(other) {
-        return Some("certificate carries serverAuth and clientAuth: ambiguous under the draft, neither a device nor an entity".into());
+    // The rulebook's conflicts that make a certificate ambiguous under the draft.
+    let known: Vec<Eku> = f.purposes().iter().filter_map(KeyPurpose::known).collect();
+    match rules::eku_conflict(role, &known) {
+        Some((Rule::EkuAny, _)) => return Some("certificate carries anyExtendedKeyUsage: ambiguous under the draft, neither a device nor an entity".into()),
+        Some((Rule::EkuServerAndClient, _)) => return Some("certificate carries serverAuth and clientAuth: ambiguous under the draft, neither a device nor an entity".into()),
+        _ => {}
     }
     if !has(want) {
         let what = match f.role.role() {
