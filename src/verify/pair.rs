@@ -473,6 +473,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connections_serialise_as_their_kebab_case_names() {
+        for c in Connection::ALL {
+            let p = PairConnection::from(c);
+            assert_eq!(p.connection(), Some(c));
+            assert_eq!(p.to_string(), c.as_str());
+            assert_eq!(serde_json::to_value(p).unwrap(), c.as_str());
+        }
+        assert_eq!(
+            serde_json::to_value(PairConnection::Ambiguous).unwrap(),
+            "ambiguous"
+        );
+        assert_eq!(PairConnection::Ambiguous.connection(), None);
+    }
+
+    #[test]
     fn reasons_read_with_their_side() {
         assert_eq!(
             side_reason(Side::Initiator, "certificate expired on 2027-02-25"),
