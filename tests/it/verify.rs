@@ -883,9 +883,17 @@ fn openssl_root(env: &Env, name: &str, nc: &str) {
     ]);
 }
 
-/// A certificate signed by `ca` (`ca.pem`, `ca.key`) with the given extension
-/// lines, subject `/CN=workload NAME`, as `NAME.pem` / `NAME.key`.
+/// A certificate signed by `ca` (`ca.pem`, `ca.key`, or mtlsca's `device-ca`) with
+/// the given extension lines, subject `/CN=workload NAME`, as `NAME.pem` / `NAME.key`.
 fn openssl_signed(env: &Env, ca: &str, name: &str, ext: &str) {
+    let (ca_pem, ca_key) = if ca == "device-ca" {
+        (
+            "ca/device-ca.pem".to_string(),
+            "ca/private/device-ca.key".to_string(),
+        )
+    } else {
+        (format!("{ca}.pem"), format!("{ca}.key"))
+    };
     env.openssl_ok(&[
         "req",
         "-new",
@@ -909,9 +917,9 @@ fn openssl_signed(env: &Env, ca: &str, name: &str, ext: &str) {
         "-in",
         &format!("{name}.csr"),
         "-CA",
-        &format!("{ca}.pem"),
+        &ca_pem,
         "-CAkey",
-        &format!("{ca}.key"),
+        &ca_key,
         "-set_serial",
         "0x5a17c0ffee01",
         "-days",
@@ -1163,4 +1171,36 @@ fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
         why.contains("intermediate CA") && why.contains("URI name constraints"),
         "{why}"
     );
+}
+
+#[test]
+fn uri_names_under_an_mtlsca_root_with_uri_subtrees_are_checked_below_the_issuing_ca() {
+    let env = Env::new();
+    env.ok(&["init", "--name", "Corp", "--permit-dns", "corp.internal"]);
+    // Leaves the CA would never sign, signed with its device CA's key.
+    uri_leaf(&env, "device-ca", "good", "spiffe://corp.internal/ns/a");
+    uri_leaf(&env, "device-ca", "evil", "spiffe://evil.com/x");
+    let v = json_exit(&env, &["verify", "cert", "good.pem", "--role", "device"], 0);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+    let v = json_exit(&env, &["verify", "cert", "evil.pem", "--role", "device"], 1);
+    let why = reasons(&v);
+    assert!(
+        why.contains("URI name constraint") && why.contains("spiffe://evil.com/x"),
+        "{why}"
+    );
+    // OpenSSL, given the same root and issuing CA, agrees on both.
+    for (leaf, ok) in [("good.pem", true), ("evil.pem", false)] {
+        let out = env.openssl(&[
+            "verify",
+            "-CAfile",
+            "ca/root.pem",
+            "-untrusted",
+            "ca/device-ca.pem",
+            "-purpose",
+            "sslserver",
+            leaf,
+        ]);
+        assert_eq!(out.status.success(), ok, "{leaf}: {}", text(&out));
+    }
 }
