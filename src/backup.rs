@@ -44,8 +44,8 @@ const MAX_EXPORT: u64 = 4 * 1024 * 1024 * 1024;
 /// The sub-directories whose regular files travel, and the modes they get back.
 const SUBDIRS: [(&str, u32, u32); 3] = [
     ("private", 0o700, 0o600),
-    ("profiles", 0o755, 0o644),
-    ("crl", 0o755, 0o644),
+    ("profiles", 0o750, 0o644),
+    ("crl", 0o750, 0o644),
 ];
 
 /// `MANIFEST.json`.
@@ -297,26 +297,20 @@ pub fn restore(
     ca_dir: &Path,
     lock_wait: std::time::Duration,
 ) -> Result<RestoreSummary> {
-    crate::ca::refuse_existing(ca_dir, "restore into a new directory")?;
+    let what_now = "restore into a new directory";
+    crate::ca::refuse_existing(ca_dir, what_now)?;
     let (manifest, files) = read_backup(src)?;
-    let created_dir = !ca_dir.exists();
-    let result = write_restore(ca_dir, &manifest, files, lock_wait);
-    if result.is_err() {
-        crate::ca::remove_half_made(ca_dir, created_dir);
-    }
-    result.map(|()| RestoreSummary {
+    let _ = lock_wait; // the store restored into is new: nobody else holds it
+    crate::ca::create_ca_dir(ca_dir, what_now, |staging| {
+        write_restore(staging, &manifest, files)
+    })?;
+    Ok(RestoreSummary {
         ca_dir: ca_dir.to_path_buf(),
         manifest,
     })
 }
 
-fn write_restore(
-    ca_dir: &Path,
-    manifest: &Manifest,
-    files: Vec<BackupFile>,
-    lock_wait: std::time::Duration,
-) -> Result<()> {
-    fs::create_dir_all(ca_dir).at(ca_dir)?;
+fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> Result<()> {
     for (sub, mode, _) in SUBDIRS {
         let d = ca_dir.join(sub);
         fs::create_dir(&d).at(&d)?;
@@ -342,8 +336,11 @@ fn write_restore(
         ));
     };
     {
-        let store = Store::open(ca_dir, lock_wait)?;
+        let owner = crate::ca::key_ids(ca_dir)?;
+        let store = Store::create(ca_dir, &owner)?;
         store.import(&mut std::io::Cursor::new(export))?;
+        // A backup that names its CA must name this one (older ones are adopted).
+        store.check_owner(&owner)?;
         let report = store.check()?;
         if !report.healthy() {
             return Err(Error::Store(format!(

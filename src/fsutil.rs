@@ -146,6 +146,44 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive `flock` on a directory, released when dropped (and by the kernel
+/// when the process dies, so a killed holder never leaves it stuck).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Take the lock on `dir`, waiting up to `wait` for another holder.
+    pub fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
+        let file = File::open(dir).at(dir)?;
+        #[cfg(unix)]
+        {
+            use rustix::fs::{flock, FlockOperation};
+            let start = std::time::Instant::now();
+            loop {
+                match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => break,
+                    Err(e)
+                        if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR =>
+                    {
+                        if start.elapsed() >= wait {
+                            return Err(Error::State(format!(
+                                "{} is locked by another mtlsca process creating a CA there; gave up after {}s",
+                                dir.display(),
+                                wait.as_secs()
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(Error::io(dir, e.into())),
+                }
+            }
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// Set a mode on a path (unix only).
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]

@@ -1484,3 +1484,256 @@ permitted = ["spiffe://corp.internal/ns/a%22b", "corp.internal", "10.0.0.0/8"]
         serde_json::to_value(&back).unwrap()
     );
 }
+
+// ------------------------------------------------- hostile conditions (issue 10)
+
+/// The binary as `Env::cmd` runs it, but against another CA directory.
+fn cmd_at(env: &Env, ca_dir: &Path) -> Command {
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .stdin(Stdio::null());
+    c
+}
+
+/// A CA with a few certificates, one of them revoked and published in a CRL.
+/// Returns the revoked serial.
+fn ca_with_a_revocation(env: &Env) -> String {
+    issue_some(env);
+    let v = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "r5.corp.internal",
+        "--request-id",
+        "r5",
+    ]);
+    let serial = v["serial"].as_str().unwrap().to_string();
+    env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    env.ok(&["crl"]);
+    serial
+}
+
+/// Every command that needs the store stops with exit 3 and names the way back.
+fn store_commands_stop(env: &Env, serial: &str) {
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["store", "check"],
+        vec![
+            "issue",
+            "device",
+            "--dns",
+            "r5.corp.internal",
+            "--request-id",
+            "r5",
+        ],
+        vec!["crl"],
+        vec!["crl", "--issuer", "device", "--out", "-"],
+        vec!["list"],
+        vec!["show", serial],
+        vec!["revoke", serial],
+        vec!["export", serial, "--format", "pem"],
+        vec!["audit"],
+        vec!["audit", "--verify"],
+        vec!["backup", "bk-after"],
+    ];
+    for c in cmds {
+        let err = env.fails(&c, 3);
+        assert!(err.starts_with("error: "), "{c:?}: {err}");
+        assert!(
+            err.contains("restore"),
+            "{c:?} does not say how to restore: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_vanished_store_is_never_replaced_by_an_empty_one() {
+    let env = Env::with_ca();
+    let revoked = ca_with_a_revocation(&env);
+    env.ok(&["backup", "bk"]);
+    let db = env.ca_dir().join("db");
+
+    // The whole db/ removed: every command stops, nothing recreates it.
+    let saved = env.path("db-saved");
+    std::fs::rename(&db, &saved).unwrap();
+    store_commands_stop(&env, &revoked);
+    assert!(!db.exists(), "a command recreated the store");
+    let err = env.fails(&["store", "check"], 3);
+    assert!(err.contains("no store"), "{err}");
+
+    // Only the data file and the snapshots removed.
+    std::fs::rename(&saved, &db).unwrap();
+    env.ok(&["store", "check"]);
+    for e in std::fs::read_dir(&db).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        if n == "db" || n.starts_with("snap.") {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    store_commands_stop(&env, &revoked);
+    assert!(!db.join("db").exists(), "a command recreated the data file");
+
+    // The way back: restore the backup; the revocation and the CRL numbers hold.
+    let back = env.path("back");
+    let out = cmd_at(&env, &back)
+        .args(["restore", "bk"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = cmd_at(&env, &back)
+        .args(["--json", "crl", "--issuer", "device", "--out", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["number"], 2, "{v}");
+    assert_eq!(v["revoked"], 1, "{v}");
+}
+
+#[test]
+fn a_store_of_another_ca_is_refused() {
+    let env = Env::with_ca();
+    ca_with_a_revocation(&env);
+    let other = Env::with_ca();
+    other.ok(&["issue", "device", "--dns", "x.corp.internal"]);
+    let db = env.ca_dir().join("db");
+    std::fs::rename(&db, env.path("db-own")).unwrap();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(other.ca_dir().join("db"))
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for c in [vec!["store", "check"], vec!["list"], vec!["crl"]] {
+        let err = env.fails(&c, 3);
+        assert!(err.contains("another CA"), "{c:?}: {err}");
+    }
+    // Its own store back: all is well again.
+    std::fs::remove_dir_all(&db).unwrap();
+    std::fs::rename(env.path("db-own"), &db).unwrap();
+    env.ok(&["store", "check"]);
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `size` at `dir`, when the tests run as root (else `None`).
+fn small_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return None;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return None;
+    }
+    Some(Mount(dir.to_path_buf()))
+}
+
+#[test]
+fn a_full_disk_loses_no_record_and_the_store_recovers_by_itself() {
+    let env = Env::new();
+    let small = env.path("small");
+    let Some(_mount) = small_tmpfs(&small, "2m") else {
+        return;
+    };
+    let ca = small.join("ca");
+    let run = |args: &[&str]| cmd_at(&env, &ca).args(args).output().unwrap();
+    let out = run(&["init", "--name", "Full"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Ballast to free once the disk is full.
+    std::fs::write(small.join("ballast"), vec![0u8; 300 * 1024]).unwrap();
+    let mut issued = 0usize;
+    let mut full = None;
+    for i in 0..2000 {
+        let prefix = small.join(format!("h{i}")).display().to_string();
+        let out = run(&[
+            "issue",
+            "device",
+            "--dns",
+            &format!("h{i}.corp.internal"),
+            "--request-id",
+            &format!("r{i}"),
+            "--out",
+            &prefix,
+        ]);
+        match code(&out) {
+            0 => issued += 1,
+            3 => {
+                let err = stderr(&out);
+                assert!(err.starts_with("error: "), "{err}");
+                full = Some(i);
+                break;
+            }
+            _ => panic!("issue {i}: {}", text(&out)),
+        }
+    }
+    let full = full.expect("the 2 MiB file system never filled up");
+    eprintln!("{issued} issued before the disk was full");
+    // While full, commands fail cleanly; once space is freed, all comes back.
+    let out = run(&["list"]);
+    assert!(code(&out) == 0 || code(&out) == 3, "{}", text(&out));
+    std::fs::remove_file(small.join("ballast")).unwrap();
+    let out = run(&["store", "check"]);
+    assert_eq!(code(&out), 0, "the store did not recover: {}", text(&out));
+    let out = run(&["--json", "list"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = list.as_array().unwrap().len();
+    assert!(
+        n == issued || n == issued + 1,
+        "{issued} issued, {n} recorded"
+    );
+    // The failed request completes now, exactly once.
+    let prefix = small.join(format!("h{full}")).display().to_string();
+    let out = run(&[
+        "issue",
+        "device",
+        "--dns",
+        &format!("h{full}.corp.internal"),
+        "--request-id",
+        &format!("r{full}"),
+        "--out",
+        &prefix,
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run(&["store", "check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let leftovers: Vec<String> = std::fs::read_dir(ca.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".generating"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_interrupted_sled_snapshot_is_recovered_at_open() {
+    let env = Env::with_ca();
+    issue_some(&env);
+    let db = env.ca_dir().join("db");
+    // What a full disk or a kill leaves: an empty or torn newest snapshot.
+    std::fs::write(db.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    std::fs::write(db.join("snap.7FFFFFFFFFFFFFFE.generating"), b"torn snapsh").unwrap();
+    let out = env.ok(&["store", "check"]);
+    assert!(out.contains("3 records"), "{out}");
+    assert_eq!(env.store_count(), 3);
+}
