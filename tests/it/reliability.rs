@@ -1737,3 +1737,166 @@ fn an_interrupted_sled_snapshot_is_recovered_at_open() {
     assert!(out.contains("3 records"), "{out}");
     assert_eq!(env.store_count(), 3);
 }
+
+/// Hidden leftovers of `init` in the CA directory's parent and inside it.
+fn init_leftovers(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ca."))
+        .collect();
+    if env.ca_dir().join(".mtlsca-init").exists() {
+        v.push("ca/.mtlsca-init".into());
+    }
+    v
+}
+
+#[test]
+fn init_killed_at_random_moments_leaves_nothing_or_a_whole_ca() {
+    let env = Env::new();
+    let mut rng = Rng::new();
+    let start = Instant::now();
+    env.ok(&["init", "--name", "Kill"]);
+    let full = start.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(env.ca_dir()).unwrap();
+    let (mut killed, mut trials, mut whole) = (0, 0, 0);
+    while killed < 12 && trials < 100 {
+        trials += 1;
+        let mut child = env
+            .cmd()
+            .args(["init", "--name", "Kill"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if env.ca_dir().exists() {
+            // A complete CA: usable, and init refuses it.
+            whole += 1;
+            env.ok(&["store", "check"]);
+            let prefix = format!("k{trials}");
+            env.ok(&[
+                "issue",
+                "device",
+                "--dns",
+                "k.corp.internal",
+                "--out",
+                &prefix,
+            ]);
+            let err = env.fails(&["init", "--name", "Again"], 3);
+            assert!(err.contains("already holds a CA"), "{err}");
+            std::fs::remove_dir_all(env.ca_dir()).unwrap();
+        } else {
+            let err = env.fails(&["list"], 3);
+            assert!(err.contains("no CA"), "{err}");
+        }
+    }
+    eprintln!(
+        "{trials} runs, {killed} killed while running, {whole} complete CAs (init takes {full} ms)"
+    );
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} inits were killed while running"
+    );
+    // The next init cleans up what a killed one left and completes.
+    env.ok(&["init", "--name", "Kill"]);
+    env.ok(&["store", "check"]);
+    assert!(
+        init_leftovers(&env).is_empty(),
+        "{:?}",
+        init_leftovers(&env)
+    );
+}
+
+#[test]
+fn init_killed_while_filling_an_existing_directory_is_cleaned_up() {
+    let env = Env::new();
+    std::fs::create_dir(env.ca_dir()).unwrap();
+    std::fs::write(env.ca_dir().join("README"), b"mine").unwrap();
+    let mut rng = Rng::new();
+    let start = Instant::now();
+    env.ok(&["init", "--name", "Kill"]);
+    let full = start.elapsed().as_millis() as u64;
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        for e in ["ca.toml", "root.pem", "device-ca.pem", "entity-ca.pem"] {
+            let _ = std::fs::remove_file(env.ca_dir().join(e));
+        }
+        for d in ["private", "profiles", "db", "crl", ".mtlsca-init"] {
+            let _ = std::fs::remove_dir_all(env.ca_dir().join(d));
+        }
+        let mut child = env
+            .cmd()
+            .args(["init", "--name", "Kill"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if env.ca_dir().join("ca.toml").exists() {
+            env.ok(&["store", "check"]);
+        } else {
+            // Never "no CA" and "already holds a CA" at once: init completes it.
+            env.fails(&["list"], 3);
+            env.ok(&["init", "--name", "Kill"]);
+            env.ok(&["store", "check"]);
+        }
+        assert_eq!(std::fs::read(env.ca_dir().join("README")).unwrap(), b"mine");
+    }
+    assert!(
+        killed >= 5,
+        "only {killed} of {trials} inits were killed while running"
+    );
+}
+
+#[test]
+fn two_inits_at_once_yield_one_ca_and_one_clear_refusal() {
+    for round in 0..8 {
+        let env = Env::new();
+        let spawn = || {
+            env.cmd()
+                .args(["init", "--name", "Race"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let mut codes: Vec<i32> = outs.iter().map(code).collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            vec![0, 3],
+            "round {round}: {}\n{}",
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        let refusal = outs.iter().find(|o| code(o) == 3).unwrap();
+        assert!(
+            stderr(refusal).contains("already holds a CA"),
+            "{}",
+            stderr(refusal)
+        );
+        env.ok(&["store", "check"]);
+        assert!(
+            init_leftovers(&env).is_empty(),
+            "{:?}",
+            init_leftovers(&env)
+        );
+    }
+}
