@@ -55,11 +55,26 @@ pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> 
 /// before any byte is written (keys are never readable by others, even briefly).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path, "tmp");
+    remove_leftover(&tmp)?;
     write_new(&tmp, data, mode)?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Remove a temporary file a killed run left (never a directory, never through a
+/// symlink: `remove_file` unlinks the link itself).
+pub fn remove_leftover(tmp: &Path) -> Result<()> {
+    match fs::symlink_metadata(tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(tmp, e)),
+        Ok(m) if m.is_dir() => Err(Error::State(format!(
+            "{} is a directory where mtlsca keeps a temporary file; remove it",
+            tmp.display()
+        ))),
+        Ok(_) => fs::remove_file(tmp).at(tmp),
+    }
 }
 
 /// Create `path` (which must not exist) with `mode`, write, fsync.

@@ -254,9 +254,9 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     };
     let kind =
         CaKind::parse(issuer).ok_or_else(|| Error::Usage(format!("unknown issuer `{issuer}`")))?;
-    let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
     match a.out.as_deref() {
         Some(p) if is_stdio(p) => {
+            let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
             if ctx.global.json {
                 let mut v = crl_json(&c, None);
                 v["pem"] = json!(c.pem);
@@ -272,10 +272,7 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
             let path = out
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| crl::published_path(&ca, kind));
-            fsutil::write_atomic(&path, c.pem.as_bytes(), 0o644)?;
-            if let Some(dir) = path.parent() {
-                fsutil::sync_dir(dir)?;
-            }
+            let c = crl::publish(&ca, &store, kind, next_update, ctx.now, &path)?;
             if ctx.global.json {
                 print_json(&crl_json(&c, Some(&path)));
             } else {

@@ -1900,3 +1900,67 @@ fn two_inits_at_once_yield_one_ca_and_one_clear_refusal() {
         );
     }
 }
+
+/// The CRL number of a PEM CRL file (via openssl), if the file is there.
+fn crl_number_of(env: &Env, file: &Path) -> Option<u64> {
+    if !file.exists() {
+        return None;
+    }
+    let out = env.openssl_ok(&["crl", "-in", file.to_str().unwrap(), "-noout", "-crlnumber"]);
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("crlNumber="))
+        .unwrap_or_else(|| panic!("no crlNumber: {out}"));
+    let hex = line.trim_start_matches("0x");
+    Some(u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crlNumber: {out}")))
+}
+
+#[test]
+fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
+    let env = Env::with_ca();
+    env.ok(&["crl"]);
+    let crl_dir = env.ca_dir().join("crl");
+    // What a kill during `crl` leaves (a torn file), for each CA.
+    for kind in ["root", "device", "entity"] {
+        std::fs::write(
+            crl_dir.join(format!(".{kind}.crl.tmp")),
+            b"-----BEGIN X509 CRL-----\nMII",
+        )
+        .unwrap();
+    }
+    let v = env.json(&["crl"]);
+    for c in v.as_array().unwrap() {
+        assert_eq!(c["number"], 2, "{v}");
+    }
+    let left: Vec<String> = std::fs::read_dir(&crl_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(crl_number_of(&env, &crl_dir.join("root.crl")), Some(2));
+
+    // Publications that fail use no number.
+    for _ in 0..3 {
+        env.fails(
+            &["crl", "--issuer", "device", "--out", "no/such/dir/d.crl"],
+            3,
+        );
+    }
+    let v = env.json(&["crl", "--issuer", "device", "--out", "-"]);
+    assert_eq!(v["number"], 3, "{v}");
+
+    // nextUpdate never reaches past the CA's own notAfter.
+    let err = env.fails(&["crl", "--next-update", "1000y"], 2);
+    assert!(err.contains("end of validity"), "{err}");
+    let v = env.json(&[
+        "crl",
+        "--issuer",
+        "root",
+        "--out",
+        "-",
+        "--next-update",
+        "30d",
+    ]);
+    assert_eq!(v["number"], 3, "{v}");
+}
