@@ -63,6 +63,57 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     })
 }
 
+/// Write a file in one piece under a name that must not exist: a temporary
+/// sibling (a leftover of a killed run is replaced), fsync, then a rename that
+/// never replaces an existing file (exit 2 if one appeared meanwhile).
+pub fn write_new_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(path, "tmp");
+    remove_leftover(&tmp)?;
+    write_new(&tmp, data, mode)?;
+    match rename_no_replace(&tmp, path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Err(already_exists(path))
+            } else {
+                Err(Error::io(path, e))
+            }
+        }
+    }
+}
+
+fn already_exists(path: &Path) -> Error {
+    Error::Usage(format!(
+        "{} already exists; refusing to overwrite it (pass --force to replace it)",
+        path.display()
+    ))
+}
+
+/// Check an output path before anything is done: its directory must exist, and
+/// without `force` nothing may be there (a file, a directory, a symlink, even a
+/// dangling one). Exit 2 otherwise.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.is_dir() => Err(Error::Usage(format!("{} is a directory", path.display()))),
+        Ok(_) if force => Ok(()),
+        Ok(_) => Err(already_exists(path)),
+    }
+}
+
 /// Remove a temporary file a killed run left (never a directory, never through a
 /// symlink: `remove_file` unlinks the link itself).
 pub fn remove_leftover(tmp: &Path) -> Result<()> {

@@ -78,6 +78,9 @@ pub struct ExportArgs {
     /// p12: 3DES and SHA-1 for old Java and Windows importers (default AES-256 + PBKDF2)
     #[arg(long)]
     pub legacy: bool,
+    /// Replace an existing --out file (by default an existing file is never replaced)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +309,9 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
         ));
     }
     let to_stdout = a.out.as_deref().is_none_or(is_stdio);
+    if let Some(out) = a.out.as_deref().filter(|p| !is_stdio(p)) {
+        fsutil::check_output(out, a.force)?;
+    }
     if to_stdout && format.is_binary() && std::io::stdout().is_terminal() {
         return Err(Error::Usage(format!(
             "refusing to write {} (binary) to a terminal; use --out FILE or a pipe",
@@ -352,7 +358,11 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     }
     let path = a.out.as_deref().unwrap_or(Path::new("-"));
     let mode = if format == Format::P12 { 0o600 } else { 0o644 };
-    fsutil::write_atomic(path, &exported.bytes, mode)?;
+    if a.force {
+        fsutil::write_atomic(path, &exported.bytes, mode)?;
+    } else {
+        fsutil::write_new_atomic(path, &exported.bytes, mode)?;
+    }
     if ctx.global.json {
         print_json(&json!({
             "serial": exported.record.serial,

@@ -1964,3 +1964,51 @@ fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
     ]);
     assert_eq!(v["number"], 3, "{v}");
 }
+
+#[test]
+fn export_never_replaces_a_file_without_force() {
+    let env = Env::with_ca();
+    let v = env.json(&["issue", "device", "--dns", "e.corp.internal", "--out", "e"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    let key = std::fs::read(env.path("e.key")).unwrap();
+    // A private key, a dangling symlink, a missing directory: refused, untouched.
+    let err = env.fails(&["export", &s, "--format", "pem", "--out", "e.key"], 2);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(env.path("e.key")).unwrap(), key);
+    std::os::unix::fs::symlink("/nowhere/x", env.path("dangling.pem")).unwrap();
+    env.fails(
+        &["export", &s, "--format", "pem", "--out", "dangling.pem"],
+        2,
+    );
+    assert!(std::fs::symlink_metadata(env.path("dangling.pem"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let err = env.fails(
+        &["export", &s, "--format", "pem", "--out", "no/dir/x.pem"],
+        2,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    // A new name works; --force replaces a file, and a symlink itself (not its target).
+    env.ok(&["export", &s, "--format", "pem", "--out", "e2.pem"]);
+    env.ok(&[
+        "export", &s, "--format", "der", "--out", "e2.pem", "--force",
+    ]);
+    env.openssl_ok(&["x509", "-inform", "DER", "-in", "e2.pem", "-noout"]);
+    std::fs::write(env.path("target"), b"keep").unwrap();
+    std::os::unix::fs::symlink(env.path("target"), env.path("link.pem")).unwrap();
+    env.ok(&[
+        "export", &s, "--format", "pem", "--out", "link.pem", "--force",
+    ]);
+    assert_eq!(std::fs::read(env.path("target")).unwrap(), b"keep");
+    assert!(std::fs::symlink_metadata(env.path("link.pem"))
+        .unwrap()
+        .is_file());
+    // A temporary file a killed export left does not block the next one.
+    std::fs::write(env.path(".e3.pem.tmp"), b"torn").unwrap();
+    env.ok(&["export", &s, "--format", "pem", "--out", "e3.pem"]);
+    assert!(!env.path(".e3.pem.tmp").exists());
+}
