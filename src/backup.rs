@@ -180,6 +180,8 @@ fn write_backup(
     now: OffsetDateTime,
 ) -> Result<Manifest> {
     fs::create_dir_all(tmp).at(tmp)?;
+    // It holds the CA keys: nobody else enters, whatever the umask.
+    fsutil::set_mode(tmp, 0o700)?;
     for (sub, dir_mode, _) in SUBDIRS {
         let d = tmp.join(sub);
         fs::create_dir(&d).at(&d)?;

@@ -437,6 +437,47 @@ pub fn key_ids(dir: &Path) -> Result<crate::store::CaKeyIds> {
     Ok(out)
 }
 
+/// Paths of a CA directory whose mode lets group or others write (or, under
+/// `private/` and `db/`, read), with their mode and the `chmod` argument that
+/// fixes it: what `store check` reports.
+pub fn loose_modes(dir: &Path) -> Vec<(PathBuf, u32, &'static str)> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut check = |p: PathBuf, forbidden: u32| {
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                let mode = m.permissions().mode() & 0o7777;
+                if !m.file_type().is_symlink() && mode & forbidden != 0 {
+                    let fix = if forbidden == 0o077 { "go-rwx" } else { "go-w" };
+                    out.push((p, mode, fix));
+                }
+            }
+        };
+        check(dir.to_path_buf(), 0o022);
+        for f in [CONFIG_FILE, "root.pem", "device-ca.pem", "entity-ca.pem"] {
+            check(dir.join(f), 0o022);
+        }
+        for (sub, forbidden) in [
+            ("private", 0o077),
+            ("db", 0o077),
+            ("profiles", 0o022),
+            ("crl", 0o022),
+        ] {
+            let d = dir.join(sub);
+            check(d.clone(), forbidden);
+            if let Ok(entries) = fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    check(e.path(), forbidden);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    out
+}
+
 /// What a CA directory holds; any of them marks a directory as taken.
 const CA_ENTRIES: [&str; 8] = [
     CONFIG_FILE,

@@ -2012,3 +2012,77 @@ fn export_never_replaces_a_file_without_force() {
     env.ok(&["export", &s, "--format", "pem", "--out", "e3.pem"]);
     assert!(!env.path(".e3.pem.tmp").exists());
 }
+
+/// Run mtlsca under `umask 000`.
+fn run_umask0(env: &Env, args: &[&str]) -> Output {
+    let mut c = Command::new("sh");
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(crate::common::BIN)
+        .arg("--ca-dir")
+        .arg(env.ca_dir())
+        .args(args)
+        .stdin(Stdio::null());
+    c.output().unwrap()
+}
+
+/// Every path under `dir` (itself included) with its permission bits.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        dir.to_path_buf(),
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777,
+    )];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(modes(&p));
+        } else {
+            out.push((p, m.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+#[test]
+fn under_umask_000_the_ca_is_created_with_explicit_modes_and_check_reports_loose_ones() {
+    let env = Env::new();
+    for args in [
+        vec!["init", "--name", "Umask"],
+        vec!["issue", "device", "--dns", "u.corp.internal", "--out", "u"],
+        vec!["crl"],
+        vec!["backup", "bk"],
+    ] {
+        let out = run_umask0(&env, &args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
+    }
+    let mut all = modes(&env.ca_dir());
+    all.extend(modes(&env.path("bk")));
+    for (p, mode) in &all {
+        let allowed: &[u32] = if p.is_dir() {
+            &[0o700, 0o750]
+        } else {
+            &[0o600, 0o644]
+        };
+        assert!(allowed.contains(mode), "{} has mode {mode:o}", p.display());
+        if p.starts_with(env.ca_dir().join("private")) || p.starts_with(env.ca_dir().join("db")) {
+            assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+        }
+    }
+    let out = run_umask0(&env, &["store", "check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // A profile directory others can write is reported, with the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let profiles = env.ca_dir().join("profiles");
+    std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = env.fails(&["store", "check"], 3);
+    assert!(
+        err.contains("profiles") && err.contains("chmod go-w"),
+        "{err}"
+    );
+}
