@@ -94,6 +94,7 @@ pub fn set_passphrase_source(source: PassphraseSource) {
 pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> {
     match source {
         PassphraseSource::File(path) => {
+            check_secret_file(path, "passphrase file")?;
             let bytes = fsutil::read_bounded(path, key::MAX_PASSPHRASE, "passphrase file")?;
             Passphrase::new(bytes, &format!("passphrase file {}", path.display())).map(Some)
         }
@@ -105,6 +106,31 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> 
             }
         },
     }
+}
+
+/// Refuse (exit 2) a file holding a secret that group or others can read or write.
+pub fn check_secret_file(path: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if path != Path::new("-") {
+            if let Ok(meta) = fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if meta.is_file() && mode & 0o077 != 0 {
+                    return Err(Error::input(
+                        format!("{what} {}", path.display()),
+                        format!(
+                            "is readable or writable by group or others (mode {mode:o}); fix it with `chmod 600 {}`",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(())
 }
 
 /// The passphrase from the process-wide source, if one is set and yields one.

@@ -116,11 +116,19 @@ pub fn export(
     Ok(Exported { record, bytes })
 }
 
+/// Shortest PKCS#12 password accepted (as for CA key passphrases).
+pub const MIN_P12_PASSWORD: usize = crate::key::MIN_PASSPHRASE;
+
 fn pkcs12(record: &Record, chain: &[Vec<u8>], opts: &P12Options) -> Result<Vec<u8>> {
     if opts.password.is_empty() {
         return Err(Error::Usage(
             "the PKCS#12 password is empty; an unprotected key is not exported".into(),
         ));
+    }
+    if opts.password.chars().count() < MIN_P12_PASSWORD {
+        return Err(Error::Usage(format!(
+            "the PKCS#12 password is too short to protect a private key (at least {MIN_P12_PASSWORD} characters)"
+        )));
     }
     let (key_bytes, what) = match &opts.key {
         KeyInput::Given { bytes, what } => (bytes.clone(), what.clone()),

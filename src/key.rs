@@ -306,6 +306,22 @@ impl PublicKeyKind {
 pub const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 8192;
 
+/// Smallest RSA public exponent accepted (2^16 + 1).
+pub const MIN_RSA_EXPONENT: u64 = 65_537;
+
+/// An RSA public exponent (big-endian bytes) that is odd and at least
+/// `MIN_RSA_EXPONENT`.
+fn rsa_exponent_ok(e: &[u8]) -> bool {
+    let digits: Vec<u8> = e.iter().copied().skip_while(|b| *b == 0).collect();
+    let odd = digits.last().is_some_and(|b| b & 1 == 1);
+    let big_enough = digits.len() > 8
+        || digits
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            >= MIN_RSA_EXPONENT;
+    odd && big_enough
+}
+
 /// Classify a SubjectPublicKeyInfo and apply the strength rules (refusals are exit 1).
 pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind> {
     let alg = spki.algorithm.algorithm.to_id_string();
@@ -337,6 +353,13 @@ pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind
                 } else if bits > MAX_RSA_BITS {
                     Err(Error::refused(format!(
                         "RSA-{bits} is over the supported maximum of {MAX_RSA_BITS} bits"
+                    )))
+                } else if !rsa_exponent_ok(rsa.exponent) {
+                    Err(Error::refused(format!(
+                        "weak key: RSA public exponent {} (mtlsca accepts odd exponents from {MIN_RSA_EXPONENT} on, as CA/Browser Forum rules advise; small ones such as 3 invite attacks on bad padding)",
+                        rsa.try_exponent()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|_| "too large to show".into())
                     )))
                 } else {
                     Ok(PublicKeyKind::Rsa { bits })
@@ -382,6 +405,18 @@ mod tests {
             assert!(e.to_string().contains("MTLSCA_PASSPHRASE"), "{e}");
         }
         assert!(Passphrase::new(b"\n".to_vec(), "test").is_err());
+    }
+
+    #[test]
+    fn rsa_exponents_must_be_odd_and_at_least_65537() {
+        assert!(rsa_exponent_ok(&[0x01, 0x00, 0x01]));
+        assert!(rsa_exponent_ok(&[0x00, 0x01, 0x00, 0x01]));
+        assert!(rsa_exponent_ok(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x01]));
+        assert!(!rsa_exponent_ok(&[0x03]));
+        assert!(!rsa_exponent_ok(&[0x01, 0x00, 0x02]));
+        assert!(!rsa_exponent_ok(&[0xff, 0xff]));
+        assert!(!rsa_exponent_ok(&[]));
+        assert!(!rsa_exponent_ok(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x00]));
     }
 
     #[test]

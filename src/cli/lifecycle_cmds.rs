@@ -417,9 +417,9 @@ pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
                 "{:>6}  {}  {:<7} {:<32}  {}",
                 e.seq,
                 rfc3339(e.at),
-                e.action,
-                e.serial.as_deref().unwrap_or("-"),
-                e.detail
+                super::render::safe(&e.action),
+                super::render::safe(e.serial.as_deref().unwrap_or("-")),
+                super::render::safe(&e.detail)
             );
         }
     }

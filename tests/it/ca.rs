@@ -781,7 +781,7 @@ fn profiles_list_show_check() {
         "name = \"u\"\nrole = \"device\"\nflavour = 1\n",
     )
     .unwrap();
-    let err = env.fails(&["profile", "check", "unknown.toml"], 2);
+    let err = env.fails(&["profile", "check", "unknown.toml"], 1);
     assert!(
         err.contains("unknown.toml") && err.contains("flavour"),
         "{err}"

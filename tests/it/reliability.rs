@@ -149,6 +149,29 @@ fn encrypted_ca_keys_open_in_openssl_and_unlock_only_with_the_passphrase() {
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     std::fs::write(env.path("pass.txt"), format!("{PASS}\n")).unwrap();
+    // Readable by others: refused with the fix.
+    std::fs::set_permissions(
+        env.path("pass.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let err = env.fails(
+        &[
+            "--passphrase-file",
+            env.path("pass.txt").to_str().unwrap(),
+            "issue",
+            "device",
+            "--dns",
+            "b.corp.internal",
+        ],
+        2,
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(
+        env.path("pass.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     env.ok(&[
         "--passphrase-file",
         env.path("pass.txt").to_str().unwrap(),
@@ -1058,13 +1081,13 @@ fn hostile_and_broken_inputs_are_refused_cleanly() {
         (
             "profile with an unknown key",
             vec!["profile", "check", &unknown_key],
-            2,
+            1,
             "colour",
         ),
         (
             "profile that is not TOML",
             vec!["profile", "check", &bad_toml],
-            2,
+            1,
             "bad.toml",
         ),
         (
@@ -1434,9 +1457,10 @@ fn fuzz_findings_are_handled_without_a_panic() {
             env.run(&["--json", "inspect", p])
         } else if name.starts_with("profile_parse") {
             // A profile whose permitted URI held backslashes: it parsed, but printed
-            // as TOML that did not parse back. Such URIs are now refused (exit 2).
+            // as TOML that did not parse back. Such URIs are now refused (exit 1:
+            // `profile check` answers "no" for any invalid profile).
             let out = env.run(&["profile", "check", p]);
-            assert_eq!(code(&out), 2, "{name}: {}", text(&out));
+            assert_eq!(code(&out), 1, "{name}: {}", text(&out));
             assert!(stderr(&out).contains("RFC 3986"), "{name}: {}", text(&out));
             out
         } else {
@@ -2085,4 +2109,134 @@ fn under_umask_000_the_ca_is_created_with_explicit_modes_and_check_reports_loose
         err.contains("profiles") && err.contains("chmod go-w"),
         "{err}"
     );
+}
+
+#[test]
+fn smaller_findings_of_issue_10() {
+    let env = Env::with_ca();
+    let profiles = env.ca_dir().join("profiles");
+    // One invalid profile does not hide the others; it is listed with its error.
+    std::fs::write(profiles.join("broken.toml"), "name = \"broken\"\nrole = ").unwrap();
+    let out = env.ok(&["profile", "list"]);
+    assert!(out.contains("device") && out.contains("person"), "{out}");
+    assert!(out.contains("broken") && out.contains("INVALID"), "{out}");
+    let v = env.json(&["profile", "list"]);
+    let broken = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .unwrap();
+    assert_eq!(broken["valid"], false, "{v}");
+    std::fs::remove_file(profiles.join("broken.toml")).unwrap();
+
+    // profile check: any invalid profile is "no" (1), an unreadable file is 2.
+    std::fs::write(env.path("syntax.toml"), "name = \"x\"\nrole = ").unwrap();
+    std::fs::write(
+        env.path("unknown.toml"),
+        "name = \"x\"\nrole = \"device\"\nhue = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("rule.toml"),
+        "name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"client-auth\"]\n",
+    )
+    .unwrap();
+    for f in ["syntax.toml", "unknown.toml", "rule.toml"] {
+        env.fails(&["profile", "check", f], 1);
+    }
+    env.fails(&["profile", "check", "missing.toml"], 2);
+
+    // Terminal controls and bidi overrides from recorded values and profiles are
+    // printed escaped by show, list, audit and profile list.
+    // Control characters in a name are refused at issuance; a bidi override is not.
+    let evil = "Alice\u{202e}gpj.exe";
+    std::fs::write(
+        profiles.join("evil.toml"),
+        "name = \"evil\"\nrole = \"device\"\ndescription = \"x\\u001b]0;pwned\\u0007\\u202e\"\n",
+    )
+    .unwrap();
+    let out = env.run(&[
+        "issue",
+        "person",
+        "--cn",
+        evil,
+        "--email",
+        "alice@corp.example",
+        "--out",
+        "evil",
+        "--json",
+    ]);
+    let mut shown = vec![env.ok(&["profile", "list"])];
+    if code(&out) == 0 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = v["serial"].as_str().unwrap().to_string();
+        env.ok(&["revoke", &s]);
+        shown.push(env.ok(&["show", &s]));
+        shown.push(env.ok(&["list"]));
+        shown.push(env.ok(&["audit"]));
+    } else {
+        eprintln!("a CN with controls is refused at issuance: {}", text(&out));
+    }
+    assert_eq!(shown.len(), 4, "the bidi name was not recorded");
+    for s in &shown {
+        for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(!s.contains(bad), "raw {:?} printed:\n{s}", bad);
+        }
+    }
+    assert!(shown[0].contains("\\u{1b}"), "{}", shown[0]);
+
+    // A PKCS#12 password of one character is refused.
+    let v = env.json(&["issue", "device", "--dns", "p.corp.internal", "--out", "p"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    std::fs::write(env.path("pw1"), "x\n").unwrap();
+    let err = env.fails(
+        &[
+            "export",
+            &s,
+            "--format",
+            "p12",
+            "--password-file",
+            "pw1",
+            "--out",
+            "p.p12",
+        ],
+        2,
+    );
+    assert!(err.contains("too short"), "{err}");
+    assert!(!env.path("p.p12").exists());
+}
+
+/// A CSR for an RSA key with public exponent 3, made with openssl.
+#[test]
+fn an_rsa_key_with_exponent_3_is_refused() {
+    let env = Env::with_ca();
+    let gen = env.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-pkeyopt",
+        "rsa_keygen_pubexp:3",
+        "-out",
+        "e3.key",
+    ]);
+    assert!(gen.status.success(), "{}", text(&gen));
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-key",
+        "e3.key",
+        "-subj",
+        "/CN=e3.corp.internal",
+        "-addext",
+        "subjectAltName=DNS:e3.corp.internal",
+        "-out",
+        "e3.csr",
+    ]);
+    let err = env.fails(&["sign", "device", "--csr", "e3.csr", "--out", "e3.pem"], 1);
+    assert!(err.contains("exponent"), "{err}");
+    assert!(!env.path("e3.pem").exists());
+    assert_eq!(env.store_count(), 0);
 }
