@@ -2240,3 +2240,229 @@ fn an_rsa_key_with_exponent_3_is_refused() {
     assert!(!env.path("e3.pem").exists());
     assert_eq!(env.store_count(), 0);
 }
+
+/// Run mtlsca with `args`, SIGKILL it after a random delay within `full_ms`;
+/// whether the kill landed while it ran.
+fn run_and_kill(env: &Env, args: &[&str], full_ms: u64, rng: &mut Rng) -> bool {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(rng.below(full_ms + 5)));
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    killed
+}
+
+/// How long one run of a command takes here (kill points are drawn within it).
+fn time_ms(env: &Env, args: &[&str]) -> u64 {
+    let start = Instant::now();
+    env.ok(args);
+    start.elapsed().as_millis() as u64
+}
+
+#[test]
+fn crl_killed_at_random_moments_never_reuses_a_number_nor_blocks() {
+    let env = Env::with_ca();
+    issue_some(&env);
+    let s = env.json(&["issue", "device", "--dns", "gone.corp.internal"])["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["revoke", &s]);
+    let full = time_ms(&env, &["crl"]);
+    let crl_dir = env.ca_dir().join("crl");
+    let mut rng = Rng::new();
+    // Every (issuer, number) ever published, with the CRL's bytes.
+    let mut seen: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let observe = |env: &Env,
+                   seen: &mut BTreeMap<(String, u64), Vec<u8>>,
+                   last: &mut BTreeMap<String, u64>| {
+        for kind in ["root", "device", "entity"] {
+            let f = crl_dir.join(format!("{kind}.crl"));
+            let Some(n) = crl_number_of(env, &f) else {
+                continue;
+            };
+            let bytes = std::fs::read(&f).unwrap();
+            let prev = seen.entry((kind.to_string(), n)).or_insert(bytes.clone());
+            assert_eq!(*prev, bytes, "{kind} CRL number {n} used by two CRLs");
+            let l = last.entry(kind.to_string()).or_insert(0);
+            assert!(n >= *l, "{kind} CRL number went back from {l} to {n}");
+            *l = n;
+        }
+    };
+    observe(&env, &mut seen, &mut last);
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        if run_and_kill(&env, &["crl"], full, &mut rng) {
+            killed += 1;
+        }
+        observe(&env, &mut seen, &mut last);
+        env.ok(&["store", "check"]);
+        // Re-running completes it: every CRL newer than what was published.
+        let before = last.clone();
+        let v = env.json(&["crl"]);
+        for c in v.as_array().unwrap() {
+            let kind = c["issuer"].as_str().unwrap();
+            let n = c["number"].as_u64().unwrap();
+            assert!(n > before.get(kind).copied().unwrap_or(0), "{v}");
+        }
+        observe(&env, &mut seen, &mut last);
+        let left: Vec<String> = std::fs::read_dir(&crl_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running (crl takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    // The revoked certificate is in the device CRL, as openssl reads it.
+    let text = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    assert!(text.contains(&s.to_uppercase()), "{text}");
+}
+
+#[test]
+fn revoke_killed_at_random_moments_revokes_exactly_once() {
+    let env = Env::with_ca();
+    let mut serials = Vec::new();
+    for i in 0..12 {
+        let v = env.json(&[
+            "issue",
+            "device",
+            "--dns",
+            &format!("v{i}.corp.internal"),
+            "--out",
+            &format!("v{i}"),
+        ]);
+        serials.push(v["serial"].as_str().unwrap().to_string());
+    }
+    let spare = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "spare.corp.internal",
+        "--out",
+        "spare",
+    ]);
+    let full = time_ms(&env, &["revoke", spare["serial"].as_str().unwrap()]);
+    let mut rng = Rng::new();
+    let (mut killed, mut trials, mut landed) = (0, 0, 0);
+    for s in &serials {
+        trials += 1;
+        if run_and_kill(
+            &env,
+            &["revoke", s, "--reason", "keyCompromise"],
+            full,
+            &mut rng,
+        ) {
+            killed += 1;
+        }
+        env.ok(&["store", "check"]);
+        // Re-running completes it, or says it is already done.
+        let out = env.run(&["revoke", s, "--reason", "keyCompromise"]);
+        match code(&out) {
+            0 => {}
+            1 => {
+                assert!(stderr(&out).contains("already revoked"), "{}", text(&out));
+                landed += 1;
+            }
+            _ => panic!("{}", text(&out)),
+        }
+        let rec = env.json(&["show", s]);
+        assert_eq!(rec["status"], "revoked", "{rec}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running, {landed} had revoked before the kill (revoke takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    // One revoke entry in the audit log per certificate.
+    let log = env.json(&["audit"]);
+    for s in &serials {
+        let n = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "revoke" && e["serial"] == s.as_str())
+            .count();
+        assert_eq!(n, 1, "{s} revoked {n} times");
+    }
+    env.ok(&["audit", "--verify"]);
+}
+
+#[test]
+fn export_killed_at_random_moments_leaves_a_whole_file_or_none() {
+    let env = Env::with_ca();
+    let v = env.json(&["issue", "device", "--dns", "x.corp.internal", "--out", "x"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    std::fs::write(env.path("pw"), "correct horse\n").unwrap();
+    let args = |i: usize| -> Vec<String> {
+        let mut a: Vec<String> = vec!["export".into(), s.clone(), "--format".into()];
+        if i % 2 == 0 {
+            a.extend(["chain".into(), "--out".into(), format!("x{i}.pem")]);
+        } else {
+            a.extend(["p12".into(), "--password-file".into(), "pw".into()]);
+            a.extend(["--out".into(), format!("x{i}.p12")]);
+        }
+        a
+    };
+    let a1 = args(1);
+    let full = time_ms(&env, &a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut rng = Rng::new();
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        let i = trials + 1;
+        let a = args(i);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        if run_and_kill(&env, &a, full, &mut rng) {
+            killed += 1;
+        }
+        // Re-running completes it; or the killed run had finished the file.
+        let out = env.run(&a);
+        match code(&out) {
+            0 => {}
+            2 => assert!(stderr(&out).contains("already exists"), "{}", text(&out)),
+            _ => panic!("{}", text(&out)),
+        }
+        let file = a[a.len() - 1];
+        if i % 2 == 0 {
+            env.openssl_ok(&["x509", "-in", file, "-noout"]);
+        } else {
+            env.openssl_ok(&[
+                "pkcs12",
+                "-in",
+                file,
+                "-passin",
+                "pass:correct horse",
+                "-noenc",
+                "-info",
+            ]);
+        }
+        let left: Vec<String> = std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".x"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running (export takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    env.ok(&["store", "check"]);
+}
