@@ -33,7 +33,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::store::{hex_encode, Store};
 
+/// The manifest's file name inside a backup.
 pub const MANIFEST: &str = "MANIFEST.json";
+/// The store export's file name inside a backup.
 pub const STORE_EXPORT: &str = "store.jsonl";
 const FORMAT: &str = "mtlsca-backup";
 const VERSION: u32 = 1;
@@ -52,16 +54,24 @@ const SUBDIRS: [(&str, u32, u32); 3] = [
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Always `mtlsca-backup`.
     pub format: String,
+    /// The backup format version.
     pub version: u32,
     #[serde(with = "time::serde::rfc3339")]
+    /// When the backup was taken.
     pub created: OffsetDateTime,
+    /// The CA's name (`ca.toml`).
     pub ca_name: String,
+    /// Whether the CA keys in the backup are encrypted.
     pub encrypted_keys: bool,
     /// Relative path → SHA-256 (hex) of every file but the manifest.
     pub files: BTreeMap<String, String>,
+    /// How many certificate records the store held.
     pub records: usize,
+    /// How many audit entries the store held.
     pub audit_entries: usize,
+    /// The audit log's head (sequence and hash) at backup time.
     pub audit_head: Option<String>,
 }
 
@@ -129,7 +139,9 @@ fn allowed_path(rel: &str) -> Option<u32> {
 /// What `backup` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupSummary {
+    /// Where the backup was written.
     pub dir: PathBuf,
+    /// Its manifest.
     pub manifest: Manifest,
 }
 
@@ -230,7 +242,9 @@ pub type BackupFile = (String, Vec<u8>);
 /// What `restore` brought back.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreSummary {
+    /// The CA directory restored into.
     pub ca_dir: PathBuf,
+    /// The manifest of the backup restored.
     pub manifest: Manifest,
 }
 

@@ -30,17 +30,26 @@ pub const DEFAULT_NEXT_UPDATE: time::Duration = time::Duration::days(7);
 /// revocations are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// No reason given (no reasonCode extension).
     Unspecified,
+    /// The certificate's private key was compromised.
     KeyCompromise,
+    /// The issuing CA's key was compromised.
     CaCompromise,
+    /// The subject's name or affiliation changed.
     AffiliationChanged,
+    /// The certificate was replaced.
     Superseded,
+    /// The certificate is no longer needed.
     CessationOfOperation,
+    /// A privilege the certificate carried was withdrawn.
     PrivilegeWithdrawn,
+    /// An attribute authority was compromised.
     AaCompromise,
 }
 
 impl Reason {
+    /// Every reason, in RFC 5280 order.
     pub const ALL: [Reason; 8] = [
         Reason::Unspecified,
         Reason::KeyCompromise,
@@ -154,12 +163,19 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
 /// A signed CRL.
 #[derive(Debug, Clone)]
 pub struct Crl {
+    /// The CA that signed it.
     pub issuer: CaKind,
+    /// Its CRL number.
     pub number: u64,
+    /// How many revoked certificates it lists.
     pub revoked: usize,
+    /// Its thisUpdate.
     pub this_update: OffsetDateTime,
+    /// Its nextUpdate.
     pub next_update: OffsetDateTime,
+    /// The CRL, DER.
     pub der: Vec<u8>,
+    /// The CRL, PEM (`X509 CRL`).
     pub pem: String,
 }
 

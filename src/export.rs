@@ -39,6 +39,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// `pem`, `der`, `chain` or `p12` (exit 2 otherwise).
     pub fn parse(s: &str) -> Result<Format> {
         match s {
             "pem" => Ok(Format::Pem),
@@ -62,7 +63,12 @@ impl Format {
 #[derive(Debug, Clone)]
 pub enum KeyInput {
     /// A PKCS#8 key (PEM or DER) read by the caller; `what` names it in errors.
-    Given { bytes: Vec<u8>, what: String },
+    Given {
+        /// The key file's bytes.
+        bytes: Vec<u8>,
+        /// What to call it in errors, e.g. `key web.key`.
+        what: String,
+    },
     /// The key file recorded at issuance (`PREFIX.key`).
     Recorded,
 }
@@ -70,15 +76,20 @@ pub enum KeyInput {
 /// How to protect a PKCS#12.
 #[derive(Debug, Clone)]
 pub struct P12Options {
+    /// Where the private key comes from.
     pub key: KeyInput,
+    /// The password protecting the PKCS#12 file.
     pub password: String,
+    /// 3DES and SHA-1 for old importers instead of AES-256 and SHA-256.
     pub legacy: bool,
 }
 
 /// The exported bytes and the record they came from.
 #[derive(Debug, Clone)]
 pub struct Exported {
+    /// The record of the exported certificate.
     pub record: Record,
+    /// The bytes to write.
     pub bytes: Vec<u8>,
 }
 

@@ -45,6 +45,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `read_bounded`, as UTF-8 text (exit 2 otherwise).
 pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
     let bytes = read_bounded(path, limit, what)?;
     String::from_utf8(bytes)
@@ -140,8 +141,13 @@ pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     #[cfg(not(unix))]
     let _ = mode;
     let mut f = opts.open(path).at(path)?;
-    f.write_all(data).at(path)?;
-    f.sync_all().at(path)?;
+    let written = f.write_all(data).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        // This call created the file: a torn copy (a full disk) does not stay.
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(Error::io(path, e));
+    }
     Ok(())
 }
 

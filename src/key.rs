@@ -27,16 +27,21 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyType {
     #[serde(rename = "ecdsa-p256")]
+    /// ECDSA on P-256 with SHA-256 (the default).
     EcdsaP256,
     #[serde(rename = "ecdsa-p384")]
+    /// ECDSA on P-384 with SHA-384.
     EcdsaP384,
     #[serde(rename = "ed25519")]
+    /// Ed25519.
     Ed25519,
 }
 
 impl KeyType {
+    /// Every key type, in the order help texts list them.
     pub const ALL: [KeyType; 3] = [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519];
 
+    /// The command-line spelling: `ecdsa-p256`, `ecdsa-p384`, `ed25519`.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyType::EcdsaP256 => "ecdsa-p256",
@@ -45,6 +50,7 @@ impl KeyType {
         }
     }
 
+    /// A command-line spelling (exit 2 otherwise).
     pub fn parse(s: &str) -> Result<KeyType> {
         KeyType::ALL
             .into_iter()
@@ -56,6 +62,7 @@ impl KeyType {
             })
     }
 
+    /// The signature algorithm keys of this type sign with.
     pub fn signature_algorithm(self) -> &'static SignatureAlgorithm {
         match self {
             KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -64,6 +71,7 @@ impl KeyType {
         }
     }
 
+    /// The key type that signs with `alg`, if mtlsca generates such keys.
     pub fn from_algorithm(alg: &SignatureAlgorithm) -> Option<KeyType> {
         KeyType::ALL
             .into_iter()
@@ -105,6 +113,7 @@ pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
     der
 }
 
+/// A key as unencrypted PKCS#8 PEM (`PRIVATE KEY`; Ed25519 as v1).
 pub fn pkcs8_pem(key: &KeyPair) -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8_der(key)))
 }
@@ -140,6 +149,7 @@ impl Passphrase {
         Ok(p)
     }
 
+    /// The passphrase's bytes (never printed).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -249,6 +259,7 @@ pub fn load_protected_pem(
 const P256_CURVE_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_CURVE_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
+/// Load a PKCS#8 DER private key (`what` names it in errors).
 pub fn load_der(der: &[u8], what: &str) -> Result<KeyPair> {
     let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
     let alg = if der.starts_with(&ED25519_V1_PREFIX) || der.starts_with(&ED25519_V2_PREFIX) {
@@ -282,13 +293,21 @@ pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
 /// A public key that arrived in a CSR, after the strength rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicKeyKind {
+    /// ECDSA P-256.
     EcdsaP256,
+    /// ECDSA P-384.
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
-    Rsa { bits: usize },
+    /// RSA.
+    Rsa {
+        /// The modulus size.
+        bits: usize,
+    },
 }
 
 impl PublicKeyKind {
+    /// A short description such as `ECDSA P-256` or `RSA-2048`.
     pub fn describe(self) -> String {
         match self {
             PublicKeyKind::EcdsaP256 => "ECDSA P-256".into(),
@@ -298,11 +317,13 @@ impl PublicKeyKind {
         }
     }
 
+    /// Whether it is an RSA key.
     pub fn is_rsa(self) -> bool {
         matches!(self, PublicKeyKind::Rsa { .. })
     }
 }
 
+/// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 8192;
 

@@ -23,8 +23,11 @@ const CRL_NUMBER_PREFIX: &[u8] = b"crl_number/";
 /// One certificate of a chunk to record.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkItem<'a> {
+    /// The record to store.
     pub record: &'a Record,
+    /// The certificate, DER.
     pub der: &'a [u8],
+    /// The issuing CA's key identifier.
     pub issuer_key_id: &'a [u8],
 }
 
@@ -42,7 +45,9 @@ pub enum RevokeOutcome {
 /// A revoked certificate as a CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedEntry {
+    /// The serial, as bytes.
     pub serial: Vec<u8>,
+    /// When and why.
     pub revocation: Revocation,
 }
 

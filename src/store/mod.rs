@@ -32,6 +32,7 @@ pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
 
+/// The record schema this mtlsca writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 const AUDIT_HEAD: &[u8] = b"audit_head";
 /// Prefix of the per-serial audit index in `meta`.
@@ -42,13 +43,16 @@ const SCHEMA_KEY: &[u8] = b"schema";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Issued and not revoked (and, as of the time asked about, not expired).
     Valid,
+    /// Revoked (final).
     Revoked,
     /// Only ever computed (from notAfter and the time asked about), never stored.
     Expired,
 }
 
 impl Status {
+    /// `valid`, `revoked` or `expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Valid => "valid",
@@ -57,6 +61,7 @@ impl Status {
         }
     }
 
+    /// The spelling `as_str` gives, back.
     pub fn parse(s: &str) -> Option<Status> {
         match s {
             "valid" => Some(Status::Valid),
@@ -71,6 +76,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     #[serde(with = "time::serde::rfc3339")]
+    /// When it was revoked.
     pub at: OffsetDateTime,
     /// RFC 5280 reason name, e.g. `keyCompromise`.
     pub reason: String,
@@ -79,6 +85,7 @@ pub struct Revocation {
 /// What the store keeps about one certificate (never its private key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The record schema version (`SCHEMA_VERSION`).
     pub schema: u32,
     /// Lowercase hex, no separators.
     pub serial: String,
@@ -86,21 +93,30 @@ pub struct Record {
     pub issuer: String,
     /// The issuing CA's key identifier, hex.
     pub issuer_key_id: String,
+    /// The certificate's role.
     pub role: Role,
+    /// The profile it was issued from.
     pub profile: String,
+    /// The subject DN as text.
     pub subject: String,
     /// subjectAltNames as `DNS:x`, `IP:x`, `URI:x`, `email:x`.
     pub names: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
+    /// notBefore.
     pub not_before: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    /// notAfter.
     pub not_after: OffsetDateTime,
+    /// SHA-256 of the certificate DER, lowercase hex.
     pub sha256: String,
     /// `valid` or `revoked` as stored; `expired` is derived at read time.
     pub status: Status,
+    /// When and why it was revoked, if it was.
     pub revocation: Option<Revocation>,
+    /// The request id it was issued for (`--request-id`, a batch entry's `id`).
     pub request_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    /// When mtlsca recorded it.
     pub issued_at: OffsetDateTime,
     /// Where the private key was written at issuance (none for signed CSRs).
     pub key_file: Option<String>,
@@ -116,6 +132,7 @@ impl Record {
         }
     }
 
+    /// The serial as bytes (empty if the stored hex is damaged).
     pub fn serial_bytes(&self) -> Vec<u8> {
         hex_decode(&self.serial).unwrap_or_default()
     }
@@ -125,12 +142,18 @@ impl Record {
 /// bytes, so an edit anywhere breaks the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// Position in the log, from 0.
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
+    /// When the action happened.
     pub at: OffsetDateTime,
+    /// `issue`, `revoke` or `crl`.
     pub action: String,
+    /// The certificate it concerns, if any.
     pub serial: Option<String>,
+    /// The request id of that certificate, if any.
     pub request_id: Option<String>,
+    /// What else is worth knowing (profile, subject and names; a reason; a CRL number).
     pub detail: String,
     /// Hex SHA-256 of the previous entry as stored (64 zeros for the first).
     pub prev: String,
@@ -150,8 +173,11 @@ pub enum Recorded {
 /// Filters of `list`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only this role.
     pub role: Option<Role>,
+    /// Only this status (as of the time asked about).
     pub status: Option<Status>,
+    /// Only this profile.
     pub profile: Option<String>,
     /// Expiring between now and now + this.
     pub expiring_within: Option<time::Duration>,
@@ -159,6 +185,7 @@ pub struct ListFilter {
     pub name: Option<String>,
 }
 
+/// The open store of one CA: holds sled's lock (no other process opens it) until dropped.
 pub struct Store {
     path: std::path::PathBuf,
     db: sled::Db,
@@ -499,6 +526,7 @@ impl Store {
         }
     }
 
+    /// The record issued for a request id, if any.
     pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
         match self.requests.get(id.as_bytes()).map_err(store_err)? {
             None => Ok(None),
