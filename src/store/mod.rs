@@ -223,7 +223,7 @@ pub type CaKeyIds = std::collections::BTreeMap<String, String>;
 const CA_KEY_IDS: &[u8] = b"ca_key_ids";
 
 /// How to get a CA's records back when its store is gone or unusable.
-pub const RESTORE_HINT: &str = "bring the CA back from a backup with `mtlsca --ca-dir NEW-DIR restore BACKUP-DIR` (README, \"Reliability\"): mtlsca creates a store only at `init` and `restore`, never in place of a lost one";
+pub const RESTORE_HINT: &str = "bring the CA back from a backup with `mtlsca --ca-dir NEW-DIR restore BACKUP-DIR` (README, \"Failures and recovery\"): mtlsca creates a store only at `init` and `restore`, never in place of a lost one";
 
 impl Store {
     /// Open the existing store under `<ca-dir>/db`, waiting up to `wait` for another
