@@ -2464,3 +2464,67 @@ fn export_killed_at_random_moments_leaves_a_whole_file_or_none() {
     );
     env.ok(&["store", "check"]);
 }
+
+#[test]
+fn restore_killed_at_random_moments_leaves_nothing_or_a_whole_ca() {
+    let env = Env::with_ca();
+    ca_with_a_revocation(&env);
+    env.ok(&["backup", "bk"]);
+    let target = env.path("back");
+    let restore = || {
+        cmd_at(&env, &target)
+            .args(["restore", "bk"])
+            .output()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let out = restore();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let full = start.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(&target).unwrap();
+    let mut rng = Rng::new();
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        let mut child = cmd_at(&env, &target)
+            .args(["restore", "bk"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if target.exists() {
+            let out = cmd_at(&env, &target)
+                .args(["--json", "list"])
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{}", text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+    }
+    eprintln!("{trials} runs, {killed} killed while running (restore takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    let out = restore();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = cmd_at(&env, &target)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let left: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".back"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
