@@ -33,7 +33,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::store::{hex_encode, Store};
 
+/// The manifest's file name inside a backup.
 pub const MANIFEST: &str = "MANIFEST.json";
+/// The store export's file name inside a backup.
 pub const STORE_EXPORT: &str = "store.jsonl";
 const FORMAT: &str = "mtlsca-backup";
 const VERSION: u32 = 1;
@@ -44,24 +46,32 @@ const MAX_EXPORT: u64 = 4 * 1024 * 1024 * 1024;
 /// The sub-directories whose regular files travel, and the modes they get back.
 const SUBDIRS: [(&str, u32, u32); 3] = [
     ("private", 0o700, 0o600),
-    ("profiles", 0o755, 0o644),
-    ("crl", 0o755, 0o644),
+    ("profiles", 0o750, 0o644),
+    ("crl", 0o750, 0o644),
 ];
 
 /// `MANIFEST.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Always `mtlsca-backup`.
     pub format: String,
+    /// The backup format version.
     pub version: u32,
     #[serde(with = "time::serde::rfc3339")]
+    /// When the backup was taken.
     pub created: OffsetDateTime,
+    /// The CA's name (`ca.toml`).
     pub ca_name: String,
+    /// Whether the CA keys in the backup are encrypted.
     pub encrypted_keys: bool,
     /// Relative path → SHA-256 (hex) of every file but the manifest.
     pub files: BTreeMap<String, String>,
+    /// How many certificate records the store held.
     pub records: usize,
+    /// How many audit entries the store held.
     pub audit_entries: usize,
+    /// The audit log's head (sequence and hash) at backup time.
     pub audit_head: Option<String>,
 }
 
@@ -129,7 +139,9 @@ fn allowed_path(rel: &str) -> Option<u32> {
 /// What `backup` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupSummary {
+    /// Where the backup was written.
     pub dir: PathBuf,
+    /// Its manifest.
     pub manifest: Manifest,
 }
 
@@ -180,6 +192,8 @@ fn write_backup(
     now: OffsetDateTime,
 ) -> Result<Manifest> {
     fs::create_dir_all(tmp).at(tmp)?;
+    // It holds the CA keys: nobody else enters, whatever the umask.
+    fsutil::set_mode(tmp, 0o700)?;
     for (sub, dir_mode, _) in SUBDIRS {
         let d = tmp.join(sub);
         fs::create_dir(&d).at(&d)?;
@@ -228,7 +242,9 @@ pub type BackupFile = (String, Vec<u8>);
 /// What `restore` brought back.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreSummary {
+    /// The CA directory restored into.
     pub ca_dir: PathBuf,
+    /// The manifest of the backup restored.
     pub manifest: Manifest,
 }
 
@@ -297,26 +313,20 @@ pub fn restore(
     ca_dir: &Path,
     lock_wait: std::time::Duration,
 ) -> Result<RestoreSummary> {
-    crate::ca::refuse_existing(ca_dir, "restore into a new directory")?;
+    let what_now = "restore into a new directory";
+    crate::ca::refuse_existing(ca_dir, what_now)?;
     let (manifest, files) = read_backup(src)?;
-    let created_dir = !ca_dir.exists();
-    let result = write_restore(ca_dir, &manifest, files, lock_wait);
-    if result.is_err() {
-        crate::ca::remove_half_made(ca_dir, created_dir);
-    }
-    result.map(|()| RestoreSummary {
+    let _ = lock_wait; // the store restored into is new: nobody else holds it
+    crate::ca::create_ca_dir(ca_dir, what_now, |staging| {
+        write_restore(staging, &manifest, files)
+    })?;
+    Ok(RestoreSummary {
         ca_dir: ca_dir.to_path_buf(),
         manifest,
     })
 }
 
-fn write_restore(
-    ca_dir: &Path,
-    manifest: &Manifest,
-    files: Vec<BackupFile>,
-    lock_wait: std::time::Duration,
-) -> Result<()> {
-    fs::create_dir_all(ca_dir).at(ca_dir)?;
+fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> Result<()> {
     for (sub, mode, _) in SUBDIRS {
         let d = ca_dir.join(sub);
         fs::create_dir(&d).at(&d)?;
@@ -342,8 +352,11 @@ fn write_restore(
         ));
     };
     {
-        let store = Store::open(ca_dir, lock_wait)?;
+        let owner = crate::ca::key_ids(ca_dir)?;
+        let store = Store::create(ca_dir, &owner)?;
         store.import(&mut std::io::Cursor::new(export))?;
+        // A backup that names its CA must name this one (older ones are adopted).
+        store.check_owner(&owner)?;
         let report = store.check()?;
         if !report.healthy() {
             return Err(Error::Store(format!(

@@ -182,6 +182,7 @@ pub enum PassphraseSource {
 pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> {
     match source {
         PassphraseSource::File(path) => {
+            check_secret_file(path, "passphrase file")?;
             let bytes = fsutil::read_bounded(path, key::MAX_PASSPHRASE, "passphrase file")?;
             Passphrase::new(bytes, &format!("passphrase file {}", path.display())).map(Some)
         }
@@ -193,6 +194,31 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> 
             }
         },
     }
+}
+
+/// Refuse (exit 2) a file holding a secret that group or others can read or write.
+pub fn check_secret_file(path: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if path != Path::new("-") {
+            if let Ok(meta) = fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if meta.is_file() && mode & 0o077 != 0 {
+                    return Err(Error::input(
+                        format!("{what} {}", path.display()),
+                        format!(
+                            "is readable or writable by group or others (mode {mode:o}); fix it with `chmod 600 {}`",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(())
 }
 
 /// The three CAs of the hierarchy.
@@ -301,10 +327,16 @@ impl Ca {
         let text = match read_ca_file(&cfg_path) {
             Ok(t) => t,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                refuse_existing(dir, "run `mtlsca init` elsewhere, or pass --ca-dir")?;
+                let interrupted = if dir.join(STAGING).exists() {
+                    " (an interrupted `init` left it half-made: run `mtlsca init` again)"
+                } else {
+                    ""
+                };
                 return Err(Error::State(format!(
-                    "no CA in {} (run `mtlsca init` first, or pass --ca-dir)",
+                    "no CA in {}{interrupted} (run `mtlsca init` first, or pass --ca-dir)",
                     dir.display()
-                )))
+                )));
             }
             Err(e) => return Err(e),
         };
@@ -533,6 +565,75 @@ pub fn check_key_permissions(private_dir: &Path, key_path: &Path) -> Result<()> 
     Ok(())
 }
 
+/// The key identifier (subjectKeyIdentifier, hex) of each CA certificate in
+/// `dir`, by name (`root`, `device`, `entity`): what the store records as its
+/// owner. Exit 3 when a certificate is missing or unreadable.
+pub fn key_ids(dir: &Path) -> Result<crate::store::CaKeyIds> {
+    let mut out = crate::store::CaKeyIds::new();
+    for kind in CaKind::ALL {
+        let path = dir.join(kind.cert_file());
+        let text = read_ca_file(&path)?;
+        let der = pem::parse(&text)
+            .map(|p| p.into_contents())
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        let kid = x509
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| Error::State(format!("{}: no subjectKeyIdentifier", path.display())))?;
+        out.insert(kind.as_str().to_string(), crate::hex::encode(&kid));
+    }
+    Ok(out)
+}
+
+/// Paths of a CA directory whose mode lets group or others write (or, under
+/// `private/` and `db/`, read), with their mode and the `chmod` argument that
+/// fixes it: what `store check` reports.
+pub fn loose_modes(dir: &Path) -> Vec<(PathBuf, u32, &'static str)> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut check = |p: PathBuf, forbidden: u32| {
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                let mode = m.permissions().mode() & 0o7777;
+                if !m.file_type().is_symlink() && mode & forbidden != 0 {
+                    let fix = if forbidden == 0o077 { "go-rwx" } else { "go-w" };
+                    out.push((p, mode, fix));
+                }
+            }
+        };
+        check(dir.to_path_buf(), 0o022);
+        for f in [CONFIG_FILE, "root.pem", "device-ca.pem", "entity-ca.pem"] {
+            check(dir.join(f), 0o022);
+        }
+        for (sub, forbidden) in [
+            ("private", 0o077),
+            ("db", 0o077),
+            ("profiles", 0o022),
+            ("crl", 0o022),
+        ] {
+            let d = dir.join(sub);
+            check(d.clone(), forbidden);
+            if let Ok(entries) = fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    check(e.path(), forbidden);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    out
+}
+
 /// What a CA directory holds; any of them marks a directory as taken.
 const CA_ENTRIES: [&str; 8] = [
     CONFIG_FILE,
@@ -549,12 +650,153 @@ const CA_ENTRIES: [&str; 8] = [
 pub fn refuse_existing(dir: &Path, what_now: &str) -> Result<()> {
     let markers = [CONFIG_FILE, "root.pem", "private", "db"];
     match markers.iter().find(|m| dir.join(m).exists()) {
+        Some(m) if !dir.join(CONFIG_FILE).exists() => Err(Error::State(format!(
+            "{} holds part of a CA ({m} exists) but no {CONFIG_FILE}: not a CA mtlsca made whole; {what_now} (move it away, or restore a backup into a new directory)",
+            dir.display()
+        ))),
         Some(m) => Err(Error::State(format!(
             "{} already holds a CA ({m} exists); {what_now}",
             dir.display()
         ))),
         None => Ok(()),
     }
+}
+
+/// The hidden directory inside an existing `--ca-dir` where `init` and `restore`
+/// build a CA before moving it in; one left behind marks an interrupted run that
+/// the next `init` or `restore` cleans up.
+pub const STAGING: &str = ".mtlsca-init";
+
+/// The hidden sibling `.<name>.mtlsca-init-<pid>` where a CA for a new directory
+/// is built before it is renamed into place.
+fn staging_prefix(name: &str) -> String {
+    format!(".{name}.mtlsca-init-")
+}
+
+/// How long `init`/`restore` waits for another one working in the same parent
+/// directory.
+const INIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Create a CA directory crash-safely and under a lock (`init`, `restore`).
+///
+/// `fill` builds the CA in a staging directory; for a new `dir` that is a hidden
+/// sibling renamed to `dir` when complete (a kill leaves nothing under the name,
+/// or a complete CA), for an existing (empty or foreign) `dir` a hidden
+/// `dir/.mtlsca-init` whose entries are moved in, `ca.toml` last. Both run under
+/// an exclusive lock on the parent directory, so two at once yield one CA and one
+/// clear refusal (exit 3); leftovers of a killed run are removed first.
+pub fn create_ca_dir<T>(
+    dir: &Path,
+    what_now: &str,
+    fill: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let (parent, name) = split_dir(dir)?;
+    fs::create_dir_all(&parent).at(&parent)?;
+    let _lock = fsutil::DirLock::acquire(&parent, INIT_LOCK_WAIT)?;
+    clean_interrupted(dir, &parent, &name)?;
+    refuse_existing(dir, what_now)?;
+    if dir.exists() {
+        if let Some(e) = CA_ENTRIES.iter().find(|e| dir.join(e).exists()) {
+            return Err(Error::State(format!(
+                "{} already has `{e}`, which a CA would use; use a new or empty directory",
+                dir.display()
+            )));
+        }
+        let staging = dir.join(STAGING);
+        fs::create_dir(&staging).at(&staging)?;
+        fsutil::set_mode(&staging, 0o700)?;
+        let result = fill(&staging).and_then(|t| {
+            move_in(&staging, dir)?;
+            Ok(t)
+        });
+        if result.is_err() {
+            remove_half_made(dir, false);
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    } else {
+        let staging = parent.join(format!("{}{}", staging_prefix(&name), std::process::id()));
+        fs::create_dir(&staging).at(&staging)?;
+        fsutil::set_mode(&staging, 0o750)?;
+        let result = fill(&staging).and_then(|t| {
+            fsutil::sync_dir(&staging)?;
+            fs::rename(&staging, dir).map_err(|e| {
+                Error::State(format!(
+                    "cannot move the new CA into {}: {e}; {what_now}",
+                    dir.display()
+                ))
+            })?;
+            fsutil::sync_dir(&parent)?;
+            Ok(t)
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+}
+
+/// `dir`'s parent (absolute when `dir` exists, so `.` works) and its name.
+fn split_dir(dir: &Path) -> Result<(PathBuf, String)> {
+    let full = if dir.exists() {
+        dir.canonicalize().at(dir)?
+    } else {
+        dir.to_path_buf()
+    };
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} cannot be a CA directory (it has no name)",
+                dir.display()
+            ))
+        })?;
+    let parent = match full.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+/// Remove what a killed `init`/`restore` left (the caller holds the lock, so no
+/// other one is running): staging siblings, and a staging directory inside `dir`
+/// with whatever it had moved in when `ca.toml` never followed.
+fn clean_interrupted(dir: &Path, parent: &Path, name: &str) -> Result<()> {
+    let prefix = staging_prefix(name);
+    for entry in fs::read_dir(parent).at(parent)? {
+        let entry = entry.at(parent)?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = entry.path();
+            fs::remove_dir_all(&p).at(&p)?;
+        }
+    }
+    let inner = dir.join(STAGING);
+    if inner.exists() {
+        if !dir.join(CONFIG_FILE).exists() {
+            remove_half_made(dir, false);
+        }
+        fs::remove_dir_all(&inner).at(&inner)?;
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Move a built CA from `staging` into `dir`, `ca.toml` last, then remove `staging`.
+fn move_in(staging: &Path, dir: &Path) -> Result<()> {
+    for e in CA_ENTRIES.iter().filter(|e| **e != CONFIG_FILE) {
+        let from = staging.join(e);
+        if from.exists() {
+            let to = dir.join(e);
+            fsutil::rename_no_replace(&from, &to).at(&to)?;
+        }
+    }
+    fsutil::sync_dir(dir)?;
+    let to = dir.join(CONFIG_FILE);
+    fsutil::rename_no_replace(&staging.join(CONFIG_FILE), &to).at(&to)?;
+    fsutil::sync_dir(dir)?;
+    fs::remove_dir_all(staging).at(staging)?;
+    fsutil::sync_dir(dir)
 }
 
 /// After a failed `init` or restore: remove what a CA directory holds (the caller
@@ -682,12 +924,11 @@ pub fn init_protected(
         },
     )?;
 
-    let created_dir = !dir.exists();
-    let result = build(dir, opts, passphrase, &name, &constraints, now);
-    if result.is_err() {
-        remove_half_made(dir, created_dir);
-    }
-    result
+    let mut ca = create_ca_dir(dir, "refusing to touch it", |staging| {
+        build(staging, opts, passphrase, &name, &constraints, now)
+    })?;
+    ca.dir = dir.to_path_buf();
+    Ok(ca)
 }
 
 fn build(
@@ -698,12 +939,11 @@ fn build(
     constraints: &[Pattern],
     now: OffsetDateTime,
 ) -> Result<Ca> {
-    fs::create_dir_all(dir).at(dir)?;
     let private = dir.join("private");
-    fs::create_dir(&private).at(&private)?;
-    fsutil::set_mode(&private, 0o700)?;
-    for sub in ["profiles", "crl"] {
-        fs::create_dir_all(dir.join(sub)).at(dir.join(sub))?;
+    for (sub, mode) in [("private", 0o700), ("profiles", 0o750), ("crl", 0o750)] {
+        let d = dir.join(sub);
+        fs::create_dir(&d).at(&d)?;
+        fsutil::set_mode(&d, mode)?;
     }
     let now = now.replace_nanosecond(0).unwrap_or(now);
 
@@ -813,6 +1053,8 @@ fn build(
         created: now,
         encrypted_keys: passphrase.is_some(),
     };
+    // The store, made only here (and by `restore`), records which CA it belongs to.
+    crate::store::Store::create(dir, &key_ids(dir)?)?;
     let text = toml::to_string(&config).map_err(|e| Error::State(e.to_string()))?;
     fsutil::write_new(&dir.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
     fsutil::sync_dir(dir)?;

@@ -9,14 +9,14 @@
 //! nextUpdate (7 days unless asked otherwise).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
 };
 use time::OffsetDateTime;
 
-use crate::ca::{Ca, CaKind};
+use crate::ca::{Ca, CaKind, SigningCa};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::{Record, RevokeOutcome, Store};
@@ -30,17 +30,26 @@ pub const DEFAULT_NEXT_UPDATE: time::Duration = time::Duration::days(7);
 /// revocations are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// No reason given (no reasonCode extension).
     Unspecified,
+    /// The certificate's private key was compromised.
     KeyCompromise,
+    /// The issuing CA's key was compromised.
     CaCompromise,
+    /// The subject's name or affiliation changed.
     AffiliationChanged,
+    /// The certificate was replaced.
     Superseded,
+    /// The certificate is no longer needed.
     CessationOfOperation,
+    /// A privilege the certificate carried was withdrawn.
     PrivilegeWithdrawn,
+    /// An attribute authority was compromised.
     AaCompromise,
 }
 
 impl Reason {
+    /// Every reason, in RFC 5280 order.
     pub const ALL: [Reason; 8] = [
         Reason::Unspecified,
         Reason::KeyCompromise,
@@ -154,19 +163,43 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
 /// A signed CRL.
 #[derive(Debug, Clone)]
 pub struct Crl {
+    /// The CA that signed it.
     pub issuer: CaKind,
+    /// Its CRL number.
     pub number: u64,
+    /// How many revoked certificates it lists.
     pub revoked: usize,
+    /// Its thisUpdate.
     pub this_update: OffsetDateTime,
+    /// Its nextUpdate.
     pub next_update: OffsetDateTime,
+    /// The CRL, DER.
     pub der: Vec<u8>,
+    /// The CRL, PEM (`X509 CRL`).
     pub pem: String,
 }
 
-/// Sign the current CRL of one CA of the hierarchy. The CRL number is taken (and
-/// made durable) first, so a number is never used twice even if the process dies.
+/// Sign the current CRL of one CA of the hierarchy and record its number (durable
+/// when this returns): for a CRL that is published as soon as it exists (standard
+/// output). For a file use `publish`, which records the number only once the CRL
+/// is written, so a failed publication never burns one.
 pub fn build(
     ca: &Ca,
+    store: &Store,
+    issuer: CaKind,
+    next_update: time::Duration,
+    now: OffsetDateTime,
+) -> Result<Crl> {
+    let signing = ca.signing_ca(issuer)?;
+    let crl = sign(&signing, store, issuer, next_update, now)?;
+    record(store, &signing, &crl, now)?;
+    Ok(crl)
+}
+
+/// Sign the CRL that would come next (number = the last recorded + 1) without
+/// recording anything.
+fn sign(
+    signing: &SigningCa,
     store: &Store,
     issuer: CaKind,
     next_update: time::Duration,
@@ -175,12 +208,23 @@ pub fn build(
     if next_update <= time::Duration::ZERO {
         return Err(Error::Usage("--next-update must be positive".into()));
     }
-    let signing = ca.signing_ca(issuer)?;
-    let revoked = store.revoked_by(&signing.key_id)?;
-    let number = store.next_crl_number(issuer.as_str(), &signing.key_id, revoked.len(), now)?;
-    store.flush()?;
     let this_update = now.replace_nanosecond(0).unwrap_or(now);
-    let next = this_update + next_update;
+    let next = this_update
+        .checked_add(next_update)
+        .filter(|n| *n <= signing.not_after)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--next-update {} days reaches past the {} CA's own end of validity ({}); a CRL cannot promise an update its CA will not live to sign",
+                next_update.whole_days(),
+                issuer.as_str(),
+                signing
+                    .not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ))
+        })?;
+    let revoked = store.revoked_by(&signing.key_id)?;
+    let number = store.crl_number(&signing.key_id)? + 1;
     let mut revoked_certs = Vec::with_capacity(revoked.len());
     for r in &revoked {
         let reason = Reason::parse(&r.revocation.reason).unwrap_or(Reason::Unspecified);
@@ -219,9 +263,109 @@ pub fn build(
     })
 }
 
+/// Record a signed CRL's number (with an audit entry) and make it durable.
+fn record(store: &Store, signing: &SigningCa, crl: &Crl, now: OffsetDateTime) -> Result<()> {
+    store.record_crl_number(
+        crl.issuer.as_str(),
+        &signing.key_id,
+        crl.number,
+        crl.revoked,
+        now,
+    )?;
+    store.flush()
+}
+
 /// Where a CA's published CRL lives: `<ca-dir>/crl/<root|device|entity>.crl`.
 pub fn published_path(ca: &Ca, issuer: CaKind) -> PathBuf {
     ca.dir.join("crl").join(format!("{}.crl", issuer.as_str()))
+}
+
+/// The temporary name a CRL is written to before it replaces `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    fsutil::temp_sibling(path, "tmp")
+}
+
+/// Sign one CA's CRL and publish it at `path`: written to a temporary sibling,
+/// its number recorded, then renamed into place. A leftover of an interrupted
+/// run is completed first when its number was recorded (so it was meant to be
+/// published), and removed otherwise; a failure before the number is recorded
+/// burns no number.
+pub fn publish(
+    ca: &Ca,
+    store: &Store,
+    issuer: CaKind,
+    next_update: time::Duration,
+    now: OffsetDateTime,
+    path: &Path,
+) -> Result<Crl> {
+    let signing = ca.signing_ca(issuer)?;
+    complete_leftover(store, &signing, path)?;
+    let crl = sign(&signing, store, issuer, next_update, now)?;
+    let tmp = temp_path(path);
+    fsutil::write_new(&tmp, crl.pem.as_bytes(), 0o644)?;
+    let done = record(store, &signing, &crl, now).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    });
+    if done.is_err() && store.crl_number(&signing.key_id).ok() != Some(crl.number) {
+        // Not recorded: the file must not carry the number either.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done.map(|()| crl)
+}
+
+/// The CRL number and authority key identifier of a PEM CRL file, if it is one.
+fn crl_file_number(path: &Path) -> Option<(u64, Vec<u8>)> {
+    let bytes = fsutil::read_bounded(path, 64 * 1024 * 1024, "CRL").ok()?;
+    let der = pem::parse(&bytes).ok()?.into_contents();
+    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+    let digits = crl.crl_number()?.to_u64_digits();
+    let number = match digits.as_slice() {
+        [] => 0,
+        [n] => *n,
+        _ => return None,
+    };
+    let aki = crl
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })?;
+    Some((number, aki))
+}
+
+/// A temporary CRL left by a killed or failed run: rename it into place when it
+/// is this CA's CRL with the last recorded number and newer than the published
+/// one (its number was recorded, so it must be published); otherwise remove it.
+fn complete_leftover(store: &Store, signing: &SigningCa, path: &Path) -> Result<()> {
+    let tmp = temp_path(path);
+    match std::fs::symlink_metadata(&tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&tmp, e)),
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(Error::State(format!(
+                "{} is not a file mtlsca wrote; remove it",
+                tmp.display()
+            )))
+        }
+        Ok(_) => {}
+    }
+    let recorded = store.crl_number(&signing.key_id)?;
+    let complete = match crl_file_number(&tmp) {
+        Some((n, aki)) if n == recorded && aki == signing.key_id => {
+            crl_file_number(path).is_none_or(|(p, _)| p < n)
+        }
+        _ => false,
+    };
+    if complete {
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    } else {
+        std::fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Sign the CRLs of all three CAs and replace the published files atomically.
@@ -232,15 +376,16 @@ pub fn publish_all(
     now: OffsetDateTime,
 ) -> Result<Vec<(Crl, PathBuf)>> {
     let dir = ca.dir.join("crl");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if !dir.is_dir() {
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        fsutil::set_mode(&dir, 0o750)?;
+    }
     let mut out = Vec::new();
     for kind in CaKind::ALL {
-        let crl = build(ca, store, kind, next_update, now)?;
         let path = published_path(ca, kind);
-        fsutil::write_atomic(&path, crl.pem.as_bytes(), 0o644)?;
+        let crl = publish(ca, store, kind, next_update, now, &path)?;
         out.push((crl, path));
     }
-    fsutil::sync_dir(&dir)?;
     Ok(out)
 }
 

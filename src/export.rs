@@ -39,6 +39,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// `pem`, `der`, `chain` or `p12` (exit 2 otherwise).
     pub fn parse(s: &str) -> Result<Format> {
         match s {
             "pem" => Ok(Format::Pem),
@@ -62,7 +63,12 @@ impl Format {
 #[derive(Debug, Clone)]
 pub enum KeyInput {
     /// A PKCS#8 key (PEM or DER) read by the caller; `what` names it in errors.
-    Given { bytes: Vec<u8>, what: String },
+    Given {
+        /// The key file's bytes.
+        bytes: Vec<u8>,
+        /// What to call it in errors, e.g. `key web.key`.
+        what: String,
+    },
     /// The key file recorded at issuance (`PREFIX.key`).
     Recorded,
 }
@@ -70,15 +76,20 @@ pub enum KeyInput {
 /// How to protect a PKCS#12.
 #[derive(Debug, Clone)]
 pub struct P12Options {
+    /// Where the private key comes from.
     pub key: KeyInput,
+    /// The password protecting the PKCS#12 file.
     pub password: String,
+    /// 3DES and SHA-1 for old importers instead of AES-256 and SHA-256.
     pub legacy: bool,
 }
 
 /// The exported bytes and the record they came from.
 #[derive(Debug, Clone)]
 pub struct Exported {
+    /// The record of the exported certificate.
     pub record: Record,
+    /// The bytes to write.
     pub bytes: Vec<u8>,
 }
 
@@ -116,11 +127,19 @@ pub fn export(
     Ok(Exported { record, bytes })
 }
 
+/// Shortest PKCS#12 password accepted (as for CA key passphrases).
+pub const MIN_P12_PASSWORD: usize = crate::key::MIN_PASSPHRASE;
+
 fn pkcs12(record: &Record, chain: &[Vec<u8>], opts: &P12Options) -> Result<Vec<u8>> {
     if opts.password.is_empty() {
         return Err(Error::Usage(
             "the PKCS#12 password is empty; an unprotected key is not exported".into(),
         ));
+    }
+    if opts.password.chars().count() < MIN_P12_PASSWORD {
+        return Err(Error::Usage(format!(
+            "the PKCS#12 password is too short to protect a private key (at least {MIN_P12_PASSWORD} characters)"
+        )));
     }
     let (key_bytes, what) = match &opts.key {
         KeyInput::Given { bytes, what } => (bytes.clone(), what.clone()),

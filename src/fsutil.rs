@@ -45,6 +45,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `read_bounded`, as UTF-8 text (exit 2 otherwise).
 pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
     let bytes = read_bounded(path, limit, what)?;
     String::from_utf8(bytes)
@@ -55,11 +56,77 @@ pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> 
 /// before any byte is written (keys are never readable by others, even briefly).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = temp_sibling(path, "tmp");
+    remove_leftover(&tmp)?;
     write_new(&tmp, data, mode)?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Write a file in one piece under a name that must not exist: a temporary
+/// sibling (a leftover of a killed run is replaced), fsync, then a rename that
+/// never replaces an existing file (exit 2 if one appeared meanwhile).
+pub fn write_new_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(path, "tmp");
+    remove_leftover(&tmp)?;
+    write_new(&tmp, data, mode)?;
+    match rename_no_replace(&tmp, path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Err(already_exists(path))
+            } else {
+                Err(Error::io(path, e))
+            }
+        }
+    }
+}
+
+fn already_exists(path: &Path) -> Error {
+    Error::Usage(format!(
+        "{} already exists; refusing to overwrite it (pass --force to replace it)",
+        path.display()
+    ))
+}
+
+/// Check an output path before anything is done: its directory must exist, and
+/// without `force` nothing may be there (a file, a directory, a symlink, even a
+/// dangling one). Exit 2 otherwise.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.is_dir() => Err(Error::Usage(format!("{} is a directory", path.display()))),
+        Ok(_) if force => Ok(()),
+        Ok(_) => Err(already_exists(path)),
+    }
+}
+
+/// Remove a temporary file a killed run left (never a directory, never through a
+/// symlink: `remove_file` unlinks the link itself).
+pub fn remove_leftover(tmp: &Path) -> Result<()> {
+    match fs::symlink_metadata(tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(tmp, e)),
+        Ok(m) if m.is_dir() => Err(Error::State(format!(
+            "{} is a directory where mtlsca keeps a temporary file; remove it",
+            tmp.display()
+        ))),
+        Ok(_) => fs::remove_file(tmp).at(tmp),
+    }
 }
 
 /// Create `path` (which must not exist) with `mode`, write, fsync.
@@ -74,8 +141,13 @@ pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     #[cfg(not(unix))]
     let _ = mode;
     let mut f = opts.open(path).at(path)?;
-    f.write_all(data).at(path)?;
-    f.sync_all().at(path)?;
+    let written = f.write_all(data).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        // This call created the file: a torn copy (a full disk) does not stay.
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(Error::io(path, e));
+    }
     Ok(())
 }
 
@@ -144,6 +216,44 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         File::open(d).and_then(|f| f.sync_all()).at(d)?;
     }
     Ok(())
+}
+
+/// An exclusive `flock` on a directory, released when dropped (and by the kernel
+/// when the process dies, so a killed holder never leaves it stuck).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Take the lock on `dir`, waiting up to `wait` for another holder.
+    pub fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
+        let file = File::open(dir).at(dir)?;
+        #[cfg(unix)]
+        {
+            use rustix::fs::{flock, FlockOperation};
+            let start = std::time::Instant::now();
+            loop {
+                match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => break,
+                    Err(e)
+                        if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR =>
+                    {
+                        if start.elapsed() >= wait {
+                            return Err(Error::State(format!(
+                                "{} is locked by another mtlsca process creating a CA there; gave up after {}s",
+                                dir.display(),
+                                wait.as_secs()
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(Error::io(dir, e.into())),
+                }
+            }
+        }
+        Ok(DirLock { _file: file })
+    }
 }
 
 /// Set a mode on a path (unix only).

@@ -27,16 +27,21 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyType {
     #[serde(rename = "ecdsa-p256")]
+    /// ECDSA on P-256 with SHA-256 (the default).
     EcdsaP256,
     #[serde(rename = "ecdsa-p384")]
+    /// ECDSA on P-384 with SHA-384.
     EcdsaP384,
     #[serde(rename = "ed25519")]
+    /// Ed25519.
     Ed25519,
 }
 
 impl KeyType {
+    /// Every key type, in the order help texts list them.
     pub const ALL: [KeyType; 3] = [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519];
 
+    /// The command-line spelling: `ecdsa-p256`, `ecdsa-p384`, `ed25519`.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyType::EcdsaP256 => "ecdsa-p256",
@@ -45,6 +50,7 @@ impl KeyType {
         }
     }
 
+    /// A command-line spelling (exit 2 otherwise).
     pub fn parse(s: &str) -> Result<KeyType> {
         KeyType::ALL
             .into_iter()
@@ -56,6 +62,7 @@ impl KeyType {
             })
     }
 
+    /// The signature algorithm keys of this type sign with.
     pub fn signature_algorithm(self) -> &'static SignatureAlgorithm {
         match self {
             KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -64,6 +71,7 @@ impl KeyType {
         }
     }
 
+    /// The key type that signs with `alg`, if mtlsca generates such keys.
     pub fn from_algorithm(alg: &SignatureAlgorithm) -> Option<KeyType> {
         KeyType::ALL
             .into_iter()
@@ -105,6 +113,7 @@ pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
     der
 }
 
+/// A key as unencrypted PKCS#8 PEM (`PRIVATE KEY`; Ed25519 as v1).
 pub fn pkcs8_pem(key: &KeyPair) -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8_der(key)))
 }
@@ -140,6 +149,7 @@ impl Passphrase {
         Ok(p)
     }
 
+    /// The passphrase's bytes (never printed).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -249,6 +259,7 @@ pub fn load_protected_pem(
 const P256_CURVE_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384_CURVE_OID: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
+/// Load a PKCS#8 DER private key (`what` names it in errors).
 pub fn load_der(der: &[u8], what: &str) -> Result<KeyPair> {
     let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
     let alg = if der.starts_with(&ED25519_V1_PREFIX) || der.starts_with(&ED25519_V2_PREFIX) {
@@ -282,13 +293,21 @@ pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
 /// A public key that arrived in a CSR, after the strength rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicKeyKind {
+    /// ECDSA P-256.
     EcdsaP256,
+    /// ECDSA P-384.
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
-    Rsa { bits: usize },
+    /// RSA.
+    Rsa {
+        /// The modulus size.
+        bits: usize,
+    },
 }
 
 impl PublicKeyKind {
+    /// A short description such as `ECDSA P-256` or `RSA-2048`.
     pub fn describe(self) -> String {
         match self {
             PublicKeyKind::EcdsaP256 => "ECDSA P-256".into(),
@@ -298,6 +317,7 @@ impl PublicKeyKind {
         }
     }
 
+    /// Whether it is an RSA key.
     pub fn is_rsa(self) -> bool {
         matches!(self, PublicKeyKind::Rsa { .. })
     }
@@ -310,6 +330,22 @@ fn key_refusal(rule: crate::rules::Rule, detail: String) -> Error {
         crate::rules::Origin::Csr,
         vec![crate::rules::Refusal::new(rule, detail).on(crate::rules::Field::Key)],
     ))
+}
+
+/// Smallest RSA public exponent accepted (2^16 + 1).
+pub const MIN_RSA_EXPONENT: u64 = 65_537;
+
+/// An RSA public exponent (big-endian bytes) that is odd and at least
+/// `MIN_RSA_EXPONENT`.
+fn rsa_exponent_ok(e: &[u8]) -> bool {
+    let digits: Vec<u8> = e.iter().copied().skip_while(|b| *b == 0).collect();
+    let odd = digits.last().is_some_and(|b| b & 1 == 1);
+    let big_enough = digits.len() > 8
+        || digits
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            >= MIN_RSA_EXPONENT;
+    odd && big_enough
 }
 
 /// Classify a SubjectPublicKeyInfo and apply the strength rules (refusals are exit 1).
@@ -350,6 +386,13 @@ pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind
                         crate::rules::Rule::KeyUnsupported,
                         format!("RSA-{bits} is over the supported maximum of {MAX_RSA_BITS} bits"),
                     ))
+                } else if !rsa_exponent_ok(rsa.exponent) {
+                    Err(key_refusal(crate::rules::Rule::KeyTooWeak, format!(
+                        "weak key: RSA public exponent {} (mtlsca accepts odd exponents from {MIN_RSA_EXPONENT} on, as CA/Browser Forum rules advise; small ones such as 3 invite attacks on bad padding)",
+                        rsa.try_exponent()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|_| "too large to show".into())
+                    )))
                 } else {
                     Ok(PublicKeyKind::Rsa { bits })
                 }
@@ -398,6 +441,18 @@ mod tests {
             assert!(e.to_string().contains("MTLSCA_PASSPHRASE"), "{e}");
         }
         assert!(Passphrase::new(b"\n".to_vec(), "test").is_err());
+    }
+
+    #[test]
+    fn rsa_exponents_must_be_odd_and_at_least_65537() {
+        assert!(rsa_exponent_ok(&[0x01, 0x00, 0x01]));
+        assert!(rsa_exponent_ok(&[0x00, 0x01, 0x00, 0x01]));
+        assert!(rsa_exponent_ok(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x01]));
+        assert!(!rsa_exponent_ok(&[0x03]));
+        assert!(!rsa_exponent_ok(&[0x01, 0x00, 0x02]));
+        assert!(!rsa_exponent_ok(&[0xff, 0xff]));
+        assert!(!rsa_exponent_ok(&[]));
+        assert!(!rsa_exponent_ok(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x00]));
     }
 
     #[test]

@@ -64,7 +64,16 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
     match c {
         StoreCmd::Check => {
             let (_, store) = open_store(ctx)?;
-            let r = store.check()?;
+            let mut r = store.check()?;
+            for (path, mode, fix) in crate::ca::loose_modes(&ctx.global.ca_dir) {
+                r.damage.push(Damage {
+                    item: format!("mode of {}", path.display()),
+                    problem: format!(
+                        "{mode:o} lets other users in; fix it with `chmod {fix} {}`",
+                        path.display()
+                    ),
+                });
+            }
             if ctx.global.json {
                 print_json(&json!({
                     "healthy": r.healthy(),

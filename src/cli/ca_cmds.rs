@@ -235,12 +235,20 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
 pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
     match c {
         ProfileCmd::List => {
+            // One invalid file does not hide the others: it is listed with its error.
+            let mut broken: Vec<(String, String, Error)> = Vec::new();
             let profiles: Vec<(Profile, String)> = match ctx.open_ca() {
-                Ok(ca) => ca
-                    .profile_names()?
-                    .iter()
-                    .map(|n| Ok((ca.profile(n)?, ca.profile_path(n).display().to_string())))
-                    .collect::<Result<_>>()?,
+                Ok(ca) => {
+                    let mut ok = Vec::new();
+                    for n in ca.profile_names()? {
+                        let src = ca.profile_path(&n).display().to_string();
+                        match ca.profile(&n) {
+                            Ok(p) => ok.push((p, src)),
+                            Err(e) => broken.push((n, src, e)),
+                        }
+                    }
+                    ok
+                }
                 Err(Error::State(_)) => profile::BUILTIN
                     .iter()
                     .filter_map(|(n, _)| profile::builtin(n))
@@ -255,8 +263,11 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
                         "name": p.name, "role": p.role, "kind": p.kind,
                         "extended_key_usage": p.extended_key_usage,
                         "default_validity": p.default_validity, "max_validity": p.max_validity,
-                        "description": p.description, "source": src,
+                        "description": p.description, "source": src, "valid": true,
                     }))
+                    .chain(broken.iter().map(|(n, src, e)| json!({
+                        "name": n, "source": src, "valid": false, "error": e.to_string(),
+                    })))
                     .collect::<Vec<_>>()));
             } else if !ctx.global.quiet {
                 let rows: Vec<Vec<String>> = profiles
@@ -274,6 +285,15 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
                             p.description.clone(),
                         ]
                     })
+                    .chain(broken.iter().map(|(n, _, e)| {
+                        vec![
+                            n.clone(),
+                            "INVALID".into(),
+                            "-".into(),
+                            "-".into(),
+                            e.to_string(),
+                        ]
+                    }))
                     .collect();
                 println!(
                     "{}",
@@ -304,11 +324,12 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Check { file } => {
-            // The answer to "is this a valid profile?" is no (exit 1), whether a
-            // key is unknown or a role rule is broken.
-            let p = Profile::load(&file).map_err(|e| match e {
+            // A file that cannot be read is bad input (exit 2); one that reads but
+            // is not a valid profile, by syntax or by rule, is the answer "no" (exit 1).
+            let text = crate::fsutil::read_bounded_text(&file, 64 * 1024, "profile")?;
+            let p = Profile::parse(&text, &file.display().to_string()).map_err(|e| match e {
                 Error::Invalid(r) => Error::Refused(r),
-                other => other,
+                e => e,
             })?;
             if ctx.global.json {
                 print_json(&json!({"file": file, "valid": true, "name": p.name, "role": p.role}));
@@ -574,18 +595,23 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             ),
         ];
         for (k, v) in rows {
-            println!("{k:<11} {v}");
+            println!("{k:<11} {}", render::safe(&v));
         }
         if let Some(r) = &rec.revocation {
-            println!("{:<11} {} ({})", "revoked", rfc3339(r.at), r.reason);
+            println!(
+                "{:<11} {} ({})",
+                "revoked",
+                rfc3339(r.at),
+                render::safe(&r.reason)
+            );
         }
         for e in audit {
             println!(
                 "{:<11} {} {} {}",
                 "audit",
                 rfc3339(e.at),
-                e.action,
-                e.detail
+                render::safe(&e.action),
+                render::safe(&e.detail)
             );
         }
     }

@@ -78,6 +78,9 @@ pub struct ExportArgs {
     /// p12: 3DES and SHA-1 for old Java and Windows importers (default AES-256 + PBKDF2)
     #[arg(long)]
     pub legacy: bool,
+    /// Replace an existing --out file (by default an existing file is never replaced)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,9 +265,9 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     };
     let kind =
         CaKind::parse(issuer).ok_or_else(|| Error::Usage(format!("unknown issuer `{issuer}`")))?;
-    let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
     match a.out.as_deref() {
         Some(p) if is_stdio(p) => {
+            let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
             if ctx.global.json {
                 let mut v = crl_json(&c, None);
                 v["pem"] = json!(c.pem);
@@ -280,10 +283,7 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
             let path = out
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| crl::published_path(&ca, kind));
-            fsutil::write_atomic(&path, c.pem.as_bytes(), 0o644)?;
-            if let Some(dir) = path.parent() {
-                fsutil::sync_dir(dir)?;
-            }
+            let c = crl::publish(&ca, &store, kind, next_update, ctx.now, &path)?;
             if ctx.global.json {
                 print_json(&crl_json(&c, Some(&path)));
             } else {
@@ -317,6 +317,9 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
         ));
     }
     let to_stdout = a.out.as_deref().is_none_or(is_stdio);
+    if let Some(out) = a.out.as_deref().filter(|p| !is_stdio(p)) {
+        fsutil::check_output(out, a.force)?;
+    }
     if to_stdout && format.is_binary() && std::io::stdout().is_terminal() {
         return Err(Error::Usage(format!(
             "refusing to write {} (binary) to a terminal; use --out FILE or a pipe",
@@ -363,7 +366,11 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     }
     let path = a.out.as_deref().unwrap_or(Path::new("-"));
     let mode = if format == Format::P12 { 0o600 } else { 0o644 };
-    fsutil::write_atomic(path, &exported.bytes, mode)?;
+    if a.force {
+        fsutil::write_atomic(path, &exported.bytes, mode)?;
+    } else {
+        fsutil::write_new_atomic(path, &exported.bytes, mode)?;
+    }
     if ctx.global.json {
         print_json(&json!({
             "serial": exported.record.serial,
@@ -418,9 +425,9 @@ pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
                 "{:>6}  {}  {:<7} {:<32}  {}",
                 e.seq,
                 rfc3339(e.at),
-                e.action,
-                e.serial.as_deref().unwrap_or("-"),
-                e.detail
+                super::render::safe(&e.action),
+                super::render::safe(e.serial.as_deref().unwrap_or("-")),
+                super::render::safe(&e.detail)
             );
         }
     }

@@ -25,21 +25,27 @@ pub struct Damage {
     /// What is damaged: `record <serial>`, `certificate <key>`, `audit entry <seq>`,
     /// `index <tree> <key>`.
     pub item: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 
 /// The result of `check`: counts and every problem found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
+    /// How many records were read.
     pub records: usize,
+    /// How many certificates were read.
     pub certificates: usize,
+    /// How many audit entries the log holds.
     pub audit_entries: usize,
     /// SHA-256 of the last audit entry (hex), when there is one.
     pub audit_head: Option<String>,
+    /// Every problem found.
     pub damage: Vec<Damage>,
 }
 
 impl CheckReport {
+    /// Whether nothing is damaged.
     pub fn healthy(&self) -> bool {
         self.damage.is_empty()
     }
@@ -55,8 +61,11 @@ impl CheckReport {
 /// The result of verifying the audit chain alone.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditReport {
+    /// How many entries the log holds.
     pub entries: usize,
+    /// The head: last sequence number and hash, if the log is not empty.
     pub head: Option<String>,
+    /// Every break in the chain.
     pub damage: Vec<Damage>,
 }
 
@@ -71,7 +80,9 @@ struct ExportLine {
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportSummary {
+    /// Lines per tree.
     pub trees: BTreeMap<String, usize>,
+    /// Lines in all.
     pub lines: usize,
 }
 

@@ -23,8 +23,11 @@ const CRL_NUMBER_PREFIX: &[u8] = b"crl_number/";
 /// One certificate of a chunk to record.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkItem<'a> {
+    /// The record to store.
     pub record: &'a Record,
+    /// The certificate, DER.
     pub der: &'a [u8],
+    /// The issuing CA's key identifier.
     pub issuer_key_id: &'a [u8],
 }
 
@@ -42,7 +45,9 @@ pub enum RevokeOutcome {
 /// A revoked certificate as a CRL lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedEntry {
+    /// The serial, as bytes.
     pub serial: Vec<u8>,
+    /// When and why.
     pub revocation: Revocation,
 }
 
@@ -138,16 +143,17 @@ impl Store {
         Ok(out)
     }
 
-    /// The next CRL number of an issuer (1 for its first CRL), taken in a
-    /// transaction with an audit entry, so numbers only ever grow. Call `flush`
-    /// before publishing the CRL.
-    pub fn next_crl_number(
+    /// Record that an issuer's CRL `number` is published (it must be the last
+    /// recorded + 1, so numbers only ever grow and none is used twice), with an
+    /// audit entry, in one transaction. Call `flush` afterwards.
+    pub fn record_crl_number(
         &self,
         issuer: &str,
         issuer_key_id: &[u8],
+        number: u64,
         listed: usize,
         now: OffsetDateTime,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let key = cat(&[CRL_NUMBER_PREFIX, issuer_key_id]);
         let result = (&self.audit, &self.meta).transaction(|(audit, meta)| {
             let last = match meta.get(&key)? {
@@ -158,8 +164,12 @@ impl Store {
                 }
                 _ => 0,
             };
-            let next = last + 1;
-            meta.insert(key.as_slice(), &next.to_be_bytes())?;
+            if number != last + 1 {
+                return Err(ConflictableTransactionError::Abort(Error::State(format!(
+                    "{issuer} CRL number {number} does not follow the last recorded one ({last})"
+                ))));
+            }
+            meta.insert(key.as_slice(), &number.to_be_bytes())?;
             append_audit(
                 audit,
                 meta,
@@ -167,9 +177,9 @@ impl Store {
                 "crl",
                 None,
                 None,
-                &format!("{issuer} CRL number {next}, {listed} revoked"),
+                &format!("{issuer} CRL number {number}, {listed} revoked"),
             )?;
-            Ok(next)
+            Ok(())
         });
         result.map_err(tx_err)
     }

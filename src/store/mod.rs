@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -32,6 +31,7 @@ pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
 
+/// The record schema this mtlsca writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 const AUDIT_HEAD: &[u8] = b"audit_head";
 /// Prefix of the per-serial audit index in `meta`.
@@ -42,13 +42,16 @@ const SCHEMA_KEY: &[u8] = b"schema";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Issued and not revoked (and, as of the time asked about, not expired).
     Valid,
+    /// Revoked (final).
     Revoked,
     /// Only ever computed (from notAfter and the time asked about), never stored.
     Expired,
 }
 
 impl Status {
+    /// `valid`, `revoked` or `expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Valid => "valid",
@@ -57,6 +60,7 @@ impl Status {
         }
     }
 
+    /// The spelling `as_str` gives, back.
     pub fn parse(s: &str) -> Option<Status> {
         match s {
             "valid" => Some(Status::Valid),
@@ -71,6 +75,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     #[serde(with = "time::serde::rfc3339")]
+    /// When it was revoked.
     pub at: OffsetDateTime,
     /// RFC 5280 reason name, e.g. `keyCompromise`.
     pub reason: String,
@@ -79,6 +84,7 @@ pub struct Revocation {
 /// What the store keeps about one certificate (never its private key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The record schema version (`SCHEMA_VERSION`).
     pub schema: u32,
     /// Lowercase hex, no separators.
     pub serial: String,
@@ -86,21 +92,30 @@ pub struct Record {
     pub issuer: String,
     /// The issuing CA's key identifier, hex.
     pub issuer_key_id: String,
+    /// The certificate's role.
     pub role: Role,
+    /// The profile it was issued from.
     pub profile: String,
+    /// The subject DN as text.
     pub subject: String,
     /// subjectAltNames as `DNS:x`, `IP:x`, `URI:x`, `email:x`.
     pub names: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
+    /// notBefore.
     pub not_before: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    /// notAfter.
     pub not_after: OffsetDateTime,
+    /// SHA-256 of the certificate DER, lowercase hex.
     pub sha256: String,
     /// `valid` or `revoked` as stored; `expired` is derived at read time.
     pub status: Status,
+    /// When and why it was revoked, if it was.
     pub revocation: Option<Revocation>,
+    /// The request id it was issued for (`--request-id`, a batch entry's `id`).
     pub request_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    /// When mtlsca recorded it.
     pub issued_at: OffsetDateTime,
     /// Where the private key was written at issuance (none for signed CSRs).
     pub key_file: Option<String>,
@@ -116,6 +131,7 @@ impl Record {
         }
     }
 
+    /// The serial as bytes (empty if the stored hex is damaged).
     pub fn serial_bytes(&self) -> Vec<u8> {
         hex_decode(&self.serial).unwrap_or_default()
     }
@@ -125,12 +141,18 @@ impl Record {
 /// bytes, so an edit anywhere breaks the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// Position in the log, from 0.
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
+    /// When the action happened.
     pub at: OffsetDateTime,
+    /// `issue`, `revoke` or `crl`.
     pub action: String,
+    /// The certificate it concerns, if any.
     pub serial: Option<String>,
+    /// The request id of that certificate, if any.
     pub request_id: Option<String>,
+    /// What else is worth knowing (profile, subject and names; a reason; a CRL number).
     pub detail: String,
     /// Hex SHA-256 of the previous entry as stored (64 zeros for the first).
     pub prev: String,
@@ -150,8 +172,11 @@ pub enum Recorded {
 /// Filters of `list`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only this role.
     pub role: Option<Role>,
+    /// Only this status (as of the time asked about).
     pub status: Option<Status>,
+    /// Only this profile.
     pub profile: Option<String>,
     /// Expiring between now and now + this.
     pub expiring_within: Option<time::Duration>,
@@ -159,6 +184,7 @@ pub struct ListFilter {
     pub name: Option<String>,
 }
 
+/// The open store of one CA: holds sled's lock (no other process opens it) until dropped.
 pub struct Store {
     path: std::path::PathBuf,
     db: sled::Db,
@@ -187,39 +213,217 @@ fn is_lock_error(e: &sled::Error) -> bool {
     }
 }
 
+/// The CA a store belongs to: the key identifier (hex) of each of its three CAs,
+/// by name (`root`, `device`, `entity`). Recorded at `init` (and `restore`) and
+/// compared at every open, so a store that does not belong to the CA is refused.
+pub type CaKeyIds = std::collections::BTreeMap<String, String>;
+
+/// Where the CA's key identifiers are kept in `meta`.
+const CA_KEY_IDS: &[u8] = b"ca_key_ids";
+
+/// How to get a CA's records back when its store is gone or unusable.
+pub const RESTORE_HINT: &str = "bring the CA back from a backup with `mtlsca --ca-dir NEW-DIR restore BACKUP-DIR` (README, \"Failures and recovery\"): mtlsca creates a store only at `init` and `restore`, never in place of a lost one";
+
 impl Store {
-    /// Open (or create) the store under `<ca-dir>/db`, waiting up to `wait` for
-    /// another process to release it.
+    /// Open the existing store under `<ca-dir>/db`, waiting up to `wait` for another
+    /// process to release it. The store must exist (only `init` and `restore`
+    /// create one, see `create`) and belong to the CA in `ca_dir` (its key
+    /// identifiers and schema); anything else is exit 3 naming what is missing.
+    /// A snapshot that sled left half-written (a full disk, a kill) is removed
+    /// and the store reopened from its log.
     pub fn open(ca_dir: &Path, wait: Duration) -> Result<Store> {
         let path = ca_dir.join("db");
+        check_present(&path)?;
+        let store = Store::open_sled(&path, wait)?;
+        store.check_schema()?;
+        let expected = crate::ca::key_ids(ca_dir)?;
+        store.check_owner(&expected)?;
+        // sled creates its files (a new snapshot at each open) with the umask's modes.
+        store.tighten_modes()?;
+        Ok(store)
+    }
+
+    /// Create the store of a new CA under `<ca-dir>/db` (`init`, `restore`),
+    /// recording the schema and the CA's key identifiers, and flush it. Refuses
+    /// a `db` that already exists.
+    pub fn create(ca_dir: &Path, owner: &CaKeyIds) -> Result<Store> {
+        let path = ca_dir.join("db");
+        if path.exists() {
+            return Err(Error::State(format!(
+                "{} already exists; refusing to create a store over it",
+                path.display()
+            )));
+        }
+        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        crate::fsutil::set_mode(&path, 0o700)?;
+        let store = Store::open_sled(&path, Duration::ZERO)?;
+        store
+            .meta
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .map_err(store_err)?;
+        store.set_owner(owner)?;
+        store.flush()?;
+        store.tighten_modes()?;
+        Ok(store)
+    }
+
+    /// Record the CA a store belongs to (`create`, and `restore` after an import).
+    pub fn set_owner(&self, owner: &CaKeyIds) -> Result<()> {
+        let v = serde_json::to_vec(owner).map_err(store_err)?;
+        self.meta.insert(CA_KEY_IDS, v).map_err(store_err)?;
+        Ok(())
+    }
+
+    /// The CA this store says it belongs to (`None` for a store made before this
+    /// was recorded).
+    pub fn owner(&self) -> Result<Option<CaKeyIds>> {
+        match self.meta.get(CA_KEY_IDS).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Store(format!("damaged CA key identifiers: {e}"))),
+        }
+    }
+
+    /// Refuse a store that belongs to another CA. A store from before the key
+    /// identifiers were recorded is adopted when its first record was issued by
+    /// one of this CA's keys (or it holds none).
+    pub fn check_owner(&self, expected: &CaKeyIds) -> Result<()> {
+        match self.owner()? {
+            Some(found) if &found == expected => Ok(()),
+            Some(found) => {
+                let differs: Vec<String> = expected
+                    .iter()
+                    .filter(|(k, v)| found.get(*k) != Some(*v))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k} CA key id {v} here, {} in the store",
+                            found.get(k).map_or("none", String::as_str)
+                        )
+                    })
+                    .collect();
+                Err(Error::Store(format!(
+                    "{} belongs to another CA ({}); refusing to mix two CAs' records: put this CA's own store back, or {RESTORE_HINT}",
+                    self.path.display(),
+                    differs.join(", ")
+                )))
+            }
+            None => {
+                if let Some(item) = self.records.iter().next() {
+                    let (_, v) = item.map_err(store_err)?;
+                    let rec = decode_record(&v)?;
+                    if !expected.values().any(|k| *k == rec.issuer_key_id) {
+                        return Err(Error::Store(format!(
+                            "{} holds certificates of another CA (issuer key id {}); {RESTORE_HINT}",
+                            self.path.display(),
+                            rec.issuer_key_id
+                        )));
+                    }
+                }
+                self.set_owner(expected)?;
+                self.flush()
+            }
+        }
+    }
+
+    /// The schema version must be there (a store without it is empty: not one
+    /// `init` made) and be one this mtlsca reads.
+    fn check_schema(&self) -> Result<()> {
+        match self.meta.get(SCHEMA_KEY).map_err(store_err)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => Ok(()),
+            None => Err(Error::Store(format!(
+                "{} is empty: it is not the store `init` created (its files were removed or replaced); {RESTORE_HINT}",
+                self.path.display()
+            ))),
+            Some(v) => Err(Error::Store(format!(
+                "schema version {:?} is not one this mtlsca reads ({SCHEMA_VERSION})",
+                v.as_ref()
+            ))),
+        }
+    }
+
+    /// Directories 0700 and files 0600 under `db/`, whatever the umask.
+    fn tighten_modes(&self) -> Result<()> {
+        crate::fsutil::set_mode(&self.path, 0o700)?;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.path, e))?;
+            let p = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue; // removed meanwhile (an old snapshot)
+            };
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.file_type().is_symlink() || meta.permissions().mode() & 0o777 == want {
+                    continue;
+                }
+            }
+            crate::fsutil::set_mode(&p, want)?;
+        }
+        Ok(())
+    }
+
+    /// Open sled at `path` (which `open` checked or `create` made), waiting for
+    /// another process's lock and recovering from an interrupted snapshot.
+    fn open_sled(path: &Path, wait: Duration) -> Result<Store> {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
+        let mut recovered = false;
         let db = loop {
             let cfg = sled::Config::new()
-                .path(&path)
+                .path(path)
                 // We flush explicitly at the points that must be durable.
                 .flush_every_ms(None)
                 .cache_capacity(16 * 1024 * 1024);
-            match cfg.open() {
+            let locked = match cfg.open() {
                 Ok(db) => break db,
-                Err(e) if is_lock_error(&e) => {
-                    if start.elapsed() >= wait {
-                        return Err(Error::Store(format!(
-                            "{} is locked by another mtlsca process; gave up after {:.1}s (raise --lock-timeout to wait longer)",
-                            path.display(),
-                            wait.as_secs_f64()
-                        )));
+                Err(e) if is_lock_error(&e) => true,
+                Err(sled::Error::Corruption { .. }) if !recovered => {
+                    match recover_interrupted_snapshot(path)? {
+                        Recovery::Removed => {
+                            recovered = true;
+                            continue;
+                        }
+                        Recovery::Locked => true,
+                        Recovery::Nothing => {
+                            return Err(Error::Store(format!(
+                                "cannot open {}: sled reports corrupted data, and no half-written snapshot explains it; {RESTORE_HINT}",
+                                path.display()
+                            )))
+                        }
                     }
-                    // Random jitter so that waiting processes do not retry in lockstep.
-                    let jitter = Duration::from_micros(u64::from(random_u16() % 2000));
-                    std::thread::sleep(pause + jitter);
-                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err(e) => return Err(Error::Store(format!("cannot open {}: {e}", path.display()))),
+                Err(e) => {
+                    let hint = match &e {
+                        sled::Error::Corruption { .. } => format!("; {RESTORE_HINT}"),
+                        sled::Error::Io(io) if io.raw_os_error() == Some(28) => {
+                            "; the file system is full: free some space and run the command again (nothing recorded is lost)".into()
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(Error::Store(format!(
+                        "cannot open {}: {e}{hint}",
+                        path.display()
+                    )));
+                }
+            };
+            debug_assert!(locked);
+            if start.elapsed() >= wait {
+                return Err(Error::Store(format!(
+                    "{} is locked by another mtlsca process; gave up after {:.1}s (raise --lock-timeout to wait longer)",
+                    path.display(),
+                    wait.as_secs_f64()
+                )));
             }
+            // Random jitter so that waiting processes do not retry in lockstep.
+            let jitter = Duration::from_micros(u64::from(random_u16() % 2000));
+            std::thread::sleep(pause + jitter);
+            pause = (pause * 2).min(Duration::from_millis(50));
         };
         let tree = |name: &str| db.open_tree(name).map_err(store_err);
-        let store = Store {
+        Ok(Store {
             certs: tree("certs")?,
             records: tree("records")?,
             sha256: tree("sha256")?,
@@ -228,25 +432,9 @@ impl Store {
             requests: tree("requests")?,
             audit: tree("audit")?,
             meta: tree("meta")?,
-            path,
+            path: path.to_path_buf(),
             db,
-        };
-        match store.meta.get(SCHEMA_KEY).map_err(store_err)? {
-            None => {
-                store
-                    .meta
-                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(store_err)?;
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) => {
-                return Err(Error::Store(format!(
-                    "schema version {:?} is not one this mtlsca reads ({SCHEMA_VERSION})",
-                    v.as_ref()
-                )))
-            }
-        }
-        Ok(store)
+        })
     }
 
     /// Make every recorded change durable. sled 0.34's flush syncs its log with
@@ -263,21 +451,6 @@ impl Store {
         }
         crate::fsutil::sync_dir(&self.path)?;
         Ok(())
-    }
-
-    /// Record one issued certificate and its audit entry in one transaction.
-    pub fn record_issued(
-        &self,
-        rec: &Record,
-        der: &[u8],
-        issuer_key_id: &[u8],
-        now: OffsetDateTime,
-    ) -> Result<Recorded> {
-        let item = Issuing::new(rec, der, issuer_key_id)?;
-        let result = self.issue_trees().transaction(|t| {
-            Ok(insert_issued(&IssueTx::of(t), &item, now)?.unwrap_or(Recorded::New))
-        });
-        result.map_err(tx_err)
     }
 
     /// The trees one issuance writes, in the order `IssueTx::of` expects.
@@ -337,6 +510,7 @@ impl Store {
         }
     }
 
+    /// The record issued for a request id, if any.
     pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
         match self.requests.get(id.as_bytes()).map_err(store_err)? {
             None => Ok(None),
@@ -427,6 +601,85 @@ fn random_u16() -> u16 {
     let mut b = [0u8; 2];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     u16::from_be_bytes(b)
+}
+
+/// Refuse (exit 3) a CA whose store is gone or incomplete, before sled could
+/// create an empty one in its place.
+fn check_present(path: &Path) -> Result<()> {
+    let missing: Vec<&str> = ["conf", "db"]
+        .into_iter()
+        .filter(|f| {
+            std::fs::metadata(path.join(f))
+                .map(|m| !m.is_file() || m.len() == 0)
+                .unwrap_or(true)
+        })
+        .collect();
+    if !path.is_dir() {
+        return Err(Error::Store(format!(
+            "this CA has no store: {} is missing (the records of every certificate it issued and revoked); {RESTORE_HINT}",
+            path.display()
+        )));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Store(format!(
+            "this CA's store is incomplete: {} lacks {}; {RESTORE_HINT}",
+            path.display(),
+            missing.join(" and ")
+        )));
+    }
+    Ok(())
+}
+
+/// What `recover_interrupted_snapshot` did.
+enum Recovery {
+    /// Removed half-written snapshots: open again.
+    Removed,
+    /// Another process holds the store: wait for it.
+    Locked,
+    /// Nothing to remove: the corruption is something else.
+    Nothing,
+}
+
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating` and renames it when
+/// complete; a full disk or a kill in between leaves the partial file, which sled
+/// then reads as the newest snapshot and reports as corruption forever. The file
+/// never became a snapshot, so removing it loses nothing: sled rebuilds from the
+/// previous snapshot and its log. Done only while holding sled's own lock (an
+/// `flock` on `db/db`), so a snapshot another process is writing is never touched.
+fn recover_interrupted_snapshot(path: &Path) -> Result<Recovery> {
+    let generating: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("snap.") && n.ends_with(".generating")
+            })
+        })
+        .collect();
+    if generating.is_empty() {
+        return Ok(Recovery::Nothing);
+    }
+    let data = path.join("db");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&data)
+        .map_err(|e| Error::io(&data, e))?;
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Ok(Recovery::Locked);
+        }
+    }
+    for p in &generating {
+        std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+    }
+    crate::fsutil::sync_dir(path)?;
+    drop(file); // releases the lock
+    Ok(Recovery::Removed)
 }
 
 type IssueTrees<'a> = (

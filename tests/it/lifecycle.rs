@@ -574,7 +574,7 @@ fn pkcs12_opens_with_openssl_and_holds_key_and_chain() {
     // Legacy: 3DES, still opened by OpenSSL 3.0 without -legacy.
     let mut cmd = env.cmd();
     let out = cmd
-        .env("MTLSCA_P12_PASSWORD", "s3cret")
+        .env("MTLSCA_P12_PASSWORD", "s3cret-pw")
         .args([
             "export",
             &s,
@@ -595,7 +595,7 @@ fn pkcs12_opens_with_openssl_and_holds_key_and_chain() {
         "-in",
         "l.p12",
         "-passin",
-        "pass:s3cret",
+        "pass:s3cret-pw",
         "-noenc",
     ]);
     assert!(info.contains("3-KeyTripleDES"), "{info}");

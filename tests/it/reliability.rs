@@ -149,6 +149,29 @@ fn encrypted_ca_keys_open_in_openssl_and_unlock_only_with_the_passphrase() {
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     std::fs::write(env.path("pass.txt"), format!("{PASS}\n")).unwrap();
+    // Readable by others: refused with the fix.
+    std::fs::set_permissions(
+        env.path("pass.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let err = env.fails(
+        &[
+            "--passphrase-file",
+            env.path("pass.txt").to_str().unwrap(),
+            "issue",
+            "device",
+            "--dns",
+            "b.corp.internal",
+        ],
+        2,
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(
+        env.path("pass.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     env.ok(&[
         "--passphrase-file",
         env.path("pass.txt").to_str().unwrap(),
@@ -1484,4 +1507,1024 @@ permitted = ["https://corp.internal/ns/a%22b", "corp.internal", "10.0.0.0/8"]
         serde_json::to_value(&p).unwrap(),
         serde_json::to_value(&back).unwrap()
     );
+}
+
+// ------------------------------------------------- hostile conditions (issue 10)
+
+/// The binary as `Env::cmd` runs it, but against another CA directory.
+fn cmd_at(env: &Env, ca_dir: &Path) -> Command {
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .stdin(Stdio::null());
+    c
+}
+
+/// A CA with a few certificates, one of them revoked and published in a CRL.
+/// Returns the revoked serial.
+fn ca_with_a_revocation(env: &Env) -> String {
+    issue_some(env);
+    let v = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "r5.corp.internal",
+        "--request-id",
+        "r5",
+    ]);
+    let serial = v["serial"].as_str().unwrap().to_string();
+    env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    env.ok(&["crl"]);
+    serial
+}
+
+/// Every command that needs the store stops with exit 3 and names the way back.
+fn store_commands_stop(env: &Env, serial: &str) {
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["store", "check"],
+        vec![
+            "issue",
+            "device",
+            "--dns",
+            "r5.corp.internal",
+            "--request-id",
+            "r5",
+        ],
+        vec!["crl"],
+        vec!["crl", "--issuer", "device", "--out", "-"],
+        vec!["list"],
+        vec!["show", serial],
+        vec!["revoke", serial],
+        vec!["export", serial, "--format", "pem"],
+        vec!["audit"],
+        vec!["audit", "--verify"],
+        vec!["backup", "bk-after"],
+    ];
+    for c in cmds {
+        let err = env.fails(&c, 3);
+        assert!(err.starts_with("error: "), "{c:?}: {err}");
+        assert!(
+            err.contains("restore"),
+            "{c:?} does not say how to restore: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_vanished_store_is_never_replaced_by_an_empty_one() {
+    let env = Env::with_ca();
+    let revoked = ca_with_a_revocation(&env);
+    env.ok(&["backup", "bk"]);
+    let db = env.ca_dir().join("db");
+
+    // The whole db/ removed: every command stops, nothing recreates it.
+    let saved = env.path("db-saved");
+    std::fs::rename(&db, &saved).unwrap();
+    store_commands_stop(&env, &revoked);
+    assert!(!db.exists(), "a command recreated the store");
+    let err = env.fails(&["store", "check"], 3);
+    assert!(err.contains("no store"), "{err}");
+
+    // Only the data file and the snapshots removed.
+    std::fs::rename(&saved, &db).unwrap();
+    env.ok(&["store", "check"]);
+    for e in std::fs::read_dir(&db).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        if n == "db" || n.starts_with("snap.") {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    store_commands_stop(&env, &revoked);
+    assert!(!db.join("db").exists(), "a command recreated the data file");
+
+    // The way back: restore the backup; the revocation and the CRL numbers hold.
+    let back = env.path("back");
+    let out = cmd_at(&env, &back)
+        .args(["restore", "bk"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = cmd_at(&env, &back)
+        .args(["--json", "crl", "--issuer", "device", "--out", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["number"], 2, "{v}");
+    assert_eq!(v["revoked"], 1, "{v}");
+}
+
+#[test]
+fn a_store_of_another_ca_is_refused() {
+    let env = Env::with_ca();
+    ca_with_a_revocation(&env);
+    let other = Env::with_ca();
+    other.ok(&["issue", "device", "--dns", "x.corp.internal"]);
+    let db = env.ca_dir().join("db");
+    std::fs::rename(&db, env.path("db-own")).unwrap();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(other.ca_dir().join("db"))
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for c in [vec!["store", "check"], vec!["list"], vec!["crl"]] {
+        let err = env.fails(&c, 3);
+        assert!(err.contains("another CA"), "{c:?}: {err}");
+    }
+    // Its own store back: all is well again.
+    std::fs::remove_dir_all(&db).unwrap();
+    std::fs::rename(env.path("db-own"), &db).unwrap();
+    env.ok(&["store", "check"]);
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `size` at `dir`, when the tests run as root (else `None`).
+fn small_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return None;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return None;
+    }
+    Some(Mount(dir.to_path_buf()))
+}
+
+/// Fill the file system holding `dir` to the last byte with a ballast file.
+fn fill_up(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let one = [0u8; 1];
+    while f.write_all(&one).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_loses_no_record_and_the_store_recovers_by_itself() {
+    let env = Env::new();
+    let small = env.path("small");
+    let Some(_mount) = small_tmpfs(&small, "2m") else {
+        return;
+    };
+    let ca = small.join("ca");
+    let run = |args: &[&str]| cmd_at(&env, &ca).args(args).output().unwrap();
+    let out = run(&["init", "--name", "Full"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    std::fs::create_dir(env.path("out")).unwrap();
+    let issue = |i: usize| {
+        run(&[
+            "issue",
+            "device",
+            "--dns",
+            &format!("h{i}.corp.internal"),
+            "--request-id",
+            &format!("r{i}"),
+            "--out",
+            &format!("out/h{i}"),
+        ])
+    };
+    for i in 0..20 {
+        let out = issue(i);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    // The disk fills up: every command fails cleanly (exit 3), and sled's next
+    // snapshot is left half-written.
+    let ballast = fill_up(&small);
+    for args in [vec!["list"], vec!["store", "check"]] {
+        let out = run(&args);
+        assert_eq!(code(&out), 3, "{args:?} on a full disk: {}", text(&out));
+        assert!(stderr(&out).starts_with("error: "), "{}", text(&out));
+    }
+    let out = issue(20);
+    assert_eq!(code(&out), 3, "issue on a full disk: {}", text(&out));
+    // Space freed: the store opens by itself with every record.
+    std::fs::remove_file(&ballast).unwrap();
+    let out = run(&["store", "check"]);
+    assert_eq!(code(&out), 0, "the store did not recover: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("20 records"),
+        "{}",
+        text(&out)
+    );
+    // The request that failed completes now, exactly once.
+    let out = issue(20);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run(&["--json", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 21);
+    let out = run(&["store", "check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let leftovers: Vec<String> = std::fs::read_dir(ca.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".generating"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_interrupted_sled_snapshot_is_recovered_at_open() {
+    let env = Env::with_ca();
+    issue_some(&env);
+    let db = env.ca_dir().join("db");
+    // What a full disk or a kill leaves: an empty or torn newest snapshot.
+    std::fs::write(db.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    std::fs::write(db.join("snap.7FFFFFFFFFFFFFFE.generating"), b"torn snapsh").unwrap();
+    let out = env.ok(&["store", "check"]);
+    assert!(out.contains("3 records"), "{out}");
+    assert_eq!(env.store_count(), 3);
+}
+
+/// Hidden leftovers of `init` in the CA directory's parent and inside it.
+fn init_leftovers(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ca."))
+        .collect();
+    if env.ca_dir().join(".mtlsca-init").exists() {
+        v.push("ca/.mtlsca-init".into());
+    }
+    v
+}
+
+#[test]
+fn init_killed_at_random_moments_leaves_nothing_or_a_whole_ca() {
+    let env = Env::new();
+    let mut rng = Rng::new();
+    let start = Instant::now();
+    env.ok(&["init", "--name", "Kill"]);
+    let full = start.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(env.ca_dir()).unwrap();
+    let (mut killed, mut trials, mut whole) = (0, 0, 0);
+    while killed < 12 && trials < 100 {
+        trials += 1;
+        let mut child = env
+            .cmd()
+            .args(["init", "--name", "Kill"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if env.ca_dir().exists() {
+            // A complete CA: usable, and init refuses it.
+            whole += 1;
+            env.ok(&["store", "check"]);
+            let prefix = format!("k{trials}");
+            env.ok(&[
+                "issue",
+                "device",
+                "--dns",
+                "k.corp.internal",
+                "--out",
+                &prefix,
+            ]);
+            let err = env.fails(&["init", "--name", "Again"], 3);
+            assert!(err.contains("already holds a CA"), "{err}");
+            std::fs::remove_dir_all(env.ca_dir()).unwrap();
+        } else {
+            let err = env.fails(&["list"], 3);
+            assert!(err.contains("no CA"), "{err}");
+        }
+    }
+    eprintln!(
+        "{trials} runs, {killed} killed while running, {whole} complete CAs (init takes {full} ms)"
+    );
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} inits were killed while running"
+    );
+    // The next init cleans up what a killed one left and completes.
+    env.ok(&["init", "--name", "Kill"]);
+    env.ok(&["store", "check"]);
+    assert!(
+        init_leftovers(&env).is_empty(),
+        "{:?}",
+        init_leftovers(&env)
+    );
+}
+
+#[test]
+fn init_killed_while_filling_an_existing_directory_is_cleaned_up() {
+    let env = Env::new();
+    std::fs::create_dir(env.ca_dir()).unwrap();
+    std::fs::write(env.ca_dir().join("README"), b"mine").unwrap();
+    let mut rng = Rng::new();
+    let start = Instant::now();
+    env.ok(&["init", "--name", "Kill"]);
+    let full = start.elapsed().as_millis() as u64;
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        for e in ["ca.toml", "root.pem", "device-ca.pem", "entity-ca.pem"] {
+            let _ = std::fs::remove_file(env.ca_dir().join(e));
+        }
+        for d in ["private", "profiles", "db", "crl", ".mtlsca-init"] {
+            let _ = std::fs::remove_dir_all(env.ca_dir().join(d));
+        }
+        let mut child = env
+            .cmd()
+            .args(["init", "--name", "Kill"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if env.ca_dir().join("ca.toml").exists() {
+            env.ok(&["store", "check"]);
+        } else {
+            // Never "no CA" and "already holds a CA" at once: init completes it.
+            env.fails(&["list"], 3);
+            env.ok(&["init", "--name", "Kill"]);
+            env.ok(&["store", "check"]);
+        }
+        assert_eq!(std::fs::read(env.ca_dir().join("README")).unwrap(), b"mine");
+    }
+    assert!(
+        killed >= 5,
+        "only {killed} of {trials} inits were killed while running"
+    );
+}
+
+#[test]
+fn two_inits_at_once_yield_one_ca_and_one_clear_refusal() {
+    for round in 0..20 {
+        let env = Env::new();
+        let spawn = || {
+            env.cmd()
+                .args(["init", "--name", "Race"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let mut codes: Vec<i32> = outs.iter().map(code).collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            vec![0, 3],
+            "round {round}: {}\n{}",
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        let refusal = outs.iter().find(|o| code(o) == 3).unwrap();
+        assert!(
+            stderr(refusal).contains("already holds a CA"),
+            "{}",
+            stderr(refusal)
+        );
+        env.ok(&["store", "check"]);
+        assert!(
+            init_leftovers(&env).is_empty(),
+            "{:?}",
+            init_leftovers(&env)
+        );
+    }
+}
+
+/// The CRL number of a PEM CRL file (via openssl), if the file is there.
+fn crl_number_of(env: &Env, file: &Path) -> Option<u64> {
+    if !file.exists() {
+        return None;
+    }
+    let out = env.openssl_ok(&["crl", "-in", file.to_str().unwrap(), "-noout", "-crlnumber"]);
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("crlNumber="))
+        .unwrap_or_else(|| panic!("no crlNumber: {out}"));
+    let hex = line.trim_start_matches("0x");
+    Some(u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("crlNumber: {out}")))
+}
+
+#[test]
+fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
+    let env = Env::with_ca();
+    env.ok(&["crl"]);
+    let crl_dir = env.ca_dir().join("crl");
+    // What a kill during `crl` leaves (a torn file), for each CA.
+    for kind in ["root", "device", "entity"] {
+        std::fs::write(
+            crl_dir.join(format!(".{kind}.crl.tmp")),
+            b"-----BEGIN X509 CRL-----\nMII",
+        )
+        .unwrap();
+    }
+    let v = env.json(&["crl"]);
+    for c in v.as_array().unwrap() {
+        assert_eq!(c["number"], 2, "{v}");
+    }
+    let left: Vec<String> = std::fs::read_dir(&crl_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(crl_number_of(&env, &crl_dir.join("root.crl")), Some(2));
+
+    // Publications that fail use no number.
+    for _ in 0..3 {
+        env.fails(
+            &["crl", "--issuer", "device", "--out", "no/such/dir/d.crl"],
+            3,
+        );
+    }
+    let v = env.json(&["crl", "--issuer", "device", "--out", "-"]);
+    assert_eq!(v["number"], 3, "{v}");
+
+    // nextUpdate never reaches past the CA's own notAfter.
+    let err = env.fails(&["crl", "--next-update", "1000y"], 2);
+    assert!(err.contains("end of validity"), "{err}");
+    let v = env.json(&[
+        "crl",
+        "--issuer",
+        "root",
+        "--out",
+        "-",
+        "--next-update",
+        "30d",
+    ]);
+    assert_eq!(v["number"], 3, "{v}");
+}
+
+#[test]
+fn export_never_replaces_a_file_without_force() {
+    let env = Env::with_ca();
+    let v = env.json(&["issue", "device", "--dns", "e.corp.internal", "--out", "e"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    let key = std::fs::read(env.path("e.key")).unwrap();
+    // A private key, a dangling symlink, a missing directory: refused, untouched.
+    let err = env.fails(&["export", &s, "--format", "pem", "--out", "e.key"], 2);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(env.path("e.key")).unwrap(), key);
+    std::os::unix::fs::symlink("/nowhere/x", env.path("dangling.pem")).unwrap();
+    env.fails(
+        &["export", &s, "--format", "pem", "--out", "dangling.pem"],
+        2,
+    );
+    assert!(std::fs::symlink_metadata(env.path("dangling.pem"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let err = env.fails(
+        &["export", &s, "--format", "pem", "--out", "no/dir/x.pem"],
+        2,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    // A new name works; --force replaces a file, and a symlink itself (not its target).
+    env.ok(&["export", &s, "--format", "pem", "--out", "e2.pem"]);
+    env.ok(&[
+        "export", &s, "--format", "der", "--out", "e2.pem", "--force",
+    ]);
+    env.openssl_ok(&["x509", "-inform", "DER", "-in", "e2.pem", "-noout"]);
+    std::fs::write(env.path("target"), b"keep").unwrap();
+    std::os::unix::fs::symlink(env.path("target"), env.path("link.pem")).unwrap();
+    env.ok(&[
+        "export", &s, "--format", "pem", "--out", "link.pem", "--force",
+    ]);
+    assert_eq!(std::fs::read(env.path("target")).unwrap(), b"keep");
+    assert!(std::fs::symlink_metadata(env.path("link.pem"))
+        .unwrap()
+        .is_file());
+    // A temporary file a killed export left does not block the next one.
+    std::fs::write(env.path(".e3.pem.tmp"), b"torn").unwrap();
+    env.ok(&["export", &s, "--format", "pem", "--out", "e3.pem"]);
+    assert!(!env.path(".e3.pem.tmp").exists());
+}
+
+/// Run mtlsca under `umask 000`.
+fn run_umask0(env: &Env, args: &[&str]) -> Output {
+    let mut c = Command::new("sh");
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(crate::common::BIN)
+        .arg("--ca-dir")
+        .arg(env.ca_dir())
+        .args(args)
+        .stdin(Stdio::null());
+    c.output().unwrap()
+}
+
+/// Every path under `dir` (itself included) with its permission bits.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        dir.to_path_buf(),
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777,
+    )];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(modes(&p));
+        } else {
+            out.push((p, m.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+#[test]
+fn under_umask_000_the_ca_is_created_with_explicit_modes_and_check_reports_loose_ones() {
+    let env = Env::new();
+    for args in [
+        vec!["init", "--name", "Umask"],
+        vec!["issue", "device", "--dns", "u.corp.internal", "--out", "u"],
+        vec!["crl"],
+        vec!["backup", "bk"],
+    ] {
+        let out = run_umask0(&env, &args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
+    }
+    let mut all = modes(&env.ca_dir());
+    all.extend(modes(&env.path("bk")));
+    for (p, mode) in &all {
+        let allowed: &[u32] = if p.is_dir() {
+            &[0o700, 0o750]
+        } else {
+            &[0o600, 0o644]
+        };
+        assert!(allowed.contains(mode), "{} has mode {mode:o}", p.display());
+        if p.starts_with(env.ca_dir().join("private")) || p.starts_with(env.ca_dir().join("db")) {
+            assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+        }
+    }
+    let out = run_umask0(&env, &["store", "check"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // A profile directory others can write is reported, with the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let profiles = env.ca_dir().join("profiles");
+    std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = env.fails(&["store", "check"], 3);
+    assert!(
+        err.contains("profiles") && err.contains("chmod go-w"),
+        "{err}"
+    );
+}
+
+#[test]
+fn smaller_findings_of_issue_10() {
+    let env = Env::with_ca();
+    let profiles = env.ca_dir().join("profiles");
+    // One invalid profile does not hide the others; it is listed with its error.
+    std::fs::write(profiles.join("broken.toml"), "name = \"broken\"\nrole = ").unwrap();
+    let out = env.ok(&["profile", "list"]);
+    assert!(out.contains("device") && out.contains("person"), "{out}");
+    assert!(out.contains("broken") && out.contains("INVALID"), "{out}");
+    let v = env.json(&["profile", "list"]);
+    let broken = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .unwrap();
+    assert_eq!(broken["valid"], false, "{v}");
+    std::fs::remove_file(profiles.join("broken.toml")).unwrap();
+
+    // profile check: any invalid profile is "no" (1), an unreadable file is 2.
+    std::fs::write(env.path("syntax.toml"), "name = \"x\"\nrole = ").unwrap();
+    std::fs::write(
+        env.path("unknown.toml"),
+        "name = \"x\"\nrole = \"device\"\nhue = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("rule.toml"),
+        "name = \"x\"\nrole = \"device\"\nextended_key_usage = [\"client-auth\"]\n",
+    )
+    .unwrap();
+    for f in ["syntax.toml", "unknown.toml", "rule.toml"] {
+        env.fails(&["profile", "check", f], 1);
+    }
+    env.fails(&["profile", "check", "missing.toml"], 2);
+
+    // Terminal controls and bidi overrides from recorded values and profiles are
+    // printed escaped by show, list, audit and profile list.
+    // Control characters in a name are refused at issuance; a bidi override is not.
+    let evil = "Alice\u{202e}gpj.exe";
+    std::fs::write(
+        profiles.join("evil.toml"),
+        "name = \"evil\"\nrole = \"device\"\ndescription = \"x\\u001b]0;pwned\\u0007\\u202e\"\n",
+    )
+    .unwrap();
+    let out = env.run(&[
+        "issue",
+        "person",
+        "--cn",
+        evil,
+        "--email",
+        "alice@corp.example",
+        "--out",
+        "evil",
+        "--json",
+    ]);
+    let mut shown = vec![env.ok(&["profile", "list"])];
+    if code(&out) == 0 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = v["serial"].as_str().unwrap().to_string();
+        env.ok(&["revoke", &s]);
+        shown.push(env.ok(&["show", &s]));
+        shown.push(env.ok(&["list"]));
+        shown.push(env.ok(&["audit"]));
+    } else {
+        eprintln!("a CN with controls is refused at issuance: {}", text(&out));
+    }
+    assert_eq!(shown.len(), 4, "the bidi name was not recorded");
+    for s in &shown {
+        for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(!s.contains(bad), "raw {:?} printed:\n{s}", bad);
+        }
+    }
+    assert!(shown[0].contains("\\u{1b}"), "{}", shown[0]);
+
+    // A PKCS#12 password of one character is refused.
+    let v = env.json(&["issue", "device", "--dns", "p.corp.internal", "--out", "p"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    std::fs::write(env.path("pw1"), "x\n").unwrap();
+    let err = env.fails(
+        &[
+            "export",
+            &s,
+            "--format",
+            "p12",
+            "--password-file",
+            "pw1",
+            "--out",
+            "p.p12",
+        ],
+        2,
+    );
+    assert!(err.contains("too short"), "{err}");
+    assert!(!env.path("p.p12").exists());
+}
+
+/// A CSR for an RSA key with public exponent 3, made with openssl.
+#[test]
+fn an_rsa_key_with_exponent_3_is_refused() {
+    let env = Env::with_ca();
+    let gen = env.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-pkeyopt",
+        "rsa_keygen_pubexp:3",
+        "-out",
+        "e3.key",
+    ]);
+    assert!(gen.status.success(), "{}", text(&gen));
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-key",
+        "e3.key",
+        "-subj",
+        "/CN=e3.corp.internal",
+        "-addext",
+        "subjectAltName=DNS:e3.corp.internal",
+        "-out",
+        "e3.csr",
+    ]);
+    let err = env.fails(&["sign", "device", "--csr", "e3.csr", "--out", "e3.pem"], 1);
+    assert!(err.contains("exponent"), "{err}");
+    assert!(!env.path("e3.pem").exists());
+    assert_eq!(env.store_count(), 0);
+}
+
+/// Run mtlsca with `args`, SIGKILL it after a random delay within `full_ms`;
+/// whether the kill landed while it ran.
+fn run_and_kill(env: &Env, args: &[&str], full_ms: u64, rng: &mut Rng) -> bool {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(rng.below(full_ms + 5)));
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    killed
+}
+
+/// How long one run of a command takes here (kill points are drawn within it).
+fn time_ms(env: &Env, args: &[&str]) -> u64 {
+    let start = Instant::now();
+    env.ok(args);
+    start.elapsed().as_millis() as u64
+}
+
+#[test]
+fn crl_killed_at_random_moments_never_reuses_a_number_nor_blocks() {
+    let env = Env::with_ca();
+    issue_some(&env);
+    let s = env.json(&["issue", "device", "--dns", "gone.corp.internal"])["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["revoke", &s]);
+    let full = time_ms(&env, &["crl"]);
+    let crl_dir = env.ca_dir().join("crl");
+    let mut rng = Rng::new();
+    // Every (issuer, number) ever published, with the CRL's bytes.
+    let mut seen: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let observe = |env: &Env,
+                   seen: &mut BTreeMap<(String, u64), Vec<u8>>,
+                   last: &mut BTreeMap<String, u64>| {
+        for kind in ["root", "device", "entity"] {
+            let f = crl_dir.join(format!("{kind}.crl"));
+            let Some(n) = crl_number_of(env, &f) else {
+                continue;
+            };
+            let bytes = std::fs::read(&f).unwrap();
+            let prev = seen.entry((kind.to_string(), n)).or_insert(bytes.clone());
+            assert_eq!(*prev, bytes, "{kind} CRL number {n} used by two CRLs");
+            let l = last.entry(kind.to_string()).or_insert(0);
+            assert!(n >= *l, "{kind} CRL number went back from {l} to {n}");
+            *l = n;
+        }
+    };
+    observe(&env, &mut seen, &mut last);
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        if run_and_kill(&env, &["crl"], full, &mut rng) {
+            killed += 1;
+        }
+        observe(&env, &mut seen, &mut last);
+        env.ok(&["store", "check"]);
+        // Re-running completes it: every CRL newer than what was published.
+        let before = last.clone();
+        let v = env.json(&["crl"]);
+        for c in v.as_array().unwrap() {
+            let kind = c["issuer"].as_str().unwrap();
+            let n = c["number"].as_u64().unwrap();
+            assert!(n > before.get(kind).copied().unwrap_or(0), "{v}");
+        }
+        observe(&env, &mut seen, &mut last);
+        let left: Vec<String> = std::fs::read_dir(&crl_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running (crl takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    // The revoked certificate is in the device CRL, as openssl reads it.
+    let text = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    assert!(text.contains(&s.to_uppercase()), "{text}");
+}
+
+#[test]
+fn revoke_killed_at_random_moments_revokes_exactly_once() {
+    let env = Env::with_ca();
+    let spare = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "spare.corp.internal",
+        "--out",
+        "spare",
+    ]);
+    let full = time_ms(&env, &["revoke", spare["serial"].as_str().unwrap()]);
+    let mut rng = Rng::new();
+    let mut serials = Vec::new();
+    let (mut killed, mut trials, mut landed) = (0, 0, 0);
+    while killed < 10 && trials < 60 {
+        trials += 1;
+        let v = env.json(&[
+            "issue",
+            "device",
+            "--dns",
+            &format!("v{trials}.corp.internal"),
+            "--out",
+            &format!("v{trials}"),
+        ]);
+        serials.push(v["serial"].as_str().unwrap().to_string());
+        let s = serials.last().unwrap();
+        if run_and_kill(
+            &env,
+            &["revoke", s, "--reason", "keyCompromise"],
+            full,
+            &mut rng,
+        ) {
+            killed += 1;
+        }
+        env.ok(&["store", "check"]);
+        // Re-running completes it, or says it is already done.
+        let out = env.run(&["revoke", s, "--reason", "keyCompromise"]);
+        match code(&out) {
+            0 => {}
+            1 => {
+                assert!(stderr(&out).contains("already revoked"), "{}", text(&out));
+                landed += 1;
+            }
+            _ => panic!("{}", text(&out)),
+        }
+        let rec = env.json(&["show", s]);
+        assert_eq!(rec["status"], "revoked", "{rec}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running, {landed} had revoked before the kill (revoke takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    // One revoke entry in the audit log per certificate.
+    let log = env.json(&["audit"]);
+    for s in &serials {
+        let n = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "revoke" && e["serial"] == s.as_str())
+            .count();
+        assert_eq!(n, 1, "{s} revoked {n} times");
+    }
+    env.ok(&["audit", "--verify"]);
+}
+
+#[test]
+fn export_killed_at_random_moments_leaves_a_whole_file_or_none() {
+    let env = Env::with_ca();
+    let v = env.json(&["issue", "device", "--dns", "x.corp.internal", "--out", "x"]);
+    let s = v["serial"].as_str().unwrap().to_string();
+    std::fs::write(env.path("pw"), "correct horse\n").unwrap();
+    let args = |i: usize| -> Vec<String> {
+        let mut a: Vec<String> = vec!["export".into(), s.clone(), "--format".into()];
+        if i % 2 == 0 {
+            a.extend(["chain".into(), "--out".into(), format!("x{i}.pem")]);
+        } else {
+            a.extend(["p12".into(), "--password-file".into(), "pw".into()]);
+            a.extend(["--out".into(), format!("x{i}.p12")]);
+        }
+        a
+    };
+    let a1 = args(1);
+    let full = time_ms(&env, &a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut rng = Rng::new();
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        let i = trials + 1;
+        let a = args(i);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        if run_and_kill(&env, &a, full, &mut rng) {
+            killed += 1;
+        }
+        // Re-running completes it; or the killed run had finished the file.
+        let out = env.run(&a);
+        match code(&out) {
+            0 => {}
+            2 => assert!(stderr(&out).contains("already exists"), "{}", text(&out)),
+            _ => panic!("{}", text(&out)),
+        }
+        let file = a[a.len() - 1];
+        if i % 2 == 0 {
+            env.openssl_ok(&["x509", "-in", file, "-noout"]);
+        } else {
+            env.openssl_ok(&[
+                "pkcs12",
+                "-in",
+                file,
+                "-passin",
+                "pass:correct horse",
+                "-noenc",
+                "-info",
+            ]);
+        }
+        let left: Vec<String> = std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".x"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    eprintln!("{trials} runs, {killed} killed while running (export takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    env.ok(&["store", "check"]);
+}
+
+#[test]
+fn restore_killed_at_random_moments_leaves_nothing_or_a_whole_ca() {
+    let env = Env::with_ca();
+    ca_with_a_revocation(&env);
+    env.ok(&["backup", "bk"]);
+    let target = env.path("back");
+    let restore = || {
+        cmd_at(&env, &target)
+            .args(["restore", "bk"])
+            .output()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let out = restore();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let full = start.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(&target).unwrap();
+    let mut rng = Rng::new();
+    let (mut killed, mut trials) = (0, 0);
+    while killed < 10 && trials < 80 {
+        trials += 1;
+        let mut child = cmd_at(&env, &target)
+            .args(["restore", "bk"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(full + 5)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        if target.exists() {
+            let out = cmd_at(&env, &target)
+                .args(["--json", "list"])
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{}", text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v.as_array().unwrap().len(), 4, "{v}");
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+    }
+    eprintln!("{trials} runs, {killed} killed while running (restore takes {full} ms)");
+    assert!(
+        killed >= 10,
+        "only {killed} of {trials} were killed while running"
+    );
+    let out = restore();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = cmd_at(&env, &target)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let left: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".back"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
