@@ -7,8 +7,8 @@
 # issued again: each completes exactly once, no serial repeats, no temporary
 # file is left. Not part of every CI run (a few minutes): run it by hand.
 #
-#   bash bench/kill-stress.sh [N] [IDS]    # builds the release binary first
-#   MTLSCA=/path/to/mtlsca bash bench/kill-stress.sh [N] [IDS]
+#   bash benches/kill-stress.sh [N] [IDS]    # builds the release binary first
+#   MTLSCA=/path/to/mtlsca bash benches/kill-stress.sh [N] [IDS]
 #
 # IDS (default 200) is how many distinct request ids the runs draw from, so
 # most ids are killed more than once. Exit 0 when every check held.

@@ -7,9 +7,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::render::{self, date, print_json, record_json, rfc3339};
-use super::verify_cmds::{self, ExpectArg, TrustArgs, VerifyPairArgs};
+use super::verify_cmds;
 use super::{Ctx, Outcome};
-use crate::ca::{self, Ca, InitOptions};
+use crate::ca::{self, InitOptions};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output};
@@ -632,150 +632,42 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             .find(|p| !p.exists())
             .unwrap_or_else(|| PathBuf::from("mtlsca-quickstart")),
     };
-    let ca_dir = dir.join("ca");
-    let step = |n: u32, text: &str| ctx.say(format!("\n[{n}] {text}"));
-    step(1, &format!("create a CA in {}", ca_dir.display()));
-    let sub = Ctx {
-        global: super::GlobalArgs {
-            ca_dir: ca_dir.clone(),
-            ..ctx.global.clone()
-        },
-        now: ctx.now,
-    };
-    let quiet = Ctx {
-        global: super::GlobalArgs {
-            quiet: true,
-            json: false,
-            ..sub.global.clone()
-        },
-        now: ctx.now,
-    };
-    init(
-        &quiet,
-        InitArgs {
-            name: "Quickstart".into(),
-            key_type: KeyType::EcdsaP256,
-            permit_dns: vec![],
-            permit_ip: vec![],
-            permit_uri: vec![],
-            encrypt: false,
-        },
-    )?;
-    ctx.say(format!(
-        "    root CA {}, device CA (serverAuth), entity CA (clientAuth)",
-        ca_dir.join("root.pem").display()
-    ));
-
-    let ca = Ca::open(&ca_dir)?.with_passphrase_source(ctx.passphrase_source());
-    let store = Store::open(&ca_dir, ctx.global.lock_timeout)?;
-    let issuer = Issuer::new(&ca, &store)?;
-    let mut issued = Vec::new();
-    let plans: [(&str, &str, RequestedContent, &str); 3] = [
-        (
-            "device",
-            "web",
-            RequestedContent {
-                dns: vec!["web.quickstart.internal".into()],
-                ip: vec!["127.0.0.1".into()],
-                ..Default::default()
-            },
-            "a device certificate for web.quickstart.internal (serverAuth)",
-        ),
-        (
-            "device",
-            "api",
-            RequestedContent {
-                dns: vec!["api.quickstart.internal".into()],
-                ..Default::default()
-            },
-            "a second device certificate for api.quickstart.internal (serverAuth)",
-        ),
-        (
-            "person",
-            "alice",
-            RequestedContent {
-                cn: Some("Alice Example".into()),
-                email: vec!["alice@quickstart.example".into()],
-                ..Default::default()
-            },
-            "a person certificate for Alice Example (clientAuth)",
-        ),
-    ];
-    for (i, (profile, file, content, what)) in plans.into_iter().enumerate() {
-        step(2 + i as u32, &format!("issue {what}"));
-        let req = IssuanceRequest {
-            profile: profile.into(),
-            content,
-            key: KeySource::Generate(None),
-            request_id: Some(format!("quickstart-{file}")),
-            output: Output::Prefix(dir.join(file)),
-            origin: crate::rules::Origin::Arguments,
-        };
-        let out = issuer.issue(&req, ctx.now)?;
-        ctx.say(format!(
-            "    serial {}  files {}",
-            out.record.serial,
-            out.files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
-        issued.push(out);
-    }
-    drop(issuer);
-    drop(store);
-
-    // Both pairs, through the verifier and a real TLS 1.3 handshake on loopback.
-    let pairs = [
-        (
-            "web",
-            "api",
-            ExpectArg::ServerToServer,
-            "web -> api: two devices, a server-to-server link",
-        ),
-        (
-            "alice",
-            "web",
-            ExpectArg::ClientToServer,
-            "alice -> web: a person to a device, a client-to-server link",
-        ),
-    ];
-    let mut verdicts = Vec::new();
-    for (n, (initiator, responder, expect, what)) in pairs.into_iter().enumerate() {
-        step(
-            5 + n as u32,
-            &format!("verify the pair {what}, with a TLS 1.3 handshake"),
-        );
-        let args = VerifyPairArgs {
-            initiator: dir.join(format!("{initiator}.chain.pem")),
-            responder: dir.join(format!("{responder}.chain.pem")),
-            expect: Some(expect),
-            initiator_name: None,
-            responder_name: None,
-            trust: TrustArgs {
-                trust: vec![],
-                untrusted: vec![],
-                crl: vec![],
-                at: None,
-            },
-            handshake: true,
-            initiator_key: None,
-            responder_key: None,
-        };
-        let verdict = verify_cmds::pair_verdict(&sub, &args)?;
-        for line in verify_cmds::pair_text(&args, &verdict).lines() {
-            ctx.say(format!("    {line}"));
+    let q = crate::quickstart::run(&dir, ctx.global.lock_timeout, ctx.now, &mut |e| {
+        use crate::quickstart::Event;
+        match e {
+            Event::Step { n, text } => ctx.say(format!("\n[{n}] {text}")),
+            Event::CaCreated { ca_dir } => ctx.say(format!(
+                "    root CA {}, device CA (serverAuth), entity CA (clientAuth)",
+                ca_dir.join("root.pem").display()
+            )),
+            Event::Issued(out) => ctx.say(format!(
+                "    serial {}  valid until {}  files {}",
+                out.record.serial,
+                date(out.record.not_after),
+                out.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            Event::Pair {
+                initiator,
+                responder,
+                verdict,
+            } => {
+                for line in verify_cmds::pair_text(initiator, responder, verdict).lines() {
+                    ctx.say(format!("    {line}"));
+                }
+            }
         }
-        verdicts.push(verdict);
-    }
-    let all_valid = verdicts.iter().all(|v| v.valid);
+    })?;
+    let all_valid = q.valid();
     if ctx.global.json {
         print_json(&json!({
-            "dir": dir,
-            "ca_dir": ca_dir,
-            "certificates": issued.iter().map(|i| issued_json(i, ctx)).collect::<Vec<_>>(),
-            "pairs": verdicts,
+            "dir": q.dir,
+            "ca_dir": q.ca_dir,
+            "certificates": q.issued.iter().map(|i| issued_json(i, ctx)).collect::<Vec<_>>(),
+            "pairs": q.pairs,
             "valid": all_valid,
         }));
     }
@@ -787,7 +679,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
             "done, but a pair did not verify"
         },
         dir.display(),
-        ca_dir.display(),
+        q.ca_dir.display(),
         dir.join("web.pem").display()
     ));
     Ok(if all_valid {

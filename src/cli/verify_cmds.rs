@@ -402,14 +402,14 @@ fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
     if ctx.global.json {
         render::print_json(&serde_json::to_value(&v).unwrap_or_default());
     } else {
-        ctx.say(pair_text(&a, &v));
+        ctx.say(pair_text(&a.initiator, &a.responder, &v));
     }
     Ok(if v.valid { Outcome::Done } else { Outcome::No })
 }
 
 /// The verdict on a pair (with its handshake when asked), as `verify pair` computes
 /// it: the files are loaded here, the decision is [`verify::check_pair`]'s.
-pub(super) fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict> {
+fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict> {
     let i_chain = load::certs(&a.initiator, "initiator certificate")?;
     let r_chain = load::certs(&a.responder, "responder certificate")?;
     let loaded = load_trust(ctx, &a.trust)?;
@@ -463,7 +463,7 @@ fn handshake_key(
 
 /// The text of a pair verdict: a table of both ends, the connection, the
 /// handshake, the verdict and its reasons.
-pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
+pub(super) fn pair_text(initiator: &Path, responder: &Path, v: &PairVerdict) -> String {
     let side = |s: &verify::SideVerdict| {
         vec![
             s.role.map_or("unreadable".to_string(), |r| r.to_string()),
@@ -490,8 +490,8 @@ pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
     let labels = ["role", "subject", "names", "EKU", "expires", "chain"];
     let mut rows = vec![vec![
         "file".to_string(),
-        a.initiator.display().to_string(),
-        a.responder.display().to_string(),
+        initiator.display().to_string(),
+        responder.display().to_string(),
     ]];
     for (n, l) in labels.iter().enumerate() {
         rows.push(vec![l.to_string(), i[n].clone(), r[n].clone()]);
