@@ -171,6 +171,7 @@ pub struct InitOptions {
 /// Where the passphrase of encrypted CA keys comes from when the caller did not
 /// give one to `Ca::with_passphrase`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PassphraseSource {
     /// A file whose content (less one trailing newline) is the passphrase.
     File(PathBuf),

@@ -29,6 +29,7 @@ pub const DEFAULT_NEXT_UPDATE: time::Duration = time::Duration::days(7);
 /// and `removeFromCRL` (its undoing, for delta CRLs) are not offered: mtlsca
 /// revocations are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reason {
     /// No reason given (no reasonCode extension).
     Unspecified,

@@ -8,6 +8,7 @@ use crate::rules::{Origin, Refusal, Refusals, Rule};
 /// Everything that can stop a command. A failed *verification* is not an error but a
 /// verdict (see `verify`); a refusal by policy is, because nothing was produced.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Refused by policy: the request is well-formed but mtlsca will not sign it.
     #[error("refused: {0}")]

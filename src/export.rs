@@ -27,6 +27,7 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// What to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// The leaf certificate, PEM.
     Pem,
@@ -61,6 +62,7 @@ impl Format {
 
 /// Where the private key of a PKCS#12 comes from.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum KeyInput {
     /// A PKCS#8 key (PEM or DER) read by the caller; `what` names it in errors.
     Given {

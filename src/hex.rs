@@ -1,5 +1,6 @@
 //! Lowercase hex without separators: how serials, fingerprints and key ids print.
 
+/// Lowercase hex of some bytes.
 pub fn encode(b: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);

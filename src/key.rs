@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 /// Key types mtlsca generates. RSA is accepted from CSRs but never generated (ring
 /// has no RSA key generation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum KeyType {
     #[serde(rename = "ecdsa-p256")]
     /// ECDSA on P-256 with SHA-256 (the default).
@@ -292,6 +293,7 @@ pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
 
 /// A public key that arrived in a CSR, after the strength rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublicKeyKind {
     /// ECDSA P-256.
     EcdsaP256,

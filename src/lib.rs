@@ -3,7 +3,19 @@
 //! device, clientAuth an entity (a person or an organisation).
 //!
 //! The crate is a library first; the `mtlsca` binary is a thin layer over it.
+//! The types most callers need are re-exported here:
+//!
+//! - issuing: [`Ca`] (a CA directory), [`Store`] (its records), [`Issuer`] (the
+//!   one engine) taking an [`IssuanceRequest`] and giving an [`Issued`], or a
+//!   refusal whose [`Refusal`]s name a [`Rule`] of the rulebook;
+//! - verifying: [`verify_cert`], [`check_pair`] (with an optional loopback
+//!   handshake) and the rustls verifiers [`DraftClientCertVerifier`] /
+//!   [`DraftServerCertVerifier`] built from a [`DraftPolicy`];
+//! - the draft's vocabulary: [`Role`], [`Eku`], [`CertClass`], [`Connection`].
+//!
+//! `ARCHITECTURE.md` in the repository maps the modules.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod backup;
 pub mod batch;
@@ -12,10 +24,10 @@ pub mod crl;
 pub mod error;
 pub mod export;
 pub mod fsutil;
-pub mod hex;
+mod hex;
 pub mod issue;
 pub mod key;
-pub mod name_constraints;
+mod name_constraints;
 pub mod names;
 pub mod policy;
 pub mod profile;
@@ -28,6 +40,13 @@ pub mod timefmt;
 pub mod inspect;
 pub mod verify;
 
-pub mod cli;
-
+pub use ca::{Ca, CaKind, InitOptions, PassphraseSource};
 pub use error::{Error, Result};
+pub use issue::{IssuanceRequest, IssueStatus, Issued, Issuer, KeySource, Output, RunOptions};
+pub use policy::RequestedContent;
+pub use profile::Profile;
+pub use role::{CertClass, Connection, Eku, EntityKind, Role};
+pub use rules::{Field, Origin, Refusal, Refusals, Rule};
+pub use store::{Record, Store};
+pub use verify::rustls_verifiers::{DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier};
+pub use verify::{check_pair, verify_cert, CertVerdict, PairRequest, PairVerdict};

@@ -4,9 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+// The command line is the binary's, not part of the library's API. Its modules
+// name library items as `crate::...`: the library's modules are imported here.
+#[allow(unused_imports)]
+use mtlsca::*;
+
+mod cli;
 
 fn main() -> ExitCode {
-    let cli = match mtlsca::cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; everything else is bad usage (2).
@@ -22,11 +28,11 @@ fn main() -> ExitCode {
     let json = cli.global.json;
     // Only main reads the clock; everything below takes `now` as data.
     let now = time::OffsetDateTime::now_utc();
-    match mtlsca::cli::run(cli, now) {
+    match cli::run(cli, now) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
             eprintln!("error: {e}");
-            if json && !mtlsca::cli::render::json_printed() {
+            if json && !cli::render::json_printed() {
                 // One JSON document on stdout for machines, the exit code kept.
                 println!(
                     "{}",

@@ -61,6 +61,7 @@ impl fmt::Display for Role {
 /// What kind of entity a clientAuth certificate names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum EntityKind {
     /// A natural person.
     Person,
@@ -80,6 +81,7 @@ impl EntityKind {
 
 /// The extended key usages mtlsca knows by name (profile spellings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Eku {
     /// id-kp-serverAuth: a device.
     #[serde(rename = "server-auth")]
@@ -153,6 +155,7 @@ pub fn eku_conflict(role: Role, ekus: &[Eku]) -> Option<String> {
 /// A kind of subjectAltName.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NameKind {
     /// dNSName.
     Dns,
@@ -184,6 +187,7 @@ impl NameKind {
 /// How a certificate reads under the draft, from its EKU extension and CA flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CertClass {
     /// serverAuth only: a machine.
     Device,

@@ -89,6 +89,7 @@ pub enum SubjectAttr {
 
 /// What a certificate's common name may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CnRule {
     /// A device: the CN, when present, repeats one of its DNS names (so OpenSSL,
     /// which reads a CN as a host name, holds it to the name constraints like the

@@ -434,8 +434,8 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
     }
     let r = &i.record;
     let verb = match i.status {
-        crate::issue::IssueStatus::Issued => "issued",
         crate::issue::IssueStatus::Exists => "already issued for this request id:",
+        _ => "issued",
     };
     ctx.say(format!(
         "{verb} {} certificate {} (profile {}), valid until {}",
@@ -659,6 +659,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
                     ctx.say(format!("    {line}"));
                 }
             }
+            _ => {}
         }
     })?;
     let all_valid = q.valid();

@@ -33,6 +33,7 @@ pub struct ChunkItem<'a> {
 
 /// What `revoke` did.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RevokeOutcome {
     /// Revoked now (not yet flushed: call `flush`); the updated record.
     Revoked(Box<Record>),

@@ -160,6 +160,7 @@ pub struct AuditEntry {
 
 /// The outcome of recording an issuance.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Recorded {
     /// Recorded (not yet flushed: call `flush`).
     New,

@@ -55,6 +55,7 @@ impl Purpose {
 
 /// How the EKU of the certificate (and of the CAs above it) is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Usage {
     /// The draft: the leaf must carry an EKU extension whose TLS meaning is exactly
     /// the role's (device = serverAuth without clientAuth or anyExtendedKeyUsage;
@@ -110,6 +111,7 @@ pub struct VerifyOptions {
 
 /// A name a peer is expected to have: what `--name` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerName {
     /// A DNS name (lowercased, without a trailing dot).
     Dns(String),
