@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod acme;
 pub mod backup;
 pub mod batch;
 pub mod ca;
