@@ -402,6 +402,7 @@ fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
 pub fn issued_json(i: &Issued, ctx: &Ctx) -> serde_json::Value {
     let mut v = record_json(&i.record, ctx.now);
     v["files"] = json!(i.files);
+    v["written"] = json!(i.written);
     v["status"] = json!(i.status.as_str());
     v
 }
@@ -433,7 +434,24 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
     ));
     ctx.say(format!("  names    {}", r.names.join(", ")));
     for f in &i.files {
-        ctx.say(format!("  wrote    {}", f.display()));
+        if i.written.contains(f) {
+            ctx.say(format!("  wrote    {}", f.display()));
+        } else {
+            ctx.say(format!("  exists   {}", f.display()));
+        }
+    }
+    if i.status == crate::issue::IssueStatus::Exists {
+        if let Some(k) = &r.key_file {
+            if !i
+                .files
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == "key"))
+            {
+                ctx.say(format!(
+                    "  note     no key file here: a private key is never stored; this certificate's key was written to {k}"
+                ));
+            }
+        }
     }
 }
 

@@ -8,4 +8,5 @@ mod lifecycle;
 mod limbo;
 mod names;
 mod reliability;
+mod ux;
 mod verify;

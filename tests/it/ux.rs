@@ -1,0 +1,255 @@
+//! Issue 12: what a pipeline and a person trip over — request-id drift, naming a
+//! certificate, renewal, validity spelling, errors with the fix, files, help.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `--json` run: exit code and the parsed stdout (one document).
+fn json_run(env: &Env, args: &[&str]) -> (i32, Value) {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = env.run(&a);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (code(&out), v)
+}
+
+fn rules(v: &Value) -> Vec<String> {
+    v["error"]["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["rule"].as_str().map(String::from))
+        .collect()
+}
+
+// 1. Request-id drift.
+
+#[test]
+fn a_different_request_under_a_recorded_id_is_refused_showing_both() {
+    let env = Env::with_ca();
+    env.ok(&[
+        "issue",
+        "device",
+        "--request-id",
+        "r1",
+        "--dns",
+        "r.example",
+        "--out",
+        "r1",
+    ]);
+    let err = env.fails(
+        &[
+            "issue",
+            "device",
+            "--request-id",
+            "r1",
+            "--dns",
+            "other.example",
+            "--out",
+            "r1b",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("DNS:r.example") && err.contains("DNS:other.example"),
+        "{err}"
+    );
+    assert!(
+        !env.path("r1b.pem").exists(),
+        "nothing written for a conflict"
+    );
+    let (c, v) = json_run(
+        &env,
+        &[
+            "issue",
+            "device",
+            "--request-id",
+            "r1",
+            "--dns",
+            "other.example",
+            "--out",
+            "r1b",
+        ],
+    );
+    assert_eq!(c, 1);
+    assert_eq!(rules(&v), ["request-id-conflict"], "{v}");
+    // Another profile, another key type, another subject: each a conflict.
+    env.fails(
+        &[
+            "issue",
+            "workload",
+            "--request-id",
+            "r1",
+            "--dns",
+            "r.example",
+            "--out",
+            "r1c",
+        ],
+        1,
+    );
+    let err = env.fails(
+        &[
+            "issue",
+            "device",
+            "--request-id",
+            "r1",
+            "--dns",
+            "r.example",
+            "--key-type",
+            "ed25519",
+            "--out",
+            "r1c",
+        ],
+        1,
+    );
+    assert!(err.contains("Ed25519") && err.contains("P-256"), "{err}");
+    env.fails(
+        &[
+            "issue",
+            "device",
+            "--request-id",
+            "r1",
+            "--dns",
+            "r.example",
+            "--org",
+            "Acme",
+            "--out",
+            "r1c",
+        ],
+        1,
+    );
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn the_same_request_again_claims_no_file_it_did_not_write() {
+    let env = Env::with_ca();
+    let args = [
+        "issue",
+        "device",
+        "--request-id",
+        "r1",
+        "--dns",
+        "r.example",
+        "--out",
+        "r1",
+    ];
+    let first = env.ok(&args);
+    assert!(first.contains("wrote    r1.key"), "{first}");
+    let again = env.ok(&args);
+    assert!(!again.contains("wrote"), "nothing was written: {again}");
+    assert!(again.contains("exists   r1.key"), "{again}");
+    // The same name in another case is the same request; a missing certificate
+    // file is completed and said so.
+    std::fs::remove_file(env.path("r1.chain.pem")).unwrap();
+    let again = env.ok(&[
+        "issue",
+        "device",
+        "--request-id",
+        "r1",
+        "--dns",
+        "R.Example",
+        "--out",
+        "r1",
+    ]);
+    assert!(again.contains("wrote    r1.chain.pem"), "{again}");
+    assert!(!again.contains("wrote    r1.pem"), "{again}");
+    let (c, v) = json_run(&env, &args);
+    assert_eq!(c, 0);
+    assert_eq!(v["status"], "exists");
+    assert_eq!(v["written"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn sign_under_a_recorded_id_with_another_csr_is_a_conflict() {
+    let env = Env::with_ca();
+    for n in ["a", "b"] {
+        env.openssl_ok(&[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-keyout",
+            &format!("{n}.key"),
+            "-out",
+            &format!("{n}.csr"),
+            "-subj",
+            "/CN=db.example",
+            "-addext",
+            "subjectAltName=DNS:db.example",
+        ]);
+    }
+    env.ok(&[
+        "sign",
+        "device",
+        "--csr",
+        "a.csr",
+        "--request-id",
+        "db",
+        "--out",
+        "a.pem",
+    ]);
+    env.ok(&[
+        "sign",
+        "device",
+        "--csr",
+        "a.csr",
+        "--request-id",
+        "db",
+        "--out",
+        "a.pem",
+    ]);
+    let err = env.fails(
+        &[
+            "sign",
+            "device",
+            "--csr",
+            "b.csr",
+            "--request-id",
+            "db",
+            "--out",
+            "b.pem",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("request id") || err.contains("request-id"),
+        "{err}"
+    );
+    assert!(!env.path("b.pem").exists());
+}
+
+#[test]
+fn a_manifest_entry_whose_names_changed_is_refused_not_already_issued() {
+    let env = Env::with_ca();
+    std::fs::create_dir(env.path("out")).unwrap();
+    let m = |dns: &str| {
+        format!("[[certificate]]\nid = \"web\"\nprofile = \"device\"\ndns = [\"{dns}\"]\n")
+    };
+    std::fs::write(env.path("m.toml"), m("web.example")).unwrap();
+    env.ok(&["batch", "--manifest", "m.toml", "--out-dir", "out"]);
+    std::fs::write(env.path("m.toml"), m("web2.example")).unwrap();
+    let out = env.run(&[
+        "--json",
+        "batch",
+        "--manifest",
+        "m.toml",
+        "--out-dir",
+        "out",
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "refused");
+    assert_eq!(line["reasons"][0]["rule"], "request-id-conflict", "{line}");
+    let msg = line["reasons"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("DNS:web.example") && msg.contains("DNS:web2.example"),
+        "{msg}"
+    );
+}
