@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod hex;
 pub mod issue;
 pub mod key;
+pub mod lookup;
 pub mod name_constraints;
 pub mod names;
 pub mod policy;

@@ -134,7 +134,9 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub id: String,
     /// Print the certificate PEM instead of the record
     #[arg(long)]
@@ -546,12 +548,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
     ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let rec = store.find(&a.id)?.ok_or_else(|| {
-        Error::refused(format!(
-            "no certificate with serial or fingerprint {}",
-            crate::names::printable(&a.id)
-        ))
-    })?;
+    let rec = crate::lookup::resolve(&store, &a.id)?;
     let der = store
         .der(&rec)?
         .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;

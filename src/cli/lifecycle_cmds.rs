@@ -37,7 +37,9 @@ pub struct BatchArgs {
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub serial: String,
     /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
     /// superseded, cessationOfOperation, privilegeWithdrawn, aACompromise
@@ -61,7 +63,9 @@ pub struct CrlArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub serial: String,
     /// pem (leaf), der (leaf), chain (leaf + issuing CA), p12 (key + leaf + CAs)
     #[arg(long, value_parser = ["pem", "der", "chain", "p12"])]
@@ -202,7 +206,8 @@ pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
     ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let rec = crl::revoke(&store, &a.serial, reason, ctx.now)?;
+    let named = crate::lookup::resolve(&store, &a.serial)?;
+    let rec = crl::revoke(&store, &named.serial, reason, ctx.now)?;
     if ctx.global.json {
         print_json(&record_json(&rec, ctx.now));
     } else {
@@ -351,7 +356,8 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     };
     let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let exported = export::export(&ca, &store, &a.serial, format, p12.as_ref())?;
+    let named = crate::lookup::resolve(&store, &a.serial)?;
+    let exported = export::export(&ca, &store, &named.serial, format, p12.as_ref())?;
     drop(store);
     if to_stdout {
         std::io::stdout()

@@ -92,7 +92,7 @@ pub enum Command {
     Sign(ca_cmds::SignArgs),
     /// The inventory of issued certificates
     List(ca_cmds::ListArgs),
-    /// One issued certificate, by serial or SHA-256 fingerprint
+    /// One issued certificate, by serial, serial prefix, SHA-256, request id or file
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),

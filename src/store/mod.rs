@@ -337,6 +337,25 @@ impl Store {
         }
     }
 
+    /// Records whose serial (lowercase hex, as printed) starts with `hex_prefix`
+    /// (lowercase hex digits), at most `limit` of them, in serial order.
+    pub fn with_serial_prefix(&self, hex_prefix: &str, limit: usize) -> Result<Vec<Record>> {
+        let whole = &hex_prefix[..hex_prefix.len() - hex_prefix.len() % 2];
+        let bytes = hex_decode(whole).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.records.scan_prefix(bytes) {
+            let (_, v) = item.map_err(store_err)?;
+            let r = decode_record(&v)?;
+            if r.serial.starts_with(hex_prefix) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
         match self.requests.get(id.as_bytes()).map_err(store_err)? {
             None => Ok(None),

@@ -253,3 +253,70 @@ fn a_manifest_entry_whose_names_changed_is_refused_not_already_issued() {
         "{msg}"
     );
 }
+
+// 2. One way to name a certificate.
+
+#[test]
+fn a_certificate_is_named_by_serial_prefix_request_id_or_file_everywhere() {
+    let env = Env::with_ca();
+    let web = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "web.example",
+        "--request-id",
+        "web-1",
+        "--out",
+        "web",
+    ]);
+    let serial = web["serial"].as_str().unwrap().to_string();
+    let alice = env.json(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@example.com",
+        "--out",
+        "alice",
+    ]);
+    let alice_serial = alice["serial"].as_str().unwrap().to_string();
+    let colons: String = serial
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    for name in [&serial[..8], "web-1", "web.pem", "./web.chain.pem", &colons] {
+        let v = env.json(&["show", name]);
+        assert_eq!(v["serial"], serial.as_str(), "show {name}");
+    }
+    let pem = env.ok(&["export", "web-1", "--format", "pem"]);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let der = env.run(&[
+        "export",
+        &serial[..10],
+        "--format",
+        "der",
+        "--out",
+        "web.der",
+    ]);
+    assert_eq!(code(&der), 0, "{}", text(&der));
+    assert_eq!(env.json(&["show", "web.der"])["serial"], serial.as_str());
+    // The issue's example: revoke alice.pem.
+    let v = env.json(&["revoke", "alice.pem", "--reason", "superseded"]);
+    assert_eq!(v["serial"], alice_serial.as_str());
+    assert_eq!(v["status"], "revoked");
+    // Not a certificate: said in words, naming the file.
+    std::fs::write(env.path("notes.txt"), "hello\n").unwrap();
+    let err = env.fails(&["show", "notes.txt"], 2);
+    assert!(
+        err.contains("notes.txt") && err.contains("no certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("NomError"), "{err}");
+    // Unknown: exit 1 with what would work.
+    let err = env.fails(&["show", "nothing-here"], 1);
+    assert!(err.contains("request id"), "{err}");
+}
