@@ -20,6 +20,7 @@ pub mod name_constraints;
 pub mod names;
 pub mod policy;
 pub mod profile;
+pub mod renew;
 pub mod role;
 pub mod rules;
 pub mod store;

@@ -150,6 +150,7 @@ mod tests {
             request_id: Some(format!("req-{n}")),
             issued_at: now,
             key_file: None,
+            replaces: None,
         }
     }
 

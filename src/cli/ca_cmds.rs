@@ -144,6 +144,25 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
+    /// SHA-256, request id, or the certificate file
+    #[arg(value_name = "CERT")]
+    pub cert: String,
+    /// Write PREFIX.key, PREFIX.pem, PREFIX.chain.pem (new names, never
+    /// overwritten); default: replace the old certificate's files, keeping each
+    /// as NAME.prev
+    #[arg(long, value_name = "PREFIX")]
+    pub out: Option<PathBuf>,
+    /// Revoke the old certificate (reason superseded) once the new one is issued
+    #[arg(long)]
+    pub revoke_old: bool,
+    /// Validity of the new certificate, e.g. 90d, 24h, 2w (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
+    pub validity: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Directory for the demo CA and certificates (default: ./mtlsca-quickstart, or the next free -N)
     pub dir: Option<PathBuf>,
@@ -457,6 +476,61 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
     }
 }
 
+pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
+    let ca = ctx.open_ca()?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let old = crate::lookup::resolve(&store, &a.cert)?;
+    let der = store
+        .der(&old)?
+        .ok_or_else(|| Error::Store(format!("record {} has no certificate", old.serial)))?;
+    let output = match a.out {
+        Some(p) => crate::renew::RenewOutput::Prefix(p),
+        None => crate::renew::RenewOutput::InPlace,
+    };
+    let req = crate::renew::request(
+        &old,
+        &der,
+        output,
+        a.validity,
+        crate::rules::Origin::Arguments,
+    )?;
+    let issuer = Issuer::new(&ca, &store)?;
+    let issued = issuer.issue(&req, ctx.now)?;
+    drop(issuer);
+    let revoked = if a.revoke_old && old.status != Status::Revoked {
+        crate::crl::revoke(&store, &old.serial, crate::crl::Reason::Superseded, ctx.now)?;
+        true
+    } else {
+        false
+    };
+    if ctx.global.json {
+        let mut v = issued_json(&issued, ctx);
+        v["replaces"] = json!(old.serial);
+        v["old_revoked"] = json!(revoked || old.status == Status::Revoked);
+        print_json(&v);
+        return Ok(Outcome::Done);
+    }
+    report_issued(ctx, &issued);
+    ctx.say(format!("  replaces {}", old.serial));
+    let kept: Vec<String> = issued
+        .written
+        .iter()
+        .map(|f| crate::issue::prev_name(f))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !kept.is_empty() {
+        ctx.say(format!("  kept     {}", kept.join(", ")));
+    }
+    if revoked {
+        ctx.say(format!(
+            "  revoked  {} (superseded); publish it: mtlsca crl",
+            old.serial
+        ));
+    }
+    Ok(Outcome::Done)
+}
+
 pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
     let csr = fsutil::read_bounded(&a.csr, fsutil::MAX_INPUT, "CSR")?;
     let to_stdout = a.out.as_deref().is_none_or(|p| p == Path::new("-"));
@@ -558,8 +632,13 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let audit = store.audit_of(&rec.serial)?;
+    let renewed_by = store
+        .by_request_id(&format!("{}{}", crate::issue::RENEWAL_PREFIX, rec.serial))?
+        .map(|r| r.serial);
     if ctx.global.json {
         let mut v = record_json(&rec, ctx.now);
+        v["replaces"] = json!(rec.replaces);
+        v["renewed_by"] = json!(renewed_by);
         v["pem"] = json!(pem);
         v["key_file"] = json!(rec.key_file);
         v["audit"] = json!(audit
@@ -586,6 +665,14 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             (
                 "key file",
                 rec.key_file.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "replaces",
+                rec.replaces.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "renewed by",
+                renewed_by.clone().unwrap_or_else(|| "-".into()),
             ),
         ];
         for (k, v) in rows {

@@ -90,6 +90,8 @@ pub enum Command {
     Issue(ca_cmds::IssueArgs),
     /// Sign a CSR after checking its signature and what it requests
     Sign(ca_cmds::SignArgs),
+    /// A new key and certificate in place of an issued one (same profile, names, subject)
+    Renew(ca_cmds::RenewArgs),
     /// The inventory of issued certificates
     List(ca_cmds::ListArgs),
     /// One issued certificate, by serial, serial prefix, SHA-256, request id or file
@@ -165,6 +167,7 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Profile(c) => ca_cmds::profile(&ctx, c),
         Command::Issue(a) => ca_cmds::issue(&ctx, a),
         Command::Sign(a) => ca_cmds::sign(&ctx, a),
+        Command::Renew(a) => ca_cmds::renew(&ctx, a),
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),

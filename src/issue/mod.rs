@@ -61,7 +61,18 @@ pub use files::{Files, Output};
 pub use run::{Counts, RunOptions, DEFAULT_CHUNK};
 pub use sign::pem_cert;
 
+/// Where a file replaced by a renewal is kept: `NAME.prev`.
+pub fn prev_name(p: &std::path::Path) -> std::path::PathBuf {
+    files::prev(p)
+}
+
 use sign::SignContext;
+
+/// The request id the engine gives a renewal of certificate `SERIAL`:
+/// `renewal-of:SERIAL`. Being a request id, it makes renewing one certificate
+/// twice return the first renewal, and lets a request id be followed to the
+/// certificate that currently stands for it ([`Issuer::current`]).
+pub const RENEWAL_PREFIX: &str = "renewal-of:";
 
 /// Where the key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +237,12 @@ impl<'a> Issuer<'a> {
         .map(|_| ())
     }
 
+    /// The certificate that currently stands for `rec`: `rec` itself, or the last
+    /// of its renewals.
+    pub fn current(&self, rec: Record) -> Result<Record> {
+        current(self.store, rec)
+    }
+
     /// A certificate issued earlier for the same request id: if this is the same
     /// request, complete its missing certificate files (its key is never stored, so
     /// a lost key stays lost); a different request under a recorded id is refused.
@@ -286,7 +303,7 @@ impl<'a> Issuer<'a> {
         req: &IssuanceRequest,
         now: OffsetDateTime,
     ) -> Result<()> {
-        let id = rec.request_id.as_deref().unwrap_or("");
+        let id = req.request_id.as_deref().unwrap_or("");
         let conflict = |recorded: Vec<String>, asked: Vec<String>| {
             Error::refusals(
                 req.origin,
@@ -405,6 +422,19 @@ impl<'a> Issuer<'a> {
         }
         Ok(())
     }
+}
+
+/// The certificate that currently stands for `rec`: `rec`, or the last of its
+/// renewals (each recorded under the request id `renewal-of:SERIAL`).
+pub fn current(store: &Store, mut rec: Record) -> Result<Record> {
+    // A chain of renewals is finite; the bound only guards a damaged store.
+    for _ in 0..10_000 {
+        match store.by_request_id(&format!("{RENEWAL_PREFIX}{}", rec.serial))? {
+            Some(next) if next.serial != rec.serial => rec = next,
+            _ => break,
+        }
+    }
+    Ok(rec)
 }
 
 /// `a, b` or `(none)`.

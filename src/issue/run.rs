@@ -228,6 +228,13 @@ impl Issuer<'_> {
         }
         if let Some(id) = &req.request_id {
             if let Some(rec) = self.store.by_request_id(id)? {
+                // A renewed certificate's request id stands for its latest renewal
+                // (a renewal itself is asked for under its own id).
+                let rec = if id.starts_with(super::RENEWAL_PREFIX) {
+                    rec
+                } else {
+                    self.current(rec)?
+                };
                 return self
                     .existing(rec, req, files.as_ref(), now)
                     .map(|i| Staged1::Done(Box::new(i)));

@@ -104,6 +104,9 @@ pub struct Record {
     pub issued_at: OffsetDateTime,
     /// Where the private key was written at issuance (none for signed CSRs).
     pub key_file: Option<String>,
+    /// The serial of the certificate this one renewed (`mtlsca renew`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl Record {
@@ -518,7 +521,15 @@ impl<'a> Issuing<'a> {
             sha: hex_decode(&rec.sha256).ok_or_else(|| store_err("bad sha256"))?,
             der,
             issuer_key_id,
-            detail: format!("{} {} {}", rec.profile, rec.subject, rec.names.join(",")),
+            detail: match &rec.replaces {
+                Some(old) => format!(
+                    "{} {} {} renews {old}",
+                    rec.profile,
+                    rec.subject,
+                    rec.names.join(",")
+                ),
+                None => format!("{} {} {}", rec.profile, rec.subject, rec.names.join(",")),
+            },
         })
     }
 }

@@ -320,3 +320,109 @@ fn a_certificate_is_named_by_serial_prefix_request_id_or_file_everywhere() {
     let err = env.fails(&["show", "nothing-here"], 1);
     assert!(err.contains("request id"), "{err}");
 }
+
+// 3. Renewal.
+
+#[test]
+fn renew_replaces_the_files_keeps_prev_links_the_records_and_revokes_the_old() {
+    let env = Env::with_ca();
+    let old = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "web.example",
+        "--ip",
+        "10.0.0.1",
+        "--org",
+        "Acme",
+        "--out",
+        "web",
+        "--request-id",
+        "web-01",
+    ]);
+    let old_serial = old["serial"].as_str().unwrap().to_string();
+    let old_pem = std::fs::read_to_string(env.path("web.pem")).unwrap();
+    let old_key = std::fs::read_to_string(env.path("web.key")).unwrap();
+    let out = env.ok(&["renew", "web.pem", "--revoke-old"]);
+    assert!(
+        out.contains("replaces") && out.contains(&old_serial),
+        "{out}"
+    );
+    assert!(out.contains("valid until"), "{out}");
+    // Old files kept as .prev, new files in place, a new key.
+    assert_eq!(
+        std::fs::read_to_string(env.path("web.pem.prev")).unwrap(),
+        old_pem
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("web.key.prev")).unwrap(),
+        old_key
+    );
+    assert!(env.path("web.chain.pem.prev").exists());
+    assert_ne!(
+        std::fs::read_to_string(env.path("web.key")).unwrap(),
+        old_key
+    );
+    let new = env.json(&["show", "web.pem"]);
+    let new_serial = new["serial"].as_str().unwrap().to_string();
+    assert_ne!(new_serial, old_serial);
+    assert_eq!(new["replaces"], old_serial.as_str());
+    assert_eq!(new["names"], old["names"]);
+    assert_eq!(new["subject"], old["subject"]);
+    assert_eq!(new["profile"], "device");
+    assert!(
+        new["audit"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&old_serial),
+        "{new}"
+    );
+    let was = env.json(&["show", &old_serial]);
+    assert_eq!(was["status"], "revoked");
+    assert_eq!(was["renewed_by"], new_serial.as_str());
+    let shown = env.ok(&["show", &new_serial]);
+    assert!(
+        shown.contains(&format!("replaces    {old_serial}")),
+        "{shown}"
+    );
+    // The new key matches the new certificate; OpenSSL verifies the chain.
+    let cert_pub = env.openssl_ok(&["x509", "-in", "web.pem", "-noout", "-pubkey"]);
+    let key_pub = env.openssl_ok(&["pkey", "-in", "web.key", "-pubout"]);
+    assert_eq!(cert_pub, key_pub);
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "ca/device-ca.pem",
+        "web.pem",
+    ]);
+    // The request id now stands for the renewal: the same request is `exists`.
+    let again = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "web.example",
+        "--ip",
+        "10.0.0.1",
+        "--org",
+        "Acme",
+        "--out",
+        "web",
+        "--request-id",
+        "web-01",
+    ]);
+    assert_eq!(again["status"], "exists");
+    assert_eq!(again["serial"], new_serial.as_str());
+    // Renewing the old one again returns the same renewal.
+    let twice = env.json(&["renew", &old_serial]);
+    assert_eq!(twice["status"], "exists");
+    assert_eq!(twice["serial"], new_serial.as_str());
+    // --out writes new names and never overwrites.
+    let other = env.json(&["renew", &new_serial, "--out", "web2", "--validity", "2w"]);
+    assert_eq!(other["replaces"], new_serial.as_str());
+    assert!(env.path("web2.key").exists());
+    // Renewing the same certificate again returns that renewal.
+    let again = env.json(&["renew", &new_serial, "--out", "web2"]);
+    assert_eq!(again["status"], "exists");
+}
