@@ -395,8 +395,11 @@ pub fn check(
                 Refusal::new(
                     Rule::ValidityOverProfileMax,
                     format!(
-                        "is over profile `{}`'s maximum of {} (its `validity.max`)",
-                        profile.name, profile.max_validity
+                        "is over profile `{}`'s maximum of {} (its `validity.max`): the latest notAfter it allows is {}; ask for {} or less, or raise `validity.max` in the profile",
+                        profile.name,
+                        profile.max_validity,
+                        crate::timefmt::human_time(not_before + profile.max_validity.duration()),
+                        profile.max_validity
                     ),
                 )
                 .on(Field::Validity)

@@ -83,9 +83,13 @@ pub struct IssueArgs {
     /// Subject countryName (two letters)
     #[arg(long)]
     pub country: Option<String>,
-    /// Validity, e.g. 90d, 24h, 1y (default: the profile's)
-    #[arg(long)]
+    /// Validity: a number and a unit s, m, h, d, w or y, e.g. 90d, 24h, 2w
+    /// (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
+    /// Until when: an RFC 3339 time (2027-01-31T00:00:00Z) or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
     /// Key type (default: the profile's)
     #[arg(long, value_parser = parse_key_type)]
     pub key_type: Option<KeyType>,
@@ -107,10 +111,14 @@ pub struct SignArgs {
     /// Where to write the certificate PEM; - (the default) is standard output
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Validity, e.g. 90d (default: the profile's)
-    #[arg(long)]
+    /// Validity: a number and a unit s, m, h, d, w or y, e.g. 90d (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
-    /// Idempotency key
+    /// Until when: an RFC 3339 time (2027-01-31T00:00:00Z) or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
+    /// Idempotency key: the same id with the same CSR returns the certificate
+    /// issued for it; with another CSR it is refused
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
 }
@@ -160,6 +168,9 @@ pub struct RenewArgs {
     /// Validity of the new certificate, e.g. 90d, 24h, 2w (default: the profile's)
     #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
+    /// Until when: an RFC 3339 time or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -387,6 +398,38 @@ fn default_prefix(c: &RequestedContent) -> PathBuf {
     )
 }
 
+/// The validity a request asks for: `--validity SPAN`, or `--not-after` as a span
+/// or an RFC 3339 time (turned into the span from now, to the second).
+fn validity_arg(
+    validity: Option<String>,
+    not_after: Option<String>,
+    ctx: &Ctx,
+) -> Result<Option<String>> {
+    let Some(t) = not_after else {
+        return Ok(validity);
+    };
+    if t.trim().starts_with(|c: char| c.is_ascii_digit()) && Validity::parse(&t).is_ok() {
+        return Ok(Some(t));
+    }
+    let at = time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--not-after `{}` is neither an RFC 3339 time (2027-01-31T00:00:00Z) nor a span (90d, 24h, 2w)",
+                crate::names::printable(&t)
+            ))
+        })?;
+    let start = ctx.now.replace_nanosecond(0).unwrap_or(ctx.now);
+    let secs = (at - start).whole_seconds();
+    if secs <= 0 {
+        return Err(Error::Usage(format!(
+            "--not-after `{}` is not in the future (now is {})",
+            crate::names::printable(&t),
+            render::rfc3339(ctx.now)
+        )));
+    }
+    Ok(Some(format!("{secs}s")))
+}
+
 pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
     let content = RequestedContent {
         dns: a.dns,
@@ -396,7 +439,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
         cn: a.cn,
         org: a.org,
         country: a.country,
-        validity: a.validity,
+        validity: validity_arg(a.validity, a.not_after, ctx)?,
         ..Default::default()
     };
     let prefix = a.out.unwrap_or_else(|| default_prefix(&content));
@@ -443,7 +486,7 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
         r.role,
         r.serial,
         r.profile,
-        date(r.not_after)
+        crate::timefmt::human_time(r.not_after)
     ));
     ctx.say(format!(
         "  subject  {}",
@@ -491,7 +534,7 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
         &old,
         &der,
         output,
-        a.validity,
+        validity_arg(a.validity, a.not_after, ctx)?,
         crate::rules::Origin::Arguments,
     )?;
     let issuer = Issuer::new(&ca, &store)?;
@@ -541,7 +584,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
     let req = IssuanceRequest {
         profile: a.profile,
         content: RequestedContent {
-            validity: a.validity,
+            validity: validity_arg(a.validity, a.not_after, ctx)?,
             ..Default::default()
         },
         key: KeySource::Csr(csr),

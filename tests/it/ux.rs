@@ -426,3 +426,125 @@ fn renew_replaces_the_files_keeps_prev_links_the_records_and_revokes_the_old() {
     let again = env.json(&["renew", &new_serial, "--out", "web2"]);
     assert_eq!(again["status"], "exists");
 }
+
+// 4. Validity spelling.
+
+#[test]
+fn validity_takes_s_m_h_d_w_y_and_not_after_and_prints_the_date() {
+    let env = Env::with_ca();
+    let v = env.json(&[
+        "issue",
+        "workload",
+        "--uri",
+        "spiffe://corp/a",
+        "--validity",
+        "90m",
+        "--out",
+        "a",
+    ]);
+    let secs = |v: &Value| {
+        let p = |k: &str| {
+            time::OffsetDateTime::parse(
+                v[k].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        (p("not_after") - p("not_before")).whole_seconds()
+    };
+    assert_eq!(secs(&v), 90 * 60);
+    let v = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "b.example",
+        "--validity",
+        "2w",
+        "--out",
+        "b",
+    ]);
+    assert_eq!(secs(&v), 14 * 86_400);
+    let v = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "c.example",
+        "--not-after",
+        "3d",
+        "--out",
+        "c",
+    ]);
+    assert_eq!(secs(&v), 3 * 86_400);
+    let when = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .replace_time(time::Time::MIDNIGHT);
+    let stamp = when
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let out = env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "d.example",
+        "--not-after",
+        &stamp,
+        "--out",
+        "d",
+    ]);
+    let date = format!(
+        "{:04}-{:02}-{:02} 00:00:00 UTC",
+        when.year(),
+        u8::from(when.month()),
+        when.day()
+    );
+    assert!(out.contains(&format!("valid until {date}")), "{out}");
+    let end = env.openssl_ok(&["x509", "-in", "d.pem", "-noout", "-enddate"]);
+    assert!(end.contains("00:00:00"), "{end}");
+    // Over the maximum: the message gives the maximum, the latest date and the setting.
+    let err = env.fails(
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "e.example",
+            "--validity",
+            "60w",
+            "--out",
+            "e",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("397d") && err.contains("validity.max"),
+        "{err}"
+    );
+    let err = env.fails(
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "e.example",
+            "--not-after",
+            "2001-01-01T00:00:00Z",
+        ],
+        2,
+    );
+    assert!(err.contains("not in the future"), "{err}");
+    let err = env.fails(
+        &["issue", "device", "--dns", "e.example", "--validity", "5x"],
+        2,
+    );
+    assert!(err.contains("s, m, h, d, w or y"), "{err}");
+    env.fails(
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "e.example",
+            "--validity",
+            "5d",
+            "--not-after",
+            "5d",
+        ],
+        2,
+    );
+}
