@@ -33,6 +33,10 @@ pub struct BatchArgs {
     /// Where <id>.key, <id>.pem and <id>.chain.pem are written
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out_dir: PathBuf,
+    /// Renew every entry whose certificate expires within SPAN (e.g. 7d): a new
+    /// key and certificate in its files, the old ones kept as NAME.prev
+    #[arg(long, value_name = "SPAN")]
+    pub renew_within: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +150,16 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     let mut out = std::io::stdout().lock();
     let json = ctx.global.json;
     let quiet = ctx.global.quiet;
-    let opts = BatchOptions::new(a.out_dir.clone());
+    let mut opts = BatchOptions::new(a.out_dir.clone());
+    opts.renew_within = a
+        .renew_within
+        .as_deref()
+        .map(|s| {
+            Validity::parse(s)
+                .map(|v| v.duration())
+                .map_err(|m| Error::Usage(format!("--renew-within {m}")))
+        })
+        .transpose()?;
     // A closed standard output (`| head`) must not stop issuance half-way:
     // write errors of the report are ignored.
     let result = batch::run(&ca, &store, &manifest, &name, &opts, ctx.now, &mut |o| {
@@ -188,9 +201,14 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     drop(out);
     let summary = result?;
     ctx.say(format!(
-        "batch {name}: {} entries: {} issued, {} already issued, {} refused (files in {})",
+        "batch {name}: {} entries: {} issued, {}{} already issued, {} refused (files in {})",
         summary.total,
         summary.issued,
+        if opts.renew_within.is_some() {
+            format!("{} renewed, ", summary.renewed)
+        } else {
+            String::new()
+        },
         summary.exists,
         summary.refused,
         a.out_dir.display()

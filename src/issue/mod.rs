@@ -292,6 +292,21 @@ impl<'a> Issuer<'a> {
         })
     }
 
+    /// Whether `req` is the request `rec` was issued for (profile, names, subject,
+    /// key type); `Err` with rule `request-id-conflict` when not.
+    pub fn check_same_request(
+        &self,
+        rec: &Record,
+        req: &IssuanceRequest,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let der = self
+            .store
+            .der(rec)?
+            .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+        self.same_request(rec, &der, req, now)
+    }
+
     /// A request id stands for one request: the recorded certificate must have the
     /// profile, names, subject and key type (for a CSR: the very key) this request
     /// asks for. Names are compared as policy would write them (a DNS name in any

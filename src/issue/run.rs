@@ -59,6 +59,8 @@ pub struct Counts {
     pub exists: usize,
     /// Refused or bad (reported with their error).
     pub refused: usize,
+    /// Of `issued`, how many renewed a certificate (`batch --renew-within`).
+    pub renewed: usize,
 }
 
 /// Whether an error concerns one request (reported, the run goes on) rather

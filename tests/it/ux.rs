@@ -548,3 +548,60 @@ fn validity_takes_s_m_h_d_w_y_and_not_after_and_prints_the_date() {
         2,
     );
 }
+
+#[test]
+fn batch_renew_within_renews_the_entries_that_expire_in_the_window() {
+    let env = Env::with_ca();
+    std::fs::create_dir(env.path("out")).unwrap();
+    std::fs::write(
+        env.path("m.toml"),
+        "[[certificate]]\nid = \"api\"\nprofile = \"workload\"\nuri = [\"spiffe://corp/api\"]\n\n\
+         [[certificate]]\nid = \"web\"\nprofile = \"device\"\ndns = [\"web.example\"]\n",
+    )
+    .unwrap();
+    let lines = |args: &[&str]| -> Vec<Value> {
+        let mut a = vec![
+            "--json",
+            "batch",
+            "--manifest",
+            "m.toml",
+            "--out-dir",
+            "out",
+        ];
+        a.extend_from_slice(args);
+        env.ok(&a)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = lines(&[]);
+    let api_serial = first[0]["serial"].as_str().unwrap().to_string();
+    let api_key = std::fs::read_to_string(env.path("out/api.key")).unwrap();
+    // The workload certificate lives 24h, the device one 90d: only api is renewed.
+    let renewed = lines(&["--renew-within", "7d"]);
+    assert_eq!(renewed[0]["status"], "renewed", "{renewed:?}");
+    assert_eq!(renewed[1]["status"], "exists", "{renewed:?}");
+    assert_ne!(renewed[0]["serial"], api_serial.as_str());
+    assert_eq!(
+        std::fs::read_to_string(env.path("out/api.key.prev")).unwrap(),
+        api_key
+    );
+    assert_eq!(
+        env.json(&["show", "out/api.pem"])["replaces"],
+        api_serial.as_str()
+    );
+    // A plain re-run: both exist, the renewed one under its new serial.
+    let again = lines(&[]);
+    assert_eq!(again[0]["status"], "exists");
+    assert_eq!(again[0]["serial"], renewed[0]["serial"]);
+    let text = env.ok(&[
+        "batch",
+        "--manifest",
+        "m.toml",
+        "--out-dir",
+        "out",
+        "--renew-within",
+        "1h",
+    ]);
+    assert!(text.contains("0 renewed, 2 already issued"), "{text}");
+}
