@@ -44,6 +44,9 @@ pub struct InitArgs {
     pub encrypt: bool,
 }
 
+/// The file `init` writes with the root and both issuing CAs.
+pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+
 fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
     KeyType::parse(s).map_err(|e| e.to_string())
 }
@@ -208,6 +211,15 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     drop(store);
+    // One file with the whole hierarchy, for relying parties and tools that take
+    // one CA file (`openssl s_server -CAfile ca-bundle.pem`).
+    let bundle = dir.join(BUNDLE_FILE);
+    let mut bundle_pem = String::new();
+    for kind in [ca::CaKind::Root, ca::CaKind::Device, ca::CaKind::Entity] {
+        bundle_pem.push_str(&ca.cert_pem(kind)?);
+    }
+    fsutil::write_atomic(&bundle, bundle_pem.as_bytes(), 0o644)?;
+    fsutil::sync_dir(dir)?;
     let constraints: Vec<String> = ca
         .config
         .constraints()?
@@ -222,6 +234,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "root": dir.join("root.pem"),
             "device_ca": dir.join("device-ca.pem"),
             "entity_ca": dir.join("entity-ca.pem"),
+            "ca_bundle": bundle,
             "profiles": ca.profile_names()?,
             "permit_dns": ca.config.permit_dns,
             "permit_ip": ca.config.permit_ip,
@@ -248,6 +261,10 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             dir.join("entity-ca.pem").display()
         ));
         ctx.say(format!(
+            "  CA bundle         {}  (root + both issuing CAs)",
+            bundle.display()
+        ));
+        ctx.say(format!(
             "  profiles          {}",
             ca.profile_names()?.join(", ")
         ));
@@ -260,6 +277,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
                 dir.join("private").display()
             ));
         }
+        ctx.say(format!(
+            "relying parties trust {} (the anchor; or {} where one CA file is wanted); \
+             certificates are presented with their PREFIX.chain.pem",
+            dir.join("root.pem").display(),
+            bundle.display()
+        ));
     }
     Ok(Outcome::Done)
 }
@@ -359,14 +382,21 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
 
 /// A file prefix from the first name of a request: `web-01.corp.internal`, `alice@corp.example`.
 fn default_prefix(c: &RequestedContent) -> PathBuf {
+    use crate::role::NameKind;
+    // The name as the certificate will carry it (a DNS name in lower case).
+    let normalized = |kind: NameKind, v: &String| {
+        crate::names::SanName::parse(kind, v)
+            .map(|n| n.value())
+            .unwrap_or_else(|_| v.clone())
+    };
     let first = c
         .dns
         .first()
-        .or(c.ip.first())
-        .or(c.email.first())
-        .or(c.cn.as_ref())
-        .or(c.org.as_ref())
-        .cloned()
+        .map(|d| normalized(NameKind::Dns, d))
+        .or(c.ip.first().map(|i| normalized(NameKind::Ip, i)))
+        .or(c.email.first().map(|e| normalized(NameKind::Email, e)))
+        .or(c.cn.clone())
+        .or(c.org.clone())
         // A URI names the file after its last path segment (spiffe://corp/ns/web → web).
         .or_else(|| {
             c.uri.first().map(|u| {

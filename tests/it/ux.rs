@@ -605,3 +605,70 @@ fn batch_renew_within_renews_the_entries_that_expire_in_the_window() {
     ]);
     assert!(text.contains("0 renewed, 2 already issued"), "{text}");
 }
+
+// 6. Files.
+
+#[test]
+fn every_file_has_lf_line_endings_and_names_come_from_the_normalized_name() {
+    let env = Env::with_ca();
+    let out = env.ok(&["issue", "device", "--dns", "Web.Example.COM"]);
+    assert!(out.contains("web.example.com.key"), "{out}");
+    for f in [
+        "web.example.com.key",
+        "web.example.com.pem",
+        "web.example.com.chain.pem",
+    ] {
+        assert!(env.path(f).exists(), "{f}: {out}");
+    }
+    env.ok(&["crl"]);
+    env.ok(&["crl", "--issuer", "device", "--out", "device.crl"]);
+    env.ok(&[
+        "export",
+        "web.example.com.pem",
+        "--format",
+        "chain",
+        "--out",
+        "x.pem",
+    ]);
+    let mut files = vec![
+        env.path("web.example.com.key"),
+        env.path("web.example.com.pem"),
+        env.path("web.example.com.chain.pem"),
+        env.path("device.crl"),
+        env.path("x.pem"),
+    ];
+    for sub in ["", "private", "crl"] {
+        for e in std::fs::read_dir(env.ca_dir().join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        if bytes.starts_with(b"-----") {
+            assert!(!bytes.contains(&b'\r'), "{} has CR characters", f.display());
+        }
+    }
+    env.openssl_ok(&["pkey", "-in", "web.example.com.key", "-noout"]);
+    env.openssl_ok(&["crl", "-in", "device.crl", "-noout"]);
+}
+
+#[test]
+fn init_writes_a_ca_bundle_and_says_what_a_relying_party_needs() {
+    let env = Env::new();
+    let out = env.ok(&["init", "--name", "Test"]);
+    assert!(
+        out.contains("ca-bundle.pem") && out.contains("relying parties"),
+        "{out}"
+    );
+    let bundle = std::fs::read_to_string(env.ca_dir().join("ca-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3);
+    for f in ["root.pem", "device-ca.pem", "entity-ca.pem"] {
+        let one = std::fs::read_to_string(env.ca_dir().join(f)).unwrap();
+        assert!(bundle.contains(&one), "{f}");
+    }
+    env.ok(&["issue", "device", "--dns", "db.example", "--out", "db"]);
+    env.openssl_ok(&["verify", "-CAfile", "ca/ca-bundle.pem", "db.pem"]);
+}
