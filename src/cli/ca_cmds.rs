@@ -77,6 +77,9 @@ pub struct IssueArgs {
     /// Email address (repeatable)
     #[arg(long)]
     pub email: Vec<String>,
+    /// Names as one list, as other tools spell them: dns:NAME,ip:ADDR,uri:URI,email:ADDR
+    #[arg(long, value_name = "KIND:NAME,...", value_delimiter = ',')]
+    pub san: Vec<String>,
     /// Subject common name
     #[arg(long)]
     pub cn: Option<String>,
@@ -460,7 +463,23 @@ fn validity_arg(
     Ok(Some(format!("{secs}s")))
 }
 
-pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
+pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
+    for item in std::mem::take(&mut a.san) {
+        let (kind, value) = item.split_once(':').unwrap_or(("", &item));
+        let list = match kind.to_ascii_lowercase().as_str() {
+            "dns" => &mut a.dns,
+            "ip" => &mut a.ip,
+            "uri" => &mut a.uri,
+            "email" => &mut a.email,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--san `{}`: expected KIND:NAME with KIND dns, ip, uri or email (e.g. --san dns:web.example,ip:10.0.0.1)",
+                    crate::names::printable(&item)
+                )))
+            }
+        };
+        list.push(value.to_string());
+    }
     let content = RequestedContent {
         dns: a.dns,
         ip: a.ip,
@@ -622,7 +641,18 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         output,
         origin: crate::rules::Origin::Arguments,
     };
-    let issued = run_issue(ctx, &req)?;
+    let csr_name = if a.csr == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        a.csr.display().to_string()
+    };
+    let issued = run_issue(ctx, &req).map_err(|e| match e {
+        // Name the file an unreadable CSR came from.
+        Error::Invalid(r) if r.has(crate::rules::Rule::CsrUnreadable) && r.context.is_none() => {
+            Error::Invalid(r.context(csr_name.clone()))
+        }
+        other => other,
+    })?;
     if to_stdout {
         if ctx.global.json {
             let mut v = issued_json(&issued, ctx);

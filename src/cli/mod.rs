@@ -11,9 +11,12 @@ use crate::error::Result;
 
 mod admin_cmds;
 mod ca_cmds;
+mod hints;
 mod lifecycle_cmds;
 pub mod render;
 mod verify_cmds;
+
+pub use hints::usage_hint;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +50,13 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// The CA directory (else $MTLSCA_DIR, else ./mtlsca)
-    #[arg(long, global = true, env = "MTLSCA_DIR", default_value = "mtlsca")]
+    #[arg(
+        long,
+        global = true,
+        env = "MTLSCA_DIR",
+        hide_env_values = true,
+        default_value = "mtlsca"
+    )]
     pub ca_dir: PathBuf,
     /// Machine output: one JSON document on stdout (JSON lines for batch)
     #[arg(long, global = true)]

@@ -672,3 +672,82 @@ fn init_writes_a_ca_bundle_and_says_what_a_relying_party_needs() {
     env.ok(&["issue", "device", "--dns", "db.example", "--out", "db"]);
     env.openssl_ok(&["verify", "-CAfile", "ca/ca-bundle.pem", "db.pem"]);
 }
+
+// 5. Errors with the fix.
+
+#[test]
+fn usage_errors_suggest_what_was_meant() {
+    let env = Env::with_ca();
+    let err = env.fails(&["issue", "device", "--dsn", "a.example"], 2);
+    assert!(err.contains("'--dns'"), "{err}");
+    assert!(!err.contains("--json"), "{err}");
+    assert!(
+        err.contains("Usage: mtlsca issue [OPTIONS] <PROFILE>"),
+        "{err}"
+    );
+    let err = env.fails(&["issue", "device", "a.example"], 2);
+    assert!(err.contains("--dns a.example"), "{err}");
+    let err = env.fails(&["issue", "person", "--cn", "A", "a@b.example"], 2);
+    assert!(err.contains("--email a@b.example"), "{err}");
+    let (c, v) = json_run(&env, &["issue", "device", "--dsn", "a.example"]);
+    assert_eq!(c, 2);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("--dns"),
+        "{v}"
+    );
+    // --san as other tools spell it.
+    let v = env.json(&[
+        "issue",
+        "device",
+        "--san",
+        "dns:web.example,ip:10.0.0.1",
+        "--san",
+        "DNS:www.example",
+        "--out",
+        "web",
+    ]);
+    assert_eq!(
+        v["names"],
+        serde_json::json!(["DNS:web.example", "DNS:www.example", "IP:10.0.0.1"])
+    );
+    env.fails(&["issue", "device", "--san", "web.example"], 2);
+}
+
+#[test]
+fn refusals_name_the_setting_and_files_are_described_in_words() {
+    let env = Env::new();
+    env.ok(&["init", "--permit-dns", "corp.internal"]);
+    let err = env.fails(&["issue", "device", "--dns", "*.corp.internal"], 1);
+    assert!(err.contains("allow_wildcards"), "{err}");
+    let err = env.fails(&["issue", "device", "--dns", "evil.example"], 1);
+    assert!(err.contains("--permit-dns"), "{err}");
+    let err = env.fails(&["issue", "organization", "--cn", "Acme"], 1);
+    assert!(err.contains("subject.organization"), "{err}");
+    let err = env.fails(
+        &[
+            "issue",
+            "workload",
+            "--uri",
+            "spiffe://corp.internal/a",
+            "--validity",
+            "8d",
+        ],
+        1,
+    );
+    assert!(err.contains("7d") && err.contains("validity.max"), "{err}");
+    // A text file given as a certificate or a CSR.
+    std::fs::write(env.path("notes.txt"), "hello world\n").unwrap();
+    for args in [
+        vec!["inspect", "notes.txt"],
+        vec!["verify", "cert", "notes.txt"],
+        vec!["sign", "device", "--csr", "notes.txt"],
+    ] {
+        let err = env.fails(&args, 2);
+        assert!(err.contains("notes.txt"), "{args:?}: {err}");
+        assert!(
+            err.contains("is text") && err.contains("-----BEGIN"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("NomError"), "{args:?}: {err}");
+    }
+}
