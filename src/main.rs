@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = match mtlsca::cli::Cli::try_parse() {
+    let cli = match mtlsca::cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; everything else is bad usage (2).

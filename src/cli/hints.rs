@@ -3,7 +3,6 @@
 //! name given without its flag (`issue device a.b`) gets the flag it needs.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::CommandFactory;
 
 /// The text to print instead of clap's for an unknown argument, when we have a
 /// better tip; `None` keeps clap's.
@@ -15,7 +14,7 @@ pub fn usage_hint(e: &clap::Error, argv: &[String]) -> Option<String> {
         Some(ContextValue::String(s)) => s.clone(),
         _ => return None,
     };
-    let mut root = super::Cli::command();
+    let mut root = super::help::command();
     root.build();
     let cmd = command_of(&root, argv);
     let tip = if let Some(flag) = bad.strip_prefix("--") {

@@ -11,12 +11,22 @@ use crate::error::Result;
 
 mod admin_cmds;
 mod ca_cmds;
+pub mod help;
 mod hints;
 mod lifecycle_cmds;
+mod prompt;
 pub mod render;
 mod verify_cmds;
 
 pub use hints::usage_hint;
+
+/// Parse the process's arguments with the command line users see (examples in
+/// every command's help).
+pub fn parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = help::command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

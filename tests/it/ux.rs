@@ -751,3 +751,204 @@ fn refusals_name_the_setting_and_files_are_described_in_words() {
         assert!(!err.contains("NomError"), "{args:?}: {err}");
     }
 }
+
+// 7. Help, man pages, completions, the PKCS#12 password, progress.
+
+/// Every command path of the CLI (nested ones included), from `--help` output.
+fn command_paths(env: &Env) -> Vec<Vec<String>> {
+    let mut out = vec![];
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = env.ok(&args);
+        if let Some(cmds) = help.split("Commands:\n").nth(1) {
+            for line in cmds.lines().take_while(|l| !l.trim().is_empty()) {
+                if let Some(name) = line
+                    .strip_prefix("  ")
+                    .and_then(|l| l.split_whitespace().next())
+                {
+                    if name != "help" && !line.starts_with("   ") {
+                        let mut p = path.clone();
+                        p.push(name.to_string());
+                        todo.push(p);
+                    }
+                }
+            }
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[test]
+fn every_command_has_examples_in_its_help_and_a_man_page_that_renders_cleanly() {
+    let env = Env::new();
+    let paths = command_paths(&env);
+    assert!(paths.len() >= 25, "{paths:?}");
+    for p in &paths {
+        let mut args: Vec<&str> = p.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = env.ok(&args);
+        assert!(
+            help.contains("\nExamples:\n  mtlsca"),
+            "{p:?} has no examples:\n{help}"
+        );
+        assert!(
+            !help.contains("MTLSCA_DIR="),
+            "{p:?}: empty env value shown"
+        );
+    }
+    env.ok(&["man", "--out-dir", "man"]);
+    for p in &paths {
+        let name = if p.is_empty() {
+            "mtlsca".to_string()
+        } else {
+            format!("mtlsca-{}", p.join("-"))
+        };
+        let file = env.path(&format!("man/{name}.1"));
+        assert!(file.exists(), "no man page for {p:?}");
+        let page = std::fs::read_to_string(&file).unwrap();
+        for section in [
+            "EXAMPLES",
+            "\"EXIT STATUS\"",
+            "ENVIRONMENT",
+            "FILES",
+            "\"SEE ALSO\"",
+        ] {
+            assert!(
+                page.contains(&format!(".SH {section}")),
+                "{name}: no {section}"
+            );
+        }
+        // Every page it points to exists.
+        for seen in page.split("\\fB").skip(1) {
+            if let Some(target) = seen
+                .split("\\fR(1)")
+                .next()
+                .filter(|_| seen.contains("\\fR(1)"))
+            {
+                let target = target.replace("\\-", "-");
+                if target.starts_with("mtlsca") && !target.contains(' ') {
+                    assert!(
+                        env.path(&format!("man/{target}.1")).exists(),
+                        "{name} -> {target}"
+                    );
+                }
+            }
+        }
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(&file)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output();
+        if let Ok(out) = out {
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{name}: {all}");
+            assert!(!all.contains("warning:"), "{name}: {all}");
+            assert!(all.contains("EXIT STATUS"), "{name}");
+        }
+    }
+    // The root page points to the nested ones (the issue's example).
+    let root = std::fs::read_to_string(env.path("man/mtlsca-verify.1")).unwrap();
+    assert!(root.contains("mtlsca\\-verify\\-pair"), "{root}");
+}
+
+#[test]
+fn completions_offer_profiles_key_types_reasons_and_connections() {
+    let env = Env::new();
+    let bash = env.ok(&["completions", "bash"]);
+    for want in [
+        "ecdsa-p256 ecdsa-p384 ed25519",
+        "keyCompromise",
+        "server-to-server",
+    ] {
+        assert!(bash.contains(want), "bash lacks {want}");
+    }
+    let zsh = env.ok(&["completions", "zsh"]);
+    assert!(
+        zsh.contains("device workload person organization"),
+        "zsh lacks profiles"
+    );
+}
+
+#[test]
+fn the_p12_password_flag_is_named_and_asked_twice_on_a_terminal() {
+    let env = Env::with_ca();
+    env.ok(&["issue", "device", "--dns", "p.example", "--out", "p"]);
+    std::fs::write(env.path("pw"), "secret-pw\n").unwrap();
+    env.ok(&[
+        "export",
+        "p.pem",
+        "--format",
+        "p12",
+        "--p12-password-file",
+        "pw",
+        "--out",
+        "a.p12",
+    ]);
+    env.openssl_ok(&[
+        "pkcs12",
+        "-in",
+        "a.p12",
+        "-passin",
+        "pass:secret-pw",
+        "-nokeys",
+    ]);
+    let help = env.ok(&["export", "--help"]);
+    assert!(help.contains("--p12-password-file"), "{help}");
+    // No terminal, no file, no environment: exit 2 naming the ways.
+    let err = env.fails(&["export", "p.pem", "--format", "p12", "--out", "b.p12"], 2);
+    assert!(err.contains("--p12-password-file"), "{err}");
+    // On a terminal (util-linux `script` gives one): asked twice, never echoed.
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped the terminal part: no `script`");
+        return;
+    }
+    let cmdline = format!(
+        "{BIN} --ca-dir {} export p.pem --format p12 --out c.p12",
+        env.ca_dir().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            stdin.write_all(b"tty-secret\n").unwrap();
+            stdin.flush().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    let out = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(shown.matches("PKCS#12 password").count(), 2, "{shown}");
+    assert!(!shown.contains("tty-secret"), "echoed: {shown}");
+    env.openssl_ok(&[
+        "pkcs12",
+        "-in",
+        "c.p12",
+        "-passin",
+        "pass:tty-secret",
+        "-nokeys",
+    ]);
+}
