@@ -246,6 +246,8 @@ pub struct EntryOutcome {
     pub reasons: Vec<Reason>,
     /// The files written for it.
     pub files: Vec<PathBuf>,
+    /// The certificate's notAfter (issued or existing).
+    pub not_after: Option<OffsetDateTime>,
 }
 
 impl EntryOutcome {
@@ -260,6 +262,7 @@ impl EntryOutcome {
                 serial: Some(i.record.serial),
                 reasons: Vec::new(),
                 files: i.files,
+                not_after: Some(i.record.not_after),
             },
             Err(e) => EntryOutcome {
                 id: id.to_string(),
@@ -267,6 +270,7 @@ impl EntryOutcome {
                 serial: None,
                 reasons: Reason::of(&e),
                 files: Vec::new(),
+                not_after: None,
             },
         }
     }

@@ -144,6 +144,8 @@ struct EntryLine<'a> {
     status: &'a str,
     serial: Option<&'a str>,
     reasons: &'a [batch::Reason],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_after: Option<String>,
 }
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
@@ -186,6 +188,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
                 status: o.status.as_str(),
                 serial: o.serial.as_deref(),
                 reasons: &o.reasons,
+                not_after: o.not_after.map(rfc3339),
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
         } else if !quiet && o.status == EntryStatus::Refused {
