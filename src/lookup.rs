@@ -24,7 +24,7 @@ const MAX_CANDIDATES: usize = 10;
 pub fn resolve(store: &Store, query: &str) -> Result<Record> {
     let printable = crate::names::printable(query);
     let path = Path::new(query);
-    if looks_like_file(query) || path.is_file() {
+    if looks_like_file(query) {
         return by_file(store, path);
     }
     let hex: String = query
@@ -70,6 +70,10 @@ pub fn resolve(store: &Store, query: &str) -> Result<Record> {
                 )));
             }
         }
+    }
+    // A file without a telling extension, when nothing else is named so.
+    if path.is_file() {
+        return by_file(store, path);
     }
     let hint = if is_hex && hex.len() < MIN_PREFIX {
         format!(" (a serial prefix needs at least {MIN_PREFIX} hex digits)")

@@ -123,20 +123,6 @@ fn display_name(p: &Path) -> String {
     }
 }
 
-/// The progress bar's rate in whole certificates per second.
-fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
-    let _ = write!(w, "{}/s", rate_text(state.per_sec()));
-}
-
-/// A rate as a whole number (`2500`, never `2500.1234`).
-fn rate_text(per_sec: f64) -> String {
-    if per_sec.is_finite() && per_sec >= 0.0 {
-        format!("{per_sec:.0}")
-    } else {
-        "-".into()
-    }
-}
-
 /// One JSON line of `batch --json`, fields in the documented order.
 #[derive(serde::Serialize)]
 struct EntryLine<'a> {
@@ -162,7 +148,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
             let style = indicatif::ProgressStyle::with_template(
                 "{bar:40} {pos}/{len} certificates  {rate}  ETA {eta}",
             )
-            .map(|st| st.with_key("rate", rate))
+            .map(|st| st.with_key("rate", super::render::progress_rate))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             indicatif::ProgressBar::new(total).with_style(style)
         });
