@@ -157,6 +157,8 @@ pub struct ShowArgs {
     pub pem: bool,
 }
 
+/// `mtlsca renew`: what to renew, where the files go, and whether the old
+/// certificate is revoked.
 #[derive(Debug, Args)]
 pub struct RenewArgs {
     /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
@@ -568,6 +570,8 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
     }
 }
 
+/// Renew a certificate through the engine: same profile, names and subject, a
+/// new key; optionally revoke the old one as superseded.
 pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
     let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
