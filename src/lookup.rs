@@ -1,8 +1,8 @@
 //! One way to name an issued certificate, for every command that takes one
 //! (`show`, `revoke`, `export`, `renew`): its serial (any case, colons, leading
 //! zeros), a unique prefix of at least [`MIN_PREFIX`] hex digits of the serial,
-//! its SHA-256 fingerprint, the request id it was issued under, or the certificate
-//! file itself (PEM or DER).
+//! its SHA-256 fingerprint, the request id it was issued under (which stands for
+//! its latest renewal), or the certificate file itself (PEM or DER).
 
 use std::path::Path;
 
@@ -39,7 +39,8 @@ pub fn resolve(store: &Store, query: &str) -> Result<Record> {
         }
     }
     if let Some(r) = store.by_request_id(query)? {
-        return Ok(r);
+        // A request id stands for its latest renewal (the old ones by serial).
+        return crate::issue::current(store, r);
     }
     if is_hex && hex.len() >= MIN_PREFIX {
         let trimmed = hex.trim_start_matches('0');

@@ -528,8 +528,11 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
         return;
     }
     let r = &i.record;
+    let renewal = r.replaces.is_some();
     let verb = match i.status {
+        crate::issue::IssueStatus::Issued if renewal => "renewed: issued",
         crate::issue::IssueStatus::Issued => "issued",
+        crate::issue::IssueStatus::Exists if renewal => "already renewed:",
         crate::issue::IssueStatus::Exists => "already issued for this request id:",
     };
     ctx.say(format!(

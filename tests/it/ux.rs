@@ -952,3 +952,31 @@ fn the_p12_password_flag_is_named_and_asked_twice_on_a_terminal() {
         "-nokeys",
     ]);
 }
+
+#[test]
+fn a_request_id_names_its_latest_renewal() {
+    let env = Env::with_ca();
+    let first = env.json(&[
+        "issue",
+        "device",
+        "--dns",
+        "r.example",
+        "--request-id",
+        "r",
+        "--out",
+        "r",
+    ]);
+    let out = env.ok(&["renew", "r"]);
+    assert!(out.starts_with("renewed"), "{out}");
+    let current = env.json(&["show", "r"]);
+    assert_eq!(current["replaces"], first["serial"]);
+    // Renewing by request id again renews the current one.
+    let third = env.json(&["renew", "r", "--out", "r3"]);
+    assert_eq!(third["replaces"], current["serial"]);
+    assert_eq!(env.json(&["show", "r"])["serial"], third["serial"]);
+    // The first is still there by serial.
+    assert_eq!(
+        env.json(&["show", first["serial"].as_str().unwrap()])["renewed_by"],
+        current["serial"]
+    );
+}
