@@ -980,3 +980,48 @@ fn a_request_id_names_its_latest_renewal() {
         current["serial"]
     );
 }
+
+#[test]
+fn the_batch_progress_rate_is_a_whole_number() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: no `script` for a terminal");
+        return;
+    }
+    let env = Env::with_ca();
+    let mut m = String::new();
+    for i in 0..400 {
+        m.push_str(&format!(
+            "[[certificate]]\nid = \"w{i}\"\nprofile = \"device\"\ndns = [\"w{i}.example\"]\n"
+        ));
+    }
+    std::fs::write(env.path("m.toml"), m).unwrap();
+    std::fs::create_dir(env.path("out")).unwrap();
+    let cmdline = format!(
+        "{BIN} --ca-dir {} batch --manifest m.toml --out-dir out",
+        env.ca_dir().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("400 issued"), "{shown}");
+    // Whatever the bar drew: no rate with decimals.
+    for part in shown.split("/s").collect::<Vec<_>>().iter().rev().skip(1) {
+        let tail: String = part
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        assert!(!tail.contains('.'), "a rate with decimals: {shown}");
+    }
+}
