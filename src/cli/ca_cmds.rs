@@ -508,6 +508,25 @@ pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
 }
 
 fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
+    // `renewal-of:` ids are how renewals are recorded; only `renew` makes them.
+    if let Some(id) = req
+        .request_id
+        .as_deref()
+        .filter(|id| id.starts_with(crate::issue::RENEWAL_PREFIX))
+    {
+        return Err(Error::invalid(
+            req.origin,
+            crate::rules::Refusal::new(
+                crate::rules::Rule::RequestIdSyntax,
+                format!(
+                    "request ids starting with `{}` are reserved for renewals (use `mtlsca renew`)",
+                    crate::issue::RENEWAL_PREFIX
+                ),
+            )
+            .on(crate::rules::Field::RequestId)
+            .value(id),
+        ));
+    }
     let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;

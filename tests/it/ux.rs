@@ -974,6 +974,19 @@ fn a_request_id_names_its_latest_renewal() {
     let third = env.json(&["renew", "r", "--out", "r3"]);
     assert_eq!(third["replaces"], current["serial"]);
     assert_eq!(env.json(&["show", "r"])["serial"], third["serial"]);
+    // Renewal ids are the engine's own.
+    let err = env.fails(
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "x.example",
+            "--request-id",
+            &format!("renewal-of:{}", first["serial"].as_str().unwrap()),
+        ],
+        2,
+    );
+    assert!(err.contains("reserved for renewals"), "{err}");
     // The first is still there by serial.
     assert_eq!(
         env.json(&["show", first["serial"].as_str().unwrap()])["renewed_by"],
