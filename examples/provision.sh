@@ -46,17 +46,9 @@ for host in web-01 db-01; do
   fi
 done
 
-step "renew web-01: re-issue under a new request id, retire the old certificate"
-old=$(serial_of web-01 "$work/run1.jsonl")
-renewal_id="web-01.$(date +%Y%m%d%H%M%S)"
-mtlsca --json batch --manifest - --out-dir "$certs" <<TOML | tee "$work/renewal.jsonl"
-[[certificate]]
-id = "$renewal_id"
-profile = "device"
-dns = ["web-01.corp.internal"]
-ip = ["10.0.0.11"]
-TOML
-mtlsca revoke "$old" --reason superseded
+step "renew web-01: a new key and certificate in certs/web-01.*, the old one revoked as superseded"
+mtlsca renew web-01 --revoke-old
+mtlsca show web-01
 mtlsca crl
 
 step "inventory"

@@ -180,14 +180,18 @@ pub enum EntryStatus {
     Issued,
     /// Issued before under the same id.
     Exists,
+    /// Renewed by this run (`--renew-within`): a new key and certificate in place
+    /// of one that expires within the window.
+    Renewed,
     /// Refused (or bad); see the reasons.
     Refused,
 }
 
 impl EntryStatus {
-    /// `issued`, `exists` or `refused`.
+    /// `issued`, `exists`, `renewed` or `refused`.
     pub fn as_str(self) -> &'static str {
         match self {
+            EntryStatus::Renewed => "renewed",
             EntryStatus::Issued => "issued",
             EntryStatus::Exists => "exists",
             EntryStatus::Refused => "refused",
@@ -242,6 +246,8 @@ pub struct EntryOutcome {
     pub reasons: Vec<Reason>,
     /// The files written for it.
     pub files: Vec<PathBuf>,
+    /// The certificate's notAfter (issued or existing).
+    pub not_after: Option<OffsetDateTime>,
 }
 
 impl EntryOutcome {
@@ -256,6 +262,7 @@ impl EntryOutcome {
                 serial: Some(i.record.serial),
                 reasons: Vec::new(),
                 files: i.files,
+                not_after: Some(i.record.not_after),
             },
             Err(e) => EntryOutcome {
                 id: id.to_string(),
@@ -263,6 +270,7 @@ impl EntryOutcome {
                 serial: None,
                 reasons: Reason::of(&e),
                 files: Vec::new(),
+                not_after: None,
             },
         }
     }
@@ -280,6 +288,9 @@ pub struct BatchOptions {
     pub chunk: usize,
     /// Signing threads.
     pub threads: usize,
+    /// Renew every entry whose certificate expires within this span from now
+    /// (and is not revoked) instead of answering `exists`.
+    pub renew_within: Option<time::Duration>,
 }
 
 impl BatchOptions {
@@ -290,6 +301,7 @@ impl BatchOptions {
             out_dir,
             chunk: r.chunk,
             threads: r.threads,
+            renew_within: None,
         }
     }
 }
@@ -364,6 +376,7 @@ pub fn run(
     let mut file_owner: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len() * 3);
     let mut requests: Vec<IssuanceRequest> = Vec::with_capacity(entries.len());
     let mut refused: Vec<Option<Error>> = Vec::with_capacity(entries.len());
+    let mut renewing: HashSet<usize> = HashSet::new();
     for (n, e) in entries.iter().enumerate() {
         let label = format!(
             "certificate #{} (id `{}`)",
@@ -415,7 +428,7 @@ pub fn run(
                 None
             }
         };
-        let req = IssuanceRequest {
+        let mut req = IssuanceRequest {
             profile: e.profile.clone(),
             content: e.content(),
             key: KeySource::Generate(key_type),
@@ -424,7 +437,13 @@ pub fn run(
             origin: Origin::Manifest,
         };
         match issuer.check_request(&req, now) {
-            Ok(()) => refused.push(None),
+            Ok(()) => {
+                if let Some(renewal) = renewal(&issuer, store, opts, &req, &out_dir, now)? {
+                    req = renewal;
+                    renewing.insert(n);
+                }
+                refused.push(None)
+            }
             Err(err @ Error::Refused(_)) => refused.push(Some(err)),
             Err(Error::Invalid(r)) => {
                 for x in &r.reasons {
@@ -479,10 +498,16 @@ pub fn run(
         chunk: opts.chunk,
         threads: opts.threads,
     };
+    let mut renewed = 0usize;
     let counts = issuer.issue_all(&to_issue, &run_opts, now, &mut |i, r| {
         let pos = positions[i];
         report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
-        report(&EntryOutcome::of(&entries[pos].id, r));
+        let mut o = EntryOutcome::of(&entries[pos].id, r);
+        if o.status == EntryStatus::Issued && renewing.contains(&pos) {
+            o.status = EntryStatus::Renewed;
+            renewed += 1;
+        }
+        report(&o);
         next = pos + 1;
     })?;
     report_refused(
@@ -493,10 +518,51 @@ pub fn run(
         &mut summary,
         report,
     );
-    summary.issued += counts.issued;
+    summary.issued += counts.issued - renewed;
+    summary.renewed += renewed;
     summary.exists += counts.exists;
     summary.refused += counts.refused;
     Ok(summary)
+}
+
+/// With `--renew-within`: the renewal of the certificate that stands for this
+/// entry's id, when it expires within the window, is not revoked, and was issued
+/// for this very request (a changed entry is left to the engine, which refuses it
+/// as a request-id conflict).
+fn renewal(
+    issuer: &Issuer<'_>,
+    store: &Store,
+    opts: &BatchOptions,
+    req: &IssuanceRequest,
+    out_dir: &std::path::Path,
+    now: OffsetDateTime,
+) -> Result<Option<IssuanceRequest>> {
+    let (Some(within), Some(id)) = (opts.renew_within, req.request_id.as_deref()) else {
+        return Ok(None);
+    };
+    let Some(rec) = store.by_request_id(id)? else {
+        return Ok(None);
+    };
+    let cur = issuer.current(rec)?;
+    if cur.status == crate::store::Status::Revoked || cur.not_after > now + within {
+        return Ok(None);
+    }
+    match issuer.check_same_request(&cur, req, now) {
+        Ok(()) => {}
+        Err(Error::Refused(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let der = store
+        .der(&cur)?
+        .ok_or_else(|| Error::Store(format!("record {} has no certificate", cur.serial)))?;
+    crate::renew::request(
+        &cur,
+        &der,
+        crate::renew::RenewOutput::ReplaceAt(out_dir.join(id)),
+        req.content.validity.clone(),
+        Origin::Manifest,
+    )
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -574,6 +640,7 @@ mod tests {
             out_dir: dir.path().join("out"),
             chunk: 7,
             threads: 2,
+            renew_within: None,
         };
         let mut seen = Vec::new();
         let summary = run(&ca, &store, &manifest, "m", &opts, now, &mut |o| {

@@ -252,7 +252,7 @@ fn sign(
         .signed_by(&signing.issuer)
         .map_err(|e| Error::State(format!("cannot sign the {} CRL: {e}", issuer.as_str())))?;
     let der = crl.der().to_vec();
-    let pem = pem::encode(&pem::Pem::new("X509 CRL", der.clone()));
+    let pem = crate::fsutil::pem_lf(&pem::Pem::new("X509 CRL", der.clone()));
     Ok(Crl {
         issuer,
         number,

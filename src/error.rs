@@ -152,3 +152,38 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
 }
+
+/// Why bytes that should be `expected` (PEM with `-----BEGIN LABEL-----`, or DER)
+/// are not, in words: empty, text that is not PEM (with its first characters),
+/// or binary data that is not DER. `None` when they may well be DER (let the
+/// parser say more).
+pub fn not_pem_or_der(bytes: &[u8], expected: &str, label: &str) -> Option<String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Some(format!(
+            "is empty; expected {expected} (PEM `-----BEGIN {label}-----` or DER)"
+        ));
+    }
+    let text = bytes.len() >= 2
+        && bytes[0] != 0x30
+        && bytes
+            .iter()
+            .take(256)
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if text {
+        let start: String = String::from_utf8_lossy(&bytes[..bytes.len().min(24)])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Some(format!(
+            "is text, not {expected}: expected PEM (a `-----BEGIN {label}-----` line) or DER; it starts with `{}`",
+            crate::names::printable(&start)
+        ));
+    }
+    if bytes[0] != 0x30 {
+        return Some(format!(
+            "is neither PEM nor DER: expected {expected} (PEM `-----BEGIN {label}-----`, or DER starting with a SEQUENCE)"
+        ));
+    }
+    None
+}

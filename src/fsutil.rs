@@ -268,6 +268,15 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// PEM text with LF line endings (the `pem` crate's default is CRLF): every PEM
+/// file mtlsca writes uses LF.
+pub fn pem_lf(block: &pem::Pem) -> String {
+    pem::encode_config(
+        block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,7 +116,7 @@ pub fn pkcs8_der(key: &KeyPair) -> Vec<u8> {
 
 /// A key as unencrypted PKCS#8 PEM (`PRIVATE KEY`; Ed25519 as v1).
 pub fn pkcs8_pem(key: &KeyPair) -> String {
-    pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8_der(key)))
+    crate::fsutil::pem_lf(&pem::Pem::new("PRIVATE KEY", pkcs8_der(key)))
 }
 
 /// PBKDF2 iterations for encrypted CA keys (OWASP's figure for PBKDF2-HMAC-SHA256).
@@ -168,11 +168,11 @@ pub fn protected_pem(key: &KeyPair, passphrase: Option<&Passphrase>) -> Result<Z
     let der = Zeroizing::new(pkcs8_der(key));
     let Some(pass) = passphrase else {
         let block = pem::Pem::new("PRIVATE KEY", der.to_vec());
-        let text = Zeroizing::new(pem::encode(&block));
+        let text = Zeroizing::new(crate::fsutil::pem_lf(&block));
         block.into_contents().zeroize();
         return Ok(text);
     };
-    Ok(Zeroizing::new(pem::encode(&pem::Pem::new(
+    Ok(Zeroizing::new(crate::fsutil::pem_lf(&pem::Pem::new(
         ENCRYPTED_LABEL,
         encrypt_pkcs8(&der, pass)?,
     ))))

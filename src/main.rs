@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 // The command line is the binary's, not part of the library's API. Its modules
 // name library items as `crate::...`: the library's modules are imported here.
 #[allow(unused_imports)]
@@ -12,14 +11,40 @@ use mtlsca::*;
 mod cli;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors; everything else is bad usage (2).
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            let hint = cli::usage_hint(&e, &std::env::args().collect::<Vec<_>>());
+            match &hint {
+                Some(text) => eprint!("{text}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             if code == 2 && std::env::args_os().any(|a| a == "--json") {
-                let err = mtlsca::Error::Usage(e.kind().to_string());
+                // The error line and its tip, without clap's usage block.
+                let text = hint.unwrap_or_else(|| e.render().to_string());
+                let block: Vec<&str> = text
+                    .lines()
+                    .skip_while(|l| !l.starts_with("error: "))
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(|l| l.trim_start_matches("error: ").trim())
+                    .collect();
+                let mut message = vec![block.join(" ")];
+                message.extend(
+                    text.lines()
+                        .filter_map(|l| l.trim_start().strip_prefix("tip: "))
+                        .map(String::from),
+                );
+                message.retain(|m| !m.is_empty());
+                let message = if message.is_empty() {
+                    e.kind().to_string()
+                } else {
+                    message.join("; ")
+                };
+                let err = mtlsca::Error::Usage(message);
                 println!("{}", err.to_json());
             }
             return ExitCode::from(code);

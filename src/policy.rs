@@ -248,9 +248,10 @@ pub fn check(
                     Refusal::new(
                         Rule::SubjectAttributeRequired,
                         format!(
-                            "profile `{}` requires {} in the subject",
+                            "profile `{}` requires {} in the subject (its `subject.{}` is required): give it, or make it optional in the profile",
                             profile.name,
-                            attr_name(attr)
+                            attr_name(attr),
+                            subject_key(attr)
                         ),
                     )
                     .on(field),
@@ -395,8 +396,11 @@ pub fn check(
                 Refusal::new(
                     Rule::ValidityOverProfileMax,
                     format!(
-                        "is over profile `{}`'s maximum of {} (its `validity.max`)",
-                        profile.name, profile.max_validity
+                        "is over profile `{}`'s maximum of {} (its `validity.max`): the latest notAfter it allows is {}; ask for {} or less, or raise `validity.max` in the profile",
+                        profile.name,
+                        profile.max_validity,
+                        crate::timefmt::human_time(not_before + profile.max_validity.duration()),
+                        profile.max_validity
                     ),
                 )
                 .on(Field::Validity)
@@ -409,8 +413,9 @@ pub fn check(
                 Refusal::new(
                     Rule::ValidityPastIssuingCa,
                     format!(
-                        "would run past the issuing CA's own notAfter ({})",
-                        crate::timefmt::date(ca_not_after)
+                        "would run past the issuing CA's own notAfter ({}); ask for a shorter validity or --not-after {} at the latest",
+                        crate::timefmt::date(ca_not_after),
+                        crate::timefmt::rfc3339(ca_not_after)
                     ),
                 )
                 .on(Field::Validity)
@@ -466,7 +471,7 @@ fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec
             Rule::NameKindForRole,
             match profile.role {
                 Role::Device => format!(
-                    "a device certificate cannot carry {} names (they identify a person or organisation)",
+                    "a device certificate cannot carry {} names (they identify a person or organisation; use the person profile for them)",
                     kind.as_str()
                 ),
                 Role::Entity => format!(
@@ -481,7 +486,7 @@ fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec
         out.push(at(Refusal::new(
             Rule::NameKindForProfile,
             format!(
-                "profile `{}` does not accept {} names (its `names.{}` is false)",
+                "profile `{}` does not accept {} names (its `names.{}` is false; set it to true in the profile, or use a profile that accepts them: `mtlsca profile list`)",
                 profile.name,
                 kind.as_str(),
                 kind.as_str().to_ascii_lowercase()
@@ -502,7 +507,7 @@ fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec
         out.push(at(Refusal::new(
             Rule::NameOutsideProfile,
             format!(
-                "outside profile `{}`'s permitted names ({})",
+                "outside profile `{}`'s permitted names ({}); use a name inside them, or widen the profile's `permitted` list",
                 profile.name,
                 join_patterns(&profile.permitted, kind)
             ),
@@ -512,7 +517,7 @@ fn check_name(profile: &Profile, ca_constraints: &[Pattern], n: &SanName) -> Vec
         out.push(at(Refusal::new(
             Rule::NameOutsideConstraints,
             format!(
-                "outside the CA's name constraints ({})",
+                "outside the CA's name constraints ({}); they are fixed in the root certificate at `init` (--permit-dns, --permit-ip, --permit-uri): use a name inside them",
                 join_patterns(ca_constraints, kind)
             ),
         )));
@@ -546,6 +551,15 @@ fn eku_list(oids: &[String]) -> String {
         .map(|o| eku_name(o))
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+/// The key of a subject attribute in a profile's `subject` table.
+fn subject_key(attr: crate::rules::SubjectAttr) -> &'static str {
+    match attr {
+        crate::rules::SubjectAttr::CommonName => "common_name",
+        crate::rules::SubjectAttr::Organization => "organization",
+        crate::rules::SubjectAttr::Country => "country",
+    }
 }
 
 #[cfg(test)]

@@ -27,27 +27,37 @@ pub const BUILTIN: [(&str, &str); 4] = [
 /// Longest validity any profile may allow (the rulebook's ceiling).
 const VALIDITY_CEILING: Validity = Validity(crate::rules::VALIDITY_CEILING_SECS);
 
-/// A span of validity, parsed from "90d", "24h", "1y" (a year is 365 days).
+/// A span of validity, parsed from a number and a unit: `s`, `m` (minutes), `h`,
+/// `d`, `w` (weeks) or `y` (365 days): "90d", "24h", "2w", "1y".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Validity(pub i64);
 
+/// The units a validity may be written in, with their length in seconds.
+pub const VALIDITY_UNITS: &[(&str, i64)] = &[
+    ("s", 1),
+    ("m", 60),
+    ("h", 3600),
+    ("d", 86_400),
+    ("w", 7 * 86_400),
+    ("y", 365 * 86_400),
+];
+
 impl Validity {
-    /// Parse "90d", "24h", "1y" (a year is 365 days).
+    /// Parse a number and a unit (`s m h d w y`; a year is 365 days): "90d", "24h".
     pub fn parse(s: &str) -> std::result::Result<Validity, String> {
         let s = s.trim();
         let split = s
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{s}` has no unit (use h, d or y, e.g. 90d)"))?;
+            .ok_or_else(|| format!("`{s}` has no unit (use s, m, h, d, w or y, e.g. 90d)"))?;
         let (num, unit) = s.split_at(split);
-        let n: i64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a number followed by h, d or y"))?;
-        let per = match unit {
-            "h" => 3600,
-            "d" => 86_400,
-            "y" => 365 * 86_400,
-            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use h, d or y)")),
-        };
+        let n: i64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a number followed by s, m, h, d, w or y (e.g. 90d)")
+        })?;
+        let per = VALIDITY_UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, per)| *per)
+            .ok_or_else(|| format!("`{s}`: unknown unit `{unit}` (use s, m, h, d, w or y)"))?;
         if n <= 0 {
             return Err(format!("`{s}` must be positive"));
         }
@@ -83,6 +93,8 @@ impl fmt::Display for Validity {
             write!(f, "{}d", s / 86_400)
         } else if s % 3600 == 0 {
             write!(f, "{}h", s / 3600)
+        } else if s % 60 == 0 {
+            write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
         }
@@ -743,7 +755,7 @@ mod tests {
             "validity.default",
         );
         invalid_with(
-            "name = \"x\"\nrole = \"device\"\nvalidity = { max = \"12w\" }",
+            "name = \"x\"\nrole = \"device\"\nvalidity = { max = \"12x\" }",
             "unknown unit",
         );
         invalid_with(
@@ -786,13 +798,17 @@ mod tests {
         assert_eq!(Validity::parse("24h").unwrap().seconds(), 86_400);
         assert_eq!(Validity::parse("90d").unwrap().seconds(), 90 * 86_400);
         assert_eq!(Validity::parse("1y").unwrap().seconds(), 365 * 86_400);
+        assert_eq!(Validity::parse("2w").unwrap().seconds(), 14 * 86_400);
+        assert_eq!(Validity::parse("90m").unwrap().seconds(), 5400);
+        assert_eq!(Validity::parse("45s").unwrap().seconds(), 45);
+        assert_eq!(Validity::parse("90m").unwrap().to_string(), "90m");
         for bad in [
             "",
             "d",
             "0d",
             "-5d",
             "5",
-            "5w",
+            "5x",
             "1.5d",
             "99999999999999999999d",
         ] {

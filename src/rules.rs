@@ -284,7 +284,7 @@ rules! {
     /// A key algorithm or curve mtlsca does not accept.
     KeyUnsupported = "key-unsupported", "keys are ECDSA P-256/P-384, Ed25519 or RSA 2048-8192";
     /// A validity that does not parse.
-    ValiditySyntax = "validity-syntax", "a validity is a number and a unit (h, d, y)";
+    ValiditySyntax = "validity-syntax", "a validity is a number and a unit (s, m, h, d, w, y), or --not-after a time";
     /// A validity over the profile's maximum.
     ValidityOverProfileMax = "validity-over-profile-max", "the validity is over the profile's `validity.max`";
     /// A validity that would outlive the issuing CA.

@@ -44,6 +44,9 @@ pub struct InitArgs {
     pub encrypt: bool,
 }
 
+/// The file `init` writes with the root and both issuing CAs.
+pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+
 fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
     KeyType::parse(s).map_err(|e| e.to_string())
 }
@@ -74,6 +77,9 @@ pub struct IssueArgs {
     /// Email address (repeatable)
     #[arg(long)]
     pub email: Vec<String>,
+    /// Names as one list, as other tools spell them: dns:NAME,ip:ADDR,uri:URI,email:ADDR
+    #[arg(long, value_name = "KIND:NAME,...", value_delimiter = ',')]
+    pub san: Vec<String>,
     /// Subject common name
     #[arg(long)]
     pub cn: Option<String>,
@@ -83,9 +89,13 @@ pub struct IssueArgs {
     /// Subject countryName (two letters)
     #[arg(long)]
     pub country: Option<String>,
-    /// Validity, e.g. 90d, 24h, 1y (default: the profile's)
-    #[arg(long)]
+    /// Validity: a number and a unit s, m, h, d, w or y, e.g. 90d, 24h, 2w
+    /// (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
+    /// Until when: an RFC 3339 time (2027-01-31T00:00:00Z) or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
     /// Key type (default: the profile's)
     #[arg(long, value_parser = parse_key_type)]
     pub key_type: Option<KeyType>,
@@ -107,10 +117,14 @@ pub struct SignArgs {
     /// Where to write the certificate PEM; - (the default) is standard output
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Validity, e.g. 90d (default: the profile's)
-    #[arg(long)]
+    /// Validity: a number and a unit s, m, h, d, w or y, e.g. 90d (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
-    /// Idempotency key
+    /// Until when: an RFC 3339 time (2027-01-31T00:00:00Z) or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
+    /// Idempotency key: the same id with the same CSR returns the certificate
+    /// issued for it; with another CSR it is refused
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
 }
@@ -134,11 +148,37 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub id: String,
     /// Print the certificate PEM instead of the record
     #[arg(long)]
     pub pem: bool,
+}
+
+/// `mtlsca renew`: what to renew, where the files go, and whether the old
+/// certificate is revoked.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
+    /// SHA-256, request id, or the certificate file
+    #[arg(value_name = "CERT")]
+    pub cert: String,
+    /// Write PREFIX.key, PREFIX.pem, PREFIX.chain.pem (new names, never
+    /// overwritten); default: replace the old certificate's files, keeping each
+    /// as NAME.prev
+    #[arg(long, value_name = "PREFIX")]
+    pub out: Option<PathBuf>,
+    /// Revoke the old certificate (reason superseded) once the new one is issued
+    #[arg(long)]
+    pub revoke_old: bool,
+    /// Validity of the new certificate, e.g. 90d, 24h, 2w (default: the profile's)
+    #[arg(long, value_name = "SPAN")]
+    pub validity: Option<String>,
+    /// Until when: an RFC 3339 time or a span like --validity
+    #[arg(long, value_name = "TIME|SPAN", conflicts_with = "validity")]
+    pub not_after: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +216,15 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     drop(store);
+    // One file with the whole hierarchy, for relying parties and tools that take
+    // one CA file (`openssl s_server -CAfile ca-bundle.pem`).
+    let bundle = dir.join(BUNDLE_FILE);
+    let mut bundle_pem = String::new();
+    for kind in [ca::CaKind::Root, ca::CaKind::Device, ca::CaKind::Entity] {
+        bundle_pem.push_str(&ca.cert_pem(kind)?);
+    }
+    fsutil::write_atomic(&bundle, bundle_pem.as_bytes(), 0o644)?;
+    fsutil::sync_dir(dir)?;
     let constraints: Vec<String> = ca
         .config
         .constraints()?
@@ -190,6 +239,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "root": dir.join("root.pem"),
             "device_ca": dir.join("device-ca.pem"),
             "entity_ca": dir.join("entity-ca.pem"),
+            "ca_bundle": bundle,
             "profiles": ca.profile_names()?,
             "permit_dns": ca.config.permit_dns,
             "permit_ip": ca.config.permit_ip,
@@ -216,6 +266,10 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             dir.join("entity-ca.pem").display()
         ));
         ctx.say(format!(
+            "  CA bundle         {}  (root + both issuing CAs)",
+            bundle.display()
+        ));
+        ctx.say(format!(
             "  profiles          {}",
             ca.profile_names()?.join(", ")
         ));
@@ -228,6 +282,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
                 dir.join("private").display()
             ));
         }
+        ctx.say(format!(
+            "relying parties trust {} (the anchor; or {} where one CA file is wanted); \
+             certificates are presented with their PREFIX.chain.pem",
+            dir.join("root.pem").display(),
+            bundle.display()
+        ));
     }
     Ok(Outcome::Done)
 }
@@ -348,14 +408,21 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
 
 /// A file prefix from the first name of a request: `web-01.corp.internal`, `alice@corp.example`.
 fn default_prefix(c: &RequestedContent) -> PathBuf {
+    use crate::role::NameKind;
+    // The name as the certificate will carry it (a DNS name in lower case).
+    let normalized = |kind: NameKind, v: &String| {
+        crate::names::SanName::parse(kind, v)
+            .map(|n| n.value())
+            .unwrap_or_else(|_| v.clone())
+    };
     let first = c
         .dns
         .first()
-        .or(c.ip.first())
-        .or(c.email.first())
-        .or(c.cn.as_ref())
-        .or(c.org.as_ref())
-        .cloned()
+        .map(|d| normalized(NameKind::Dns, d))
+        .or(c.ip.first().map(|i| normalized(NameKind::Ip, i)))
+        .or(c.email.first().map(|e| normalized(NameKind::Email, e)))
+        .or(c.cn.clone())
+        .or(c.org.clone())
         // A URI names the file after its last path segment (spiffe://corp/ns/web → web).
         .or_else(|| {
             c.uri.first().map(|u| {
@@ -387,7 +454,55 @@ fn default_prefix(c: &RequestedContent) -> PathBuf {
     )
 }
 
-pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
+/// The validity a request asks for: `--validity SPAN`, or `--not-after` as a span
+/// or an RFC 3339 time (turned into the span from now, to the second).
+fn validity_arg(
+    validity: Option<String>,
+    not_after: Option<String>,
+    ctx: &Ctx,
+) -> Result<Option<String>> {
+    let Some(t) = not_after else {
+        return Ok(validity);
+    };
+    if t.trim().starts_with(|c: char| c.is_ascii_digit()) && Validity::parse(&t).is_ok() {
+        return Ok(Some(t));
+    }
+    let at = time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--not-after `{}` is neither an RFC 3339 time (2027-01-31T00:00:00Z) nor a span (90d, 24h, 2w)",
+                crate::names::printable(&t)
+            ))
+        })?;
+    let start = ctx.now.replace_nanosecond(0).unwrap_or(ctx.now);
+    let secs = (at - start).whole_seconds();
+    if secs <= 0 {
+        return Err(Error::Usage(format!(
+            "--not-after `{}` is not in the future (now is {})",
+            crate::names::printable(&t),
+            render::rfc3339(ctx.now)
+        )));
+    }
+    Ok(Some(format!("{secs}s")))
+}
+
+pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
+    for item in std::mem::take(&mut a.san) {
+        let (kind, value) = item.split_once(':').unwrap_or(("", &item));
+        let list = match kind.to_ascii_lowercase().as_str() {
+            "dns" => &mut a.dns,
+            "ip" => &mut a.ip,
+            "uri" => &mut a.uri,
+            "email" => &mut a.email,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--san `{}`: expected KIND:NAME with KIND dns, ip, uri or email (e.g. --san dns:web.example,ip:10.0.0.1)",
+                    crate::names::printable(&item)
+                )))
+            }
+        };
+        list.push(value.to_string());
+    }
     let content = RequestedContent {
         dns: a.dns,
         ip: a.ip,
@@ -396,7 +511,7 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
         cn: a.cn,
         org: a.org,
         country: a.country,
-        validity: a.validity,
+        validity: validity_arg(a.validity, a.not_after, ctx)?,
         ..Default::default()
     };
     let prefix = a.out.unwrap_or_else(|| default_prefix(&content));
@@ -414,6 +529,25 @@ pub fn issue(ctx: &Ctx, a: IssueArgs) -> Result<Outcome> {
 }
 
 fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
+    // `renewal-of:` ids are how renewals are recorded; only `renew` makes them.
+    if let Some(id) = req
+        .request_id
+        .as_deref()
+        .filter(|id| id.starts_with(crate::issue::RENEWAL_PREFIX))
+    {
+        return Err(Error::invalid(
+            req.origin,
+            crate::rules::Refusal::new(
+                crate::rules::Rule::RequestIdSyntax,
+                format!(
+                    "request ids starting with `{}` are reserved for renewals (use `mtlsca renew`)",
+                    crate::issue::RENEWAL_PREFIX
+                ),
+            )
+            .on(crate::rules::Field::RequestId)
+            .value(id),
+        ));
+    }
     let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
     let issuer = Issuer::new(&ca, &store)?;
@@ -423,6 +557,7 @@ fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
 pub fn issued_json(i: &Issued, ctx: &Ctx) -> serde_json::Value {
     let mut v = record_json(&i.record, ctx.now);
     v["files"] = json!(i.files);
+    v["written"] = json!(i.written);
     v["status"] = json!(i.status.as_str());
     v
 }
@@ -433,7 +568,10 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
         return;
     }
     let r = &i.record;
+    let renewal = r.replaces.is_some();
     let verb = match i.status {
+        crate::issue::IssueStatus::Issued if renewal => "renewed: issued",
+        crate::issue::IssueStatus::Exists if renewal => "already renewed:",
         crate::issue::IssueStatus::Exists => "already issued for this request id:",
         _ => "issued",
     };
@@ -442,7 +580,7 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
         r.role,
         r.serial,
         r.profile,
-        date(r.not_after)
+        crate::timefmt::human_time(r.not_after)
     ));
     ctx.say(format!(
         "  subject  {}",
@@ -454,8 +592,82 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
     ));
     ctx.say(format!("  names    {}", r.names.join(", ")));
     for f in &i.files {
-        ctx.say(format!("  wrote    {}", f.display()));
+        if i.written.contains(f) {
+            ctx.say(format!("  wrote    {}", f.display()));
+        } else {
+            ctx.say(format!("  exists   {}", f.display()));
+        }
     }
+    if i.status == crate::issue::IssueStatus::Exists {
+        if let Some(k) = &r.key_file {
+            if !i
+                .files
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == "key"))
+            {
+                ctx.say(format!(
+                    "  note     no key file here: a private key is never stored; this certificate's key was written to {k}"
+                ));
+            }
+        }
+    }
+}
+
+/// Renew a certificate through the engine: same profile, names and subject, a
+/// new key; optionally revoke the old one as superseded.
+pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
+    let ca = ctx.open_ca()?;
+    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let old = crate::lookup::resolve(&store, &a.cert)?;
+    let der = store
+        .der(&old)?
+        .ok_or_else(|| Error::Store(format!("record {} has no certificate", old.serial)))?;
+    let output = match a.out {
+        Some(p) => crate::renew::RenewOutput::Prefix(p),
+        None => crate::renew::RenewOutput::InPlace,
+    };
+    let req = crate::renew::request(
+        &old,
+        &der,
+        output,
+        validity_arg(a.validity, a.not_after, ctx)?,
+        crate::rules::Origin::Arguments,
+    )?;
+    let issuer = Issuer::new(&ca, &store)?;
+    let issued = issuer.issue(&req, ctx.now)?;
+    drop(issuer);
+    let revoked = if a.revoke_old && old.status != Status::Revoked {
+        crate::crl::revoke(&store, &old.serial, crate::crl::Reason::Superseded, ctx.now)?;
+        true
+    } else {
+        false
+    };
+    if ctx.global.json {
+        let mut v = issued_json(&issued, ctx);
+        v["replaces"] = json!(old.serial);
+        v["old_revoked"] = json!(revoked || old.status == Status::Revoked);
+        print_json(&v);
+        return Ok(Outcome::Done);
+    }
+    report_issued(ctx, &issued);
+    ctx.say(format!("  replaces {}", old.serial));
+    let kept: Vec<String> = issued
+        .written
+        .iter()
+        .map(|f| crate::issue::prev_name(f))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !kept.is_empty() {
+        ctx.say(format!("  kept     {}", kept.join(", ")));
+    }
+    if revoked {
+        ctx.say(format!(
+            "  revoked  {} (superseded); publish it: mtlsca crl",
+            old.serial
+        ));
+    }
+    Ok(Outcome::Done)
 }
 
 pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
@@ -468,7 +680,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
     let req = IssuanceRequest {
         profile: a.profile,
         content: RequestedContent {
-            validity: a.validity,
+            validity: validity_arg(a.validity, a.not_after, ctx)?,
             ..Default::default()
         },
         key: KeySource::Csr(csr),
@@ -476,7 +688,18 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         output,
         origin: crate::rules::Origin::Arguments,
     };
-    let issued = run_issue(ctx, &req)?;
+    let csr_name = if a.csr == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        a.csr.display().to_string()
+    };
+    let issued = run_issue(ctx, &req).map_err(|e| match e {
+        // Name the file an unreadable CSR came from.
+        Error::Invalid(r) if r.has(crate::rules::Rule::CsrUnreadable) && r.context.is_none() => {
+            Error::Invalid(r.context(csr_name.clone()))
+        }
+        other => other,
+    })?;
     if to_stdout {
         if ctx.global.json {
             let mut v = issued_json(&issued, ctx);
@@ -549,12 +772,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
     ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let rec = store.find(&a.id)?.ok_or_else(|| {
-        Error::refused(format!(
-            "no certificate with serial or fingerprint {}",
-            crate::names::printable(&a.id)
-        ))
-    })?;
+    let rec = crate::lookup::resolve(&store, &a.id)?;
     let der = store
         .der(&rec)?
         .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
@@ -564,8 +782,13 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let audit = store.audit_of(&rec.serial)?;
+    let renewed_by = store
+        .by_request_id(&format!("{}{}", crate::issue::RENEWAL_PREFIX, rec.serial))?
+        .map(|r| r.serial);
     if ctx.global.json {
         let mut v = record_json(&rec, ctx.now);
+        v["replaces"] = json!(rec.replaces);
+        v["renewed_by"] = json!(renewed_by);
         v["pem"] = json!(pem);
         v["key_file"] = json!(rec.key_file);
         v["audit"] = json!(audit
@@ -592,6 +815,14 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             (
                 "key file",
                 rec.key_file.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "replaces",
+                rec.replaces.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "renewed by",
+                renewed_by.clone().unwrap_or_else(|| "-".into()),
             ),
         ];
         for (k, v) in rows {

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
@@ -33,11 +33,17 @@ pub struct BatchArgs {
     /// Where <id>.key, <id>.pem and <id>.chain.pem are written
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out_dir: PathBuf,
+    /// Renew every entry whose certificate expires within SPAN (e.g. 7d): a new
+    /// key and certificate in its files, the old ones kept as NAME.prev
+    #[arg(long, value_name = "SPAN")]
+    pub renew_within: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub serial: String,
     /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
     /// superseded, cessationOfOperation, privilegeWithdrawn, aACompromise
@@ -61,7 +67,9 @@ pub struct CrlArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Serial (hex, any case, colons allowed) or SHA-256 fingerprint
+    /// The certificate: serial (any case, colons allowed), a unique serial prefix of
+    /// 8+ hex digits, SHA-256 fingerprint, request id, or the certificate file
+    #[arg(value_name = "CERT")]
     pub serial: String,
     /// pem (leaf), der (leaf), chain (leaf + issuing CA), p12 (key + leaf + CAs)
     #[arg(long, value_parser = ["pem", "der", "chain", "p12"])]
@@ -72,9 +80,10 @@ pub struct ExportArgs {
     /// p12: the private key (PKCS#8 PEM or DER; default: the key file written at issuance); - reads standard input
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// p12: a file whose first line is the password (else $MTLSCA_P12_PASSWORD); - reads standard input
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
+    /// p12: a file whose first line is the PKCS#12 password (else
+    /// $MTLSCA_P12_PASSWORD, else asked twice on the terminal); - reads standard input
+    #[arg(long, value_name = "FILE", alias = "password-file")]
+    pub p12_password_file: Option<PathBuf>,
     /// p12: 3DES and SHA-1 for old Java and Windows importers (default AES-256 + PBKDF2)
     #[arg(long)]
     pub legacy: bool,
@@ -99,7 +108,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Write mtlsca.1 and one page per subcommand here (default: mtlsca.1 on standard output)
+    /// Write mtlsca.1 and one page per command, nested ones included, here
+    /// (default: mtlsca.1 on standard output)
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }
@@ -123,6 +133,8 @@ struct EntryLine<'a> {
     status: &'a str,
     serial: Option<&'a str>,
     reasons: &'a [batch::Reason],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_after: Option<String>,
 }
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
@@ -137,15 +149,25 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     let bar =
         (!ctx.global.quiet && !ctx.global.json && std::io::stderr().is_terminal()).then(|| {
             let style = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} certificates  {per_sec}  ETA {eta}",
+                "{bar:40} {pos}/{len} certificates  {rate}  ETA {eta}",
             )
+            .map(|st| st.with_key("rate", super::render::progress_rate))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             indicatif::ProgressBar::new(total).with_style(style)
         });
     let mut out = std::io::stdout().lock();
     let json = ctx.global.json;
     let quiet = ctx.global.quiet;
-    let opts = BatchOptions::new(a.out_dir.clone());
+    let mut opts = BatchOptions::new(a.out_dir.clone());
+    opts.renew_within = a
+        .renew_within
+        .as_deref()
+        .map(|s| {
+            Validity::parse(s)
+                .map(|v| v.duration())
+                .map_err(|m| Error::Usage(format!("--renew-within {m}")))
+        })
+        .transpose()?;
     // A closed standard output (`| head`) must not stop issuance half-way:
     // write errors of the report are ignored.
     let result = batch::run(&ca, &store, &manifest, &name, &opts, ctx.now, &mut |o| {
@@ -155,6 +177,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
                 status: o.status.as_str(),
                 serial: o.serial.as_deref(),
                 reasons: &o.reasons,
+                not_after: o.not_after.map(rfc3339),
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
         } else if !quiet && o.status == EntryStatus::Refused {
@@ -187,9 +210,14 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     drop(out);
     let summary = result?;
     ctx.say(format!(
-        "batch {name}: {} entries: {} issued, {} already issued, {} refused (files in {})",
+        "batch {name}: {} entries: {} issued, {}{} already issued, {} refused (files in {})",
         summary.total,
         summary.issued,
+        if opts.renew_within.is_some() {
+            format!("{} renewed, ", summary.renewed)
+        } else {
+            String::new()
+        },
         summary.exists,
         summary.refused,
         a.out_dir.display()
@@ -205,7 +233,8 @@ pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
     ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let rec = crl::revoke(&store, &a.serial, reason, ctx.now)?;
+    let named = crate::lookup::resolve(&store, &a.serial)?;
+    let rec = crl::revoke(&store, &named.serial, reason, ctx.now)?;
     if ctx.global.json {
         print_json(&record_json(&rec, ctx.now));
     } else {
@@ -294,7 +323,8 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// The PKCS#12 password: the first line of `--password-file`, else the environment.
+/// The PKCS#12 password: the first line of `--p12-password-file`, else the
+/// environment, else asked twice on the terminal.
 fn p12_password(file: Option<&Path>) -> Result<String> {
     if let Some(f) = file {
         let text = fsutil::read_bounded_text(f, MAX_PASSWORD_FILE, "password file")?;
@@ -303,17 +333,18 @@ fn p12_password(file: Option<&Path>) -> Result<String> {
     }
     match std::env::var(P12_PASSWORD_ENV) {
         Ok(p) => Ok(p),
+        Err(_) if super::prompt::can_prompt() => super::prompt::new_secret("PKCS#12 password"),
         Err(_) => Err(Error::Usage(format!(
-            "a PKCS#12 export needs a password: --password-file FILE or ${P12_PASSWORD_ENV}"
+            "a PKCS#12 export needs a password: --p12-password-file FILE, ${P12_PASSWORD_ENV}, or run it on a terminal to be asked"
         ))),
     }
 }
 
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     let format = Format::parse(&a.format)?;
-    if format != Format::P12 && (a.key.is_some() || a.password_file.is_some() || a.legacy) {
+    if format != Format::P12 && (a.key.is_some() || a.p12_password_file.is_some() || a.legacy) {
         return Err(Error::Usage(
-            "--key, --password-file and --legacy apply to --format p12 only".into(),
+            "--key, --p12-password-file and --legacy apply to --format p12 only".into(),
         ));
     }
     let to_stdout = a.out.as_deref().is_none_or(is_stdio);
@@ -327,16 +358,16 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
         )));
     }
     let p12 = if format == Format::P12 {
-        let stdin_users = [a.key.as_deref(), a.password_file.as_deref()]
+        let stdin_users = [a.key.as_deref(), a.p12_password_file.as_deref()]
             .iter()
             .filter(|p| p.is_some_and(is_stdio))
             .count();
         if stdin_users > 1 {
             return Err(Error::Usage(
-                "--key and --password-file cannot both read standard input".into(),
+                "--key and --p12-password-file cannot both read standard input".into(),
             ));
         }
-        let password = p12_password(a.password_file.as_deref())?;
+        let password = p12_password(a.p12_password_file.as_deref())?;
         let key = match &a.key {
             Some(p) => KeyInput::Given {
                 bytes: fsutil::read_bounded(p, MAX_KEY_FILE, "key")?,
@@ -354,7 +385,8 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     };
     let ca = ctx.open_ca()?;
     let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let exported = export::export(&ca, &store, &a.serial, format, p12.as_ref())?;
+    let named = crate::lookup::resolve(&store, &a.serial)?;
+    let exported = export::export(&ca, &store, &named.serial, format, p12.as_ref())?;
     drop(store);
     if to_stdout {
         std::io::stdout()
@@ -435,9 +467,7 @@ pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
 }
 
 pub fn completions(a: CompletionsArgs) -> Result<Outcome> {
-    let mut cmd = super::Cli::command();
-    let mut buf = Vec::new();
-    clap_complete::generate(a.shell, &mut cmd, "mtlsca", &mut buf);
+    let buf = super::help::completions(a.shell);
     std::io::stdout()
         .lock()
         .write_all(&buf)
@@ -446,28 +476,17 @@ pub fn completions(a: CompletionsArgs) -> Result<Outcome> {
 }
 
 pub fn man(ctx: &Ctx, a: ManArgs) -> Result<Outcome> {
-    let mut cmd = super::Cli::command().disable_help_subcommand(true);
-    cmd.build();
-    let render = |c: clap::Command| -> Result<(String, Vec<u8>)> {
-        let page = clap_mangen::Man::new(c);
-        let mut buf = Vec::new();
-        page.render(&mut buf)
-            .map_err(|e| Error::State(format!("cannot render the man page: {e}")))?;
-        Ok((page.get_filename(), buf))
-    };
+    let pages = super::help::man_pages()
+        .map_err(|e| Error::State(format!("cannot render the man pages: {e}")))?;
     let Some(dir) = a.out_dir else {
-        let (_, page) = render(cmd)?;
+        let page = pages.first().map(|(_, p)| p.as_slice()).unwrap_or_default();
         std::io::stdout()
             .lock()
-            .write_all(&page)
+            .write_all(page)
             .map_err(|e| Error::io("<stdout>", e))?;
         return Ok(Outcome::Done);
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut pages = vec![render(cmd.clone())?];
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        pages.push(render(sub.clone())?);
-    }
     for (name, page) in &pages {
         fsutil::write_atomic(&dir.join(name), page, 0o644)?;
     }

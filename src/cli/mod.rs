@@ -11,9 +11,22 @@ use crate::error::Result;
 
 mod admin_cmds;
 mod ca_cmds;
+pub mod help;
+mod hints;
 mod lifecycle_cmds;
+mod prompt;
 pub mod render;
 mod verify_cmds;
+
+pub use hints::usage_hint;
+
+/// Parse the process's arguments with the command line users see (examples in
+/// every command's help).
+pub fn parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = help::command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +60,13 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// The CA directory (else $MTLSCA_DIR, else ./mtlsca)
-    #[arg(long, global = true, env = "MTLSCA_DIR", default_value = "mtlsca")]
+    #[arg(
+        long,
+        global = true,
+        env = "MTLSCA_DIR",
+        hide_env_values = true,
+        default_value = "mtlsca"
+    )]
     pub ca_dir: PathBuf,
     /// Machine output: one JSON document on stdout (JSON lines for batch)
     #[arg(long, global = true)]
@@ -90,9 +109,11 @@ pub enum Command {
     Issue(ca_cmds::IssueArgs),
     /// Sign a CSR after checking its signature and what it requests
     Sign(ca_cmds::SignArgs),
+    /// A new key and certificate in place of an issued one (same profile, names, subject)
+    Renew(ca_cmds::RenewArgs),
     /// The inventory of issued certificates
     List(ca_cmds::ListArgs),
-    /// One issued certificate, by serial or SHA-256 fingerprint
+    /// One issued certificate, by serial, serial prefix, SHA-256, request id or file
     Show(ca_cmds::ShowArgs),
     /// A demo CA: two device certificates and one person certificate, pairs verified
     Quickstart(ca_cmds::QuickstartArgs),
@@ -165,6 +186,7 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Profile(c) => ca_cmds::profile(&ctx, c),
         Command::Issue(a) => ca_cmds::issue(&ctx, a),
         Command::Sign(a) => ca_cmds::sign(&ctx, a),
+        Command::Renew(a) => ca_cmds::renew(&ctx, a),
         Command::List(a) => ca_cmds::list(&ctx, a),
         Command::Show(a) => ca_cmds::show(&ctx, a),
         Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),

@@ -97,6 +97,30 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A progress bar's rate in whole certificates per second (`2500/s`).
+pub fn progress_rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{}/s", rate_text(state.per_sec()));
+}
+
+/// A rate as a whole number (`2500`, never `2500.1234`).
+fn rate_text(per_sec: f64) -> String {
+    if per_sec.is_finite() && per_sec >= 0.0 {
+        format!("{per_sec:.0}")
+    } else {
+        "-".into()
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    #[test]
+    fn rates_are_whole_numbers() {
+        assert_eq!(super::rate_text(2_500.123_4), "2500");
+        assert_eq!(super::rate_text(0.4), "0");
+        assert_eq!(super::rate_text(f64::NAN), "-");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

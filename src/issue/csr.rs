@@ -46,6 +46,11 @@ fn unreadable(detail: impl Into<String>) -> Error {
 /// block, or DER).
 fn csr_der(bytes: &[u8]) -> Result<Vec<u8>> {
     if !bytes.trim_ascii_start().starts_with(b"-----") {
+        if let Some(m) =
+            crate::error::not_pem_or_der(bytes, "a certificate request", "CERTIFICATE REQUEST")
+        {
+            return Err(unreadable(m));
+        }
         return Ok(bytes.to_vec());
     }
     let text = std::str::from_utf8(bytes).map_err(|_| unreadable("is not valid PEM text"))?;

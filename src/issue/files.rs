@@ -17,6 +17,9 @@ pub enum Output {
     Prefix(PathBuf),
     /// One PEM file with the leaf (for `sign --out FILE`).
     File(PathBuf),
+    /// Like `Prefix`, but existing files are replaced atomically (`rename`), each
+    /// kept as `NAME.prev` first (`renew` writing over the certificate it renews).
+    Replace(PathBuf),
     /// Nothing written; the caller prints the PEM.
     None,
 }
@@ -27,6 +30,8 @@ pub struct Files {
     pub(crate) key: Option<PathBuf>,
     pub(crate) cert: PathBuf,
     pub(crate) chain: Option<PathBuf>,
+    /// Existing files are replaced (kept as `NAME.prev`), not refused.
+    pub(crate) replace: bool,
 }
 
 impl Files {
@@ -34,18 +39,20 @@ impl Files {
     /// engine generates the key.
     pub fn of(output: &Output, with_key: bool) -> Option<Files> {
         match output {
-            Output::Prefix(p) => {
+            Output::Prefix(p) | Output::Replace(p) => {
                 let s = p.as_os_str().to_string_lossy();
                 Some(Files {
                     key: with_key.then(|| PathBuf::from(format!("{s}.key"))),
                     cert: PathBuf::from(format!("{s}.pem")),
                     chain: Some(PathBuf::from(format!("{s}.chain.pem"))),
+                    replace: matches!(output, Output::Replace(_)),
                 })
             }
             Output::File(f) => Some(Files {
                 key: None,
                 cert: f.clone(),
                 chain: None,
+                replace: false,
             }),
             Output::None => None,
         }
@@ -95,6 +102,7 @@ impl Files {
                         .value(p.display().to_string()),
                     ))
                 }
+                Ok(m) if self.replace && m.is_file() => {}
                 Ok(_) => {
                     return Err(Error::invalid(
                         origin,
@@ -224,6 +232,10 @@ pub(crate) fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
     order.push(&f.cert);
     for p in order {
         let tmp = partial(p);
+        if f.replace && tmp.exists() {
+            replace_keeping_prev(&tmp, p)?;
+            continue;
+        }
         match fsutil::rename_no_replace(&tmp, p) {
             Ok(()) => {}
             // Nothing to link (e.g. no key for a CSR, or completed before).
@@ -240,6 +252,28 @@ pub(crate) fn link_partials(f: &Files) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(f.all().into_iter().cloned().collect())
+}
+
+/// `NAME.prev`: where a replaced file is kept.
+pub(crate) fn prev(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(".prev");
+    PathBuf::from(s)
+}
+
+/// Put `tmp` in place of `p` with one `rename` (readers see the old file or the
+/// new one, never none), after keeping the old one as a hard link `NAME.prev`.
+fn replace_keeping_prev(tmp: &Path, p: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+        let keep = prev(p);
+        match std::fs::remove_file(&keep) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&keep, e)),
+        }
+        std::fs::hard_link(p, &keep).map_err(|e| Error::io(&keep, e))?;
+    }
+    std::fs::rename(tmp, p).map_err(|e| Error::io(p, e))
 }
 
 /// Make everything written on the file system that holds `dir` durable: one

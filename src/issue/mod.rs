@@ -61,7 +61,18 @@ pub use files::{Files, Output};
 pub use run::{Counts, RunOptions, DEFAULT_CHUNK};
 pub use sign::pem_cert;
 
+/// Where a file replaced by a renewal is kept: `NAME.prev`.
+pub fn prev_name(p: &std::path::Path) -> std::path::PathBuf {
+    files::prev(p)
+}
+
 use sign::SignContext;
+
+/// The request id the engine gives a renewal of certificate `SERIAL`:
+/// `renewal-of:SERIAL`. Being a request id, it makes renewing one certificate
+/// twice return the first renewal, and lets a request id be followed to the
+/// certificate that currently stands for it ([`Issuer::current`]).
+pub const RENEWAL_PREFIX: &str = "renewal-of:";
 
 /// Where the key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,8 +133,11 @@ pub struct Issued {
     pub cert_pem: String,
     /// The certificate and its issuing CA, PEM.
     pub chain_pem: String,
-    /// The files written (or completed) for it.
+    /// Its files: those written now and those that were already there.
     pub files: Vec<std::path::PathBuf>,
+    /// The files this call wrote (a subset of `files`): for a certificate found
+    /// issued before, only the missing ones it completed.
+    pub written: Vec<std::path::PathBuf>,
 }
 
 /// A CA opened for issuing: configuration, profiles and signing CAs loaded once
@@ -223,40 +237,36 @@ impl<'a> Issuer<'a> {
         .map(|_| ())
     }
 
-    /// A certificate issued earlier for the same request id: complete its missing
-    /// certificate files (its key is never stored, so a lost key stays lost).
+    /// The certificate that currently stands for `rec`: `rec` itself, or the last
+    /// of its renewals.
+    pub fn current(&self, rec: Record) -> Result<Record> {
+        current(self.store, rec)
+    }
+
+    /// A certificate issued earlier for the same request id: if this is the same
+    /// request, complete its missing certificate files (its key is never stored, so
+    /// a lost key stays lost); a different request under a recorded id is refused.
     fn existing(
         &self,
         rec: Record,
         req: &IssuanceRequest,
         files: Option<&Files>,
+        now: OffsetDateTime,
     ) -> Result<Issued> {
-        if rec.profile != req.profile {
-            return Err(Error::refusals(
-                req.origin,
-                vec![Refusal::new(
-                    Rule::RequestIdConflict,
-                    format!(
-                        "was used for a `{}` certificate (serial {}), not `{}`; use a new request id for a new request",
-                        rec.profile, rec.serial, req.profile
-                    ),
-                )
-                .on(Field::RequestId)
-                .value(rec.request_id.as_deref().unwrap_or(""))],
-            ));
-        }
         let der = self
             .store
             .der(&rec)?
             .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+        self.same_request(&rec, &der, req, now)?;
         let cert_pem = pem_cert(&der);
         let issuer = CaKind::parse(&rec.issuer).unwrap_or(CaKind::for_role(rec.role));
         let chain_pem = format!("{cert_pem}{}", self.ca.cert_pem(issuer)?);
+        let mut all = Vec::new();
         let mut written = Vec::new();
         if let Some(f) = files {
             if let Some(k) = &f.key {
                 if k.exists() {
-                    written.push(k.clone());
+                    all.push(k.clone());
                 }
             }
             for (path, text) in [
@@ -265,9 +275,10 @@ impl<'a> Issuer<'a> {
             ] {
                 if std::fs::symlink_metadata(path).is_err() {
                     crate::fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
-                }
-                if !written.contains(path) {
                     written.push(path.clone());
+                }
+                if !all.contains(path) {
+                    all.push(path.clone());
                 }
             }
         }
@@ -276,8 +287,127 @@ impl<'a> Issuer<'a> {
             record: rec,
             cert_pem,
             chain_pem,
-            files: written,
+            files: all,
+            written,
         })
+    }
+
+    /// Whether `req` is the request `rec` was issued for (profile, names, subject,
+    /// key type); `Err` with rule `request-id-conflict` when not.
+    pub fn check_same_request(
+        &self,
+        rec: &Record,
+        req: &IssuanceRequest,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let der = self
+            .store
+            .der(rec)?
+            .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+        self.same_request(rec, &der, req, now)
+    }
+
+    /// A request id stands for one request: the recorded certificate must have the
+    /// profile, names, subject and key type (for a CSR: the very key) this request
+    /// asks for. Names are compared as policy would write them (a DNS name in any
+    /// case is the same name), in any order; the validity is not compared.
+    fn same_request(
+        &self,
+        rec: &Record,
+        der: &[u8],
+        req: &IssuanceRequest,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let id = req.request_id.as_deref().unwrap_or("");
+        let conflict = |recorded: Vec<String>, asked: Vec<String>| {
+            Error::refusals(
+                req.origin,
+                vec![Refusal::new(
+                    Rule::RequestIdConflict,
+                    format!(
+                        "was recorded for certificate {} with {}; this request asks for {}. \
+                         A request id stands for one request: use a new request id for a new request, \
+                         or `mtlsca renew {}` to replace that certificate",
+                        rec.serial,
+                        recorded.join(", "),
+                        asked.join(", "),
+                        rec.serial,
+                    ),
+                )
+                .on(Field::RequestId)
+                .value(id)],
+            )
+        };
+        if rec.profile != req.profile {
+            return Err(conflict(
+                vec![format!("profile `{}`", rec.profile)],
+                vec![format!("profile `{}`", req.profile)],
+            ));
+        }
+        let profile = self.profile(&req.profile)?;
+        let (mut content, key_kind, origin, csr_spki) = sign::intake(&profile, req)?;
+        // Validity is not part of what a request id stands for.
+        content.validity = None;
+        let far = OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap_or(now);
+        let approved = crate::policy::check(
+            &profile,
+            &self.constraints,
+            &content,
+            key_kind,
+            far,
+            origin,
+            now,
+        )?;
+        let mut recorded = Vec::new();
+        let mut asked = Vec::new();
+        let mut want_names: Vec<String> = approved.names.iter().map(|n| n.to_string()).collect();
+        let mut have_names = rec.names.clone();
+        want_names.sort();
+        have_names.sort();
+        if want_names != have_names {
+            recorded.push(format!("names {}", list_or_none(&rec.names)));
+            asked.push(format!(
+                "names {}",
+                list_or_none(
+                    &approved
+                        .names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                )
+            ));
+        }
+        let subject = approved.subject.to_text();
+        if subject != rec.subject {
+            recorded.push(format!("subject `{}`", rec.subject));
+            asked.push(format!("subject `{subject}`"));
+        }
+        let cert = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| Error::Store(format!("record {}: certificate: {e}", rec.serial)))?
+            .1;
+        let spki = cert.public_key();
+        match csr_spki {
+            Some(csr) if csr != spki.raw => {
+                recorded.push("the key of its CSR".into());
+                asked.push("another key (a different CSR)".into());
+            }
+            Some(_) => {}
+            None => {
+                let have = crate::key::check_public_key(spki).ok();
+                if have != Some(key_kind) {
+                    recorded.push(format!(
+                        "key type {}",
+                        have.map(|k| k.describe()).unwrap_or_else(|| "?".into())
+                    ));
+                    asked.push(format!("key type {}", key_kind.describe()));
+                }
+            }
+        }
+        if recorded.is_empty() {
+            Ok(())
+        } else {
+            Err(conflict(recorded, asked))
+        }
     }
 
     /// Complete or clean up what an interrupted run left for these files.
@@ -306,6 +436,28 @@ impl<'a> Issuer<'a> {
             None => files::remove_partials(f),
         }
         Ok(())
+    }
+}
+
+/// The certificate that currently stands for `rec`: `rec`, or the last of its
+/// renewals (each recorded under the request id `renewal-of:SERIAL`).
+pub fn current(store: &Store, mut rec: Record) -> Result<Record> {
+    // A chain of renewals is finite; the bound only guards a damaged store.
+    for _ in 0..10_000 {
+        match store.by_request_id(&format!("{RENEWAL_PREFIX}{}", rec.serial))? {
+            Some(next) if next.serial != rec.serial => rec = next,
+            _ => break,
+        }
+    }
+    Ok(rec)
+}
+
+/// `a, b` or `(none)`.
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Counts {
     pub exists: usize,
     /// Refused or bad (reported with their error).
     pub refused: usize,
+    /// Of `issued`, how many renewed a certificate (`batch --renew-within`).
+    pub renewed: usize,
 }
 
 /// Whether an error concerns one request (reported, the run goes on) rather
@@ -150,7 +152,7 @@ impl Issuer<'_> {
             let contexts = &contexts;
             let mut stage_next = || -> Result<Option<Staged<'_>>> {
                 match chunks.next() {
-                    Some((n, chunk)) => self.stage(n * size, chunk).map(Some),
+                    Some((n, chunk)) => self.stage(n * size, chunk, now).map(Some),
                     None => Ok(None),
                 }
             };
@@ -185,11 +187,16 @@ impl Issuer<'_> {
     /// Checks that need the store and the file system, in request order:
     /// request id, profile, leftovers, a request id recorded before, free output
     /// names.
-    fn stage<'r>(&self, first: usize, reqs: &'r [IssuanceRequest]) -> Result<Staged<'r>> {
+    fn stage<'r>(
+        &self,
+        first: usize,
+        reqs: &'r [IssuanceRequest],
+        now: OffsetDateTime,
+    ) -> Result<Staged<'r>> {
         let mut outcomes: Vec<Option<Result<Issued>>> = (0..reqs.len()).map(|_| None).collect();
         let mut pending = Vec::new();
         for (i, req) in reqs.iter().enumerate() {
-            match self.stage_one(first + i, req) {
+            match self.stage_one(first + i, req, now) {
                 Ok(Staged1::Done(issued)) => outcomes[i] = Some(Ok(*issued)),
                 Ok(Staged1::Sign(w)) => pending.push(Job {
                     pos: w.pos,
@@ -208,7 +215,12 @@ impl Issuer<'_> {
         })
     }
 
-    fn stage_one<'r>(&self, pos: usize, req: &'r IssuanceRequest) -> Result<Staged1<'r>> {
+    fn stage_one<'r>(
+        &self,
+        pos: usize,
+        req: &'r IssuanceRequest,
+        now: OffsetDateTime,
+    ) -> Result<Staged1<'r>> {
         check_request_id(req)?;
         let profile = self.profile(&req.profile)?;
         let with_key = matches!(req.key, KeySource::Generate(_));
@@ -218,8 +230,15 @@ impl Issuer<'_> {
         }
         if let Some(id) = &req.request_id {
             if let Some(rec) = self.store.by_request_id(id)? {
+                // A renewed certificate's request id stands for its latest renewal
+                // (a renewal itself is asked for under its own id).
+                let rec = if id.starts_with(super::RENEWAL_PREFIX) {
+                    rec
+                } else {
+                    self.current(rec)?
+                };
                 return self
-                    .existing(rec, req, files.as_ref())
+                    .existing(rec, req, files.as_ref(), now)
                     .map(|i| Staged1::Done(Box::new(i)));
             }
         }
@@ -299,7 +318,7 @@ impl Issuer<'_> {
                     }
                     Recorded::RequestExists(rec) => {
                         p.discard_partials();
-                        let existing = self.existing(*rec, job.req, job.files.as_ref());
+                        let existing = self.existing(*rec, job.req, job.files.as_ref(), now);
                         outcomes[job.pos - first] = Some(existing);
                     }
                 }
@@ -421,6 +440,7 @@ fn link(p: Prepared) -> Result<Issued> {
         record: p.record,
         cert_pem: p.cert_pem,
         chain_pem: p.chain_pem,
+        written: files.clone(),
         files,
     })
 }

@@ -119,6 +119,9 @@ pub struct Record {
     pub issued_at: OffsetDateTime,
     /// Where the private key was written at issuance (none for signed CSRs).
     pub key_file: Option<String>,
+    /// The serial of the certificate this one renewed (`mtlsca renew`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl Record {
@@ -511,6 +514,25 @@ impl Store {
         }
     }
 
+    /// Records whose serial (lowercase hex, as printed) starts with `hex_prefix`
+    /// (lowercase hex digits), at most `limit` of them, in serial order.
+    pub fn with_serial_prefix(&self, hex_prefix: &str, limit: usize) -> Result<Vec<Record>> {
+        let whole = &hex_prefix[..hex_prefix.len() - hex_prefix.len() % 2];
+        let bytes = hex_decode(whole).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.records.scan_prefix(bytes) {
+            let (_, v) = item.map_err(store_err)?;
+            let r = decode_record(&v)?;
+            if r.serial.starts_with(hex_prefix) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The record issued for a request id, if any.
     pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
         match self.requests.get(id.as_bytes()).map_err(store_err)? {
@@ -753,7 +775,15 @@ impl<'a> Issuing<'a> {
             sha: hex_decode(&rec.sha256).ok_or_else(|| store_err("bad sha256"))?,
             der,
             issuer_key_id,
-            detail: format!("{} {} {}", rec.profile, rec.subject, rec.names.join(",")),
+            detail: match &rec.replaces {
+                Some(old) => format!(
+                    "{} {} {} renews {old}",
+                    rec.profile,
+                    rec.subject,
+                    rec.names.join(",")
+                ),
+                None => format!("{} {} {}", rec.profile, rec.subject, rec.names.join(",")),
+            },
         })
     }
 }

@@ -26,6 +26,8 @@ pub fn certs_from_bytes(bytes: &[u8], what: &str) -> Result<Vec<CertificateDer<'
         CertificateDer::pem_slice_iter(bytes)
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::input(what, format!("bad PEM: {e}")))?
+    } else if let Some(m) = crate::error::not_pem_or_der(bytes, "a certificate", "CERTIFICATE") {
+        return Err(Error::input(what, m));
     } else {
         vec![CertificateDer::from(bytes.to_vec())]
     };

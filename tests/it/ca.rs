@@ -537,7 +537,7 @@ fn bad_usage_is_exit_2() {
             &["list", "--expiring-within", "a while"],
             "--expiring-within",
         ),
-        (&["show", "not-hex"], "neither a serial"),
+        (&["show", "nosuch/web.pem"], "no such file"),
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, needle) in cases {

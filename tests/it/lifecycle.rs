@@ -408,7 +408,9 @@ fn revocation_refusals_and_inventory() {
     env.fails(&["revoke", &s, "--reason", "stolen"], 2);
     env.fails(&["revoke", &s, "--reason", "certificateHold"], 2);
     env.fails(&["revoke", "00ab"], 1);
-    env.fails(&["revoke", "not-hex"], 2);
+    // Since issue 12 any string may name a request id: not found is a refusal.
+    env.fails(&["revoke", "not-hex"], 1);
+    env.fails(&["revoke", "nosuch/x.pem"], 2);
     env.ok(&["revoke", &format!("000{s}"), "--reason", "superseded"]);
     let err = env.fails(&["revoke", &s], 1);
     assert!(err.contains("already revoked"), "{err}");

@@ -7,5 +7,7 @@ mod engine;
 mod lifecycle;
 mod limbo;
 mod names;
+mod readme;
 mod reliability;
+mod ux;
 mod verify;

@@ -509,6 +509,8 @@ fn backup_then_restore_answers_list_and_show_the_same() {
         "device",
         "--dns",
         "web-01.corp.internal",
+        "--ip",
+        "10.0.0.11",
         "--request-id",
         "web-01",
         "--out",

@@ -1,0 +1,137 @@
+//! Better answers to bad usage than clap's own: a misspelt flag is matched with
+//! transpositions in mind (`--dsn` → `--dns`, where clap offers `--json`), and a
+//! name given without its flag (`issue device a.b`) gets the flag it needs.
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// The text to print instead of clap's for an unknown argument, when we have a
+/// better tip; `None` keeps clap's.
+pub fn usage_hint(e: &clap::Error, argv: &[String]) -> Option<String> {
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let bad = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => return None,
+    };
+    let mut root = super::help::command();
+    root.build();
+    let cmd = command_of(&root, argv);
+    let tip = if let Some(flag) = bad.strip_prefix("--") {
+        let (flag, value) = flag.split_once('=').unwrap_or((flag, ""));
+        let best = cmd
+            .get_arguments()
+            .chain(root.get_arguments())
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(|l| (l, a)))
+            .map(|(l, a)| (edit_distance(flag, l), l, a))
+            .filter(|(d, l, _)| *d <= 2 && *d < l.len())
+            .min_by_key(|(d, _, _)| *d)?;
+        let (_, long, _) = best;
+        let value = if value.is_empty() {
+            String::new()
+        } else {
+            format!("={value}")
+        };
+        format!("a similar argument exists: '--{long}{value}'")
+    } else if !bad.starts_with('-') && takes_names(cmd) {
+        let flag = name_flag(&bad);
+        format!(
+            "names are given with a flag: {} {} {flag} {bad}",
+            cmd.get_bin_name().unwrap_or("mtlsca"),
+            positional_of(argv, cmd).unwrap_or_else(|| "PROFILE".into())
+        )
+    } else {
+        return None;
+    };
+    let usage = cmd.clone().render_usage().to_string();
+    Some(format!(
+        "error: unexpected argument '{bad}' found\n\n  tip: {tip}\n\n{usage}\n\nFor more information, try '--help'.\n"
+    ))
+}
+
+/// The (nested) subcommand the arguments name, or the root.
+fn command_of<'c>(root: &'c clap::Command, argv: &[String]) -> &'c clap::Command {
+    let mut cmd = root;
+    for a in argv.iter().skip(1) {
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => cmd = sub,
+            None if cmd.has_subcommands() => continue,
+            None => break,
+        }
+    }
+    cmd
+}
+
+/// Whether the command takes names as --dns/--ip/--uri/--email.
+fn takes_names(cmd: &clap::Command) -> bool {
+    cmd.get_arguments().any(|a| a.get_long() == Some("dns"))
+}
+
+/// The first positional value after the command's name (the profile of `issue`).
+fn positional_of(argv: &[String], cmd: &clap::Command) -> Option<String> {
+    let pos = argv.iter().position(|a| a == cmd.get_name())?;
+    argv.iter()
+        .skip(pos + 1)
+        .find(|a| !a.starts_with('-'))
+        .cloned()
+}
+
+/// The flag a bare name belongs to.
+fn name_flag(v: &str) -> &'static str {
+    if v.contains("://") {
+        "--uri"
+    } else if v.contains('@') {
+        "--email"
+    } else if v.parse::<std::net::IpAddr>().is_ok() {
+        "--ip"
+    } else {
+        "--dns"
+    }
+}
+
+/// Optimal string alignment distance: edits, with a swap of two neighbours
+/// counting as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_are_one_edit() {
+        assert_eq!(edit_distance("dsn", "dns"), 1);
+        assert_eq!(edit_distance("dsn", "json"), 2);
+        assert_eq!(edit_distance("valdity", "validity"), 1);
+        assert_eq!(name_flag("10.0.0.1"), "--ip");
+        assert_eq!(name_flag("a@b.c"), "--email");
+        assert_eq!(name_flag("spiffe://x/y"), "--uri");
+        assert_eq!(name_flag("a.b"), "--dns");
+    }
+}
