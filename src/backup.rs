@@ -345,6 +345,9 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
             fsutil::write_new(&ca_dir.join(&rel), &data, mode)?;
         }
     }
+    if !ca_dir.join(crate::ca::BUNDLE_FILE).exists() {
+        crate::ca::write_bundle(ca_dir)?;
+    }
     let (Some(config), Some(export)) = (config, export) else {
         return Err(Error::input(
             "backup",

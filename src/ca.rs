@@ -27,6 +27,9 @@ use crate::role::Role;
 
 /// The CA configuration file in a CA directory.
 pub const CONFIG_FILE: &str = "ca.toml";
+/// The whole hierarchy in one file (root + both issuing CAs), for relying parties
+/// and tools that take one CA file (`openssl s_server -CAfile ca-bundle.pem`).
+pub const BUNDLE_FILE: &str = "ca-bundle.pem";
 const ROOT_YEARS: i64 = 20;
 const ISSUING_YEARS: i64 = 10;
 /// Largest CA file (configuration, certificate, key) read from a CA directory.
@@ -813,6 +816,16 @@ pub fn remove_half_made(dir: &Path, created_dir: bool) {
     }
 }
 
+/// Write `ca-bundle.pem` from the three CA certificates in `dir` (at `init`, and
+/// when a backup is restored: the bundle is derived, never backed up).
+pub fn write_bundle(dir: &Path) -> Result<()> {
+    let mut pem = String::new();
+    for kind in CaKind::ALL {
+        pem.push_str(&read_ca_file(&dir.join(kind.cert_file()))?);
+    }
+    fsutil::write_new(&dir.join(BUNDLE_FILE), pem.as_bytes(), 0o644)
+}
+
 /// 16 random bytes from the OS CSPRNG, positive, first byte non-zero (so every
 /// serial is 16 bytes long and prints as 32 hex digits).
 pub fn random_serial() -> Result<[u8; 16]> {
@@ -1025,6 +1038,7 @@ fn build(
         let path = dir.join("profiles").join(format!("{n}.toml"));
         fsutil::write_new(&path, text.as_bytes(), 0o644)?;
     }
+    write_bundle(dir)?;
     let config = CaConfig {
         name: name.to_string(),
         key_type: opts.key_type,

@@ -45,7 +45,7 @@ pub struct InitArgs {
 }
 
 /// The file `init` writes with the root and both issuing CAs.
-pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+pub use crate::ca::BUNDLE_FILE;
 
 fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
     KeyType::parse(s).map_err(|e| e.to_string())
@@ -216,15 +216,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     drop(store);
-    // One file with the whole hierarchy, for relying parties and tools that take
-    // one CA file (`openssl s_server -CAfile ca-bundle.pem`).
     let bundle = dir.join(BUNDLE_FILE);
-    let mut bundle_pem = String::new();
-    for kind in [ca::CaKind::Root, ca::CaKind::Device, ca::CaKind::Entity] {
-        bundle_pem.push_str(&ca.cert_pem(kind)?);
-    }
-    fsutil::write_atomic(&bundle, bundle_pem.as_bytes(), 0o644)?;
-    fsutil::sync_dir(dir)?;
     let constraints: Vec<String> = ca
         .config
         .constraints()?

@@ -1038,3 +1038,29 @@ fn the_batch_progress_rate_is_a_whole_number() {
         assert!(!tail.contains('.'), "a rate with decimals: {shown}");
     }
 }
+
+/// `ca-bundle.pem` is part of the CA that `init` builds (crash-safe with it) and
+/// is derived again when a backup is restored; a relying party can verify with it.
+#[test]
+fn the_ca_bundle_is_made_at_init_and_at_restore() {
+    let env = Env::with_ca();
+    let bundle = std::fs::read_to_string(env.ca_dir().join("ca-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3);
+    env.ok(&["issue", "device", "--dns", "b.test", "--out", "b"]);
+    env.ok(&["backup", "bk"]);
+    let restored = Env::new();
+    let bk = env.path("bk");
+    restored.ok(&["restore", bk.to_str().unwrap()]);
+    let again = std::fs::read_to_string(restored.ca_dir().join("ca-bundle.pem")).unwrap();
+    assert_eq!(again, bundle);
+    let ca_bundle = restored.ca_dir().join("ca-bundle.pem");
+    let leaf = env.path("b.pem");
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        ca_bundle.to_str().unwrap(),
+        "-purpose",
+        "sslserver",
+        leaf.to_str().unwrap(),
+    ]);
+}
