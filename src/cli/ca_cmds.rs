@@ -732,6 +732,7 @@ pub fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> Result<Outcome> {
                 untrusted: vec![],
                 crl: vec![],
                 at: None,
+                strict: false,
             },
             handshake: true,
             initiator_key: None,

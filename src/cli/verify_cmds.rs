@@ -85,6 +85,10 @@ pub struct TrustArgs {
     /// Validate at this time (RFC 3339) instead of now
     #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
     pub at: Option<OffsetDateTime>,
+    /// Findings (issuer-side profile rules, trust anchors included) fail the
+    /// verdict too: for linting a PKI you own
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -347,7 +351,10 @@ fn verify_cert(ctx: &Ctx, a: VerifyCertArgs) -> Result<Outcome> {
         name: a.name.as_deref().map(PeerName::parse),
         at: a.trust.at.unwrap_or(ctx.now),
     };
-    let v = verify::verify_cert(&leaf, &trust, &opts);
+    let mut v = verify::verify_cert(&leaf, &trust, &opts);
+    if a.trust.strict {
+        v = v.strict();
+    }
     if ctx.global.json {
         render::print_json(&serde_json::to_value(&v).unwrap_or_default());
     } else {
@@ -394,7 +401,24 @@ fn cert_text(file: &Path, v: &CertVerdict) -> String {
     for r in &v.reasons {
         out.push_str(&format!("  - {r}\n"));
     }
+    out.push_str(&findings_text(&v.findings, "  "));
     out.trim_end().to_string()
+}
+
+/// The findings of a verdict, one a line, after a `findings:` heading; empty
+/// when there are none.
+fn findings_text(findings: &[verify::Finding], indent: &str) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{indent}findings (issuer-side; --strict makes them fail):\n");
+    for f in findings {
+        out.push_str(&format!(
+            "{indent}  - {} [{}, {}]\n",
+            f.message, f.code, f.severity
+        ));
+    }
+    out
 }
 
 fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
@@ -440,7 +464,8 @@ pub(super) fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict>
         at: a.trust.at.unwrap_or(ctx.now),
         handshake,
     };
-    Ok(verify::check_pair(req))
+    let v = verify::check_pair(req);
+    Ok(if a.trust.strict { v.strict() } else { v })
 }
 
 fn handshake_key(
@@ -511,6 +536,11 @@ pub(super) fn pair_text(a: &VerifyPairArgs, v: &PairVerdict) -> String {
     ));
     for reason in &v.reasons {
         out.push_str(&format!("\n  - {reason}"));
+    }
+    let findings = findings_text(&v.findings, "");
+    if !findings.is_empty() {
+        out.push('\n');
+        out.push_str(findings.trim_end());
     }
     out
 }

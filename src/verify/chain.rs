@@ -22,8 +22,8 @@ use webpki::{
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use super::checks::{self, Position, Subject};
-use super::{reasons, CertRef, CertVerdict, PeerName, Trust, Usage, VerifyOptions};
+use super::checks::{self, Level, Position, Problem, Subject};
+use super::{reasons, CertRef, CertVerdict, Finding, PeerName, Trust, Usage, VerifyOptions};
 use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
 use crate::name_constraints;
 use crate::names::printable;
@@ -109,12 +109,21 @@ pub fn verify_cert(
     if opts.usage.tls_eku() == Eku::ServerAuth {
         leaf_problems.extend(checks::check_cn_in_san(&cert).err());
     }
-    reasons.extend(
-        leaf_problems
-            .iter()
-            .map(|p| reasons::problem("certificate", p)),
+    let mut findings = Vec::new();
+    sort_problems(
+        &leaf_problems,
+        Position::Leaf,
+        "certificate",
+        &mut reasons,
+        &mut findings,
     );
-    let (chain, chain_reasons) = build_path(leaf, &cert, &facts, trust, opts, !reasons.is_empty());
+    let (chain, chain_reasons, chain_findings) =
+        build_path(leaf, &cert, &facts, trust, opts, !reasons.is_empty());
+    for f in chain_findings {
+        if !findings.contains(&f) {
+            findings.push(f);
+        }
+    }
     for r in chain_reasons {
         if !reasons.contains(&r) {
             reasons.push(r);
@@ -137,6 +146,28 @@ pub fn verify_cert(
         not_after: facts.not_after,
         chain,
         reasons,
+        findings,
+    }
+}
+
+/// Put each problem where it belongs: a reason (validation) or a finding.
+fn sort_problems(
+    problems: &[Problem],
+    pos: Position,
+    who: &str,
+    reasons: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
+) {
+    for p in problems {
+        let message = reasons::problem(who, p);
+        match p.level(pos) {
+            Level::Validation => reasons.push(message),
+            Level::Finding(severity) => findings.push(Finding {
+                code: p.code(),
+                severity,
+                message,
+            }),
+        }
     }
 }
 
@@ -153,6 +184,7 @@ fn unreadable(e: &str) -> CertVerdict {
         not_after: None,
         chain: vec![],
         reasons: vec![format!("certificate cannot be read: {e}")],
+        findings: vec![],
     }
 }
 
@@ -480,10 +512,12 @@ fn unix(at: OffsetDateTime) -> UnixTime {
     ))
 }
 
-/// What a rejected candidate path was rejected for (the first one is reported).
+/// What a rejected candidate path was rejected for (the first one is reported,
+/// with its findings), and the findings of the path accepted.
 #[derive(Default)]
 struct Rejections {
-    first: Option<Vec<String>>,
+    first: Option<(Vec<String>, Vec<Finding>)>,
+    accepted: Vec<Finding>,
 }
 
 /// Build and check the path; returns the subjects of the path (leaf first) when
@@ -496,7 +530,7 @@ fn build_path(
     trust: &Trust<'_>,
     opts: &VerifyOptions,
     leaf_failed: bool,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<String>, Vec<String>, Vec<Finding>) {
     let (anchors, mut reasons) = anchors(trust);
     let (crl_list, crl_reasons) = crls(trust);
     reasons.extend(crl_reasons);
@@ -504,7 +538,7 @@ fn build_path(
         Ok(ee) => ee,
         Err(e) => {
             reasons.push(reasons::webpki(&e, opts.at, "certificate"));
-            return (vec![], reasons);
+            return (vec![], reasons, vec![]);
         }
     };
     let crl_refs: Vec<&CertRevocationList<'_>> = crl_list.iter().collect();
@@ -520,13 +554,14 @@ fn build_path(
     };
     let rejections = RefCell::new(Rejections::default());
     let check_path = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
-        let found = path_problems(path, cert, &anchors, trust, opts);
+        let (found, findings) = path_problems(path, cert, &anchors, trust, opts);
+        let mut r = rejections.borrow_mut();
         if found.is_empty() {
+            r.accepted = findings;
             return Ok(());
         }
-        let mut r = rejections.borrow_mut();
         if r.first.is_none() {
-            r.first = Some(found);
+            r.first = Some((found, findings));
         }
         Err(webpki::Error::UnknownIssuer)
     };
@@ -548,12 +583,12 @@ fn build_path(
             if let Some(i) = anchor_index(&anchors, path.anchor()) {
                 chain.push(subject_of(anchors.der[i]));
             }
-            (chain, reasons)
+            (chain, reasons, rejections.into_inner().accepted)
         }
         Err(e) => {
-            if let Some(found) = rejections.into_inner().first {
+            if let Some((found, findings)) = rejections.into_inner().first {
                 reasons.extend(found);
-                return (vec![], reasons);
+                return (vec![], reasons, findings);
             }
             #[allow(deprecated)]
             let eku_error = matches!(
@@ -561,7 +596,7 @@ fn build_path(
                 webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_)
             );
             if eku_error && leaf_failed {
-                return (vec![], reasons);
+                return (vec![], reasons, vec![]);
             }
             let uri_cas = match e {
                 webpki::Error::NameConstraintViolation => uri_constrained_intermediates(trust),
@@ -589,7 +624,7 @@ fn build_path(
                 _ => reasons::webpki(&e, opts.at, "certificate"),
             };
             reasons.push(text);
-            (vec![], reasons)
+            (vec![], reasons, vec![])
         }
     }
 }
@@ -616,8 +651,9 @@ fn path_problems(
     anchors: &Anchors<'_>,
     trust: &Trust<'_>,
     opts: &VerifyOptions,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<Finding>) {
     let mut out = Vec::new();
+    let mut findings = Vec::new();
     let inter_der: Vec<CertificateDer<'_>> =
         path.intermediate_certificates().map(|c| c.der()).collect();
     let anchor_der = anchor_index(anchors, path.anchor()).map(|i| anchors.der[i]);
@@ -662,11 +698,7 @@ fn path_problems(
             pos: *pos,
             at: opts.at,
         };
-        out.extend(
-            checks::check_cert(&s)
-                .iter()
-                .map(|p| reasons::problem(&who, p)),
-        );
+        sort_problems(&checks::check_cert(&s), *pos, &who, &mut out, &mut findings);
         if crl_issuers.contains(&cert.subject().as_raw()) {
             if let Err(p) = checks::check_crl_signer(cert) {
                 out.push(reasons::problem(&who, &p));
@@ -721,7 +753,7 @@ fn path_problems(
             }
         }
     }
-    out
+    (out, findings)
 }
 
 fn revocation_text(who: &str, serial: &str, info: &super::RevocationInfo) -> String {

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::handshake::{Handshake, HandshakeReport, Identity};
 use super::rustls_verifiers::DraftPolicy;
 use super::{
-    opt_rfc3339, verify_cert, CertVerdict, PeerName, Purpose, RevocationSource, Trust, Usage,
-    VerifyOptions,
+    opt_rfc3339, verify_cert, CertVerdict, Finding, PeerName, Purpose, RevocationSource, Trust,
+    Usage, VerifyOptions,
 };
 use crate::inspect::{joined, KeyPurpose, PresentedName};
 use crate::role::{self, CertClass, Connection, Role};
@@ -129,6 +129,9 @@ pub struct SideVerdict {
     pub not_after: Option<OffsetDateTime>,
     /// Why this end is not acceptable (unprefixed: "certificate expired on ...").
     pub reasons: Vec<String>,
+    /// Issuer-side findings about this end's path (unprefixed), not failing it
+    /// unless the verdict is made strict.
+    pub findings: Vec<Finding>,
 }
 
 /// The verdict on the pair (`verify pair --json`).
@@ -145,9 +148,32 @@ pub struct PairVerdict {
     pub responder: SideVerdict,
     /// Every reason, each naming the end it is about.
     pub reasons: Vec<String>,
+    /// Every finding of both ends, each naming the end it is about; they do not
+    /// make the pair invalid unless the verdict is made strict
+    /// ([`PairVerdict::strict`]).
+    pub findings: Vec<Finding>,
     /// The loopback handshake, when one was run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<HandshakeReport>,
+}
+
+impl PairVerdict {
+    /// `--strict`: every finding becomes a reason of its end and of the pair.
+    pub fn strict(mut self) -> PairVerdict {
+        for (side, end) in [
+            (Side::Initiator, &mut self.initiator),
+            (Side::Responder, &mut self.responder),
+        ] {
+            for f in &end.findings {
+                let text = format!("{} [{}]", f.message, f.code);
+                end.reasons.push(text.clone());
+                end.chain_valid = false;
+                self.reasons.push(side_reason(side, &text));
+            }
+        }
+        self.valid = self.reasons.is_empty();
+        self
+    }
 }
 
 /// Prefix a reason of one end with its side: "certificate expired" becomes
@@ -202,6 +228,7 @@ fn side_verdict(end: &PairEnd<'_>, side: Side, at: OffsetDateTime) -> (SideVerdi
         chain_valid: v.valid,
         not_after: v.not_after,
         reasons,
+        findings: v.findings.clone(),
     };
     (s, v)
 }
@@ -284,12 +311,23 @@ pub fn verify_pair(
             )),
         }
     }
+    let side_finding = |side: Side, f: &Finding| Finding {
+        message: side_reason(side, &f.message),
+        ..f.clone()
+    };
+    let findings = i
+        .findings
+        .iter()
+        .map(|f| side_finding(Side::Initiator, f))
+        .chain(r.findings.iter().map(|f| side_finding(Side::Responder, f)))
+        .collect();
     PairVerdict {
         connection: connection.map_or(PairConnection::Ambiguous, PairConnection::from),
         valid: reasons.is_empty(),
         initiator: i,
         responder: r,
         reasons,
+        findings,
         handshake: None,
     }
 }
@@ -381,6 +419,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             chain_valid: false,
             not_after: None,
             reasons: vec!["no certificate was given".into()],
+            findings: vec![],
         };
         return PairVerdict {
             connection: PairConnection::Ambiguous,
@@ -388,6 +427,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             initiator: missing.clone(),
             responder: missing,
             reasons: vec!["a certificate of the pair is missing".into()],
+            findings: vec![],
             handshake: None,
         };
     };
