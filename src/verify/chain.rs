@@ -23,6 +23,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use super::checks::{self, Level, Position, Problem, Subject};
+use super::rfc5280;
 use super::{reasons, CertRef, CertVerdict, Finding, PeerName, Trust, Usage, VerifyOptions};
 use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
 use crate::name_constraints;
@@ -123,6 +124,13 @@ pub fn verify_cert(
         if !findings.contains(&f) {
             findings.push(f);
         }
+    }
+    if facts.role == CertClass::Ca && matches!(opts.usage, Usage::Purpose(_)) {
+        findings.push(Finding {
+            code: "ca-as-leaf",
+            severity: super::Severity::Warning,
+            message: "certificate is a CA certificate used as a leaf (RFC 5280 allows it; CA/Browser Forum subscriber certificates are never CAs)".into(),
+        });
     }
     for r in chain_reasons {
         if !reasons.contains(&r) {
@@ -554,7 +562,11 @@ fn build_path(
     };
     let rejections = RefCell::new(Rejections::default());
     let check_path = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
-        let (found, findings) = path_problems(path, cert, &anchors, trust, opts);
+        let inter: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        let inter: Vec<&[u8]> = inter.iter().map(|d| d.as_ref()).collect();
+        let anchor_i = anchor_index(&anchors, path.anchor());
+        let (found, findings) = path_problems(&inter, anchor_i, cert, &anchors, trust, opts);
         let mut r = rejections.borrow_mut();
         if found.is_empty() {
             r.accepted = findings;
@@ -598,6 +610,11 @@ fn build_path(
             if eku_error && leaf_failed {
                 return (vec![], reasons, vec![]);
             }
+            if let Some(done) = rfc5280_fallback(&e, cert, facts, &anchors, trust, opts) {
+                let (chain, more, findings) = done;
+                reasons.extend(more);
+                return (chain, reasons, findings);
+            }
             let uri_cas = match e {
                 webpki::Error::NameConstraintViolation => uri_constrained_intermediates(trust),
                 _ => vec![],
@@ -629,6 +646,67 @@ fn build_path(
     }
 }
 
+/// When webpki refused the chain for a feature it lacks (see `rfc5280`), our own
+/// RFC 5280 validator looks for a path; the path it finds goes through the same
+/// checks as a webpki path. `None` when it does not apply or finds no path.
+fn rfc5280_fallback(
+    err: &webpki::Error,
+    cert: &X509Certificate<'_>,
+    facts: &CertFacts,
+    anchors: &Anchors<'_>,
+    trust: &Trust<'_>,
+    opts: &VerifyOptions,
+) -> Option<(Vec<String>, Vec<String>, Vec<Finding>)> {
+    if !trust.crls.is_empty() {
+        return None;
+    }
+    let inter: Vec<X509Certificate<'_>> = trust
+        .intermediates
+        .iter()
+        .filter_map(|d| inspect::parse_der(d.as_ref()).ok())
+        .collect();
+    let anchor_certs: Vec<X509Certificate<'_>> = anchors
+        .der
+        .iter()
+        .filter_map(|d| inspect::parse_der(d).ok())
+        .collect();
+    if anchor_certs.len() != anchors.der.len() {
+        return None;
+    }
+    let allow_ca_leaf = matches!(opts.usage, Usage::Purpose(_));
+    if !rfc5280::applies(
+        err,
+        facts.role == CertClass::Ca,
+        allow_ca_leaf,
+        &inter,
+        &anchor_certs,
+    ) {
+        return None;
+    }
+    let found = rfc5280::find_path(&rfc5280::Input {
+        leaf: cert,
+        intermediates: &inter,
+        anchors: &anchor_certs,
+        at: opts.at,
+        eku: opts.usage.tls_oid(),
+        allow_ca_leaf,
+    })
+    .ok()?;
+    let ders: Vec<&[u8]> = found
+        .intermediates
+        .iter()
+        .map(|&i| inter[i].as_raw())
+        .collect();
+    let (reasons, findings) = path_problems(&ders, Some(found.anchor), cert, anchors, trust, opts);
+    if !reasons.is_empty() {
+        return Some((vec![], reasons, findings));
+    }
+    let mut chain = vec![facts.subject.clone()];
+    chain.extend(ders.iter().map(|d| subject_of(d)));
+    chain.push(subject_of(anchors.der[found.anchor]));
+    Some((chain, vec![], findings))
+}
+
 fn anchor_index(anchors: &Anchors<'_>, ta: &TrustAnchor<'_>) -> Option<usize> {
     anchors.list.iter().position(|a| {
         std::ptr::eq(a, ta)
@@ -646,7 +724,8 @@ fn subject_of(der: &[u8]) -> String {
 /// and of the anchor, wildcard names against name constraints, and revocation
 /// by the sources other than CRL files.
 fn path_problems(
-    path: &webpki::VerifiedPath<'_>,
+    inter_der: &[&[u8]],
+    anchor_i: Option<usize>,
     leaf: &X509Certificate<'_>,
     anchors: &Anchors<'_>,
     trust: &Trust<'_>,
@@ -654,12 +733,10 @@ fn path_problems(
 ) -> (Vec<String>, Vec<Finding>) {
     let mut out = Vec::new();
     let mut findings = Vec::new();
-    let inter_der: Vec<CertificateDer<'_>> =
-        path.intermediate_certificates().map(|c| c.der()).collect();
-    let anchor_der = anchor_index(anchors, path.anchor()).map(|i| anchors.der[i]);
+    let anchor_der = anchor_i.map(|i| anchors.der[i]);
     let mut ders: Vec<(&[u8], Position)> = inter_der
         .iter()
-        .map(|d| (d.as_ref(), Position::Intermediate))
+        .map(|d| (*d, Position::Intermediate))
         .collect();
     if let Some(d) = anchor_der {
         ders.push((d, Position::Anchor));
@@ -668,7 +745,7 @@ fn path_problems(
         .iter()
         .filter_map(|(d, p)| inspect::parse_der(d).ok().map(|c| (c, *d, *p)))
         .collect();
-    if let Some(i) = anchor_index(anchors, path.anchor()) {
+    if let Some(i) = anchor_i {
         let below: Vec<(&X509Certificate<'_>, Position)> = std::iter::once((leaf, Position::Leaf))
             .chain(
                 parsed

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod load;
 pub mod pair;
 mod reasons;
+mod rfc5280;
 pub mod rustls_verifiers;
 pub mod store_source;
 
