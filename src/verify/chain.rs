@@ -690,8 +690,11 @@ fn rfc5280_fallback(
         at: opts.at,
         eku: opts.usage.tls_oid(),
         allow_ca_leaf,
-    })
-    .ok()?;
+    });
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => return Some((vec![], vec![why], vec![])),
+    };
     let ders: Vec<&[u8]> = found
         .intermediates
         .iter()

@@ -1137,7 +1137,9 @@ fn excluded_uri_subtrees_and_uris_without_a_host_are_refused() {
 }
 
 #[test]
-fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
+fn an_intermediate_with_uri_name_constraints_is_processed() {
+    // rustls-webpki refuses every URI name under such an intermediate; mtlsca's
+    // RFC 5280 validator processes the constraint (issue 11), as OpenSSL does.
     let env = Env::new();
     openssl_root(
         &env,
@@ -1151,24 +1153,34 @@ fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nnameConstraints=critical,permitted;URI:.corp.internal",
     );
     uri_leaf(&env, "uriica", "wl", "spiffe://a.corp.internal/x");
-    let v = json_exit(
-        &env,
-        &[
+    uri_leaf(&env, "uriica", "out", "spiffe://evil.com/x");
+    let args = |leaf: &'static str| {
+        [
             "verify",
             "cert",
-            "wl.pem",
+            leaf,
             "--trust",
             "plainroot.pem",
             "--untrusted",
             "uriica.pem",
             "--role",
             "device",
-        ],
-        1,
-    );
+        ]
+    };
+    let v = json_exit(&env, &args("wl.pem"), 0);
+    assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "plainroot.pem",
+        "-untrusted",
+        "uriica.pem",
+        "wl.pem",
+    ]);
+    let v = json_exit(&env, &args("out.pem"), 1);
     let why = reasons(&v);
     assert!(
-        why.contains("intermediate CA") && why.contains("URI name constraints"),
+        why.contains("URI:spiffe://evil.com/x") && why.contains("outside the permitted"),
         "{why}"
     );
 }
