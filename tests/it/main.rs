@@ -7,5 +7,6 @@ mod engine;
 mod lifecycle;
 mod limbo;
 mod names;
+mod real_pkis;
 mod reliability;
 mod verify;
