@@ -179,7 +179,11 @@ impl Problem {
             }
             Problem::CrlSignerWithoutCrlSign => Level::Validation,
             _ if pos == Position::Anchor => Level::Finding(match self {
-                Problem::AnchorWithEku | Problem::SanCriticalWithSubject => Warning,
+                // RFC 5280 allows a self-signed certificate's AKI to carry the
+                // issuer and serial; CABF does not.
+                Problem::AnchorWithEku
+                | Problem::SanCriticalWithSubject
+                | Problem::SelfSignedAkiMismatch => Warning,
                 _ => Error,
             }),
             Problem::NotVersion3
@@ -196,6 +200,7 @@ impl Problem {
             | Problem::AnchorWithEku
             | Problem::SanCriticalWithSubject
             | Problem::CommonNameNotInSan(_)
+            | Problem::SelfSignedAkiMismatch
             | Problem::WildcardTooBroad(_) => Level::Finding(Warning),
             _ => Level::Finding(Error),
         }

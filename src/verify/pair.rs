@@ -2,6 +2,7 @@
 //! connection classified by the draft's table, names and expectation checked.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
@@ -311,16 +312,27 @@ pub fn verify_pair(
             )),
         }
     }
+    // Findings about an end's certificate name the end; those about a CA (the
+    // same for both ends when they share it) are said once.
     let side_finding = |side: Side, f: &Finding| Finding {
-        message: side_reason(side, &f.message),
+        message: if f.message.starts_with("certificate") {
+            side_reason(side, &f.message)
+        } else {
+            f.message.clone()
+        },
         ..f.clone()
     };
-    let findings = i
+    let mut findings: Vec<Finding> = Vec::new();
+    for f in i
         .findings
         .iter()
         .map(|f| side_finding(Side::Initiator, f))
         .chain(r.findings.iter().map(|f| side_finding(Side::Responder, f)))
-        .collect();
+    {
+        if !findings.contains(&f) {
+            findings.push(f);
+        }
+    }
     PairVerdict {
         connection: connection.map_or(PairConnection::Ambiguous, PairConnection::from),
         valid: reasons.is_empty(),
@@ -394,13 +406,92 @@ impl PairRequest<'_> {
         })
     }
 
-    /// What one end accepts from its peer during the handshake.
-    fn policy(&self, roles: Vec<Role>, name: &Option<PeerName>) -> DraftPolicy {
-        DraftPolicy::new(self.anchors.clone())
+    /// What one end accepts from its peer during the handshake; `revoked` is
+    /// what the revocation sources say about the two leaves.
+    fn policy(
+        &self,
+        roles: Vec<Role>,
+        name: &Option<PeerName>,
+        revoked: &Arc<RevokedLeaves>,
+    ) -> DraftPolicy {
+        let p = DraftPolicy::new(self.anchors.clone())
             .intermediates(self.intermediates.clone())
             .crls(self.crls.clone())
             .accept(&roles)
-            .names(name.iter().cloned().collect())
+            .names(name.iter().cloned().collect());
+        if revoked.0.is_empty() {
+            p
+        } else {
+            p.revocation(revoked.clone())
+        }
+    }
+
+    /// Ask the revocation sources (the CA's store) about both leaves, against
+    /// every certificate that could have issued them, so that the handshake's
+    /// verifiers (which run on other threads) know the same revocations.
+    fn revoked_leaves(&self) -> RevokedLeaves {
+        let mut out = Vec::new();
+        if self.revocation.is_empty() {
+            return RevokedLeaves(out);
+        }
+        let cas: Vec<&CertificateDer<'static>> = self
+            .anchors
+            .iter()
+            .chain(&self.intermediates)
+            .chain(self.initiator.chain.iter().skip(1))
+            .chain(self.responder.chain.iter().skip(1))
+            .collect();
+        for party in [&self.initiator, &self.responder] {
+            let Some(leaf) = party.chain.first() else {
+                continue;
+            };
+            let Ok(l) = crate::inspect::parse_der(leaf.as_ref()) else {
+                continue;
+            };
+            for ca in &cas {
+                let Ok(c) = crate::inspect::parse_der(ca.as_ref()) else {
+                    continue;
+                };
+                if c.subject().as_raw() != l.issuer().as_raw() {
+                    continue;
+                }
+                let key_id = c
+                    .extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                            Some(k.0)
+                        }
+                        _ => None,
+                    });
+                let r = super::CertRef {
+                    der: leaf.as_ref(),
+                    serial: l.raw_serial(),
+                    issuer_subject: c.subject().as_raw(),
+                    issuer_spki: c.public_key().raw,
+                    issuer_key_id: key_id,
+                };
+                for src in &self.revocation {
+                    if let Some(info) = src.revoked(&r) {
+                        out.push((l.raw_serial().to_vec(), c.public_key().raw.to_vec(), info));
+                    }
+                }
+            }
+        }
+        RevokedLeaves(out)
+    }
+}
+
+/// The revocations of the pair's leaves, known before the handshake: (serial,
+/// issuer SubjectPublicKeyInfo, what the source said).
+struct RevokedLeaves(Vec<(Vec<u8>, Vec<u8>, super::RevocationInfo)>);
+
+impl RevocationSource for RevokedLeaves {
+    fn revoked(&self, cert: &super::CertRef<'_>) -> Option<super::RevocationInfo> {
+        self.0
+            .iter()
+            .find(|(serial, spki, _)| serial == cert.serial && spki == cert.issuer_spki)
+            .map(|(_, _, info)| info.clone())
     }
 }
 
@@ -450,7 +541,8 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
         ),
     };
     let dial = dial_name(req.responder.name.as_ref(), &v.responder.names);
-    let mut initiator_accepts = req.policy(r_roles, &req.responder.name);
+    let revoked = Arc::new(req.revoked_leaves());
+    let mut initiator_accepts = req.policy(r_roles, &req.responder.name, &revoked);
     if dial.is_none() && req.responder.name.is_none() {
         // Nothing to dial by (a workload with URI names only): the initiator
         // expects the identity the responder presents, as the static verdict
@@ -473,7 +565,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             key: keys.responder.clone_key(),
         },
         initiator_accepts,
-        responder_accepts: req.policy(i_roles, &req.initiator.name),
+        responder_accepts: req.policy(i_roles, &req.initiator.name, &revoked),
         server_name: dial.unwrap_or_else(|| {
             ServerName::try_from("responder.invalid").expect("a valid DNS name")
         }),

@@ -1216,3 +1216,301 @@ fn uri_names_under_an_mtlsca_root_with_uri_subtrees_are_checked_below_the_issuin
         assert_eq!(out.status.success(), ok, "{leaf}: {}", text(&out));
     }
 }
+
+/// An OpenSSL root with the given extension lines (no defaults of ours).
+fn openssl_root_with(env: &Env, name: &str, exts: &[&str]) {
+    let subj = format!("/CN={name}");
+    let key = format!("{name}.key");
+    let out = format!("{name}.pem");
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-subj",
+        &subj,
+        "-days",
+        "60",
+        "-sha256",
+        "-out",
+        &out,
+    ];
+    for e in exts {
+        args.push("-addext");
+        args.push(e);
+    }
+    env.openssl_ok(&args);
+}
+
+#[test]
+fn a_trust_anchors_encoding_is_a_finding_and_strict_makes_it_fail() {
+    // easy-rsa's root: basicConstraints not critical, AKI with issuer and serial.
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "easyroot",
+        &[
+            "basicConstraints=CA:TRUE",
+            "authorityKeyIdentifier=keyid:always,issuer:always",
+            "keyUsage=keyCertSign,cRLSign",
+        ],
+    );
+    openssl_signed(
+        &env,
+        "easyroot",
+        "srv",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    env.openssl_ok(&["verify", "-CAfile", "easyroot.pem", "srv.pem"]);
+    let args = [
+        "verify",
+        "cert",
+        "srv.pem",
+        "--trust",
+        "easyroot.pem",
+        "--role",
+        "device",
+    ];
+    let v = json_exit(&env, &args, 0);
+    assert_eq!(v["valid"], true, "{v}");
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"bc-not-critical"), "{v}");
+    assert!(codes.contains(&"self-signed-aki-mismatch"), "{v}");
+    assert!(
+        v["findings"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("trust anchor `CN=easyroot`")),
+        "{v}"
+    );
+    assert!(v["findings"][0]["severity"].is_string(), "{v}");
+    // The text says VALID and lists the findings.
+    let out = env.ok(&args);
+    assert!(out.contains("VALID (device)"), "{out}");
+    assert!(
+        out.contains("findings") && out.contains("[bc-not-critical, error]"),
+        "{out}"
+    );
+    // --strict: the findings fail the verdict.
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    let v = json_exit(&env, &strict, 1);
+    assert!(
+        reasons(&v).contains("basicConstraints is not critical"),
+        "{v}"
+    );
+    // Nothing that is wrong with the path itself became a finding: an expired
+    // leaf is still INVALID without --strict.
+    json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "srv.pem",
+            "--trust",
+            "easyroot.pem",
+            "--role",
+            "device",
+            "--at",
+            "2099-01-01T00:00:00Z",
+        ],
+        1,
+    );
+}
+
+#[test]
+fn entities_under_an_email_constrained_ca_verify() {
+    // RFC 5280 4.2.1.10 rfc822Name constraints in their three forms, on SAN
+    // emails and on the subject's emailAddress; rustls-webpki refuses any.
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "mailroot",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "nameConstraints=critical,permitted;email:example.test,permitted;email:.corp.test,permitted;email:boss@other.test",
+        ],
+    );
+    let leaf = |name: &str, email: &str| {
+        openssl_signed(
+            &env,
+            "mailroot",
+            name,
+            &format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,emailProtection\nsubjectAltName=email:{email}"
+            ),
+        );
+    };
+    let cases = [
+        ("host", "alice@example.test", true),
+        ("domain", "bob@eu.corp.test", true),
+        ("mailbox", "boss@other.test", true),
+        ("subhost", "carol@sub.example.test", false),
+        ("domainitself", "dave@corp.test", false),
+        ("othermailbox", "eve@other.test", false),
+    ];
+    for (name, email, ok) in cases {
+        leaf(name, email);
+        let pem = format!("{name}.pem");
+        let args = [
+            "verify",
+            "cert",
+            &pem,
+            "--trust",
+            "mailroot.pem",
+            "--role",
+            "entity",
+        ];
+        let v = json_exit(&env, &args, if ok { 0 } else { 1 });
+        if !ok {
+            assert!(
+                reasons(&v).contains(&format!("email:{email} is outside the permitted")),
+                "{v}"
+            );
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "mailroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {email}: {}",
+            text(&ossl)
+        );
+    }
+}
+
+#[test]
+fn directory_name_constraints_are_processed() {
+    // A root that permits subjects under O=Acme only (rustls-webpki refuses any
+    // directoryName constraint).
+    let env = Env::new();
+    let cnf = "[req]\ndistinguished_name=dn\nx509_extensions=v3\n[dn]\n[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nnameConstraints=critical,permitted;dirName:acme_dn\n[acme_dn]\nO=Acme\n";
+    std::fs::write(env.path("dnroot.cnf"), cnf).unwrap();
+    env.openssl_ok(&[
+        "req",
+        "-x509",
+        "-config",
+        "dnroot.cnf",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "dnroot.key",
+        "-subj",
+        "/O=Acme/CN=Acme Root",
+        "-days",
+        "60",
+        "-out",
+        "dnroot.pem",
+    ]);
+    for (name, subj, ok) in [
+        ("inside", "/O=Acme/CN=srv", true),
+        ("outside", "/O=Evil/CN=srv", false),
+    ] {
+        env.openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            subj,
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(
+            env.path(&format!("{name}.ext")),
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        env.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "dnroot.pem",
+            "-CAkey",
+            "dnroot.key",
+            "-set_serial",
+            "0x1001",
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-extensions",
+            "v3",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        let pem = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &pem,
+                "--trust",
+                "dnroot.pem",
+                "--role",
+                "device",
+            ],
+            if ok { 0 } else { 1 },
+        );
+        if !ok {
+            assert!(reasons(&v).contains("directory name"), "{v}");
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "dnroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {subj}: {}",
+            text(&ossl)
+        );
+    }
+}
+
+#[test]
+fn a_revoked_peer_fails_the_handshake_and_the_end_that_refused_is_named() {
+    let env = env_with_parties();
+    let serial = env.json(&["verify", "cert", "b.pem"])["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+        ],
+        1,
+    );
+    assert_eq!(v["handshake"]["ok"], false, "{v}");
+    let outcome = v["handshake"]["outcome"].as_str().unwrap();
+    // The initiator refused the revoked responder: it sent the alert.
+    assert!(
+        outcome.contains("the initiator aborted the handshake") && outcome.contains("revoked"),
+        "{outcome}"
+    );
+}
