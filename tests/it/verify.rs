@@ -1514,3 +1514,52 @@ fn a_revoked_peer_fails_the_handshake_and_the_end_that_refused_is_named() {
         "{outcome}"
     );
 }
+
+#[test]
+fn sign_writes_the_chain_beside_the_certificate_like_issue() {
+    let env = Env::with_ca();
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-subj",
+        "/CN=srv.test",
+        "-addext",
+        "subjectAltName=DNS:srv.test",
+        "-out",
+        "srv.csr",
+    ]);
+    let out = env.ok(&["sign", "device", "--csr", "srv.csr", "--out", "srv.pem"]);
+    assert!(out.contains("srv.chain.pem"), "{out}");
+    let chain = std::fs::read_to_string(env.path("srv.chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    // The chain file is what a server sends: it verifies under the root alone.
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "srv.chain.pem",
+        "srv.pem",
+    ]);
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "srv.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--role",
+            "device",
+        ],
+        0,
+    );
+    assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+}
