@@ -34,6 +34,8 @@ use crate::rules::{self, Rule};
 /// The OID bytes (DER contents) of the TLS EKUs.
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// anyExtendedKeyUsage, 2.5.29.37.0.
+const ANY_EKU: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 
 /// Our EKU policy inside webpki's path building. webpki applies it to the leaf
 /// and to every intermediate: where an EKU extension is present it must include
@@ -51,7 +53,11 @@ impl ExtendedKeyUsageValidator for EkuPolicy {
         let mut present = Vec::new();
         for id in iter {
             let id = id?;
-            if id == webpki::KeyPurposeId::new(self.required) {
+            // RFC 5280 4.2.1.12: anyExtendedKeyUsage restricts nothing. (The
+            // draft refuses it in a leaf, on the leaf itself: `draft_eku`.)
+            if id == webpki::KeyPurposeId::new(self.required)
+                || id == webpki::KeyPurposeId::new(ANY_EKU)
+            {
                 return Ok(());
             }
             present.push(id.to_decoded_oid());
@@ -202,7 +208,7 @@ fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
     match usage {
         Usage::Purpose(_) => {
             let want = usage.tls_eku();
-            if f.has_eku() && !f.has_purpose(want) {
+            if f.has_eku() && !f.has_purpose(want) && !f.has_purpose(Eku::Any) {
                 vec![format!(
                     "certificate's EKU ({}) does not include {}",
                     joined(f.purposes(), "+"),
@@ -482,7 +488,13 @@ fn anchors<'a>(trust: &'a Trust<'_>) -> (Anchors<'a>, Vec<String>) {
                 a.der.push(der.as_ref());
                 a.uri.push(uri);
             }
-            Err(e) => reasons.push(format!("trust anchor {} cannot be used ({e:?})", i + 1)),
+            Err(_) => reasons.push(format!(
+                "trust anchor {} cannot be used: {}",
+                i + 1,
+                inspect::parse_der(der.as_ref())
+                    .err()
+                    .unwrap_or_else(|| "its name or key cannot be read".into())
+            )),
         }
     }
     (a, reasons)

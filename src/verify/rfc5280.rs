@@ -225,7 +225,8 @@ fn check_path(inp: &Input<'_, '_>, chain: &[usize], anchor: usize) -> Result<(),
         // A CA's EKU, when present, limits what it may issue (as webpki does).
         if let Ok(Some(eku)) = c.extended_key_usage() {
             let e = eku.value;
-            let allowed = e.other.iter().any(|o| o.to_id_string() == inp.eku)
+            let allowed = e.any
+                || e.other.iter().any(|o| o.to_id_string() == inp.eku)
                 || (inp.eku == "1.3.6.1.5.5.7.3.1" && e.server_auth)
                 || (inp.eku == "1.3.6.1.5.5.7.3.2" && e.client_auth);
             if !allowed {

@@ -422,7 +422,8 @@ fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
         assert_eq!(p["connection"], "ambiguous", "{leaf}: {p}");
         assert!(reasons(&p).starts_with("initiator"), "{leaf}: {p}");
     }
-    // The classic reading accepts what the draft refuses (except anyEKU alone).
+    // The classic reading accepts what the draft refuses, anyEKU alone included
+    // (RFC 5280 4.2.1.12: it restricts nothing; issue 11).
     json_exit(
         &env,
         &["verify", "cert", "dual.pem", "--purpose", "server"],
@@ -433,12 +434,11 @@ fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
         &["verify", "cert", "noeku.pem", "--purpose", "server"],
         0,
     );
-    let v = json_exit(
+    json_exit(
         &env,
         &["verify", "cert", "anyeku.pem", "--purpose", "server"],
-        1,
+        0,
     );
-    assert!(reasons(&v).contains("does not include serverAuth"), "{v}");
 }
 
 #[test]
@@ -1562,4 +1562,136 @@ fn sign_writes_the_chain_beside_the_certificate_like_issue() {
         0,
     );
     assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+}
+
+#[test]
+fn inspect_descends_fails_on_classes_for_ci_and_speaks_plainly() {
+    let env = env_with_parties();
+    std::fs::create_dir_all(env.path("fleet/web/old")).unwrap();
+    std::fs::copy(env.path("a.pem"), env.path("fleet/a.pem")).unwrap();
+    std::fs::copy(env.path("b.pem"), env.path("fleet/web/b.pem")).unwrap();
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "mail", Some("emailProtection"));
+    std::fs::copy(env.path("dual.pem"), env.path("fleet/web/old/dual.pem")).unwrap();
+    std::fs::write(env.path("fleet/notes.txt"), "not a certificate\n").unwrap();
+
+    // Without -r, only the top directory.
+    let v = env.json(&["inspect", "fleet"]);
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    // -r descends.
+    let v = env.json(&["inspect", "-r", "fleet"]);
+    assert_eq!(v.as_array().map(|a| a.len()), Some(3), "{v}");
+
+    // --fail-on: exit 1 when a certificate is of a listed class; the output is
+    // still the full report.
+    let out = env.run(&["inspect", "-r", "fleet", "--fail-on", "ambiguous,no-eku"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("ambiguous"), "{}", text(&out));
+    env.ok(&["inspect", "-r", "fleet", "--fail-on", "ca"]);
+    let out = env.run(&["--json", "inspect", "fleet/a.pem", "--fail-on", "device"]);
+    assert_eq!(code(&out), 1);
+    assert!(serde_json::from_slice::<Value>(&out.stdout).is_ok());
+
+    // An emailProtection-only certificate is named by what it holds.
+    let out = env.ok(&["inspect", "mail.pem"]);
+    assert!(out.contains("no TLS EKU (emailProtection)"), "{out}");
+
+    // A file that is not a certificate: a plain sentence, no parser internals.
+    let err = env.fails(&["inspect", "fleet/notes.txt"], 2);
+    assert!(
+        err.contains("not a certificate") && !err.contains("Der(") && !err.contains("Nom"),
+        "{err}"
+    );
+    std::fs::write(
+        env.path("trunc.der"),
+        &std::fs::read(env.path("a.pem")).unwrap()[..0],
+    )
+    .unwrap();
+    let der = env.openssl_ok(&["x509", "-in", "a.pem", "-outform", "DER", "-out", "a.der"]);
+    let _ = der;
+    let bytes = std::fs::read(env.path("a.der")).unwrap();
+    std::fs::write(env.path("trunc.der"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = env.fails(&["inspect", "trunc.der"], 2);
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn any_eku_and_dual_eku_get_the_same_classic_verdict() {
+    // RFC 5280 4.2.1.12: anyExtendedKeyUsage restricts nothing, so under the
+    // classic purpose it is as acceptable as serverAuth+clientAuth; under the
+    // draft both are ambiguous. A root without EKU restriction issues them.
+    let env = env_with_parties();
+    openssl_root_with(
+        &env,
+        "plain",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for (name, eku) in [
+        ("any", "anyExtendedKeyUsage"),
+        ("dual", "serverAuth,clientAuth"),
+    ] {
+        openssl_signed(
+            &env,
+            "plain",
+            name,
+            &format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={eku}\nsubjectAltName=DNS:{name}.test"),
+        );
+    }
+    openssl_signed(
+        &env,
+        "plain",
+        "srv",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    for leaf in ["any.pem", "dual.pem"] {
+        for purpose in ["server", "client"] {
+            let v = json_exit(
+                &env,
+                &[
+                    "verify",
+                    "cert",
+                    leaf,
+                    "--trust",
+                    "plain.pem",
+                    "--purpose",
+                    purpose,
+                ],
+                0,
+            );
+            assert_eq!(v["valid"], true, "{leaf} {purpose}: {v}");
+        }
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                leaf,
+                "--trust",
+                "plain.pem",
+                "--role",
+                "device",
+            ],
+            1,
+        );
+        assert!(reasons(&v).contains("ambiguous"), "{v}");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "pair",
+                "--initiator",
+                leaf,
+                "--responder",
+                "srv.pem",
+                "--trust",
+                "plain.pem",
+            ],
+            1,
+        );
+        assert_eq!(v["initiator"]["chain_valid"], true, "{leaf}: {v}");
+        assert!(!reasons(&v).contains("does not include"), "{leaf}: {v}");
+    }
 }
