@@ -869,6 +869,70 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_finding_code_is_listed() {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        let all = [
+            Problem::NotVersion3,
+            Problem::SerialNotPositive,
+            Problem::SerialTooLong(21),
+            Problem::DuplicateExtension(String::new()),
+            Problem::MalformedExtension(String::new()),
+            Problem::UnknownCriticalExtension(String::new()),
+            Problem::AkiCritical,
+            Problem::AkiMissing,
+            Problem::AkiWithoutKeyId,
+            Problem::SelfSignedAkiMismatch,
+            Problem::SkiCritical,
+            Problem::SkiMissing,
+            Problem::BasicConstraintsMissing,
+            Problem::BasicConstraintsNotCritical,
+            Problem::IssuerNotCa,
+            Problem::KeyUsageEmpty,
+            Problem::KeyCertSignWithoutCa,
+            Problem::CaWithoutKeyCertSign,
+            Problem::EkuCritical,
+            Problem::AnchorWithEku,
+            Problem::SanEmpty,
+            Problem::SanMissingForEmptySubject,
+            Problem::SanNotCriticalForEmptySubject,
+            Problem::SanCriticalWithSubject,
+            Problem::BadDnsName(String::new()),
+            Problem::IpInDnsName(String::new()),
+            Problem::WildcardTooBroad(String::new()),
+            Problem::NameConstraintsInLeaf,
+            Problem::NameConstraintsNotCritical,
+            Problem::NameConstraintsEmpty,
+            Problem::BadNameConstraint(String::new()),
+            Problem::CommonNameNotInSan(String::new()),
+            Problem::CrlSignerWithoutCrlSign,
+            Problem::PolicyConstraintsNotCritical,
+            Problem::AiaCritical,
+            Problem::ValidityEncoding(String::new()),
+            Problem::SignatureAlgorithmMismatch,
+            Problem::EmptyIssuer,
+            Problem::EmptySubject,
+            Problem::WeakKey(String::new()),
+            Problem::Expired(t),
+            Problem::NotYetValid(t),
+        ];
+        for p in &all {
+            for pos in [Position::Leaf, Position::Intermediate, Position::Anchor] {
+                if let Level::Finding(_) = p.level(pos) {
+                    assert!(
+                        crate::verify::FINDING_CODES.contains(&p.code()),
+                        "{} is not in FINDING_CODES",
+                        p.code()
+                    );
+                }
+            }
+        }
+        // Expiry, weak keys and CRL signers are validation wherever they are.
+        for p in [Problem::Expired(t), Problem::WeakKey(String::new())] {
+            assert_eq!(p.level(Position::Anchor), Level::Validation);
+        }
+    }
+
+    #[test]
     fn dns_syntax_follows_the_preferred_name_syntax() {
         for ok in [
             "a.example",

@@ -245,6 +245,49 @@ impl CertVerdict {
     }
 }
 
+/// Every code a [`Finding`] can have (the README lists them with their rule).
+pub const FINDING_CODES: &[&str] = &[
+    "serial-not-positive",
+    "serial-too-long",
+    "aki-critical",
+    "aki-missing",
+    "aki-without-key-id",
+    "self-signed-aki-mismatch",
+    "ski-critical",
+    "ski-missing",
+    "bc-missing",
+    "bc-not-critical",
+    "issuer-not-ca",
+    "ca-without-cert-sign",
+    "ku-empty",
+    "ku-cert-sign-without-ca",
+    "eku-critical",
+    "root-with-eku",
+    "san-empty",
+    "san-missing",
+    "san-not-critical",
+    "san-critical",
+    "bad-dns-name",
+    "ip-in-dns-name",
+    "wildcard-too-broad",
+    "nc-in-leaf",
+    "nc-not-critical",
+    "nc-empty",
+    "nc-bad-dns",
+    "cn-not-in-san",
+    "policy-constraints-not-critical",
+    "aia-critical",
+    "validity-encoding",
+    "empty-issuer",
+    "empty-subject",
+    "not-v3",
+    "duplicate-extension",
+    "malformed-extension",
+    "unknown-critical-extension",
+    "signature-algorithm-mismatch",
+    "ca-as-leaf",
+];
+
 /// How serious a [`Finding`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1695,3 +1695,16 @@ fn any_eku_and_dual_eku_get_the_same_classic_verdict() {
         assert!(!reasons(&v).contains("does not include"), "{leaf}: {v}");
     }
 }
+
+#[test]
+fn the_readme_lists_every_finding_code() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for code in mtlsca::verify::FINDING_CODES {
+        assert!(
+            readme.contains(&format!("| `{code}` |")),
+            "README has no row for the finding code {code}"
+        );
+    }
+}
