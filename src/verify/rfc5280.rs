@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, NameConstraints, ParsedExtension};
+use x509_parser::oid_registry as oids;
 
 use crate::inspect::{self, asn1_time};
 use crate::name_constraints::{dn_rdns, dn_within, email_within, uri_host, uri_host_within};
@@ -119,6 +120,12 @@ fn issued_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>, budget: 
         return false;
     }
     *budget -= 1;
+    // x509-parser (ring) still verifies SHA-1 RSA signatures; relying parties
+    // and webpki do not.
+    let alg = &child.signature_algorithm.algorithm;
+    if *alg == oids::OID_PKCS1_SHA1WITHRSA || *alg == oids::OID_SHA1_WITH_RSA {
+        return false;
+    }
     child.verify_signature(Some(parent.public_key())).is_ok()
 }
 
@@ -445,5 +452,30 @@ fn show(n: &Name<'_>) -> String {
         Name::Uri(u) => format!("URI:{}", printable(u)),
         Name::Dn(_) => "its directory name".into(),
         Name::Other(t) => format!("a name of form [{t}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_and_ip_subtrees_match_as_rfc_5280_says() {
+        assert!(dns_within_base("a.example.com", "example.com"));
+        assert!(dns_within_base("example.com", "example.com"));
+        assert!(!dns_within_base("badexample.com", "example.com"));
+        assert!(dns_within_base("a.example.com", ".example.com"));
+        assert!(!dns_within_base("example.com", ".example.com"));
+        assert!(dns_within_base("anything.test", ""));
+        let net = [10, 1, 0, 0, 255, 255, 0, 0];
+        assert_eq!(ip_within_base(&[10, 1, 2, 3], &net), Some(true));
+        assert_eq!(ip_within_base(&[10, 2, 2, 3], &net), Some(false));
+        // A mask that is not contiguous cannot be judged.
+        assert_eq!(
+            ip_within_base(&[10, 1, 2, 3], &[10, 1, 0, 0, 255, 0, 255, 0]),
+            None
+        );
+        // Another family never matches.
+        assert_eq!(ip_within_base(&[0; 16], &net), Some(false));
     }
 }
