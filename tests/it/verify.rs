@@ -1708,3 +1708,26 @@ fn the_readme_lists_every_finding_code() {
         );
     }
 }
+
+#[test]
+fn mtlscas_own_certificates_have_no_findings() {
+    let env = env_with_parties();
+    for leaf in ["a.pem", "b.pem", "alice.pem", "acme.pem"] {
+        let v = json_exit(&env, &["verify", "cert", leaf, "--strict"], 0);
+        assert_eq!(v["findings"], serde_json::json!([]), "{leaf}: {v}");
+    }
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--strict",
+        ],
+        0,
+    );
+    assert_eq!(v["findings"], serde_json::json!([]), "{v}");
+}
