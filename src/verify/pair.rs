@@ -161,16 +161,15 @@ pub struct PairVerdict {
 impl PairVerdict {
     /// `--strict`: every finding becomes a reason of its end and of the pair.
     pub fn strict(mut self) -> PairVerdict {
-        for (side, end) in [
-            (Side::Initiator, &mut self.initiator),
-            (Side::Responder, &mut self.responder),
-        ] {
+        for end in [&mut self.initiator, &mut self.responder] {
             for f in &end.findings {
-                let text = format!("{} [{}]", f.message, f.code);
-                end.reasons.push(text.clone());
+                end.reasons.push(format!("{} [{}]", f.message, f.code));
                 end.chain_valid = false;
-                self.reasons.push(side_reason(side, &text));
             }
+        }
+        // The pair's findings name the end, and a shared CA's only once.
+        for f in &self.findings {
+            self.reasons.push(format!("{} [{}]", f.message, f.code));
         }
         self.valid = self.reasons.is_empty();
         self
