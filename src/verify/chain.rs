@@ -775,6 +775,12 @@ fn path_problems(
             &subject_of(anchors.der[i]),
         ));
     }
+    // Subject emailAddress attributes against rfc822Name constraints (webpki
+    // looks at SAN names only).
+    let path_certs: Vec<&X509Certificate<'_>> = std::iter::once(leaf)
+        .chain(parsed.iter().map(|(c, _, _)| c))
+        .collect();
+    out.extend(rfc5280::subject_email_problem(&path_certs));
     // The CAs of this path that signed a CRL we were given.
     let crl_der: Vec<_> = trust
         .crls

@@ -290,6 +290,41 @@ fn check_path(inp: &Input<'_, '_>, chain: &[usize], anchor: usize) -> Result<(),
     Ok(())
 }
 
+/// The subject emailAddress attributes of the certificates below each CA of a
+/// path against that CA's rfc822Name constraints. rustls-webpki checks SAN names
+/// only, so on a path it accepted an address in the subject would escape them.
+/// `path` runs from the leaf up to the anchor.
+pub(crate) fn subject_email_problem(path: &[&X509Certificate<'_>]) -> Option<String> {
+    for (h, holder) in path.iter().enumerate().skip(1) {
+        let Some(nc) = name_constraints(holder) else {
+            continue;
+        };
+        for (k, c) in path[..h].iter().enumerate() {
+            if k > 0 && self_issued(c) {
+                continue;
+            }
+            let emails: Vec<Name<'_>> = c
+                .subject()
+                .iter_email()
+                .filter_map(|e| e.as_str().ok())
+                .map(|e| Name::Email(e.to_string()))
+                .collect();
+            if let Err(why) = conform(emails, nc) {
+                let who = if k == 0 {
+                    "certificate".to_string()
+                } else {
+                    format!("intermediate CA `{}`", subject_text(c))
+                };
+                return Some(format!(
+                    "{who} has a subject emailAddress the name constraints of `{}` forbid: {why}",
+                    subject_text(holder)
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// A name of a certificate, as name constraints see it.
 enum Name<'a> {
     Dns(&'a str),
@@ -391,6 +426,10 @@ fn ip_within_base(name: &[u8], base: &[u8]) -> Option<bool> {
 }
 
 fn names_conform(c: &X509Certificate<'_>, nc: &NameConstraints<'_>) -> Result<(), String> {
+    conform(names_of(c), nc)
+}
+
+fn conform(names: Vec<Name<'_>>, nc: &NameConstraints<'_>) -> Result<(), String> {
     let permitted: Vec<&GeneralName<'_>> = nc
         .permitted_subtrees
         .iter()
@@ -403,7 +442,7 @@ fn names_conform(c: &X509Certificate<'_>, nc: &NameConstraints<'_>) -> Result<()
         .flatten()
         .map(|t| &t.base)
         .collect();
-    for name in names_of(c) {
+    for name in names {
         let shown = show(&name);
         for b in &excluded {
             match within(&name, b) {

@@ -1731,3 +1731,88 @@ fn mtlscas_own_certificates_have_no_findings() {
     );
     assert_eq!(v["findings"], serde_json::json!([]), "{v}");
 }
+
+#[test]
+fn a_subject_email_address_is_held_to_email_constraints() {
+    // rustls-webpki checks SAN names only: an emailAddress in the subject would
+    // escape an rfc822Name constraint (RFC 5280 4.2.1.10 applies them to it).
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "mailroot",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "nameConstraints=critical,permitted;email:example.test,permitted;DNS:srv.test",
+        ],
+    );
+    for (name, email, ok) in [
+        ("inside", "ok@example.test", true),
+        ("outside", "eve@evil.test", false),
+    ] {
+        env.openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN=srv/emailAddress={email}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(
+            env.path(&format!("{name}.ext")),
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        env.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "mailroot.pem",
+            "-CAkey",
+            "mailroot.key",
+            "-set_serial",
+            "0x2002",
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-extensions",
+            "v3",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        let pem = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &pem,
+                "--trust",
+                "mailroot.pem",
+                "--role",
+                "device",
+            ],
+            if ok { 0 } else { 1 },
+        );
+        if !ok {
+            assert!(reasons(&v).contains("subject emailAddress"), "{v}");
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "mailroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {email}: {}",
+            text(&ossl)
+        );
+    }
+}
