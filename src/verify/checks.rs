@@ -168,8 +168,9 @@ impl Problem {
 
     /// Whether the problem fails validation or is a finding, for a certificate in
     /// position `pos`. A trust anchor is an input of path validation (RFC 5280
-    /// 6.1.1: a name and a key): only its validity and key are judged; the rest
-    /// of its encoding is findings.
+    /// 6.1.1: a name and a key): only its validity, its key and whether it is a
+    /// CA are judged (RFC 5280 6.1.4 (k), (n) for intermediates); the rest of
+    /// its encoding is findings.
     pub(crate) fn level(&self, pos: Position) -> Level {
         use crate::verify::Severity::{Error, Warning};
         match self {
@@ -178,6 +179,13 @@ impl Problem {
                 Level::Validation
             }
             Problem::CrlSignerWithoutCrlSign => Level::Validation,
+            // Whether a certificate is a CA at all is not a matter of encoding:
+            // a trust anchor that says it is not one (cA FALSE, no
+            // basicConstraints in a v3 certificate, a keyUsage without
+            // keyCertSign) is refused, as OpenSSL refuses it.
+            Problem::BasicConstraintsMissing
+            | Problem::IssuerNotCa
+            | Problem::CaWithoutKeyCertSign => Level::Validation,
             _ if pos == Position::Anchor => Level::Finding(match self {
                 // RFC 5280 allows a self-signed certificate's AKI to carry the
                 // issuer and serial; CABF does not.
@@ -191,10 +199,6 @@ impl Problem {
             | Problem::MalformedExtension(_)
             | Problem::UnknownCriticalExtension(_)
             | Problem::SignatureAlgorithmMismatch => Level::Validation,
-            // RFC 5280 6.1.4 (k) and (n): an intermediate is a CA that may sign.
-            Problem::BasicConstraintsMissing
-            | Problem::IssuerNotCa
-            | Problem::CaWithoutKeyCertSign => Level::Validation,
             // Rules addressed to CAs and CA/Browser Forum rules.
             Problem::EkuCritical
             | Problem::AnchorWithEku
