@@ -8,7 +8,8 @@
 //! separately for cases expected to validate and cases expected to be rejected.
 //! Known divergences are listed with a reason in `tests/limbo-divergences.toml`;
 //! any other disagreement fails, and so does a listed divergence that no longer
-//! diverges. `LIMBO_LIST=1` prints the listed ones, `LIMBO_DEBUG=ID` a verdict.
+//! diverges. `LIMBO_LIST=1` prints the listed ones and where the default verdict
+//! differs (with its findings), `LIMBO_DEBUG=ID` a verdict.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -289,6 +290,13 @@ fn limbo_conformance() {
         let got = ours(c, true);
         let default = ours(c, false);
         default_t.add(expected_valid, default == expected_valid);
+        if default != expected_valid && std::env::var("LIMBO_LIST").is_ok() {
+            println!(
+                "limbo: default verdict differs: {} {:?}",
+                c.id,
+                ours_findings(c)
+            );
+        }
         assert!(
             got || !default || expected_valid || !ours_findings(c).is_empty(),
             "{}: valid by default but not with --strict, without a finding",
