@@ -1816,3 +1816,31 @@ fn a_subject_email_address_is_held_to_email_constraints() {
         );
     }
 }
+
+#[test]
+fn the_rustls_policy_accepts_what_tls_stacks_accept_unless_strict() {
+    use mtlsca::verify::rustls_verifiers::DraftPolicy;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "easyroot",
+        &["basicConstraints=CA:TRUE", "keyUsage=keyCertSign,cRLSign"],
+    );
+    openssl_signed(
+        &env,
+        "easyroot",
+        "srv",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    let pem = |f: &str| CertificateDer::from_pem_file(env.path(f)).unwrap();
+    let policy = DraftPolicy::new(vec![pem("easyroot.pem")]);
+    let now = UnixTime::now();
+    assert!(policy.check(&pem("srv.pem"), &[], now, None).is_ok());
+    let err = policy
+        .strict(true)
+        .check(&pem("srv.pem"), &[], now, None)
+        .unwrap_err();
+    assert!(err.contains("basicConstraints is not critical"), "{err}");
+}
