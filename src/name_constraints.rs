@@ -281,3 +281,134 @@ mod tests {
         assert_eq!(uri_subtrees(contents).0, vec![long]);
     }
 }
+
+/// Whether an email address (an rfc822Name, or a subject emailAddress) lies within
+/// an rfc822Name constraint's base, in the three forms of RFC 5280 §4.2.1.10: a
+/// mailbox (`user@host`, matched exactly: the local part as written, the host
+/// case-insensitively), a host (`host`: every mailbox on that host), or a domain
+/// (`.domain`: every mailbox on a host under that domain, not on the domain
+/// itself). Characters such as `*` are literal. `None` when the address or the
+/// base is malformed (no `@`, or more than one): such a name cannot be judged and
+/// fails the constraint.
+pub fn email_within(email: &str, base: &str) -> Option<bool> {
+    let (local, host) = email.split_once('@')?;
+    if local.is_empty() || host.is_empty() || host.contains('@') {
+        return None;
+    }
+    if base.is_empty() {
+        return None;
+    }
+    if let Some((b_local, b_host)) = base.split_once('@') {
+        if b_local.is_empty() || b_host.is_empty() || b_host.contains('@') {
+            return None;
+        }
+        return Some(local == b_local && host.eq_ignore_ascii_case(b_host));
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let base = base.to_ascii_lowercase();
+    Some(match base.strip_prefix('.') {
+        Some(domain) => {
+            host.len() > domain.len() + 1
+                && host.ends_with(domain)
+                && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+        }
+        None => host == base,
+    })
+}
+
+/// One attribute of a distinguished name, as compared for directoryName
+/// constraints: its OID (dotted) and its value, case-folded with inner white
+/// space collapsed when it is a string (RFC 5280 §7.1, simplified), else its DER.
+pub type DnAttribute = (String, Vec<u8>);
+
+/// The relative distinguished names of a Name, each as its attributes in order.
+pub fn dn_rdns(name: &x509_parser::x509::X509Name<'_>) -> Vec<Vec<DnAttribute>> {
+    name.iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let value = match atv.as_str() {
+                        Ok(s) => s
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                            .to_lowercase()
+                            .into_bytes(),
+                        Err(_) => atv.attr_value().data.to_vec(),
+                    };
+                    (atv.attr_type().to_id_string(), value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// RFC 5280 §4.2.1.10 directoryName: a name is within a base when the base's
+/// RDNs are the first RDNs of the name (the name is the base or below it).
+pub fn dn_within(name: &[Vec<DnAttribute>], base: &[Vec<DnAttribute>]) -> bool {
+    base.len() <= name.len()
+        && base.iter().zip(name).all(|(b, n)| {
+            let (mut b, mut n) = (b.clone(), n.clone());
+            b.sort();
+            n.sort();
+            b == n
+        })
+}
+
+#[cfg(test)]
+mod email_tests {
+    use super::email_within;
+
+    #[test]
+    fn rfc822_constraints_in_their_three_forms() {
+        // A mailbox: exact, the host without regard to case.
+        assert_eq!(
+            email_within("foo@example.com", "foo@example.com"),
+            Some(true)
+        );
+        assert_eq!(
+            email_within("foo@EXAMPLE.com", "foo@example.com"),
+            Some(true)
+        );
+        assert_eq!(
+            email_within("Foo@example.com", "foo@example.com"),
+            Some(false)
+        );
+        assert_eq!(
+            email_within("bar@example.com", "foo@example.com"),
+            Some(false)
+        );
+        // `*` is a literal character.
+        assert_eq!(email_within("*@example.com", "*@example.com"), Some(true));
+        assert_eq!(
+            email_within("user@example.com", "*@example.com"),
+            Some(false)
+        );
+        assert_eq!(email_within("*@example.com", "**@example.com"), Some(false));
+        // A host: every mailbox on it, not on hosts below it.
+        assert_eq!(email_within("foo@example.com", "example.com"), Some(true));
+        assert_eq!(
+            email_within("foo@sub.example.com", "example.com"),
+            Some(false)
+        );
+        // A domain: every host below it, not the domain itself.
+        assert_eq!(
+            email_within("foo@sub.example.com", ".example.com"),
+            Some(true)
+        );
+        assert_eq!(email_within("foo@example.com", ".example.com"), Some(false));
+        assert_eq!(
+            email_within("foo@badexample.com", ".example.com"),
+            Some(false)
+        );
+        // Malformed addresses and bases cannot be judged.
+        assert_eq!(
+            email_within("invalid@address@example.com", "example.com"),
+            None
+        );
+        assert_eq!(
+            email_within("foo@example.com", "invalid@invalid@example.com"),
+            None
+        );
+    }
+}

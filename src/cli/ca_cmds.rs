@@ -114,7 +114,7 @@ pub struct SignArgs {
     /// The CSR (PEM or DER); - reads standard input
     #[arg(long, value_name = "FILE")]
     pub csr: PathBuf,
-    /// Where to write the certificate PEM; - (the default) is standard output
+    /// Where to write the certificate PEM (the chain goes beside it, as NAME.chain.pem); - (the default) is standard output
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Validity: a number and a unit s, m, h, d, w or y, e.g. 90d (default: the profile's)

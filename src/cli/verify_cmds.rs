@@ -29,6 +29,76 @@ pub struct InspectArgs {
     /// Certificates (PEM with one or many, or DER), or directories of them
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Descend into the subdirectories of directories
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Exit 1 when a certificate is of one of these classes (for CI)
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "CLASS,...")]
+    pub fail_on: Vec<FailOn>,
+}
+
+/// The classes `inspect --fail-on` can fail on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// serverAuth and clientAuth, or anyExtendedKeyUsage
+    Ambiguous,
+    /// No EKU extension, or no TLS EKU in it (emailProtection only, ...)
+    NoEku,
+    /// A CA certificate
+    Ca,
+    /// A device (serverAuth)
+    Device,
+    /// An entity (clientAuth)
+    Entity,
+    /// Expired or not yet valid
+    Expired,
+}
+
+impl FailOn {
+    fn hits(self, i: &Inspection, now: OffsetDateTime) -> bool {
+        let f = &i.facts;
+        match self {
+            FailOn::Ambiguous => f.role == CertClass::Ambiguous,
+            FailOn::NoEku => f.role == CertClass::NoEku,
+            FailOn::Ca => f.role == CertClass::Ca,
+            FailOn::Device => f.role == CertClass::Device,
+            FailOn::Entity => f.role == CertClass::Entity,
+            FailOn::Expired => {
+                f.not_after.is_some_and(|t| now > t) || f.not_before.is_some_and(|t| now < t)
+            }
+        }
+    }
+}
+
+/// The class as the text output names it: `no-eku` only when there is no EKU
+/// extension; an EKU without a TLS purpose is named by what it holds.
+fn class_label(class: CertClass, ekus: &[inspect::KeyPurpose]) -> String {
+    if class == CertClass::NoEku && !ekus.is_empty() {
+        format!("no TLS EKU ({})", joined(ekus, "+"))
+    } else {
+        class.to_string()
+    }
+}
+
+/// The files of a directory, sorted; with `recursive`, those of its
+/// subdirectories too (symbolic links to directories are not followed).
+fn dir_files(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::input(format!("directory {}", path.display()), e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let is_link = p
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if p.is_file() {
+            out.push(p);
+        } else if recursive && p.is_dir() && !is_link {
+            dir_files(&p, true, out)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +155,10 @@ pub struct TrustArgs {
     /// Validate at this time (RFC 3339) instead of now
     #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
     pub at: Option<OffsetDateTime>,
+    /// Findings (issuer-side profile rules, trust anchors included) fail the
+    /// verdict too: for linting a PKI you own
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,12 +221,8 @@ pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<Outcome> {
     let mut all: Vec<Inspection> = Vec::new();
     for path in &a.files {
         if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| Error::input(format!("directory {}", path.display()), e.to_string()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            entries.sort();
+            let mut entries = Vec::new();
+            dir_files(path, a.recursive, &mut entries)?;
             for p in entries {
                 match inspect_file(&p, ctx.now) {
                     Ok(v) => all.extend(v),
@@ -165,9 +235,18 @@ pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<Outcome> {
             all.extend(inspect_file(path, ctx.now)?);
         }
     }
+    let failed: Vec<&Inspection> = all
+        .iter()
+        .filter(|i| a.fail_on.iter().any(|c| c.hits(i, ctx.now)))
+        .collect();
+    let outcome = if failed.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::No
+    };
     if ctx.global.json {
         render::print_json(&serde_json::to_value(&all).unwrap_or_default());
-        return Ok(Outcome::Done);
+        return Ok(outcome);
     }
     for (n, i) in all.iter().enumerate() {
         if n > 0 {
@@ -175,7 +254,14 @@ pub fn inspect(ctx: &Ctx, a: InspectArgs) -> Result<Outcome> {
         }
         ctx.say(inspection_text(i));
     }
-    Ok(Outcome::Done)
+    if !failed.is_empty() {
+        ctx.say(format!(
+            "\n{} of {} certificates are of a class given to --fail-on",
+            failed.len(),
+            all.len()
+        ));
+    }
+    Ok(outcome)
 }
 
 fn inspect_file(path: &Path, now: OffsetDateTime) -> Result<Vec<Inspection>> {
@@ -198,7 +284,7 @@ fn inspection_text(i: &Inspection) -> String {
     } else {
         String::new()
     };
-    let mut out = format!("{}{which}: {}\n", i.file, f.role);
+    let mut out = format!("{}{which}: {}\n", i.file, class_label(f.role, f.purposes()));
     let ekus = if f.has_eku() {
         joined(f.purposes(), ", ")
     } else {
@@ -347,7 +433,10 @@ fn verify_cert(ctx: &Ctx, a: VerifyCertArgs) -> Result<Outcome> {
         name: a.name.as_deref().map(PeerName::parse),
         at: a.trust.at.unwrap_or(ctx.now),
     };
-    let v = verify::verify_cert(&leaf, &trust, &opts);
+    let mut v = verify::verify_cert(&leaf, &trust, &opts);
+    if a.trust.strict {
+        v = v.strict();
+    }
     if ctx.global.json {
         render::print_json(&serde_json::to_value(&v).unwrap_or_default());
     } else {
@@ -357,7 +446,9 @@ fn verify_cert(ctx: &Ctx, a: VerifyCertArgs) -> Result<Outcome> {
 }
 
 fn cert_text(file: &Path, v: &CertVerdict) -> String {
-    let role = v.role.map_or("unreadable".to_string(), |r| r.to_string());
+    let role = v
+        .role
+        .map_or("unreadable".to_string(), |r| class_label(r, &v.ekus));
     let verdict = if v.valid { "VALID" } else { "INVALID" };
     let mut out = format!("{}: {verdict} ({role})\n", file.display());
     let rows = [
@@ -394,7 +485,24 @@ fn cert_text(file: &Path, v: &CertVerdict) -> String {
     for r in &v.reasons {
         out.push_str(&format!("  - {r}\n"));
     }
+    out.push_str(&findings_text(&v.findings, "  "));
     out.trim_end().to_string()
+}
+
+/// The findings of a verdict, one a line, after a `findings:` heading; empty
+/// when there are none.
+fn findings_text(findings: &[verify::Finding], indent: &str) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{indent}findings (issuer-side; --strict makes them fail):\n");
+    for f in findings {
+        out.push_str(&format!(
+            "{indent}  - {} [{}, {}]\n",
+            f.message, f.code, f.severity
+        ));
+    }
+    out
 }
 
 fn verify_pair(ctx: &Ctx, a: VerifyPairArgs) -> Result<Outcome> {
@@ -440,7 +548,8 @@ fn pair_verdict(ctx: &Ctx, a: &VerifyPairArgs) -> Result<PairVerdict> {
         at: a.trust.at.unwrap_or(ctx.now),
         handshake,
     };
-    Ok(verify::check_pair(req))
+    let v = verify::check_pair(req);
+    Ok(if a.trust.strict { v.strict() } else { v })
 }
 
 fn handshake_key(
@@ -466,7 +575,8 @@ fn handshake_key(
 pub(super) fn pair_text(initiator: &Path, responder: &Path, v: &PairVerdict) -> String {
     let side = |s: &verify::SideVerdict| {
         vec![
-            s.role.map_or("unreadable".to_string(), |r| r.to_string()),
+            s.role
+                .map_or("unreadable".to_string(), |r| class_label(r, &s.ekus)),
             s.subject.clone(),
             if s.names.is_empty() {
                 "(none)".into()
@@ -511,6 +621,11 @@ pub(super) fn pair_text(initiator: &Path, responder: &Path, v: &PairVerdict) -> 
     ));
     for reason in &v.reasons {
         out.push_str(&format!("\n  - {reason}"));
+    }
+    let findings = findings_text(&v.findings, "");
+    if !findings.is_empty() {
+        out.push('\n');
+        out.push_str(findings.trim_end());
     }
     out
 }

@@ -23,7 +23,39 @@ pub fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(format!("{} bytes after the certificate", rest.len())),
-        Err(e) => Err(format!("not a DER X.509 certificate ({e})")),
+        Err(_) => Err(unreadable(der)),
+    }
+}
+
+/// Why bytes are not a certificate, in plain words (never the parser's text).
+fn unreadable(der: &[u8]) -> String {
+    if der.is_empty() {
+        return "is empty".into();
+    }
+    if der[0] != 0x30 {
+        let text = der.iter().take(64).all(|b| b.is_ascii());
+        return if text {
+            "is not a certificate: a text file without a PEM CERTIFICATE block".into()
+        } else {
+            "is not a certificate: neither PEM nor DER".into()
+        };
+    }
+    // The declared length of the outer SEQUENCE against what is there.
+    let declared = match der.get(1) {
+        Some(&l) if l < 0x80 => Some(2 + l as usize),
+        Some(&l) if (0x81..=0x84).contains(&l) => {
+            let n = (l & 0x7f) as usize;
+            der.get(2..2 + n)
+                .map(|b| 2 + n + b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
+        }
+        _ => None,
+    };
+    match declared {
+        Some(len) if len > der.len() => format!(
+            "is truncated: the certificate declares {len} bytes but only {} are there",
+            der.len()
+        ),
+        _ => "is DER but not an X.509 certificate (its structure does not decode as one)".into(),
     }
 }
 

@@ -15,7 +15,8 @@ use crate::rules::{Field, Origin, Refusal, Rule};
 pub enum Output {
     /// `PREFIX.key` (generated keys only), `PREFIX.pem`, `PREFIX.chain.pem`.
     Prefix(PathBuf),
-    /// One PEM file with the leaf (for `sign --out FILE`).
+    /// One PEM file with the leaf, and the chain beside it (`FILE` without
+    /// `.pem`, then `.chain.pem`), for `sign --out FILE`.
     File(PathBuf),
     /// Like `Prefix`, but existing files are replaced atomically (`rename`), each
     /// kept as `NAME.prev` first (`renew` writing over the certificate it renews).
@@ -48,12 +49,17 @@ impl Files {
                     replace: matches!(output, Output::Replace(_)),
                 })
             }
-            Output::File(f) => Some(Files {
-                key: None,
-                cert: f.clone(),
-                chain: None,
-                replace: false,
-            }),
+            Output::File(f) => {
+                // `srv.pem` gets `srv.chain.pem` beside it, like `issue --out srv`.
+                let s = f.as_os_str().to_string_lossy();
+                let stem = s.strip_suffix(".pem").unwrap_or(&s);
+                Some(Files {
+                    key: None,
+                    cert: f.clone(),
+                    chain: Some(PathBuf::from(format!("{stem}.chain.pem"))),
+                    replace: false,
+                })
+            }
             Output::None => None,
         }
     }

@@ -22,8 +22,9 @@ use webpki::{
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use super::checks::{self, Position, Subject};
-use super::{reasons, CertRef, CertVerdict, PeerName, Trust, Usage, VerifyOptions};
+use super::checks::{self, Level, Position, Problem, Subject};
+use super::rfc5280;
+use super::{reasons, CertRef, CertVerdict, Finding, PeerName, Trust, Usage, VerifyOptions};
 use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
 use crate::name_constraints;
 use crate::names::printable;
@@ -33,6 +34,8 @@ use crate::rules::{self, Rule};
 /// The OID bytes (DER contents) of the TLS EKUs.
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// anyExtendedKeyUsage, 2.5.29.37.0.
+const ANY_EKU: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 
 /// Our EKU policy inside webpki's path building. webpki applies it to the leaf
 /// and to every intermediate: where an EKU extension is present it must include
@@ -50,7 +53,11 @@ impl ExtendedKeyUsageValidator for EkuPolicy {
         let mut present = Vec::new();
         for id in iter {
             let id = id?;
-            if id == webpki::KeyPurposeId::new(self.required) {
+            // RFC 5280 4.2.1.12: anyExtendedKeyUsage restricts nothing. (The
+            // draft refuses it in a leaf, on the leaf itself: `draft_eku`.)
+            if id == webpki::KeyPurposeId::new(self.required)
+                || id == webpki::KeyPurposeId::new(ANY_EKU)
+            {
                 return Ok(());
             }
             present.push(id.to_decoded_oid());
@@ -109,12 +116,28 @@ pub fn verify_cert(
     if opts.usage.tls_eku() == Eku::ServerAuth {
         leaf_problems.extend(checks::check_cn_in_san(&cert).err());
     }
-    reasons.extend(
-        leaf_problems
-            .iter()
-            .map(|p| reasons::problem("certificate", p)),
+    let mut findings = Vec::new();
+    sort_problems(
+        &leaf_problems,
+        Position::Leaf,
+        "certificate",
+        &mut reasons,
+        &mut findings,
     );
-    let (chain, chain_reasons) = build_path(leaf, &cert, &facts, trust, opts, !reasons.is_empty());
+    let (chain, chain_reasons, chain_findings) =
+        build_path(leaf, &cert, &facts, trust, opts, !reasons.is_empty());
+    for f in chain_findings {
+        if !findings.contains(&f) {
+            findings.push(f);
+        }
+    }
+    if facts.role == CertClass::Ca && matches!(opts.usage, Usage::Purpose(_)) {
+        findings.push(Finding {
+            code: "ca-as-leaf",
+            severity: super::Severity::Warning,
+            message: "certificate is a CA certificate used as a leaf (RFC 5280 allows it; CA/Browser Forum subscriber certificates are never CAs)".into(),
+        });
+    }
     for r in chain_reasons {
         if !reasons.contains(&r) {
             reasons.push(r);
@@ -137,6 +160,28 @@ pub fn verify_cert(
         not_after: facts.not_after,
         chain,
         reasons,
+        findings,
+    }
+}
+
+/// Put each problem where it belongs: a reason (validation) or a finding.
+fn sort_problems(
+    problems: &[Problem],
+    pos: Position,
+    who: &str,
+    reasons: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
+) {
+    for p in problems {
+        let message = reasons::problem(who, p);
+        match p.level(pos) {
+            Level::Validation => reasons.push(message),
+            Level::Finding(severity) => findings.push(Finding {
+                code: p.code(),
+                severity,
+                message,
+            }),
+        }
     }
 }
 
@@ -153,6 +198,7 @@ fn unreadable(e: &str) -> CertVerdict {
         not_after: None,
         chain: vec![],
         reasons: vec![format!("certificate cannot be read: {e}")],
+        findings: vec![],
     }
 }
 
@@ -162,7 +208,7 @@ fn leaf_eku(f: &CertFacts, usage: Usage) -> Vec<String> {
     match usage {
         Usage::Purpose(_) => {
             let want = usage.tls_eku();
-            if f.has_eku() && !f.has_purpose(want) {
+            if f.has_eku() && !f.has_purpose(want) && !f.has_purpose(Eku::Any) {
                 vec![format!(
                     "certificate's EKU ({}) does not include {}",
                     joined(f.purposes(), "+"),
@@ -442,7 +488,13 @@ fn anchors<'a>(trust: &'a Trust<'_>) -> (Anchors<'a>, Vec<String>) {
                 a.der.push(der.as_ref());
                 a.uri.push(uri);
             }
-            Err(e) => reasons.push(format!("trust anchor {} cannot be used ({e:?})", i + 1)),
+            Err(_) => reasons.push(format!(
+                "trust anchor {} cannot be used: {}",
+                i + 1,
+                inspect::parse_der(der.as_ref())
+                    .err()
+                    .unwrap_or_else(|| "its name or key cannot be read".into())
+            )),
         }
     }
     (a, reasons)
@@ -480,10 +532,12 @@ fn unix(at: OffsetDateTime) -> UnixTime {
     ))
 }
 
-/// What a rejected candidate path was rejected for (the first one is reported).
+/// What a rejected candidate path was rejected for (the first one is reported,
+/// with its findings), and the findings of the path accepted.
 #[derive(Default)]
 struct Rejections {
-    first: Option<Vec<String>>,
+    first: Option<(Vec<String>, Vec<Finding>)>,
+    accepted: Vec<Finding>,
 }
 
 /// Build and check the path; returns the subjects of the path (leaf first) when
@@ -496,7 +550,7 @@ fn build_path(
     trust: &Trust<'_>,
     opts: &VerifyOptions,
     leaf_failed: bool,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<String>, Vec<String>, Vec<Finding>) {
     let (anchors, mut reasons) = anchors(trust);
     let (crl_list, crl_reasons) = crls(trust);
     reasons.extend(crl_reasons);
@@ -504,7 +558,7 @@ fn build_path(
         Ok(ee) => ee,
         Err(e) => {
             reasons.push(reasons::webpki(&e, opts.at, "certificate"));
-            return (vec![], reasons);
+            return (vec![], reasons, vec![]);
         }
     };
     let crl_refs: Vec<&CertRevocationList<'_>> = crl_list.iter().collect();
@@ -520,13 +574,18 @@ fn build_path(
     };
     let rejections = RefCell::new(Rejections::default());
     let check_path = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
-        let found = path_problems(path, cert, &anchors, trust, opts);
+        let inter: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        let inter: Vec<&[u8]> = inter.iter().map(|d| d.as_ref()).collect();
+        let anchor_i = anchor_index(&anchors, path.anchor());
+        let (found, findings) = path_problems(&inter, anchor_i, cert, &anchors, trust, opts);
+        let mut r = rejections.borrow_mut();
         if found.is_empty() {
+            r.accepted = findings;
             return Ok(());
         }
-        let mut r = rejections.borrow_mut();
         if r.first.is_none() {
-            r.first = Some(found);
+            r.first = Some((found, findings));
         }
         Err(webpki::Error::UnknownIssuer)
     };
@@ -548,12 +607,12 @@ fn build_path(
             if let Some(i) = anchor_index(&anchors, path.anchor()) {
                 chain.push(subject_of(anchors.der[i]));
             }
-            (chain, reasons)
+            (chain, reasons, rejections.into_inner().accepted)
         }
         Err(e) => {
-            if let Some(found) = rejections.into_inner().first {
+            if let Some((found, findings)) = rejections.into_inner().first {
                 reasons.extend(found);
-                return (vec![], reasons);
+                return (vec![], reasons, findings);
             }
             #[allow(deprecated)]
             let eku_error = matches!(
@@ -561,7 +620,12 @@ fn build_path(
                 webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_)
             );
             if eku_error && leaf_failed {
-                return (vec![], reasons);
+                return (vec![], reasons, vec![]);
+            }
+            if let Some(done) = rfc5280_fallback(&e, cert, facts, &anchors, trust, opts) {
+                let (chain, more, findings) = done;
+                reasons.extend(more);
+                return (chain, reasons, findings);
             }
             let uri_cas = match e {
                 webpki::Error::NameConstraintViolation => uri_constrained_intermediates(trust),
@@ -589,9 +653,73 @@ fn build_path(
                 _ => reasons::webpki(&e, opts.at, "certificate"),
             };
             reasons.push(text);
-            (vec![], reasons)
+            (vec![], reasons, vec![])
         }
     }
+}
+
+/// When webpki refused the chain for a feature it lacks (see `rfc5280`), our own
+/// RFC 5280 validator looks for a path; the path it finds goes through the same
+/// checks as a webpki path. `None` when it does not apply or finds no path.
+fn rfc5280_fallback(
+    err: &webpki::Error,
+    cert: &X509Certificate<'_>,
+    facts: &CertFacts,
+    anchors: &Anchors<'_>,
+    trust: &Trust<'_>,
+    opts: &VerifyOptions,
+) -> Option<(Vec<String>, Vec<String>, Vec<Finding>)> {
+    if !trust.crls.is_empty() {
+        return None;
+    }
+    let inter: Vec<X509Certificate<'_>> = trust
+        .intermediates
+        .iter()
+        .filter_map(|d| inspect::parse_der(d.as_ref()).ok())
+        .collect();
+    let anchor_certs: Vec<X509Certificate<'_>> = anchors
+        .der
+        .iter()
+        .filter_map(|d| inspect::parse_der(d).ok())
+        .collect();
+    if anchor_certs.len() != anchors.der.len() {
+        return None;
+    }
+    let allow_ca_leaf = matches!(opts.usage, Usage::Purpose(_));
+    if !rfc5280::applies(
+        err,
+        facts.role == CertClass::Ca,
+        allow_ca_leaf,
+        &inter,
+        &anchor_certs,
+    ) {
+        return None;
+    }
+    let found = rfc5280::find_path(&rfc5280::Input {
+        leaf: cert,
+        intermediates: &inter,
+        anchors: &anchor_certs,
+        at: opts.at,
+        eku: opts.usage.tls_oid(),
+        allow_ca_leaf,
+    });
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => return Some((vec![], vec![why], vec![])),
+    };
+    let ders: Vec<&[u8]> = found
+        .intermediates
+        .iter()
+        .map(|&i| inter[i].as_raw())
+        .collect();
+    let (reasons, findings) = path_problems(&ders, Some(found.anchor), cert, anchors, trust, opts);
+    if !reasons.is_empty() {
+        return Some((vec![], reasons, findings));
+    }
+    let mut chain = vec![facts.subject.clone()];
+    chain.extend(ders.iter().map(|d| subject_of(d)));
+    chain.push(subject_of(anchors.der[found.anchor]));
+    Some((chain, vec![], findings))
 }
 
 fn anchor_index(anchors: &Anchors<'_>, ta: &TrustAnchor<'_>) -> Option<usize> {
@@ -611,19 +739,19 @@ fn subject_of(der: &[u8]) -> String {
 /// and of the anchor, wildcard names against name constraints, and revocation
 /// by the sources other than CRL files.
 fn path_problems(
-    path: &webpki::VerifiedPath<'_>,
+    inter_der: &[&[u8]],
+    anchor_i: Option<usize>,
     leaf: &X509Certificate<'_>,
     anchors: &Anchors<'_>,
     trust: &Trust<'_>,
     opts: &VerifyOptions,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<Finding>) {
     let mut out = Vec::new();
-    let inter_der: Vec<CertificateDer<'_>> =
-        path.intermediate_certificates().map(|c| c.der()).collect();
-    let anchor_der = anchor_index(anchors, path.anchor()).map(|i| anchors.der[i]);
+    let mut findings = Vec::new();
+    let anchor_der = anchor_i.map(|i| anchors.der[i]);
     let mut ders: Vec<(&[u8], Position)> = inter_der
         .iter()
-        .map(|d| (d.as_ref(), Position::Intermediate))
+        .map(|d| (*d, Position::Intermediate))
         .collect();
     if let Some(d) = anchor_der {
         ders.push((d, Position::Anchor));
@@ -632,7 +760,7 @@ fn path_problems(
         .iter()
         .filter_map(|(d, p)| inspect::parse_der(d).ok().map(|c| (c, *d, *p)))
         .collect();
-    if let Some(i) = anchor_index(anchors, path.anchor()) {
+    if let Some(i) = anchor_i {
         let below: Vec<(&X509Certificate<'_>, Position)> = std::iter::once((leaf, Position::Leaf))
             .chain(
                 parsed
@@ -647,6 +775,12 @@ fn path_problems(
             &subject_of(anchors.der[i]),
         ));
     }
+    // Subject emailAddress attributes against rfc822Name constraints (webpki
+    // looks at SAN names only).
+    let path_certs: Vec<&X509Certificate<'_>> = std::iter::once(leaf)
+        .chain(parsed.iter().map(|(c, _, _)| c))
+        .collect();
+    out.extend(rfc5280::subject_email_problem(&path_certs));
     // The CAs of this path that signed a CRL we were given.
     let crl_der: Vec<_> = trust
         .crls
@@ -662,11 +796,7 @@ fn path_problems(
             pos: *pos,
             at: opts.at,
         };
-        out.extend(
-            checks::check_cert(&s)
-                .iter()
-                .map(|p| reasons::problem(&who, p)),
-        );
+        sort_problems(&checks::check_cert(&s), *pos, &who, &mut out, &mut findings);
         if crl_issuers.contains(&cert.subject().as_raw()) {
             if let Err(p) = checks::check_crl_signer(cert) {
                 out.push(reasons::problem(&who, &p));
@@ -721,7 +851,7 @@ fn path_problems(
             }
         }
     }
-    out
+    (out, findings)
 }
 
 fn revocation_text(who: &str, serial: &str, info: &super::RevocationInfo) -> String {

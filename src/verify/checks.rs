@@ -107,6 +107,110 @@ pub(crate) enum Problem {
     NotYetValid(OffsetDateTime),
 }
 
+/// Which level of the verdict a problem belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Path validation: the certificate cannot be relied on (RFC 5280 6, what
+    /// rustls-webpki and relying parties enforce).
+    Validation,
+    /// An issuer-side profile rule: reported as a finding of this severity.
+    Finding(crate::verify::Severity),
+}
+
+impl Problem {
+    /// The stable code of the rule, as a finding shows it (README table).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Problem::NotVersion3 => "not-v3",
+            Problem::SerialNotPositive => "serial-not-positive",
+            Problem::SerialTooLong(_) => "serial-too-long",
+            Problem::DuplicateExtension(_) => "duplicate-extension",
+            Problem::MalformedExtension(_) => "malformed-extension",
+            Problem::UnknownCriticalExtension(_) => "unknown-critical-extension",
+            Problem::AkiCritical => "aki-critical",
+            Problem::AkiMissing => "aki-missing",
+            Problem::AkiWithoutKeyId => "aki-without-key-id",
+            Problem::SelfSignedAkiMismatch => "self-signed-aki-mismatch",
+            Problem::SkiCritical => "ski-critical",
+            Problem::SkiMissing => "ski-missing",
+            Problem::BasicConstraintsMissing => "bc-missing",
+            Problem::BasicConstraintsNotCritical => "bc-not-critical",
+            Problem::IssuerNotCa => "issuer-not-ca",
+            Problem::KeyUsageEmpty => "ku-empty",
+            Problem::KeyCertSignWithoutCa => "ku-cert-sign-without-ca",
+            Problem::CaWithoutKeyCertSign => "ca-without-cert-sign",
+            Problem::EkuCritical => "eku-critical",
+            Problem::AnchorWithEku => "root-with-eku",
+            Problem::SanEmpty => "san-empty",
+            Problem::SanMissingForEmptySubject => "san-missing",
+            Problem::SanNotCriticalForEmptySubject => "san-not-critical",
+            Problem::SanCriticalWithSubject => "san-critical",
+            Problem::BadDnsName(_) => "bad-dns-name",
+            Problem::IpInDnsName(_) => "ip-in-dns-name",
+            Problem::WildcardTooBroad(_) => "wildcard-too-broad",
+            Problem::NameConstraintsInLeaf => "nc-in-leaf",
+            Problem::NameConstraintsNotCritical => "nc-not-critical",
+            Problem::NameConstraintsEmpty => "nc-empty",
+            Problem::BadNameConstraint(_) => "nc-bad-dns",
+            Problem::CommonNameNotInSan(_) => "cn-not-in-san",
+            Problem::CrlSignerWithoutCrlSign => "crl-signer-without-crl-sign",
+            Problem::PolicyConstraintsNotCritical => "policy-constraints-not-critical",
+            Problem::AiaCritical => "aia-critical",
+            Problem::ValidityEncoding(_) => "validity-encoding",
+            Problem::SignatureAlgorithmMismatch => "signature-algorithm-mismatch",
+            Problem::EmptyIssuer => "empty-issuer",
+            Problem::EmptySubject => "empty-subject",
+            Problem::WeakKey(_) => "weak-key",
+            Problem::Expired(_) => "expired",
+            Problem::NotYetValid(_) => "not-yet-valid",
+        }
+    }
+
+    /// Whether the problem fails validation or is a finding, for a certificate in
+    /// position `pos`. A trust anchor is an input of path validation (RFC 5280
+    /// 6.1.1: a name and a key): only its validity, its key and whether it is a
+    /// CA are judged (RFC 5280 6.1.4 (k), (n) for intermediates); the rest of
+    /// its encoding is findings.
+    pub(crate) fn level(&self, pos: Position) -> Level {
+        use crate::verify::Severity::{Error, Warning};
+        match self {
+            // What path validation and relying parties enforce.
+            Problem::Expired(_) | Problem::NotYetValid(_) | Problem::WeakKey(_) => {
+                Level::Validation
+            }
+            Problem::CrlSignerWithoutCrlSign => Level::Validation,
+            // Whether a certificate is a CA at all is not a matter of encoding:
+            // a trust anchor that says it is not one (cA FALSE, no
+            // basicConstraints in a v3 certificate, a keyUsage without
+            // keyCertSign) is refused, as OpenSSL refuses it.
+            Problem::BasicConstraintsMissing
+            | Problem::IssuerNotCa
+            | Problem::CaWithoutKeyCertSign => Level::Validation,
+            _ if pos == Position::Anchor => Level::Finding(match self {
+                // RFC 5280 allows a self-signed certificate's AKI to carry the
+                // issuer and serial; CABF does not.
+                Problem::AnchorWithEku
+                | Problem::SanCriticalWithSubject
+                | Problem::SelfSignedAkiMismatch => Warning,
+                _ => Error,
+            }),
+            Problem::NotVersion3
+            | Problem::DuplicateExtension(_)
+            | Problem::MalformedExtension(_)
+            | Problem::UnknownCriticalExtension(_)
+            | Problem::SignatureAlgorithmMismatch => Level::Validation,
+            // Rules addressed to CAs and CA/Browser Forum rules.
+            Problem::EkuCritical
+            | Problem::AnchorWithEku
+            | Problem::SanCriticalWithSubject
+            | Problem::CommonNameNotInSan(_)
+            | Problem::SelfSignedAkiMismatch
+            | Problem::WildcardTooBroad(_) => Level::Finding(Warning),
+            _ => Level::Finding(Error),
+        }
+    }
+}
+
 type Check = fn(&Subject<'_>) -> Result<(), Problem>;
 
 /// Every per-certificate check, in the order reasons are reported.
@@ -767,6 +871,70 @@ mod der {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_finding_code_is_listed() {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        let all = [
+            Problem::NotVersion3,
+            Problem::SerialNotPositive,
+            Problem::SerialTooLong(21),
+            Problem::DuplicateExtension(String::new()),
+            Problem::MalformedExtension(String::new()),
+            Problem::UnknownCriticalExtension(String::new()),
+            Problem::AkiCritical,
+            Problem::AkiMissing,
+            Problem::AkiWithoutKeyId,
+            Problem::SelfSignedAkiMismatch,
+            Problem::SkiCritical,
+            Problem::SkiMissing,
+            Problem::BasicConstraintsMissing,
+            Problem::BasicConstraintsNotCritical,
+            Problem::IssuerNotCa,
+            Problem::KeyUsageEmpty,
+            Problem::KeyCertSignWithoutCa,
+            Problem::CaWithoutKeyCertSign,
+            Problem::EkuCritical,
+            Problem::AnchorWithEku,
+            Problem::SanEmpty,
+            Problem::SanMissingForEmptySubject,
+            Problem::SanNotCriticalForEmptySubject,
+            Problem::SanCriticalWithSubject,
+            Problem::BadDnsName(String::new()),
+            Problem::IpInDnsName(String::new()),
+            Problem::WildcardTooBroad(String::new()),
+            Problem::NameConstraintsInLeaf,
+            Problem::NameConstraintsNotCritical,
+            Problem::NameConstraintsEmpty,
+            Problem::BadNameConstraint(String::new()),
+            Problem::CommonNameNotInSan(String::new()),
+            Problem::CrlSignerWithoutCrlSign,
+            Problem::PolicyConstraintsNotCritical,
+            Problem::AiaCritical,
+            Problem::ValidityEncoding(String::new()),
+            Problem::SignatureAlgorithmMismatch,
+            Problem::EmptyIssuer,
+            Problem::EmptySubject,
+            Problem::WeakKey(String::new()),
+            Problem::Expired(t),
+            Problem::NotYetValid(t),
+        ];
+        for p in &all {
+            for pos in [Position::Leaf, Position::Intermediate, Position::Anchor] {
+                if let Level::Finding(_) = p.level(pos) {
+                    assert!(
+                        crate::verify::FINDING_CODES.contains(&p.code()),
+                        "{} is not in FINDING_CODES",
+                        p.code()
+                    );
+                }
+            }
+        }
+        // Expiry, weak keys and CRL signers are validation wherever they are.
+        for p in [Problem::Expired(t), Problem::WeakKey(String::new())] {
+            assert_eq!(p.level(Position::Anchor), Level::Validation);
+        }
+    }
 
     #[test]
     fn dns_syntax_follows_the_preferred_name_syntax() {

@@ -75,6 +75,12 @@ fn io_error(e: &std::io::Error) -> String {
     describe_tls_error(e)
 }
 
+/// Whether an end's error is the alert its peer sent (rustls: "received fatal
+/// alert: ..."), rather than its own refusal.
+fn received_alert(e: &str) -> bool {
+    e.contains("received fatal alert") || e.contains("closed the connection")
+}
+
 impl Handshake {
     /// Run it. Never fails: setup problems are reported as the outcome.
     /// Run the handshake over 127.0.0.1; never fails, what went wrong is in the report.
@@ -143,6 +149,13 @@ impl Handshake {
                 protocol: Some(protocol),
                 cipher_suite: Some(suite),
                 outcome: "completed: both ends authenticated".into(),
+            },
+            // The end that refused sent the alert; the other one received it.
+            (_, Err(c)) if !received_alert(&c) => HandshakeReport {
+                ok: false,
+                protocol: None,
+                cipher_suite: None,
+                outcome: format!("the initiator aborted the handshake: {c}"),
             },
             (Err(s), _) => HandshakeReport {
                 ok: false,

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod load;
 pub mod pair;
 mod reasons;
+mod rfc5280;
 pub mod rustls_verifiers;
 pub mod store_source;
 
@@ -224,6 +225,99 @@ pub struct CertVerdict {
     /// Why it is not valid (empty when valid). Sentences that read after
     /// "initiator"/"responder" when they start with "certificate".
     pub reasons: Vec<String>,
+    /// Issuer-side profile rules the certificates of the path break (RFC 5280
+    /// rules addressed to CAs, CA/Browser Forum rules): reported, never failing
+    /// the verdict unless made strict ([`CertVerdict::strict`]). Trust anchors are
+    /// judged here only, never by validation, for their encoding.
+    pub findings: Vec<Finding>,
+}
+
+impl CertVerdict {
+    /// `--strict`: every finding becomes a reason, so a verdict with findings is
+    /// not valid. For linting a PKI you own.
+    pub fn strict(mut self) -> CertVerdict {
+        for f in &self.findings {
+            let text = format!("{} [{}]", f.message, f.code);
+            if !self.reasons.contains(&text) {
+                self.reasons.push(text);
+            }
+        }
+        self.valid = self.reasons.is_empty();
+        self
+    }
+}
+
+/// Every code a [`Finding`] can have (the README lists them with their rule).
+pub const FINDING_CODES: &[&str] = &[
+    "serial-not-positive",
+    "serial-too-long",
+    "aki-critical",
+    "aki-missing",
+    "aki-without-key-id",
+    "self-signed-aki-mismatch",
+    "ski-critical",
+    "ski-missing",
+    "bc-not-critical",
+    "ku-empty",
+    "ku-cert-sign-without-ca",
+    "eku-critical",
+    "root-with-eku",
+    "san-empty",
+    "san-missing",
+    "san-not-critical",
+    "san-critical",
+    "bad-dns-name",
+    "ip-in-dns-name",
+    "wildcard-too-broad",
+    "nc-in-leaf",
+    "nc-not-critical",
+    "nc-empty",
+    "nc-bad-dns",
+    "cn-not-in-san",
+    "policy-constraints-not-critical",
+    "aia-critical",
+    "validity-encoding",
+    "empty-issuer",
+    "empty-subject",
+    "not-v3",
+    "duplicate-extension",
+    "malformed-extension",
+    "unknown-critical-extension",
+    "signature-algorithm-mismatch",
+    "ca-as-leaf",
+];
+
+/// How serious a [`Finding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Severity {
+    /// The issuer broke a MUST of RFC 5280.
+    Error,
+    /// The issuer broke a SHOULD of RFC 5280 or a CA/Browser Forum rule that a
+    /// private PKI may choose not to follow.
+    Warning,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// An issuer-side profile rule that a certificate of the path breaks. It does not
+/// make the verdict invalid unless the verdict is made strict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// A stable code (`bc-not-critical`, `cn-not-in-san`, ...), listed in the README.
+    pub code: &'static str,
+    /// How serious it is.
+    pub severity: Severity,
+    /// The finding as a sentence ("trust anchor `CN=x` ...").
+    pub message: String,
 }
 
 pub use crate::timefmt::{human_time, rfc3339};

@@ -2,6 +2,7 @@
 //! connection classified by the draft's table, names and expectation checked.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
@@ -11,8 +12,8 @@ use time::OffsetDateTime;
 use super::handshake::{Handshake, HandshakeReport, Identity};
 use super::rustls_verifiers::DraftPolicy;
 use super::{
-    opt_rfc3339, verify_cert, CertVerdict, PeerName, Purpose, RevocationSource, Trust, Usage,
-    VerifyOptions,
+    opt_rfc3339, verify_cert, CertVerdict, Finding, PeerName, Purpose, RevocationSource, Trust,
+    Usage, VerifyOptions,
 };
 use crate::inspect::{joined, KeyPurpose, PresentedName};
 use crate::role::{self, CertClass, Connection, Role};
@@ -129,6 +130,9 @@ pub struct SideVerdict {
     pub not_after: Option<OffsetDateTime>,
     /// Why this end is not acceptable (unprefixed: "certificate expired on ...").
     pub reasons: Vec<String>,
+    /// Issuer-side findings about this end's path (unprefixed), not failing it
+    /// unless the verdict is made strict.
+    pub findings: Vec<Finding>,
 }
 
 /// The verdict on the pair (`verify pair --json`).
@@ -145,9 +149,31 @@ pub struct PairVerdict {
     pub responder: SideVerdict,
     /// Every reason, each naming the end it is about.
     pub reasons: Vec<String>,
+    /// Every finding of both ends, each naming the end it is about; they do not
+    /// make the pair invalid unless the verdict is made strict
+    /// ([`PairVerdict::strict`]).
+    pub findings: Vec<Finding>,
     /// The loopback handshake, when one was run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<HandshakeReport>,
+}
+
+impl PairVerdict {
+    /// `--strict`: every finding becomes a reason of its end and of the pair.
+    pub fn strict(mut self) -> PairVerdict {
+        for end in [&mut self.initiator, &mut self.responder] {
+            for f in &end.findings {
+                end.reasons.push(format!("{} [{}]", f.message, f.code));
+                end.chain_valid = false;
+            }
+        }
+        // The pair's findings name the end, and a shared CA's only once.
+        for f in &self.findings {
+            self.reasons.push(format!("{} [{}]", f.message, f.code));
+        }
+        self.valid = self.reasons.is_empty();
+        self
+    }
 }
 
 /// Prefix a reason of one end with its side: "certificate expired" becomes
@@ -202,6 +228,7 @@ fn side_verdict(end: &PairEnd<'_>, side: Side, at: OffsetDateTime) -> (SideVerdi
         chain_valid: v.valid,
         not_after: v.not_after,
         reasons,
+        findings: v.findings.clone(),
     };
     (s, v)
 }
@@ -284,12 +311,34 @@ pub fn verify_pair(
             )),
         }
     }
+    // Findings about an end's certificate name the end; those about a CA (the
+    // same for both ends when they share it) are said once.
+    let side_finding = |side: Side, f: &Finding| Finding {
+        message: if f.message.starts_with("certificate") {
+            side_reason(side, &f.message)
+        } else {
+            f.message.clone()
+        },
+        ..f.clone()
+    };
+    let mut findings: Vec<Finding> = Vec::new();
+    for f in i
+        .findings
+        .iter()
+        .map(|f| side_finding(Side::Initiator, f))
+        .chain(r.findings.iter().map(|f| side_finding(Side::Responder, f)))
+    {
+        if !findings.contains(&f) {
+            findings.push(f);
+        }
+    }
     PairVerdict {
         connection: connection.map_or(PairConnection::Ambiguous, PairConnection::from),
         valid: reasons.is_empty(),
         initiator: i,
         responder: r,
         reasons,
+        findings,
         handshake: None,
     }
 }
@@ -356,13 +405,92 @@ impl PairRequest<'_> {
         })
     }
 
-    /// What one end accepts from its peer during the handshake.
-    fn policy(&self, roles: Vec<Role>, name: &Option<PeerName>) -> DraftPolicy {
-        DraftPolicy::new(self.anchors.clone())
+    /// What one end accepts from its peer during the handshake; `revoked` is
+    /// what the revocation sources say about the two leaves.
+    fn policy(
+        &self,
+        roles: Vec<Role>,
+        name: &Option<PeerName>,
+        revoked: &Arc<RevokedLeaves>,
+    ) -> DraftPolicy {
+        let p = DraftPolicy::new(self.anchors.clone())
             .intermediates(self.intermediates.clone())
             .crls(self.crls.clone())
             .accept(&roles)
-            .names(name.iter().cloned().collect())
+            .names(name.iter().cloned().collect());
+        if revoked.0.is_empty() {
+            p
+        } else {
+            p.revocation(revoked.clone())
+        }
+    }
+
+    /// Ask the revocation sources (the CA's store) about both leaves, against
+    /// every certificate that could have issued them, so that the handshake's
+    /// verifiers (which run on other threads) know the same revocations.
+    fn revoked_leaves(&self) -> RevokedLeaves {
+        let mut out = Vec::new();
+        if self.revocation.is_empty() {
+            return RevokedLeaves(out);
+        }
+        let cas: Vec<&CertificateDer<'static>> = self
+            .anchors
+            .iter()
+            .chain(&self.intermediates)
+            .chain(self.initiator.chain.iter().skip(1))
+            .chain(self.responder.chain.iter().skip(1))
+            .collect();
+        for party in [&self.initiator, &self.responder] {
+            let Some(leaf) = party.chain.first() else {
+                continue;
+            };
+            let Ok(l) = crate::inspect::parse_der(leaf.as_ref()) else {
+                continue;
+            };
+            for ca in &cas {
+                let Ok(c) = crate::inspect::parse_der(ca.as_ref()) else {
+                    continue;
+                };
+                if c.subject().as_raw() != l.issuer().as_raw() {
+                    continue;
+                }
+                let key_id = c
+                    .extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                            Some(k.0)
+                        }
+                        _ => None,
+                    });
+                let r = super::CertRef {
+                    der: leaf.as_ref(),
+                    serial: l.raw_serial(),
+                    issuer_subject: c.subject().as_raw(),
+                    issuer_spki: c.public_key().raw,
+                    issuer_key_id: key_id,
+                };
+                for src in &self.revocation {
+                    if let Some(info) = src.revoked(&r) {
+                        out.push((l.raw_serial().to_vec(), c.public_key().raw.to_vec(), info));
+                    }
+                }
+            }
+        }
+        RevokedLeaves(out)
+    }
+}
+
+/// The revocations of the pair's leaves, known before the handshake: (serial,
+/// issuer SubjectPublicKeyInfo, what the source said).
+struct RevokedLeaves(Vec<(Vec<u8>, Vec<u8>, super::RevocationInfo)>);
+
+impl RevocationSource for RevokedLeaves {
+    fn revoked(&self, cert: &super::CertRef<'_>) -> Option<super::RevocationInfo> {
+        self.0
+            .iter()
+            .find(|(serial, spki, _)| serial == cert.serial && spki == cert.issuer_spki)
+            .map(|(_, _, info)| info.clone())
     }
 }
 
@@ -381,6 +509,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             chain_valid: false,
             not_after: None,
             reasons: vec!["no certificate was given".into()],
+            findings: vec![],
         };
         return PairVerdict {
             connection: PairConnection::Ambiguous,
@@ -388,6 +517,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             initiator: missing.clone(),
             responder: missing,
             reasons: vec!["a certificate of the pair is missing".into()],
+            findings: vec![],
             handshake: None,
         };
     };
@@ -410,7 +540,8 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
         ),
     };
     let dial = dial_name(req.responder.name.as_ref(), &v.responder.names);
-    let mut initiator_accepts = req.policy(r_roles, &req.responder.name);
+    let revoked = Arc::new(req.revoked_leaves());
+    let mut initiator_accepts = req.policy(r_roles, &req.responder.name, &revoked);
     if dial.is_none() && req.responder.name.is_none() {
         // Nothing to dial by (a workload with URI names only): the initiator
         // expects the identity the responder presents, as the static verdict
@@ -433,7 +564,7 @@ pub fn check_pair(req: PairRequest<'_>) -> PairVerdict {
             key: keys.responder.clone_key(),
         },
         initiator_accepts,
-        responder_accepts: req.policy(i_roles, &req.initiator.name),
+        responder_accepts: req.policy(i_roles, &req.initiator.name, &revoked),
         server_name: dial.unwrap_or_else(|| {
             ServerName::try_from("responder.invalid").expect("a valid DNS name")
         }),

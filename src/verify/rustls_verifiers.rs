@@ -77,6 +77,7 @@ pub struct DraftPolicy {
     accept: Vec<Role>,
     names: Vec<PeerName>,
     revocation: Option<Arc<dyn RevocationSource + Send + Sync>>,
+    strict: bool,
 }
 
 impl std::fmt::Debug for DraftPolicy {
@@ -99,7 +100,16 @@ impl DraftPolicy {
             accept: vec![Role::Device, Role::Entity],
             names: vec![],
             revocation: None,
+            strict: false,
         }
+    }
+
+    /// Refuse peers whose path has findings too (issuer-side profile rules,
+    /// trust anchors included), as `verify --strict` does. Off by default: the
+    /// peers TLS stacks accept are accepted.
+    pub fn strict(mut self, strict: bool) -> DraftPolicy {
+        self.strict = strict;
+        self
     }
 
     /// Accept only peers of these roles.
@@ -195,6 +205,7 @@ impl DraftPolicy {
                 at,
             },
         );
+        let v = if self.strict { v.strict() } else { v };
         if !v.valid {
             return Err(v.reasons.join("; "));
         }

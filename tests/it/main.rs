@@ -8,6 +8,7 @@ mod lifecycle;
 mod limbo;
 mod names;
 mod readme;
+mod real_pkis;
 mod reliability;
 mod ux;
 mod verify;

@@ -422,7 +422,8 @@ fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
         assert_eq!(p["connection"], "ambiguous", "{leaf}: {p}");
         assert!(reasons(&p).starts_with("initiator"), "{leaf}: {p}");
     }
-    // The classic reading accepts what the draft refuses (except anyEKU alone).
+    // The classic reading accepts what the draft refuses, anyEKU alone included
+    // (RFC 5280 4.2.1.12: it restricts nothing; issue 11).
     json_exit(
         &env,
         &["verify", "cert", "dual.pem", "--purpose", "server"],
@@ -433,12 +434,11 @@ fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
         &["verify", "cert", "noeku.pem", "--purpose", "server"],
         0,
     );
-    let v = json_exit(
+    json_exit(
         &env,
         &["verify", "cert", "anyeku.pem", "--purpose", "server"],
-        1,
+        0,
     );
-    assert!(reasons(&v).contains("does not include serverAuth"), "{v}");
 }
 
 #[test]
@@ -1137,7 +1137,9 @@ fn excluded_uri_subtrees_and_uris_without_a_host_are_refused() {
 }
 
 #[test]
-fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
+fn an_intermediate_with_uri_name_constraints_is_processed() {
+    // rustls-webpki refuses every URI name under such an intermediate; mtlsca's
+    // RFC 5280 validator processes the constraint (issue 11), as OpenSSL does.
     let env = Env::new();
     openssl_root(
         &env,
@@ -1151,24 +1153,34 @@ fn an_intermediate_with_uri_name_constraints_is_refused_plainly() {
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nnameConstraints=critical,permitted;URI:.corp.internal",
     );
     uri_leaf(&env, "uriica", "wl", "spiffe://a.corp.internal/x");
-    let v = json_exit(
-        &env,
-        &[
+    uri_leaf(&env, "uriica", "out", "spiffe://evil.com/x");
+    let args = |leaf: &'static str| {
+        [
             "verify",
             "cert",
-            "wl.pem",
+            leaf,
             "--trust",
             "plainroot.pem",
             "--untrusted",
             "uriica.pem",
             "--role",
             "device",
-        ],
-        1,
-    );
+        ]
+    };
+    let v = json_exit(&env, &args("wl.pem"), 0);
+    assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "plainroot.pem",
+        "-untrusted",
+        "uriica.pem",
+        "wl.pem",
+    ]);
+    let v = json_exit(&env, &args("out.pem"), 1);
     let why = reasons(&v);
     assert!(
-        why.contains("intermediate CA") && why.contains("URI name constraints"),
+        why.contains("URI:spiffe://evil.com/x") && why.contains("outside the permitted"),
         "{why}"
     );
 }
@@ -1203,4 +1215,632 @@ fn uri_names_under_an_mtlsca_root_with_uri_subtrees_are_checked_below_the_issuin
         ]);
         assert_eq!(out.status.success(), ok, "{leaf}: {}", text(&out));
     }
+}
+
+/// An OpenSSL root with the given extension lines (no defaults of ours).
+fn openssl_root_with(env: &Env, name: &str, exts: &[&str]) {
+    let subj = format!("/CN={name}");
+    let key = format!("{name}.key");
+    let out = format!("{name}.pem");
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-subj",
+        &subj,
+        "-days",
+        "60",
+        "-sha256",
+        "-out",
+        &out,
+    ];
+    for e in exts {
+        args.push("-addext");
+        args.push(e);
+    }
+    env.openssl_ok(&args);
+}
+
+#[test]
+fn a_trust_anchors_encoding_is_a_finding_and_strict_makes_it_fail() {
+    // easy-rsa's root: basicConstraints not critical, AKI with issuer and serial.
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "easyroot",
+        &[
+            "basicConstraints=CA:TRUE",
+            "authorityKeyIdentifier=keyid:always,issuer:always",
+            "keyUsage=keyCertSign,cRLSign",
+        ],
+    );
+    openssl_signed(
+        &env,
+        "easyroot",
+        "srv",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    env.openssl_ok(&["verify", "-CAfile", "easyroot.pem", "srv.pem"]);
+    let args = [
+        "verify",
+        "cert",
+        "srv.pem",
+        "--trust",
+        "easyroot.pem",
+        "--role",
+        "device",
+    ];
+    let v = json_exit(&env, &args, 0);
+    assert_eq!(v["valid"], true, "{v}");
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"bc-not-critical"), "{v}");
+    assert!(codes.contains(&"self-signed-aki-mismatch"), "{v}");
+    assert!(
+        v["findings"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("trust anchor `CN=easyroot`")),
+        "{v}"
+    );
+    assert!(v["findings"][0]["severity"].is_string(), "{v}");
+    // The text says VALID and lists the findings.
+    let out = env.ok(&args);
+    assert!(out.contains("VALID (device)"), "{out}");
+    assert!(
+        out.contains("findings") && out.contains("[bc-not-critical, error]"),
+        "{out}"
+    );
+    // --strict: the findings fail the verdict.
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    let v = json_exit(&env, &strict, 1);
+    assert!(
+        reasons(&v).contains("basicConstraints is not critical"),
+        "{v}"
+    );
+    // Nothing that is wrong with the path itself became a finding: an expired
+    // leaf is still INVALID without --strict.
+    json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "srv.pem",
+            "--trust",
+            "easyroot.pem",
+            "--role",
+            "device",
+            "--at",
+            "2099-01-01T00:00:00Z",
+        ],
+        1,
+    );
+}
+
+#[test]
+fn entities_under_an_email_constrained_ca_verify() {
+    // RFC 5280 4.2.1.10 rfc822Name constraints in their three forms, on SAN
+    // emails and on the subject's emailAddress; rustls-webpki refuses any.
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "mailroot",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "nameConstraints=critical,permitted;email:example.test,permitted;email:.corp.test,permitted;email:boss@other.test",
+        ],
+    );
+    let leaf = |name: &str, email: &str| {
+        openssl_signed(
+            &env,
+            "mailroot",
+            name,
+            &format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,emailProtection\nsubjectAltName=email:{email}"
+            ),
+        );
+    };
+    let cases = [
+        ("host", "alice@example.test", true),
+        ("domain", "bob@eu.corp.test", true),
+        ("mailbox", "boss@other.test", true),
+        ("subhost", "carol@sub.example.test", false),
+        ("domainitself", "dave@corp.test", false),
+        ("othermailbox", "eve@other.test", false),
+    ];
+    for (name, email, ok) in cases {
+        leaf(name, email);
+        let pem = format!("{name}.pem");
+        let args = [
+            "verify",
+            "cert",
+            &pem,
+            "--trust",
+            "mailroot.pem",
+            "--role",
+            "entity",
+        ];
+        let v = json_exit(&env, &args, if ok { 0 } else { 1 });
+        if !ok {
+            assert!(
+                reasons(&v).contains(&format!("email:{email} is outside the permitted")),
+                "{v}"
+            );
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "mailroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {email}: {}",
+            text(&ossl)
+        );
+    }
+}
+
+#[test]
+fn directory_name_constraints_are_processed() {
+    // A root that permits subjects under O=Acme only (rustls-webpki refuses any
+    // directoryName constraint).
+    let env = Env::new();
+    let cnf = "[req]\ndistinguished_name=dn\nx509_extensions=v3\n[dn]\n[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nnameConstraints=critical,permitted;dirName:acme_dn\n[acme_dn]\nO=Acme\n";
+    std::fs::write(env.path("dnroot.cnf"), cnf).unwrap();
+    env.openssl_ok(&[
+        "req",
+        "-x509",
+        "-config",
+        "dnroot.cnf",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "dnroot.key",
+        "-subj",
+        "/O=Acme/CN=Acme Root",
+        "-days",
+        "60",
+        "-out",
+        "dnroot.pem",
+    ]);
+    for (name, subj, ok) in [
+        ("inside", "/O=Acme/CN=srv", true),
+        ("outside", "/O=Evil/CN=srv", false),
+    ] {
+        env.openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            subj,
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(
+            env.path(&format!("{name}.ext")),
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        env.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "dnroot.pem",
+            "-CAkey",
+            "dnroot.key",
+            "-set_serial",
+            "0x1001",
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-extensions",
+            "v3",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        let pem = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &pem,
+                "--trust",
+                "dnroot.pem",
+                "--role",
+                "device",
+            ],
+            if ok { 0 } else { 1 },
+        );
+        if !ok {
+            assert!(reasons(&v).contains("directory name"), "{v}");
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "dnroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {subj}: {}",
+            text(&ossl)
+        );
+    }
+}
+
+#[test]
+fn a_revoked_peer_fails_the_handshake_and_the_end_that_refused_is_named() {
+    let env = env_with_parties();
+    let serial = env.json(&["verify", "cert", "b.pem"])["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["revoke", &serial, "--reason", "keyCompromise"]);
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--handshake",
+        ],
+        1,
+    );
+    assert_eq!(v["handshake"]["ok"], false, "{v}");
+    let outcome = v["handshake"]["outcome"].as_str().unwrap();
+    // The initiator refused the revoked responder: it sent the alert.
+    assert!(
+        outcome.contains("the initiator aborted the handshake") && outcome.contains("revoked"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn sign_writes_the_chain_beside_the_certificate_like_issue() {
+    let env = Env::with_ca();
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-subj",
+        "/CN=srv.test",
+        "-addext",
+        "subjectAltName=DNS:srv.test",
+        "-out",
+        "srv.csr",
+    ]);
+    let out = env.ok(&["sign", "device", "--csr", "srv.csr", "--out", "srv.pem"]);
+    assert!(out.contains("srv.chain.pem"), "{out}");
+    let chain = std::fs::read_to_string(env.path("srv.chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    // The chain file is what a server sends: it verifies under the root alone.
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "srv.chain.pem",
+        "srv.pem",
+    ]);
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "cert",
+            "srv.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--role",
+            "device",
+        ],
+        0,
+    );
+    assert_eq!(v["chain"].as_array().map(|c| c.len()), Some(3), "{v}");
+}
+
+#[test]
+fn inspect_descends_fails_on_classes_for_ci_and_speaks_plainly() {
+    let env = env_with_parties();
+    std::fs::create_dir_all(env.path("fleet/web/old")).unwrap();
+    std::fs::copy(env.path("a.pem"), env.path("fleet/a.pem")).unwrap();
+    std::fs::copy(env.path("b.pem"), env.path("fleet/web/b.pem")).unwrap();
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "mail", Some("emailProtection"));
+    std::fs::copy(env.path("dual.pem"), env.path("fleet/web/old/dual.pem")).unwrap();
+    std::fs::write(env.path("fleet/notes.txt"), "not a certificate\n").unwrap();
+
+    // Without -r, only the top directory.
+    let v = env.json(&["inspect", "fleet"]);
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    // -r descends.
+    let v = env.json(&["inspect", "-r", "fleet"]);
+    assert_eq!(v.as_array().map(|a| a.len()), Some(3), "{v}");
+
+    // --fail-on: exit 1 when a certificate is of a listed class; the output is
+    // still the full report.
+    let out = env.run(&["inspect", "-r", "fleet", "--fail-on", "ambiguous,no-eku"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("ambiguous"), "{}", text(&out));
+    env.ok(&["inspect", "-r", "fleet", "--fail-on", "ca"]);
+    let out = env.run(&["--json", "inspect", "fleet/a.pem", "--fail-on", "device"]);
+    assert_eq!(code(&out), 1);
+    assert!(serde_json::from_slice::<Value>(&out.stdout).is_ok());
+
+    // An emailProtection-only certificate is named by what it holds.
+    let out = env.ok(&["inspect", "mail.pem"]);
+    assert!(out.contains("no TLS EKU (emailProtection)"), "{out}");
+
+    // A file that is not a certificate: a plain sentence, no parser internals.
+    let err = env.fails(&["inspect", "fleet/notes.txt"], 2);
+    assert!(
+        err.contains("not a certificate") && !err.contains("Der(") && !err.contains("Nom"),
+        "{err}"
+    );
+    std::fs::write(
+        env.path("trunc.der"),
+        &std::fs::read(env.path("a.pem")).unwrap()[..0],
+    )
+    .unwrap();
+    let der = env.openssl_ok(&["x509", "-in", "a.pem", "-outform", "DER", "-out", "a.der"]);
+    let _ = der;
+    let bytes = std::fs::read(env.path("a.der")).unwrap();
+    std::fs::write(env.path("trunc.der"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = env.fails(&["inspect", "trunc.der"], 2);
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn any_eku_and_dual_eku_get_the_same_classic_verdict() {
+    // RFC 5280 4.2.1.12: anyExtendedKeyUsage restricts nothing, so under the
+    // classic purpose it is as acceptable as serverAuth+clientAuth; under the
+    // draft both are ambiguous. A root without EKU restriction issues them.
+    let env = env_with_parties();
+    openssl_root_with(
+        &env,
+        "plain",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for (name, eku) in [
+        ("any", "anyExtendedKeyUsage"),
+        ("dual", "serverAuth,clientAuth"),
+    ] {
+        openssl_signed(
+            &env,
+            "plain",
+            name,
+            &format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={eku}\nsubjectAltName=DNS:{name}.test"),
+        );
+    }
+    openssl_signed(
+        &env,
+        "plain",
+        "srv",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    for leaf in ["any.pem", "dual.pem"] {
+        for purpose in ["server", "client"] {
+            let v = json_exit(
+                &env,
+                &[
+                    "verify",
+                    "cert",
+                    leaf,
+                    "--trust",
+                    "plain.pem",
+                    "--purpose",
+                    purpose,
+                ],
+                0,
+            );
+            assert_eq!(v["valid"], true, "{leaf} {purpose}: {v}");
+        }
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                leaf,
+                "--trust",
+                "plain.pem",
+                "--role",
+                "device",
+            ],
+            1,
+        );
+        assert!(reasons(&v).contains("ambiguous"), "{v}");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "pair",
+                "--initiator",
+                leaf,
+                "--responder",
+                "srv.pem",
+                "--trust",
+                "plain.pem",
+            ],
+            1,
+        );
+        assert_eq!(v["initiator"]["chain_valid"], true, "{leaf}: {v}");
+        assert!(!reasons(&v).contains("does not include"), "{leaf}: {v}");
+    }
+}
+
+#[test]
+fn the_readme_lists_every_finding_code() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for code in mtlsca::verify::FINDING_CODES {
+        assert!(
+            readme.contains(&format!("| `{code}` |")),
+            "README has no row for the finding code {code}"
+        );
+    }
+}
+
+#[test]
+fn mtlscas_own_certificates_have_no_findings() {
+    let env = env_with_parties();
+    for leaf in ["a.pem", "b.pem", "alice.pem", "acme.pem"] {
+        let v = json_exit(&env, &["verify", "cert", leaf, "--strict"], 0);
+        assert_eq!(v["findings"], serde_json::json!([]), "{leaf}: {v}");
+    }
+    let v = json_exit(
+        &env,
+        &[
+            "verify",
+            "pair",
+            "--initiator",
+            "alice.pem",
+            "--responder",
+            "b.pem",
+            "--strict",
+        ],
+        0,
+    );
+    assert_eq!(v["findings"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn a_subject_email_address_is_held_to_email_constraints() {
+    // rustls-webpki checks SAN names only: an emailAddress in the subject would
+    // escape an rfc822Name constraint (RFC 5280 4.2.1.10 applies them to it).
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "mailroot",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "nameConstraints=critical,permitted;email:example.test,permitted;DNS:srv.test",
+        ],
+    );
+    for (name, email, ok) in [
+        ("inside", "ok@example.test", true),
+        ("outside", "eve@evil.test", false),
+    ] {
+        env.openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN=srv/emailAddress={email}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(
+            env.path(&format!("{name}.ext")),
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
+        )
+        .unwrap();
+        env.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "mailroot.pem",
+            "-CAkey",
+            "mailroot.key",
+            "-set_serial",
+            "0x2002",
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-extensions",
+            "v3",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        let pem = format!("{name}.pem");
+        let v = json_exit(
+            &env,
+            &[
+                "verify",
+                "cert",
+                &pem,
+                "--trust",
+                "mailroot.pem",
+                "--role",
+                "device",
+            ],
+            if ok { 0 } else { 1 },
+        );
+        if !ok {
+            assert!(reasons(&v).contains("subject emailAddress"), "{v}");
+        }
+        let ossl = env.openssl(&["verify", "-CAfile", "mailroot.pem", &pem]);
+        assert_eq!(
+            ossl.status.success(),
+            ok,
+            "OpenSSL on {email}: {}",
+            text(&ossl)
+        );
+    }
+}
+
+#[test]
+fn the_rustls_policy_accepts_what_tls_stacks_accept_unless_strict() {
+    use mtlsca::verify::rustls_verifiers::DraftPolicy;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let env = Env::new();
+    openssl_root_with(
+        &env,
+        "easyroot",
+        &["basicConstraints=CA:TRUE", "keyUsage=keyCertSign,cRLSign"],
+    );
+    openssl_signed(
+        &env,
+        "easyroot",
+        "srv",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test",
+    );
+    let pem = |f: &str| CertificateDer::from_pem_file(env.path(f)).unwrap();
+    let policy = DraftPolicy::new(vec![pem("easyroot.pem")]);
+    let now = UnixTime::now();
+    assert!(policy.check(&pem("srv.pem"), &[], now, None).is_ok());
+    let err = policy
+        .strict(true)
+        .check(&pem("srv.pem"), &[], now, None)
+        .unwrap_err();
+    assert!(err.contains("basicConstraints is not critical"), "{err}");
 }
