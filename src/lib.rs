@@ -19,6 +19,7 @@ pub mod name_constraints;
 pub mod names;
 pub mod policy;
 pub mod profile;
+pub mod proxy;
 pub mod role;
 pub mod rules;
 pub mod store;

@@ -12,6 +12,7 @@ use crate::error::Result;
 mod admin_cmds;
 mod ca_cmds;
 mod lifecycle_cmds;
+mod proxy_cmds;
 pub mod render;
 mod verify_cmds;
 
@@ -122,6 +123,9 @@ pub enum Command {
     Completions(lifecycle_cmds::CompletionsArgs),
     /// Print the man page (roff)
     Man(lifecycle_cmds::ManArgs),
+    /// A TLS proxy that accepts and verifies peers by the draft (server or client mode)
+    #[command(subcommand)]
+    Proxy(proxy_cmds::ProxyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -181,5 +185,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
+        Command::Proxy(c) => proxy_cmds::proxy(&ctx, c),
     }
 }
