@@ -436,6 +436,16 @@ fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<(Role, String, 
     ))
 }
 
+/// The reason of a failed handshake, in words a log reader follows.
+fn handshake_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "the peer closed the connection during the TLS handshake".into()
+        }
+        _ => describe_tls_error(e),
+    }
+}
+
 async fn shutdown_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())
@@ -620,7 +630,7 @@ async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<
             return log_record(o.log, &rec);
         }
         Ok(Err(e)) => {
-            rec.reason = Some(describe_tls_error(&e));
+            rec.reason = Some(handshake_error(&e));
             return log_record(o.log, &rec);
         }
         Ok(Ok(t)) => t,
@@ -748,7 +758,7 @@ async fn serve_client(
         st.connector
             .connect(name, tcp)
             .await
-            .map_err(|e| describe_tls_error(&e))
+            .map_err(|e| handshake_error(&e))
     };
     let tls = match tokio::time::timeout(o.limits.handshake_timeout, hs).await {
         Err(_) => {

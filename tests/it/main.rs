@@ -7,5 +7,6 @@ mod engine;
 mod lifecycle;
 mod limbo;
 mod names;
+mod proxy;
 mod reliability;
 mod verify;
