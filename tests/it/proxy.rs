@@ -14,17 +14,31 @@ use std::time::{Duration, Instant};
 
 use crate::common::{code, text, Env};
 
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed (.ci/run installs it)");
+/// Where `tool` is: on PATH, or in /usr/sbin (nginx, as root's PATH has it).
+fn tool(name: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !p.is_empty() {
+        return Some(p);
     }
-    found
+    let sbin = format!("/usr/sbin/{name}");
+    Path::new(&sbin).exists().then_some(sbin)
+}
+
+/// Whether `name` is installed; a skip says so, unless `.ci/run` requires it.
+fn have(name: &str) -> bool {
+    if tool(name).is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MTLSCA_REQUIRE_PROXY_TOOLS").is_none(),
+        "{name} is not installed, and MTLSCA_REQUIRE_PROXY_TOOLS is set"
+    );
+    eprintln!("SKIPPED: {name} is not installed (.ci/run installs it)");
+    false
 }
 
 fn free_port() -> u16 {
@@ -177,7 +191,7 @@ http {{
         d = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut c = Command::new("nginx");
+    let mut c = Command::new(tool("nginx").expect("nginx"));
     c.args(["-e", "stderr", "-p"])
         .arg(&dir)
         .arg("-c")
