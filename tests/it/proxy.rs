@@ -899,3 +899,53 @@ fn bad_startup_files_are_clear_errors() {
     ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
 }
+
+#[test]
+fn connection_handshake_and_idle_limits_are_enforced_and_logged() {
+    let env = env_with_devices();
+    let echo = echo_server();
+    let pp = free_port();
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
+    let mut args = server_args(&listen, &target);
+    args.extend([
+        "--max-connections",
+        "1",
+        "--handshake-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+    ]);
+    let p = proxy(&env, "server", pp, &args);
+    // A silent TCP connection holds the only slot; the next one is refused.
+    let silent = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let second = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    p.wait_line(&["verdict=refused", "too many connections (limit 1)"]);
+    drop(second);
+    // The silent one is dropped when the handshake time is up.
+    p.wait_line(&["verdict=refused", "TLS handshake not done within 1s"]);
+    drop(silent);
+    std::thread::sleep(Duration::from_millis(100));
+    // A TLS link with no traffic either way is closed after the idle timeout.
+    let cfg = tls_client(&env, "a");
+    let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"hi\n").unwrap();
+    let mut buf = [0u8; 3];
+    tls.read_exact(&mut buf).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    // The slot is free again: a new connection works.
+    assert!(echo_once(&cfg, pp, b"again\n").is_ok(), "{}", p.log());
+    assert_eq!(p.stop(), 0);
+}
