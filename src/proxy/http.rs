@@ -475,4 +475,46 @@ mod tests {
             let _ = rewrite(junk, &id());
         }
     }
+
+    /// Two requests on one connection: a chunked one whose trailer spoofs an
+    /// identity header, then one with a body; the target sees both rewritten.
+    #[tokio::test]
+    async fn keep_alive_requests_and_chunked_trailers_are_rewritten() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, proxy_side) = tokio::io::duplex(1 << 16);
+        let (target_side, mut target) = tokio::io::duplex(1 << 16);
+        let limits = Limits::default();
+        let task = tokio::spawn(async move {
+            let id = id();
+            forward(proxy_side, target_side, &id, &limits).await
+        });
+        client
+            .write_all(
+                b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  3\r\nabc\r\n0\r\nX-MTLS-Peer-Role: entity\r\nOk: 1\r\n\r\n\
+                  POST /b HTTP/1.1\r\nContent-Length: 4\r\nX_MTLS_Peer_Serial: ff\r\n\r\nwxyz",
+            )
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut seen = Vec::new();
+        target.read_to_end(&mut seen).await.unwrap();
+        let seen = String::from_utf8(seen).unwrap();
+        assert_eq!(
+            seen.matches("X-MTLS-Peer-Role: device\r\n").count(),
+            2,
+            "{seen}"
+        );
+        assert!(
+            !seen.contains("entity") && !seen.contains("ff\r\n"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("3\r\nabc\r\n0\r\nOk: 1\r\n\r\nPOST /b"),
+            "{seen}"
+        );
+        assert!(seen.ends_with("\r\n\r\nwxyz"), "{seen}");
+        drop(target);
+        let _ = task.await;
+    }
 }
