@@ -163,6 +163,11 @@ fn proxy(env: &Env, name: &str, port: u16, args: &[&str]) -> Proc {
 
 /// nginx on `port` answering every request with the identity headers it got.
 fn nginx(env: &Env, port: u16) -> Proc {
+    nginx_with(env, port, "")
+}
+
+/// nginx as above; `tls` is extra `server` directives (ssl_*), `listen ... ssl` with it.
+fn nginx_with(env: &Env, port: u16, tls: &str) -> Proc {
     let dir = env.path("nginx");
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let conf = format!(
@@ -170,7 +175,7 @@ fn nginx(env: &Env, port: u16) -> Proc {
 master_process off;
 worker_processes 1;
 pid {d}/nginx.pid;
-error_log stderr notice;
+error_log stderr info;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
@@ -180,7 +185,8 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
+    {tls}
     location / {{
       default_type text/plain;
       return 200 "role=$http_x_mtls_peer_role\nconnection=$http_x_mtls_connection\nnames=$http_x_mtls_peer_names\nserial=$http_x_mtls_peer_serial\n";
@@ -188,7 +194,8 @@ http {{
   }}
 }}
 "#,
-        d = dir.display()
+        d = dir.display(),
+        ssl = if tls.is_empty() { "" } else { " ssl" },
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let mut c = Command::new(tool("nginx").expect("nginx"));
@@ -948,4 +955,121 @@ fn connection_handshake_and_idle_limits_are_enforced_and_logged() {
     // The slot is free again: a new connection works.
     assert!(echo_once(&cfg, pp, b"again\n").is_ok(), "{}", p.log());
     assert_eq!(p.stop(), 0);
+}
+
+/// What the README says of stock relying parties, shown: nginx and Python's
+/// `ssl` refuse a device initiator ("unsuitable certificate purpose") and have
+/// no setting for it; OpenSSL's `-purpose sslserver` takes the device but also
+/// lets dual-EKU and no-EKU certificates in. The proxy is the answer for them.
+#[test]
+fn stock_relying_parties_refuse_devices_or_let_ambiguous_ones_in() {
+    if !have("nginx") || !have("curl") || !have("python3") {
+        return;
+    }
+    let env = env_with_devices();
+    let np = free_port();
+    let tls = "ssl_certificate b.chain.pem; ssl_certificate_key b.key; \
+               ssl_client_certificate ca/root.pem; ssl_verify_client on; ssl_verify_depth 3;"
+        .replace(
+            "b.chain.pem",
+            &env.path("b.chain.pem").display().to_string(),
+        )
+        .replace("b.key", &env.path("b.key").display().to_string())
+        .replace(
+            "ca/root.pem",
+            &env.ca_dir().join("root.pem").display().to_string(),
+        );
+    let ng = nginx_with(&env, np, &tls);
+    let url = format!("https://127.0.0.1:{np}/");
+    let mut a = curl_as("a.chain.pem", "a.key", &url);
+    a.extend(["-o", "/dev/null", "-w", "%{http_code}"]);
+    let out = curl(&env, &a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "{}",
+        text(&out)
+    );
+    let start = Instant::now();
+    while !ng.log().contains("unsuitable certificate purpose") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", ng.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Python's ssl, CERT_REQUIRED: the device is refused in the handshake.
+    let pp = free_port();
+    let py = format!(
+        r#"
+import ssl, socket, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("b.chain.pem", "b.key")
+ctx.load_verify_locations("ca/root.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+with socket.create_server(("127.0.0.1", {pp})) as srv:
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    try:
+        with ctx.wrap_socket(conn, server_side=True) as t:
+            t.recv(1)
+            print("ACCEPTED", flush=True)
+    except ssl.SSLError as e:
+        print("REFUSED", e, flush=True)
+"#
+    );
+    let mut c = Command::new("python3");
+    c.current_dir(env.dir.path()).args(["-u", "-c", &py]);
+    let f = std::fs::File::create(env.path("py.out")).unwrap();
+    let mut child = c
+        .stdout(f)
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It accepts one connection: wait for its word, not with a probe.
+    let start = Instant::now();
+    while !std::fs::read_to_string(env.path("py.out"))
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "python did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = curl(
+        &env,
+        &curl_as("a.chain.pem", "a.key", &format!("https://127.0.0.1:{pp}/")),
+    );
+    let start = Instant::now();
+    let said = loop {
+        let s = std::fs::read_to_string(env.path("py.out")).unwrap_or_default();
+        if s.contains("REFUSED") || s.contains("ACCEPTED") {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{s}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        said.contains("REFUSED") && said.contains("unsuitable certificate purpose"),
+        "{said}"
+    );
+
+    // OpenSSL's classic purpose check lets ambiguous and no-EKU initiators through.
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "noeku", None);
+    for leaf in ["a.pem", "dual.pem", "noeku.pem"] {
+        env.openssl_ok(&[
+            "verify",
+            "-CAfile",
+            "ca/root.pem",
+            "-untrusted",
+            "ca/device-ca.pem",
+            "-purpose",
+            "sslserver",
+            leaf,
+        ]);
+    }
 }
