@@ -1073,3 +1073,155 @@ with socket.create_server(("127.0.0.1", {pp})) as srv:
         ]);
     }
 }
+
+/// The C block of the README's OpenSSL recipe, as it stands there.
+fn readme_c_recipe() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```c\n#include <openssl/ssl.h>")
+        .expect("the README has the OpenSSL C recipe")
+        + 5;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// A one-connection-at-a-time server around the README's callback: prints
+/// ACCEPTED or REFUSED with OpenSSL's reason for each of `n` connections.
+const C_SERVER_MAIN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+int main(int argc, char **argv) {
+    if (argc != 6) return 2;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (SSL_CTX_use_certificate_chain_file(ctx, argv[2]) != 1
+        || SSL_CTX_use_PrivateKey_file(ctx, argv[3], SSL_FILETYPE_PEM) != 1
+        || SSL_CTX_load_verify_locations(ctx, argv[4], NULL) != 1)
+        return 3;
+    require_device_initiators(ctx, NULL);
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 16)) return 4;
+    printf("listening\n");
+    fflush(stdout);
+    for (int i = 0; i < atoi(argv[5]); i++) {
+        int c = accept(s, NULL, NULL);
+        SSL *ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, c);
+        if (SSL_accept(ssl) == 1) {
+            const char *r = "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+            SSL_write(ssl, r, strlen(r));
+            SSL_shutdown(ssl);
+            printf("ACCEPTED\n");
+        } else {
+            printf("REFUSED %s\n", X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+        }
+        fflush(stdout);
+        SSL_free(ssl);
+        close(c);
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn openssl_verify_callback_recipe_accepts_devices_only() {
+    if !have("gcc") || !have("curl") {
+        return;
+    }
+    if !Path::new("/usr/include/openssl/ssl.h").exists() {
+        assert!(
+            std::env::var_os("MTLSCA_REQUIRE_PROXY_TOOLS").is_none(),
+            "OpenSSL headers (libssl-dev) are missing"
+        );
+        eprintln!("SKIPPED: OpenSSL headers (libssl-dev) are not installed");
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "c.test", "--out", "c"]);
+    let c_serial = serial_of(&env, "c.pem");
+    env.ok(&["revoke", &c_serial]);
+    env.ok(&["crl"]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "noeku", None);
+    let bundle = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap()
+        + &std::fs::read_to_string(env.ca_dir().join("crl/device.crl")).unwrap();
+    std::fs::write(env.path("root-and-crls.pem"), bundle).unwrap();
+    std::fs::write(env.path("srv.c"), readme_c_recipe() + C_SERVER_MAIN).unwrap();
+    let out = run(
+        &env,
+        "gcc",
+        &[
+            "-Wall", "-Werror", "-o", "srv", "srv.c", "-lssl", "-lcrypto",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "the README's C does not compile: {}",
+        text(&out)
+    );
+
+    let cases = [
+        ("a", "ACCEPTED"),
+        ("alice", "REFUSED unsuitable certificate purpose"),
+        ("dual", "REFUSED unsuitable certificate purpose"),
+        ("noeku", "REFUSED unsuitable certificate purpose"),
+        ("c", "REFUSED certificate revoked"),
+    ];
+    let port = free_port();
+    let mut c = Command::new(env.path("srv"));
+    c.current_dir(env.dir.path()).args([
+        &port.to_string(),
+        "b.chain.pem",
+        "b.key",
+        "root-and-crls.pem",
+        &cases.len().to_string(),
+    ]);
+    let f = std::fs::File::create(env.path("srv.out")).unwrap();
+    let mut child = c.stdout(f).stderr(Stdio::null()).spawn().unwrap();
+    let out_text = || std::fs::read_to_string(env.path("srv.out")).unwrap_or_default();
+    let start = Instant::now();
+    while !out_text().contains("listening") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the C server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("https://127.0.0.1:{port}/");
+    for (n, (who, want)) in cases.iter().enumerate() {
+        let (chain, key) = (format!("{who}.chain.pem"), format!("{who}.key"));
+        let _ = curl(&env, &curl_as(&chain, &key, &url));
+        let start = Instant::now();
+        while out_text().lines().count() < n + 2 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{}", out_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let said = out_text()
+            .lines()
+            .nth(n + 1)
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(said, *want, "{who}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
