@@ -5,7 +5,10 @@
 //! larger than the limit, folded or malformed header lines, `Content-Length`
 //! with `Transfer-Encoding`, or a transfer coding other than `chunked` end
 //! the connection, with a 400/431/501 answer when no response is under way.
-//! Responses are copied as they come.
+//! Protocol switches are not forwarded (`Upgrade` is removed, CONNECT
+//! refused: a refused switch would let the requests after it through
+//! unseen), nor `Connection` tokens naming the identity headers (a next hop
+//! would drop them). Responses are copied as they come.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,8 +50,6 @@ enum Body {
     None,
     Length(u64),
     Chunked,
-    /// CONNECT or Upgrade: after the head, bytes flow as they are.
-    Tunnel,
 }
 
 /// Whether a header name is one of ours, whatever its case or `_` for `-`.
@@ -96,13 +97,14 @@ fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::E
     {
         return Err(bad(400, "malformed request line"));
     }
-    let method = parts[0];
+    if parts[0] == b"CONNECT" {
+        return Err(bad(501, "CONNECT is not forwarded in --http mode"));
+    }
     let mut out = Vec::with_capacity(head.len() + 256);
     out.extend_from_slice(request_line);
     out.extend_from_slice(b"\r\n");
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    let mut upgrade = false;
     let mut count = 0;
     for line in lines {
         // The last line has no "\r\n" left (stripped above); the others end in '\r'.
@@ -148,7 +150,24 @@ fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::E
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
+            // No protocol switch: after one the proxy could not see the requests
+            // that follow (were it refused), so it is not asked for.
+            continue;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            // Hop-by-hop names must not make a next hop drop our headers.
+            let kept: Vec<&[u8]> = value
+                .split(|b| *b == b',')
+                .map(|t| t.trim_ascii())
+                .filter(|t| {
+                    !t.is_empty() && !is_identity_header(t) && !t.eq_ignore_ascii_case(b"upgrade")
+                })
+                .collect();
+            if !kept.is_empty() {
+                out.extend_from_slice(b"Connection: ");
+                out.extend_from_slice(&kept.join(&b", "[..]));
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
         }
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
@@ -166,9 +185,7 @@ fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::E
         out.extend_from_slice(format!("{h}: {v}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    let body = if method == b"CONNECT" || upgrade {
-        Body::Tunnel
-    } else if chunked {
+    let body = if chunked {
         Body::Chunked
     } else {
         match length {
@@ -333,10 +350,6 @@ where
             Body::None => {}
             Body::Length(n) => copy_exact(r, w, n, act).await?,
             Body::Chunked => copy_chunked(r, w, act, limits.max_header_bytes).await?,
-            Body::Tunnel => {
-                copy(r, w, act).await?;
-                return Ok(());
-            }
         }
         act.io(w.flush()).await?;
     }
@@ -452,6 +465,24 @@ mod tests {
         assert!(rewrite(b"GET / HTTP/1.0\r\n\r\n", &id()).is_ok());
         assert_eq!(status(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nA: x\rB: y\r\n\r\n"), 400);
+        assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), 501);
+        let (out, _) = rewrite(
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade, X-MTLS-Peer-Role, keep-alive\r\n\r\n",
+            &id(),
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.contains("websocket") && !out.contains("Upgrade"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nConnection: keep-alive\r\n"), "{out}");
+        let (out, _) = rewrite(
+            b"GET / HTTP/1.1\r\nConnection: x-mtls-peer-names\r\n\r\n",
+            &id(),
+        )
+        .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("\r\nConnection:"));
         let (_, b) = rewrite(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", &id()).unwrap();
         assert_eq!(b, Body::Length(5));
         let (_, b) = rewrite(
