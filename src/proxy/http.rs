@@ -323,6 +323,7 @@ async fn requests<R, W>(
     id: &PeerIdentity,
     limits: &Limits,
     act: &Activity,
+    forwarded: &AtomicU64,
 ) -> std::io::Result<()>
 where
     R: AsyncBufRead + Unpin,
@@ -344,6 +345,7 @@ where
             }
         };
         let (out, body) = rewrite(&head, id)?;
+        forwarded.fetch_add(1, Ordering::Relaxed);
         act.io(w.write_all(&out)).await?;
         act.touch();
         match body {
@@ -373,20 +375,18 @@ where
     let (cr, mut cw) = tokio::io::split(client);
     let (mut tr, mut tw) = tokio::io::split(target);
     let mut cr = BufReader::new(cr);
-    let sent = AtomicU64::new(0);
-    let down = async {
-        let n = copy(&mut tr, &mut cw, &act).await;
-        if let Ok(n) = n {
-            sent.store(n, Ordering::Relaxed);
-        }
-        n
-    };
-    let res = tokio::try_join!(requests(&mut cr, &mut tw, id, limits, &act), down);
+    // Requests forwarded so far: once one is, a response may be under way and
+    // the proxy cannot answer in its place.
+    let forwarded = AtomicU64::new(0);
+    let res = tokio::try_join!(
+        requests(&mut cr, &mut tw, id, limits, &act, &forwarded),
+        copy(&mut tr, &mut cw, &act)
+    );
     match res {
         Ok(_) => Ok(()),
         Err(e) => {
             if let Some(Bad(status, why)) = e.get_ref().and_then(|x| x.downcast_ref::<Bad>()) {
-                if sent.load(Ordering::Relaxed) == 0 {
+                if forwarded.load(Ordering::Relaxed) == 0 {
                     let text = match status {
                         431 => "Request Header Fields Too Large",
                         501 => "Not Implemented",
