@@ -298,6 +298,14 @@ fn build_server(o: &ServerOptions) -> Result<ServerState> {
     })
 }
 
+/// "a device", "an entity".
+fn with_article(r: Role) -> String {
+    match r {
+        Role::Entity => format!("an {}", r.as_str()),
+        _ => format!("a {}", r.as_str()),
+    }
+}
+
 #[derive(Clone)]
 struct ClientState {
     connector: TlsConnector,
@@ -311,10 +319,10 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
             return Err(Error::input(
                 format!("certificate {}", o.identity.chain.display()),
                 format!(
-                    "is a {} certificate; the initiator of a {} connection needs a {} one",
-                    m.role.as_str(),
+                    "is {} certificate; the initiator of a {} connection needs {} one",
+                    with_article(m.role),
                     k.as_str(),
-                    k.roles().0.as_str()
+                    with_article(k.roles().0)
                 ),
             ));
         }

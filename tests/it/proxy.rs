@@ -905,6 +905,168 @@ fn bad_startup_files_are_clear_errors() {
         "ca/root.pem",
     ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
+    let e = env.fails(
+        &[
+            "proxy",
+            "client",
+            "--listen",
+            &listen,
+            "--target",
+            "b.test:1",
+            "--cert",
+            "a.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--expect",
+            "client-to-server",
+        ],
+        2,
+    );
+    assert!(
+        e.contains("is a device certificate; the initiator of a client-to-server connection needs an entity one"),
+        "{e}"
+    );
+}
+
+#[test]
+fn accepted_roles_and_allowed_names_decide_who_gets_through() {
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "d.test", "--out", "d"]);
+    let echo = echo_server();
+    let pp = free_port();
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
+    let mut args = server_args(&listen, &target);
+    args.extend([
+        "--accept",
+        "device,entity",
+        "--allow-name",
+        "a.test",
+        "--allow-name",
+        "alice@test",
+    ]);
+    let p = proxy(&env, "server", pp, &args);
+    assert!(
+        echo_once(&tls_client(&env, "a"), pp, b"a\n").is_ok(),
+        "{}",
+        p.log()
+    );
+    p.wait_line(&[
+        "verdict=accepted",
+        "role=device connection=server-to-server",
+        "DNS:a.test",
+    ]);
+    assert!(
+        echo_once(&tls_client(&env, "alice"), pp, b"alice\n").is_ok(),
+        "{}",
+        p.log()
+    );
+    p.wait_line(&[
+        "verdict=accepted",
+        "role=entity connection=client-to-server",
+        "email:alice@test",
+    ]);
+    assert!(echo_once(&tls_client(&env, "d"), pp, b"d\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(
+        line.contains("not valid for DNS:a.test or email:alice@test"),
+        "{line}"
+    );
+    assert_eq!(p.stop(), 0);
+}
+
+/// Junk before and after the handshake, in TCP and HTTP mode: refused or
+/// closed, logged, never a panic, and the proxy keeps serving.
+#[test]
+fn hostile_input_is_refused_without_a_panic() {
+    let env = env_with_devices();
+    let echo = echo_server();
+    let pp = free_port();
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
+    let mut args = server_args(&listen, &target);
+    args.extend([
+        "--http",
+        "--max-header-bytes",
+        "1024",
+        "--handshake-timeout",
+        "2s",
+    ]);
+    let p = proxy(&env, "server", pp, &args);
+    let cfg = tls_client(&env, "a");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..60 {
+        let len = (next() % 3000) as usize;
+        let mut junk: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+        // Some of it shaped like HTTP, to get past the first checks.
+        if i % 3 == 0 {
+            let mut h = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n".to_vec();
+            h.extend_from_slice(&junk);
+            h.extend_from_slice(b"\r\n\r\nzz\r\n");
+            junk = h;
+        }
+        if i % 2 == 0 {
+            // Before any handshake: junk as the ClientHello.
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", pp)) {
+                let _ = s.write_all(&junk);
+            }
+            continue;
+        }
+        let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
+        let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let _ = tls.write_all(&junk);
+        let _ = tls.conn.send_close_notify();
+        let _ = tls.flush();
+        let mut sink = Vec::new();
+        let _ = tls.read_to_end(&mut sink);
+    }
+    // Still serving, and nothing panicked.
+    // (The echo target sends the rewritten request back.)
+    let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nX-MTLS-Peer-Role: entity\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(tls);
+    let mut back = String::new();
+    while !back.ends_with("\r\n\r\n") {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        back.push_str(&l);
+    }
+    assert!(
+        back.contains("X-MTLS-Peer-Role: device\r\n"),
+        "{back}\n{}",
+        p.log()
+    );
+    assert!(!back.contains("entity"), "{back}");
+    drop(r);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = p.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("request refused (4"), "{log}");
+    assert_eq!(p.stop(), 0);
 }
 
 #[test]
