@@ -1032,7 +1032,7 @@ fn hostile_input_is_refused_without_a_panic() {
         tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let _ = tls.write_all(&junk);
-        let _ = tls.conn.send_close_notify();
+        tls.conn.send_close_notify();
         let _ = tls.flush();
         let mut sink = Vec::new();
         let _ = tls.read_to_end(&mut sink);
