@@ -708,12 +708,21 @@ fn the_server_certificate_rotates_under_1000_connections_without_a_failure() {
     let total = 1000;
     let threads = 8;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Set once the proxy logs the reload; until then, connections after the
+    // first third are paced, so that a fast machine cannot finish them all
+    // before the new certificate is picked up.
+    let reloaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let (cfg, done) = (cfg.clone(), done.clone());
+            let (cfg, done, reloaded) = (cfg.clone(), done.clone(), reloaded.clone());
             std::thread::spawn(move || {
                 let mut serials = Vec::new();
                 for i in 0..total / threads {
+                    if i > total / threads / 3
+                        && !reloaded.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     let msg = format!("connection {t}/{i}\n");
                     match echo_once(&cfg, pp, msg.as_bytes()) {
                         Ok(s) => serials.push(s),
@@ -731,6 +740,8 @@ fn the_server_certificate_rotates_under_1000_connections_without_a_failure() {
     }
     replace_atomically(&env, "b2.key", "b.key");
     replace_atomically(&env, "b2.chain.pem", "b.chain.pem");
+    p.wait_line(&["reloaded"]);
+    reloaded.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut serials = Vec::new();
     for w in workers {
         serials.extend(
@@ -740,7 +751,6 @@ fn the_server_certificate_rotates_under_1000_connections_without_a_failure() {
         );
     }
     assert_eq!(serials.len(), total);
-    p.wait_line(&["reloaded"]);
     assert!(serials.contains(&old), "no connection before the rotation");
     assert_eq!(echo_once(&cfg, pp, b"after\n").unwrap(), new, "{}", p.log());
     assert_eq!(p.log().matches("verdict=accepted").count(), total + 1);
