@@ -187,6 +187,20 @@ fn load_material(id: &IdentityFiles, trust: &TrustFiles) -> Result<Material> {
             ),
         )
     })?;
+    // A certificate out of its validity would fail every handshake: say so now.
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(t) = facts.not_after.filter(|t| *t < now) {
+        return Err(Error::input(
+            format!("certificate {}", id.chain.display()),
+            format!("expired on {}", crate::timefmt::rfc3339(t)),
+        ));
+    }
+    if let Some(t) = facts.not_before.filter(|t| *t > now) {
+        return Err(Error::input(
+            format!("certificate {}", id.chain.display()),
+            format!("is not valid before {}", crate::timefmt::rfc3339(t)),
+        ));
+    }
     // The key must belong to the certificate.
     let provider = rustls::crypto::ring::default_provider();
     let signer = provider
