@@ -676,7 +676,11 @@ fn echo_once(cfg: &Arc<rustls::ClientConfig>, port: u16, msg: &[u8]) -> Result<S
         .and_then(|c| c.first())
         .ok_or("no cert")?;
     let cert = mtlsca::inspect::parse_der(der.as_ref())?;
-    Ok(mtlsca::hex::encode(cert.raw_serial()))
+    Ok(cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn replace_atomically(env: &Env, from: &str, to: &str) {
