@@ -33,6 +33,7 @@ mod name_constraints;
 pub mod names;
 pub mod policy;
 pub mod profile;
+pub mod proxy;
 pub mod quickstart;
 pub mod renew;
 pub mod role;

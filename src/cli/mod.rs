@@ -15,6 +15,7 @@ pub mod help;
 mod hints;
 mod lifecycle_cmds;
 mod prompt;
+mod proxy_cmds;
 pub mod render;
 mod verify_cmds;
 
@@ -143,6 +144,9 @@ pub enum Command {
     Completions(lifecycle_cmds::CompletionsArgs),
     /// Print the man page (roff)
     Man(lifecycle_cmds::ManArgs),
+    /// A TLS proxy that accepts and verifies peers by the draft (server or client mode)
+    #[command(subcommand)]
+    Proxy(proxy_cmds::ProxyCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -203,5 +207,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
+        Command::Proxy(c) => proxy_cmds::proxy(&ctx, c),
     }
 }

@@ -7,6 +7,7 @@ mod engine;
 mod lifecycle;
 mod limbo;
 mod names;
+mod proxy;
 mod readme;
 mod real_pkis;
 mod reliability;

@@ -1,0 +1,237 @@
+//! `proxy server` and `proxy client`: arguments into [`crate::proxy`] options,
+//! and a tokio runtime to run them on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{parse_wait, Ctx, Outcome};
+use crate::error::{Error, Result};
+use crate::proxy::{
+    self, ClientOptions, IdentityFiles, Limits, LogFormat, ServerOptions, TrustFiles,
+};
+use crate::role::{Connection, Role};
+use crate::verify::{load, PeerName};
+
+/// `mtlsca proxy server|client`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCmd {
+    /// mTLS in, plain TCP (or HTTP with identity headers) out: initiators accepted by the draft
+    Server(ServerArgs),
+    /// Plain TCP in, mTLS out: the responder verified by the draft
+    Client(ClientArgs),
+}
+
+/// Log format of the proxy.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// key=value lines
+    Text,
+    /// one JSON object per line
+    Json,
+}
+
+/// Roles accepted from initiators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcceptArg {
+    /// devices (serverAuth certificates): server-to-server
+    Device,
+    /// persons and organisations (clientAuth certificates)
+    Entity,
+}
+
+/// Options both modes share.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// This end's certificate followed by its intermediates (PEM)
+    #[arg(long, value_name = "CHAIN.pem")]
+    pub cert: PathBuf,
+    /// Its private key (default: X.key beside X.pem or X.chain.pem)
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<PathBuf>,
+    /// Trust anchors (root certificates) the peer must chain to
+    #[arg(long, value_name = "ROOTS.pem", required = true)]
+    pub trust: Vec<PathBuf>,
+    /// Intermediates that may be used to build the peer's path
+    #[arg(long, value_name = "INTERMEDIATES.pem")]
+    pub untrusted: Vec<PathBuf>,
+    /// CRL files to check the peer against (reloaded when they change)
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Also read the CRLs the CA in --ca-dir publishes in its crl/ directory
+    #[arg(long)]
+    pub ca_crls: bool,
+    /// Connections served at once; further ones are closed and logged
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake
+    #[arg(long, default_value = "10s", value_parser = parse_wait)]
+    pub handshake_timeout: Duration,
+    /// A connection without traffic for this long is closed
+    #[arg(long, default_value = "5m", value_parser = parse_wait)]
+    pub idle_timeout: Duration,
+    /// On SIGTERM, how long connections in flight may take to finish
+    #[arg(long, default_value = "30s", value_parser = parse_wait)]
+    pub drain_timeout: Duration,
+    /// How often certificate, key, trust and CRL files are checked for changes
+    #[arg(long, default_value = "1s", value_parser = parse_wait)]
+    pub reload_interval: Duration,
+    /// Log lines (stderr): text or json
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
+}
+
+/// `proxy server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to accept mTLS connections on (IP:PORT)
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Where accepted connections go (HOST:PORT)
+    #[arg(long)]
+    pub target: String,
+    /// Initiator roles accepted (device, entity, or device,entity)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "device")]
+    pub accept: Vec<AcceptArg>,
+    /// Accept only initiators valid for one of these names (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub allow_name: Vec<String>,
+    /// HTTP/1.x: add X-MTLS-Peer-* headers to each request, stripping incoming ones
+    #[arg(long)]
+    pub http: bool,
+    /// In --http mode, the largest request head in bytes
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `proxy client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Address to accept plain connections on (IP:PORT)
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// The mTLS responder (HOST:PORT)
+    #[arg(long)]
+    pub target: String,
+    /// The name the responder must be valid for (default: the target's host)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The connection kind the link must be (server-to-server, client-to-server, ...)
+    #[arg(long, value_parser = parse_connection)]
+    pub expect: Option<Connection>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_connection(s: &str) -> std::result::Result<Connection, String> {
+    Connection::parse(s).ok_or_else(|| {
+        format!("`{s}`: one of server-to-server, client-to-server, server-to-client, end-to-end")
+    })
+}
+
+struct Common {
+    identity: IdentityFiles,
+    trust: TrustFiles,
+    limits: Limits,
+    log: LogFormat,
+    reload: Duration,
+}
+
+fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
+    let key = match c.key {
+        Some(k) => k,
+        None => load::key_beside(&c.cert).ok_or_else(|| {
+            Error::Usage(format!(
+                "give --key: no key name follows from {}",
+                c.cert.display()
+            ))
+        })?,
+    };
+    let mut crl_dirs = Vec::new();
+    if c.ca_crls {
+        crl_dirs.push(ctx.global.ca_dir.join("crl"));
+    }
+    Ok(Common {
+        identity: IdentityFiles { chain: c.cert, key },
+        trust: TrustFiles {
+            roots: c.trust,
+            untrusted: c.untrusted,
+            crls: c.crl,
+            crl_dirs,
+        },
+        limits: Limits {
+            max_connections: c.max_connections,
+            handshake_timeout: c.handshake_timeout,
+            idle_timeout: c.idle_timeout.max(Duration::from_millis(1)),
+            drain_timeout: c.drain_timeout,
+            ..Limits::default()
+        },
+        log: match c.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        reload: c.reload_interval.max(Duration::from_millis(50)),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("tokio runtime", e.to_string()))
+}
+
+/// Run `proxy server` or `proxy client` until SIGTERM.
+pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
+    match cmd {
+        ProxyCmd::Server(a) => {
+            let c = common(ctx, a.common)?;
+            let mut accept: Vec<Role> = Vec::new();
+            for r in a.accept {
+                let r = match r {
+                    AcceptArg::Device => Role::Device,
+                    AcceptArg::Entity => Role::Entity,
+                };
+                if !accept.contains(&r) {
+                    accept.push(r);
+                }
+            }
+            let o = ServerOptions {
+                listen: a.listen,
+                target: a.target,
+                identity: c.identity,
+                trust: c.trust,
+                accept,
+                allow_names: a.allow_name.iter().map(|n| PeerName::parse(n)).collect(),
+                http: a.http,
+                limits: Limits {
+                    max_header_bytes: a.max_header_bytes.max(64),
+                    ..c.limits
+                },
+                log: c.log,
+                reload_interval: c.reload,
+            };
+            runtime()?.block_on(proxy::run_server(o))?;
+        }
+        ProxyCmd::Client(a) => {
+            let c = common(ctx, a.common)?;
+            let o = ClientOptions {
+                listen: a.listen,
+                target: a.target,
+                identity: c.identity,
+                trust: c.trust,
+                name: a.name.as_deref().map(PeerName::parse),
+                expect: a.expect,
+                limits: c.limits,
+                log: c.log,
+                reload_interval: c.reload,
+            };
+            runtime()?.block_on(proxy::run_client(o))?;
+        }
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,826 @@
+//! `mtlsca proxy`: a TLS proxy that applies the draft in front of servers (and
+//! for clients) that cannot be configured to.
+//!
+//! * **Server mode** ([`run_server`]): TLS with a required client certificate in,
+//!   plain TCP out. Initiators are judged by
+//!   [`DraftClientCertVerifier`]: the chain, the draft's EKU (devices by
+//!   serverAuth, entities by clientAuth; ambiguous, no-EKU and CA certificates
+//!   refused), names and CRLs. With `http`, each request gets the peer's
+//!   identity in `X-MTLS-*` headers, and incoming headers of those names are
+//!   stripped ([`http`]).
+//! * **Client mode** ([`run_client`]): plain TCP in, mTLS out, the responder
+//!   judged by [`DraftServerCertVerifier`].
+//!
+//! Certificates, keys, trust files and CRLs are polled and reloaded when they
+//! change (an atomic replace, as renewal does); connections in flight keep the
+//! configuration they started with. One log line per connection on stderr
+//! (text or JSON), limits on connections, handshake and idle time, and a
+//! graceful drain on SIGTERM or SIGINT.
+
+pub mod http;
+mod pipe;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::error::{Error, Result};
+use crate::inspect::{self, CertFacts};
+use crate::role::{self, Connection, Role};
+use crate::verify::rustls_verifiers::{
+    describe_tls_error, DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier,
+};
+use crate::verify::{load, PeerName};
+
+/// The limits of one proxy.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more are accepted and closed at once, logged.
+    pub max_connections: usize,
+    /// The most a TLS handshake (and the connection to the target) may take.
+    pub handshake_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long SIGTERM waits for connections in flight before exiting.
+    pub drain_timeout: Duration,
+    /// In HTTP mode, the largest request head (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// `key=value` text, one line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// This end's certificate chain and key.
+#[derive(Debug, Clone)]
+pub struct IdentityFiles {
+    /// The certificate, then its intermediates (PEM).
+    pub chain: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+/// What peers are validated against.
+#[derive(Debug, Clone, Default)]
+pub struct TrustFiles {
+    /// Trust anchors (root certificates).
+    pub roots: Vec<PathBuf>,
+    /// Intermediates that may be used to build paths.
+    pub untrusted: Vec<PathBuf>,
+    /// CRL files.
+    pub crls: Vec<PathBuf>,
+    /// Directories whose `*.crl` files are CRLs (a CA's published `crl/`).
+    pub crl_dirs: Vec<PathBuf>,
+}
+
+/// Options of `proxy server`.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Where TLS connections come in.
+    pub listen: SocketAddr,
+    /// Where accepted connections are forwarded (`host:port`).
+    pub target: String,
+    /// This responder's certificate and key.
+    pub identity: IdentityFiles,
+    /// What initiators are validated against.
+    pub trust: TrustFiles,
+    /// The initiator roles accepted.
+    pub accept: Vec<Role>,
+    /// When not empty, initiators must be valid for one of these names.
+    pub allow_names: Vec<PeerName>,
+    /// Add identity headers to each HTTP/1.x request.
+    pub http: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Log format.
+    pub log: LogFormat,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// Options of `proxy client`.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Where plain connections come in.
+    pub listen: SocketAddr,
+    /// The TLS responder (`host:port`).
+    pub target: String,
+    /// This initiator's certificate and key.
+    pub identity: IdentityFiles,
+    /// What the responder is validated against.
+    pub trust: TrustFiles,
+    /// The name the responder must be valid for (default: the target's host).
+    pub name: Option<PeerName>,
+    /// The connection kind the link must be.
+    pub expect: Option<Connection>,
+    /// Limits.
+    pub limits: Limits,
+    /// Log format.
+    pub log: LogFormat,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+// ------------------------------------------------------------------ loading
+
+struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    role: Role,
+    roots: Vec<CertificateDer<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+fn crl_dir_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn load_material(id: &IdentityFiles, trust: &TrustFiles) -> Result<Material> {
+    let chain = load::certs(&id.chain, "certificate")?;
+    let key = load::private_key(&id.key, "key")?;
+    let facts = chain
+        .first()
+        .and_then(|c| inspect::parse_der(c.as_ref()).ok())
+        .map(|c| CertFacts::of(&c))
+        .ok_or_else(|| Error::input(format!("certificate {}", id.chain.display()), "unreadable"))?;
+    let role = facts.role.role().ok_or_else(|| {
+        Error::input(
+            format!("certificate {}", id.chain.display()),
+            format!(
+                "is {}; the proxy needs a device or entity certificate",
+                facts.role
+            ),
+        )
+    })?;
+    // A certificate out of its validity would fail every handshake: say so now.
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(t) = facts.not_after.filter(|t| *t < now) {
+        return Err(Error::input(
+            format!("certificate {}", id.chain.display()),
+            format!("expired on {}", crate::timefmt::rfc3339(t)),
+        ));
+    }
+    if let Some(t) = facts.not_before.filter(|t| *t > now) {
+        return Err(Error::input(
+            format!("certificate {}", id.chain.display()),
+            format!("is not valid before {}", crate::timefmt::rfc3339(t)),
+        ));
+    }
+    // The key must belong to the certificate.
+    let provider = rustls::crypto::ring::default_provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| Error::input(format!("key {}", id.key.display()), e.to_string()))?;
+    rustls::sign::CertifiedKey::new(chain.clone(), signer)
+        .keys_match()
+        .map_err(|_| {
+            Error::input(
+                format!("key {}", id.key.display()),
+                format!("does not belong to the certificate {}", id.chain.display()),
+            )
+        })?;
+    if trust.roots.is_empty() {
+        return Err(Error::input(
+            "--trust",
+            "at least one root certificate is needed",
+        ));
+    }
+    let mut roots = Vec::new();
+    for p in &trust.roots {
+        roots.extend(load::certs(p, "trust anchor")?);
+    }
+    let mut intermediates = Vec::new();
+    for p in &trust.untrusted {
+        intermediates.extend(load::certs(p, "certificate")?);
+    }
+    let mut crls = Vec::new();
+    for p in &trust.crls {
+        crls.extend(load::crls(p)?);
+    }
+    for d in &trust.crl_dirs {
+        if !d.is_dir() {
+            return Err(Error::input(
+                format!("CRL directory {}", d.display()),
+                "is not a directory",
+            ));
+        }
+        for p in crl_dir_files(d) {
+            crls.extend(load::crls(&p)?);
+        }
+    }
+    Ok(Material {
+        chain,
+        key,
+        role,
+        roots,
+        intermediates,
+        crls,
+    })
+}
+
+/// What identifies the state of the watched files: path, size, mtime, inode.
+type Fingerprint = Vec<(PathBuf, Option<(u64, i64, i64, u64)>)>;
+
+fn fingerprint(id: &IdentityFiles, trust: &TrustFiles) -> Fingerprint {
+    let mut paths = vec![id.chain.clone(), id.key.clone()];
+    paths.extend(trust.roots.iter().cloned());
+    paths.extend(trust.untrusted.iter().cloned());
+    paths.extend(trust.crls.iter().cloned());
+    for d in &trust.crl_dirs {
+        paths.push(d.clone());
+        paths.extend(crl_dir_files(d));
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p)
+                .ok()
+                .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()));
+            (p, m)
+        })
+        .collect()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(e: rustls::Error) -> Error {
+    Error::input("TLS configuration", e.to_string())
+}
+
+/// The acceptor of a server and the role of its certificate.
+#[derive(Clone)]
+struct ServerState {
+    acceptor: TlsAcceptor,
+    role: Role,
+}
+
+fn build_server(o: &ServerOptions) -> Result<ServerState> {
+    let m = load_material(&o.identity, &o.trust)?;
+    let policy = DraftPolicy::new(m.roots)
+        .accept(&o.accept)
+        .names(o.allow_names.clone())
+        .intermediates(m.intermediates)
+        .crls(m.crls);
+    let verifier = Arc::new(DraftClientCertVerifier::new(policy));
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.chain, m.key)
+        .map_err(tls_error)?;
+    Ok(ServerState {
+        acceptor: TlsAcceptor::from(Arc::new(cfg)),
+        role: m.role,
+    })
+}
+
+/// "a device", "an entity".
+fn with_article(r: Role) -> String {
+    match r {
+        Role::Entity => format!("an {}", r.as_str()),
+        _ => format!("a {}", r.as_str()),
+    }
+}
+
+#[derive(Clone)]
+struct ClientState {
+    connector: TlsConnector,
+    role: Role,
+}
+
+fn build_client(o: &ClientOptions) -> Result<ClientState> {
+    let m = load_material(&o.identity, &o.trust)?;
+    if let Some(k) = o.expect {
+        if k.roles().0 != m.role {
+            return Err(Error::input(
+                format!("certificate {}", o.identity.chain.display()),
+                format!(
+                    "is {} certificate; the initiator of a {} connection needs {} one",
+                    with_article(m.role),
+                    k.as_str(),
+                    with_article(k.roles().0)
+                ),
+            ));
+        }
+    }
+    let mut policy = DraftPolicy::new(m.roots)
+        .intermediates(m.intermediates)
+        .crls(m.crls)
+        .names(o.name.clone().into_iter().collect());
+    if let Some(k) = o.expect {
+        policy = policy.for_responders_of(k);
+    }
+    let verifier = Arc::new(DraftServerCertVerifier::new(policy));
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(m.chain, m.key)
+        .map_err(tls_error)?;
+    Ok(ClientState {
+        connector: TlsConnector::from(Arc::new(cfg)),
+        role: m.role,
+    })
+}
+
+// ------------------------------------------------------------------ logging
+
+/// One connection's log record.
+#[derive(Debug, Default, Clone)]
+struct Record {
+    peer: String,
+    verdict: &'static str,
+    role: Option<&'static str>,
+    connection: Option<&'static str>,
+    names: Option<String>,
+    serial: Option<String>,
+    reason: Option<String>,
+}
+
+fn now_text() -> String {
+    crate::timefmt::rfc3339(time::OffsetDateTime::now_utc())
+}
+
+fn quote(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn log_record(fmt: LogFormat, r: &Record) {
+    match fmt {
+        LogFormat::Json => {
+            let v = serde_json::json!({
+                "time": now_text(),
+                "event": "connection",
+                "peer": r.peer,
+                "verdict": r.verdict,
+                "role": r.role,
+                "connection": r.connection,
+                "names": r.names,
+                "serial": r.serial,
+                "reason": r.reason,
+            });
+            eprintln!("{v}");
+        }
+        LogFormat::Text => {
+            let mut line = format!("{} peer={} verdict={}", now_text(), r.peer, r.verdict);
+            if let Some(x) = r.role {
+                line.push_str(&format!(" role={x}"));
+            }
+            if let Some(x) = r.connection {
+                line.push_str(&format!(" connection={x}"));
+            }
+            if let Some(x) = &r.names {
+                line.push_str(&format!(" names={}", quote(x)));
+            }
+            if let Some(x) = &r.serial {
+                line.push_str(&format!(" serial={x}"));
+            }
+            if let Some(x) = &r.reason {
+                line.push_str(&format!(" reason={}", quote(x)));
+            }
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn log_event(fmt: LogFormat, event: &str, message: &str) {
+    match fmt {
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({"time": now_text(), "event": event, "message": message})
+        ),
+        LogFormat::Text => eprintln!("{} {event}: {message}", now_text()),
+    }
+}
+
+// ------------------------------------------------------------------ running
+
+/// The peer's identity, as the log and the HTTP headers give it.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// device or entity.
+    pub role: Role,
+    /// The connection kind.
+    pub connection: Connection,
+    /// Its subjectAltNames, `DNS:a.test, email:x@y`.
+    pub names: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+}
+
+fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<(Role, String, String)> {
+    let c = inspect::parse_der(certs?.first()?.as_ref()).ok()?;
+    let f = CertFacts::of(&c);
+    let role = f.role.role()?;
+    Some((
+        role,
+        inspect::joined(&f.names, ", "),
+        crate::hex::encode(&f.serial),
+    ))
+}
+
+/// The reason of a failed handshake, in words a log reader follows.
+fn handshake_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "the peer closed the connection during the TLS handshake".into()
+        }
+        _ => describe_tls_error(e),
+    }
+}
+
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::input("signal handler", e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::input("signal handler", e.to_string()))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn spawn_reloader<T: Send + Sync + 'static>(
+    mut last: Fingerprint,
+    every: Duration,
+    fmt: LogFormat,
+    finger: impl Fn() -> Fingerprint + Send + 'static,
+    build: impl Fn() -> Result<T> + Send + 'static,
+    slot: Arc<RwLock<T>>,
+) {
+    tokio::spawn(async move {
+        let mut failed: Option<Fingerprint> = None;
+        loop {
+            tokio::time::sleep(every).await;
+            let now = finger();
+            if now == last || failed.as_ref() == Some(&now) {
+                continue;
+            }
+            // Let a renewal that replaces several files finish first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = finger();
+            match build() {
+                Ok(state) => {
+                    *slot.write().unwrap_or_else(|p| p.into_inner()) = state;
+                    log_event(fmt, "reload", "certificates, keys and CRLs reloaded");
+                    last = now;
+                    failed = None;
+                }
+                Err(e) => {
+                    log_event(
+                        fmt,
+                        "reload",
+                        &format!("reload failed, the previous configuration is kept: {e}"),
+                    );
+                    failed = Some(now);
+                }
+            }
+        }
+    });
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::input(format!("--listen {addr}"), e.to_string()))
+}
+
+/// Accept until SIGTERM, then drain. `serve` handles one connection.
+async fn accept_loop<F, Fut>(listener: TcpListener, limits: &Limits, fmt: LogFormat, serve: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let sem = Arc::new(Semaphore::new(max));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => {
+                if let Err(e) = r {
+                    log_event(fmt, "error", &e.to_string());
+                }
+                break;
+            }
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let Ok(permit) = sem.clone().try_acquire_owned() else {
+                        log_record(fmt, &Record {
+                            peer: peer.to_string(),
+                            verdict: "refused",
+                            reason: Some(format!("too many connections (limit {max})")),
+                            ..Record::default()
+                        });
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let fut = serve(tcp, peer);
+                    tokio::spawn(async move {
+                        fut.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little.
+                    log_event(fmt, "error", &format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let busy = max - sem.available_permits();
+    log_event(
+        fmt,
+        "shutdown",
+        &format!("stopped accepting; draining {busy} connection(s)"),
+    );
+    let max_u32 = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(limits.drain_timeout, sem.acquire_many(max_u32))
+        .await
+        .is_ok();
+    match drained {
+        true => log_event(fmt, "shutdown", "drained"),
+        false => log_event(
+            fmt,
+            "shutdown",
+            &format!(
+                "drain timeout: closing {} connection(s)",
+                max - sem.available_permits()
+            ),
+        ),
+    }
+}
+
+/// Run `proxy server` until SIGTERM or SIGINT. Startup problems (a bad
+/// certificate, key or trust file, a port in use) are errors; everything
+/// after is logged.
+pub async fn run_server(o: ServerOptions) -> Result<()> {
+    let state = build_server(&o)?;
+    let listener = bind(o.listen).await?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    log_event(
+        o.log,
+        "listening",
+        &format!(
+            "proxy server on {local} ({} certificate), forwarding to {}{}",
+            state.role.as_str(),
+            o.target,
+            if o.http { " as HTTP" } else { "" }
+        ),
+    );
+    let slot = Arc::new(RwLock::new(state));
+    let o = Arc::new(o);
+    {
+        let (a, b) = (o.clone(), o.clone());
+        spawn_reloader(
+            fingerprint(&o.identity, &o.trust),
+            o.reload_interval,
+            o.log,
+            move || fingerprint(&a.identity, &a.trust),
+            move || build_server(&b),
+            slot.clone(),
+        );
+    }
+    let limits = o.limits.clone();
+    accept_loop(listener, &limits, o.log, |tcp, peer| {
+        let st = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+        serve_server(tcp, peer, st, o.clone())
+    })
+    .await;
+    Ok(())
+}
+
+async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<ServerOptions>) {
+    let mut rec = Record {
+        peer: peer.to_string(),
+        verdict: "refused",
+        ..Record::default()
+    };
+    let tls = match tokio::time::timeout(o.limits.handshake_timeout, st.acceptor.accept(tcp)).await
+    {
+        Err(_) => {
+            rec.reason = Some(format!(
+                "TLS handshake not done within {:?}",
+                o.limits.handshake_timeout
+            ));
+            return log_record(o.log, &rec);
+        }
+        Ok(Err(e)) => {
+            rec.reason = Some(handshake_error(&e));
+            return log_record(o.log, &rec);
+        }
+        Ok(Ok(t)) => t,
+    };
+    let Some((role, names, serial)) = peer_identity(tls.get_ref().1.peer_certificates()) else {
+        rec.reason = Some("the initiator presented no usable certificate".into());
+        return log_record(o.log, &rec);
+    };
+    let connection = role::connection(role, st.role);
+    rec.role = Some(role.as_str());
+    rec.connection = Some(connection.as_str());
+    rec.names = Some(names.clone());
+    rec.serial = Some(serial.clone());
+    let upstream =
+        match tokio::time::timeout(o.limits.handshake_timeout, TcpStream::connect(&o.target)).await
+        {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => {
+                rec.verdict = "failed";
+                rec.reason = Some(format!("target {} unreachable: {e}", o.target));
+                return log_record(o.log, &rec);
+            }
+            Err(_) => {
+                rec.verdict = "failed";
+                rec.reason = Some(format!("target {} did not answer in time", o.target));
+                return log_record(o.log, &rec);
+            }
+        };
+    let _ = upstream.set_nodelay(true);
+    rec.verdict = "accepted";
+    log_record(o.log, &rec);
+    if o.http {
+        let id = PeerIdentity {
+            role,
+            connection,
+            names,
+            serial,
+        };
+        if let Err(reason) = http::forward(tls, upstream, &id, &o.limits).await {
+            rec.verdict = "closed";
+            rec.reason = Some(reason);
+            log_record(o.log, &rec);
+        }
+    } else {
+        pipe::pipe(tls, upstream, o.limits.idle_timeout).await;
+    }
+}
+
+/// Run `proxy client` until SIGTERM or SIGINT.
+pub async fn run_client(o: ClientOptions) -> Result<()> {
+    let state = build_client(&o)?;
+    let (host, _) = split_host_port(&o.target)?;
+    let server_name = match &o.name {
+        Some(PeerName::Dns(d)) => ServerName::try_from(d.clone()),
+        Some(PeerName::Ip(ip)) => Ok(ServerName::IpAddress((*ip).into())),
+        _ => ServerName::try_from(host.to_string()),
+    }
+    .map_err(|e| Error::input(format!("--target {}", o.target), e.to_string()))?;
+    let listener = bind(o.listen).await?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    log_event(
+        o.log,
+        "listening",
+        &format!(
+            "proxy client on {local} ({} certificate), connecting to {}",
+            state.role.as_str(),
+            o.target
+        ),
+    );
+    let slot = Arc::new(RwLock::new(state));
+    let o = Arc::new(o);
+    {
+        let (a, b) = (o.clone(), o.clone());
+        spawn_reloader(
+            fingerprint(&o.identity, &o.trust),
+            o.reload_interval,
+            o.log,
+            move || fingerprint(&a.identity, &a.trust),
+            move || build_client(&b),
+            slot.clone(),
+        );
+    }
+    let limits = o.limits.clone();
+    accept_loop(listener, &limits, o.log, |tcp, peer| {
+        let st = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+        serve_client(tcp, peer, st, o.clone(), server_name.clone())
+    })
+    .await;
+    Ok(())
+}
+
+/// `host:port` (host may be `[v6]`) → (host, port).
+fn split_host_port(s: &str) -> Result<(&str, u16)> {
+    let bad = || Error::input(format!("--target {s}"), "is not HOST:PORT");
+    let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = p.parse().map_err(|_| bad())?;
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    if h.is_empty() {
+        return Err(bad());
+    }
+    Ok((h, port))
+}
+
+async fn serve_client(
+    local: TcpStream,
+    peer: SocketAddr,
+    st: ClientState,
+    o: Arc<ClientOptions>,
+    name: ServerName<'static>,
+) {
+    let mut rec = Record {
+        peer: peer.to_string(),
+        verdict: "refused",
+        ..Record::default()
+    };
+    let started = Instant::now();
+    let hs = async {
+        let tcp = TcpStream::connect(&o.target)
+            .await
+            .map_err(|e| format!("target {} unreachable: {e}", o.target))?;
+        let _ = tcp.set_nodelay(true);
+        st.connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| handshake_error(&e))
+    };
+    let tls = match tokio::time::timeout(o.limits.handshake_timeout, hs).await {
+        Err(_) => {
+            rec.reason = Some(format!(
+                "TLS handshake with {} not done within {:?}",
+                o.target,
+                started.elapsed()
+            ));
+            return log_record(o.log, &rec);
+        }
+        Ok(Err(reason)) => {
+            rec.reason = Some(reason);
+            return log_record(o.log, &rec);
+        }
+        Ok(Ok(t)) => t,
+    };
+    let Some((role, names, serial)) = peer_identity(tls.get_ref().1.peer_certificates()) else {
+        rec.reason = Some("the responder presented no usable certificate".into());
+        return log_record(o.log, &rec);
+    };
+    let connection = role::connection(st.role, role);
+    rec.role = Some(role.as_str());
+    rec.connection = Some(connection.as_str());
+    rec.names = Some(names);
+    rec.serial = Some(serial);
+    rec.verdict = "accepted";
+    log_record(o.log, &rec);
+    pipe::pipe(local, tls, o.limits.idle_timeout).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_host_and_port() {
+        assert_eq!(split_host_port("a.test:443").unwrap(), ("a.test", 443));
+        assert_eq!(split_host_port("[::1]:8443").unwrap(), ("::1", 8443));
+        assert!(split_host_port("a.test").is_err());
+        assert!(split_host_port(":80").is_err());
+        assert!(split_host_port("a:99999").is_err());
+    }
+}
