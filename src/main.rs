@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                     message.join("; ")
                 };
                 let err = mtlsca::Error::Usage(message);
-                println!("{}", err.to_json());
+                print_json(&err.to_json());
             }
             return ExitCode::from(code);
         }
@@ -59,12 +59,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             if json && !cli::render::json_printed() {
                 // One JSON document on stdout for machines, the exit code kept.
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
-                );
+                print_json(&e.to_json());
             }
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// One JSON document on stdout; a closed stdout is not a panic.
+fn print_json(v: &serde_json::Value) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_default()
+    );
 }

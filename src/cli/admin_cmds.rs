@@ -90,7 +90,7 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
                 ));
             } else if !ctx.global.quiet {
                 for line in damage_lines(&r.damage) {
-                    println!("damaged  {line}");
+                    outln!("damaged  {line}");
                 }
             }
             if r.healthy() {

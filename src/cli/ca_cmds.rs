@@ -347,7 +347,7 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
                         ]
                     }))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     render::table(
                         &["PROFILE", "ROLE", "EKU", "VALIDITY", "DESCRIPTION"],
@@ -371,7 +371,7 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             if ctx.global.json {
                 print_json(&serde_json::to_value(&p).unwrap_or_default());
             } else {
-                print!("{}", p.to_toml());
+                out!("{}", p.to_toml());
             }
             Ok(Outcome::Done)
         }
@@ -749,14 +749,14 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             render::table(
                 &["SERIAL", "ROLE", "PROFILE", "STATUS", "NOT AFTER", "NAME"],
                 &rows
             )
         );
-        println!("{} certificate(s)", records.len());
+        outln!("{} certificate(s)", records.len());
     }
     Ok(Outcome::Done)
 }
@@ -770,7 +770,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
     let pem = crate::issue::pem_cert(&der);
     if a.pem {
-        print!("{pem}");
+        out!("{pem}");
         return Ok(Outcome::Done);
     }
     let audit = store.audit_of(&rec.serial)?;
@@ -818,10 +818,10 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             ),
         ];
         for (k, v) in rows {
-            println!("{k:<11} {}", render::safe(&v));
+            outln!("{k:<11} {}", render::safe(&v));
         }
         if let Some(r) = &rec.revocation {
-            println!(
+            outln!(
                 "{:<11} {} ({})",
                 "revoked",
                 rfc3339(r.at),
@@ -829,7 +829,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             );
         }
         for e in audit {
-            println!(
+            outln!(
                 "{:<11} {} {} {}",
                 "audit",
                 rfc3339(e.at),

@@ -77,6 +77,17 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca verify pair --initiator app.chain.pem --responder db.chain.pem --expect server-to-server", "classify and check a link"),
             ("mtlsca verify pair --initiator alice.chain.pem --responder web.chain.pem --handshake", "and run a TLS 1.3 handshake over loopback"),
         ],
+        "proxy" => &[
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "mTLS in front of a plain HTTP server, identity headers added"),
+            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "plain TCP in, mTLS out"),
+        ],
+        "proxy server" => &[
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "devices in, X-MTLS-* headers to the backend"),
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:5432 --cert db.chain.pem --key db.key --trust ca/root.pem --accept device --allow-name app.corp.internal --crl ca/crl/device.crl", "a TCP service, one named peer, revocation from a CRL"),
+        ],
+        "proxy client" => &[
+            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "a device to a device"),
+        ],
         "batch" => &[
             ("mtlsca batch --manifest fleet.toml --out-dir certs", "issue a manifest, idempotently"),
             ("mtlsca batch --manifest fleet.toml --out-dir certs --renew-within 7d", "and renew what expires within a week"),

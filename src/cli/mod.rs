@@ -9,6 +9,23 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 
+/// `println!` that never panics: a closed standard output (`mtlsca list | head`)
+/// ends the output, not the process with a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see `outln!`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod admin_cmds;
 mod ca_cmds;
 pub mod help;
@@ -175,7 +192,7 @@ impl Ctx {
     /// Print a line of human output unless `--quiet` or `--json`.
     pub fn say(&self, line: impl AsRef<str>) {
         if !self.global.quiet && !self.global.json {
-            println!("{}", line.as_ref());
+            outln!("{}", line.as_ref());
         }
     }
 }

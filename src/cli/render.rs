@@ -34,7 +34,7 @@ static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 /// Print one JSON document on stdout.
 pub fn print_json(v: &Value) {
     JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Whether this process printed a JSON document (a failing command then does not
