@@ -13,6 +13,7 @@ mod admin_cmds;
 mod ca_cmds;
 mod lifecycle_cmds;
 pub mod render;
+mod serve_cmds;
 mod verify_cmds;
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
@@ -122,6 +123,8 @@ pub enum Command {
     Completions(lifecycle_cmds::CompletionsArgs),
     /// Print the man page (roff)
     Man(lifecycle_cmds::ManArgs),
+    /// Serve ACME (RFC 8555) over HTTPS, issuing through this CA
+    Serve(serve_cmds::ServeArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -181,5 +184,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
+        Command::Serve(a) => serve_cmds::serve(&ctx, a),
     }
 }

@@ -1,0 +1,1601 @@
+//! `mtlsca serve`: an HTTPS server (tokio, hyper, rustls with ring) that speaks
+//! ACME (RFC 8555) and issues through the one engine.
+//!
+//! # What this first slice holds, and where
+//!
+//! - The engine (`Ca`, `Store`, `Issuer`) lives on one thread of its own: the
+//!   issuer is not `Send`, and one owner keeps the store's lock for the whole run.
+//!   Network tasks send it jobs (check identifiers, issue from a CSR) and await
+//!   the answers. Every certificate is recorded in the store like any other.
+//! - ACME state — accounts, orders, authorizations, challenges, nonces, issued
+//!   chains for download — is **in memory** and lost when the server stops.
+//! - The server's own certificate is a device certificate issued through the
+//!   engine for `--name` (and the listen IP unless a wildcard), with a key that
+//!   never leaves the process; it is renewed after two thirds of its lifetime.
+//!
+//! # Limits
+//!
+//! Request bodies ≤ 64 KiB, at most [`MAX_CONNECTIONS`] connections, a TLS
+//! handshake and request headers within 10 s, a connection at most 5 minutes;
+//! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
+//!
+//! # Validation (http-01)
+//!
+//! Only the identifier's own addresses (the resolved DNS name, or the IP) on the
+//! configured port; one GET, no redirect followed, 10 s per attempt, at most
+//! 16 KiB read.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST, LINK, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use ring::rand::SecureRandom;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
+use crate::acme::nonce::NoncePool;
+use crate::ca::{Ca, PassphraseSource};
+use crate::error::{Error, Result};
+use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output};
+use crate::policy::RequestedContent;
+use crate::role::Role;
+use crate::rules::{Origin, Refusals};
+use crate::store::Store;
+
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_MAX: Duration = Duration::from_secs(300);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
+const MAX_IDENTIFIERS: usize = 100;
+const MAX_ORDERS: usize = 100_000;
+const MAX_ACCOUNTS: usize = 100_000;
+const ORDER_LIFETIME: time::Duration = time::Duration::hours(24);
+
+/// How `mtlsca serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The CA directory.
+    pub ca_dir: PathBuf,
+    /// How long to wait for the store's lock at start.
+    pub lock_timeout: Duration,
+    /// Where the passphrase of encrypted CA keys comes from.
+    pub passphrase: PassphraseSource,
+    /// The address to listen on (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// The server's DNS names (in its certificate).
+    pub names: Vec<String>,
+    /// The profile ACME certificates are issued from (a device profile).
+    pub acme_profile: String,
+    /// newAccount requires external account binding.
+    pub require_eab: bool,
+    /// EAB keys: key id → HMAC key (in memory; each usable once).
+    pub eab_keys: HashMap<String, Vec<u8>>,
+    /// The port http-01 challenges are fetched from.
+    pub http01_port: u16,
+}
+
+/// Run the server until SIGTERM or Ctrl-C.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let (engine, thread) = Engine::start(&opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::State(format!("cannot start the server runtime: {e}")))?;
+    let result = rt.block_on(run(opts, engine.clone()));
+    rt.shutdown_timeout(Duration::from_secs(5));
+    // The last handle gone, the engine finishes its jobs, flushes and closes
+    // the store: wait for that before the process ends.
+    drop(engine);
+    let _ = thread.join();
+    result
+}
+
+// ---------------------------------------------------------------------------
+// The engine thread
+// ---------------------------------------------------------------------------
+
+enum Job {
+    Check {
+        profile: String,
+        content: Box<RequestedContent>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Issue {
+        profile: String,
+        csr: Vec<u8>,
+        request_id: Option<String>,
+        reply: oneshot::Sender<Result<Issued>>,
+    },
+}
+
+/// A handle on the engine thread. When the last handle is dropped, the thread
+/// finishes its jobs, closes the store and ends.
+#[derive(Clone)]
+struct Engine {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+fn engine_gone() -> Error {
+    Error::State("the issuing engine stopped".into())
+}
+
+impl Engine {
+    /// Open the CA and the store on a thread of their own; fails as the CLI
+    /// would (no CA, store locked, an entity profile for ACME).
+    fn start(opts: &ServeOptions) -> Result<(Engine, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let (dir, wait, pass, acme_profile) = (
+            opts.ca_dir.clone(),
+            opts.lock_timeout,
+            opts.passphrase.clone(),
+            opts.acme_profile.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("mtlsca-engine".into())
+            .spawn(move || {
+                let opened = (|| {
+                    let ca = Ca::open(&dir)?.with_passphrase_source(pass);
+                    let profile = ca.profile(&acme_profile)?;
+                    if profile.role != Role::Device {
+                        return Err(Error::Usage(format!(
+                            "--acme-profile `{acme_profile}` is an entity profile; ACME proves control of DNS names and IPs, so it issues from device or workload profiles only"
+                        )));
+                    }
+                    let store = Store::open(&dir, wait)?;
+                    Ok((ca, store))
+                })();
+                let (ca, store) = match opened {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let issuer = match Issuer::new(&ca, &store) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while let Ok(job) = rx.recv() {
+                    let now = OffsetDateTime::now_utc();
+                    match job {
+                        Job::Check {
+                            profile,
+                            content,
+                            reply,
+                        } => {
+                            let req = IssuanceRequest {
+                                profile,
+                                content: *content,
+                                key: KeySource::Generate(None),
+                                request_id: None,
+                                output: Output::None,
+                                origin: Origin::Manifest,
+                            };
+                            let _ = reply.send(issuer.check_request(&req, now));
+                        }
+                        Job::Issue {
+                            profile,
+                            csr,
+                            request_id,
+                            reply,
+                        } => {
+                            let req = IssuanceRequest {
+                                profile,
+                                content: RequestedContent::default(),
+                                key: KeySource::Csr(csr),
+                                request_id,
+                                output: Output::None,
+                                origin: Origin::Csr,
+                            };
+                            let _ = reply.send(issuer.issue(&req, now));
+                        }
+                    }
+                }
+                let _ = store.flush();
+            })
+            .map_err(|e| Error::State(format!("cannot start the engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| engine_gone())??;
+        Ok((Engine { jobs: tx }, thread))
+    }
+
+    async fn check(&self, profile: &str, content: RequestedContent) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Check {
+                profile: profile.to_string(),
+                content: Box::new(content),
+                reply,
+            })
+            .map_err(|_| engine_gone())?;
+        rx.await.map_err(|_| engine_gone())?
+    }
+
+    async fn issue(
+        &self,
+        profile: &str,
+        csr: Vec<u8>,
+        request_id: Option<String>,
+    ) -> Result<Issued> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Issue {
+                profile: profile.to_string(),
+                csr,
+                request_id,
+                reply,
+            })
+            .map_err(|_| engine_gone())?;
+        rx.await.map_err(|_| engine_gone())?
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server's own certificate
+// ---------------------------------------------------------------------------
+
+/// The certificate rustls presents; swapped on renewal.
+#[derive(Debug)]
+struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|g| g.clone())
+    }
+}
+
+/// Issue the server's certificate through the engine (device profile), from a
+/// CSR over a key generated here; returns it with the time to renew it.
+async fn own_certificate(
+    engine: &Engine,
+    names: &[String],
+    listen: SocketAddr,
+) -> Result<(Arc<CertifiedKey>, OffsetDateTime)> {
+    let fail = |m: String| Error::State(format!("the server's certificate: {m}"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for n in names {
+        let dns = rcgen::string::Ia5String::try_from(n.clone()).map_err(|_| {
+            Error::Usage(format!(
+                "--name `{}` is not a DNS name",
+                crate::names::printable(n)
+            ))
+        })?;
+        params.subject_alt_names.push(rcgen::SanType::DnsName(dns));
+    }
+    if !listen.ip().is_unspecified() {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(listen.ip()));
+    }
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| fail(e.to_string()))?;
+    let issued = engine.issue("device", csr.der().to_vec(), None).await?;
+    let certs = pem::parse_many(&issued.chain_pem)
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .map(|p| rustls_pki_types::CertificateDer::from(p.into_contents()))
+        .collect::<Vec<_>>();
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(
+        rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    );
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| fail(e.to_string()))?;
+    let r = &issued.record;
+    let renew_at = r.not_before + (r.not_after - r.not_before) * 2 / 3;
+    Ok((Arc::new(CertifiedKey::new(certs, signing)), renew_at))
+}
+
+// ---------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------
+
+async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
+    if opts.names.is_empty() {
+        return Err(Error::Usage("give the server's name with --name".into()));
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let (cert, renew_at) = own_certificate(&engine, &opts.names, local).await?;
+    let slot = Arc::new(CertSlot(RwLock::new(cert)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::State(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(slot.clone());
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let app = Arc::new(App {
+        engine: engine.clone(),
+        state: Mutex::new(State::new()),
+        profile: opts.acme_profile.clone(),
+        require_eab: opts.require_eab,
+        eab_keys: opts.eab_keys.clone(),
+        http01_port: opts.http01_port,
+        fallback_host: local.to_string(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(renew_loop(
+        engine.clone(),
+        opts.names.clone(),
+        local,
+        slot,
+        renew_at,
+        shutdown_rx.clone(),
+    ));
+    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        app.clone(),
+        shutdown_rx,
+        conns.clone(),
+    ));
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "serving https://{local} (ACME directory https://{local}/acme/directory)"
+        );
+        let _ = out.flush();
+    }
+    stop_signal().await;
+    let _ = shutdown_tx.send(true);
+    let _ = accept.await;
+    // Wait for connections in flight to finish (each returns its permit).
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
+    Ok(())
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn renew_loop(
+    engine: Engine,
+    names: Vec<String>,
+    local: SocketAddr,
+    slot: Arc<CertSlot>,
+    mut renew_at: OffsetDateTime,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let wait = (renew_at - OffsetDateTime::now_utc())
+            .clamp(time::Duration::minutes(1), time::Duration::hours(1));
+        let wait = Duration::from_secs(wait.whole_seconds().max(60) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        if OffsetDateTime::now_utc() < renew_at {
+            continue;
+        }
+        match own_certificate(&engine, &names, local).await {
+            Ok((cert, next)) => {
+                if let Ok(mut g) = slot.0.write() {
+                    *g = cert;
+                }
+                renew_at = next;
+            }
+            Err(e) => eprintln!("error: renewing the server's certificate: {e}"),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    conns: Arc<Semaphore>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    // Out of descriptors and the like: back off a little.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let deadline = tokio::time::sleep(CONNECTION_MAX);
+            tokio::pin!(deadline);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await;
+                }
+                _ = &mut deadline => {}
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ACME state (in memory)
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Identifier {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+impl Identifier {
+    fn json(&self) -> Value {
+        match self {
+            Identifier::Dns(d) => json!({"type": "dns", "value": d}),
+            Identifier::Ip(ip) => json!({"type": "ip", "value": ip.to_string()}),
+        }
+    }
+
+    fn value(&self) -> String {
+        match self {
+            Identifier::Dns(d) => d.clone(),
+            Identifier::Ip(ip) => ip.to_string(),
+        }
+    }
+}
+
+struct Account {
+    key: Jwk,
+    thumbprint: String,
+    status: &'static str,
+    contact: Vec<String>,
+}
+
+struct Order {
+    account: String,
+    status: &'static str,
+    expires: OffsetDateTime,
+    identifiers: Vec<Identifier>,
+    authzs: Vec<String>,
+    certificate: Option<String>,
+    error: Option<Value>,
+}
+
+struct Challenge {
+    id: String,
+    token: String,
+    status: &'static str,
+    validated: Option<OffsetDateTime>,
+    error: Option<Value>,
+}
+
+struct Authz {
+    account: String,
+    order: String,
+    identifier: Identifier,
+    status: &'static str,
+    expires: OffsetDateTime,
+    challenge: Challenge,
+}
+
+struct State {
+    nonces: NoncePool,
+    accounts: HashMap<String, Account>,
+    by_thumbprint: HashMap<String, String>,
+    orders: HashMap<String, Order>,
+    authzs: HashMap<String, Authz>,
+    challenges: HashMap<String, String>,
+    certs: HashMap<String, (String, String)>,
+    used_eab: HashSet<String>,
+}
+
+impl State {
+    fn new() -> State {
+        State {
+            nonces: NoncePool::new(100_000, Duration::from_secs(3600)),
+            accounts: HashMap::new(),
+            by_thumbprint: HashMap::new(),
+            orders: HashMap::new(),
+            authzs: HashMap::new(),
+            challenges: HashMap::new(),
+            certs: HashMap::new(),
+            used_eab: HashSet::new(),
+        }
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // SystemRandom fails only without an OS RNG; the ids then are still unique
+    // per process through the time, and never secret.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        let t = OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes();
+        b.copy_from_slice(&t);
+    }
+    B64.encode(b)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Problems and replies
+// ---------------------------------------------------------------------------
+
+/// An ACME problem document (RFC 8555 §6.7).
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    kind: String,
+    detail: String,
+    subproblems: Vec<Value>,
+}
+
+const ACME_ERR: &str = "urn:ietf:params:acme:error:";
+
+impl Problem {
+    fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            kind: format!("{ACME_ERR}{kind}"),
+            detail: detail.into(),
+            subproblems: Vec::new(),
+        }
+    }
+    fn malformed(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed", detail)
+    }
+    fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "unauthorized", detail)
+    }
+    fn not_found() -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "malformed", "no such resource")
+    }
+    fn internal(e: &Error) -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "serverInternal",
+            e.to_string(),
+        )
+    }
+    fn jws(e: JwsError) -> Problem {
+        Problem {
+            status: StatusCode::BAD_REQUEST,
+            kind: e.problem_type().to_string(),
+            detail: e.to_string(),
+            subproblems: Vec::new(),
+        }
+    }
+
+    /// The engine's refusals as a problem of `kind`, one subproblem per rule
+    /// broken (its code in `detail` and in `rule`).
+    fn refusals(kind: &str, what: &str, r: &Refusals) -> Problem {
+        let subs: Vec<Value> = r
+            .reasons
+            .iter()
+            .map(|x| {
+                let mut v = json!({
+                    "type": format!("{ACME_ERR}{kind}"),
+                    "detail": format!("{}: {}", x.rule.code(), r.message_of(x)),
+                    "rule": x.rule.code(),
+                });
+                if let Some(val) = &x.value {
+                    if kind == "rejectedIdentifier" {
+                        v["identifier"] = json!({"type": if val.parse::<IpAddr>().is_ok() {"ip"} else {"dns"}, "value": val});
+                    }
+                }
+                v
+            })
+            .collect();
+        let codes: Vec<&str> = r.reasons.iter().map(|x| x.rule.code()).collect();
+        Problem {
+            status: StatusCode::BAD_REQUEST,
+            kind: format!("{ACME_ERR}{kind}"),
+            detail: format!(
+                "{what} refused by policy ({}): {}",
+                codes.join(", "),
+                r.messages().join("; ")
+            ),
+            subproblems: subs,
+        }
+    }
+
+    /// From an engine error: refusals become `kind`, the rest serverInternal.
+    fn engine(kind: &str, what: &str, e: &Error) -> Problem {
+        match e {
+            Error::Refused(r) | Error::Invalid(r) => Problem::refusals(kind, what, r),
+            other => Problem::internal(other),
+        }
+    }
+
+    fn body(&self) -> Value {
+        let mut v = json!({
+            "type": self.kind,
+            "detail": self.detail,
+            "status": self.status.as_u16(),
+        });
+        if !self.subproblems.is_empty() {
+            v["subproblems"] = Value::Array(self.subproblems.clone());
+        }
+        v
+    }
+}
+
+/// A successful answer.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+    location: Option<String>,
+    links: Vec<String>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, v: Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: v.to_string().into_bytes(),
+            location: None,
+            links: Vec::new(),
+        }
+    }
+    fn at(mut self, url: String) -> Reply {
+        self.location = Some(url);
+        self
+    }
+    fn link(mut self, url: &str, rel: &str) -> Reply {
+        self.links.push(format!("<{url}>;rel=\"{rel}\""));
+        self
+    }
+}
+
+fn header(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+/// The ACME service: engine handle and state.
+struct App {
+    engine: Engine,
+    state: Mutex<State>,
+    profile: String,
+    require_eab: bool,
+    eab_keys: HashMap<String, Vec<u8>>,
+    http01_port: u16,
+    fallback_host: String,
+}
+
+/// What a verified POST carries.
+struct Post {
+    jws: Jws,
+    account: Option<String>,
+}
+
+impl App {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn nonce(&self) -> String {
+        self.state()
+            .nonces
+            .issue(Instant::now())
+            .unwrap_or_default()
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| self.fallback_host.clone());
+        let base = format!("https://{host}");
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let (result, with_nonce) = match (&method, path.as_str()) {
+            (&Method::GET, "/acme/directory") => (Ok(self.directory(&base)), false),
+            (&Method::HEAD, "/acme/new-nonce") => (
+                Ok(Reply {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body: Vec::new(),
+                    location: None,
+                    links: Vec::new(),
+                }),
+                true,
+            ),
+            (&Method::GET, "/acme/new-nonce") => (
+                Ok(Reply {
+                    status: StatusCode::NO_CONTENT,
+                    content_type: "application/json",
+                    body: Vec::new(),
+                    location: None,
+                    links: Vec::new(),
+                }),
+                true,
+            ),
+            (&Method::POST, p) if p.starts_with("/acme/") => {
+                let ct_ok = req
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim() == "application/jose+json");
+                let r = if !ct_ok {
+                    Err(Problem::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "malformed",
+                        "the Content-Type must be application/jose+json",
+                    ))
+                } else {
+                    match Limited::new(req.into_body(), MAX_JWS_BYTES).collect().await {
+                        Ok(b) => self.post(&base, &path, &b.to_bytes()).await,
+                        Err(_) => Err(Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "malformed",
+                            format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
+                        )),
+                    }
+                };
+                (r, true)
+            }
+            _ => (Err(Problem::not_found()), false),
+        };
+        let mut builder = Response::builder();
+        let (status, ctype, body, location, links) = match result {
+            Ok(r) => (r.status, r.content_type, r.body, r.location, r.links),
+            Err(p) => (
+                p.status,
+                "application/problem+json",
+                p.body().to_string().into_bytes(),
+                None,
+                Vec::new(),
+            ),
+        };
+        builder = builder.status(status).header(CONTENT_TYPE, ctype).header(
+            LINK,
+            header(&format!("<{base}/acme/directory>;rel=\"index\"")),
+        );
+        for l in links {
+            builder = builder.header(LINK, header(&l));
+        }
+        if let Some(l) = location {
+            builder = builder.header(LOCATION, header(&l));
+        }
+        if with_nonce {
+            builder = builder
+                .header("Replay-Nonce", header(&self.nonce()))
+                .header(CACHE_CONTROL, "no-store");
+        }
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+
+    fn directory(&self, base: &str) -> Reply {
+        Reply::json(
+            StatusCode::OK,
+            json!({
+                "newNonce": format!("{base}/acme/new-nonce"),
+                "newAccount": format!("{base}/acme/new-account"),
+                "newOrder": format!("{base}/acme/new-order"),
+                "meta": {"externalAccountRequired": self.require_eab},
+            }),
+        )
+    }
+
+    /// Verify a POST's JWS (RFC 8555 §6.2–6.5) and route it.
+    async fn post(self: &Arc<Self>, base: &str, path: &str, body: &[u8]) -> Result<Reply, Problem> {
+        let jws = Jws::parse(body).map_err(Problem::jws)?;
+        let expected = format!("{base}{path}");
+        if jws.url != expected {
+            return Err(Problem::unauthorized(format!(
+                "the JWS is signed for `{}`, not for `{expected}`",
+                crate::names::printable(&jws.url)
+            )));
+        }
+        if !self.state().nonces.redeem(&jws.nonce, Instant::now()) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badNonce",
+                "the nonce is unknown, expired or used; get a fresh one",
+            ));
+        }
+        let new_account = path == "/acme/new-account";
+        let (account, key) = match &jws.signer {
+            Signer::Jwk(k) if new_account => (None, k.clone()),
+            Signer::Jwk(_) => {
+                return Err(Problem::malformed(
+                    "this request must be signed by an account (`kid`), not a `jwk`",
+                ))
+            }
+            Signer::Kid(_) if new_account => {
+                return Err(Problem::malformed(
+                    "newAccount must be signed with the account's `jwk`, not a `kid`",
+                ))
+            }
+            Signer::Kid(kid) => {
+                let prefix = format!("{base}/acme/acct/");
+                let st = self.state();
+                let acct = kid
+                    .strip_prefix(&prefix)
+                    .and_then(|id| st.accounts.get(id).map(|a| (id, a)));
+                match acct {
+                    None => {
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "accountDoesNotExist",
+                            "no such account",
+                        ))
+                    }
+                    Some((_, a)) if a.status != "valid" => {
+                        return Err(Problem::unauthorized(format!(
+                            "the account is {}",
+                            a.status
+                        )))
+                    }
+                    Some((id, a)) => (Some(id.to_string()), a.key.clone()),
+                }
+            }
+        };
+        jws.verify(&key).map_err(Problem::jws)?;
+        let post = Post { jws, account };
+        if new_account {
+            return self.new_account(base, &post, &key);
+        }
+        let account = post.account.clone().unwrap_or_default();
+        let rest = &path["/acme/".len()..];
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["new-order"] => self.new_order(base, &account, &post).await,
+            ["acct", id] => self.account(base, &account, id, &post),
+            ["order", id] => self.order_get(base, &account, id),
+            ["order", id, "finalize"] => self.finalize(base, &account, id, &post).await,
+            ["authz", id] => self.authz_get(base, &account, id),
+            ["chall", id] => self.challenge(base, &account, id, &post),
+            ["cert", id] => self.certificate(&account, id),
+            _ => Err(Problem::not_found()),
+        }
+    }
+
+    fn payload(post: &Post) -> Result<Option<Value>, Problem> {
+        if post.jws.payload.is_empty() {
+            return Ok(None);
+        }
+        post.jws.json().map(Some).map_err(Problem::jws)
+    }
+
+    fn account_json(base: &str, id: &str, a: &Account) -> Value {
+        json!({
+            "status": a.status,
+            "contact": a.contact,
+            "orders": format!("{base}/acme/acct/{id}/orders"),
+        })
+    }
+
+    fn new_account(&self, base: &str, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+        let p = Self::payload(post)?.unwrap_or(json!({}));
+        let thumb = key.thumbprint();
+        {
+            let st = self.state();
+            if let Some(id) = st.by_thumbprint.get(&thumb) {
+                if let Some(a) = st.accounts.get(id) {
+                    return Ok(Reply::json(StatusCode::OK, Self::account_json(base, id, a))
+                        .at(format!("{base}/acme/acct/{id}")));
+                }
+            }
+        }
+        if p.get("onlyReturnExisting").and_then(Value::as_bool) == Some(true) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "accountDoesNotExist",
+                "no account for this key",
+            ));
+        }
+        let contact = parse_contact(&p)?;
+        let url = format!("{base}/acme/new-account");
+        let mut eab_kid = None;
+        match p.get("externalAccountBinding") {
+            Some(b) => {
+                let used = self.state().used_eab.clone();
+                let lookup = |kid: &str| {
+                    if used.contains(kid) {
+                        None
+                    } else {
+                        self.eab_keys.get(kid).cloned()
+                    }
+                };
+                let kid = crate::acme::eab::verify(b, &url, key, &lookup).map_err(|e| Problem {
+                    status: StatusCode::UNAUTHORIZED,
+                    kind: e.problem_type().to_string(),
+                    detail: e.to_string(),
+                    subproblems: Vec::new(),
+                })?;
+                eab_kid = Some(kid);
+            }
+            None if self.require_eab => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "externalAccountRequired",
+                    "this server requires external account binding (mtlsca acme eab create)",
+                ))
+            }
+            None => {}
+        }
+        let mut st = self.state();
+        if st.accounts.len() >= MAX_ACCOUNTS {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimited",
+                "too many accounts",
+            ));
+        }
+        if let Some(kid) = eab_kid {
+            if !st.used_eab.insert(kid) {
+                return Err(Problem::unauthorized(
+                    "external account binding: the key was used meanwhile",
+                ));
+            }
+        }
+        let id = random_id();
+        let a = Account {
+            key: key.clone(),
+            thumbprint: thumb.clone(),
+            status: "valid",
+            contact,
+        };
+        let body = Self::account_json(base, &id, &a);
+        st.accounts.insert(id.clone(), a);
+        st.by_thumbprint.insert(thumb, id.clone());
+        Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
+    }
+
+    fn account(&self, base: &str, account: &str, id: &str, post: &Post) -> Result<Reply, Problem> {
+        if id != account {
+            return Err(Problem::unauthorized("not this account's resource"));
+        }
+        let p = Self::payload(post)?;
+        let mut st = self.state();
+        let a = st.accounts.get_mut(id).ok_or_else(Problem::not_found)?;
+        if let Some(p) = p {
+            if p.get("contact").is_some() {
+                a.contact = parse_contact(&p)?;
+            }
+            match p.get("status").and_then(Value::as_str) {
+                None => {}
+                Some("deactivated") => a.status = "deactivated",
+                Some(s) => {
+                    return Err(Problem::malformed(format!(
+                        "an account's status can only become `deactivated`, not `{}`",
+                        crate::names::printable(s)
+                    )))
+                }
+            }
+        }
+        let body = Self::account_json(base, id, a);
+        Ok(Reply::json(StatusCode::OK, body))
+    }
+
+    async fn new_order(&self, base: &str, account: &str, post: &Post) -> Result<Reply, Problem> {
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("newOrder needs a payload"))?;
+        if p.get("notBefore").is_some() || p.get("notAfter").is_some() {
+            return Err(Problem::malformed(
+                "notBefore and notAfter are not supported: the profile decides the validity",
+            ));
+        }
+        let list = p
+            .get("identifiers")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| Problem::malformed("`identifiers` must be a non-empty list"))?;
+        if list.len() > MAX_IDENTIFIERS {
+            return Err(Problem::malformed(format!(
+                "at most {MAX_IDENTIFIERS} identifiers per order"
+            )));
+        }
+        let mut ids: Vec<Identifier> = Vec::new();
+        for i in list {
+            let typ = i.get("type").and_then(Value::as_str);
+            let val = i.get("value").and_then(Value::as_str).unwrap_or("");
+            let id = match typ {
+                Some("dns") => {
+                    if val.starts_with("*.") {
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "rejectedIdentifier",
+                            format!(
+                                "`{}`: wildcard names need dns-01, which this server does not offer yet",
+                                crate::names::printable(val)
+                            ),
+                        ));
+                    }
+                    Identifier::Dns(val.to_ascii_lowercase())
+                }
+                Some("ip") => Identifier::Ip(val.parse().map_err(|_| {
+                    Problem::malformed(format!(
+                        "`{}` is not an IP address",
+                        crate::names::printable(val)
+                    ))
+                })?),
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "unsupportedIdentifier",
+                        "identifiers are of type `dns` or `ip`",
+                    ))
+                }
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut content = RequestedContent::default();
+        for i in &ids {
+            match i {
+                Identifier::Dns(d) => content.dns.push(d.clone()),
+                Identifier::Ip(ip) => content.ip.push(ip.to_string()),
+            }
+        }
+        self.engine
+            .check(&self.profile, content)
+            .await
+            .map_err(|e| Problem::engine("rejectedIdentifier", "the order", &e))?;
+
+        let now = OffsetDateTime::now_utc();
+        let expires = now + ORDER_LIFETIME;
+        let order_id = random_id();
+        let mut st = self.state();
+        if st.orders.len() >= MAX_ORDERS {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimited",
+                "too many orders in flight",
+            ));
+        }
+        let mut authzs = Vec::new();
+        for i in &ids {
+            let authz_id = random_id();
+            let chall_id = random_id();
+            st.challenges.insert(chall_id.clone(), authz_id.clone());
+            st.authzs.insert(
+                authz_id.clone(),
+                Authz {
+                    account: account.to_string(),
+                    order: order_id.clone(),
+                    identifier: i.clone(),
+                    status: "pending",
+                    expires,
+                    challenge: Challenge {
+                        id: chall_id,
+                        token: random_id() + &random_id(),
+                        status: "pending",
+                        validated: None,
+                        error: None,
+                    },
+                },
+            );
+            authzs.push(authz_id);
+        }
+        let order = Order {
+            account: account.to_string(),
+            status: "pending",
+            expires,
+            identifiers: ids,
+            authzs,
+            certificate: None,
+            error: None,
+        };
+        let body = order_json(base, &order_id, &order);
+        st.orders.insert(order_id.clone(), order);
+        Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/order/{order_id}")))
+    }
+
+    fn order_get(&self, base: &str, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let o = st.orders.get(id).ok_or_else(Problem::not_found)?;
+        if o.account != account {
+            return Err(Problem::unauthorized("not this account's order"));
+        }
+        Ok(Reply::json(StatusCode::OK, order_json(base, id, o)))
+    }
+
+    fn authz_get(&self, base: &str, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let a = st.authzs.get(id).ok_or_else(Problem::not_found)?;
+        if a.account != account {
+            return Err(Problem::unauthorized("not this account's authorization"));
+        }
+        Ok(Reply::json(StatusCode::OK, authz_json(base, a)))
+    }
+
+    fn challenge(
+        self: &Arc<App>,
+        base: &str,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        let respond = Self::payload(post)?.is_some();
+        let mut st = self.state();
+        let authz_id = st
+            .challenges
+            .get(id)
+            .cloned()
+            .ok_or_else(Problem::not_found)?;
+        let thumb = st
+            .accounts
+            .get(account)
+            .map(|a| a.thumbprint.clone())
+            .unwrap_or_default();
+        let a = st
+            .authzs
+            .get_mut(&authz_id)
+            .ok_or_else(Problem::not_found)?;
+        if a.account != account {
+            return Err(Problem::unauthorized("not this account's challenge"));
+        }
+        if respond && a.challenge.status == "pending" && a.status == "pending" {
+            a.challenge.status = "processing";
+            let job = Validation {
+                authz: authz_id.clone(),
+                identifier: a.identifier.clone(),
+                token: a.challenge.token.clone(),
+                key_authorization: format!("{}.{thumb}", a.challenge.token),
+                port: self.http01_port,
+            };
+            tokio::spawn(validate(self.clone(), job));
+        }
+        let body = challenge_json(base, &a.challenge);
+        Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
+    }
+
+    async fn finalize(
+        &self,
+        base: &str,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("finalize needs a payload"))?;
+        let csr_der = p
+            .get("csr")
+            .and_then(Value::as_str)
+            .and_then(|s| B64.decode(s.trim_end_matches('=')).ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badCSR",
+                    "`csr` must be a base64url DER CSR",
+                )
+            })?;
+        let expected: HashSet<Identifier> = {
+            let mut st = self.state();
+            let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
+            if o.account != account {
+                return Err(Problem::unauthorized("not this account's order"));
+            }
+            if o.status != "ready" {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "orderNotReady",
+                    format!("the order is {}, not ready", o.status),
+                ));
+            }
+            o.identifiers.iter().cloned().collect()
+        };
+        // What the CSR asks for must be exactly what the order proved.
+        let intake = crate::issue::read_csr(&csr_der)
+            .map_err(|e| Problem::engine("badCSR", "the CSR", &e))?;
+        let mut asked: HashSet<Identifier> = HashSet::new();
+        for d in &intake.content.dns {
+            asked.insert(Identifier::Dns(d.to_ascii_lowercase()));
+        }
+        for ip in &intake.content.ip {
+            match ip.parse() {
+                Ok(ip) => asked.insert(Identifier::Ip(ip)),
+                Err(_) => asked.insert(Identifier::Dns(ip.clone())),
+            };
+        }
+        if let Some(cn) = &intake.content.cn {
+            let cn_id = match cn.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(cn.to_ascii_lowercase()),
+            };
+            if !expected.contains(&cn_id) {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badCSR",
+                    format!(
+                        "the CSR's common name `{}` is not an identifier of the order",
+                        crate::names::printable(cn)
+                    ),
+                ));
+            }
+        }
+        if asked != expected || !intake.content.uri.is_empty() || !intake.content.email.is_empty() {
+            let mut want: Vec<String> = expected.iter().map(Identifier::value).collect();
+            want.sort();
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badCSR",
+                format!(
+                    "the CSR must ask for exactly the order's identifiers ({})",
+                    want.join(", ")
+                ),
+            ));
+        }
+        {
+            let mut st = self.state();
+            match st.orders.get_mut(id) {
+                Some(o) if o.status == "ready" => o.status = "processing",
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "orderNotReady",
+                        "the order is being finalized",
+                    ))
+                }
+            }
+        }
+        let issued = self
+            .engine
+            .issue(&self.profile, csr_der, Some(format!("acme-order-{id}")))
+            .await;
+        let mut st = self.state();
+        match issued {
+            Ok(i) => {
+                let cert_id = random_id();
+                st.certs
+                    .insert(cert_id.clone(), (account.to_string(), i.chain_pem));
+                let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
+                o.status = "valid";
+                o.certificate = Some(cert_id);
+                Ok(Reply::json(StatusCode::OK, order_json(base, id, o))
+                    .at(format!("{base}/acme/order/{id}")))
+            }
+            Err(e) => {
+                // The client may finalize again with a better CSR.
+                if let Some(o) = st.orders.get_mut(id) {
+                    o.status = "ready";
+                }
+                Err(Problem::engine("badCSR", "the CSR", &e))
+            }
+        }
+    }
+
+    fn certificate(&self, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let (owner, chain) = st.certs.get(id).ok_or_else(Problem::not_found)?;
+        if owner != account {
+            return Err(Problem::unauthorized("not this account's certificate"));
+        }
+        Ok(Reply {
+            status: StatusCode::OK,
+            content_type: "application/pem-certificate-chain",
+            body: chain.clone().into_bytes(),
+            location: None,
+            links: Vec::new(),
+        })
+    }
+}
+
+fn parse_contact(p: &Value) -> Result<Vec<String>, Problem> {
+    match p.get("contact") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(l)) if l.len() <= 8 => l
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .filter(|s| s.len() <= 256 && s.starts_with("mailto:"))
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "unsupportedContact",
+                            "contacts are up to 8 `mailto:` URLs",
+                        )
+                    })
+            })
+            .collect(),
+        Some(_) => Err(Problem::malformed(
+            "`contact` must be a list of up to 8 URLs",
+        )),
+    }
+}
+
+fn order_json(base: &str, id: &str, o: &Order) -> Value {
+    let mut v = json!({
+        "status": o.status,
+        "expires": rfc3339(o.expires),
+        "identifiers": o.identifiers.iter().map(Identifier::json).collect::<Vec<_>>(),
+        "authorizations": o.authzs.iter().map(|a| format!("{base}/acme/authz/{a}")).collect::<Vec<_>>(),
+        "finalize": format!("{base}/acme/order/{id}/finalize"),
+    });
+    if let Some(c) = &o.certificate {
+        v["certificate"] = json!(format!("{base}/acme/cert/{c}"));
+    }
+    if let Some(e) = &o.error {
+        v["error"] = e.clone();
+    }
+    v
+}
+
+fn challenge_json(base: &str, c: &Challenge) -> Value {
+    let mut v = json!({
+        "type": "http-01",
+        "url": format!("{base}/acme/chall/{}", c.id),
+        "status": c.status,
+        "token": c.token,
+    });
+    if let Some(t) = c.validated {
+        v["validated"] = json!(rfc3339(t));
+    }
+    if let Some(e) = &c.error {
+        v["error"] = e.clone();
+    }
+    v
+}
+
+fn authz_json(base: &str, a: &Authz) -> Value {
+    json!({
+        "status": a.status,
+        "expires": rfc3339(a.expires),
+        "identifier": a.identifier.json(),
+        "challenges": [challenge_json(base, &a.challenge)],
+    })
+}
+
+// ---------------------------------------------------------------------------
+// http-01 validation
+// ---------------------------------------------------------------------------
+
+struct Validation {
+    authz: String,
+    identifier: Identifier,
+    token: String,
+    key_authorization: String,
+    port: u16,
+}
+
+async fn validate(app: Arc<App>, job: Validation) {
+    let outcome = http01(&job).await;
+    let now = OffsetDateTime::now_utc();
+    let mut st = app.state();
+    let Some(a) = st.authzs.get_mut(&job.authz) else {
+        return;
+    };
+    let order_id = a.order.clone();
+    match outcome {
+        Ok(()) => {
+            a.challenge.status = "valid";
+            a.challenge.validated = Some(now);
+            a.status = "valid";
+        }
+        Err((kind, detail)) => {
+            let err = json!({"type": format!("{ACME_ERR}{kind}"), "detail": detail, "status": 403});
+            a.challenge.status = "invalid";
+            a.challenge.error = Some(err.clone());
+            a.status = "invalid";
+            if let Some(o) = st.orders.get_mut(&order_id) {
+                o.status = "invalid";
+                o.error = Some(err);
+            }
+            return;
+        }
+    }
+    let all_valid = st.orders.get(&order_id).is_some_and(|o| {
+        o.authzs
+            .iter()
+            .all(|id| st.authzs.get(id).is_some_and(|a| a.status == "valid"))
+    });
+    if let Some(o) = st.orders.get_mut(&order_id) {
+        if all_valid && o.status == "pending" {
+            o.status = "ready";
+        }
+    }
+}
+
+/// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
+/// identifier's own addresses only, following no redirect.
+async fn http01(job: &Validation) -> std::result::Result<(), (&'static str, String)> {
+    let (host, addrs): (String, Vec<SocketAddr>) = match &job.identifier {
+        Identifier::Ip(ip) => (
+            match ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            },
+            vec![SocketAddr::new(*ip, job.port)],
+        ),
+        Identifier::Dns(name) => {
+            let found = tokio::time::timeout(
+                VALIDATION_TIMEOUT,
+                tokio::net::lookup_host((name.as_str(), job.port)),
+            )
+            .await;
+            match found {
+                Ok(Ok(a)) => (name.clone(), a.take(8).collect()),
+                Ok(Err(e)) => return Err(("dns", format!("cannot resolve `{name}`: {e}"))),
+                Err(_) => return Err(("dns", format!("resolving `{name}` timed out"))),
+            }
+        }
+    };
+    if addrs.is_empty() {
+        return Err(("dns", format!("`{host}` has no address")));
+    }
+    let host_header = if job.port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{}", job.port)
+    };
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(VALIDATION_TIMEOUT, fetch(addr, &host_header, &job.token)).await
+        {
+            Ok(Ok((200, body))) => {
+                let got = String::from_utf8_lossy(&body);
+                return if got.trim_end() == job.key_authorization {
+                    Ok(())
+                } else {
+                    Err((
+                        "incorrectResponse",
+                        format!(
+                            "{addr} answered with a key authorization that does not match: `{}`",
+                            crate::names::printable(&got.chars().take(200).collect::<String>())
+                        ),
+                    ))
+                };
+            }
+            Ok(Ok((code, _))) => {
+                return Err((
+                    "unauthorized",
+                    format!("{addr} answered HTTP {code} (redirects are not followed)"),
+                ))
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(("connection", last))
+}
+
+async fn fetch(
+    addr: SocketAddr,
+    host: &str,
+    token: &str,
+) -> std::result::Result<(u16, Vec<u8>), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mtlsca-acme\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    (&mut s)
+        .take(MAX_CHALLENGE_RESPONSE)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no complete HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut body = buf[split + 4..].to_vec();
+    let status_line = head.lines().next().unwrap_or("");
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or("not an HTTP/1 response")?;
+    let chunked = head.lines().skip(1).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or("bad chunked encoding")?;
+    }
+    Ok((code, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_txt = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_txt.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if b.len() < size {
+            return None;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = b.get(size + 2..)?;
+    }
+}
