@@ -801,7 +801,19 @@ impl App {
                     .get(CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.trim() == "application/jose+json");
-                let r = if !ct_ok {
+                let too_big = req
+                    .headers()
+                    .get(hyper::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n > MAX_JWS_BYTES as u64);
+                let r = if too_big {
+                    Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "malformed",
+                        format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
+                    ))
+                } else if !ct_ok {
                     Err(Problem::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "malformed",
@@ -1267,6 +1279,13 @@ impl App {
         // What the CSR asks for must be exactly what the order proved.
         let intake = crate::issue::read_csr(&csr_der)
             .map_err(|e| Problem::engine("badCSR", "the CSR", &e))?;
+        if same_key(&post_key(self, account), &intake.spki_der) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badCSR",
+                "the CSR's key is the account key; use another key for the certificate",
+            ));
+        }
         let mut asked: HashSet<Identifier> = HashSet::new();
         for d in &intake.content.dns {
             asked.insert(Identifier::Dns(d.to_ascii_lowercase()));
@@ -1357,6 +1376,37 @@ impl App {
             location: None,
             links: Vec::new(),
         })
+    }
+}
+
+/// The key of `account` (None when it is gone).
+fn post_key(app: &App, account: &str) -> Option<Jwk> {
+    app.state().accounts.get(account).map(|a| a.key.clone())
+}
+
+/// Whether a SubjectPublicKeyInfo holds the same public key as a JWK.
+fn same_key(jwk: &Option<Jwk>, spki_der: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Some(jwk) = jwk else { return false };
+    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else {
+        return false;
+    };
+    let bits: &[u8] = &spki.subject_public_key.data;
+    match jwk {
+        Jwk::Ec { x, y, .. } => {
+            bits.len() == 1 + x.len() + y.len()
+                && bits[0] == 4
+                && bits[1..=x.len()] == x[..]
+                && bits[1 + x.len()..] == y[..]
+        }
+        Jwk::Ed25519 { x } => bits == &x[..],
+        Jwk::Rsa { n, .. } => {
+            let n = match n.iter().position(|b| *b != 0) {
+                Some(i) => &n[i..],
+                None => return false,
+            };
+            bits.windows(n.len()).any(|w| w == n)
+        }
     }
 }
 
