@@ -125,6 +125,11 @@ enum Job {
         request_id: Option<String>,
         reply: oneshot::Sender<Result<Issued>>,
     },
+    Revoke {
+        sha256: String,
+        reason: crate::crl::Reason,
+        reply: oneshot::Sender<Result<crate::store::Record>>,
+    },
 }
 
 /// A handle on the engine thread. When the last handle is dropped, the thread
@@ -213,6 +218,21 @@ impl Engine {
                             };
                             let _ = reply.send(issuer.issue(&req, now));
                         }
+                        Job::Revoke {
+                            sha256,
+                            reason,
+                            reply,
+                        } => {
+                            // Only the exact certificate (by fingerprint), durable on return.
+                            let r = match store.find(&sha256) {
+                                Ok(Some(rec)) if rec.sha256 == sha256 => {
+                                    crate::crl::revoke(&store, &rec.serial, reason, now)
+                                }
+                                Ok(_) => Err(Error::refused("this CA did not issue the certificate")),
+                                Err(e) => Err(e),
+                            };
+                            let _ = reply.send(r);
+                        }
                     }
                 }
                 let _ = store.flush();
@@ -228,6 +248,22 @@ impl Engine {
             .send(Job::Check {
                 profile: profile.to_string(),
                 content: Box::new(content),
+                reply,
+            })
+            .map_err(|_| engine_gone())?;
+        rx.await.map_err(|_| engine_gone())?
+    }
+
+    async fn revoke(
+        &self,
+        sha256: String,
+        reason: crate::crl::Reason,
+    ) -> Result<crate::store::Record> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Revoke {
+                sha256,
+                reason,
                 reply,
             })
             .map_err(|_| engine_gone())?;
@@ -552,6 +588,8 @@ struct State {
     authzs: HashMap<String, Authz>,
     challenges: HashMap<String, String>,
     certs: HashMap<String, (String, String)>,
+    /// Certificates issued here (SHA-256 hex) → the account that ordered them.
+    issued_to: HashMap<String, String>,
     used_eab: HashSet<String>,
 }
 
@@ -565,6 +603,7 @@ impl State {
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             certs: HashMap::new(),
+            issued_to: HashMap::new(),
             used_eab: HashSet::new(),
         }
     }
@@ -871,6 +910,7 @@ impl App {
                 "newNonce": format!("{base}/acme/new-nonce"),
                 "newAccount": format!("{base}/acme/new-account"),
                 "newOrder": format!("{base}/acme/new-order"),
+                "revokeCert": format!("{base}/acme/revoke-cert"),
                 "meta": {"externalAccountRequired": self.require_eab},
             }),
         )
@@ -894,8 +934,9 @@ impl App {
             ));
         }
         let new_account = path == "/acme/new-account";
+        let revoke = path == "/acme/revoke-cert";
         let (account, key) = match &jws.signer {
-            Signer::Jwk(k) if new_account => (None, k.clone()),
+            Signer::Jwk(k) if new_account || revoke => (None, k.clone()),
             Signer::Jwk(_) => {
                 return Err(Problem::malformed(
                     "this request must be signed by an account (`kid`), not a `jwk`",
@@ -934,6 +975,9 @@ impl App {
         let post = Post { jws, account };
         if new_account {
             return self.new_account(base, &post, &key);
+        }
+        if revoke {
+            return self.revoke(&post, &key).await;
         }
         let account = post.account.clone().unwrap_or_default();
         let rest = &path["/acme/".len()..];
@@ -1345,6 +1389,8 @@ impl App {
         match issued {
             Ok(i) => {
                 let cert_id = random_id();
+                st.issued_to
+                    .insert(i.record.sha256.clone(), account.to_string());
                 st.certs
                     .insert(cert_id.clone(), (account.to_string(), i.chain_pem));
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
@@ -1363,6 +1409,68 @@ impl App {
         }
     }
 
+    /// revokeCert (RFC 8555 §7.6): signed by the account that ordered the
+    /// certificate, or by the certificate's own key.
+    async fn revoke(&self, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+        use x509_parser::prelude::FromDer;
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("revokeCert needs a payload"))?;
+        let der = p
+            .get("certificate")
+            .and_then(Value::as_str)
+            .and_then(|s| B64.decode(s.trim_end_matches('=')).ok())
+            .ok_or_else(|| Problem::malformed("`certificate` must be base64url DER"))?;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .map_err(|_| Problem::malformed("`certificate` is not an X.509 certificate"))?;
+        let reason = match p.get("reason").map(Value::as_u64) {
+            None => crate::crl::Reason::Unspecified,
+            Some(Some(code)) => reason_of(code).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badRevocationReason",
+                    format!("reason code {code} is not one this CA uses"),
+                )
+            })?,
+            Some(None) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badRevocationReason",
+                    "`reason` must be an RFC 5280 reason code",
+                ))
+            }
+        };
+        let sha256 = crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
+        let allowed = match &post.account {
+            Some(acct) => self.state().issued_to.get(&sha256) == Some(acct),
+            None => same_key(&Some(key.clone()), cert.public_key().raw),
+        };
+        if !allowed {
+            return Err(Problem::unauthorized(
+                "revokeCert must be signed by the account that ordered the certificate or by its key",
+            ));
+        }
+        match self.engine.revoke(sha256, reason).await {
+            Ok(_) => Ok(Reply {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: Vec::new(),
+                location: None,
+                links: Vec::new(),
+            }),
+            Err(Error::Refused(r))
+                if r.messages().iter().any(|m| m.contains("already revoked")) =>
+            {
+                Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "alreadyRevoked",
+                    r.messages().join("; "),
+                ))
+            }
+            Err(Error::Refused(r)) => Err(Problem::unauthorized(r.messages().join("; "))),
+            Err(e) => Err(Problem::internal(&e)),
+        }
+    }
+
     fn certificate(&self, account: &str, id: &str) -> Result<Reply, Problem> {
         let st = self.state();
         let (owner, chain) = st.certs.get(id).ok_or_else(Problem::not_found)?;
@@ -1377,6 +1485,22 @@ impl App {
             links: Vec::new(),
         })
     }
+}
+
+/// An RFC 5280 reason code the CA records.
+fn reason_of(code: u64) -> Option<crate::crl::Reason> {
+    use crate::crl::Reason::*;
+    Some(match code {
+        0 => Unspecified,
+        1 => KeyCompromise,
+        2 => CaCompromise,
+        3 => AffiliationChanged,
+        4 => Superseded,
+        5 => CessationOfOperation,
+        9 => PrivilegeWithdrawn,
+        10 => AaCompromise,
+        _ => return None,
+    })
 }
 
 /// The key of `account` (None when it is gone).

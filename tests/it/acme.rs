@@ -517,10 +517,35 @@ fn acme_issues_through_the_engine_and_refuses_client_auth_and_ca_csrs() {
     assert!(text.contains("TLS Web Server Authentication"), "{text}");
     assert!(!text.contains("TLS Web Client Authentication"), "{text}");
 
+    // revokeCert: another account may not; the ordering account may, once.
+    let leaf_der = blocks[0].contents().to_vec();
+    let revoke = json!({"certificate": B64.encode(&leaf_der), "reason": 4});
+    let mut other = Client::new(&env, &server);
+    other.register();
+    let a = other.post("/acme/revoke-cert", Some(&revoke));
+    assert_eq!(a.problem(), "unauthorized");
+    let a = c.post(
+        "/acme/revoke-cert",
+        Some(&json!({"certificate": B64.encode(&leaf_der), "reason": 7})),
+    );
+    assert_eq!(a.problem(), "badRevocationReason");
+    let a = c.post("/acme/revoke-cert", Some(&revoke));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        c.post("/acme/revoke-cert", Some(&revoke)).problem(),
+        "alreadyRevoked"
+    );
+
     assert_eq!(server.stop(), 0);
     // Recorded: the server's own certificate and this one, nothing for the refused CSRs.
     let list = env.json(&["list"]);
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let revoked = env.json(&["list", "--status", "revoked"]);
+    assert_eq!(revoked.as_array().unwrap().len(), 1, "{revoked}");
+    assert_eq!(
+        revoked[0]["revocation"]["reason"], "superseded",
+        "{revoked}"
+    );
 }
 
 #[test]
@@ -720,7 +745,51 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
         "certbot failed:\n{}",
         crate::common::text(&out)
     );
+    // `certbot revoke` (by the account), then stop the server.
+    let live_cert = cb.join("config/live/localhost/cert.pem");
+    let revoked_copy = env.path("revoked.pem");
+    std::fs::copy(&live_cert, &revoked_copy).unwrap();
+    let out = Command::new("certbot")
+        .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
+        .args([
+            "revoke",
+            "--non-interactive",
+            "--no-delete-after-revoke",
+            "--reason",
+            "keycompromise",
+            "--server",
+            &server.url("/acme/directory"),
+            "--cert-path",
+        ])
+        .arg(&live_cert)
+        .arg("--config-dir")
+        .arg(cb.join("config"))
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certbot revoke failed:\n{}",
+        crate::common::text(&out)
+    );
     assert_eq!(server.stop(), 0);
+    let revoked = env.json(&["list", "--status", "revoked"]);
+    assert_eq!(revoked.as_array().unwrap().len(), 1, "{revoked}");
+    assert_eq!(
+        revoked[0]["revocation"]["reason"], "keyCompromise",
+        "{revoked}"
+    );
+    // The next CRL lists it.
+    env.ok(&["crl"]);
+    let crl_text = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    let serial_upper = revoked[0]["serial"].as_str().unwrap().to_ascii_uppercase();
+    assert!(
+        crl_text.contains(&serial_upper),
+        "{serial_upper} not in\n{crl_text}"
+    );
     let live = "certbot/config/live/localhost";
     env.openssl_ok(&[
         "verify",
