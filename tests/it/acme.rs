@@ -745,6 +745,28 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
         "certbot failed:\n{}",
         crate::common::text(&out)
     );
+    // `certbot renew --force-renewal`: a new certificate for the same name.
+    let out = Command::new("certbot")
+        .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
+        .args([
+            "renew",
+            "--force-renewal",
+            "--no-random-sleep-on-renew",
+            "--non-interactive",
+            "--config-dir",
+        ])
+        .arg(cb.join("config"))
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certbot renew failed:\n{}",
+        crate::common::text(&out)
+    );
     // `certbot revoke` (by the account), then stop the server.
     let live_cert = cb.join("config/live/localhost/cert.pem");
     let revoked_copy = env.path("revoked.pem");
@@ -820,7 +842,7 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
     .trim_start_matches("serial=")
     .to_ascii_lowercase();
     let list = env.json(&["list"]);
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     assert!(
         list.as_array()
             .unwrap()
