@@ -19,11 +19,13 @@
 //! handshake and request headers within 10 s, a connection at most 5 minutes;
 //! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
 //!
-//! # Validation (http-01)
+//! # Validation (http-01, tls-alpn-01)
 //!
 //! Only the identifier's own addresses (the resolved DNS name, or the IP) on the
-//! configured port; one GET, no redirect followed, 10 s per attempt, at most
-//! 16 KiB read.
+//! configured port; http-01: one GET, no redirect followed, 10 s per attempt, at most
+//! 16 KiB read; tls-alpn-01 (RFC 8737, DNS names): SNI and ALPN `acme-tls/1`,
+//! the self-signed certificate must name exactly the identifier and carry the
+//! critical acmeIdentifier extension over the key authorization.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -90,6 +92,8 @@ pub struct ServeOptions {
     pub eab_keys: HashMap<String, Vec<u8>>,
     /// The port http-01 challenges are fetched from.
     pub http01_port: u16,
+    /// The port tls-alpn-01 challenges are validated on.
+    pub tlsalpn01_port: u16,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -380,6 +384,7 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
         require_eab: opts.require_eab,
         eab_keys: opts.eab_keys.clone(),
         http01_port: opts.http01_port,
+        tlsalpn01_port: opts.tlsalpn01_port,
         fallback_host: local.to_string(),
     });
 
@@ -563,7 +568,23 @@ struct Order {
     error: Option<Value>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChallengeType {
+    Http01,
+    TlsAlpn01,
+}
+
+impl ChallengeType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChallengeType::Http01 => "http-01",
+            ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
 struct Challenge {
+    typ: ChallengeType,
     id: String,
     token: String,
     status: &'static str,
@@ -577,7 +598,7 @@ struct Authz {
     identifier: Identifier,
     status: &'static str,
     expires: OffsetDateTime,
-    challenge: Challenge,
+    challenges: Vec<Challenge>,
 }
 
 struct State {
@@ -775,6 +796,7 @@ struct App {
     require_eab: bool,
     eab_keys: HashMap<String, Vec<u8>>,
     http01_port: u16,
+    tlsalpn01_port: u16,
     fallback_host: String,
 }
 
@@ -1191,8 +1213,25 @@ impl App {
         let mut authzs = Vec::new();
         for i in &ids {
             let authz_id = random_id();
-            let chall_id = random_id();
-            st.challenges.insert(chall_id.clone(), authz_id.clone());
+            let token = random_id() + &random_id();
+            // tls-alpn-01 for DNS names only (an IP would need a reverse-DNS SNI).
+            let types: &[ChallengeType] = match i {
+                Identifier::Dns(_) => &[ChallengeType::Http01, ChallengeType::TlsAlpn01],
+                Identifier::Ip(_) => &[ChallengeType::Http01],
+            };
+            let mut challenges = Vec::new();
+            for typ in types {
+                let chall_id = random_id();
+                st.challenges.insert(chall_id.clone(), authz_id.clone());
+                challenges.push(Challenge {
+                    typ: *typ,
+                    id: chall_id,
+                    token: token.clone(),
+                    status: "pending",
+                    validated: None,
+                    error: None,
+                });
+            }
             st.authzs.insert(
                 authz_id.clone(),
                 Authz {
@@ -1201,13 +1240,7 @@ impl App {
                     identifier: i.clone(),
                     status: "pending",
                     expires,
-                    challenge: Challenge {
-                        id: chall_id,
-                        token: random_id() + &random_id(),
-                        status: "pending",
-                        validated: None,
-                        error: None,
-                    },
+                    challenges,
                 },
             );
             authzs.push(authz_id);
@@ -1270,18 +1303,31 @@ impl App {
         if a.account != account {
             return Err(Problem::unauthorized("not this account's challenge"));
         }
-        if respond && a.challenge.status == "pending" && a.status == "pending" {
-            a.challenge.status = "processing";
+        let idx = a
+            .challenges
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(Problem::not_found)?;
+        // One challenge per authorization is tried: the first the client answers.
+        let busy = a.challenges.iter().any(|c| c.status != "pending");
+        if respond && !busy && a.status == "pending" {
+            let c = &mut a.challenges[idx];
+            c.status = "processing";
             let job = Validation {
                 authz: authz_id.clone(),
+                index: idx,
+                typ: c.typ,
                 identifier: a.identifier.clone(),
-                token: a.challenge.token.clone(),
-                key_authorization: format!("{}.{thumb}", a.challenge.token),
-                port: self.http01_port,
+                token: c.token.clone(),
+                key_authorization: format!("{}.{thumb}", c.token),
+                port: match c.typ {
+                    ChallengeType::Http01 => self.http01_port,
+                    ChallengeType::TlsAlpn01 => self.tlsalpn01_port,
+                },
             };
             tokio::spawn(validate(self.clone(), job));
         }
-        let body = challenge_json(base, &a.challenge);
+        let body = challenge_json(base, &a.challenges[idx]);
         Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
     }
 
@@ -1577,7 +1623,7 @@ fn order_json(base: &str, id: &str, o: &Order) -> Value {
 
 fn challenge_json(base: &str, c: &Challenge) -> Value {
     let mut v = json!({
-        "type": "http-01",
+        "type": c.typ.as_str(),
         "url": format!("{base}/acme/chall/{}", c.id),
         "status": c.status,
         "token": c.token,
@@ -1596,7 +1642,7 @@ fn authz_json(base: &str, a: &Authz) -> Value {
         "status": a.status,
         "expires": rfc3339(a.expires),
         "identifier": a.identifier.json(),
-        "challenges": [challenge_json(base, &a.challenge)],
+        "challenges": a.challenges.iter().map(|c| challenge_json(base, c)).collect::<Vec<_>>(),
     })
 }
 
@@ -1606,6 +1652,8 @@ fn authz_json(base: &str, a: &Authz) -> Value {
 
 struct Validation {
     authz: String,
+    index: usize,
+    typ: ChallengeType,
     identifier: Identifier,
     token: String,
     key_authorization: String,
@@ -1613,23 +1661,29 @@ struct Validation {
 }
 
 async fn validate(app: Arc<App>, job: Validation) {
-    let outcome = http01(&job).await;
+    let outcome = match job.typ {
+        ChallengeType::Http01 => http01(&job).await,
+        ChallengeType::TlsAlpn01 => tls_alpn01(&job).await,
+    };
     let now = OffsetDateTime::now_utc();
     let mut st = app.state();
     let Some(a) = st.authzs.get_mut(&job.authz) else {
         return;
     };
     let order_id = a.order.clone();
+    let Some(c) = a.challenges.get_mut(job.index) else {
+        return;
+    };
     match outcome {
         Ok(()) => {
-            a.challenge.status = "valid";
-            a.challenge.validated = Some(now);
+            c.status = "valid";
+            c.validated = Some(now);
             a.status = "valid";
         }
         Err((kind, detail)) => {
             let err = json!({"type": format!("{ACME_ERR}{kind}"), "detail": detail, "status": 403});
-            a.challenge.status = "invalid";
-            a.challenge.error = Some(err.clone());
+            c.status = "invalid";
+            c.error = Some(err.clone());
             a.status = "invalid";
             if let Some(o) = st.orders.get_mut(&order_id) {
                 o.status = "invalid";
@@ -1711,6 +1765,216 @@ async fn http01(job: &Validation) -> std::result::Result<(), (&'static str, Stri
         }
     }
     Err(("connection", last))
+}
+
+/// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
+async fn addresses(
+    id: &Identifier,
+    port: u16,
+) -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
+    match id {
+        Identifier::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Identifier::Dns(name) => {
+            match tokio::time::timeout(
+                VALIDATION_TIMEOUT,
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(a)) => Ok(a.take(8).collect()),
+                Ok(Err(e)) => Err(("dns", format!("cannot resolve `{name}`: {e}"))),
+                Err(_) => Err(("dns", format!("resolving `{name}` timed out"))),
+            }
+        }
+    }
+}
+
+/// The OID of the acmeIdentifier extension (RFC 8737).
+const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+
+/// tls-alpn-01 (RFC 8737): a TLS handshake with SNI = the name and ALPN
+/// `acme-tls/1` on the identifier's own addresses; the self-signed certificate
+/// must name exactly that DNS name and carry the critical acmeIdentifier
+/// extension with SHA-256 of the key authorization.
+async fn tls_alpn01(job: &Validation) -> std::result::Result<(), (&'static str, String)> {
+    let Identifier::Dns(name) = &job.identifier else {
+        return Err(("malformed", "tls-alpn-01 is for DNS names".into()));
+    };
+    let addrs = addresses(&job.identifier, job.port).await?;
+    if addrs.is_empty() {
+        return Err(("dns", format!("`{name}` has no address")));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth(),
+        Err(e) => return Err(("serverInternal", e.to_string())),
+    };
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let sni = rustls_pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| ("malformed", format!("`{name}` cannot be an SNI name")))?;
+    let want = ring::digest::digest(&ring::digest::SHA256, job.key_authorization.as_bytes());
+    let mut last = String::new();
+    for addr in addrs {
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tls = connector
+                .connect(sni.clone(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (_, conn) = tls.get_ref();
+            let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+            let cert = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec());
+            Ok::<_, String>((alpn, cert))
+        };
+        match tokio::time::timeout(VALIDATION_TIMEOUT, attempt).await {
+            Ok(Ok((alpn, cert))) => {
+                if alpn.as_deref() != Some(b"acme-tls/1".as_slice()) {
+                    return Err((
+                        "unauthorized",
+                        format!("{addr} did not negotiate ALPN acme-tls/1"),
+                    ));
+                }
+                let Some(der) = cert else {
+                    return Err(("unauthorized", format!("{addr} sent no certificate")));
+                };
+                return check_alpn_cert(&der, name, want.as_ref())
+                    .map_err(|m| ("incorrectResponse", format!("{addr}: {m}")));
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(("connection", last))
+}
+
+fn check_alpn_cert(der: &[u8], name: &str, want: &[u8]) -> std::result::Result<(), String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|_| "the certificate cannot be parsed".to_string())?;
+    let mut dns = Vec::new();
+    let mut proof = None;
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for n in &san.general_names {
+                match n {
+                    GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                    _ => return Err("the certificate names more than the DNS name".into()),
+                }
+            }
+        }
+        if ext.oid.to_id_string() == ACME_IDENTIFIER_OID {
+            if !ext.critical {
+                return Err("the acmeIdentifier extension is not critical".into());
+            }
+            proof = Some(ext.value.to_vec());
+        }
+    }
+    if dns != [name.to_string()] {
+        return Err(format!("the certificate must name exactly `{name}`"));
+    }
+    // The extension's value is an OCTET STRING of the 32-byte digest.
+    let mut expected = vec![0x04, 0x20];
+    expected.extend_from_slice(want);
+    match proof {
+        Some(v) if v == expected => Ok(()),
+        Some(_) => Err("the acmeIdentifier does not match the key authorization".into()),
+        None => Err("the certificate has no acmeIdentifier extension".into()),
+    }
+}
+
+/// A verifier for the tls-alpn-01 handshake: the certificate is self-signed
+/// and judged by `check_alpn_cert`; handshake signatures are still verified.
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        use rustls::SignatureScheme::*;
+        vec![
+            ECDSA_NISTP256_SHA256,
+            ECDSA_NISTP384_SHA384,
+            ED25519,
+            RSA_PSS_SHA256,
+            RSA_PSS_SHA384,
+            RSA_PSS_SHA512,
+            RSA_PKCS1_SHA256,
+            RSA_PKCS1_SHA384,
+            RSA_PKCS1_SHA512,
+        ]
+    }
+}
+
+/// Verify a handshake signature with the key of a certificate webpki would not
+/// parse (the acmeIdentifier extension is critical and unknown to it).
+fn handshake_signature(
+    message: &[u8],
+    cert: &rustls_pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use ring::signature as sig;
+    use rustls::SignatureScheme::*;
+    use x509_parser::prelude::FromDer;
+    let bad = || rustls::Error::General("tls-alpn-01: bad handshake signature".into());
+    let (_, c) =
+        x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).map_err(|_| bad())?;
+    let key: &[u8] = &c.public_key().subject_public_key.data;
+    let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
+        ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        ED25519 => &sig::ED25519,
+        RSA_PSS_SHA256 => &sig::RSA_PSS_2048_8192_SHA256,
+        RSA_PSS_SHA384 => &sig::RSA_PSS_2048_8192_SHA384,
+        RSA_PSS_SHA512 => &sig::RSA_PSS_2048_8192_SHA512,
+        RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        RSA_PKCS1_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        _ => return Err(bad()),
+    };
+    sig::UnparsedPublicKey::new(alg, key)
+        .verify(message, dss.signature())
+        .map_err(|_| bad())?;
+    Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
 
 async fn fetch(

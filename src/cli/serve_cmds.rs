@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// The port http-01 challenges are fetched from
     #[arg(long, value_name = "PORT", default_value_t = 80)]
     pub acme_http01_port: u16,
+    /// The port tls-alpn-01 challenges are validated on
+    #[arg(
+        long = "acme-tlsalpn01-port",
+        value_name = "PORT",
+        default_value_t = 443
+    )]
+    pub acme_tlsalpn01_port: u16,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -60,6 +67,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         require_eab: a.acme_require_eab,
         eab_keys,
         http01_port: a.acme_http01_port,
+        tlsalpn01_port: a.acme_tlsalpn01_port,
     })?;
     Ok(Outcome::Done)
 }

@@ -851,3 +851,73 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
         "{serial} not in {list}"
     );
 }
+
+/// lego (Debian package): tls-alpn-01 on a loopback port, with
+/// `--acme-require-eab`: refused without a binding, served with one.
+#[test]
+fn lego_with_eab_gets_a_certificate_through_tls_alpn_01() {
+    if Command::new("lego").arg("--version").output().is_err() {
+        eprintln!("skipped: lego is not installed (apt-get install lego)");
+        return;
+    }
+    let env = constrained_ca();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let alpn_port = free();
+    let hmac = B64.encode([7u8; 32]);
+    let eab = format!("kid-1={hmac}");
+    let mut server = Server::start(
+        &env,
+        &[
+            "--acme-require-eab",
+            "--acme-eab-key",
+            &eab,
+            "--acme-tlsalpn01-port",
+            &alpn_port,
+        ],
+    );
+    let lego = |dir: &str, extra: &[&str]| {
+        Command::new("lego")
+            .env("LEGO_CA_CERTIFICATES", env.ca_dir().join("root.pem"))
+            .args([
+                "--server",
+                &server.url("/acme/directory"),
+                "--email",
+                "ops@localhost",
+                "--domains",
+                "localhost",
+                "--tls",
+                "--tls.port",
+                &format!("127.0.0.1:{alpn_port}"),
+                "--accept-tos",
+                "--path",
+            ])
+            .arg(env.path(dir))
+            .args(extra)
+            .arg("run")
+            .output()
+            .unwrap()
+    };
+    let out = lego("lego-no-eab", &[]);
+    assert!(!out.status.success(), "{}", crate::common::text(&out));
+    let out = lego("lego", &["--eab", "--kid", "kid-1", "--hmac", &hmac]);
+    assert!(
+        out.status.success(),
+        "lego failed:\n{}",
+        crate::common::text(&out)
+    );
+    assert_eq!(server.stop(), 0);
+    let crt = "lego/certificates/localhost.crt";
+    let text = env.x509_text(crt);
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("Client Authentication"), "{text}");
+    env.openssl_ok(&["verify", "-CAfile", "ca/root.pem", "-untrusted", crt, crt]);
+    // Recorded: the server's own certificate and lego's.
+    assert_eq!(env.store_count(), 2);
+}
