@@ -933,6 +933,7 @@ impl App {
                 "newAccount": format!("{base}/acme/new-account"),
                 "newOrder": format!("{base}/acme/new-order"),
                 "revokeCert": format!("{base}/acme/revoke-cert"),
+                "keyChange": format!("{base}/acme/key-change"),
                 "meta": {"externalAccountRequired": self.require_eab},
             }),
         )
@@ -1005,6 +1006,7 @@ impl App {
         let rest = &path["/acme/".len()..];
         match rest.split('/').collect::<Vec<_>>().as_slice() {
             ["new-order"] => self.new_order(base, &account, &post).await,
+            ["key-change"] => self.key_change(base, &account, &post, &key),
             ["acct", id] => self.account(base, &account, id, &post),
             ["order", id] => self.order_get(base, &account, id),
             ["order", id, "finalize"] => self.finalize(base, &account, id, &post).await,
@@ -1105,6 +1107,65 @@ impl App {
         st.accounts.insert(id.clone(), a);
         st.by_thumbprint.insert(thumb, id.clone());
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
+    }
+
+    /// Account key rollover (RFC 8555 §7.3.5): the outer JWS by the account's
+    /// key, the inner by the new key over `{account, oldKey}`.
+    fn key_change(
+        &self,
+        base: &str,
+        account: &str,
+        post: &Post,
+        old: &Jwk,
+    ) -> Result<Reply, Problem> {
+        let inner = Jws::parse_key_change(&post.jws.payload).map_err(Problem::jws)?;
+        let Signer::Jwk(new) = &inner.signer else {
+            return Err(Problem::malformed("the inner JWS must carry the new key"));
+        };
+        inner.verify(new).map_err(Problem::jws)?;
+        if inner.url != post.jws.url {
+            return Err(Problem::malformed(
+                "the inner JWS must be signed for the same URL as the outer",
+            ));
+        }
+        let p = inner.json().map_err(Problem::jws)?;
+        let kid = format!("{base}/acme/acct/{account}");
+        if p.get("account").and_then(Value::as_str) != Some(kid.as_str()) {
+            return Err(Problem::malformed(
+                "the inner payload names another account",
+            ));
+        }
+        let old_key = p
+            .get("oldKey")
+            .map(Jwk::from_json)
+            .transpose()
+            .map_err(Problem::jws)?;
+        if old_key.as_ref() != Some(old) {
+            return Err(Problem::malformed(
+                "the inner payload's `oldKey` is not the account's key",
+            ));
+        }
+        let thumb = new.thumbprint();
+        let mut st = self.state();
+        if let Some(other) = st.by_thumbprint.get(&thumb) {
+            let mut p = Problem::new(
+                StatusCode::CONFLICT,
+                "malformed",
+                "the new key is already an account's key",
+            );
+            p.detail = format!("{} ({base}/acme/acct/{other})", p.detail);
+            return Err(p);
+        }
+        let a = st
+            .accounts
+            .get_mut(account)
+            .ok_or_else(Problem::not_found)?;
+        let old_thumb = std::mem::replace(&mut a.thumbprint, thumb.clone());
+        a.key = new.clone();
+        let body = Self::account_json(base, account, a);
+        st.by_thumbprint.remove(&old_thumb);
+        st.by_thumbprint.insert(thumb, account.to_string());
+        Ok(Reply::json(StatusCode::OK, body))
     }
 
     fn account(&self, base: &str, account: &str, id: &str, post: &Post) -> Result<Reply, Problem> {

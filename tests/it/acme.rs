@@ -921,3 +921,41 @@ fn lego_with_eab_gets_a_certificate_through_tls_alpn_01() {
     // Recorded: the server's own certificate and lego's.
     assert_eq!(env.store_count(), 2);
 }
+
+#[test]
+fn acme_account_key_rollover_moves_the_account_to_the_new_key() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let kid = c.kid.clone().unwrap();
+    let new = Client::new(&env, &server);
+    let url = format!("{}/acme/key-change", c.base());
+    // The inner JWS: the new key over {account, oldKey}, no nonce.
+    let protected = B64.encode(json!({"alg": "ES256", "jwk": new.jwk(), "url": url}).to_string());
+    let payload = B64.encode(json!({"account": kid, "oldKey": c.jwk()}).to_string());
+    let sig = new
+        .key
+        .sign(&new.rng, format!("{protected}.{payload}").as_bytes())
+        .unwrap();
+    let inner =
+        json!({"protected": protected, "payload": payload, "signature": B64.encode(sig.as_ref())});
+    // oldKey wrong: refused.
+    let bad_payload = B64.encode(json!({"account": kid, "oldKey": new.jwk()}).to_string());
+    let bad_sig = new
+        .key
+        .sign(&new.rng, format!("{protected}.{bad_payload}").as_bytes())
+        .unwrap();
+    let bad = json!({"protected": protected, "payload": bad_payload, "signature": B64.encode(bad_sig.as_ref())});
+    assert_eq!(
+        c.post("/acme/key-change", Some(&bad)).problem(),
+        "malformed"
+    );
+    let a = c.post("/acme/key-change", Some(&inner));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    // The old key no longer signs for the account; the new one does.
+    assert_eq!(c.order(&["localhost"]).problem(), "malformed");
+    let mut moved = new;
+    moved.kid = Some(kid);
+    assert_eq!(moved.order(&["localhost"]).status, 201);
+}
