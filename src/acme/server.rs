@@ -1490,7 +1490,11 @@ impl App {
         }
         let issued = self
             .engine
-            .issue(&self.profile, csr_der, Some(format!("acme-order-{id}")))
+            .issue(
+                &self.profile,
+                csr_der,
+                Some(format!("acme/acct/{account}/order/{id}")),
+            )
             .await;
         let mut st = self.state();
         match issued {

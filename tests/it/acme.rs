@@ -546,6 +546,15 @@ fn acme_issues_through_the_engine_and_refuses_client_auth_and_ca_csrs() {
         revoked[0]["revocation"]["reason"], "superseded",
         "{revoked}"
     );
+    // The record and its audit entries name the ACME account and order.
+    let account = c.kid.as_deref().unwrap().rsplit('/').next().unwrap();
+    let rid = revoked[0]["request_id"].as_str().unwrap();
+    assert!(
+        rid.starts_with(&format!("acme/acct/{account}/order/")),
+        "{rid}"
+    );
+    let audit = env.json(&["audit"]).to_string();
+    assert!(audit.contains(account), "{audit}");
 }
 
 #[test]
