@@ -1772,27 +1772,11 @@ async fn validate(app: Arc<App>, job: Validation) {
 /// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
 /// identifier's own addresses only, following no redirect.
 async fn http01(job: &Validation) -> std::result::Result<(), (&'static str, String)> {
-    let (host, addrs): (String, Vec<SocketAddr>) = match &job.identifier {
-        Identifier::Ip(ip) => (
-            match ip {
-                IpAddr::V6(v6) => format!("[{v6}]"),
-                IpAddr::V4(v4) => v4.to_string(),
-            },
-            vec![SocketAddr::new(*ip, job.port)],
-        ),
-        Identifier::Dns(name) => {
-            let found = tokio::time::timeout(
-                VALIDATION_TIMEOUT,
-                tokio::net::lookup_host((name.as_str(), job.port)),
-            )
-            .await;
-            match found {
-                Ok(Ok(a)) => (name.clone(), a.take(8).collect()),
-                Ok(Err(e)) => return Err(("dns", format!("cannot resolve `{name}`: {e}"))),
-                Err(_) => return Err(("dns", format!("resolving `{name}` timed out"))),
-            }
-        }
+    let host = match &job.identifier {
+        Identifier::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+        other => other.value(),
     };
+    let addrs = addresses(&job.identifier, job.port).await?;
     if addrs.is_empty() {
         return Err(("dns", format!("`{host}` has no address")));
     }

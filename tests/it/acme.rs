@@ -112,6 +112,13 @@ fn https(env: &Env, port: u16, method: &str, path: &str, ctype: &str, body: &[u8
 
 /// Send raw request bytes over HTTPS and read the answer.
 fn send(env: &Env, port: u16, req: &[u8]) -> Answer {
+    let mut tls = tls_stream(env, port);
+    tls.write_all(req).unwrap();
+    read_answer(tls)
+}
+
+/// A TLS connection to the server, trusting the CA's root.
+fn tls_stream(env: &Env, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let root = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap();
     for p in pem::parse_many(&root).unwrap() {
@@ -129,8 +136,11 @@ fn send(env: &Env, port: u16, req: &[u8]) -> Answer {
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(req).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Read an answer to the end of the connection.
+fn read_answer(mut tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Answer {
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let split = raw
@@ -967,4 +977,75 @@ fn acme_account_key_rollover_moves_the_account_to_the_new_key() {
     let mut moved = new;
     moved.kid = Some(kid);
     assert_eq!(moved.order(&["localhost"]).status, 201);
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let env = constrained_ca();
+    let mut server = Server::start(&env, &[]);
+    let body = b"{\"protected\":\"x\"}";
+    let head = format!(
+        "POST /acme/new-account HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/jose+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.port,
+        body.len()
+    );
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    // Still answering the request it had begun; no new connections.
+    tls.write_all(body).unwrap();
+    let a = read_answer(tls);
+    assert_eq!(a.status, 400);
+    assert_eq!(a.problem(), "malformed");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(("127.0.0.1", server.port)).is_err());
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn acme_ip_identifier_is_validated_over_http_01() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let o = c.post(
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})),
+    );
+    assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    let order_path = c.path_of(o.header("location").unwrap());
+    let authz = c
+        .post(
+            &c.path_of(o.json()["authorizations"][0].as_str().unwrap()),
+            None,
+        )
+        .json();
+    // Only http-01 for an IP.
+    assert_eq!(authz["challenges"].as_array().unwrap().len(), 1, "{authz}");
+    let chall = &authz["challenges"][0];
+    *answer.lock().unwrap() = format!("{}.{}", chall["token"].as_str().unwrap(), c.thumbprint());
+    c.post(&c.path_of(chall["url"].as_str().unwrap()), Some(&json!({})));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c.post(&order_path, None).json()["status"].clone();
+        if status != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status, "ready");
+    // An IP outside the constraints is a rejected identifier.
+    let o = c.post(
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "ip", "value": "192.0.2.1"}]})),
+    );
+    assert_eq!(o.problem(), "rejectedIdentifier");
 }
