@@ -565,6 +565,8 @@ struct Order {
     identifiers: Vec<Identifier>,
     authzs: Vec<String>,
     certificate: Option<String>,
+    /// The issued certificate's SHA-256 (hex), for revocation by the account.
+    cert_sha256: Option<String>,
     error: Option<Value>,
 }
 
@@ -606,6 +608,8 @@ struct State {
     accounts: HashMap<String, Account>,
     by_thumbprint: HashMap<String, String>,
     orders: HashMap<String, Order>,
+    /// Order ids, oldest first: the oldest are forgotten to bound memory.
+    order_queue: std::collections::VecDeque<String>,
     authzs: HashMap<String, Authz>,
     challenges: HashMap<String, String>,
     certs: HashMap<String, (String, String)>,
@@ -621,11 +625,41 @@ impl State {
             accounts: HashMap::new(),
             by_thumbprint: HashMap::new(),
             orders: HashMap::new(),
+            order_queue: std::collections::VecDeque::new(),
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             certs: HashMap::new(),
             issued_to: HashMap::new(),
             used_eab: HashSet::new(),
+        }
+    }
+}
+
+impl State {
+    /// Forget the oldest orders (with their authorizations, challenges and
+    /// certificate downloads; the certificates stay in the store) until at most
+    /// `keep` remain.
+    fn make_room(&mut self, keep: usize) {
+        while self.orders.len() > keep {
+            let Some(id) = self.order_queue.pop_front() else {
+                break;
+            };
+            let Some(o) = self.orders.remove(&id) else {
+                continue;
+            };
+            for a in &o.authzs {
+                if let Some(a) = self.authzs.remove(a) {
+                    for c in &a.challenges {
+                        self.challenges.remove(&c.id);
+                    }
+                }
+            }
+            if let Some(c) = &o.certificate {
+                self.certs.remove(c);
+            }
+            if let Some(h) = &o.cert_sha256 {
+                self.issued_to.remove(h);
+            }
         }
     }
 }
@@ -1264,13 +1298,7 @@ impl App {
         let expires = now + ORDER_LIFETIME;
         let order_id = random_id();
         let mut st = self.state();
-        if st.orders.len() >= MAX_ORDERS {
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rateLimited",
-                "too many orders in flight",
-            ));
-        }
+        st.make_room(MAX_ORDERS - 1);
         let mut authzs = Vec::new();
         for i in &ids {
             let authz_id = random_id();
@@ -1313,10 +1341,12 @@ impl App {
             identifiers: ids,
             authzs,
             certificate: None,
+            cert_sha256: None,
             error: None,
         };
         let body = order_json(base, &order_id, &order);
         st.orders.insert(order_id.clone(), order);
+        st.order_queue.push_back(order_id.clone());
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/order/{order_id}")))
     }
 
@@ -1507,6 +1537,7 @@ impl App {
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
                 o.status = "valid";
                 o.certificate = Some(cert_id);
+                o.cert_sha256 = Some(i.record.sha256.clone());
                 Ok(Reply::json(StatusCode::OK, order_json(base, id, o))
                     .at(format!("{base}/acme/order/{id}")))
             }
@@ -2084,5 +2115,63 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(&b[..size]);
         b = b.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(account: &str, authz: &str) -> Order {
+        Order {
+            account: account.into(),
+            status: "valid",
+            expires: OffsetDateTime::now_utc(),
+            identifiers: vec![Identifier::Dns("a.test".into())],
+            authzs: vec![authz.into()],
+            certificate: Some(format!("cert-{authz}")),
+            cert_sha256: Some(format!("sha-{authz}")),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_orders_are_forgotten_with_what_hangs_on_them() {
+        let mut st = State::new();
+        for i in 0..5 {
+            let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
+            st.orders.insert(o.clone(), order("acct", &a));
+            st.order_queue.push_back(o.clone());
+            st.challenges.insert(c.clone(), a.clone());
+            st.authzs.insert(
+                a.clone(),
+                Authz {
+                    account: "acct".into(),
+                    order: o,
+                    identifier: Identifier::Dns("a.test".into()),
+                    status: "valid",
+                    expires: OffsetDateTime::now_utc(),
+                    challenges: vec![Challenge {
+                        typ: ChallengeType::Http01,
+                        id: c,
+                        token: "t".into(),
+                        status: "valid",
+                        validated: None,
+                        error: None,
+                    }],
+                },
+            );
+            st.certs
+                .insert(format!("cert-{a}"), ("acct".into(), "pem".into()));
+            st.issued_to.insert(format!("sha-{a}"), "acct".into());
+        }
+        st.make_room(2);
+        assert_eq!(st.orders.len(), 2);
+        assert!(st.orders.contains_key("o3") && st.orders.contains_key("o4"));
+        assert_eq!(st.authzs.len(), 2);
+        assert_eq!(st.challenges.len(), 2);
+        assert_eq!(st.certs.len(), 2);
+        assert_eq!(st.issued_to.len(), 2);
+        assert_eq!(st.order_queue.len(), 2);
     }
 }
