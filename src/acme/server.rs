@@ -129,6 +129,10 @@ enum Job {
         request_id: Option<String>,
         reply: oneshot::Sender<Result<Issued>>,
     },
+    Lookup {
+        serial: String,
+        reply: oneshot::Sender<Result<Option<crate::store::Record>>>,
+    },
     Revoke {
         sha256: String,
         reason: crate::crl::Reason,
@@ -222,6 +226,9 @@ impl Engine {
                             };
                             let _ = reply.send(issuer.issue(&req, now));
                         }
+                        Job::Lookup { serial, reply } => {
+                            let _ = reply.send(store.find(&serial));
+                        }
                         Job::Revoke {
                             sha256,
                             reason,
@@ -254,6 +261,14 @@ impl Engine {
                 content: Box::new(content),
                 reply,
             })
+            .map_err(|_| engine_gone())?;
+        rx.await.map_err(|_| engine_gone())?
+    }
+
+    async fn lookup(&self, serial: String) -> Result<Option<crate::store::Record>> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Lookup { serial, reply })
             .map_err(|_| engine_gone())?;
         rx.await.map_err(|_| engine_gone())?
     }
@@ -792,6 +807,7 @@ struct Reply {
     body: Vec<u8>,
     location: Option<String>,
     links: Vec<String>,
+    retry_after: Option<u32>,
 }
 
 impl Reply {
@@ -802,6 +818,7 @@ impl Reply {
             body: v.to_string().into_bytes(),
             location: None,
             links: Vec::new(),
+            retry_after: None,
         }
     }
     fn at(mut self, url: String) -> Reply {
@@ -870,6 +887,10 @@ impl App {
         let method = req.method().clone();
         let (result, with_nonce) = match (&method, path.as_str()) {
             (&Method::GET, "/acme/directory") => (Ok(self.directory(&base)), false),
+            (&Method::GET, p) if p.starts_with("/acme/renewal-info/") => (
+                self.renewal_info(&p["/acme/renewal-info/".len()..]).await,
+                false,
+            ),
             (&Method::HEAD, "/acme/new-nonce") => (
                 Ok(Reply {
                     status: StatusCode::OK,
@@ -877,6 +898,7 @@ impl App {
                     body: Vec::new(),
                     location: None,
                     links: Vec::new(),
+                    retry_after: None,
                 }),
                 true,
             ),
@@ -887,6 +909,7 @@ impl App {
                     body: Vec::new(),
                     location: None,
                     links: Vec::new(),
+                    retry_after: None,
                 }),
                 true,
             ),
@@ -929,16 +952,27 @@ impl App {
             _ => (Err(Problem::not_found()), false),
         };
         let mut builder = Response::builder();
-        let (status, ctype, body, location, links) = match result {
-            Ok(r) => (r.status, r.content_type, r.body, r.location, r.links),
+        let (status, ctype, body, location, links, retry_after) = match result {
+            Ok(r) => (
+                r.status,
+                r.content_type,
+                r.body,
+                r.location,
+                r.links,
+                r.retry_after,
+            ),
             Err(p) => (
                 p.status,
                 "application/problem+json",
                 p.body().to_string().into_bytes(),
                 None,
                 Vec::new(),
+                None,
             ),
         };
+        if let Some(secs) = retry_after {
+            builder = builder.header(hyper::header::RETRY_AFTER, secs);
+        }
         builder = builder.status(status).header(CONTENT_TYPE, ctype).header(
             LINK,
             header(&format!("<{base}/acme/directory>;rel=\"index\"")),
@@ -968,9 +1002,49 @@ impl App {
                 "newOrder": format!("{base}/acme/new-order"),
                 "revokeCert": format!("{base}/acme/revoke-cert"),
                 "keyChange": format!("{base}/acme/key-change"),
+                "renewalInfo": format!("{base}/acme/renewal-info"),
                 "meta": {"externalAccountRequired": self.require_eab},
             }),
         )
+    }
+
+    /// renewalInfo (ARI, RFC 9773): `AKI.SERIAL` (base64url each) → the window
+    /// to renew in: the last third of the lifetime but its final sixth; for a
+    /// revoked certificate, a window already past (renew now).
+    async fn renewal_info(&self, cert_id: &str) -> Result<Reply, Problem> {
+        let bad = || Problem::malformed("a renewalInfo id is base64url(AKI).base64url(serial)");
+        let (aki, serial) = cert_id.split_once('.').ok_or_else(bad)?;
+        let aki = B64.decode(aki).map_err(|_| bad())?;
+        let serial = B64.decode(serial).map_err(|_| bad())?;
+        if aki.is_empty() || serial.is_empty() || serial.len() > 21 {
+            return Err(bad());
+        }
+        let rec = self
+            .engine
+            .lookup(crate::hex::encode(&serial))
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .filter(|r| {
+                r.issuer_key_id
+                    .eq_ignore_ascii_case(&crate::hex::encode(&aki))
+            })
+            .ok_or_else(Problem::not_found)?;
+        let now = OffsetDateTime::now_utc();
+        let (start, end) = if rec.status_at(now) == crate::store::Status::Revoked {
+            (
+                now - time::Duration::hours(1),
+                now - time::Duration::minutes(1),
+            )
+        } else {
+            let life = rec.not_after - rec.not_before;
+            (rec.not_before + life * 2 / 3, rec.not_before + life * 5 / 6)
+        };
+        let mut r = Reply::json(
+            StatusCode::OK,
+            json!({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}),
+        );
+        r.retry_after = Some(21600);
+        Ok(r)
     }
 
     /// Verify a POST's JWS (RFC 8555 §6.2–6.5) and route it.
@@ -1598,6 +1672,7 @@ impl App {
                 body: Vec::new(),
                 location: None,
                 links: Vec::new(),
+                retry_after: None,
             }),
             Err(Error::Refused(r))
                 if r.messages().iter().any(|m| m.contains("already revoked")) =>
@@ -1625,6 +1700,7 @@ impl App {
             body: chain.clone().into_bytes(),
             location: None,
             links: Vec::new(),
+            retry_after: None,
         })
     }
 }

@@ -527,8 +527,34 @@ fn acme_issues_through_the_engine_and_refuses_client_auth_and_ca_csrs() {
     assert!(text.contains("TLS Web Server Authentication"), "{text}");
     assert!(!text.contains("TLS Web Client Authentication"), "{text}");
 
-    // revokeCert: another account may not; the ordering account may, once.
+    // renewalInfo (ARI): a window in the last third of the lifetime.
     let leaf_der = blocks[0].contents().to_vec();
+    let ari = format!("/acme/renewal-info/{}", ari_id(&leaf_der));
+    let w = https(&env, server.port, "GET", &ari, "text/plain", b"");
+    assert_eq!(w.status, 200, "{}", String::from_utf8_lossy(&w.body));
+    assert!(w.header("retry-after").is_some());
+    let win = w.json();
+    let start = win["suggestedWindow"]["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let end = win["suggestedWindow"]["end"].as_str().unwrap().to_string();
+    assert!(start < end, "{win}");
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(start > now, "{win}");
+    let w = https(
+        &env,
+        server.port,
+        "GET",
+        "/acme/renewal-info/AAAA.AAAA",
+        "text/plain",
+        b"",
+    );
+    assert_eq!(w.status, 404);
+
+    // revokeCert: another account may not; the ordering account may, once.
     let revoke = json!({"certificate": B64.encode(&leaf_der), "reason": 4});
     let mut other = Client::new(&env, &server);
     other.register();
@@ -545,6 +571,10 @@ fn acme_issues_through_the_engine_and_refuses_client_auth_and_ca_csrs() {
         c.post("/acme/revoke-cert", Some(&revoke)).problem(),
         "alreadyRevoked"
     );
+    // ARI after revocation: a window already past (renew now).
+    let win = https(&env, server.port, "GET", &ari, "text/plain", b"").json();
+    let end = win["suggestedWindow"]["end"].as_str().unwrap().to_string();
+    assert!(end < now && end < start, "{win}");
 
     assert_eq!(server.stop(), 0);
     // Recorded: the server's own certificate and this one, nothing for the refused CSRs.
@@ -1048,4 +1078,21 @@ fn acme_ip_identifier_is_validated_over_http_01() {
         Some(&json!({"identifiers": [{"type": "ip", "value": "192.0.2.1"}]})),
     );
     assert_eq!(o.problem(), "rejectedIdentifier");
+}
+
+/// The ARI certificate id: base64url(authorityKeyIdentifier).base64url(serial).
+fn ari_id(der: &[u8]) -> String {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref(),
+            _ => None,
+        })
+        .unwrap()
+        .0;
+    format!("{}.{}", B64.encode(aki), B64.encode(cert.raw_serial()))
 }
