@@ -94,6 +94,8 @@ pub struct ServeOptions {
     pub http01_port: u16,
     /// The port tls-alpn-01 challenges are validated on.
     pub tlsalpn01_port: u16,
+    /// Requests per second each account may make (bursts of twice that); 0: no limit.
+    pub rate_limit: u32,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -400,6 +402,7 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
         eab_keys: opts.eab_keys.clone(),
         http01_port: opts.http01_port,
         tlsalpn01_port: opts.tlsalpn01_port,
+        rate_limit: opts.rate_limit,
         fallback_host: local.to_string(),
     });
 
@@ -631,6 +634,8 @@ struct State {
     /// Certificates issued here (SHA-256 hex) → the account that ordered them.
     issued_to: HashMap<String, String>,
     used_eab: HashSet<String>,
+    /// Per-account token buckets: tokens left, last refill.
+    buckets: HashMap<String, (f64, Instant)>,
 }
 
 impl State {
@@ -646,6 +651,7 @@ impl State {
             certs: HashMap::new(),
             issued_to: HashMap::new(),
             used_eab: HashSet::new(),
+            buckets: HashMap::new(),
         }
     }
 }
@@ -708,6 +714,7 @@ struct Problem {
     kind: String,
     detail: String,
     subproblems: Vec<Value>,
+    retry_after: Option<u32>,
 }
 
 const ACME_ERR: &str = "urn:ietf:params:acme:error:";
@@ -719,6 +726,7 @@ impl Problem {
             kind: format!("{ACME_ERR}{kind}"),
             detail: detail.into(),
             subproblems: Vec::new(),
+            retry_after: None,
         }
     }
     fn malformed(detail: impl Into<String>) -> Problem {
@@ -743,6 +751,7 @@ impl Problem {
             kind: e.problem_type().to_string(),
             detail: e.to_string(),
             subproblems: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -776,6 +785,7 @@ impl Problem {
                 r.messages().join("; ")
             ),
             subproblems: subs,
+            retry_after: None,
         }
     }
 
@@ -848,6 +858,7 @@ struct App {
     eab_keys: HashMap<String, Vec<u8>>,
     http01_port: u16,
     tlsalpn01_port: u16,
+    rate_limit: u32,
     fallback_host: String,
 }
 
@@ -967,7 +978,7 @@ impl App {
                 p.body().to_string().into_bytes(),
                 None,
                 Vec::new(),
-                None,
+                p.retry_after,
             ),
         };
         if let Some(secs) = retry_after {
@@ -1103,6 +1114,27 @@ impl App {
             }
         };
         jws.verify(&key).map_err(Problem::jws)?;
+        if let (Some(acct), true) = (&account, self.rate_limit > 0) {
+            let rate = f64::from(self.rate_limit);
+            let now = Instant::now();
+            let mut st = self.state();
+            let b = st.buckets.entry(acct.clone()).or_insert((2.0 * rate, now));
+            b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(2.0 * rate);
+            b.1 = now;
+            if b.0 < 1.0 {
+                let mut p = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rateLimited",
+                    format!(
+                        "over {} requests per second for this account",
+                        self.rate_limit
+                    ),
+                );
+                p.retry_after = Some(1);
+                return Err(p);
+            }
+            b.0 -= 1.0;
+        }
         let post = Post { jws, account };
         if new_account {
             return self.new_account(base, &post, &key);
@@ -1177,6 +1209,7 @@ impl App {
                     kind: e.problem_type().to_string(),
                     detail: e.to_string(),
                     subproblems: Vec::new(),
+                    retry_after: None,
                 })?;
                 eab_kid = Some(kid);
             }

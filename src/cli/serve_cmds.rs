@@ -39,6 +39,9 @@ pub struct ServeArgs {
         default_value_t = 443
     )]
     pub acme_tlsalpn01_port: u16,
+    /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub acme_rate_limit: u32,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -68,6 +71,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         eab_keys,
         http01_port: a.acme_http01_port,
         tlsalpn01_port: a.acme_tlsalpn01_port,
+        rate_limit: a.acme_rate_limit,
     })?;
     Ok(Outcome::Done)
 }

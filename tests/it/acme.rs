@@ -1096,3 +1096,18 @@ fn ari_id(der: &[u8]) -> String {
         .0;
     format!("{}.{}", B64.encode(aki), B64.encode(cert.raw_serial()))
 }
+
+#[test]
+fn acme_requests_over_the_account_rate_limit_are_rate_limited() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &["--acme-rate-limit", "1"]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    // A burst of twice the rate passes, then rateLimited with Retry-After.
+    assert_eq!(c.order(&["localhost"]).status, 201);
+    assert_eq!(c.order(&["localhost"]).status, 201);
+    let a = c.order(&["localhost"]);
+    assert_eq!(a.status, 429);
+    assert_eq!(a.problem(), "rateLimited");
+    assert_eq!(a.header("retry-after"), Some("1"));
+}
