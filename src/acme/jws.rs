@@ -323,6 +323,44 @@ impl Jws {
         })
     }
 
+    /// Parse the inner JWS of an account key change (RFC 8555 §7.3.5): signed
+    /// by the new key (`jwk`), with `url` and without `nonce`. Its `nonce` is
+    /// left empty.
+    pub fn parse_key_change(body: &[u8]) -> Result<Jws, JwsError> {
+        let f: Flattened = serde_json::from_slice(body).map_err(|_| {
+            JwsError::Malformed("the key change payload is not a flattened JWS".into())
+        })?;
+        let decode = |what: &str, s: &str| {
+            B64.decode(s)
+                .map_err(|_| JwsError::Malformed(format!("inner `{what}` is not base64url")))
+        };
+        let header: Value = serde_json::from_slice(&decode("protected", &f.protected)?)
+            .map_err(|_| JwsError::Malformed("the inner protected header is not JSON".into()))?;
+        let text = |m: &str| header.get(m).and_then(Value::as_str).map(String::from);
+        let alg = Alg::parse(&text("alg").ok_or_else(|| {
+            JwsError::BadSignatureAlgorithm("the inner header has no `alg`".into())
+        })?)?;
+        if header.get("nonce").is_some() || header.get("kid").is_some() {
+            return Err(JwsError::Malformed(
+                "the inner JWS of a key change has a `jwk` and no `nonce` or `kid`".into(),
+            ));
+        }
+        let jwk = header
+            .get("jwk")
+            .ok_or_else(|| JwsError::Malformed("the inner JWS has no `jwk`".into()))?;
+        let url =
+            text("url").ok_or_else(|| JwsError::Malformed("the inner JWS has no `url`".into()))?;
+        Ok(Jws {
+            alg,
+            signer: Signer::Jwk(Jwk::from_json(jwk)?),
+            nonce: String::new(),
+            url,
+            payload: decode("payload", &f.payload)?,
+            signing_input: format!("{}.{}", f.protected, f.payload).into_bytes(),
+            signature: decode("signature", &f.signature)?,
+        })
+    }
+
     /// Verify the signature under `key` (the `jwk` of the header, or the
     /// account's key for a `kid`).
     pub fn verify(&self, key: &Jwk) -> Result<(), JwsError> {

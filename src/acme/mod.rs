@@ -1,8 +1,8 @@
-//! ACME (RFC 8555) building blocks for `mtlsca serve` (issue 14). What is here
-//! so far: JWS verification of requests ([`jws`]), replay nonces ([`nonce`]) and
-//! external account binding ([`eab`]). The server, its state in the store and the
-//! challenges are not built yet.
+//! ACME (RFC 8555) for `mtlsca serve` (issue 14): JWS verification of requests
+//! ([`jws`]), replay nonces ([`nonce`]), external account binding ([`eab`]) and
+//! the HTTPS server with its ACME endpoints ([`server`]; state in memory for now).
 
 pub mod eab;
 pub mod jws;
 pub mod nonce;
+pub mod server;

@@ -34,6 +34,7 @@ mod lifecycle_cmds;
 mod prompt;
 mod proxy_cmds;
 pub mod render;
+mod serve_cmds;
 mod verify_cmds;
 
 pub use hints::usage_hint;
@@ -164,6 +165,8 @@ pub enum Command {
     /// A TLS proxy that accepts and verifies peers by the draft (server or client mode)
     #[command(subcommand)]
     Proxy(proxy_cmds::ProxyCmd),
+    /// Serve ACME (RFC 8555) over HTTPS, issuing through this CA
+    Serve(serve_cmds::ServeArgs),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -225,5 +228,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Completions(a) => lifecycle_cmds::completions(a),
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
         Command::Proxy(c) => proxy_cmds::proxy(&ctx, c),
+        Command::Serve(a) => serve_cmds::serve(&ctx, a),
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Each test runs the real
 //! `mtlsca` binary in its own temp dir with a scrubbed environment.
 
+mod acme;
 mod ca;
 mod common;
 mod engine;

@@ -1,0 +1,77 @@
+//! `mtlsca serve`: arguments to [`crate::acme::server::ServeOptions`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use clap::Args;
+
+use super::{Ctx, Outcome};
+use crate::acme::server::{serve as run_server, ServeOptions};
+use crate::error::{Error, Result};
+
+/// `mtlsca serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for HTTPS (port 0: a free port, printed at start)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// A DNS name of this server, put in its certificate (repeatable)
+    #[arg(long = "name", value_name = "DNS", required = true)]
+    pub names: Vec<String>,
+    /// The profile ACME certificates come from (device or workload; never an entity profile)
+    #[arg(long, value_name = "PROFILE", default_value = "device")]
+    pub acme_profile: String,
+    /// Refuse newAccount without external account binding
+    #[arg(long)]
+    pub acme_require_eab: bool,
+    /// An external account binding key, KID=BASE64URL-HMAC-KEY (repeatable; each usable once)
+    #[arg(long = "acme-eab-key", value_name = "KID=KEY")]
+    pub acme_eab_keys: Vec<String>,
+    /// The port http-01 challenges are fetched from
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    pub acme_http01_port: u16,
+    /// The port tls-alpn-01 challenges are validated on
+    #[arg(
+        long = "acme-tlsalpn01-port",
+        value_name = "PORT",
+        default_value_t = 443
+    )]
+    pub acme_tlsalpn01_port: u16,
+    /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub acme_rate_limit: u32,
+}
+
+/// Run the server until SIGTERM or Ctrl-C.
+pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
+    let mut eab_keys = HashMap::new();
+    for k in &a.acme_eab_keys {
+        let (kid, key) = k
+            .split_once('=')
+            .ok_or_else(|| Error::Usage("--acme-eab-key takes KID=BASE64URL-KEY".into()))?;
+        let key = B64
+            .decode(key.trim_end_matches('='))
+            .ok()
+            .filter(|k| k.len() >= 16)
+            .ok_or_else(|| {
+                Error::Usage("--acme-eab-key: the key must be base64url, at least 16 bytes".into())
+            })?;
+        eab_keys.insert(kid.to_string(), key);
+    }
+    run_server(ServeOptions {
+        ca_dir: ctx.global.ca_dir.clone(),
+        lock_timeout: ctx.global.lock_timeout,
+        passphrase: ctx.passphrase_source(),
+        listen: a.listen,
+        names: a.names,
+        acme_profile: a.acme_profile,
+        require_eab: a.acme_require_eab,
+        eab_keys,
+        http01_port: a.acme_http01_port,
+        tlsalpn01_port: a.acme_tlsalpn01_port,
+        rate_limit: a.acme_rate_limit,
+    })?;
+    Ok(Outcome::Done)
+}

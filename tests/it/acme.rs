@@ -1,0 +1,1113 @@
+//! `mtlsca serve` with ACME (issue 14): a real client (certbot) when installed,
+//! and an in-test ACME client (ES256 JWS over rustls) for refusals and hostile input.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+
+use crate::common::Env;
+
+/// A running `mtlsca serve`; SIGTERMed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut child = env
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mtlsca serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
+        Server { child, port }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn stop(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// An answer: status, headers (lowercase names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn problem(&self) -> String {
+        let v = self.json();
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{v}"
+        );
+        v["type"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches("urn:ietf:params:acme:error:")
+            .to_string()
+    }
+}
+
+/// HTTPS over rustls, trusting the CA's root; one request per connection.
+fn https(env: &Env, port: u16, method: &str, path: &str, ctype: &str, body: &[u8]) -> Answer {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    send(env, port, &req)
+}
+
+/// Send raw request bytes over HTTPS and read the answer.
+fn send(env: &Env, port: u16, req: &[u8]) -> Answer {
+    let mut tls = tls_stream(env, port);
+    tls.write_all(req).unwrap();
+    read_answer(tls)
+}
+
+/// A TLS connection to the server, trusting the CA's root.
+fn tls_stream(env: &Env, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let root = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap();
+    for p in pem::parse_many(&root).unwrap() {
+        roots
+            .add(rustls_pki_types::CertificateDer::from(p.into_contents()))
+            .unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Read an answer to the end of the connection.
+fn read_answer(mut tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Answer {
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+    out
+}
+
+/// A minimal ACME client: one ES256 account key.
+struct Client<'a> {
+    env: &'a Env,
+    port: u16,
+    key: EcdsaKeyPair,
+    pkcs8: Vec<u8>,
+    rng: ring::rand::SystemRandom,
+    kid: Option<String>,
+}
+
+impl<'a> Client<'a> {
+    fn new(env: &'a Env, server: &Server) -> Client<'a> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Client {
+            env,
+            port: server.port,
+            key,
+            pkcs8: pkcs8.as_ref().to_vec(),
+            rng,
+            kid: None,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.key.public_key().as_ref();
+        json!({"crv": "P-256", "kty": "EC", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+    }
+
+    fn thumbprint(&self) -> String {
+        let j = self.jwk();
+        let canon = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap(),
+            j["y"].as_str().unwrap()
+        );
+        B64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canon.as_bytes(),
+        ))
+    }
+
+    fn nonce(&self) -> String {
+        let a = https(
+            self.env,
+            self.port,
+            "HEAD",
+            "/acme/new-nonce",
+            "text/plain",
+            b"",
+        );
+        a.header("replay-nonce").expect("a nonce").to_string()
+    }
+
+    /// A signed body for `url` (None payload: POST-as-GET).
+    fn sign(&self, url: &str, payload: Option<&Value>, nonce: &str) -> Vec<u8> {
+        let mut protected = json!({"alg": "ES256", "nonce": nonce, "url": url});
+        match &self.kid {
+            Some(k) => protected["kid"] = json!(k),
+            None => protected["jwk"] = self.jwk(),
+        }
+        let p = B64.encode(protected.to_string());
+        let pl = payload
+            .map(|v| B64.encode(v.to_string()))
+            .unwrap_or_default();
+        let sig = self
+            .key
+            .sign(&self.rng, format!("{p}.{pl}").as_bytes())
+            .unwrap();
+        json!({"protected": p, "payload": pl, "signature": B64.encode(sig.as_ref())})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn post(&self, path: &str, payload: Option<&Value>) -> Answer {
+        let url = format!("{}{path}", self.base());
+        let body = self.sign(&url, payload, &self.nonce());
+        self.raw(path, &body)
+    }
+
+    fn raw(&self, path: &str, body: &[u8]) -> Answer {
+        https(
+            self.env,
+            self.port,
+            "POST",
+            path,
+            "application/jose+json",
+            body,
+        )
+    }
+
+    fn path_of(&self, url: &str) -> String {
+        url.strip_prefix(&self.base()).unwrap().to_string()
+    }
+
+    fn register(&mut self) {
+        let a = self.post(
+            "/acme/new-account",
+            Some(&json!({"termsOfServiceAgreed": true})),
+        );
+        assert!(
+            a.status == 201 || a.status == 200,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        self.kid = Some(a.header("location").unwrap().to_string());
+    }
+
+    /// newOrder for DNS names; returns the answer.
+    fn order(&self, names: &[&str]) -> Answer {
+        let ids: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"type": "dns", "value": n}))
+            .collect();
+        self.post("/acme/new-order", Some(&json!({"identifiers": ids})))
+    }
+}
+
+/// An http-01 responder on loopback answering every request with `body`.
+fn responder(body: Arc<Mutex<String>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.read(&mut buf);
+            let b = body.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            );
+        }
+    });
+    port
+}
+
+/// A CA that permits DNS names under `localhost` and loopback IPs only.
+fn constrained_ca() -> Env {
+    let env = Env::new();
+    env.ok(&[
+        "init",
+        "--name",
+        "ACME Test",
+        "--permit-dns",
+        "localhost",
+        "--permit-ip",
+        "127.0.0.0/8",
+    ]);
+    env
+}
+
+/// Drive an order for `localhost` to `ready` (http-01 answered correctly by a
+/// responder on loopback); returns the order's answer JSON and its path.
+fn ready_order(client: &Client, answer: &Arc<Mutex<String>>) -> (Value, String) {
+    let o = client.order(&["localhost"]);
+    assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    let order_path = client.path_of(o.header("location").unwrap());
+    let order = o.json();
+    let authz = client.post(
+        &client.path_of(order["authorizations"][0].as_str().unwrap()),
+        None,
+    );
+    let chall = &authz.json()["challenges"][0];
+    let token = chall["token"].as_str().unwrap();
+    *answer.lock().unwrap() = format!("{token}.{}", client.thumbprint());
+    let c = client.post(
+        &client.path_of(chall["url"].as_str().unwrap()),
+        Some(&json!({})),
+    );
+    assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = client.post(&order_path, None).json();
+        if last["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (last, order_path)
+}
+
+fn csr_der(env: &Env, name: &str, extra: &[&str]) -> Vec<u8> {
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "csr.key",
+        "-subj",
+    ];
+    let subj = format!("/CN={name}");
+    let san = format!("subjectAltName=DNS:{name}");
+    args.extend([subj.as_str(), "-addext", san.as_str()]);
+    args.extend_from_slice(extra);
+    args.extend(["-outform", "DER", "-out", "csr.der"]);
+    env.openssl_ok(&args);
+    std::fs::read(env.path("csr.der")).unwrap()
+}
+
+#[test]
+fn serve_presents_a_device_certificate_of_the_ca_and_stops_on_sigterm() {
+    let env = constrained_ca();
+    let mut server = Server::start(&env, &[]);
+    let a = https(
+        &env,
+        server.port,
+        "GET",
+        "/acme/directory",
+        "text/plain",
+        b"",
+    );
+    assert_eq!(a.status, 200);
+    let d = a.json();
+    assert_eq!(d["newOrder"], server.url("/acme/new-order"));
+    assert_eq!(server.stop(), 0);
+    // The server's own certificate is recorded like any other.
+    let list = env.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["profile"], "device");
+}
+
+#[test]
+fn an_entity_profile_is_refused_for_acme() {
+    let env = constrained_ca();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "localhost",
+        "--acme-profile",
+        "person",
+    ]);
+    assert_eq!(
+        crate::common::code(&out),
+        2,
+        "{}",
+        crate::common::text(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entity profile"));
+}
+
+#[test]
+fn acme_order_outside_the_name_constraints_is_a_rejected_identifier_with_the_rule() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let a = c.order(&["www.evil.example"]);
+    assert_eq!(a.status, 400);
+    assert_eq!(a.problem(), "rejectedIdentifier");
+    let v = a.json();
+    let sub = &v["subproblems"][0];
+    assert!(
+        sub["rule"].as_str().is_some_and(|r| !r.is_empty()),
+        "no rule code: {v}"
+    );
+    assert!(v["detail"]
+        .as_str()
+        .unwrap()
+        .contains(sub["rule"].as_str().unwrap()));
+}
+
+#[test]
+fn acme_issues_through_the_engine_and_refuses_client_auth_and_ca_csrs() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let mut server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let (order, order_path) = ready_order(&c, &answer);
+    assert_eq!(order["status"], "ready", "{order}");
+    let finalize = c.path_of(order["finalize"].as_str().unwrap());
+
+    // A CSR asking for clientAuth, then one asking for CA:TRUE: badCSR, nothing issued.
+    for extra in [
+        ["-addext", "extendedKeyUsage=clientAuth"],
+        ["-addext", "basicConstraints=critical,CA:TRUE"],
+    ] {
+        let csr = csr_der(&env, "localhost", &extra);
+        let a = c.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));
+        assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.problem(), "badCSR");
+        assert!(
+            a.json()["subproblems"][0]["rule"].is_string(),
+            "{}",
+            a.json()
+        );
+    }
+    // A CSR for another name than the order's: badCSR.
+    let csr = csr_der(&env, "other.localhost", &[]);
+    let a = c.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));
+    assert_eq!(a.problem(), "badCSR");
+
+    // A good CSR: a certificate, serverAuth only, chaining to the root.
+    let csr = csr_der(&env, "localhost", &[]);
+    let a = c.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let order = c.post(&order_path, None).json();
+    assert_eq!(order["status"], "valid");
+    let cert = c.post(&c.path_of(order["certificate"].as_str().unwrap()), None);
+    assert_eq!(
+        cert.header("content-type"),
+        Some("application/pem-certificate-chain")
+    );
+    std::fs::write(env.path("chain.pem"), &cert.body).unwrap();
+    let blocks = pem::parse_many(&cert.body).unwrap();
+    assert_eq!(blocks.len(), 2);
+    std::fs::write(env.path("leaf.pem"), pem::encode(&blocks[0])).unwrap();
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "chain.pem",
+        "-purpose",
+        "sslserver",
+        "leaf.pem",
+    ]);
+    let text = env.x509_text("leaf.pem");
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("TLS Web Client Authentication"), "{text}");
+
+    // renewalInfo (ARI): a window in the last third of the lifetime.
+    let leaf_der = blocks[0].contents().to_vec();
+    let ari = format!("/acme/renewal-info/{}", ari_id(&leaf_der));
+    let w = https(&env, server.port, "GET", &ari, "text/plain", b"");
+    assert_eq!(w.status, 200, "{}", String::from_utf8_lossy(&w.body));
+    assert!(w.header("retry-after").is_some());
+    let win = w.json();
+    let start = win["suggestedWindow"]["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let end = win["suggestedWindow"]["end"].as_str().unwrap().to_string();
+    assert!(start < end, "{win}");
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(start > now, "{win}");
+    let w = https(
+        &env,
+        server.port,
+        "GET",
+        "/acme/renewal-info/AAAA.AAAA",
+        "text/plain",
+        b"",
+    );
+    assert_eq!(w.status, 404);
+
+    // revokeCert: another account may not; the ordering account may, once.
+    let revoke = json!({"certificate": B64.encode(&leaf_der), "reason": 4});
+    let mut other = Client::new(&env, &server);
+    other.register();
+    let a = other.post("/acme/revoke-cert", Some(&revoke));
+    assert_eq!(a.problem(), "unauthorized");
+    let a = c.post(
+        "/acme/revoke-cert",
+        Some(&json!({"certificate": B64.encode(&leaf_der), "reason": 7})),
+    );
+    assert_eq!(a.problem(), "badRevocationReason");
+    let a = c.post("/acme/revoke-cert", Some(&revoke));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        c.post("/acme/revoke-cert", Some(&revoke)).problem(),
+        "alreadyRevoked"
+    );
+    // ARI after revocation: a window already past (renew now).
+    let win = https(&env, server.port, "GET", &ari, "text/plain", b"").json();
+    let end = win["suggestedWindow"]["end"].as_str().unwrap().to_string();
+    assert!(end < now && end < start, "{win}");
+
+    assert_eq!(server.stop(), 0);
+    // Recorded: the server's own certificate and this one, nothing for the refused CSRs.
+    let list = env.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let revoked = env.json(&["list", "--status", "revoked"]);
+    assert_eq!(revoked.as_array().unwrap().len(), 1, "{revoked}");
+    assert_eq!(
+        revoked[0]["revocation"]["reason"], "superseded",
+        "{revoked}"
+    );
+    // The record and its audit entries name the ACME account and order.
+    let account = c.kid.as_deref().unwrap().rsplit('/').next().unwrap();
+    let rid = revoked[0]["request_id"].as_str().unwrap();
+    assert!(
+        rid.starts_with(&format!("acme/acct/{account}/order/")),
+        "{rid}"
+    );
+    let audit = env.json(&["audit"]).to_string();
+    assert!(audit.contains(account), "{audit}");
+}
+
+#[test]
+fn acme_hostile_input_gets_the_right_problem_and_nothing_is_issued() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let mut server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+
+    // Not a JWS.
+    let a = c.raw("/acme/new-account", b"{not json");
+    assert_eq!((a.status, a.problem().as_str()), (400, "malformed"));
+    // Wrong content type.
+    let a = https(
+        &env,
+        server.port,
+        "POST",
+        "/acme/new-account",
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(a.status, 415);
+    // A huge body, announced: refused before it is read.
+    let head = format!(
+        "POST /acme/new-account HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/jose+json\r\nContent-Length: {}\r\n\r\n",
+        server.port,
+        1 << 30
+    );
+    let a = send(&env, server.port, head.as_bytes());
+    assert_eq!(a.status, 413);
+    assert_eq!(a.problem(), "malformed");
+    // Signed for another URL.
+    let url = format!("{}/acme/new-order", c.base());
+    let body = c.sign(&url, Some(&json!({})), &c.nonce());
+    let a = c.raw("/acme/new-account", &body);
+    assert_eq!(a.problem(), "unauthorized");
+    // A replayed nonce.
+    let url = format!("{}/acme/new-account", c.base());
+    let body = c.sign(
+        &url,
+        Some(&json!({"termsOfServiceAgreed": true})),
+        &c.nonce(),
+    );
+    assert_eq!(c.raw("/acme/new-account", &body).status, 201);
+    let a = c.raw("/acme/new-account", &body);
+    assert_eq!(a.problem(), "badNonce");
+    // A made-up nonce.
+    let body = c.sign(&url, Some(&json!({})), "AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(c.raw("/acme/new-account", &body).problem(), "badNonce");
+    // An unknown account.
+    c.kid = Some(format!("{}/acme/acct/nobody", c.base()));
+    assert_eq!(c.order(&["localhost"]).problem(), "accountDoesNotExist");
+    // A bad signature (the body altered after signing).
+    c.kid = None;
+    c.register();
+    let url = format!("{}/acme/new-order", c.base());
+    let body = c.sign(&url, Some(&json!({"identifiers": []})), &c.nonce());
+    let mut v: Value = serde_json::from_slice(&body).unwrap();
+    v["payload"] = json!(
+        B64.encode(json!({"identifiers": [{"type": "dns", "value": "localhost"}]}).to_string())
+    );
+    let a = c.raw("/acme/new-order", v.to_string().as_bytes());
+    assert_eq!(a.problem(), "malformed");
+    assert!(a.json()["detail"].as_str().unwrap().contains("signature"));
+
+    // The account key as certificate key: badCSR (needs a ready order).
+    let (order, _) = ready_order(&c, &answer);
+    assert_eq!(order["status"], "ready", "{order}");
+    let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", c.pkcs8.clone()));
+    std::fs::write(env.path("account.key"), key_pem).unwrap();
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-key",
+        "account.key",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+        "-outform",
+        "DER",
+        "-out",
+        "reuse.der",
+    ]);
+    let csr = std::fs::read(env.path("reuse.der")).unwrap();
+    let fin = c.path_of(order["finalize"].as_str().unwrap());
+    let a = c.post(&fin, Some(&json!({"csr": B64.encode(&csr)})));
+    assert_eq!(a.problem(), "badCSR");
+    assert!(a.json()["detail"].as_str().unwrap().contains("account key"));
+    // A challenge answered with someone else's key authorization: invalid.
+    *answer.lock().unwrap() = "wrong.answer".into();
+    let o = c.order(&["localhost"]);
+    let order_path = c.path_of(o.header("location").unwrap());
+    let authz = c.post(
+        &c.path_of(o.json()["authorizations"][0].as_str().unwrap()),
+        None,
+    );
+    let chall = authz.json()["challenges"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.post(&c.path_of(&chall), Some(&json!({})));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c.post(&order_path, None).json()["status"].clone();
+        if status != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status, "invalid");
+    let authz = c.post(
+        &c.path_of(o.json()["authorizations"][0].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(
+        authz.json()["challenges"][0]["error"]["type"],
+        "urn:ietf:params:acme:error:incorrectResponse"
+    );
+    // Finalizing an invalid order: orderNotReady.
+    let fin = c.path_of(o.json()["finalize"].as_str().unwrap());
+    let csr = csr_der(&env, "localhost", &[]);
+    let a = c.post(&fin, Some(&json!({"csr": B64.encode(&csr)})));
+    assert_eq!(a.problem(), "orderNotReady");
+
+    assert_eq!(server.stop(), 0);
+    // Only the server's own certificate.
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn acme_require_eab_refuses_an_account_without_binding() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &["--acme-require-eab"]);
+    let d = https(
+        &env,
+        server.port,
+        "GET",
+        "/acme/directory",
+        "text/plain",
+        b"",
+    )
+    .json();
+    assert_eq!(d["meta"]["externalAccountRequired"], true);
+    let c = Client::new(&env, &server);
+    let a = c.post(
+        "/acme/new-account",
+        Some(&json!({"termsOfServiceAgreed": true})),
+    );
+    assert_eq!(a.problem(), "externalAccountRequired");
+}
+
+/// certbot (Debian package), standalone http-01 on a loopback port.
+#[test]
+fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
+    if Command::new("certbot").arg("--version").output().is_err() {
+        eprintln!("skipped: certbot is not installed (apt-get install certbot)");
+        return;
+    }
+    let env = constrained_ca();
+    let http01 = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let cb = env.path("certbot");
+    let out = Command::new("certbot")
+        .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
+        .args([
+            "certonly",
+            "--standalone",
+            "--non-interactive",
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "--server",
+            &server.url("/acme/directory"),
+            "--http-01-port",
+            &http01,
+            "--http-01-address",
+            "127.0.0.1",
+            "-d",
+            "localhost",
+            "--config-dir",
+        ])
+        .arg(cb.join("config"))
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certbot failed:\n{}",
+        crate::common::text(&out)
+    );
+    // `certbot renew --force-renewal`: a new certificate for the same name.
+    let out = Command::new("certbot")
+        .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
+        .args([
+            "renew",
+            "--force-renewal",
+            "--no-random-sleep-on-renew",
+            "--non-interactive",
+            "--config-dir",
+        ])
+        .arg(cb.join("config"))
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certbot renew failed:\n{}",
+        crate::common::text(&out)
+    );
+    // `certbot revoke` (by the account), then stop the server.
+    let live_cert = cb.join("config/live/localhost/cert.pem");
+    let revoked_copy = env.path("revoked.pem");
+    std::fs::copy(&live_cert, &revoked_copy).unwrap();
+    let out = Command::new("certbot")
+        .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
+        .args([
+            "revoke",
+            "--non-interactive",
+            "--no-delete-after-revoke",
+            "--reason",
+            "keycompromise",
+            "--server",
+            &server.url("/acme/directory"),
+            "--cert-path",
+        ])
+        .arg(&live_cert)
+        .arg("--config-dir")
+        .arg(cb.join("config"))
+        .arg("--work-dir")
+        .arg(cb.join("work"))
+        .arg("--logs-dir")
+        .arg(cb.join("logs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certbot revoke failed:\n{}",
+        crate::common::text(&out)
+    );
+    assert_eq!(server.stop(), 0);
+    let revoked = env.json(&["list", "--status", "revoked"]);
+    assert_eq!(revoked.as_array().unwrap().len(), 1, "{revoked}");
+    assert_eq!(
+        revoked[0]["revocation"]["reason"], "keyCompromise",
+        "{revoked}"
+    );
+    // The next CRL lists it.
+    env.ok(&["crl"]);
+    let crl_text = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    let serial_upper = revoked[0]["serial"].as_str().unwrap().to_ascii_uppercase();
+    assert!(
+        crl_text.contains(&serial_upper),
+        "{serial_upper} not in\n{crl_text}"
+    );
+    let live = "certbot/config/live/localhost";
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        &format!("{live}/chain.pem"),
+        "-purpose",
+        "sslserver",
+        &format!("{live}/cert.pem"),
+    ]);
+    let text = env.x509_text(&format!("{live}/cert.pem"));
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("Client Authentication"), "{text}");
+    assert!(text.contains("DNS:localhost"), "{text}");
+    // Recorded: `list` sees it (and the server's own certificate).
+    let serial = String::from_utf8_lossy(
+        &env.openssl(&[
+            "x509",
+            "-in",
+            &format!("{live}/cert.pem"),
+            "-noout",
+            "-serial",
+        ])
+        .stdout,
+    )
+    .trim()
+    .trim_start_matches("serial=")
+    .to_ascii_lowercase();
+    let list = env.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["serial"].as_str() == Some(serial.as_str())),
+        "{serial} not in {list}"
+    );
+}
+
+/// lego (Debian package): tls-alpn-01 on a loopback port, with
+/// `--acme-require-eab`: refused without a binding, served with one.
+#[test]
+fn lego_with_eab_gets_a_certificate_through_tls_alpn_01() {
+    if Command::new("lego").arg("--version").output().is_err() {
+        eprintln!("skipped: lego is not installed (apt-get install lego)");
+        return;
+    }
+    let env = constrained_ca();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let alpn_port = free();
+    let hmac = B64.encode([7u8; 32]);
+    let eab = format!("kid-1={hmac}");
+    let mut server = Server::start(
+        &env,
+        &[
+            "--acme-require-eab",
+            "--acme-eab-key",
+            &eab,
+            "--acme-tlsalpn01-port",
+            &alpn_port,
+        ],
+    );
+    let lego = |dir: &str, extra: &[&str]| {
+        Command::new("lego")
+            .env("LEGO_CA_CERTIFICATES", env.ca_dir().join("root.pem"))
+            .args([
+                "--server",
+                &server.url("/acme/directory"),
+                "--email",
+                "ops@localhost",
+                "--domains",
+                "localhost",
+                "--tls",
+                "--tls.port",
+                &format!("127.0.0.1:{alpn_port}"),
+                "--accept-tos",
+                "--path",
+            ])
+            .arg(env.path(dir))
+            .args(extra)
+            .arg("run")
+            .output()
+            .unwrap()
+    };
+    let out = lego("lego-no-eab", &[]);
+    assert!(!out.status.success(), "{}", crate::common::text(&out));
+    let out = lego("lego", &["--eab", "--kid", "kid-1", "--hmac", &hmac]);
+    assert!(
+        out.status.success(),
+        "lego failed:\n{}",
+        crate::common::text(&out)
+    );
+    assert_eq!(server.stop(), 0);
+    let crt = "lego/certificates/localhost.crt";
+    let text = env.x509_text(crt);
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("Client Authentication"), "{text}");
+    env.openssl_ok(&["verify", "-CAfile", "ca/root.pem", "-untrusted", crt, crt]);
+    // Recorded: the server's own certificate and lego's.
+    assert_eq!(env.store_count(), 2);
+}
+
+#[test]
+fn acme_account_key_rollover_moves_the_account_to_the_new_key() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let kid = c.kid.clone().unwrap();
+    let new = Client::new(&env, &server);
+    let url = format!("{}/acme/key-change", c.base());
+    // The inner JWS: the new key over {account, oldKey}, no nonce.
+    let protected = B64.encode(json!({"alg": "ES256", "jwk": new.jwk(), "url": url}).to_string());
+    let payload = B64.encode(json!({"account": kid, "oldKey": c.jwk()}).to_string());
+    let sig = new
+        .key
+        .sign(&new.rng, format!("{protected}.{payload}").as_bytes())
+        .unwrap();
+    let inner =
+        json!({"protected": protected, "payload": payload, "signature": B64.encode(sig.as_ref())});
+    // oldKey wrong: refused.
+    let bad_payload = B64.encode(json!({"account": kid, "oldKey": new.jwk()}).to_string());
+    let bad_sig = new
+        .key
+        .sign(&new.rng, format!("{protected}.{bad_payload}").as_bytes())
+        .unwrap();
+    let bad = json!({"protected": protected, "payload": bad_payload, "signature": B64.encode(bad_sig.as_ref())});
+    assert_eq!(
+        c.post("/acme/key-change", Some(&bad)).problem(),
+        "malformed"
+    );
+    let a = c.post("/acme/key-change", Some(&inner));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    // The old key no longer signs for the account; the new one does.
+    assert_eq!(c.order(&["localhost"]).problem(), "malformed");
+    let mut moved = new;
+    moved.kid = Some(kid);
+    assert_eq!(moved.order(&["localhost"]).status, 201);
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let env = constrained_ca();
+    let mut server = Server::start(&env, &[]);
+    let body = b"{\"protected\":\"x\"}";
+    let head = format!(
+        "POST /acme/new-account HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/jose+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.port,
+        body.len()
+    );
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    // Still answering the request it had begun; no new connections.
+    tls.write_all(body).unwrap();
+    let a = read_answer(tls);
+    assert_eq!(a.status, 400);
+    assert_eq!(a.problem(), "malformed");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(("127.0.0.1", server.port)).is_err());
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn acme_ip_identifier_is_validated_over_http_01() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let o = c.post(
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "ip", "value": "127.0.0.1"}]})),
+    );
+    assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    let order_path = c.path_of(o.header("location").unwrap());
+    let authz = c
+        .post(
+            &c.path_of(o.json()["authorizations"][0].as_str().unwrap()),
+            None,
+        )
+        .json();
+    // Only http-01 for an IP.
+    assert_eq!(authz["challenges"].as_array().unwrap().len(), 1, "{authz}");
+    let chall = &authz["challenges"][0];
+    *answer.lock().unwrap() = format!("{}.{}", chall["token"].as_str().unwrap(), c.thumbprint());
+    c.post(&c.path_of(chall["url"].as_str().unwrap()), Some(&json!({})));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c.post(&order_path, None).json()["status"].clone();
+        if status != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status, "ready");
+    // An IP outside the constraints is a rejected identifier.
+    let o = c.post(
+        "/acme/new-order",
+        Some(&json!({"identifiers": [{"type": "ip", "value": "192.0.2.1"}]})),
+    );
+    assert_eq!(o.problem(), "rejectedIdentifier");
+}
+
+/// The ARI certificate id: base64url(authorityKeyIdentifier).base64url(serial).
+fn ari_id(der: &[u8]) -> String {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref(),
+            _ => None,
+        })
+        .unwrap()
+        .0;
+    format!("{}.{}", B64.encode(aki), B64.encode(cert.raw_serial()))
+}
+
+#[test]
+fn acme_requests_over_the_account_rate_limit_are_rate_limited() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &["--acme-rate-limit", "1"]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    // A burst of twice the rate passes, then rateLimited with Retry-After.
+    assert_eq!(c.order(&["localhost"]).status, 201);
+    assert_eq!(c.order(&["localhost"]).status, 201);
+    let a = c.order(&["localhost"]);
+    assert_eq!(a.status, 429);
+    assert_eq!(a.problem(), "rateLimited");
+    assert_eq!(a.header("retry-after"), Some("1"));
+}
