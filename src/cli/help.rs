@@ -77,6 +77,10 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca verify pair --initiator app.chain.pem --responder db.chain.pem --expect server-to-server", "classify and check a link"),
             ("mtlsca verify pair --initiator alice.chain.pem --responder web.chain.pem --handshake", "and run a TLS 1.3 handshake over loopback"),
         ],
+        "serve" => &[
+            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal", "ACME at https://ca.corp.internal:8443/acme/directory, device profile"),
+            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-profile workload --acme-require-eab --acme-eab-key kid-1=BASE64URL", "only accounts bound to a key handed out beforehand"),
+        ],
         "proxy" => &[
             ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "mTLS in front of a plain HTTP server, identity headers added"),
             ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "plain TCP in, mTLS out"),
