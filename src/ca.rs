@@ -639,8 +639,9 @@ pub fn loose_modes(dir: &Path) -> Vec<(PathBuf, u32, &'static str)> {
 }
 
 /// What a CA directory holds; any of them marks a directory as taken.
-const CA_ENTRIES: [&str; 8] = [
+const CA_ENTRIES: [&str; 9] = [
     CONFIG_FILE,
+    BUNDLE_FILE,
     "root.pem",
     "device-ca.pem",
     "entity-ca.pem",

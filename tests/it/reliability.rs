@@ -1851,7 +1851,13 @@ fn init_killed_while_filling_an_existing_directory_is_cleaned_up() {
     let (mut killed, mut trials) = (0, 0);
     while killed < 10 && trials < 80 {
         trials += 1;
-        for e in ["ca.toml", "root.pem", "device-ca.pem", "entity-ca.pem"] {
+        for e in [
+            "ca.toml",
+            "ca-bundle.pem",
+            "root.pem",
+            "device-ca.pem",
+            "entity-ca.pem",
+        ] {
             let _ = std::fs::remove_file(env.ca_dir().join(e));
         }
         for d in ["private", "profiles", "db", "crl", ".mtlsca-init"] {

@@ -665,6 +665,12 @@ fn init_writes_a_ca_bundle_and_says_what_a_relying_party_needs() {
     );
     let bundle = std::fs::read_to_string(env.ca_dir().join("ca-bundle.pem")).unwrap();
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3);
+    // Into an existing, empty directory too (the CA is moved in from a staging
+    // directory inside it).
+    let existing = Env::new();
+    std::fs::create_dir(existing.ca_dir()).unwrap();
+    existing.ok(&["init", "--name", "Test"]);
+    assert!(existing.ca_dir().join("ca-bundle.pem").is_file());
     for f in ["root.pem", "device-ca.pem", "entity-ca.pem"] {
         let one = std::fs::read_to_string(env.ca_dir().join(f)).unwrap();
         assert!(bundle.contains(&one), "{f}");
@@ -1046,6 +1052,12 @@ fn the_ca_bundle_is_made_at_init_and_at_restore() {
     let env = Env::with_ca();
     let bundle = std::fs::read_to_string(env.ca_dir().join("ca-bundle.pem")).unwrap();
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3);
+    // Into an existing, empty directory too (the CA is moved in from a staging
+    // directory inside it).
+    let existing = Env::new();
+    std::fs::create_dir(existing.ca_dir()).unwrap();
+    existing.ok(&["init", "--name", "Test"]);
+    assert!(existing.ca_dir().join("ca-bundle.pem").is_file());
     env.ok(&["issue", "device", "--dns", "b.test", "--out", "b"]);
     env.ok(&["backup", "bk"]);
     let restored = Env::new();
