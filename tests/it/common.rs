@@ -25,6 +25,22 @@ impl Env {
         env
     }
 
+    /// A fresh env with a name-constrained CA, as in the issue-9 review:
+    /// `init --permit-dns corp.internal --permit-ip 10.0.0.0/8`.
+    pub fn constrained() -> Env {
+        let env = Env::new();
+        env.ok(&[
+            "init",
+            "--name",
+            "Test",
+            "--permit-dns",
+            "corp.internal",
+            "--permit-ip",
+            "10.0.0.0/8",
+        ]);
+        env
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

@@ -7,21 +7,6 @@ use std::collections::BTreeSet;
 
 use crate::common::*;
 
-/// A CA with name constraints, as in the review.
-fn constrained() -> Env {
-    let env = Env::new();
-    env.ok(&[
-        "init",
-        "--name",
-        "Test",
-        "--permit-dns",
-        "corp.internal",
-        "--permit-ip",
-        "10.0.0.0/8",
-    ]);
-    env
-}
-
 /// Run with `--json`; the rule codes of the failure (JSON error object on stdout,
 /// or the reasons of batch JSON lines).
 fn rules_of(env: &Env, args: &[&str]) -> (i32, BTreeSet<String>) {
@@ -97,7 +82,7 @@ fn manifest(env: &Env, name: &str, entries: &str) -> String {
 
 #[test]
 fn a_device_cn_is_held_to_its_dns_names_and_the_constraints() {
-    let env = constrained();
+    let env = Env::constrained();
     // 1. CN=evil.com beside an IP inside the constraints.
     expect_rule(
         &env,
@@ -167,7 +152,7 @@ fn a_device_cn_is_held_to_its_dns_names_and_the_constraints() {
 
 #[test]
 fn an_ip_only_device_has_no_cn_and_verifies_in_openssl() {
-    let env = constrained();
+    let env = Env::constrained();
     env.ok(&["issue", "device", "--ip", "10.0.0.11", "--out", "ip"]);
     let t = env.x509_text("ip.pem");
     assert!(
@@ -208,7 +193,7 @@ fn an_ip_only_device_has_no_cn_and_verifies_in_openssl() {
 
 #[test]
 fn batch_checks_every_entry_like_issue() {
-    let env = constrained();
+    let env = Env::constrained();
     // 300 entries and one with 10,000 DNS names: bad input, nothing issued.
     let mut m = String::new();
     for i in 0..300 {
@@ -269,7 +254,7 @@ fn batch_checks_every_entry_like_issue() {
 
 #[test]
 fn a_batch_entry_outside_the_constraints_is_refused_after_a_valid_one() {
-    let env = constrained();
+    let env = Env::constrained();
     let m = manifest(
         &env,
         "m.toml",
@@ -422,7 +407,7 @@ fn readme_rules() -> BTreeSet<String> {
 
 #[test]
 fn every_rule_code_is_reported_in_json() {
-    let env = constrained();
+    let env = Env::constrained();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut check = |args: &[&str], want_code: i32, rule: &str| {
         expect_rule(&env, args, want_code, rule);
@@ -914,7 +899,7 @@ fn every_rule_code_is_reported_in_json() {
 
 #[test]
 fn every_certificate_of_a_300_entry_batch_verifies_in_openssl_and_mtlsca() {
-    let env = constrained();
+    let env = Env::constrained();
     let mut m = String::new();
     for i in 0..300 {
         match i % 4 {

@@ -4,21 +4,6 @@
 
 use crate::common::Env;
 
-/// `init --permit-dns corp.internal --permit-ip 10.0.0.0/8`.
-fn constrained() -> Env {
-    let env = Env::new();
-    env.ok(&[
-        "init",
-        "--name",
-        "Test",
-        "--permit-dns",
-        "corp.internal",
-        "--permit-ip",
-        "10.0.0.0/8",
-    ]);
-    env
-}
-
 /// A P-256 CSR `NAME.csr` (key `NAME.key`) with subject `/O=Corp` and the SAN.
 fn csr(env: &Env, name: &str, san: &str) -> String {
     let key = format!("{name}.key");
@@ -62,7 +47,7 @@ fn openssl_verify(env: &Env, leaf: &str) {
 /// the DNS domain, through `issue` and through a CSR.
 #[test]
 fn permit_dns_holds_uri_hosts_to_the_domain() {
-    let env = constrained();
+    let env = Env::constrained();
     let err = env.fails(&["issue", "workload", "--uri", "spiffe://evil.com/x"], 1);
     assert!(err.contains("spiffe://evil.com/x"), "{err}");
     assert!(err.contains("name constraints"), "{err}");
@@ -108,7 +93,7 @@ fn permit_dns_holds_uri_hosts_to_the_domain() {
 /// CSR (exit 1).
 #[test]
 fn uri_userinfo_is_refused() {
-    let env = constrained();
+    let env = Env::constrained();
     let err = env.fails(
         &[
             "issue",
@@ -141,7 +126,7 @@ fn uri_userinfo_is_refused() {
 /// relying parties enforce them too.
 #[test]
 fn root_carries_uri_subtrees() {
-    let env = constrained();
+    let env = Env::constrained();
     let text = env.x509_text("ca/root.pem");
     assert!(text.contains("X509v3 Name Constraints: critical"), "{text}");
     for want in [
@@ -237,7 +222,7 @@ fn init_refuses_constraints_it_cannot_represent() {
 /// never dropped.
 #[test]
 fn unreadable_constraints_in_ca_toml_stop_every_command() {
-    let env = constrained();
+    let env = Env::constrained();
     let cfg = env.ca_dir().join("ca.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let edited = text.replace(
