@@ -350,18 +350,21 @@ fn rsa_exponent_ok(e: &[u8]) -> bool {
     odd && big_enough
 }
 
+/// The named curve (dotted OID) of an EC key; `None` for explicit parameters.
+pub(crate) fn named_curve(spki: &SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string())
+}
+
 /// Classify a SubjectPublicKeyInfo and apply the strength rules (refusals are exit 1).
 pub fn check_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind> {
     let alg = spki.algorithm.algorithm.to_id_string();
     match alg.as_str() {
         "1.2.840.10045.2.1" => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
-            match curve.as_deref() {
+            match named_curve(spki).as_deref() {
                 Some("1.2.840.10045.3.1.7") => Ok(PublicKeyKind::EcdsaP256),
                 Some("1.3.132.0.34") => Ok(PublicKeyKind::EcdsaP384),
                 Some(other) => Err(key_refusal(

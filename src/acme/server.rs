@@ -821,15 +821,19 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: StatusCode, v: Value) -> Reply {
+    /// A reply with this body and content type, no headers beyond them.
+    fn body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            content_type: "application/json",
-            body: v.to_string().into_bytes(),
+            content_type,
+            body,
             location: None,
             links: Vec::new(),
             retry_after: None,
         }
+    }
+    fn json(status: StatusCode, v: Value) -> Reply {
+        Reply::body(status, "application/json", v.to_string().into_bytes())
     }
     fn at(mut self, url: String) -> Reply {
         self.location = Some(url);
@@ -903,25 +907,15 @@ impl App {
                 false,
             ),
             (&Method::HEAD, "/acme/new-nonce") => (
-                Ok(Reply {
-                    status: StatusCode::OK,
-                    content_type: "application/json",
-                    body: Vec::new(),
-                    location: None,
-                    links: Vec::new(),
-                    retry_after: None,
-                }),
+                Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
                 true,
             ),
             (&Method::GET, "/acme/new-nonce") => (
-                Ok(Reply {
-                    status: StatusCode::NO_CONTENT,
-                    content_type: "application/json",
-                    body: Vec::new(),
-                    location: None,
-                    links: Vec::new(),
-                    retry_after: None,
-                }),
+                Ok(Reply::body(
+                    StatusCode::NO_CONTENT,
+                    "application/json",
+                    Vec::new(),
+                )),
                 true,
             ),
             (&Method::POST, p) if p.starts_with("/acme/") => {
@@ -1699,14 +1693,7 @@ impl App {
             ));
         }
         match self.engine.revoke(sha256, reason).await {
-            Ok(_) => Ok(Reply {
-                status: StatusCode::OK,
-                content_type: "application/json",
-                body: Vec::new(),
-                location: None,
-                links: Vec::new(),
-                retry_after: None,
-            }),
+            Ok(_) => Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
             Err(Error::Refused(r))
                 if r.messages().iter().any(|m| m.contains("already revoked")) =>
             {
@@ -1727,14 +1714,11 @@ impl App {
         if owner != account {
             return Err(Problem::unauthorized("not this account's certificate"));
         }
-        Ok(Reply {
-            status: StatusCode::OK,
-            content_type: "application/pem-certificate-chain",
-            body: chain.clone().into_bytes(),
-            location: None,
-            links: Vec::new(),
-            retry_after: None,
-        })
+        Ok(Reply::body(
+            StatusCode::OK,
+            "application/pem-certificate-chain",
+            chain.clone().into_bytes(),
+        ))
     }
 }
 

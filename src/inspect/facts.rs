@@ -186,7 +186,9 @@ pub fn presented_names(cert: &X509Certificate<'_>) -> Vec<PresentedName> {
     out
 }
 
-fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+/// An IP address from the 4 or 16 bytes of an iPAddress name (`None` for any
+/// other length).
+pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
@@ -240,12 +242,7 @@ impl KeyInfo {
         let spki = cert.public_key();
         match spki.algorithm.algorithm.to_id_string().as_str() {
             "1.2.840.10045.2.1" => {
-                let curve = spki
-                    .algorithm
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.as_oid().ok())
-                    .map(|o| o.to_id_string());
+                let curve = crate::key::named_curve(spki);
                 KeyInfo::Ecdsa(match curve.as_deref() {
                     Some("1.2.840.10045.3.1.7") => Curve::P256,
                     Some("1.3.132.0.34") => Curve::P384,

@@ -9,9 +9,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use super::csr::ip_from_bytes;
 use super::sign::SignContext;
 use crate::error::{Error, Result};
+use crate::inspect::facts::ip_from_bytes;
 use crate::names::SanName;
 use crate::policy::{self, Approved};
 use crate::role::Role;

@@ -8,6 +8,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
 use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
+use crate::inspect::facts::ip_from_bytes;
 use crate::key::{self, PublicKeyKind};
 use crate::policy::RequestedContent;
 use crate::rules::{Field, Origin, Refusal, Rule};
@@ -206,13 +207,4 @@ fn read_requested_extension(ext: &X509Extension<'_>, c: &mut RequestedContent) -
         }
     }
     Ok(())
-}
-
-/// An IP address from the 4 or 16 bytes of an iPAddress name.
-pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
-    match b.len() {
-        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
-        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
-        _ => None,
-    }
 }

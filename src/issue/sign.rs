@@ -214,10 +214,7 @@ fn absolute(p: &std::path::Path) -> std::path::PathBuf {
 
 /// A certificate as PEM.
 pub fn pem_cert(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
+    crate::fsutil::pem_lf(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
 
 /// The rcgen parameters of a leaf: explicit DN (never rcgen's default), our serial,
