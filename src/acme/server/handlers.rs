@@ -1,0 +1,1005 @@
+//! The ACME endpoints.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+/// The ACME service: engine handle and state.
+pub(super) struct App {
+    pub(super) engine: Engine,
+    pub(super) state: Mutex<State>,
+    pub(super) profile: String,
+    pub(super) require_eab: bool,
+    pub(super) eab_keys: HashMap<String, Vec<u8>>,
+    pub(super) http01_port: u16,
+    pub(super) tlsalpn01_port: u16,
+    pub(super) rate_limit: u32,
+    pub(super) fallback_host: String,
+}
+
+/// What a verified POST carries.
+pub(super) struct Post {
+    pub(super) jws: Jws,
+    pub(super) account: Option<String>,
+}
+
+impl App {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn nonce(&self) -> String {
+        self.state()
+            .nonces
+            .issue(Instant::now())
+            .unwrap_or_default()
+    }
+
+    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| self.fallback_host.clone());
+        let base = format!("https://{host}");
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let (result, with_nonce) = match (&method, path.as_str()) {
+            (&Method::GET, "/acme/directory") => (Ok(self.directory(&base)), false),
+            (&Method::GET, p) if p.starts_with("/acme/renewal-info/") => (
+                self.renewal_info(&p["/acme/renewal-info/".len()..]).await,
+                false,
+            ),
+            (&Method::HEAD, "/acme/new-nonce") => (
+                Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
+                true,
+            ),
+            (&Method::GET, "/acme/new-nonce") => (
+                Ok(Reply::body(
+                    StatusCode::NO_CONTENT,
+                    "application/json",
+                    Vec::new(),
+                )),
+                true,
+            ),
+            (&Method::POST, p) if p.starts_with("/acme/") => {
+                let ct_ok = req
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim() == "application/jose+json");
+                let too_big = req
+                    .headers()
+                    .get(hyper::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n > MAX_JWS_BYTES as u64);
+                let r = if too_big {
+                    Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "malformed",
+                        format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
+                    ))
+                } else if !ct_ok {
+                    Err(Problem::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "malformed",
+                        "the Content-Type must be application/jose+json",
+                    ))
+                } else {
+                    match Limited::new(req.into_body(), MAX_JWS_BYTES).collect().await {
+                        Ok(b) => self.post(&base, &path, &b.to_bytes()).await,
+                        Err(_) => Err(Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "malformed",
+                            format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
+                        )),
+                    }
+                };
+                (r, true)
+            }
+            _ => (Err(Problem::not_found()), false),
+        };
+        let mut builder = Response::builder();
+        let (status, ctype, body, location, links, retry_after) = match result {
+            Ok(r) => (
+                r.status,
+                r.content_type,
+                r.body,
+                r.location,
+                r.links,
+                r.retry_after,
+            ),
+            Err(p) => (
+                p.status,
+                "application/problem+json",
+                p.body().to_string().into_bytes(),
+                None,
+                Vec::new(),
+                p.retry_after,
+            ),
+        };
+        if let Some(secs) = retry_after {
+            builder = builder.header(hyper::header::RETRY_AFTER, secs);
+        }
+        builder = builder.status(status).header(CONTENT_TYPE, ctype).header(
+            LINK,
+            header(&format!("<{base}/acme/directory>;rel=\"index\"")),
+        );
+        for l in links {
+            builder = builder.header(LINK, header(&l));
+        }
+        if let Some(l) = location {
+            builder = builder.header(LOCATION, header(&l));
+        }
+        if with_nonce {
+            builder = builder
+                .header("Replay-Nonce", header(&self.nonce()))
+                .header(CACHE_CONTROL, "no-store");
+        }
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+
+    pub(super) fn directory(&self, base: &str) -> Reply {
+        Reply::json(
+            StatusCode::OK,
+            json!({
+                "newNonce": format!("{base}/acme/new-nonce"),
+                "newAccount": format!("{base}/acme/new-account"),
+                "newOrder": format!("{base}/acme/new-order"),
+                "revokeCert": format!("{base}/acme/revoke-cert"),
+                "keyChange": format!("{base}/acme/key-change"),
+                "renewalInfo": format!("{base}/acme/renewal-info"),
+                "meta": {"externalAccountRequired": self.require_eab},
+            }),
+        )
+    }
+
+    /// renewalInfo (ARI, RFC 9773): `AKI.SERIAL` (base64url each) → the window
+    /// to renew in: the last third of the lifetime but its final sixth; for a
+    /// revoked certificate, a window already past (renew now).
+    pub(super) async fn renewal_info(&self, cert_id: &str) -> Result<Reply, Problem> {
+        let bad = || Problem::malformed("a renewalInfo id is base64url(AKI).base64url(serial)");
+        let (aki, serial) = cert_id.split_once('.').ok_or_else(bad)?;
+        let aki = B64.decode(aki).map_err(|_| bad())?;
+        let serial = B64.decode(serial).map_err(|_| bad())?;
+        if aki.is_empty() || serial.is_empty() || serial.len() > 21 {
+            return Err(bad());
+        }
+        let rec = self
+            .engine
+            .lookup(crate::hex::encode(&serial))
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .filter(|r| {
+                r.issuer_key_id
+                    .eq_ignore_ascii_case(&crate::hex::encode(&aki))
+            })
+            .ok_or_else(Problem::not_found)?;
+        let now = OffsetDateTime::now_utc();
+        let (start, end) = if rec.status_at(now) == crate::store::Status::Revoked {
+            (
+                now - time::Duration::hours(1),
+                now - time::Duration::minutes(1),
+            )
+        } else {
+            let life = rec.not_after - rec.not_before;
+            (rec.not_before + life * 2 / 3, rec.not_before + life * 5 / 6)
+        };
+        let mut r = Reply::json(
+            StatusCode::OK,
+            json!({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}),
+        );
+        r.retry_after = Some(21600);
+        Ok(r)
+    }
+
+    /// Verify a POST's JWS (RFC 8555 §6.2–6.5) and route it.
+    pub(super) async fn post(
+        self: &Arc<Self>,
+        base: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Reply, Problem> {
+        let jws = Jws::parse(body).map_err(Problem::jws)?;
+        let expected = format!("{base}{path}");
+        if jws.url != expected {
+            return Err(Problem::unauthorized(format!(
+                "the JWS is signed for `{}`, not for `{expected}`",
+                crate::names::printable(&jws.url)
+            )));
+        }
+        if !self.state().nonces.redeem(&jws.nonce, Instant::now()) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badNonce",
+                "the nonce is unknown, expired or used; get a fresh one",
+            ));
+        }
+        let new_account = path == "/acme/new-account";
+        let revoke = path == "/acme/revoke-cert";
+        let (account, key) = match &jws.signer {
+            Signer::Jwk(k) if new_account || revoke => (None, k.clone()),
+            Signer::Jwk(_) => {
+                return Err(Problem::malformed(
+                    "this request must be signed by an account (`kid`), not a `jwk`",
+                ))
+            }
+            Signer::Kid(_) if new_account => {
+                return Err(Problem::malformed(
+                    "newAccount must be signed with the account's `jwk`, not a `kid`",
+                ))
+            }
+            Signer::Kid(kid) => {
+                let prefix = format!("{base}/acme/acct/");
+                let st = self.state();
+                let acct = kid
+                    .strip_prefix(&prefix)
+                    .and_then(|id| st.accounts.get(id).map(|a| (id, a)));
+                match acct {
+                    None => {
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "accountDoesNotExist",
+                            "no such account",
+                        ))
+                    }
+                    Some((_, a)) if a.status != "valid" => {
+                        return Err(Problem::unauthorized(format!(
+                            "the account is {}",
+                            a.status
+                        )))
+                    }
+                    Some((id, a)) => (Some(id.to_string()), a.key.clone()),
+                }
+            }
+        };
+        jws.verify(&key).map_err(Problem::jws)?;
+        if let (Some(acct), true) = (&account, self.rate_limit > 0) {
+            let rate = f64::from(self.rate_limit);
+            let now = Instant::now();
+            let mut st = self.state();
+            let b = st.buckets.entry(acct.clone()).or_insert((2.0 * rate, now));
+            b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(2.0 * rate);
+            b.1 = now;
+            if b.0 < 1.0 {
+                let mut p = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rateLimited",
+                    format!(
+                        "over {} requests per second for this account",
+                        self.rate_limit
+                    ),
+                );
+                p.retry_after = Some(1);
+                return Err(p);
+            }
+            b.0 -= 1.0;
+        }
+        let post = Post { jws, account };
+        if new_account {
+            return self.new_account(base, &post, &key);
+        }
+        if revoke {
+            return self.revoke(&post, &key).await;
+        }
+        let account = post.account.clone().unwrap_or_default();
+        let rest = &path["/acme/".len()..];
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["new-order"] => self.new_order(base, &account, &post).await,
+            ["key-change"] => self.key_change(base, &account, &post, &key),
+            ["acct", id] => self.account(base, &account, id, &post),
+            ["order", id] => self.order_get(base, &account, id),
+            ["order", id, "finalize"] => self.finalize(base, &account, id, &post).await,
+            ["authz", id] => self.authz_get(base, &account, id),
+            ["chall", id] => self.challenge(base, &account, id, &post),
+            ["cert", id] => self.certificate(&account, id),
+            _ => Err(Problem::not_found()),
+        }
+    }
+
+    pub(super) fn payload(post: &Post) -> Result<Option<Value>, Problem> {
+        if post.jws.payload.is_empty() {
+            return Ok(None);
+        }
+        post.jws.json().map(Some).map_err(Problem::jws)
+    }
+
+    pub(super) fn account_json(base: &str, id: &str, a: &Account) -> Value {
+        json!({
+            "status": a.status,
+            "contact": a.contact,
+            "orders": format!("{base}/acme/acct/{id}/orders"),
+        })
+    }
+
+    pub(super) fn new_account(&self, base: &str, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+        let p = Self::payload(post)?.unwrap_or(json!({}));
+        let thumb = key.thumbprint();
+        {
+            let st = self.state();
+            if let Some(id) = st.by_thumbprint.get(&thumb) {
+                if let Some(a) = st.accounts.get(id) {
+                    return Ok(Reply::json(StatusCode::OK, Self::account_json(base, id, a))
+                        .at(format!("{base}/acme/acct/{id}")));
+                }
+            }
+        }
+        if p.get("onlyReturnExisting").and_then(Value::as_bool) == Some(true) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "accountDoesNotExist",
+                "no account for this key",
+            ));
+        }
+        let contact = parse_contact(&p)?;
+        let url = format!("{base}/acme/new-account");
+        let mut eab_kid = None;
+        match p.get("externalAccountBinding") {
+            Some(b) => {
+                let used = self.state().used_eab.clone();
+                let lookup = |kid: &str| {
+                    if used.contains(kid) {
+                        None
+                    } else {
+                        self.eab_keys.get(kid).cloned()
+                    }
+                };
+                let kid = crate::acme::eab::verify(b, &url, key, &lookup).map_err(|e| Problem {
+                    status: StatusCode::UNAUTHORIZED,
+                    kind: e.problem_type().to_string(),
+                    detail: e.to_string(),
+                    subproblems: Vec::new(),
+                    retry_after: None,
+                })?;
+                eab_kid = Some(kid);
+            }
+            None if self.require_eab => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "externalAccountRequired",
+                    "this server requires external account binding (mtlsca acme eab create)",
+                ))
+            }
+            None => {}
+        }
+        let mut st = self.state();
+        if st.accounts.len() >= MAX_ACCOUNTS {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimited",
+                "too many accounts",
+            ));
+        }
+        if let Some(kid) = eab_kid {
+            if !st.used_eab.insert(kid) {
+                return Err(Problem::unauthorized(
+                    "external account binding: the key was used meanwhile",
+                ));
+            }
+        }
+        let id = random_id();
+        let a = Account {
+            key: key.clone(),
+            thumbprint: thumb.clone(),
+            status: "valid",
+            contact,
+        };
+        let body = Self::account_json(base, &id, &a);
+        st.accounts.insert(id.clone(), a);
+        st.by_thumbprint.insert(thumb, id.clone());
+        Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
+    }
+
+    /// Account key rollover (RFC 8555 §7.3.5): the outer JWS by the account's
+    /// key, the inner by the new key over `{account, oldKey}`.
+    pub(super) fn key_change(
+        &self,
+        base: &str,
+        account: &str,
+        post: &Post,
+        old: &Jwk,
+    ) -> Result<Reply, Problem> {
+        let inner = Jws::parse_key_change(&post.jws.payload).map_err(Problem::jws)?;
+        let Signer::Jwk(new) = &inner.signer else {
+            return Err(Problem::malformed("the inner JWS must carry the new key"));
+        };
+        inner.verify(new).map_err(Problem::jws)?;
+        if inner.url != post.jws.url {
+            return Err(Problem::malformed(
+                "the inner JWS must be signed for the same URL as the outer",
+            ));
+        }
+        let p = inner.json().map_err(Problem::jws)?;
+        let kid = format!("{base}/acme/acct/{account}");
+        if p.get("account").and_then(Value::as_str) != Some(kid.as_str()) {
+            return Err(Problem::malformed(
+                "the inner payload names another account",
+            ));
+        }
+        let old_key = p
+            .get("oldKey")
+            .map(Jwk::from_json)
+            .transpose()
+            .map_err(Problem::jws)?;
+        if old_key.as_ref() != Some(old) {
+            return Err(Problem::malformed(
+                "the inner payload's `oldKey` is not the account's key",
+            ));
+        }
+        let thumb = new.thumbprint();
+        let mut st = self.state();
+        if let Some(other) = st.by_thumbprint.get(&thumb) {
+            let mut p = Problem::new(
+                StatusCode::CONFLICT,
+                "malformed",
+                "the new key is already an account's key",
+            );
+            p.detail = format!("{} ({base}/acme/acct/{other})", p.detail);
+            return Err(p);
+        }
+        let a = st
+            .accounts
+            .get_mut(account)
+            .ok_or_else(Problem::not_found)?;
+        let old_thumb = std::mem::replace(&mut a.thumbprint, thumb.clone());
+        a.key = new.clone();
+        let body = Self::account_json(base, account, a);
+        st.by_thumbprint.remove(&old_thumb);
+        st.by_thumbprint.insert(thumb, account.to_string());
+        Ok(Reply::json(StatusCode::OK, body))
+    }
+
+    pub(super) fn account(
+        &self,
+        base: &str,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        if id != account {
+            return Err(Problem::unauthorized("not this account's resource"));
+        }
+        let p = Self::payload(post)?;
+        let mut st = self.state();
+        let a = st.accounts.get_mut(id).ok_or_else(Problem::not_found)?;
+        if let Some(p) = p {
+            if p.get("contact").is_some() {
+                a.contact = parse_contact(&p)?;
+            }
+            match p.get("status").and_then(Value::as_str) {
+                None => {}
+                Some("deactivated") => a.status = "deactivated",
+                Some(s) => {
+                    return Err(Problem::malformed(format!(
+                        "an account's status can only become `deactivated`, not `{}`",
+                        crate::names::printable(s)
+                    )))
+                }
+            }
+        }
+        let body = Self::account_json(base, id, a);
+        Ok(Reply::json(StatusCode::OK, body))
+    }
+
+    pub(super) async fn new_order(
+        &self,
+        base: &str,
+        account: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("newOrder needs a payload"))?;
+        if p.get("notBefore").is_some() || p.get("notAfter").is_some() {
+            return Err(Problem::malformed(
+                "notBefore and notAfter are not supported: the profile decides the validity",
+            ));
+        }
+        let list = p
+            .get("identifiers")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| Problem::malformed("`identifiers` must be a non-empty list"))?;
+        if list.len() > MAX_IDENTIFIERS {
+            return Err(Problem::malformed(format!(
+                "at most {MAX_IDENTIFIERS} identifiers per order"
+            )));
+        }
+        let mut ids: Vec<Identifier> = Vec::new();
+        for i in list {
+            let typ = i.get("type").and_then(Value::as_str);
+            let val = i.get("value").and_then(Value::as_str).unwrap_or("");
+            let id = match typ {
+                Some("dns") => {
+                    if val.starts_with("*.") {
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "rejectedIdentifier",
+                            format!(
+                                "`{}`: wildcard names need dns-01, which this server does not offer yet",
+                                crate::names::printable(val)
+                            ),
+                        ));
+                    }
+                    Identifier::Dns(val.to_ascii_lowercase())
+                }
+                Some("ip") => Identifier::Ip(val.parse().map_err(|_| {
+                    Problem::malformed(format!(
+                        "`{}` is not an IP address",
+                        crate::names::printable(val)
+                    ))
+                })?),
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "unsupportedIdentifier",
+                        "identifiers are of type `dns` or `ip`",
+                    ))
+                }
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut content = RequestedContent::default();
+        for i in &ids {
+            match i {
+                Identifier::Dns(d) => content.dns.push(d.clone()),
+                Identifier::Ip(ip) => content.ip.push(ip.to_string()),
+            }
+        }
+        self.engine
+            .check(&self.profile, content)
+            .await
+            .map_err(|e| Problem::engine("rejectedIdentifier", "the order", &e))?;
+
+        let now = OffsetDateTime::now_utc();
+        let expires = now + ORDER_LIFETIME;
+        let order_id = random_id();
+        let mut st = self.state();
+        st.make_room(MAX_ORDERS - 1);
+        let mut authzs = Vec::new();
+        for i in &ids {
+            let authz_id = random_id();
+            let token = random_id() + &random_id();
+            // tls-alpn-01 for DNS names only (an IP would need a reverse-DNS SNI).
+            let types: &[ChallengeType] = match i {
+                Identifier::Dns(_) => &[ChallengeType::Http01, ChallengeType::TlsAlpn01],
+                Identifier::Ip(_) => &[ChallengeType::Http01],
+            };
+            let mut challenges = Vec::new();
+            for typ in types {
+                let chall_id = random_id();
+                st.challenges.insert(chall_id.clone(), authz_id.clone());
+                challenges.push(Challenge {
+                    typ: *typ,
+                    id: chall_id,
+                    token: token.clone(),
+                    status: "pending",
+                    validated: None,
+                    error: None,
+                });
+            }
+            st.authzs.insert(
+                authz_id.clone(),
+                Authz {
+                    account: account.to_string(),
+                    order: order_id.clone(),
+                    identifier: i.clone(),
+                    status: "pending",
+                    expires,
+                    challenges,
+                },
+            );
+            authzs.push(authz_id);
+        }
+        let order = Order {
+            account: account.to_string(),
+            status: "pending",
+            expires,
+            identifiers: ids,
+            authzs,
+            certificate: None,
+            cert_sha256: None,
+            error: None,
+        };
+        let body = order_json(base, &order_id, &order);
+        st.orders.insert(order_id.clone(), order);
+        st.order_queue.push_back(order_id.clone());
+        Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/order/{order_id}")))
+    }
+
+    pub(super) fn order_get(&self, base: &str, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let o = st.orders.get(id).ok_or_else(Problem::not_found)?;
+        if o.account != account {
+            return Err(Problem::unauthorized("not this account's order"));
+        }
+        Ok(Reply::json(StatusCode::OK, order_json(base, id, o)))
+    }
+
+    pub(super) fn authz_get(&self, base: &str, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let a = st.authzs.get(id).ok_or_else(Problem::not_found)?;
+        if a.account != account {
+            return Err(Problem::unauthorized("not this account's authorization"));
+        }
+        Ok(Reply::json(StatusCode::OK, authz_json(base, a)))
+    }
+
+    pub(super) fn challenge(
+        self: &Arc<App>,
+        base: &str,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        let respond = Self::payload(post)?.is_some();
+        let mut st = self.state();
+        let authz_id = st
+            .challenges
+            .get(id)
+            .cloned()
+            .ok_or_else(Problem::not_found)?;
+        let thumb = st
+            .accounts
+            .get(account)
+            .map(|a| a.thumbprint.clone())
+            .unwrap_or_default();
+        let a = st
+            .authzs
+            .get_mut(&authz_id)
+            .ok_or_else(Problem::not_found)?;
+        if a.account != account {
+            return Err(Problem::unauthorized("not this account's challenge"));
+        }
+        let idx = a
+            .challenges
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(Problem::not_found)?;
+        // One challenge per authorization is tried: the first the client answers.
+        let busy = a.challenges.iter().any(|c| c.status != "pending");
+        if respond && !busy && a.status == "pending" {
+            let c = &mut a.challenges[idx];
+            c.status = "processing";
+            let job = Validation {
+                authz: authz_id.clone(),
+                index: idx,
+                typ: c.typ,
+                identifier: a.identifier.clone(),
+                token: c.token.clone(),
+                key_authorization: format!("{}.{thumb}", c.token),
+                port: match c.typ {
+                    ChallengeType::Http01 => self.http01_port,
+                    ChallengeType::TlsAlpn01 => self.tlsalpn01_port,
+                },
+            };
+            tokio::spawn(validate(self.clone(), job));
+        }
+        let body = challenge_json(base, &a.challenges[idx]);
+        Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
+    }
+
+    pub(super) async fn finalize(
+        &self,
+        base: &str,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Reply, Problem> {
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("finalize needs a payload"))?;
+        let csr_der = p
+            .get("csr")
+            .and_then(Value::as_str)
+            .and_then(|s| B64.decode(s.trim_end_matches('=')).ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badCSR",
+                    "`csr` must be a base64url DER CSR",
+                )
+            })?;
+        let expected: HashSet<Identifier> = {
+            let mut st = self.state();
+            let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
+            if o.account != account {
+                return Err(Problem::unauthorized("not this account's order"));
+            }
+            if o.status != "ready" {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "orderNotReady",
+                    format!("the order is {}, not ready", o.status),
+                ));
+            }
+            o.identifiers.iter().cloned().collect()
+        };
+        // What the CSR asks for must be exactly what the order proved.
+        let intake = crate::issue::read_csr(&csr_der)
+            .map_err(|e| Problem::engine("badCSR", "the CSR", &e))?;
+        if same_key(&post_key(self, account), &intake.spki_der) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badCSR",
+                "the CSR's key is the account key; use another key for the certificate",
+            ));
+        }
+        let mut asked: HashSet<Identifier> = HashSet::new();
+        for d in &intake.content.dns {
+            asked.insert(Identifier::Dns(d.to_ascii_lowercase()));
+        }
+        for ip in &intake.content.ip {
+            match ip.parse() {
+                Ok(ip) => asked.insert(Identifier::Ip(ip)),
+                Err(_) => asked.insert(Identifier::Dns(ip.clone())),
+            };
+        }
+        if let Some(cn) = &intake.content.cn {
+            let cn_id = match cn.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(cn.to_ascii_lowercase()),
+            };
+            if !expected.contains(&cn_id) {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badCSR",
+                    format!(
+                        "the CSR's common name `{}` is not an identifier of the order",
+                        crate::names::printable(cn)
+                    ),
+                ));
+            }
+        }
+        if asked != expected || !intake.content.uri.is_empty() || !intake.content.email.is_empty() {
+            let mut want: Vec<String> = expected.iter().map(Identifier::value).collect();
+            want.sort();
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badCSR",
+                format!(
+                    "the CSR must ask for exactly the order's identifiers ({})",
+                    want.join(", ")
+                ),
+            ));
+        }
+        {
+            let mut st = self.state();
+            match st.orders.get_mut(id) {
+                Some(o) if o.status == "ready" => o.status = "processing",
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "orderNotReady",
+                        "the order is being finalized",
+                    ))
+                }
+            }
+        }
+        let issued = self
+            .engine
+            .issue(
+                &self.profile,
+                csr_der,
+                Some(format!("acme/acct/{account}/order/{id}")),
+            )
+            .await;
+        let mut st = self.state();
+        match issued {
+            Ok(i) => {
+                let cert_id = random_id();
+                st.issued_to
+                    .insert(i.record.sha256.clone(), account.to_string());
+                st.certs
+                    .insert(cert_id.clone(), (account.to_string(), i.chain_pem));
+                let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
+                o.status = "valid";
+                o.certificate = Some(cert_id);
+                o.cert_sha256 = Some(i.record.sha256.clone());
+                Ok(Reply::json(StatusCode::OK, order_json(base, id, o))
+                    .at(format!("{base}/acme/order/{id}")))
+            }
+            Err(e) => {
+                // The client may finalize again with a better CSR.
+                if let Some(o) = st.orders.get_mut(id) {
+                    o.status = "ready";
+                }
+                Err(Problem::engine("badCSR", "the CSR", &e))
+            }
+        }
+    }
+
+    /// revokeCert (RFC 8555 §7.6): signed by the account that ordered the
+    /// certificate, or by the certificate's own key.
+    pub(super) async fn revoke(&self, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+        use x509_parser::prelude::FromDer;
+        let p =
+            Self::payload(post)?.ok_or_else(|| Problem::malformed("revokeCert needs a payload"))?;
+        let der = p
+            .get("certificate")
+            .and_then(Value::as_str)
+            .and_then(|s| B64.decode(s.trim_end_matches('=')).ok())
+            .ok_or_else(|| Problem::malformed("`certificate` must be base64url DER"))?;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .map_err(|_| Problem::malformed("`certificate` is not an X.509 certificate"))?;
+        let reason = match p.get("reason").map(Value::as_u64) {
+            None => crate::crl::Reason::Unspecified,
+            Some(Some(code)) => reason_of(code).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badRevocationReason",
+                    format!("reason code {code} is not one this CA uses"),
+                )
+            })?,
+            Some(None) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "badRevocationReason",
+                    "`reason` must be an RFC 5280 reason code",
+                ))
+            }
+        };
+        let sha256 = crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
+        let allowed = match &post.account {
+            Some(acct) => self.state().issued_to.get(&sha256) == Some(acct),
+            None => same_key(&Some(key.clone()), cert.public_key().raw),
+        };
+        if !allowed {
+            return Err(Problem::unauthorized(
+                "revokeCert must be signed by the account that ordered the certificate or by its key",
+            ));
+        }
+        match self.engine.revoke(sha256, reason).await {
+            Ok(_) => Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
+            Err(Error::Refused(r))
+                if r.messages().iter().any(|m| m.contains("already revoked")) =>
+            {
+                Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "alreadyRevoked",
+                    r.messages().join("; "),
+                ))
+            }
+            Err(Error::Refused(r)) => Err(Problem::unauthorized(r.messages().join("; "))),
+            Err(e) => Err(Problem::internal(&e)),
+        }
+    }
+
+    pub(super) fn certificate(&self, account: &str, id: &str) -> Result<Reply, Problem> {
+        let st = self.state();
+        let (owner, chain) = st.certs.get(id).ok_or_else(Problem::not_found)?;
+        if owner != account {
+            return Err(Problem::unauthorized("not this account's certificate"));
+        }
+        Ok(Reply::body(
+            StatusCode::OK,
+            "application/pem-certificate-chain",
+            chain.clone().into_bytes(),
+        ))
+    }
+}
+
+/// An RFC 5280 reason code the CA records.
+pub(super) fn reason_of(code: u64) -> Option<crate::crl::Reason> {
+    use crate::crl::Reason::*;
+    Some(match code {
+        0 => Unspecified,
+        1 => KeyCompromise,
+        2 => CaCompromise,
+        3 => AffiliationChanged,
+        4 => Superseded,
+        5 => CessationOfOperation,
+        9 => PrivilegeWithdrawn,
+        10 => AaCompromise,
+        _ => return None,
+    })
+}
+
+/// The key of `account` (None when it is gone).
+pub(super) fn post_key(app: &App, account: &str) -> Option<Jwk> {
+    app.state().accounts.get(account).map(|a| a.key.clone())
+}
+
+/// Whether a SubjectPublicKeyInfo holds the same public key as a JWK.
+pub(super) fn same_key(jwk: &Option<Jwk>, spki_der: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Some(jwk) = jwk else { return false };
+    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else {
+        return false;
+    };
+    let bits: &[u8] = &spki.subject_public_key.data;
+    match jwk {
+        Jwk::Ec { x, y, .. } => {
+            bits.len() == 1 + x.len() + y.len()
+                && bits[0] == 4
+                && bits[1..=x.len()] == x[..]
+                && bits[1 + x.len()..] == y[..]
+        }
+        Jwk::Ed25519 { x } => bits == &x[..],
+        Jwk::Rsa { n, .. } => {
+            let n = match n.iter().position(|b| *b != 0) {
+                Some(i) => &n[i..],
+                None => return false,
+            };
+            bits.windows(n.len()).any(|w| w == n)
+        }
+    }
+}
+
+pub(super) fn parse_contact(p: &Value) -> Result<Vec<String>, Problem> {
+    match p.get("contact") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(l)) if l.len() <= 8 => l
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .filter(|s| s.len() <= 256 && s.starts_with("mailto:"))
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "unsupportedContact",
+                            "contacts are up to 8 `mailto:` URLs",
+                        )
+                    })
+            })
+            .collect(),
+        Some(_) => Err(Problem::malformed(
+            "`contact` must be a list of up to 8 URLs",
+        )),
+    }
+}
+
+pub(super) fn order_json(base: &str, id: &str, o: &Order) -> Value {
+    let mut v = json!({
+        "status": o.status,
+        "expires": rfc3339(o.expires),
+        "identifiers": o.identifiers.iter().map(Identifier::json).collect::<Vec<_>>(),
+        "authorizations": o.authzs.iter().map(|a| format!("{base}/acme/authz/{a}")).collect::<Vec<_>>(),
+        "finalize": format!("{base}/acme/order/{id}/finalize"),
+    });
+    if let Some(c) = &o.certificate {
+        v["certificate"] = json!(format!("{base}/acme/cert/{c}"));
+    }
+    if let Some(e) = &o.error {
+        v["error"] = e.clone();
+    }
+    v
+}
+
+pub(super) fn challenge_json(base: &str, c: &Challenge) -> Value {
+    let mut v = json!({
+        "type": c.typ.as_str(),
+        "url": format!("{base}/acme/chall/{}", c.id),
+        "status": c.status,
+        "token": c.token,
+    });
+    if let Some(t) = c.validated {
+        v["validated"] = json!(rfc3339(t));
+    }
+    if let Some(e) = &c.error {
+        v["error"] = e.clone();
+    }
+    v
+}
+
+pub(super) fn authz_json(base: &str, a: &Authz) -> Value {
+    json!({
+        "status": a.status,
+        "expires": rfc3339(a.expires),
+        "identifier": a.identifier.json(),
+        "challenges": a.challenges.iter().map(|c| challenge_json(base, c)).collect::<Vec<_>>(),
+    })
+}

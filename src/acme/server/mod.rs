@@ -1,0 +1,361 @@
+//! `mtlsca serve`: an HTTPS server (tokio, hyper, rustls with ring) that speaks
+//! ACME (RFC 8555) and issues through the one engine.
+//!
+//! # What this first slice holds, and where
+//!
+//! - The engine (`Ca`, `Store`, `Issuer`) lives on one thread of its own: the
+//!   issuer is not `Send`, and one owner keeps the store's lock for the whole run.
+//!   Network tasks send it jobs (check identifiers, issue from a CSR) and await
+//!   the answers. Every certificate is recorded in the store like any other.
+//! - ACME state — accounts, orders, authorizations, challenges, nonces, issued
+//!   chains for download — is **in memory** and lost when the server stops.
+//! - The server's own certificate is a device certificate issued through the
+//!   engine for `--name` (and the listen IP unless a wildcard), with a key that
+//!   never leaves the process; it is renewed after two thirds of its lifetime.
+//!
+//! # Limits
+//!
+//! Request bodies ≤ 64 KiB, at most [`MAX_CONNECTIONS`] connections, a TLS
+//! handshake and request headers within 10 s, a connection at most 5 minutes;
+//! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
+//!
+//! # Validation (http-01, tls-alpn-01)
+//!
+//! Only the identifier's own addresses (the resolved DNS name, or the IP) on the
+//! configured port; http-01: one GET, no redirect followed, 10 s per attempt, at most
+//! 16 KiB read; tls-alpn-01 (RFC 8737, DNS names): SNI and ALPN `acme-tls/1`,
+//! the self-signed certificate must name exactly the identifier and carry the
+//! critical acmeIdentifier extension over the key authorization.
+
+mod engine;
+mod handlers;
+mod reply;
+mod state;
+mod validation;
+
+use engine::*;
+use handlers::*;
+use reply::*;
+use state::*;
+use validation::*;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST, LINK, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use ring::rand::SecureRandom;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
+use crate::acme::nonce::NoncePool;
+use crate::ca::{Ca, PassphraseSource};
+use crate::error::{Error, Result};
+use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output};
+use crate::policy::RequestedContent;
+use crate::role::Role;
+use crate::rules::{Origin, Refusals};
+use crate::store::Store;
+
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_MAX: Duration = Duration::from_secs(300);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
+const MAX_IDENTIFIERS: usize = 100;
+const MAX_ORDERS: usize = 100_000;
+const MAX_ACCOUNTS: usize = 100_000;
+const ORDER_LIFETIME: time::Duration = time::Duration::hours(24);
+
+/// How `mtlsca serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The CA directory.
+    pub ca_dir: PathBuf,
+    /// How long to wait for the store's lock at start.
+    pub lock_timeout: Duration,
+    /// Where the passphrase of encrypted CA keys comes from.
+    pub passphrase: PassphraseSource,
+    /// The address to listen on (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// The server's DNS names (in its certificate).
+    pub names: Vec<String>,
+    /// The profile ACME certificates are issued from (a device profile).
+    pub acme_profile: String,
+    /// newAccount requires external account binding.
+    pub require_eab: bool,
+    /// EAB keys: key id → HMAC key (in memory; each usable once).
+    pub eab_keys: HashMap<String, Vec<u8>>,
+    /// The port http-01 challenges are fetched from.
+    pub http01_port: u16,
+    /// The port tls-alpn-01 challenges are validated on.
+    pub tlsalpn01_port: u16,
+    /// Requests per second each account may make (bursts of twice that); 0: no limit.
+    pub rate_limit: u32,
+}
+
+/// Run the server until SIGTERM or Ctrl-C.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let (engine, thread) = Engine::start(&opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::State(format!("cannot start the server runtime: {e}")))?;
+    let result = rt.block_on(run(opts, engine.clone()));
+    rt.shutdown_timeout(Duration::from_secs(5));
+    // The last handle gone, the engine finishes its jobs, flushes and closes
+    // the store: wait for that before the process ends.
+    drop(engine);
+    let _ = thread.join();
+    result
+}
+
+// ---------------------------------------------------------------------------
+// The server's own certificate
+// ---------------------------------------------------------------------------
+
+/// The certificate rustls presents; swapped on renewal.
+#[derive(Debug)]
+struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|g| g.clone())
+    }
+}
+
+/// Issue the server's certificate through the engine (device profile), from a
+/// CSR over a key generated here; returns it with the time to renew it.
+async fn own_certificate(
+    engine: &Engine,
+    names: &[String],
+    listen: SocketAddr,
+) -> Result<(Arc<CertifiedKey>, OffsetDateTime)> {
+    let fail = |m: String| Error::State(format!("the server's certificate: {m}"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for n in names {
+        let dns = rcgen::string::Ia5String::try_from(n.clone()).map_err(|_| {
+            Error::Usage(format!(
+                "--name `{}` is not a DNS name",
+                crate::names::printable(n)
+            ))
+        })?;
+        params.subject_alt_names.push(rcgen::SanType::DnsName(dns));
+    }
+    if !listen.ip().is_unspecified() {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(listen.ip()));
+    }
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| fail(e.to_string()))?;
+    let issued = engine.issue("device", csr.der().to_vec(), None).await?;
+    let certs = pem::parse_many(&issued.chain_pem)
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .map(|p| rustls_pki_types::CertificateDer::from(p.into_contents()))
+        .collect::<Vec<_>>();
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(
+        rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    );
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| fail(e.to_string()))?;
+    let r = &issued.record;
+    let renew_at = r.not_before + (r.not_after - r.not_before) * 2 / 3;
+    Ok((Arc::new(CertifiedKey::new(certs, signing)), renew_at))
+}
+
+// ---------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------
+
+async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
+    if opts.names.is_empty() {
+        return Err(Error::Usage("give the server's name with --name".into()));
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let (cert, renew_at) = own_certificate(&engine, &opts.names, local).await?;
+    let slot = Arc::new(CertSlot(RwLock::new(cert)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::State(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(slot.clone());
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let app = Arc::new(App {
+        engine: engine.clone(),
+        state: Mutex::new(State::new()),
+        profile: opts.acme_profile.clone(),
+        require_eab: opts.require_eab,
+        eab_keys: opts.eab_keys.clone(),
+        http01_port: opts.http01_port,
+        tlsalpn01_port: opts.tlsalpn01_port,
+        rate_limit: opts.rate_limit,
+        fallback_host: local.to_string(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(renew_loop(
+        engine.clone(),
+        opts.names.clone(),
+        local,
+        slot,
+        renew_at,
+        shutdown_rx.clone(),
+    ));
+    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        app.clone(),
+        shutdown_rx,
+        conns.clone(),
+    ));
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "serving https://{local} (ACME directory https://{local}/acme/directory)"
+        );
+        let _ = out.flush();
+    }
+    stop_signal().await;
+    let _ = shutdown_tx.send(true);
+    let _ = accept.await;
+    // Wait for connections in flight to finish (each returns its permit).
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
+    Ok(())
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn renew_loop(
+    engine: Engine,
+    names: Vec<String>,
+    local: SocketAddr,
+    slot: Arc<CertSlot>,
+    mut renew_at: OffsetDateTime,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let wait = (renew_at - OffsetDateTime::now_utc())
+            .clamp(time::Duration::minutes(1), time::Duration::hours(1));
+        let wait = Duration::from_secs(wait.whole_seconds().max(60) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        if OffsetDateTime::now_utc() < renew_at {
+            continue;
+        }
+        match own_certificate(&engine, &names, local).await {
+            Ok((cert, next)) => {
+                if let Ok(mut g) = slot.0.write() {
+                    *g = cert;
+                }
+                renew_at = next;
+            }
+            Err(e) => eprintln!("error: renewing the server's certificate: {e}"),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    conns: Arc<Semaphore>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    // Out of descriptors and the like: back off a little.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let deadline = tokio::time::sleep(CONNECTION_MAX);
+            tokio::pin!(deadline);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await;
+                }
+                _ = &mut deadline => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,149 @@
+//! Problem documents and replies.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Problems and replies
+// ---------------------------------------------------------------------------
+
+/// An ACME problem document (RFC 8555 §6.7).
+#[derive(Debug)]
+pub(super) struct Problem {
+    pub(super) status: StatusCode,
+    pub(super) kind: String,
+    pub(super) detail: String,
+    pub(super) subproblems: Vec<Value>,
+    pub(super) retry_after: Option<u32>,
+}
+
+pub(super) const ACME_ERR: &str = "urn:ietf:params:acme:error:";
+
+impl Problem {
+    pub(super) fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            kind: format!("{ACME_ERR}{kind}"),
+            detail: detail.into(),
+            subproblems: Vec::new(),
+            retry_after: None,
+        }
+    }
+    pub(super) fn malformed(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed", detail)
+    }
+    pub(super) fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "unauthorized", detail)
+    }
+    pub(super) fn not_found() -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "malformed", "no such resource")
+    }
+    pub(super) fn internal(e: &Error) -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "serverInternal",
+            e.to_string(),
+        )
+    }
+    pub(super) fn jws(e: JwsError) -> Problem {
+        Problem {
+            status: StatusCode::BAD_REQUEST,
+            kind: e.problem_type().to_string(),
+            detail: e.to_string(),
+            subproblems: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// The engine's refusals as a problem of `kind`, one subproblem per rule
+    /// broken (its code in `detail` and in `rule`).
+    pub(super) fn refusals(kind: &str, what: &str, r: &Refusals) -> Problem {
+        let subs: Vec<Value> = r
+            .reasons
+            .iter()
+            .map(|x| {
+                let mut v = json!({
+                    "type": format!("{ACME_ERR}{kind}"),
+                    "detail": format!("{}: {}", x.rule.code(), r.message_of(x)),
+                    "rule": x.rule.code(),
+                });
+                if let Some(val) = &x.value {
+                    if kind == "rejectedIdentifier" {
+                        v["identifier"] = json!({"type": if val.parse::<IpAddr>().is_ok() {"ip"} else {"dns"}, "value": val});
+                    }
+                }
+                v
+            })
+            .collect();
+        let codes: Vec<&str> = r.reasons.iter().map(|x| x.rule.code()).collect();
+        Problem {
+            status: StatusCode::BAD_REQUEST,
+            kind: format!("{ACME_ERR}{kind}"),
+            detail: format!(
+                "{what} refused by policy ({}): {}",
+                codes.join(", "),
+                r.messages().join("; ")
+            ),
+            subproblems: subs,
+            retry_after: None,
+        }
+    }
+
+    /// From an engine error: refusals become `kind`, the rest serverInternal.
+    pub(super) fn engine(kind: &str, what: &str, e: &Error) -> Problem {
+        match e {
+            Error::Refused(r) | Error::Invalid(r) => Problem::refusals(kind, what, r),
+            other => Problem::internal(other),
+        }
+    }
+
+    pub(super) fn body(&self) -> Value {
+        let mut v = json!({
+            "type": self.kind,
+            "detail": self.detail,
+            "status": self.status.as_u16(),
+        });
+        if !self.subproblems.is_empty() {
+            v["subproblems"] = Value::Array(self.subproblems.clone());
+        }
+        v
+    }
+}
+
+/// A successful answer.
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) content_type: &'static str,
+    pub(super) body: Vec<u8>,
+    pub(super) location: Option<String>,
+    pub(super) links: Vec<String>,
+    pub(super) retry_after: Option<u32>,
+}
+
+impl Reply {
+    /// A reply with this body and content type, no headers beyond them.
+    pub(super) fn body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body,
+            location: None,
+            links: Vec::new(),
+            retry_after: None,
+        }
+    }
+    pub(super) fn json(status: StatusCode, v: Value) -> Reply {
+        Reply::body(status, "application/json", v.to_string().into_bytes())
+    }
+    pub(super) fn at(mut self, url: String) -> Reply {
+        self.location = Some(url);
+        self
+    }
+    pub(super) fn link(mut self, url: &str, rel: &str) -> Reply {
+        self.links.push(format!("<{url}>;rel=\"{rel}\""));
+        self
+    }
+}
+
+pub(super) fn header(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}

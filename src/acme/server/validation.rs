@@ -1,0 +1,385 @@
+//! Challenge validation (http-01, tls-alpn-01).
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// http-01 validation
+// ---------------------------------------------------------------------------
+
+pub(super) struct Validation {
+    pub(super) authz: String,
+    pub(super) index: usize,
+    pub(super) typ: ChallengeType,
+    pub(super) identifier: Identifier,
+    pub(super) token: String,
+    pub(super) key_authorization: String,
+    pub(super) port: u16,
+}
+
+pub(super) async fn validate(app: Arc<App>, job: Validation) {
+    let outcome = match job.typ {
+        ChallengeType::Http01 => http01(&job).await,
+        ChallengeType::TlsAlpn01 => tls_alpn01(&job).await,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut st = app.state();
+    let Some(a) = st.authzs.get_mut(&job.authz) else {
+        return;
+    };
+    let order_id = a.order.clone();
+    let Some(c) = a.challenges.get_mut(job.index) else {
+        return;
+    };
+    match outcome {
+        Ok(()) => {
+            c.status = "valid";
+            c.validated = Some(now);
+            a.status = "valid";
+        }
+        Err((kind, detail)) => {
+            let err = json!({"type": format!("{ACME_ERR}{kind}"), "detail": detail, "status": 403});
+            c.status = "invalid";
+            c.error = Some(err.clone());
+            a.status = "invalid";
+            if let Some(o) = st.orders.get_mut(&order_id) {
+                o.status = "invalid";
+                o.error = Some(err);
+            }
+            return;
+        }
+    }
+    let all_valid = st.orders.get(&order_id).is_some_and(|o| {
+        o.authzs
+            .iter()
+            .all(|id| st.authzs.get(id).is_some_and(|a| a.status == "valid"))
+    });
+    if let Some(o) = st.orders.get_mut(&order_id) {
+        if all_valid && o.status == "pending" {
+            o.status = "ready";
+        }
+    }
+}
+
+/// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
+/// identifier's own addresses only, following no redirect.
+pub(super) async fn http01(job: &Validation) -> std::result::Result<(), (&'static str, String)> {
+    let host = match &job.identifier {
+        Identifier::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+        other => other.value(),
+    };
+    let addrs = addresses(&job.identifier, job.port).await?;
+    if addrs.is_empty() {
+        return Err(("dns", format!("`{host}` has no address")));
+    }
+    let host_header = if job.port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{}", job.port)
+    };
+    let mut last = String::new();
+    for addr in addrs {
+        match tokio::time::timeout(VALIDATION_TIMEOUT, fetch(addr, &host_header, &job.token)).await
+        {
+            Ok(Ok((200, body))) => {
+                let got = String::from_utf8_lossy(&body);
+                return if got.trim_end() == job.key_authorization {
+                    Ok(())
+                } else {
+                    Err((
+                        "incorrectResponse",
+                        format!(
+                            "{addr} answered with a key authorization that does not match: `{}`",
+                            crate::names::printable(&got.chars().take(200).collect::<String>())
+                        ),
+                    ))
+                };
+            }
+            Ok(Ok((code, _))) => {
+                return Err((
+                    "unauthorized",
+                    format!("{addr} answered HTTP {code} (redirects are not followed)"),
+                ))
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(("connection", last))
+}
+
+/// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
+pub(super) async fn addresses(
+    id: &Identifier,
+    port: u16,
+) -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
+    match id {
+        Identifier::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
+        Identifier::Dns(name) => {
+            match tokio::time::timeout(
+                VALIDATION_TIMEOUT,
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(a)) => Ok(a.take(8).collect()),
+                Ok(Err(e)) => Err(("dns", format!("cannot resolve `{name}`: {e}"))),
+                Err(_) => Err(("dns", format!("resolving `{name}` timed out"))),
+            }
+        }
+    }
+}
+
+/// The OID of the acmeIdentifier extension (RFC 8737).
+pub(super) const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+
+/// tls-alpn-01 (RFC 8737): a TLS handshake with SNI = the name and ALPN
+/// `acme-tls/1` on the identifier's own addresses; the self-signed certificate
+/// must name exactly that DNS name and carry the critical acmeIdentifier
+/// extension with SHA-256 of the key authorization.
+pub(super) async fn tls_alpn01(
+    job: &Validation,
+) -> std::result::Result<(), (&'static str, String)> {
+    let Identifier::Dns(name) = &job.identifier else {
+        return Err(("malformed", "tls-alpn-01 is for DNS names".into()));
+    };
+    let addrs = addresses(&job.identifier, job.port).await?;
+    if addrs.is_empty() {
+        return Err(("dns", format!("`{name}` has no address")));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth(),
+        Err(e) => return Err(("serverInternal", e.to_string())),
+    };
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let sni = rustls_pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| ("malformed", format!("`{name}` cannot be an SNI name")))?;
+    let want = ring::digest::digest(&ring::digest::SHA256, job.key_authorization.as_bytes());
+    let mut last = String::new();
+    for addr in addrs {
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tls = connector
+                .connect(sni.clone(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (_, conn) = tls.get_ref();
+            let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+            let cert = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec());
+            Ok::<_, String>((alpn, cert))
+        };
+        match tokio::time::timeout(VALIDATION_TIMEOUT, attempt).await {
+            Ok(Ok((alpn, cert))) => {
+                if alpn.as_deref() != Some(b"acme-tls/1".as_slice()) {
+                    return Err((
+                        "unauthorized",
+                        format!("{addr} did not negotiate ALPN acme-tls/1"),
+                    ));
+                }
+                let Some(der) = cert else {
+                    return Err(("unauthorized", format!("{addr} sent no certificate")));
+                };
+                return check_alpn_cert(&der, name, want.as_ref())
+                    .map_err(|m| ("incorrectResponse", format!("{addr}: {m}")));
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: timed out"),
+        }
+    }
+    Err(("connection", last))
+}
+
+pub(super) fn check_alpn_cert(
+    der: &[u8],
+    name: &str,
+    want: &[u8],
+) -> std::result::Result<(), String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|_| "the certificate cannot be parsed".to_string())?;
+    let mut dns = Vec::new();
+    let mut proof = None;
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for n in &san.general_names {
+                match n {
+                    GeneralName::DNSName(d) => dns.push(d.to_ascii_lowercase()),
+                    _ => return Err("the certificate names more than the DNS name".into()),
+                }
+            }
+        }
+        if ext.oid.to_id_string() == ACME_IDENTIFIER_OID {
+            if !ext.critical {
+                return Err("the acmeIdentifier extension is not critical".into());
+            }
+            proof = Some(ext.value.to_vec());
+        }
+    }
+    if dns != [name.to_string()] {
+        return Err(format!("the certificate must name exactly `{name}`"));
+    }
+    // The extension's value is an OCTET STRING of the 32-byte digest.
+    let mut expected = vec![0x04, 0x20];
+    expected.extend_from_slice(want);
+    match proof {
+        Some(v) if v == expected => Ok(()),
+        Some(_) => Err("the acmeIdentifier does not match the key authorization".into()),
+        None => Err("the certificate has no acmeIdentifier extension".into()),
+    }
+}
+
+/// A verifier for the tls-alpn-01 handshake: the certificate is self-signed
+/// and judged by `check_alpn_cert`; handshake signatures are still verified.
+#[derive(Debug)]
+pub(super) struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        handshake_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        use rustls::SignatureScheme::*;
+        vec![
+            ECDSA_NISTP256_SHA256,
+            ECDSA_NISTP384_SHA384,
+            ED25519,
+            RSA_PSS_SHA256,
+            RSA_PSS_SHA384,
+            RSA_PSS_SHA512,
+            RSA_PKCS1_SHA256,
+            RSA_PKCS1_SHA384,
+            RSA_PKCS1_SHA512,
+        ]
+    }
+}
+
+/// Verify a handshake signature with the key of a certificate webpki would not
+/// parse (the acmeIdentifier extension is critical and unknown to it).
+pub(super) fn handshake_signature(
+    message: &[u8],
+    cert: &rustls_pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use ring::signature as sig;
+    use rustls::SignatureScheme::*;
+    use x509_parser::prelude::FromDer;
+    let bad = || rustls::Error::General("tls-alpn-01: bad handshake signature".into());
+    let (_, c) =
+        x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).map_err(|_| bad())?;
+    let key: &[u8] = &c.public_key().subject_public_key.data;
+    let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
+        ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        ED25519 => &sig::ED25519,
+        RSA_PSS_SHA256 => &sig::RSA_PSS_2048_8192_SHA256,
+        RSA_PSS_SHA384 => &sig::RSA_PSS_2048_8192_SHA384,
+        RSA_PSS_SHA512 => &sig::RSA_PSS_2048_8192_SHA512,
+        RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        RSA_PKCS1_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        _ => return Err(bad()),
+    };
+    sig::UnparsedPublicKey::new(alg, key)
+        .verify(message, dss.signature())
+        .map_err(|_| bad())?;
+    Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+}
+
+pub(super) async fn fetch(
+    addr: SocketAddr,
+    host: &str,
+    token: &str,
+) -> std::result::Result<(u16, Vec<u8>), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mtlsca-acme\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    (&mut s)
+        .take(MAX_CHALLENGE_RESPONSE)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no complete HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut body = buf[split + 4..].to_vec();
+    let status_line = head.lines().next().unwrap_or("");
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or("not an HTTP/1 response")?;
+    let chunked = head.lines().skip(1).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or("bad chunked encoding")?;
+    }
+    Ok((code, body))
+}
+
+pub(super) fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_txt = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_txt.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if b.len() < size {
+            return None;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = b.get(size + 2..)?;
+    }
+}
