@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use crate::ca::{Ca, CaKind, SigningCa};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::rules::Rule;
 use crate::store::{Record, RevokeOutcome, Store};
 
 /// nextUpdate when none is asked for.
@@ -150,10 +151,13 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
                     )
                 })
                 .unwrap_or_default();
-            Err(Error::refused(format!(
-                "certificate {} is already revoked (since {at}, reason {why})",
-                rec.serial
-            )))
+            Err(Error::refused_by(
+                Rule::AlreadyRevoked,
+                format!(
+                    "certificate {} is already revoked (since {at}, reason {why})",
+                    rec.serial
+                ),
+            ))
         }
         RevokeOutcome::Unknown => Err(Error::refused(format!(
             "no certificate with serial {printable}"

@@ -329,6 +329,8 @@ rules! {
     ProfilePermitted = "profile-permitted", "`permitted` patterns must parse and be of a name kind the profile accepts";
     /// No certificate matches the given serial, fingerprint or id.
     NotFound = "not-found", "no certificate matches";
+    /// A revocation of a certificate that is revoked already (a revocation is final).
+    AlreadyRevoked = "already-revoked", "a certificate is revoked once; its reason and time are final";
 }
 
 impl fmt::Display for Rule {

@@ -572,6 +572,8 @@ fn every_rule_code_is_reported_in_json() {
         1,
         "not-found",
     );
+    env.ok(&["revoke", "r1"]);
+    check(&["revoke", "r1"], 1, "already-revoked");
     // A profile with `permitted` patterns and one longer than the issuing CA.
     write(
         &env,

@@ -863,9 +863,7 @@ impl App {
         }
         match self.engine.revoke(sha256, reason).await {
             Ok(_) => Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
-            Err(Error::Refused(r))
-                if r.messages().iter().any(|m| m.contains("already revoked")) =>
-            {
+            Err(Error::Refused(r)) if r.has(crate::rules::Rule::AlreadyRevoked) => {
                 Err(Problem::new(
                     StatusCode::BAD_REQUEST,
                     "alreadyRevoked",
