@@ -653,6 +653,11 @@ const CA_ENTRIES: [&str; 9] = [
 
 /// Exit 3 when `dir` already holds (part of) a CA: nothing is written over one.
 pub fn refuse_existing(dir: &Path, what_now: &str) -> Result<()> {
+    if dir.join(STAGING).is_dir() && !dir.join(CONFIG_FILE).exists() {
+        // An `init`/`restore` killed while moving a CA in: not a foreign CA.
+        // `create_ca_dir` removes it under the lock, then checks again.
+        return Ok(());
+    }
     let markers = [CONFIG_FILE, "root.pem", "private", "db"];
     match markers.iter().find(|m| dir.join(m).exists()) {
         Some(m) if !dir.join(CONFIG_FILE).exists() => Err(Error::State(format!(
