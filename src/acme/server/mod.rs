@@ -100,8 +100,6 @@ pub struct ServeOptions {
     pub acme_profile: String,
     /// newAccount requires external account binding.
     pub require_eab: bool,
-    /// EAB keys: key id → HMAC key (in memory; each usable once).
-    pub eab_keys: HashMap<String, Vec<u8>>,
     /// The port http-01 challenges are fetched from.
     pub http01_port: u16,
     /// The port tls-alpn-01 challenges are validated on.
@@ -112,13 +110,13 @@ pub struct ServeOptions {
 
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(opts: ServeOptions) -> Result<()> {
-    let (engine, thread) = Engine::start(&opts)?;
+    let (engine, acme, thread) = Engine::start(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::State(format!("cannot start the server runtime: {e}")))?;
-    let result = rt.block_on(run(opts, engine.clone()));
+    let result = rt.block_on(run(opts, engine.clone(), acme));
     rt.shutdown_timeout(Duration::from_secs(5));
     // The last handle gone, the engine finishes its jobs, flushes and closes
     // the store: wait for that before the process ends.
@@ -190,7 +188,11 @@ async fn own_certificate(
 // Serving
 // ---------------------------------------------------------------------------
 
-async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
+async fn run(
+    opts: ServeOptions,
+    engine: Engine,
+    acme: crate::store::acme::AcmeStore,
+) -> Result<()> {
     if opts.names.is_empty() {
         return Err(Error::Usage("give the server's name with --name".into()));
     }
@@ -213,10 +215,10 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
 
     let app = Arc::new(App {
         engine: engine.clone(),
-        state: Mutex::new(State::new()),
+        state: Mutex::new(State::load(&acme, OffsetDateTime::now_utc())?),
+        acme,
         profile: opts.acme_profile.clone(),
         require_eab: opts.require_eab,
-        eab_keys: opts.eab_keys.clone(),
         http01_port: opts.http01_port,
         tlsalpn01_port: opts.tlsalpn01_port,
         rate_limit: opts.rate_limit,
@@ -254,7 +256,9 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
     let _ = accept.await;
     // Wait for connections in flight to finish (each returns its permit).
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
-    Ok(())
+    // Validations still running write their outcome after this; the engine's
+    // final flush covers them.
+    app.save_nonces()
 }
 
 async fn stop_signal() {
