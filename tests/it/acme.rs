@@ -1368,3 +1368,139 @@ fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
         .iter()
         .any(|k| k["revoked"].is_string()));
 }
+
+/// URLs come from the configured names: a request naming another host is
+/// refused (421) and the name never appears in what the server says.
+#[test]
+fn a_host_header_that_is_not_the_server_is_refused() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let port = server.port;
+    let get = |host: &str| {
+        send(
+            &env,
+            port,
+            format!("GET /acme/directory HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let a = get("evil.example");
+    assert_eq!(a.status, 421);
+    assert!(!String::from_utf8_lossy(&a.body).contains("evil"));
+    assert_eq!(get(&format!("evil.example:{port}")).status, 421);
+    assert_eq!(get("127.0.0.2").status, 421);
+    // Missing Host: refused too.
+    let a = send(
+        &env,
+        port,
+        b"GET /acme/directory HTTP/1.0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 421);
+    // The configured name (any case), with or without the port, and the listen address.
+    let a = get(&format!("LocalHost:{port}"));
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json()["newOrder"],
+        format!("https://localhost:{port}/acme/new-order")
+    );
+    assert_eq!(
+        get("localhost").json()["newOrder"],
+        "https://localhost/acme/new-order"
+    );
+    assert_eq!(get(&format!("127.0.0.1:{port}")).status, 200);
+}
+
+/// An idle keep-alive connection, and one that never finishes its headers,
+/// are closed after `--idle-timeout`.
+#[test]
+fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &["--idle-timeout", "1s"]);
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(
+        format!(
+            "GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            server.port
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    // read_answer reads to the end of the connection: it returns once the
+    // server closes the idle connection (the client's own timeout is 30 s).
+    let a = read_answer(tls);
+    assert_eq!(a.status, 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(b"GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1")
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// The server renews its own certificate before it expires and keeps serving:
+/// a 15-second profile, renewed after 10 seconds.
+#[test]
+fn serve_renews_its_own_certificate_before_it_expires() {
+    let env = constrained_ca();
+    let device = std::fs::read_to_string(env.ca_dir().join("profiles/device.toml")).unwrap();
+    let short = device
+        .replace("name = \"device\"", "name = \"short\"")
+        .replace(
+            "validity = { default = \"90d\", max = \"397d\" }",
+            "validity = { default = \"15s\", max = \"15s\" }",
+        );
+    assert!(short.contains("\"15s\""));
+    std::fs::write(env.ca_dir().join("profiles/short.toml"), short).unwrap();
+    let mut server = Server::start(&env, &["--tls-profile", "short"]);
+    let presented = || {
+        let mut tls = tls_stream(&env, server.port);
+        tls.write_all(
+            format!(
+                "GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                server.port
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
+        let a = read_answer(tls);
+        (cert, a.status)
+    };
+    let (first, status) = presented();
+    assert_eq!(status, 200);
+    let mut renewed = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        let (now, status) = presented();
+        assert_eq!(status, 200, "keeps serving (the certificate verifies)");
+        if now != first {
+            renewed = Some(now);
+            break;
+        }
+    }
+    let renewed = renewed.expect("a new certificate within 20 s");
+    std::fs::write(
+        env.path("renewed.pem"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", renewed)),
+    )
+    .unwrap();
+    let text = env.x509_text("renewed.pem");
+    assert!(text.contains("DNS:localhost"), "{text}");
+    assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+    assert_eq!(server.stop(), 0);
+    let list = env.json(&["list"]);
+    let short: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["profile"] == "short")
+        .collect();
+    assert!(short.len() >= 2, "{list}");
+}

@@ -17,7 +17,33 @@ pub(super) struct App {
     pub(super) http01_port: u16,
     pub(super) tlsalpn01_port: u16,
     pub(super) rate_limit: u32,
-    pub(super) fallback_host: String,
+    pub(super) idle_timeout: Duration,
+    /// The `Host` values this server answers for (lowercase): each `--name`
+    /// with and without the port, and the listen address unless a wildcard.
+    /// URLs are built from the one the client used; any other is refused, so
+    /// a forged `Host` never ends up in a URL the server hands out.
+    pub(super) hosts: HashSet<String>,
+}
+
+/// The `Host` values a server listening on `local` with `names` answers for.
+pub(super) fn allowed_hosts(names: &[String], local: SocketAddr) -> HashSet<String> {
+    let port = local.port();
+    let mut hosts = HashSet::new();
+    for n in names {
+        let n = n.to_ascii_lowercase();
+        hosts.insert(format!("{n}:{port}"));
+        hosts.insert(n);
+    }
+    if !local.ip().is_unspecified() {
+        hosts.insert(local.to_string());
+        if port == 443 {
+            hosts.insert(match local.ip() {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+        }
+    }
+    hosts
 }
 
 /// What a verified POST carries.
@@ -117,14 +143,25 @@ impl App {
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.len() <= 255
-                    && h.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
-            })
-            .map(str::to_string)
-            .unwrap_or_else(|| self.fallback_host.clone());
+            .map(str::to_ascii_lowercase)
+            .filter(|h| self.hosts.contains(h));
+        let Some(host) = host else {
+            let mut names: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            let p = Problem::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "malformed",
+                format!(
+                    "the Host header must name this server ({})",
+                    names.join(", ")
+                ),
+            );
+            return Response::builder()
+                .status(p.status)
+                .header(CONTENT_TYPE, "application/problem+json")
+                .body(Full::new(Bytes::from(p.body().to_string())))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        };
         let base = format!("https://{host}");
         let path = req.uri().path().to_string();
         let method = req.method().clone();
