@@ -502,6 +502,14 @@ impl App {
             None => {}
         }
         let mut st = self.state();
+        // A concurrent newAccount with the same key may have won meanwhile:
+        // answer with that account (and leave the EAB key unbound).
+        if let Some(id) = st.by_thumbprint.get(&thumb) {
+            if let Some(a) = st.accounts.get(id) {
+                return Ok(Reply::json(StatusCode::OK, Self::account_json(base, id, a))
+                    .at(format!("{base}/acme/acct/{id}")));
+            }
+        }
         if st.accounts.len() >= MAX_ACCOUNTS {
             return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -537,9 +545,12 @@ impl App {
             created: OffsetDateTime::now_utc(),
         };
         let body = Self::account_json(base, &id, &a);
+        // The store first: the working copy only holds what was recorded.
+        self.acme
+            .put_account(&a.record(&id), None)
+            .map_err(|e| Problem::internal(&e))?;
         st.accounts.insert(id.clone(), a);
         st.by_thumbprint.insert(thumb, id.clone());
-        self.save_account(&st, &id, None)?;
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
     }
 
