@@ -1504,3 +1504,38 @@ fn serve_renews_its_own_certificate_before_it_expires() {
         .collect();
     assert!(short.len() >= 2, "{list}");
 }
+
+/// A kill (no clean stop): an account and its EAB binding, answered before the
+/// kill, are still there; nonces handed out before it are all refused.
+#[test]
+fn accounts_and_eab_bindings_survive_a_kill_and_nonces_do_not() {
+    let env = constrained_ca();
+    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
+    let (kid, hmac) = (
+        key["kid"].as_str().unwrap().to_string(),
+        key["hmac_key"].as_str().unwrap().to_string(),
+    );
+    let port = free_port();
+    let mut server = Server::start_at(&env, port, &["--acme-require-eab"]);
+    let mut c = Client::new(&env, &server);
+    let a = c.register_with_eab(&kid, &hmac);
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let unused = c.nonce();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let again = Server::start_at(&env, port, &["--acme-require-eab"]);
+    let acct = c.path_of(c.kid.as_deref().unwrap());
+    let a = c.post(&acct, None);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["status"], "valid");
+    // The key stays bound: another account cannot use it.
+    let mut other = Client::new(&env, &again);
+    assert_eq!(
+        other.register_with_eab(&kid, &hmac).problem(),
+        "unauthorized"
+    );
+    // A nonce from before the kill is unknown now.
+    let body = c.sign(&format!("{}{acct}", c.base()), None, &unused);
+    assert_eq!(c.raw(&acct, &body).problem(), "badNonce");
+}
