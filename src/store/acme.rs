@@ -293,6 +293,12 @@ impl AcmeStore {
             .collect()
     }
 
+    /// Forget an authorization (one whose order is gone).
+    pub fn remove_authz(&self, id: &str) -> Result<()> {
+        self.authzs.remove(id.as_bytes()).map_err(store_err)?;
+        Ok(())
+    }
+
     /// Record a chain for download.
     pub fn put_cert(&self, c: &AcmeCert) -> Result<()> {
         self.certs
@@ -318,6 +324,8 @@ impl AcmeStore {
         if let Some(c) = &o.certificate {
             self.certs.remove(c.as_bytes()).map_err(store_err)?;
         }
+        // The server names an order's download after the order.
+        self.certs.remove(o.id.as_bytes()).map_err(store_err)?;
         self.orders.remove(o.id.as_bytes()).map_err(store_err)?;
         Ok(())
     }

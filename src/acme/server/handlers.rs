@@ -997,7 +997,10 @@ impl App {
         let mut st = self.state();
         match issued {
             Ok(i) => {
-                let cert_id = random_id();
+                // One certificate per order: the download is named by the order,
+                // so pruning the order always finds it (even after a crash lost
+                // the order's last write).
+                let cert_id = id.to_string();
                 self.acme
                     .put_cert(&crate::store::acme::AcmeCert {
                         id: cert_id.clone(),

@@ -309,17 +309,7 @@ impl State {
         }
         for r in store.authzs()? {
             if !st.orders.contains_key(&r.order) {
-                store.remove_order(&AcmeOrder {
-                    id: r.order.clone(),
-                    account: r.account.clone(),
-                    status: String::new(),
-                    expires: r.expires,
-                    identifiers: Vec::new(),
-                    authzs: vec![r.id.clone()],
-                    certificate: None,
-                    cert_sha256: None,
-                    error: None,
-                })?;
+                store.remove_authz(&r.id)?;
                 continue;
             }
             let (id, a) = Authz::from_record(r);
