@@ -59,6 +59,28 @@ impl NoncePool {
         }
     }
 
+    /// Take back a nonce issued at `at` (by an earlier run of the server,
+    /// saved at its stop): it is accepted once, like one issued here.
+    pub fn adopt(&mut self, nonce: String, at: Instant) {
+        while self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.issued.remove(&old);
+            }
+        }
+        if self.issued.insert(nonce.clone(), at).is_none() {
+            self.order.push_back(nonce);
+        }
+    }
+
+    /// The nonces still live at `now`, each with its age (to hand to the next run).
+    pub fn live(&self, now: Instant) -> Vec<(String, Duration)> {
+        self.issued
+            .iter()
+            .map(|(n, at)| (n.clone(), now.saturating_duration_since(*at)))
+            .filter(|(_, age)| *age <= self.lifetime)
+            .collect()
+    }
+
     /// How many nonces are live (issued, not used, not forgotten).
     pub fn len(&self) -> usize {
         self.issued.len()
@@ -98,5 +120,24 @@ mod tests {
         assert!(!pool.redeem(&a, t0));
         assert!(pool.redeem(&b, t0) && pool.redeem(&c, t0));
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn live_nonces_can_be_handed_to_another_pool_and_used_once_there() {
+        let t0 = Instant::now();
+        let mut a = NoncePool::new(10, Duration::from_secs(60));
+        let n1 = a.issue(t0).unwrap();
+        let n2 = a.issue(t0).unwrap();
+        assert!(a.redeem(&n2, t0));
+        let live = a.live(t0 + Duration::from_secs(5));
+        assert_eq!(live, vec![(n1.clone(), Duration::from_secs(5))]);
+        let t1 = t0 + Duration::from_secs(100);
+        let mut b = NoncePool::new(10, Duration::from_secs(60));
+        for (n, age) in live {
+            b.adopt(n, t1 - age);
+        }
+        assert!(!b.redeem(&n2, t1), "a used nonce was not handed over");
+        assert!(b.redeem(&n1, t1));
+        assert!(!b.redeem(&n1, t1));
     }
 }

@@ -79,8 +79,22 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "serve" => &[
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal", "ACME at https://ca.corp.internal:8443/acme/directory, device profile"),
-            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-profile workload --acme-require-eab --acme-eab-key kid-1=BASE64URL", "only accounts bound to a key handed out beforehand"),
+            ("mtlsca acme eab create --profile workload && mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-require-eab", "only accounts bound to a key handed out beforehand (`acme eab create`)"),
         ],
+        "acme" => &[
+            ("mtlsca acme eab create --profile device", "an external account binding key for one ACME client"),
+            ("mtlsca acme eab list", "the keys, whether bound, and to which account"),
+        ],
+        "acme eab" => &[
+            ("mtlsca acme eab create --profile workload --json", "kid and HMAC key as JSON; the account gets workload certificates"),
+            ("mtlsca acme eab revoke eab-0123abcd...", "the key binds no account from now on"),
+        ],
+        "acme eab create" => &[
+            ("mtlsca acme eab create --profile device", "prints kid and hmac_key (base64url)"),
+            ("mtlsca acme eab create --profile workload --json", "as JSON, for a script"),
+        ],
+        "acme eab list" => &[("mtlsca acme eab list --json", "every key without its HMAC key")],
+        "acme eab revoke" => &[("mtlsca acme eab revoke eab-0123abcd...", "refuse the key from now on")],
         "proxy" => &[
             ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "mTLS in front of a plain HTTP server, identity headers added"),
             ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "plain TCP in, mTLS out"),

@@ -26,6 +26,7 @@ macro_rules! out {
     }};
 }
 
+mod acme_cmds;
 mod admin_cmds;
 mod ca_cmds;
 pub mod help;
@@ -167,6 +168,9 @@ pub enum Command {
     Proxy(proxy_cmds::ProxyCmd),
     /// Serve ACME (RFC 8555) over HTTPS, issuing through this CA
     Serve(serve_cmds::ServeArgs),
+    /// ACME administration: external account binding keys for `serve`
+    #[command(subcommand)]
+    Acme(acme_cmds::AcmeCmd),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -229,5 +233,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Man(a) => lifecycle_cmds::man(&ctx, a),
         Command::Proxy(c) => proxy_cmds::proxy(&ctx, c),
         Command::Serve(a) => serve_cmds::serve(&ctx, a),
+        Command::Acme(c) => acme_cmds::acme(&ctx, c),
     }
 }

@@ -1,10 +1,7 @@
 //! `mtlsca serve`: arguments to [`crate::acme::server::ServeOptions`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use clap::Args;
 
 use super::{Ctx, Outcome};
@@ -26,9 +23,6 @@ pub struct ServeArgs {
     /// Refuse newAccount without external account binding
     #[arg(long)]
     pub acme_require_eab: bool,
-    /// An external account binding key, KID=BASE64URL-HMAC-KEY (repeatable; each usable once)
-    #[arg(long = "acme-eab-key", value_name = "KID=KEY")]
-    pub acme_eab_keys: Vec<String>,
     /// The port http-01 challenges are fetched from
     #[arg(long, value_name = "PORT", default_value_t = 80)]
     pub acme_http01_port: u16,
@@ -42,23 +36,24 @@ pub struct ServeArgs {
     /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub acme_rate_limit: u32,
+    /// Close a connection when no request headers arrive for this long (idle
+    /// keep-alive, or a client sending slowly)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_wait)]
+    pub idle_timeout: std::time::Duration,
+    /// The profile of the server's own certificate (a device profile; renewed
+    /// after two thirds of its validity)
+    #[arg(long, value_name = "PROFILE", default_value = "device")]
+    pub tls_profile: String,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
-    let mut eab_keys = HashMap::new();
-    for k in &a.acme_eab_keys {
-        let (kid, key) = k
-            .split_once('=')
-            .ok_or_else(|| Error::Usage("--acme-eab-key takes KID=BASE64URL-KEY".into()))?;
-        let key = B64
-            .decode(key.trim_end_matches('='))
-            .ok()
-            .filter(|k| k.len() >= 16)
-            .ok_or_else(|| {
-                Error::Usage("--acme-eab-key: the key must be base64url, at least 16 bytes".into())
-            })?;
-        eab_keys.insert(kid.to_string(), key);
+    let tls = ctx.open_ca()?.profile(&a.tls_profile)?;
+    if tls.role != crate::role::Role::Device {
+        return Err(Error::Usage(format!(
+            "--tls-profile `{}` is an entity profile; the server's certificate is a device certificate",
+            a.tls_profile
+        )));
     }
     run_server(ServeOptions {
         ca_dir: ctx.global.ca_dir.clone(),
@@ -68,10 +63,11 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         names: a.names,
         acme_profile: a.acme_profile,
         require_eab: a.acme_require_eab,
-        eab_keys,
         http01_port: a.acme_http01_port,
         tlsalpn01_port: a.acme_tlsalpn01_port,
         rate_limit: a.acme_rate_limit,
+        idle_timeout: a.idle_timeout,
+        tls_profile: a.tls_profile,
     })?;
     Ok(Outcome::Done)
 }

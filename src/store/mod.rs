@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::role::Role;
 
+pub mod acme;
 mod integrity;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
@@ -204,6 +205,19 @@ pub struct Store {
 
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
+}
+
+/// `Store::flush` for a sled handle (shared with [`acme::AcmeStore`]).
+fn flush_db(db: &sled::Db, path: &Path) -> Result<()> {
+    db.flush().map_err(store_err)?;
+    let data = path.join("db");
+    if data.exists() {
+        std::fs::File::open(&data)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::Store(format!("fsync {}: {e}", data.display())))?;
+    }
+    crate::fsutil::sync_dir(path)?;
+    Ok(())
 }
 
 /// sled 0.34 refuses a second opener at once with this lock error; we wait instead.
@@ -446,15 +460,7 @@ impl Store {
     /// extents) reaches the disk; an `fsync` of the data file and the directory
     /// afterwards does.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(store_err)?;
-        let data = self.path.join("db");
-        if data.exists() {
-            std::fs::File::open(&data)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::Store(format!("fsync {}: {e}", data.display())))?;
-        }
-        crate::fsutil::sync_dir(&self.path)?;
-        Ok(())
+        flush_db(&self.db, &self.path)
     }
 
     /// The trees one issuance writes, in the order `IssueTx::of` expects.

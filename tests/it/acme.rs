@@ -20,11 +20,26 @@ struct Server {
     port: u16,
 }
 
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Server {
     fn start(env: &Env, extra: &[&str]) -> Server {
+        Server::start_at(env, 0, extra)
+    }
+
+    /// On a given port (0: any), so that a restarted server keeps its URLs.
+    fn start_at(env: &Env, port: u16, extra: &[&str]) -> Server {
+        let listen = format!("127.0.0.1:{port}");
         let mut child = env
             .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+            .args(["serve", "--listen", &listen, "--name", "localhost"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -762,7 +777,8 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
         .unwrap()
         .port()
         .to_string();
-    let mut server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let port = free_port();
+    let mut server = Server::start_at(&env, port, &["--acme-http01-port", &http01]);
     let cb = env.path("certbot");
     let out = Command::new("certbot")
         .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
@@ -794,7 +810,11 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
         "certbot failed:\n{}",
         crate::common::text(&out)
     );
-    // `certbot renew --force-renewal`: a new certificate for the same name.
+    // A restart: the account certbot keeps is in the store.
+    assert_eq!(server.stop(), 0);
+    let mut server = Server::start_at(&env, port, &["--acme-http01-port", &http01]);
+    // `certbot renew --force-renewal`: a new certificate for the same name,
+    // with the same account.
     let out = Command::new("certbot")
         .env("REQUESTS_CA_BUNDLE", env.ca_dir().join("root.pem"))
         .args([
@@ -891,7 +911,17 @@ fn certbot_gets_a_server_auth_certificate_recorded_in_the_store() {
     .trim_start_matches("serial=")
     .to_ascii_lowercase();
     let list = env.json(&["list"]);
-    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    // Two server certificates (one per start), certbot's and its renewal.
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+    let accounts: std::collections::HashSet<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .filter_map(|r| r.strip_prefix("acme/acct/"))
+        .filter_map(|r| r.split('/').next())
+        .collect();
+    assert_eq!(accounts.len(), 1, "renewed with the same account: {list}");
     assert!(
         list.as_array()
             .unwrap()
@@ -919,17 +949,15 @@ fn lego_with_eab_gets_a_certificate_through_tls_alpn_01() {
             .to_string()
     };
     let alpn_port = free();
-    let hmac = B64.encode([7u8; 32]);
-    let eab = format!("kid-1={hmac}");
+    // The key is made before the server starts, kept in the store.
+    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
+    let (kid, hmac) = (
+        key["kid"].as_str().unwrap().to_string(),
+        key["hmac_key"].as_str().unwrap().to_string(),
+    );
     let mut server = Server::start(
         &env,
-        &[
-            "--acme-require-eab",
-            "--acme-eab-key",
-            &eab,
-            "--acme-tlsalpn01-port",
-            &alpn_port,
-        ],
+        &["--acme-require-eab", "--acme-tlsalpn01-port", &alpn_port],
     );
     let lego = |dir: &str, extra: &[&str]| {
         Command::new("lego")
@@ -955,13 +983,26 @@ fn lego_with_eab_gets_a_certificate_through_tls_alpn_01() {
     };
     let out = lego("lego-no-eab", &[]);
     assert!(!out.status.success(), "{}", crate::common::text(&out));
-    let out = lego("lego", &["--eab", "--kid", "kid-1", "--hmac", &hmac]);
+    let out = lego("lego", &["--eab", "--kid", &kid, "--hmac", &hmac]);
     assert!(
         out.status.success(),
         "lego failed:\n{}",
         crate::common::text(&out)
     );
+    // The key binds one account: a second account (another lego directory,
+    // another account key) with the same key is refused.
+    let out = lego("lego-again", &["--eab", "--kid", &kid, "--hmac", &hmac]);
+    assert!(!out.status.success(), "{}", crate::common::text(&out));
+    assert!(
+        crate::common::text(&out).contains("unauthorized"),
+        "{}",
+        crate::common::text(&out)
+    );
     assert_eq!(server.stop(), 0);
+    let keys = env.json(&["acme", "eab", "list"]);
+    assert_eq!(keys[0]["kid"], kid.as_str(), "{keys}");
+    assert!(keys[0]["account"].is_string(), "bound: {keys}");
+    assert!(keys[0].get("hmac_key").is_none(), "list never shows keys");
     let crt = "lego/certificates/localhost.crt";
     let text = env.x509_text(crt);
     assert!(text.contains("TLS Web Server Authentication"), "{text}");
@@ -1110,4 +1151,391 @@ fn acme_requests_over_the_account_rate_limit_are_rate_limited() {
     assert_eq!(a.status, 429);
     assert_eq!(a.problem(), "rateLimited");
     assert_eq!(a.header("retry-after"), Some("1"));
+}
+
+impl Client<'_> {
+    /// newAccount with an external account binding (RFC 8555 §7.3.4, HS256).
+    fn register_with_eab(&mut self, kid: &str, hmac_b64: &str) -> Answer {
+        let url = format!("{}/acme/new-account", self.base());
+        let p = B64.encode(json!({"alg": "HS256", "kid": kid, "url": url}).to_string());
+        let pl = B64.encode(self.jwk().to_string());
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &B64.decode(hmac_b64).unwrap());
+        let tag = ring::hmac::sign(&key, format!("{p}.{pl}").as_bytes());
+        let eab = json!({"protected": p, "payload": pl, "signature": B64.encode(tag.as_ref())});
+        let a = self.post(
+            "/acme/new-account",
+            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": eab})),
+        );
+        if a.status == 201 {
+            self.kid = Some(a.header("location").unwrap().to_string());
+        }
+        a
+    }
+
+    /// Finalize a ready order for `localhost` and download the chain.
+    fn finalize_localhost(&self, order: &Value, order_path: &str) -> Vec<u8> {
+        let finalize = self.path_of(order["finalize"].as_str().unwrap());
+        let csr = csr_der(self.env, "localhost", &[]);
+        let a = self.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        let order = self.post(order_path, None).json();
+        assert_eq!(order["status"], "valid", "{order}");
+        let cert = self.post(&self.path_of(order["certificate"].as_str().unwrap()), None);
+        assert_eq!(cert.status, 200, "{}", String::from_utf8_lossy(&cert.body));
+        cert.body
+    }
+}
+
+/// Accounts, orders and certificate downloads are in the store: a restarted
+/// server knows them. A nonce used before the restart is refused after it; one
+/// handed out and not used survives a clean stop and is accepted once.
+#[test]
+fn acme_state_survives_a_restart_and_a_replayed_nonce_stays_refused() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let port = free_port();
+    let mut server = Server::start_at(&env, port, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let (order, order_path) = ready_order(&c, &answer);
+    assert_eq!(order["status"], "ready", "{order}");
+    let chain = c.finalize_localhost(&order, &order_path);
+    // A request whose nonce is used now, to replay later; and a nonce not used.
+    let replayed = c.sign(&format!("{}{order_path}", c.base()), None, &c.nonce());
+    assert_eq!(c.raw(&order_path, &replayed).status, 200);
+    assert_eq!(c.raw(&order_path, &replayed).problem(), "badNonce");
+    let unused = c.nonce();
+    let pending = c.order(&["localhost"]);
+    assert_eq!(pending.status, 201);
+    let pending_path = c.path_of(pending.header("location").unwrap());
+    assert_eq!(server.stop(), 0);
+
+    let mut server = Server::start_at(&env, port, &["--acme-http01-port", &http01]);
+    assert_eq!(server.port, port);
+    // The replay is refused after the restart too.
+    let a = c.raw(&order_path, &replayed);
+    assert_eq!(
+        a.problem(),
+        "badNonce",
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    // The unused nonce works, once.
+    let url = format!("{}{order_path}", c.base());
+    let fresh = c.sign(&url, None, &unused);
+    let a = c.raw(&order_path, &fresh);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["status"], "valid");
+    assert_eq!(c.raw(&order_path, &fresh).problem(), "badNonce");
+    // The certificate is still offered for download, the same chain.
+    let cert_path = c.path_of(a.json()["certificate"].as_str().unwrap());
+    assert_eq!(c.post(&cert_path, None).body, chain);
+    // The pending order and the account carry on: validate and finalize it.
+    let pending = c.post(&pending_path, None).json();
+    assert_eq!(pending["status"], "pending", "{pending}");
+    let authz = c.post(
+        &c.path_of(pending["authorizations"][0].as_str().unwrap()),
+        None,
+    );
+    let chall = &authz.json()["challenges"][0];
+    *answer.lock().unwrap() = format!("{}.{}", chall["token"].as_str().unwrap(), c.thumbprint());
+    assert_eq!(
+        c.post(&c.path_of(chall["url"].as_str().unwrap()), Some(&json!({})))
+            .status,
+        200
+    );
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        ready = c.post(&pending_path, None).json();
+        if ready["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ready["status"], "ready", "{ready}");
+    c.finalize_localhost(&ready, &pending_path);
+    // The same key finds the same account (newAccount answers 200, same URL).
+    let kid = c.kid.take();
+    let again = c.post(
+        "/acme/new-account",
+        Some(&json!({"onlyReturnExisting": true})),
+    );
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.header("location"), kid.as_deref());
+    assert_eq!(server.stop(), 0);
+    // Each certificate recorded once, under its ACME request id; two server certificates.
+    let list = env.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+}
+
+/// An account bound to a workload EAB key gets workload certificates (24 hours,
+/// serverAuth only); the key binds no second account; `acme eab` refuses entity
+/// and unknown profiles and says what to do while `serve` holds the store.
+#[test]
+fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
+    let env = constrained_ca();
+    let person = env.fails(&["acme", "eab", "create", "--profile", "person"], 2);
+    assert!(person.contains("entity profile"), "{person}");
+    env.fails(&["acme", "eab", "create", "--profile", "nosuch"], 2);
+    let key = env.json(&["acme", "eab", "create", "--profile", "workload"]);
+    let (kid, hmac) = (
+        key["kid"].as_str().unwrap().to_string(),
+        key["hmac_key"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(B64.decode(&hmac).unwrap().len(), 32);
+    let text = env.ok(&["acme", "eab", "create"]);
+    assert!(
+        text.contains("kid: eab-") && text.contains("hmac_key: "),
+        "{text}"
+    );
+    let revoked_kid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kid: "))
+        .unwrap()
+        .to_string();
+    let revoked_hmac = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hmac_key: "))
+        .unwrap()
+        .to_string();
+    env.ok(&["acme", "eab", "revoke", &revoked_kid]);
+    env.fails(&["acme", "eab", "revoke", "eab-nosuch"], 1);
+
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let mut server = Server::start(&env, &["--acme-require-eab", "--acme-http01-port", &http01]);
+    // While the server holds the store, the CLI says how to proceed.
+    let busy = env.fails(
+        &[
+            "--lock-timeout",
+            "0s",
+            "acme",
+            "eab",
+            "create",
+            "--profile",
+            "device",
+        ],
+        3,
+    );
+    assert!(busy.contains("mtlsca serve"), "{busy}");
+
+    let mut revoked = Client::new(&env, &server);
+    let a = revoked.register_with_eab(&revoked_kid, &revoked_hmac);
+    assert_eq!(a.problem(), "unauthorized", "a revoked key binds nothing");
+    let mut c = Client::new(&env, &server);
+    let a = c.register_with_eab(&kid, &hmac);
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let mut other = Client::new(&env, &server);
+    let a = other.register_with_eab(&kid, &hmac);
+    assert_eq!(a.problem(), "unauthorized", "the key binds one account");
+
+    let (order, order_path) = ready_order(&c, &answer);
+    assert_eq!(order["status"], "ready", "{order}");
+    let chain = c.finalize_localhost(&order, &order_path);
+    assert_eq!(server.stop(), 0);
+    std::fs::write(env.path("w.pem"), &chain).unwrap();
+    let blocks = pem::parse_many(&chain).unwrap();
+    std::fs::write(env.path("leaf.pem"), pem::encode(&blocks[0])).unwrap();
+    let text = env.x509_text("leaf.pem");
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("Client Authentication"), "{text}");
+    // Valid for 24 hours: openssl's -checkend.
+    env.openssl_ok(&["x509", "-in", "leaf.pem", "-noout", "-checkend", "86000"]);
+    let out = env.openssl(&["x509", "-in", "leaf.pem", "-noout", "-checkend", "86500"]);
+    assert!(
+        !out.status.success(),
+        "a workload certificate lives 24 hours"
+    );
+    let list = env.json(&["list"]);
+    let w: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["profile"] == "workload")
+        .collect();
+    assert_eq!(w.len(), 1, "{list}");
+    let keys = env.json(&["acme", "eab", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    assert!(keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["revoked"].is_string()));
+}
+
+/// URLs come from the configured names: a request naming another host is
+/// refused (421) and the name never appears in what the server says.
+#[test]
+fn a_host_header_that_is_not_the_server_is_refused() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let port = server.port;
+    let get = |host: &str| {
+        send(
+            &env,
+            port,
+            format!("GET /acme/directory HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let a = get("evil.example");
+    assert_eq!(a.status, 421);
+    assert!(!String::from_utf8_lossy(&a.body).contains("evil"));
+    assert_eq!(get(&format!("evil.example:{port}")).status, 421);
+    assert_eq!(get("127.0.0.2").status, 421);
+    // Missing Host: refused too.
+    let a = send(
+        &env,
+        port,
+        b"GET /acme/directory HTTP/1.0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 421);
+    // The configured name (any case), with or without the port, and the listen address.
+    let a = get(&format!("LocalHost:{port}"));
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json()["newOrder"],
+        format!("https://localhost:{port}/acme/new-order")
+    );
+    assert_eq!(
+        get("localhost").json()["newOrder"],
+        "https://localhost/acme/new-order"
+    );
+    assert_eq!(get(&format!("127.0.0.1:{port}")).status, 200);
+}
+
+/// An idle keep-alive connection, and one that never finishes its headers,
+/// are closed after `--idle-timeout`.
+#[test]
+fn idle_and_slow_connections_are_closed_after_the_idle_timeout() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &["--idle-timeout", "1s"]);
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(
+        format!(
+            "GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            server.port
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    // read_answer reads to the end of the connection: it returns once the
+    // server closes the idle connection (the client's own timeout is 30 s).
+    let a = read_answer(tls);
+    assert_eq!(a.status, 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    let mut tls = tls_stream(&env, server.port);
+    tls.write_all(b"GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1")
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// The server renews its own certificate before it expires and keeps serving:
+/// a 15-second profile, renewed after 10 seconds.
+#[test]
+fn serve_renews_its_own_certificate_before_it_expires() {
+    let env = constrained_ca();
+    let device = std::fs::read_to_string(env.ca_dir().join("profiles/device.toml")).unwrap();
+    let short = device
+        .replace("name = \"device\"", "name = \"short\"")
+        .replace(
+            "validity = { default = \"90d\", max = \"397d\" }",
+            "validity = { default = \"15s\", max = \"15s\" }",
+        );
+    assert!(short.contains("\"15s\""));
+    std::fs::write(env.ca_dir().join("profiles/short.toml"), short).unwrap();
+    let mut server = Server::start(&env, &["--tls-profile", "short"]);
+    let presented = || {
+        let mut tls = tls_stream(&env, server.port);
+        tls.write_all(
+            format!(
+                "GET /acme/directory HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                server.port
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
+        let a = read_answer(tls);
+        (cert, a.status)
+    };
+    let (first, status) = presented();
+    assert_eq!(status, 200);
+    let mut renewed = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        let (now, status) = presented();
+        assert_eq!(status, 200, "keeps serving (the certificate verifies)");
+        if now != first {
+            renewed = Some(now);
+            break;
+        }
+    }
+    let renewed = renewed.expect("a new certificate within 20 s");
+    std::fs::write(
+        env.path("renewed.pem"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", renewed)),
+    )
+    .unwrap();
+    let text = env.x509_text("renewed.pem");
+    assert!(text.contains("DNS:localhost"), "{text}");
+    assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+    assert_eq!(server.stop(), 0);
+    let list = env.json(&["list"]);
+    let short: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["profile"] == "short")
+        .collect();
+    assert!(short.len() >= 2, "{list}");
+}
+
+/// A kill (no clean stop): an account and its EAB binding, answered before the
+/// kill, are still there; nonces handed out before it are all refused.
+#[test]
+fn accounts_and_eab_bindings_survive_a_kill_and_nonces_do_not() {
+    let env = constrained_ca();
+    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
+    let (kid, hmac) = (
+        key["kid"].as_str().unwrap().to_string(),
+        key["hmac_key"].as_str().unwrap().to_string(),
+    );
+    let port = free_port();
+    let mut server = Server::start_at(&env, port, &["--acme-require-eab"]);
+    let mut c = Client::new(&env, &server);
+    let a = c.register_with_eab(&kid, &hmac);
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let unused = c.nonce();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let again = Server::start_at(&env, port, &["--acme-require-eab"]);
+    let acct = c.path_of(c.kid.as_deref().unwrap());
+    let a = c.post(&acct, None);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["status"], "valid");
+    // The key stays bound: another account cannot use it.
+    let mut other = Client::new(&env, &again);
+    assert_eq!(
+        other.register_with_eab(&kid, &hmac).problem(),
+        "unauthorized"
+    );
+    // A nonce from before the kill is unknown now.
+    let body = c.sign(&format!("{}{acct}", c.base()), None, &unused);
+    assert_eq!(c.raw(&acct, &body).problem(), "badNonce");
 }

@@ -43,9 +43,18 @@ pub(super) fn engine_gone() -> Error {
 impl Engine {
     /// Open the CA and the store on a thread of their own; fails as the CLI
     /// would (no CA, store locked, an entity profile for ACME).
-    pub(super) fn start(opts: &ServeOptions) -> Result<(Engine, std::thread::JoinHandle<()>)> {
+    /// Also returns the ACME trees of the store (ACME state is written from the
+    /// network tasks; sled handles are shared across threads).
+    pub(super) fn start(
+        opts: &ServeOptions,
+    ) -> Result<(
+        Engine,
+        crate::store::acme::AcmeStore,
+        std::thread::JoinHandle<()>,
+    )> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<crate::store::acme::AcmeStore>>();
         let (dir, wait, pass, acme_profile) = (
             opts.ca_dir.clone(),
             opts.lock_timeout,
@@ -64,9 +73,10 @@ impl Engine {
                         )));
                     }
                     let store = Store::open(&dir, wait)?;
-                    Ok((ca, store))
+                    let acme = store.acme()?;
+                    Ok((ca, store, acme))
                 })();
-                let (ca, store) = match opened {
+                let (ca, store, acme) = match opened {
                     Ok(x) => x,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -80,7 +90,7 @@ impl Engine {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(acme));
                 while let Ok(job) = rx.recv() {
                     let now = OffsetDateTime::now_utc();
                     match job {
@@ -138,8 +148,8 @@ impl Engine {
                 let _ = store.flush();
             })
             .map_err(|e| Error::State(format!("cannot start the engine thread: {e}")))?;
-        ready_rx.recv().map_err(|_| engine_gone())??;
-        Ok((Engine { jobs: tx }, thread))
+        let acme = ready_rx.recv().map_err(|_| engine_gone())??;
+        Ok((Engine { jobs: tx }, acme, thread))
     }
 
     pub(super) async fn check(&self, profile: &str, content: RequestedContent) -> Result<()> {

@@ -12,11 +12,38 @@ pub(super) struct App {
     pub(super) state: Mutex<State>,
     pub(super) profile: String,
     pub(super) require_eab: bool,
-    pub(super) eab_keys: HashMap<String, Vec<u8>>,
+    /// The ACME trees of the engine's store (the working copy's backing).
+    pub(super) acme: crate::store::acme::AcmeStore,
     pub(super) http01_port: u16,
     pub(super) tlsalpn01_port: u16,
     pub(super) rate_limit: u32,
-    pub(super) fallback_host: String,
+    pub(super) idle_timeout: Duration,
+    /// The `Host` values this server answers for (lowercase): each `--name`
+    /// with and without the port, and the listen address unless a wildcard.
+    /// URLs are built from the one the client used; any other is refused, so
+    /// a forged `Host` never ends up in a URL the server hands out.
+    pub(super) hosts: HashSet<String>,
+}
+
+/// The `Host` values a server listening on `local` with `names` answers for.
+pub(super) fn allowed_hosts(names: &[String], local: SocketAddr) -> HashSet<String> {
+    let port = local.port();
+    let mut hosts = HashSet::new();
+    for n in names {
+        let n = n.to_ascii_lowercase();
+        hosts.insert(format!("{n}:{port}"));
+        hosts.insert(n);
+    }
+    if !local.ip().is_unspecified() {
+        hosts.insert(local.to_string());
+        if port == 443 {
+            hosts.insert(match local.ip() {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+        }
+    }
+    hosts
 }
 
 /// What a verified POST carries.
@@ -28,6 +55,80 @@ pub(super) struct Post {
 impl App {
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write an order through to the store (durable with the next flush).
+    pub(super) fn save_order(&self, st: &State, id: &str) -> Result<(), Problem> {
+        match st.orders.get(id) {
+            Some(o) => self
+                .acme
+                .put_order(&o.record(id))
+                .map_err(|e| Problem::internal(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Write an authorization (with its challenges) through to the store.
+    pub(super) fn save_authz(&self, st: &State, id: &str) -> Result<(), Problem> {
+        match st.authzs.get(id) {
+            Some(a) => self
+                .acme
+                .put_authz(&a.record(id))
+                .map_err(|e| Problem::internal(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Write an account through to the store; `old_thumbprint` after a rollover.
+    pub(super) fn save_account(
+        &self,
+        st: &State,
+        id: &str,
+        old_thumbprint: Option<&str>,
+    ) -> Result<(), Problem> {
+        match st.accounts.get(id) {
+            Some(a) => self
+                .acme
+                .put_account(&a.record(id), old_thumbprint)
+                .map_err(|e| Problem::internal(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Make what was written durable before the reply (accounts and their
+    /// bindings: rare, and a lost one would strand the client or free an EAB key).
+    pub(super) async fn flush(&self) -> Result<(), Problem> {
+        let acme = self.acme.clone();
+        tokio::task::spawn_blocking(move || acme.flush())
+            .await
+            .map_err(|_| Problem::internal(&engine_gone()))?
+            .map_err(|e| Problem::internal(&e))
+    }
+
+    /// The profile an account's certificates come from.
+    pub(super) fn profile_of(&self, account: &str) -> String {
+        self.state()
+            .accounts
+            .get(account)
+            .and_then(|a| a.profile.clone())
+            .unwrap_or_else(|| self.profile.clone())
+    }
+
+    /// Hand the live nonces to the next run (at a clean stop).
+    pub(super) fn save_nonces(&self) -> Result<()> {
+        let wall = OffsetDateTime::now_utc().unix_timestamp();
+        let live: Vec<(String, i64)> = self
+            .state()
+            .nonces
+            .live(Instant::now())
+            .into_iter()
+            .map(|(n, age)| {
+                let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+                (n, wall.saturating_sub(age))
+            })
+            .collect();
+        self.acme.save_nonces(&live)?;
+        self.acme.flush()
     }
 
     pub(super) fn nonce(&self) -> String {
@@ -42,14 +143,25 @@ impl App {
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.len() <= 255
-                    && h.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
-            })
-            .map(str::to_string)
-            .unwrap_or_else(|| self.fallback_host.clone());
+            .map(str::to_ascii_lowercase)
+            .filter(|h| self.hosts.contains(h));
+        let Some(host) = host else {
+            let mut names: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            let p = Problem::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "malformed",
+                format!(
+                    "the Host header must name this server ({})",
+                    names.join(", ")
+                ),
+            );
+            return Response::builder()
+                .status(p.status)
+                .header(CONTENT_TYPE, "application/problem+json")
+                .body(Full::new(Bytes::from(p.body().to_string())))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        };
         let base = format!("https://{host}");
         let path = req.uri().path().to_string();
         let method = req.method().clone();
@@ -289,7 +401,7 @@ impl App {
         }
         let post = Post { jws, account };
         if new_account {
-            return self.new_account(base, &post, &key);
+            return self.new_account(base, &post, &key).await;
         }
         if revoke {
             return self.revoke(&post, &key).await;
@@ -298,8 +410,8 @@ impl App {
         let rest = &path["/acme/".len()..];
         match rest.split('/').collect::<Vec<_>>().as_slice() {
             ["new-order"] => self.new_order(base, &account, &post).await,
-            ["key-change"] => self.key_change(base, &account, &post, &key),
-            ["acct", id] => self.account(base, &account, id, &post),
+            ["key-change"] => self.key_change(base, &account, &post, &key).await,
+            ["acct", id] => self.account(base, &account, id, &post).await,
             ["order", id] => self.order_get(base, &account, id),
             ["order", id, "finalize"] => self.finalize(base, &account, id, &post).await,
             ["authz", id] => self.authz_get(base, &account, id),
@@ -324,7 +436,21 @@ impl App {
         })
     }
 
-    pub(super) fn new_account(&self, base: &str, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+    /// newAccount; a new account is durable before the reply.
+    pub(super) async fn new_account(
+        &self,
+        base: &str,
+        post: &Post,
+        key: &Jwk,
+    ) -> Result<Reply, Problem> {
+        let reply = self.new_account_now(base, post, key)?;
+        if reply.status == StatusCode::CREATED {
+            self.flush().await?;
+        }
+        Ok(reply)
+    }
+
+    fn new_account_now(&self, base: &str, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
         let p = Self::payload(post)?.unwrap_or(json!({}));
         let thumb = key.thumbprint();
         {
@@ -348,13 +474,14 @@ impl App {
         let mut eab_kid = None;
         match p.get("externalAccountBinding") {
             Some(b) => {
-                let used = self.state().used_eab.clone();
+                // Unknown, revoked and already bound keys are all "unknown or used".
                 let lookup = |kid: &str| {
-                    if used.contains(kid) {
-                        None
-                    } else {
-                        self.eab_keys.get(kid).cloned()
-                    }
+                    self.acme
+                        .eab(kid)
+                        .ok()
+                        .flatten()
+                        .filter(|k| k.account.is_none() && k.revoked.is_none())
+                        .and_then(|k| B64.decode(k.hmac_key).ok())
                 };
                 let kid = crate::acme::eab::verify(b, &url, key, &lookup).map_err(|e| Problem {
                     status: StatusCode::UNAUTHORIZED,
@@ -375,6 +502,14 @@ impl App {
             None => {}
         }
         let mut st = self.state();
+        // A concurrent newAccount with the same key may have won meanwhile:
+        // answer with that account (and leave the EAB key unbound).
+        if let Some(id) = st.by_thumbprint.get(&thumb) {
+            if let Some(a) = st.accounts.get(id) {
+                return Ok(Reply::json(StatusCode::OK, Self::account_json(base, id, a))
+                    .at(format!("{base}/acme/acct/{id}")));
+            }
+        }
         if st.accounts.len() >= MAX_ACCOUNTS {
             return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -382,21 +517,38 @@ impl App {
                 "too many accounts",
             ));
         }
-        if let Some(kid) = eab_kid {
-            if !st.used_eab.insert(kid) {
+        let id = random_id();
+        let mut profile = None;
+        if let Some(kid) = &eab_kid {
+            let bound = self
+                .acme
+                .bind_eab(kid, &id)
+                .map_err(|e| Problem::internal(&e))?;
+            if !bound {
                 return Err(Problem::unauthorized(
                     "external account binding: the key was used meanwhile",
                 ));
             }
+            profile = self
+                .acme
+                .eab(kid)
+                .map_err(|e| Problem::internal(&e))?
+                .map(|k| k.profile);
         }
-        let id = random_id();
         let a = Account {
             key: key.clone(),
             thumbprint: thumb.clone(),
             status: "valid",
             contact,
+            profile,
+            eab_kid,
+            created: OffsetDateTime::now_utc(),
         };
         let body = Self::account_json(base, &id, &a);
+        // The store first: the working copy only holds what was recorded.
+        self.acme
+            .put_account(&a.record(&id), None)
+            .map_err(|e| Problem::internal(&e))?;
         st.accounts.insert(id.clone(), a);
         st.by_thumbprint.insert(thumb, id.clone());
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
@@ -404,7 +556,19 @@ impl App {
 
     /// Account key rollover (RFC 8555 §7.3.5): the outer JWS by the account's
     /// key, the inner by the new key over `{account, oldKey}`.
-    pub(super) fn key_change(
+    pub(super) async fn key_change(
+        &self,
+        base: &str,
+        account: &str,
+        post: &Post,
+        old: &Jwk,
+    ) -> Result<Reply, Problem> {
+        let reply = self.key_change_now(base, account, post, old)?;
+        self.flush().await?;
+        Ok(reply)
+    }
+
+    fn key_change_now(
         &self,
         base: &str,
         account: &str,
@@ -458,10 +622,11 @@ impl App {
         let body = Self::account_json(base, account, a);
         st.by_thumbprint.remove(&old_thumb);
         st.by_thumbprint.insert(thumb, account.to_string());
+        self.save_account(&st, account, Some(&old_thumb))?;
         Ok(Reply::json(StatusCode::OK, body))
     }
 
-    pub(super) fn account(
+    pub(super) async fn account(
         &self,
         base: &str,
         account: &str,
@@ -472,6 +637,15 @@ impl App {
             return Err(Problem::unauthorized("not this account's resource"));
         }
         let p = Self::payload(post)?;
+        let changed = p.is_some();
+        let reply = self.account_now(base, id, p)?;
+        if changed {
+            self.flush().await?;
+        }
+        Ok(reply)
+    }
+
+    fn account_now(&self, base: &str, id: &str, p: Option<Value>) -> Result<Reply, Problem> {
         let mut st = self.state();
         let a = st.accounts.get_mut(id).ok_or_else(Problem::not_found)?;
         if let Some(p) = p {
@@ -490,6 +664,7 @@ impl App {
             }
         }
         let body = Self::account_json(base, id, a);
+        self.save_account(&st, id, None)?;
         Ok(Reply::json(StatusCode::OK, body))
     }
 
@@ -560,7 +735,7 @@ impl App {
             }
         }
         self.engine
-            .check(&self.profile, content)
+            .check(&self.profile_of(account), content)
             .await
             .map_err(|e| Problem::engine("rejectedIdentifier", "the order", &e))?;
 
@@ -568,7 +743,11 @@ impl App {
         let expires = now + ORDER_LIFETIME;
         let order_id = random_id();
         let mut st = self.state();
-        st.make_room(MAX_ORDERS - 1);
+        for gone in st.make_room(MAX_ORDERS - 1, now) {
+            self.acme
+                .remove_order(&gone)
+                .map_err(|e| Problem::internal(&e))?;
+        }
         let mut authzs = Vec::new();
         for i in &ids {
             let authz_id = random_id();
@@ -615,8 +794,12 @@ impl App {
             error: None,
         };
         let body = order_json(base, &order_id, &order);
+        for a in &order.authzs {
+            self.save_authz(&st, a)?;
+        }
         st.orders.insert(order_id.clone(), order);
         st.order_queue.push_back(order_id.clone());
+        self.save_order(&st, &order_id)?;
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/order/{order_id}")))
     }
 
@@ -686,9 +869,24 @@ impl App {
                     ChallengeType::TlsAlpn01 => self.tlsalpn01_port,
                 },
             };
-            tokio::spawn(validate(self.clone(), job));
+            let app = self.clone();
+            tokio::spawn(async move {
+                let authz = job.authz.clone();
+                validate(app.clone(), job).await;
+                // Write the outcome (challenge, authorization, order) through.
+                let st = app.state();
+                let order = st.authzs.get(&authz).map(|a| a.order.clone());
+                let saved = app.save_authz(&st, &authz).and_then(|()| match &order {
+                    Some(o) => app.save_order(&st, o),
+                    None => Ok(()),
+                });
+                if let Err(p) = saved {
+                    eprintln!("error: recording a validation: {}", p.detail);
+                }
+            });
         }
         let body = challenge_json(base, &a.challenges[idx]);
+        self.save_authz(&st, &authz_id)?;
         Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
     }
 
@@ -791,7 +989,7 @@ impl App {
         let issued = self
             .engine
             .issue(
-                &self.profile,
+                &self.profile_of(account),
                 csr_der,
                 Some(format!("acme/acct/{account}/order/{id}")),
             )
@@ -799,17 +997,25 @@ impl App {
         let mut st = self.state();
         match issued {
             Ok(i) => {
-                let cert_id = random_id();
-                st.issued_to
-                    .insert(i.record.sha256.clone(), account.to_string());
-                st.certs
-                    .insert(cert_id.clone(), (account.to_string(), i.chain_pem));
+                // One certificate per order: the download is named by the order,
+                // so pruning the order always finds it (even after a crash lost
+                // the order's last write).
+                let cert_id = id.to_string();
+                self.acme
+                    .put_cert(&crate::store::acme::AcmeCert {
+                        id: cert_id.clone(),
+                        account: account.to_string(),
+                        order: id.to_string(),
+                        chain_pem: i.chain_pem,
+                    })
+                    .map_err(|e| Problem::internal(&e))?;
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
                 o.status = "valid";
                 o.certificate = Some(cert_id);
                 o.cert_sha256 = Some(i.record.sha256.clone());
-                Ok(Reply::json(StatusCode::OK, order_json(base, id, o))
-                    .at(format!("{base}/acme/order/{id}")))
+                let body = order_json(base, id, o);
+                self.save_order(&st, id)?;
+                Ok(Reply::json(StatusCode::OK, body).at(format!("{base}/acme/order/{id}")))
             }
             Err(e) => {
                 // The client may finalize again with a better CSR.
@@ -853,7 +1059,15 @@ impl App {
         };
         let sha256 = crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
         let allowed = match &post.account {
-            Some(acct) => self.state().issued_to.get(&sha256) == Some(acct),
+            // The engine records ACME certificates under `acme/acct/A/order/O`.
+            Some(acct) => self
+                .engine
+                .lookup(sha256.clone())
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .filter(|r| r.sha256 == sha256)
+                .and_then(|r| r.request_id)
+                .is_some_and(|r| r.starts_with(&format!("acme/acct/{acct}/order/"))),
             None => same_key(&Some(key.clone()), cert.public_key().raw),
         };
         if !allowed {
@@ -876,15 +1090,18 @@ impl App {
     }
 
     pub(super) fn certificate(&self, account: &str, id: &str) -> Result<Reply, Problem> {
-        let st = self.state();
-        let (owner, chain) = st.certs.get(id).ok_or_else(Problem::not_found)?;
-        if owner != account {
+        let c = self
+            .acme
+            .cert(id)
+            .map_err(|e| Problem::internal(&e))?
+            .ok_or_else(Problem::not_found)?;
+        if c.account != account {
             return Err(Problem::unauthorized("not this account's certificate"));
         }
         Ok(Reply::body(
             StatusCode::OK,
             "application/pem-certificate-chain",
-            chain.clone().into_bytes(),
+            c.chain_pem.into_bytes(),
         ))
     }
 }

@@ -7,16 +7,28 @@
 //!   issuer is not `Send`, and one owner keeps the store's lock for the whole run.
 //!   Network tasks send it jobs (check identifiers, issue from a CSR) and await
 //!   the answers. Every certificate is recorded in the store like any other.
-//! - ACME state — accounts, orders, authorizations, challenges, nonces, issued
-//!   chains for download — is **in memory** and lost when the server stops.
-//! - The server's own certificate is a device certificate issued through the
-//!   engine for `--name` (and the listen IP unless a wildcard), with a key that
-//!   never leaves the process; it is renewed after two thirds of its lifetime.
+//! - ACME state — accounts, orders, authorizations with challenges, chains for
+//!   download, EAB keys — is in the same store (`store::acme`): the server keeps
+//!   a working copy in memory (loaded at start, expired orders pruned) and writes
+//!   each change through. Accounts, key rollovers and EAB bindings are flushed
+//!   before the reply; orders and authorizations become durable with the next
+//!   certificate's flush or at shutdown (after a crash a client at worst redoes
+//!   an order). Nonces live in memory; a clean stop hands the live ones to the
+//!   next start, a crash forgets them (refused, never replayable).
+//! - The server's own certificate comes from `--tls-profile` (a device profile,
+//!   default `device`) through the engine for `--name` (and the listen IP unless
+//!   a wildcard), with a key that never leaves the process; it is renewed after
+//!   two thirds of its lifetime and swapped in without a restart.
+//! - URLs are built from the `Host` the client used, which must be one of
+//!   `--name` (with or without the port) or the listen address: any other
+//!   `Host` gets 421 and never reaches a URL.
 //!
 //! # Limits
 //!
 //! Request bodies ≤ 64 KiB, at most [`MAX_CONNECTIONS`] connections, a TLS
-//! handshake and request headers within 10 s, a connection at most 5 minutes;
+//! handshake within 10 s, request headers within `--idle-timeout` (default
+//! 10 s; this also closes a keep-alive connection idle that long), a connection
+//! at most 5 minutes;
 //! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
 //!
 //! # Validation (http-01, tls-alpn-01)
@@ -73,7 +85,6 @@ use crate::store::Store;
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_MAX: Duration = Duration::from_secs(300);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,25 +111,28 @@ pub struct ServeOptions {
     pub acme_profile: String,
     /// newAccount requires external account binding.
     pub require_eab: bool,
-    /// EAB keys: key id → HMAC key (in memory; each usable once).
-    pub eab_keys: HashMap<String, Vec<u8>>,
     /// The port http-01 challenges are fetched from.
     pub http01_port: u16,
     /// The port tls-alpn-01 challenges are validated on.
     pub tlsalpn01_port: u16,
     /// Requests per second each account may make (bursts of twice that); 0: no limit.
     pub rate_limit: u32,
+    /// A connection is closed when no request headers arrive for this long:
+    /// idle between keep-alive requests, or a client sending headers slowly.
+    pub idle_timeout: Duration,
+    /// The device profile the server's own certificate comes from.
+    pub tls_profile: String,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(opts: ServeOptions) -> Result<()> {
-    let (engine, thread) = Engine::start(&opts)?;
+    let (engine, acme, thread) = Engine::start(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::State(format!("cannot start the server runtime: {e}")))?;
-    let result = rt.block_on(run(opts, engine.clone()));
+    let result = rt.block_on(run(opts, engine.clone(), acme));
     rt.shutdown_timeout(Duration::from_secs(5));
     // The last handle gone, the engine finishes its jobs, flushes and closes
     // the store: wait for that before the process ends.
@@ -145,6 +159,7 @@ impl ResolvesServerCert for CertSlot {
 /// CSR over a key generated here; returns it with the time to renew it.
 async fn own_certificate(
     engine: &Engine,
+    profile: &str,
     names: &[String],
     listen: SocketAddr,
 ) -> Result<(Arc<CertifiedKey>, OffsetDateTime)> {
@@ -170,7 +185,7 @@ async fn own_certificate(
     let csr = params
         .serialize_request(&key)
         .map_err(|e| fail(e.to_string()))?;
-    let issued = engine.issue("device", csr.der().to_vec(), None).await?;
+    let issued = engine.issue(profile, csr.der().to_vec(), None).await?;
     let certs = pem::parse_many(&issued.chain_pem)
         .map_err(|e| fail(e.to_string()))?
         .into_iter()
@@ -190,7 +205,11 @@ async fn own_certificate(
 // Serving
 // ---------------------------------------------------------------------------
 
-async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
+async fn run(
+    opts: ServeOptions,
+    engine: Engine,
+    acme: crate::store::acme::AcmeStore,
+) -> Result<()> {
     if opts.names.is_empty() {
         return Err(Error::Usage("give the server's name with --name".into()));
     }
@@ -200,7 +219,7 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
-    let (cert, renew_at) = own_certificate(&engine, &opts.names, local).await?;
+    let (cert, renew_at) = own_certificate(&engine, &opts.tls_profile, &opts.names, local).await?;
     let slot = Arc::new(CertSlot(RwLock::new(cert)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -213,19 +232,21 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
 
     let app = Arc::new(App {
         engine: engine.clone(),
-        state: Mutex::new(State::new()),
+        state: Mutex::new(State::load(&acme, OffsetDateTime::now_utc())?),
+        acme,
         profile: opts.acme_profile.clone(),
         require_eab: opts.require_eab,
-        eab_keys: opts.eab_keys.clone(),
         http01_port: opts.http01_port,
         tlsalpn01_port: opts.tlsalpn01_port,
         rate_limit: opts.rate_limit,
-        fallback_host: local.to_string(),
+        idle_timeout: opts.idle_timeout,
+        hosts: allowed_hosts(&opts.names, local),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(renew_loop(
         engine.clone(),
+        opts.tls_profile.clone(),
         opts.names.clone(),
         local,
         slot,
@@ -254,7 +275,9 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
     let _ = accept.await;
     // Wait for connections in flight to finish (each returns its permit).
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
-    Ok(())
+    // Validations still running write their outcome after this; the engine's
+    // final flush covers them.
+    app.save_nonces()
 }
 
 async fn stop_signal() {
@@ -274,6 +297,7 @@ async fn stop_signal() {
 
 async fn renew_loop(
     engine: Engine,
+    profile: String,
     names: Vec<String>,
     local: SocketAddr,
     slot: Arc<CertSlot>,
@@ -281,9 +305,10 @@ async fn renew_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // Wake at the renewal time (checked at least hourly, against clock jumps).
         let wait = (renew_at - OffsetDateTime::now_utc())
-            .clamp(time::Duration::minutes(1), time::Duration::hours(1));
-        let wait = Duration::from_secs(wait.whole_seconds().max(60) as u64);
+            .clamp(time::Duration::seconds(1), time::Duration::hours(1));
+        let wait = Duration::from_millis(wait.whole_milliseconds().max(1000) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -291,14 +316,17 @@ async fn renew_loop(
         if OffsetDateTime::now_utc() < renew_at {
             continue;
         }
-        match own_certificate(&engine, &names, local).await {
+        match own_certificate(&engine, &profile, &names, local).await {
             Ok((cert, next)) => {
                 if let Ok(mut g) = slot.0.write() {
                     *g = cert;
                 }
                 renew_at = next;
             }
-            Err(e) => eprintln!("error: renewing the server's certificate: {e}"),
+            Err(e) => {
+                eprintln!("error: renewing the server's certificate (next try in a minute): {e}");
+                renew_at = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+            }
         }
     }
 }
@@ -327,6 +355,7 @@ async fn accept_loop(
             continue;
         };
         let acceptor = acceptor.clone();
+        let idle = app.idle_timeout;
         let app = app.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -342,7 +371,7 @@ async fn accept_loop(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(idle)
                 .max_buf_size(64 * 1024)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);

@@ -3,14 +3,11 @@
 use super::*;
 
 // ---------------------------------------------------------------------------
-// ACME state (in memory)
+// ACME state: a working copy in memory, written through to the store
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum Identifier {
-    Dns(String),
-    Ip(IpAddr),
-}
+pub(super) use crate::store::acme::AcmeIdentifier as Identifier;
+use crate::store::acme::{AcmeAccount, AcmeAuthz, AcmeChallenge, AcmeOrder, AcmeStore};
 
 impl Identifier {
     pub(super) fn json(&self) -> Value {
@@ -28,11 +25,35 @@ impl Identifier {
     }
 }
 
+/// The statuses of RFC 8555 §7.1.6, as `&'static str` for the working copy.
+const STATUSES: &[&str] = &[
+    "pending",
+    "ready",
+    "processing",
+    "valid",
+    "invalid",
+    "deactivated",
+    "expired",
+    "revoked",
+];
+
+fn status(s: &str) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("invalid")
+}
+
 pub(super) struct Account {
     pub(super) key: Jwk,
     pub(super) thumbprint: String,
     pub(super) status: &'static str,
     pub(super) contact: Vec<String>,
+    /// Its EAB key's profile; `None`: the server's `--acme-profile`.
+    pub(super) profile: Option<String>,
+    pub(super) eab_kid: Option<String>,
+    pub(super) created: OffsetDateTime,
 }
 
 pub(super) struct Order {
@@ -42,7 +63,7 @@ pub(super) struct Order {
     pub(super) identifiers: Vec<Identifier>,
     pub(super) authzs: Vec<String>,
     pub(super) certificate: Option<String>,
-    /// The issued certificate's SHA-256 (hex), for revocation by the account.
+    /// The issued certificate's SHA-256 (hex).
     pub(super) cert_sha256: Option<String>,
     pub(super) error: Option<Value>,
 }
@@ -54,10 +75,26 @@ pub(super) enum ChallengeType {
 }
 
 impl ChallengeType {
+    const ALL: &'static [ChallengeType] = &[ChallengeType::Http01, ChallengeType::TlsAlpn01];
+
     pub(super) fn as_str(self) -> &'static str {
         match self {
             ChallengeType::Http01 => "http-01",
             ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+
+    /// The type a stored challenge names (`None`: one this build does not know).
+    fn parse(s: &str) -> Option<ChallengeType> {
+        Self::ALL.iter().copied().find(|t| t.as_str() == s)
+    }
+
+    /// Fails to compile when a variant is added: add it to `ALL` as well, or
+    /// stored challenges of that type are dropped at load.
+    #[allow(dead_code)]
+    fn every_variant_is_in_all(self) {
+        match self {
+            ChallengeType::Http01 | ChallengeType::TlsAlpn01 => {}
         }
     }
 }
@@ -80,47 +117,230 @@ pub(super) struct Authz {
     pub(super) challenges: Vec<Challenge>,
 }
 
+/// The JWK (RFC 7517) object of an account key, as the store keeps it.
+pub(super) fn jwk_json(k: &Jwk) -> Value {
+    let e = |b: &[u8]| B64.encode(b);
+    match k {
+        Jwk::Ec { crv, x, y } => json!({"kty": "EC", "crv": crv, "x": e(x), "y": e(y)}),
+        Jwk::Rsa { n, e: ex } => json!({"kty": "RSA", "n": e(n), "e": e(ex)}),
+        Jwk::Ed25519 { x } => json!({"kty": "OKP", "crv": "Ed25519", "x": e(x)}),
+    }
+}
+
+impl Account {
+    pub(super) fn record(&self, id: &str) -> AcmeAccount {
+        AcmeAccount {
+            id: id.to_string(),
+            key: jwk_json(&self.key),
+            thumbprint: self.thumbprint.clone(),
+            status: self.status.to_string(),
+            contact: self.contact.clone(),
+            profile: self.profile.clone(),
+            eab_kid: self.eab_kid.clone(),
+            created: self.created,
+        }
+    }
+
+    fn from_record(r: AcmeAccount) -> Option<(String, Account)> {
+        let key = Jwk::from_json(&r.key).ok()?;
+        Some((
+            r.id,
+            Account {
+                key,
+                thumbprint: r.thumbprint,
+                status: status(&r.status),
+                contact: r.contact,
+                profile: r.profile,
+                eab_kid: r.eab_kid,
+                created: r.created,
+            },
+        ))
+    }
+}
+
+impl Order {
+    pub(super) fn record(&self, id: &str) -> AcmeOrder {
+        AcmeOrder {
+            id: id.to_string(),
+            account: self.account.clone(),
+            status: self.status.to_string(),
+            expires: self.expires,
+            identifiers: self.identifiers.clone(),
+            authzs: self.authzs.clone(),
+            certificate: self.certificate.clone(),
+            cert_sha256: self.cert_sha256.clone(),
+            error: self.error.clone(),
+        }
+    }
+
+    fn from_record(r: AcmeOrder) -> (String, Order) {
+        // A finalize cut short by a stop: the client may finalize again (the
+        // engine answers a repeated request id for the same key with the
+        // certificate it recorded).
+        let st = match status(&r.status) {
+            "processing" => "ready",
+            s => s,
+        };
+        (
+            r.id,
+            Order {
+                account: r.account,
+                status: st,
+                expires: r.expires,
+                identifiers: r.identifiers,
+                authzs: r.authzs,
+                certificate: r.certificate,
+                cert_sha256: r.cert_sha256,
+                error: r.error,
+            },
+        )
+    }
+}
+
+impl Authz {
+    pub(super) fn record(&self, id: &str) -> AcmeAuthz {
+        AcmeAuthz {
+            id: id.to_string(),
+            account: self.account.clone(),
+            order: self.order.clone(),
+            identifier: self.identifier.clone(),
+            status: self.status.to_string(),
+            expires: self.expires,
+            challenges: self
+                .challenges
+                .iter()
+                .map(|c| AcmeChallenge {
+                    kind: c.typ.as_str().to_string(),
+                    id: c.id.clone(),
+                    token: c.token.clone(),
+                    status: c.status.to_string(),
+                    validated: c.validated,
+                    error: c.error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn from_record(r: AcmeAuthz) -> (String, Authz) {
+        let challenges = r
+            .challenges
+            .into_iter()
+            .filter_map(|c| {
+                Some(Challenge {
+                    typ: ChallengeType::parse(&c.kind)?,
+                    id: c.id,
+                    token: c.token,
+                    // A validation cut short by a stop is tried again on the next answer.
+                    status: match status(&c.status) {
+                        "processing" => "pending",
+                        s => s,
+                    },
+                    validated: c.validated,
+                    error: c.error,
+                })
+            })
+            .collect();
+        (
+            r.id,
+            Authz {
+                account: r.account,
+                order: r.order,
+                identifier: r.identifier,
+                status: status(&r.status),
+                expires: r.expires,
+                challenges,
+            },
+        )
+    }
+}
+
 pub(super) struct State {
     pub(super) nonces: NoncePool,
     pub(super) accounts: HashMap<String, Account>,
     pub(super) by_thumbprint: HashMap<String, String>,
     pub(super) orders: HashMap<String, Order>,
-    /// Order ids, oldest first: the oldest are forgotten to bound memory.
+    /// Order ids, oldest first: expired ones are pruned, and the oldest go
+    /// first when there are too many.
     pub(super) order_queue: std::collections::VecDeque<String>,
     pub(super) authzs: HashMap<String, Authz>,
     pub(super) challenges: HashMap<String, String>,
-    pub(super) certs: HashMap<String, (String, String)>,
-    /// Certificates issued here (SHA-256 hex) → the account that ordered them.
-    pub(super) issued_to: HashMap<String, String>,
-    pub(super) used_eab: HashSet<String>,
     /// Per-account token buckets: tokens left, last refill.
     pub(super) buckets: HashMap<String, (f64, Instant)>,
 }
 
+/// How long a nonce is accepted.
+pub(super) const NONCE_LIFETIME: Duration = Duration::from_secs(3600);
+
 impl State {
     pub(super) fn new() -> State {
         State {
-            nonces: NoncePool::new(100_000, Duration::from_secs(3600)),
+            nonces: NoncePool::new(100_000, NONCE_LIFETIME),
             accounts: HashMap::new(),
             by_thumbprint: HashMap::new(),
             orders: HashMap::new(),
             order_queue: std::collections::VecDeque::new(),
             authzs: HashMap::new(),
             challenges: HashMap::new(),
-            certs: HashMap::new(),
-            issued_to: HashMap::new(),
-            used_eab: HashSet::new(),
             buckets: HashMap::new(),
         }
     }
-}
 
-impl State {
-    /// Forget the oldest orders (with their authorizations, challenges and
-    /// certificate downloads; the certificates stay in the store) until at most
-    /// `keep` remain.
-    pub(super) fn make_room(&mut self, keep: usize) {
-        while self.orders.len() > keep {
+    /// The working copy of what the store holds; expired orders (with their
+    /// authorizations and downloads) are pruned from the store on the way, and
+    /// the nonces a clean stop saved are taken back.
+    pub(super) fn load(store: &AcmeStore, now: OffsetDateTime) -> Result<State> {
+        let mut st = State::new();
+        for r in store.accounts()? {
+            if let Some((id, a)) = Account::from_record(r) {
+                st.by_thumbprint.insert(a.thumbprint.clone(), id.clone());
+                st.accounts.insert(id, a);
+            }
+        }
+        let mut orders = store.orders()?;
+        orders.sort_by_key(|o| o.expires);
+        for r in orders {
+            if r.expires <= now {
+                store.remove_order(&r)?;
+                continue;
+            }
+            let (id, o) = Order::from_record(r);
+            st.order_queue.push_back(id.clone());
+            st.orders.insert(id, o);
+        }
+        for r in store.authzs()? {
+            if !st.orders.contains_key(&r.order) {
+                store.remove_authz(&r.id)?;
+                continue;
+            }
+            let (id, a) = Authz::from_record(r);
+            for c in &a.challenges {
+                st.challenges.insert(c.id.clone(), id.clone());
+            }
+            st.authzs.insert(id, a);
+        }
+        let wall = now.unix_timestamp();
+        let mono = Instant::now();
+        for (nonce, at) in store.take_nonces()? {
+            let age = Duration::from_secs(u64::try_from(wall.saturating_sub(at)).unwrap_or(0));
+            if age <= NONCE_LIFETIME {
+                st.nonces
+                    .adopt(nonce, mono.checked_sub(age).unwrap_or(mono));
+            }
+        }
+        Ok(st)
+    }
+
+    /// Forget orders that expired by `now` and, past that, the oldest orders
+    /// until at most `keep` remain — with their authorizations, challenges and
+    /// certificate downloads (the certificates stay in the store). Returns the
+    /// forgotten orders as records, for the caller to remove from the store.
+    pub(super) fn make_room(&mut self, keep: usize, now: OffsetDateTime) -> Vec<AcmeOrder> {
+        let mut gone = Vec::new();
+        while let Some(id) = self.order_queue.front() {
+            let expired = self.orders.get(id).is_none_or(|o| o.expires <= now);
+            if !expired && self.orders.len() <= keep {
+                break;
+            }
             let Some(id) = self.order_queue.pop_front() else {
                 break;
             };
@@ -134,13 +354,9 @@ impl State {
                     }
                 }
             }
-            if let Some(c) = &o.certificate {
-                self.certs.remove(c);
-            }
-            if let Some(h) = &o.cert_sha256 {
-                self.issued_to.remove(h);
-            }
+            gone.push(o.record(&id));
         }
+        gone
     }
 }
 
@@ -166,11 +382,11 @@ pub(super) fn rfc3339(t: OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
-    fn order(account: &str, authz: &str) -> Order {
+    fn order(account: &str, authz: &str, expires: OffsetDateTime) -> Order {
         Order {
             account: account.into(),
             status: "valid",
-            expires: OffsetDateTime::now_utc(),
+            expires,
             identifiers: vec![Identifier::Dns("a.test".into())],
             authzs: vec![authz.into()],
             certificate: Some(format!("cert-{authz}")),
@@ -180,11 +396,18 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_orders_are_forgotten_with_what_hangs_on_them() {
+    fn expired_and_then_the_oldest_orders_are_forgotten_with_what_hangs_on_them() {
+        let now = OffsetDateTime::now_utc();
         let mut st = State::new();
-        for i in 0..5 {
+        for i in 0..6 {
             let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
-            st.orders.insert(o.clone(), order("acct", &a));
+            // o0 has expired; the others have not.
+            let expires = if i == 0 {
+                now - time::Duration::seconds(1)
+            } else {
+                now + time::Duration::hours(1)
+            };
+            st.orders.insert(o.clone(), order("acct", &a, expires));
             st.order_queue.push_back(o.clone());
             st.challenges.insert(c.clone(), a.clone());
             st.authzs.insert(
@@ -194,7 +417,7 @@ mod tests {
                     order: o,
                     identifier: Identifier::Dns("a.test".into()),
                     status: "valid",
-                    expires: OffsetDateTime::now_utc(),
+                    expires,
                     challenges: vec![Challenge {
                         typ: ChallengeType::Http01,
                         id: c,
@@ -205,17 +428,63 @@ mod tests {
                     }],
                 },
             );
-            st.certs
-                .insert(format!("cert-{a}"), ("acct".into(), "pem".into()));
-            st.issued_to.insert(format!("sha-{a}"), "acct".into());
         }
-        st.make_room(2);
+        let gone = st.make_room(10, now);
+        assert_eq!(gone.len(), 1, "only the expired order");
+        assert_eq!(gone[0].id, "o0");
+        assert_eq!(gone[0].certificate.as_deref(), Some("cert-a0"));
+        let gone = st.make_room(2, now);
+        assert_eq!(gone.len(), 3);
         assert_eq!(st.orders.len(), 2);
-        assert!(st.orders.contains_key("o3") && st.orders.contains_key("o4"));
+        assert!(st.orders.contains_key("o4") && st.orders.contains_key("o5"));
         assert_eq!(st.authzs.len(), 2);
         assert_eq!(st.challenges.len(), 2);
-        assert_eq!(st.certs.len(), 2);
-        assert_eq!(st.issued_to.len(), 2);
         assert_eq!(st.order_queue.len(), 2);
+    }
+
+    #[test]
+    fn records_come_back_as_they_were_saved_but_interrupted_work_is_retried() {
+        let now = OffsetDateTime::now_utc();
+        let mut o = order("acct", "a1", now);
+        o.status = "processing";
+        let (id, back) = Order::from_record(o.record("o1"));
+        assert_eq!(id, "o1");
+        assert_eq!(back.status, "ready");
+        assert_eq!(back.authzs, o.authzs);
+        let z = Authz {
+            account: "acct".into(),
+            order: "o1".into(),
+            identifier: Identifier::Ip("::1".parse().unwrap()),
+            status: "pending",
+            expires: now,
+            challenges: vec![Challenge {
+                typ: ChallengeType::TlsAlpn01,
+                id: "c".into(),
+                token: "t".into(),
+                status: "processing",
+                validated: None,
+                error: None,
+            }],
+        };
+        let (_, back) = Authz::from_record(z.record("z"));
+        assert_eq!(back.identifier, z.identifier);
+        assert_eq!(back.challenges[0].typ, ChallengeType::TlsAlpn01);
+        assert_eq!(back.challenges[0].status, "pending");
+        let key =
+            Jwk::from_json(&json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode([7u8; 32])}))
+                .unwrap();
+        let a = Account {
+            thumbprint: key.thumbprint(),
+            key,
+            status: "valid",
+            contact: vec!["mailto:a@b.test".into()],
+            profile: Some("workload".into()),
+            eab_kid: Some("k".into()),
+            created: now,
+        };
+        let (_, back) = Account::from_record(a.record("acct")).unwrap();
+        assert_eq!(back.key, a.key);
+        assert_eq!(back.key.thumbprint(), a.thumbprint);
+        assert_eq!(back.profile, a.profile);
     }
 }

@@ -1,0 +1,122 @@
+//! `mtlsca acme eab create|list|revoke`: external account binding keys for
+//! `mtlsca serve --acme-require-eab`, kept in the CA's store.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::render::print_json;
+use super::{Ctx, Outcome};
+use crate::error::{Error, Result};
+use crate::store::acme::EabKey;
+use crate::store::Store;
+
+/// `mtlsca acme ...`.
+#[derive(Debug, Subcommand)]
+pub enum AcmeCmd {
+    /// External account binding keys (RFC 8555 §7.3.4)
+    #[command(subcommand)]
+    Eab(EabCmd),
+}
+
+/// `mtlsca acme eab ...`.
+#[derive(Debug, Subcommand)]
+pub enum EabCmd {
+    /// A new key: prints its kid and HMAC key (base64url) to give an ACME client
+    Create(CreateArgs),
+    /// The keys, without their HMAC keys: profile, created, bound account, revoked
+    List,
+    /// Revoke a key: it binds no account from now on
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The profile the bound account's certificates come from (device or workload)
+    #[arg(long, value_name = "PROFILE", default_value = "device")]
+    pub profile: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The key id (`kid`) to revoke
+    pub kid: String,
+}
+
+/// Open the store; while `serve` holds it, say so and what to do.
+fn open_store(ctx: &Ctx) -> Result<Store> {
+    Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout).map_err(|e| match e {
+        Error::Store(m) if m.contains("is locked by another mtlsca process") => Error::Store(format!(
+            "{m}; if `mtlsca serve` runs on this CA, stop it (SIGTERM), run `mtlsca acme eab` again and restart the server: its ACME state and keys are kept"
+        )),
+        e => e,
+    })
+}
+
+fn key_json(k: &EabKey) -> serde_json::Value {
+    json!({
+        "kid": k.kid,
+        "profile": k.profile,
+        "created": crate::timefmt::rfc3339(k.created),
+        "account": k.account,
+        "revoked": k.revoked.map(crate::timefmt::rfc3339),
+    })
+}
+
+/// Run `acme ...`.
+pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
+    let AcmeCmd::Eab(cmd) = cmd;
+    match cmd {
+        EabCmd::Create(a) => {
+            let ca = ctx.open_ca()?;
+            let store = open_store(ctx)?;
+            let k = crate::acme::eab::create(&ca, &store, &a.profile, ctx.now)?;
+            if ctx.global.json {
+                let mut v = key_json(&k);
+                v["hmac_key"] = json!(k.hmac_key);
+                print_json(&v);
+            } else {
+                outln!("kid: {}", k.kid);
+                outln!("hmac_key: {}", k.hmac_key);
+                outln!("profile: {}", k.profile);
+                ctx.say(format!(
+                    "give both to one ACME client, e.g. `lego --eab --kid {} --hmac {} ...`; the key binds one account",
+                    k.kid, k.hmac_key
+                ));
+            }
+        }
+        EabCmd::List => {
+            let store = open_store(ctx)?;
+            let keys = crate::acme::eab::list(&store)?;
+            if ctx.global.json {
+                print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
+            } else if keys.is_empty() {
+                ctx.say("no EAB keys (create one with `mtlsca acme eab create --profile device`)");
+            } else {
+                for k in &keys {
+                    let state = match (&k.revoked, &k.account) {
+                        (Some(_), _) => "revoked".to_string(),
+                        (None, Some(a)) => format!("bound to account {a}"),
+                        (None, None) => "unused".to_string(),
+                    };
+                    outln!(
+                        "{}  {}  {}  {}",
+                        k.kid,
+                        k.profile,
+                        crate::timefmt::rfc3339(k.created),
+                        state
+                    );
+                }
+            }
+        }
+        EabCmd::Revoke(a) => {
+            let store = open_store(ctx)?;
+            let k = crate::acme::eab::revoke(&store, &a.kid, ctx.now)?;
+            if ctx.global.json {
+                print_json(&key_json(&k));
+            } else {
+                ctx.say(format!("revoked EAB key {}", k.kid));
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
