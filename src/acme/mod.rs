@@ -1,7 +1,9 @@
 //! ACME (RFC 8555) for `mtlsca serve` (issue 14): JWS verification of requests
-//! ([`jws`]), replay nonces ([`nonce`]), external account binding ([`eab`]) and
+//! ([`jws`]), replay nonces ([`nonce`]), external account binding ([`eab`]), the
+//! validator's DNS lookups ([`dns`]) and
 //! the HTTPS server with its ACME endpoints ([`server`]; state in memory for now).
 
+pub mod dns;
 pub mod eab;
 pub mod jws;
 pub mod nonce;

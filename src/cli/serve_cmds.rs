@@ -42,6 +42,20 @@ pub struct ServeArgs {
     /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub acme_rate_limit: u32,
+    /// The DNS server challenge validation asks, IP:PORT (A/AAAA for http-01 and tls-alpn-01,
+    /// TXT for dns-01); default: the system's resolution
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_resolver)]
+    pub acme_resolver: Option<SocketAddr>,
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 53).
+fn parse_resolver(s: &str) -> std::result::Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| "give the resolver as IP:PORT (or an IP, port 53)".to_string())
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -72,6 +86,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         http01_port: a.acme_http01_port,
         tlsalpn01_port: a.acme_tlsalpn01_port,
         rate_limit: a.acme_rate_limit,
+        resolver: a.acme_resolver,
     })?;
     Ok(Outcome::Done)
 }

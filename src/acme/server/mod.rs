@@ -19,13 +19,20 @@
 //! handshake and request headers within 10 s, a connection at most 5 minutes;
 //! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
 //!
-//! # Validation (http-01, tls-alpn-01)
+//! # Validation (http-01, tls-alpn-01, dns-01)
 //!
 //! Only the identifier's own addresses (the resolved DNS name, or the IP) on the
 //! configured port; http-01: one GET, no redirect followed, 10 s per attempt, at most
 //! 16 KiB read; tls-alpn-01 (RFC 8737, DNS names): SNI and ALPN `acme-tls/1`,
 //! the self-signed certificate must name exactly the identifier and carry the
-//! critical acmeIdentifier extension over the key authorization.
+//! critical acmeIdentifier extension over the key authorization; dns-01 (RFC 8555
+//! §8.4, DNS names; the only challenge of a wildcard, which the profile must
+//! allow): a TXT record at `_acme-challenge.NAME` holding base64url(SHA-256(key
+//! authorization)).
+//!
+//! Lookups go to `--acme-resolver HOST:PORT` when given (A/AAAA and TXT, through
+//! [`crate::acme::dns`]); without it addresses come from the system's resolution
+//! (getaddrinfo) and TXT records from the servers of /etc/resolv.conf.
 
 mod engine;
 mod handlers;
@@ -108,6 +115,8 @@ pub struct ServeOptions {
     pub tlsalpn01_port: u16,
     /// Requests per second each account may make (bursts of twice that); 0: no limit.
     pub rate_limit: u32,
+    /// The DNS server the validator asks (`HOST:PORT`); None: the system's.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -221,6 +230,7 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
         tlsalpn01_port: opts.tlsalpn01_port,
         rate_limit: opts.rate_limit,
         fallback_host: local.to_string(),
+        lookup: Lookup::new(opts.resolver),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -51,6 +51,7 @@ pub(super) struct Order {
 pub(super) enum ChallengeType {
     Http01,
     TlsAlpn01,
+    Dns01,
 }
 
 impl ChallengeType {
@@ -58,6 +59,7 @@ impl ChallengeType {
         match self {
             ChallengeType::Http01 => "http-01",
             ChallengeType::TlsAlpn01 => "tls-alpn-01",
+            ChallengeType::Dns01 => "dns-01",
         }
     }
 }

@@ -1,0 +1,387 @@
+//! `mtlsca serve` validating through a DNS server of the test's own
+//! (`--acme-resolver`): pebble-challtestsrv (Debian package `pebble`) answers
+//! A queries for every name with 127.0.0.1 and TXT queries with what its
+//! management API was told. Clients: lego (dns-01 with the `exec` provider,
+//! and http-01 for a name only challtestsrv resolves).
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{text, Env};
+
+/// Whether a tool is missing: a skip, or an error under `MTLSCA_REQUIRE_ACME_DNS_TOOLS`.
+fn missing(tool: &str, package: &str) -> bool {
+    if Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return false;
+    }
+    if std::env::var_os("MTLSCA_REQUIRE_ACME_DNS_TOOLS").is_some() {
+        panic!("{tool} is required (MTLSCA_REQUIRE_ACME_DNS_TOOLS) but not installed (apt-get install {package})");
+    }
+    eprintln!("skipped: {tool} is not installed (apt-get install {package})");
+    true
+}
+
+fn tools_missing() -> bool {
+    missing("pebble-challtestsrv", "pebble") || missing("lego", "lego") || missing("curl", "curl")
+}
+
+/// A free TCP port on loopback (also free for UDP, checked).
+fn free_port() -> u16 {
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A running pebble-challtestsrv: DNS on `dns` (UDP and TCP), management API
+/// on `mgmt`; killed on drop.
+struct ChallTestSrv {
+    child: Child,
+    dns: u16,
+    mgmt: u16,
+}
+
+impl ChallTestSrv {
+    fn start() -> ChallTestSrv {
+        let dns = free_port();
+        let mgmt = free_port();
+        let child = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{mgmt}")])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pebble-challtestsrv");
+        let srv = ChallTestSrv { child, dns, mgmt };
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", mgmt)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "pebble-challtestsrv did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        srv
+    }
+
+    fn resolver(&self) -> String {
+        format!("127.0.0.1:{}", self.dns)
+    }
+
+    /// An `exec` provider script for lego: `present FQDN VALUE` sets the TXT
+    /// record through the management API (the value replaced by `fixed` when
+    /// given), `cleanup FQDN VALUE` clears it.
+    fn lego_script(&self, env: &Env, fixed: Option<&str>) -> std::path::PathBuf {
+        let value = match fixed {
+            Some(v) => format!("\"{v}\""),
+            None => "\"$3\"".into(),
+        };
+        let script = format!(
+            "#!/bin/sh\nset -e\nmgmt=http://127.0.0.1:{}\ncase \"$1\" in\n  present) curl -fsS -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"\"{value}\"\\\"}}\" $mgmt/set-txt ;;\n  cleanup) curl -fsS -d \"{{\\\"host\\\":\\\"$2\\\"}}\" $mgmt/clear-txt ;;\nesac\n",
+            self.mgmt
+        );
+        let path = env.path("dns-exec.sh");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+impl Drop for ChallTestSrv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `mtlsca serve`; SIGTERMed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut child = env
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mtlsca serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
+        Server { child, port }
+    }
+
+    fn stop(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/acme/directory", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// A CA for names under `acme.test` (and the server's `localhost`), wildcards
+/// allowed in the device profile.
+fn acme_test_ca() -> Env {
+    let env = Env::new();
+    env.ok(&[
+        "init",
+        "--name",
+        "ACME DNS Test",
+        "--permit-dns",
+        "acme.test",
+        "--permit-dns",
+        "localhost",
+        "--permit-ip",
+        "127.0.0.0/8",
+    ]);
+    env
+}
+
+/// lego against `server`, in `dir`, with the given challenge arguments; the
+/// `exec` DNS provider runs `script` when given.
+fn lego(
+    env: &Env,
+    server: &Server,
+    dir: &str,
+    domains: &[&str],
+    script: Option<&std::path::Path>,
+    args: &[&str],
+) -> Output {
+    let mut cmd = Command::new("lego");
+    if let Some(s) = script {
+        cmd.env("EXEC_PATH", s);
+    }
+    cmd.env("LEGO_CA_CERTIFICATES", env.ca_dir().join("root.pem"))
+        .env("EXEC_PROPAGATION_TIMEOUT", "20")
+        .env("EXEC_POLLING_INTERVAL", "1")
+        .args(["--server", &server.directory()])
+        .args(["--email", "ops@acme.test", "--accept-tos", "--path"])
+        .arg(env.path(dir));
+    for d in domains {
+        cmd.args(["--domains", d]);
+    }
+    cmd.args(args).arg("run").output().unwrap()
+}
+
+/// lego's dns-01 arguments: the exec provider, challtestsrv as its resolver,
+/// no wait for authoritative servers (challtestsrv is the only one).
+fn dns01_args(dns: &ChallTestSrv) -> Vec<String> {
+    vec![
+        "--dns".into(),
+        "exec".into(),
+        "--dns.resolvers".into(),
+        dns.resolver(),
+        "--dns.disable-cp".into(),
+    ]
+}
+
+#[test]
+fn lego_gets_a_certificate_with_dns_01_through_challtestsrv() {
+    if tools_missing() {
+        return;
+    }
+    let env = acme_test_ca();
+    let dns = ChallTestSrv::start();
+    let script = dns.lego_script(&env, None);
+    let mut server = Server::start(&env, &["--acme-resolver", &dns.resolver()]);
+    let args = dns01_args(&dns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lego(
+        &env,
+        &server,
+        "lego",
+        &["web1.acme.test"],
+        Some(&script),
+        &args,
+    );
+    assert!(out.status.success(), "lego failed:\n{}", text(&out));
+    assert_eq!(server.stop(), 0);
+    let crt = "lego/certificates/web1.acme.test.crt";
+    let t = env.x509_text(crt);
+    assert!(t.contains("DNS:web1.acme.test"), "{t}");
+    assert!(t.contains("TLS Web Server Authentication"), "{t}");
+    env.openssl_ok(&["verify", "-CAfile", "ca/root.pem", "-untrusted", crt, crt]);
+    // Recorded: the server's own certificate and lego's.
+    assert_eq!(env.store_count(), 2);
+}
+
+#[test]
+fn a_wrong_txt_record_makes_the_dns_01_challenge_invalid_and_nothing_is_issued() {
+    if tools_missing() {
+        return;
+    }
+    let env = acme_test_ca();
+    let dns = ChallTestSrv::start();
+    let script = dns.lego_script(&env, Some("not-the-digest"));
+    let mut server = Server::start(&env, &["--acme-resolver", &dns.resolver()]);
+    let args = dns01_args(&dns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lego(
+        &env,
+        &server,
+        "lego",
+        &["web3.acme.test"],
+        Some(&script),
+        &args,
+    );
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    // lego shows the server's problem: the type and what the TXT record held.
+    assert!(said.contains("incorrectResponse"), "{said}");
+    assert!(said.contains("_acme-challenge.web3.acme.test"), "{said}");
+    assert!(said.contains("not-the-digest"), "{said}");
+    assert_eq!(server.stop(), 0);
+    assert!(!env.path("lego/certificates/web3.acme.test.crt").exists());
+    // Only the server's own certificate.
+    assert_eq!(env.store_count(), 1);
+}
+
+#[test]
+fn lego_http_01_for_a_name_only_the_configured_resolver_knows() {
+    if tools_missing() {
+        return;
+    }
+    let env = acme_test_ca();
+    let dns = ChallTestSrv::start();
+    let http_port = free_port().to_string();
+    let mut server = Server::start(
+        &env,
+        &[
+            "--acme-resolver",
+            &dns.resolver(),
+            "--acme-http01-port",
+            &http_port,
+        ],
+    );
+    let listen = format!("127.0.0.1:{http_port}");
+    let out = lego(
+        &env,
+        &server,
+        "lego",
+        &["web2.acme.test"],
+        None,
+        &["--http", "--http.port", &listen],
+    );
+    assert!(out.status.success(), "lego failed:\n{}", text(&out));
+    assert_eq!(server.stop(), 0);
+    let t = env.x509_text("lego/certificates/web2.acme.test.crt");
+    assert!(t.contains("DNS:web2.acme.test"), "{t}");
+    assert_eq!(env.store_count(), 2);
+
+    // Without --acme-resolver the system's resolution does not know the name:
+    // the challenge fails with a DNS problem and nothing is issued.
+    let mut server = Server::start(&env, &["--acme-http01-port", &http_port]);
+    let out = lego(
+        &env,
+        &server,
+        "lego-sys",
+        &["web2.acme.test"],
+        None,
+        &["--http", "--http.port", &listen],
+    );
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("web2.acme.test"), "{said}");
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        env.store_count(),
+        3,
+        "only the second server's own certificate"
+    );
+}
+
+#[test]
+fn a_wildcard_is_proved_by_dns_01_when_the_profile_allows_wildcards() {
+    if tools_missing() {
+        return;
+    }
+    let env = acme_test_ca();
+    let dns = ChallTestSrv::start();
+    let script = dns.lego_script(&env, None);
+    let args = dns01_args(&dns);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The device profile does not allow wildcards: refused at newOrder with the rule.
+    let mut server = Server::start(&env, &["--acme-resolver", &dns.resolver()]);
+    let out = lego(
+        &env,
+        &server,
+        "lego-no",
+        &["*.apps.acme.test"],
+        Some(&script),
+        &args,
+    );
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("rejectedIdentifier"), "{said}");
+    assert!(said.contains("wildcards are not allowed"), "{said}");
+    assert_eq!(server.stop(), 0);
+    assert_eq!(env.store_count(), 1);
+
+    // A device profile that allows them: proved with dns-01.
+    let device = std::fs::read_to_string(env.ca_dir().join("profiles/device.toml")).unwrap();
+    let wild = device
+        .replace("name = \"device\"", "name = \"wild\"")
+        .replace("allow_wildcards = false", "allow_wildcards = true");
+    assert!(wild.contains("allow_wildcards = true"), "{wild}");
+    std::fs::write(env.ca_dir().join("profiles/wild.toml"), wild).unwrap();
+    let mut server = Server::start(
+        &env,
+        &["--acme-resolver", &dns.resolver(), "--acme-profile", "wild"],
+    );
+    let out = lego(
+        &env,
+        &server,
+        "lego",
+        &["*.apps.acme.test"],
+        Some(&script),
+        &args,
+    );
+    assert!(out.status.success(), "lego failed:\n{}", text(&out));
+    assert_eq!(server.stop(), 0);
+    let t = env.x509_text("lego/certificates/_.apps.acme.test.crt");
+    assert!(t.contains("DNS:*.apps.acme.test"), "{t}");
+    assert_eq!(env.store_count(), 3);
+}
