@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// TXT for dns-01); default: the system's resolution
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_resolver)]
     pub acme_resolver: Option<SocketAddr>,
+    /// Also serve the CRLs (crl/NAME.crl as `mtlsca crl` publishes them) and the CA
+    /// certificates over plain HTTP on this address: /crl/NAME.crl, /ca/NAME.crt, /ca/NAME.pem
+    #[arg(long, value_name = "ADDR")]
+    pub publish_listen: Option<SocketAddr>,
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 53).
@@ -87,6 +91,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         tlsalpn01_port: a.acme_tlsalpn01_port,
         rate_limit: a.acme_rate_limit,
         resolver: a.acme_resolver,
+        publish_listen: a.publish_listen,
     })?;
     Ok(Outcome::Done)
 }

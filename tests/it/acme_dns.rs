@@ -120,6 +120,11 @@ struct Server {
 
 impl Server {
     fn start(env: &Env, extra: &[&str]) -> Server {
+        Server::start_reading(env, extra, 1).0
+    }
+
+    /// Start and read `lines` lines of what serve prints first.
+    fn start_reading(env: &Env, extra: &[&str], lines: usize) -> (Server, Vec<String>) {
         let mut child = env
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
@@ -129,17 +134,21 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mtlsca serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut said = Vec::new();
+        for _ in 0..lines {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            said.push(l);
+        }
+        let line = &said[0];
         let port = line
             .split("https://127.0.0.1:")
             .nth(1)
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
-        Server { child, port }
+        (Server { child, port }, said)
     }
 
     fn stop(&mut self) -> i32 {
@@ -384,4 +393,159 @@ fn a_wildcard_is_proved_by_dns_01_when_the_profile_allows_wildcards() {
     let t = env.x509_text("lego/certificates/_.apps.acme.test.crt");
     assert!(t.contains("DNS:*.apps.acme.test"), "{t}");
     assert_eq!(env.store_count(), 3);
+}
+
+/// `curl -sS -D - URL` (with extra arguments): the status line, headers and body as text.
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_publishes_crls_and_ca_certificates_and_the_profile_puts_the_cdp_in_certificates() {
+    if missing("curl", "curl") {
+        return;
+    }
+    let env = acme_test_ca();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/crl/device.crl");
+    let device = std::fs::read_to_string(env.ca_dir().join("profiles/device.toml")).unwrap();
+    let cdp =
+        device.replace("name = \"device\"", "name = \"cdp\"") + &format!("crl_url = \"{url}\"\n");
+    std::fs::write(env.ca_dir().join("profiles/cdp.toml"), cdp).unwrap();
+    env.ok(&["profile", "check", "ca/profiles/cdp.toml"]);
+    env.ok(&["issue", "cdp", "--dns", "good.acme.test", "--out", "good"]);
+    env.ok(&["issue", "cdp", "--dns", "bad.acme.test", "--out", "bad"]);
+    env.ok(&["revoke", "bad.pem", "--reason", "keyCompromise"]);
+    env.ok(&["crl"]);
+
+    // The certificate names the CRL's URL as its distribution point.
+    let t = env.x509_text("good.pem");
+    assert!(t.contains("X509v3 CRL Distribution Points"), "{t}");
+    assert!(t.contains(&format!("URI:{url}")), "{t}");
+    // A profile without crl_url: no distribution point.
+    env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "plain.acme.test",
+        "--out",
+        "plain",
+    ]);
+    assert!(!env.x509_text("plain.pem").contains("CRL Distribution"));
+
+    let listen = format!("127.0.0.1:{port}");
+    let (mut server, said) = Server::start_reading(&env, &["--publish-listen", &listen], 2);
+    assert!(
+        said[1].starts_with(&format!("publishing http://{listen}")),
+        "{said:?}"
+    );
+
+    // openssl fetches the CRL from the URL in the certificate.
+    let verify = |file: &str| {
+        env.openssl(&[
+            "verify",
+            "-crl_check",
+            "-crl_download",
+            "-CAfile",
+            "ca/root.pem",
+            "-untrusted",
+            "ca/device-ca.pem",
+            file,
+        ])
+    };
+    let ok = verify("good.pem");
+    assert!(ok.status.success(), "{}", text(&ok));
+    let revoked = verify("bad.pem");
+    assert!(!revoked.status.success(), "{}", text(&revoked));
+    assert!(
+        text(&revoked).contains("certificate revoked"),
+        "{}",
+        text(&revoked)
+    );
+
+    // The CRL as DER with its content type; it lists the revoked serial.
+    let got = curl(&[
+        "-D",
+        &env.path("crl.head").display().to_string(),
+        "-o",
+        &env.path("device.crl.der").display().to_string(),
+        &url,
+    ]);
+    assert!(got.status.success(), "{}", text(&got));
+    let head = std::fs::read_to_string(env.path("crl.head")).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/pkix-crl"),
+        "{head}"
+    );
+    let crl = env.openssl_ok(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        "device.crl.der",
+        "-noout",
+        "-text",
+    ]);
+    let serial = env.openssl(&["x509", "-in", "bad.pem", "-noout", "-serial"]);
+    let serial = String::from_utf8_lossy(&serial.stdout).to_string();
+    let serial = serial.trim().trim_start_matches("serial=");
+    assert!(serial.len() >= 16, "{serial}");
+    assert!(crl.contains(serial), "{serial} not in\n{crl}");
+    assert!(crl.contains("Key Compromise"), "{crl}");
+
+    // The CA certificates, DER and PEM.
+    let base = format!("http://127.0.0.1:{port}");
+    let got = curl(&[
+        "-o",
+        &env.path("root.der").display().to_string(),
+        &format!("{base}/ca/root.crt"),
+    ]);
+    assert!(got.status.success(), "{}", text(&got));
+    let root = env.openssl_ok(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        "root.der",
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]);
+    assert_eq!(
+        root,
+        env.openssl_ok(&[
+            "x509",
+            "-in",
+            "ca/root.pem",
+            "-noout",
+            "-fingerprint",
+            "-sha256"
+        ])
+    );
+    let pem = curl(&[&format!("{base}/ca/device.pem")]);
+    assert_eq!(
+        String::from_utf8_lossy(&pem.stdout),
+        std::fs::read_to_string(env.ca_dir().join("device-ca.pem")).unwrap()
+    );
+
+    // GET and HEAD only; nothing outside the list (no private key, no traversal).
+    let code = |args: &[&str]| {
+        let o = curl(&[&["-o", "/dev/null", "-w", "%{http_code}"][..], args].concat());
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(code(&["-X", "POST", "-d", "x", &url]), "405");
+    assert_eq!(code(&["-I", &url]), "200");
+    assert_eq!(code(&[&format!("{base}/private/root.key")]), "404");
+    assert_eq!(
+        code(&["--path-as-is", &format!("{base}/ca/../private/root.key")]),
+        "404"
+    );
+    assert_eq!(code(&[&format!("{base}/crl/other.crl")]), "404");
+    assert_eq!(server.stop(), 0);
 }

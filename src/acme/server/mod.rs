@@ -36,6 +36,7 @@
 
 mod engine;
 mod handlers;
+mod publish;
 mod reply;
 mod state;
 mod validation;
@@ -117,6 +118,8 @@ pub struct ServeOptions {
     pub rate_limit: u32,
     /// The DNS server the validator asks (`HOST:PORT`); None: the system's.
     pub resolver: Option<SocketAddr>,
+    /// Where CRLs and CA certificates are published over plain HTTP; None: not published.
+    pub publish_listen: Option<SocketAddr>,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -209,6 +212,18 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let publish = match opts.publish_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::State(format!("cannot listen on {addr}: {e}")))?;
+            let at = l
+                .local_addr()
+                .map_err(|e| Error::State(format!("cannot listen on {addr}: {e}")))?;
+            Some((l, at))
+        }
+        None => None,
+    };
     let (cert, renew_at) = own_certificate(&engine, &opts.names, local).await?;
     let slot = Arc::new(CertSlot(RwLock::new(cert)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -247,9 +262,19 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
         listener,
         acceptor,
         app.clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
         conns.clone(),
     ));
+    let publishing = publish.map(|(l, at)| {
+        (
+            tokio::spawn(publish::publish_loop(
+                l,
+                opts.ca_dir.clone(),
+                shutdown_rx.clone(),
+            )),
+            at,
+        )
+    });
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -257,11 +282,20 @@ async fn run(opts: ServeOptions, engine: Engine) -> Result<()> {
             out,
             "serving https://{local} (ACME directory https://{local}/acme/directory)"
         );
+        if let Some((_, at)) = &publishing {
+            let _ = writeln!(
+                out,
+                "publishing http://{at} (CRLs /crl/NAME.crl, CA certificates /ca/NAME.crt and /ca/NAME.pem)"
+            );
+        }
         let _ = out.flush();
     }
     stop_signal().await;
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
+    if let Some((task, _)) = publishing {
+        let _ = task.await;
+    }
     // Wait for connections in flight to finish (each returns its permit).
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
     Ok(())
