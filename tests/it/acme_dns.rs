@@ -549,3 +549,78 @@ fn serve_publishes_crls_and_ca_certificates_and_the_profile_puts_the_cdp_in_cert
     assert_eq!(code(&[&format!("{base}/crl/other.crl")]), "404");
     assert_eq!(server.stop(), 0);
 }
+
+/// Caddy (Debian's 2.6) with the README's recipe, `acme_ca` and `acme_ca_root`,
+/// on loopback ports: it gets its certificate (tls-alpn-01 on its https_port,
+/// the name resolved through challtestsrv) and serves with it.
+#[test]
+fn caddy_gets_its_certificate_from_serve_with_the_readme_recipe() {
+    if tools_missing() || missing("caddy", "caddy") {
+        return;
+    }
+    let env = acme_test_ca();
+    let dns = ChallTestSrv::start();
+    let http_port = free_port();
+    let https_port = free_port();
+    let mut server = Server::start(
+        &env,
+        &[
+            "--acme-resolver",
+            &dns.resolver(),
+            "--acme-http01-port",
+            &http_port.to_string(),
+            "--acme-tlsalpn01-port",
+            &https_port.to_string(),
+        ],
+    );
+    let home = env.path("caddy-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let caddyfile = format!(
+        "{{\n\thttp_port {http_port}\n\thttps_port {https_port}\n\tadmin off\n\tacme_ca {}\n\tacme_ca_root {}\n\temail ops@acme.test\n\tskip_install_trust\n\tstorage file_system {}\n}}\nweb4.acme.test {{\n\trespond \"hello from caddy\"\n}}\n",
+        server.directory(),
+        env.ca_dir().join("root.pem").display(),
+        home.join("data").display()
+    );
+    std::fs::write(env.path("Caddyfile"), caddyfile).unwrap();
+    let mut caddy = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(env.path("Caddyfile"))
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("xdg"))
+        .env("XDG_CONFIG_HOME", home.join("xdg"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(env.path("caddy.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("spawn caddy");
+    let url = format!("https://web4.acme.test:{https_port}/");
+    let resolve = format!("web4.acme.test:{https_port}:127.0.0.1");
+    let root = env.ca_dir().join("root.pem").display().to_string();
+    let t = Instant::now();
+    let mut last = String::new();
+    let mut served = false;
+    while t.elapsed() < Duration::from_secs(60) {
+        let out = curl(&["--resolve", &resolve, "--cacert", &root, &url]);
+        last = text(&out);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) == "hello from caddy" {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = caddy.kill();
+    let _ = caddy.wait();
+    let log = std::fs::read_to_string(env.path("caddy.log")).unwrap_or_default();
+    assert!(
+        served,
+        "caddy did not serve with a certificate of the CA:\n{last}\n{log}"
+    );
+    assert!(log.contains("certificate obtained successfully"), "{log}");
+    assert_eq!(server.stop(), 0);
+    // Recorded: the server's own certificate and Caddy's.
+    assert_eq!(env.store_count(), 2);
+    let list = env.ok(&["list"]);
+    assert!(list.contains("web4.acme.test"), "{list}");
+}
