@@ -80,6 +80,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "serve" => &[
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal", "ACME at https://ca.corp.internal:8443/acme/directory, device profile"),
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-profile workload --acme-require-eab --acme-eab-key kid-1=BASE64URL", "only accounts bound to a key handed out beforehand"),
+            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-resolver 10.0.0.53:53 --publish-listen 0.0.0.0:8080", "validate through that DNS server; CRLs at http://ca.corp.internal:8080/crl/NAME.crl"),
         ],
         "proxy" => &[
             ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "mTLS in front of a plain HTTP server, identity headers added"),

@@ -42,8 +42,8 @@ pub struct ServeArgs {
     /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub acme_rate_limit: u32,
-    /// The DNS server challenge validation asks, IP:PORT (A/AAAA for http-01 and tls-alpn-01,
-    /// TXT for dns-01); default: the system's resolution
+    /// The DNS server challenge validation asks (A/AAAA for http-01 and tls-alpn-01, TXT for
+    /// dns-01); an IP alone means port 53; default: the system's resolution
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_resolver)]
     pub acme_resolver: Option<SocketAddr>,
     /// Also serve the CRLs (crl/NAME.crl as `mtlsca crl` publishes them) and the CA
@@ -52,14 +52,28 @@ pub struct ServeArgs {
     pub publish_listen: Option<SocketAddr>,
 }
 
-/// `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 53).
+/// `IP:PORT`, `[IPv6]:PORT`, an IP alone (port 53), or `HOST:PORT` (resolved
+/// once, at start, by the system).
 fn parse_resolver(s: &str) -> std::result::Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .or_else(|_| {
-            s.parse::<std::net::IpAddr>()
-                .map(|ip| SocketAddr::new(ip, 53))
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    if !s.contains(':') {
+        return Err("give the resolver as HOST:PORT (or an IP, port 53)".into());
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            format!(
+                "cannot resolve the resolver `{}`",
+                crate::names::printable(s)
+            )
         })
-        .map_err(|_| "give the resolver as IP:PORT (or an IP, port 53)".to_string())
 }
 
 /// Run the server until SIGTERM or Ctrl-C.

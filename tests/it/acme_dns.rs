@@ -624,3 +624,23 @@ fn caddy_gets_its_certificate_from_serve_with_the_readme_recipe() {
     let list = env.ok(&["list"]);
     assert!(list.contains("web4.acme.test"), "{list}");
 }
+
+#[test]
+fn a_resolver_that_is_not_an_address_is_bad_usage() {
+    let env = acme_test_ca();
+    for bad in ["nonsense", "no-such-host.invalid:53", "127.0.0.1:99999"] {
+        let err = env.fails(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "localhost",
+                "--acme-resolver",
+                bad,
+            ],
+            2,
+        );
+        assert!(err.contains("--acme-resolver"), "{bad}: {err}");
+    }
+}
