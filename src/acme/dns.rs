@@ -9,7 +9,7 @@
 //! tree of some twenty crates (hickory) to compile on every machine.
 //!
 //! Bounds: each attempt times out after [`ATTEMPT_TIMEOUT`]; two attempts per
-//! server; a UDP answer is at most [`MAX_UDP`] bytes, a TCP one at most 65,535;
+//! server; an answer is at most 65,535 bytes (UDP or TCP, [`MAX_UDP`] advertised);
 //! at most [`MAX_RECORDS`] records are read from an answer and at most
 //! [`MAX_CNAMES`] CNAMEs followed. Answers are matched on id, question and
 //! source address.
@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Time allowed for one question to one server (one attempt).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest UDP answer read (advertised with EDNS(0)).
+/// The UDP answer size advertised with EDNS(0) (larger datagrams are still read).
 pub const MAX_UDP: usize = 1232;
 /// Records read from one answer at most.
 pub const MAX_RECORDS: usize = 64;
@@ -244,7 +244,8 @@ async fn exchange(
     // connect(): the kernel drops datagrams from any other source.
     sock.connect(server).await.map_err(|e| e.to_string())?;
     sock.send(msg).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; MAX_UDP];
+    // Room for any datagram: a server that ignores the EDNS size is still read whole.
+    let mut buf = vec![0u8; 65_535];
     let reply = loop {
         let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
         // Not ours (another id or question): keep waiting until the timeout.
@@ -523,5 +524,52 @@ mod tests {
             Resolver::from_resolv_conf("").servers(),
             &["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
         );
+    }
+
+    /// A server that answers UDP with TC set and the full answer over TCP on
+    /// the same port: the client asks again over TCP and reads the records.
+    #[test]
+    fn a_truncated_answer_is_asked_again_over_tcp() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+            let full = |q: &[u8]| {
+                let qname = encode_name("_acme-challenge.t.test").unwrap();
+                let mut a = answer(q, 0, &[(qname, TYPE_TXT, b"\x05right".to_vec())]);
+                a[2] &= !0x02;
+                a
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+                let mut a = full(&buf[..n]);
+                a[2] |= 0x02; // TC, and no records
+                a[6] = 0;
+                a[7] = 0;
+                let qend = 12 + buf[12..n].iter().position(|&b| b == 0).unwrap() + 1 + 4;
+                a.truncate(qend);
+                udp.send_to(&a, from).await.unwrap();
+            });
+            tokio::spawn(async move {
+                let (mut s, _) = tcp.accept().await.unwrap();
+                let len = s.read_u16().await.unwrap() as usize;
+                let mut q = vec![0u8; len];
+                s.read_exact(&mut q).await.unwrap();
+                let a = full(&q);
+                let mut framed = (a.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&a);
+                s.write_all(&framed).await.unwrap();
+            });
+            let got = Resolver::at(addr)
+                .lookup_txt("_acme-challenge.t.test")
+                .await
+                .unwrap();
+            assert_eq!(got, vec![b"right".to_vec()]);
+        });
     }
 }

@@ -235,6 +235,21 @@ fn lego_gets_a_certificate_with_dns_01_through_challtestsrv() {
     let env = acme_test_ca();
     let dns = ChallTestSrv::start();
     let script = dns.lego_script(&env, None);
+    // Twelve decoy records of 200 bytes first: the answer (about 3 KB) is larger
+    // than the advertised EDNS size, and challtestsrv sends it whole over UDP.
+    for i in 0..12 {
+        let body = format!(
+            "{{\"host\":\"_acme-challenge.web1.acme.test.\",\"value\":\"decoy{i:02}{}\"}}",
+            "x".repeat(200)
+        );
+        let out = curl(&[
+            "-f",
+            "-d",
+            &body,
+            &format!("http://127.0.0.1:{}/set-txt", dns.mgmt),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
     let mut server = Server::start(&env, &["--acme-resolver", &dns.resolver()]);
     let args = dns01_args(&dns);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
