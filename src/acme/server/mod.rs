@@ -33,6 +33,12 @@
 //! Lookups go to `--acme-resolver HOST:PORT` when given (A/AAAA and TXT, through
 //! [`crate::acme::dns`]); without it addresses come from the system's resolution
 //! (getaddrinfo) and TXT records from the servers of /etc/resolv.conf.
+//!
+//! # Publication
+//!
+//! With `--publish-listen ADDR`, a second, plain-HTTP listener serves the CRLs of
+//! the CA's `crl/` and the CA certificates (`publish`: GET and HEAD, a fixed list
+//! of paths, bounded connections, headers and files).
 
 mod engine;
 mod handlers;
