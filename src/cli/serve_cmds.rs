@@ -55,6 +55,14 @@ pub struct ServeArgs {
 /// `IP:PORT`, `[IPv6]:PORT`, an IP alone (port 53), or `HOST:PORT` (resolved
 /// once, at start, by the system).
 fn parse_resolver(s: &str) -> std::result::Result<SocketAddr, String> {
+    let a = resolver_address(s)?;
+    if a.port() == 0 {
+        return Err("the resolver's port must be 1-65535".into());
+    }
+    Ok(a)
+}
+
+fn resolver_address(s: &str) -> std::result::Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);

@@ -643,7 +643,12 @@ fn caddy_gets_its_certificate_from_serve_with_the_readme_recipe() {
 #[test]
 fn a_resolver_that_is_not_an_address_is_bad_usage() {
     let env = acme_test_ca();
-    for bad in ["nonsense", "no-such-host.invalid:53", "127.0.0.1:99999"] {
+    for bad in [
+        "nonsense",
+        "no-such-host.invalid:53",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+    ] {
         let err = env.fails(
             &[
                 "serve",
