@@ -562,6 +562,22 @@ fn serve_publishes_crls_and_ca_certificates_and_the_profile_puts_the_cdp_in_cert
         "404"
     );
     assert_eq!(code(&[&format!("{base}/crl/other.crl")]), "404");
+    // Request headers over the limit (16 KiB) are refused, not read on.
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let big = format!(
+        "GET /crl/device.crl HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = std::io::Write::write_all(&mut tcp, big.as_bytes());
+    let mut reply = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut tcp, &mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    // 431, or a reset when the kernel drops the rest of what was sent.
+    assert!(
+        reply.starts_with("HTTP/1.1 431") || reply.is_empty(),
+        "{reply}"
+    );
     assert_eq!(server.stop(), 0);
 }
 
