@@ -118,6 +118,7 @@ struct RawProfile {
     allow_wildcards: Option<bool>,
     permitted: Option<Vec<String>>,
     smime: Option<bool>,
+    crl_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +210,9 @@ pub struct Profile {
     pub permitted: Vec<Pattern>,
     /// Whether person certificates also carry emailProtection (S/MIME).
     pub smime: bool,
+    /// An `http://` URL put in certificates as their CRL distribution point
+    /// (where `mtlsca serve --publish-listen` serves the issuing CA's CRL).
+    pub crl_url: Option<String>,
 }
 
 impl Profile {
@@ -466,6 +470,13 @@ impl Profile {
             }
             permitted.push(pat);
         }
+        let crl_url =
+            match raw.crl_url {
+                Some(u) => Some(check_crl_url(&u).map_err(|m| {
+                    Invalid(rules::Rule::ProfileCrlUrl, format!("key `crl_url`: {m}"))
+                })?),
+                None => None,
+            };
 
         Ok(Profile {
             name: raw.name,
@@ -481,6 +492,7 @@ impl Profile {
             allow_wildcards,
             permitted,
             smime,
+            crl_url,
         })
     }
 
@@ -536,8 +548,79 @@ impl Profile {
         if self.kind == Some(EntityKind::Person) {
             out.push_str(&format!("smime = {}\n", self.smime));
         }
+        if let Some(u) = &self.crl_url {
+            out.push_str(&format!("crl_url = {}\n", toml::Value::String(u.clone())));
+        }
         out
     }
+}
+
+/// The longest `crl_url` accepted.
+pub const MAX_CRL_URL: usize = 512;
+
+/// A CRL distribution point URL: `http://HOST[:PORT]/PATH` (RFC 5280
+/// §4.2.1.13: HTTP, one DER CRL; CRL fetchers do not speak HTTPS to the CA they
+/// check), HOST a DNS name, an IPv4 address or a bracketed IPv6 address, PATH of
+/// RFC 3986 path characters, no query or fragment, at most [`MAX_CRL_URL`] bytes.
+pub fn check_crl_url(u: &str) -> std::result::Result<String, String> {
+    let shown = crate::names::printable(&u.chars().take(80).collect::<String>());
+    if u.len() > MAX_CRL_URL {
+        return Err(format!("`{shown}…` is over {MAX_CRL_URL} bytes"));
+    }
+    let rest = u.strip_prefix("http://").ok_or_else(|| {
+        format!("`{shown}` must start with http:// (CRLs are fetched over plain HTTP)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => {
+            return Err(format!(
+                "`{shown}` has no path (e.g. http://ca.example/crl/device.crl)"
+            ))
+        }
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (ip, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{shown}`: an IPv6 host goes in brackets"))?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("`{shown}`: `{ip}` is not an IPv6 address"))?;
+        match after {
+            "" => (None, None),
+            a => (
+                None,
+                Some(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| format!("`{shown}`: `{a}` after the IPv6 host"))?,
+                ),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(authority), None),
+        }
+    };
+    if let Some(h) = host {
+        if h.parse::<std::net::Ipv4Addr>().is_err() {
+            crate::names::parse_dns(h, false).map_err(|m| {
+                format!("`{shown}`: the host is not a DNS name or an IP address: {m}")
+            })?;
+        }
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+            return Err(format!("`{shown}`: the port must be 1-65535"));
+        }
+    }
+    let path_ok = path
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"-._~/%!$&'()*+,;=:@".contains(&c));
+    if !path_ok {
+        return Err(format!(
+            "`{shown}`: the path may hold only URL path characters (no query, fragment or spaces)"
+        ));
+    }
+    Ok(u.to_string())
 }
 
 enum ProfileError {
@@ -814,5 +897,43 @@ mod tests {
         ] {
             assert!(Validity::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn crl_urls_are_http_with_a_host_and_a_path() {
+        for good in [
+            "http://ca.corp.internal/crl/device.crl",
+            "http://127.0.0.1:8080/crl/device.crl",
+            "http://[::1]:80/crl/entity.crl",
+            "http://[::1]/c",
+        ] {
+            assert_eq!(check_crl_url(good).as_deref(), Ok(good), "{good}");
+        }
+        for (bad, says) in [
+            ("https://ca.corp.internal/crl/device.crl", "http://"),
+            ("ldap://ca/x", "http://"),
+            ("http://ca.corp.internal", "no path"),
+            ("http://ca:0/x", "port"),
+            ("http://ca:99999/x", "port"),
+            ("http://[::1/x", "brackets"),
+            ("http://[zz]/x", "IPv6"),
+            ("http://[::1]x/y", "after the IPv6"),
+            ("http://bad host/x", "host"),
+            ("http://ca/x?y=1", "path"),
+            ("http://ca/x#f", "path"),
+            ("http://ca/x y", "path"),
+        ] {
+            let e = check_crl_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let long = format!("http://ca/{}", "x".repeat(MAX_CRL_URL));
+        assert!(check_crl_url(&long).unwrap_err().contains("over 512"));
+        let p = parse("name = \"x\"\nrole = \"device\"\ncrl_url = \"http://ca/crl/device.crl\"")
+            .unwrap();
+        assert_eq!(p.crl_url.as_deref(), Some("http://ca/crl/device.crl"));
+        assert!(p
+            .to_toml()
+            .contains("crl_url = \"http://ca/crl/device.crl\""));
+        assert_eq!(parse(&p.to_toml()).unwrap().crl_url, p.crl_url);
     }
 }

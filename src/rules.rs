@@ -327,6 +327,8 @@ rules! {
     ProfileWildcards = "profile-wildcards", "`allow_wildcards` needs DNS names";
     /// A `permitted` pattern that is not usable.
     ProfilePermitted = "profile-permitted", "`permitted` patterns must parse and be of a name kind the profile accepts";
+    /// A `crl_url` that is not an http:// URL with a host and a path.
+    ProfileCrlUrl = "profile-crl-url", "`crl_url` is an http:// URL with a host and a path, at most 512 bytes";
     /// No certificate matches the given serial, fingerprint or id.
     NotFound = "not-found", "no certificate matches";
     /// A revocation of a certificate that is revoked already (a revocation is final).

@@ -80,6 +80,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "serve" => &[
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal", "ACME at https://ca.corp.internal:8443/acme/directory, device profile"),
             ("mtlsca acme eab create --profile workload && mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-require-eab", "only accounts bound to a key handed out beforehand (`acme eab create`)"),
+            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-resolver 10.0.0.53:53 --publish-listen 0.0.0.0:8080", "validate through that DNS server; CRLs at http://ca.corp.internal:8080/crl/NAME.crl"),
         ],
         "acme" => &[
             ("mtlsca acme eab create --profile device", "an external account binding key for one ACME client"),

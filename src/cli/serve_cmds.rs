@@ -44,6 +44,46 @@ pub struct ServeArgs {
     /// after two thirds of its validity)
     #[arg(long, value_name = "PROFILE", default_value = "device")]
     pub tls_profile: String,
+    /// The DNS server challenge validation asks (A/AAAA for http-01 and tls-alpn-01, TXT for
+    /// dns-01); an IP alone means port 53; default: the system's resolution
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_resolver)]
+    pub acme_resolver: Option<SocketAddr>,
+    /// Also serve the CRLs (crl/NAME.crl as `mtlsca crl` publishes them) and the CA
+    /// certificates over plain HTTP on this address: /crl/NAME.crl, /ca/NAME.crt, /ca/NAME.pem
+    #[arg(long, value_name = "ADDR")]
+    pub publish_listen: Option<SocketAddr>,
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, an IP alone (port 53), or `HOST:PORT` (resolved
+/// once, at start, by the system).
+fn parse_resolver(s: &str) -> std::result::Result<SocketAddr, String> {
+    let a = resolver_address(s)?;
+    if a.port() == 0 {
+        return Err("the resolver's port must be 1-65535".into());
+    }
+    Ok(a)
+}
+
+fn resolver_address(s: &str) -> std::result::Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    if !s.contains(':') {
+        return Err("give the resolver as HOST:PORT (or an IP, port 53)".into());
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            format!(
+                "cannot resolve the resolver `{}`",
+                crate::names::printable(s)
+            )
+        })
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -68,6 +108,8 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         rate_limit: a.acme_rate_limit,
         idle_timeout: a.idle_timeout,
         tls_profile: a.tls_profile,
+        resolver: a.acme_resolver,
+        publish_listen: a.publish_listen,
     })?;
     Ok(Outcome::Done)
 }

@@ -6,7 +6,7 @@
 //! issuing CA and process.
 
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
 use super::sign::SignContext;
@@ -18,12 +18,14 @@ use crate::role::Role;
 use crate::rules;
 
 /// Check a freshly signed certificate; any difference is a CA fault (exit 3) and
-/// nothing is issued.
+/// nothing is issued. `crl_url` is the profile's CRL distribution point (the
+/// certificate carries exactly that one, or none).
 pub(crate) fn self_check(
     der: &[u8],
     serial: &[u8],
     expected_spki: &[u8],
     a: &Approved,
+    crl_url: Option<&str>,
     cx: &SignContext<'_>,
 ) -> Result<()> {
     let fail = |m: String| Error::State(format!("self-check failed, nothing was issued: {m}"));
@@ -68,6 +70,7 @@ pub(crate) fn self_check(
     let mut san_critical = None;
     let mut ca_flag = false;
     let mut key_usage = None;
+    let mut cdp: Option<Vec<String>> = None;
     for ext in x.extensions() {
         match ext.parsed_extension() {
             ParsedExtension::ExtendedKeyUsage(e) => ekus = Some(crate::inspect::eku_oid_list(e)),
@@ -88,6 +91,32 @@ pub(crate) fn self_check(
             }
             ParsedExtension::BasicConstraints(bc) => ca_flag = bc.ca,
             ParsedExtension::KeyUsage(ku) => key_usage = Some(ku.flags),
+            ParsedExtension::CRLDistributionPoints(points) => {
+                let mut uris = Vec::new();
+                for p in points.iter() {
+                    if p.reasons.is_some() || p.crl_issuer.is_some() {
+                        return Err(fail(
+                            "a CRL distribution point with reasons or an issuer".into(),
+                        ));
+                    }
+                    match &p.distribution_point {
+                        Some(DistributionPointName::FullName(names)) => {
+                            for n in names {
+                                match n {
+                                    GeneralName::URI(u) => uris.push(u.to_string()),
+                                    other => {
+                                        return Err(fail(format!(
+                                            "a CRL distribution point names {other:?}"
+                                        )))
+                                    }
+                                }
+                            }
+                        }
+                        _ => return Err(fail("a CRL distribution point without a URI".into())),
+                    }
+                }
+                cdp = Some(uris);
+            }
             ParsedExtension::ParseError { error } => {
                 return Err(fail(format!(
                     "extension {} does not parse: {error}",
@@ -103,6 +132,12 @@ pub(crate) fn self_check(
     }
     if ca_flag {
         return Err(fail("the leaf says CA:TRUE".into()));
+    }
+    let want_cdp = crl_url.map(|u| vec![u.to_string()]);
+    if cdp != want_cdp {
+        return Err(fail(format!(
+            "the CRL distribution points are {cdp:?}, the profile says {want_cdp:?}"
+        )));
     }
     // digitalSignature (bit 0 → 0x1), keyEncipherment (bit 2 → 0x4).
     let want_ku: u16 = if a.key_encipherment { 0x5 } else { 0x1 };

@@ -547,19 +547,30 @@ mod tests {
             cx.chain_validated.get().is_some(),
             "first certificate validated the path"
         );
-        check::self_check(&p.der, &serial, &spki, &approved, &cx).unwrap();
+        check::self_check(&p.der, &serial, &spki, &approved, None, &cx).unwrap();
+        // A CRL distribution point the profile names but the certificate lacks.
+        let err = check::self_check(
+            &p.der,
+            &serial,
+            &spki,
+            &approved,
+            Some("http://ca.corp.internal/crl/device.crl"),
+            &cx,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CRL distribution points"), "{err}");
         // Flip a bit in the signature value (the last bytes of the DER).
         let mut bad = p.der.clone();
         let n = bad.len();
         bad[n - 3] ^= 0x40;
-        let err = check::self_check(&bad, &serial, &spki, &approved, &cx).unwrap_err();
+        let err = check::self_check(&bad, &serial, &spki, &approved, None, &cx).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
         let fresh = std::sync::OnceLock::new();
         let cx_first = SignContext {
             chain_validated: &fresh,
             ..cx
         };
-        let err = check::self_check(&bad, &serial, &spki, &approved, &cx_first).unwrap_err();
+        let err = check::self_check(&bad, &serial, &spki, &approved, None, &cx_first).unwrap_err();
         assert!(err.to_string().contains("rustls-webpki"), "{err}");
     }
 }

@@ -145,6 +145,11 @@ pub(crate) fn prepare(
     };
     let serial = ca::random_serial()?;
     let mut params = leaf_params(&approved, &serial)?;
+    if let Some(url) = &profile.crl_url {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![url.clone()],
+        }];
+    }
     params.key_identifier_method =
         rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
     let cert = match &material {
@@ -153,7 +158,14 @@ pub(crate) fn prepare(
     }
     .map_err(|e| Error::State(format!("signing failed: {e}")))?;
     let der = cert.der().to_vec();
-    self_check(&der, &serial, &expected_spki, &approved, cx)?;
+    self_check(
+        &der,
+        &serial,
+        &expected_spki,
+        &approved,
+        profile.crl_url.as_deref(),
+        cx,
+    )?;
 
     let cert_pem = pem_cert(&der);
     let chain_pem = format!("{cert_pem}{}", signing.cert_pem);

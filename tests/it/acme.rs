@@ -1539,3 +1539,47 @@ fn accounts_and_eab_bindings_survive_a_kill_and_nonces_do_not() {
     let body = c.sign(&format!("{}{acct}", c.base()), None, &unused);
     assert_eq!(c.raw(&acct, &body).problem(), "badNonce");
 }
+
+/// dns-01 is offered for DNS names beside http-01 and tls-alpn-01; a wildcard
+/// (under a profile that allows it) gets dns-01 only, and its authorization
+/// names the base domain with `"wildcard": true` (RFC 8555 §7.1.3-7.1.4).
+#[test]
+fn acme_offers_dns_01_and_only_dns_01_for_a_wildcard() {
+    let env = constrained_ca();
+    let device = std::fs::read_to_string(env.ca_dir().join("profiles/device.toml")).unwrap();
+    let wild = device
+        .replace("name = \"device\"", "name = \"wild\"")
+        .replace("allow_wildcards = false", "allow_wildcards = true");
+    std::fs::write(env.ca_dir().join("profiles/wild.toml"), wild).unwrap();
+    let server = Server::start(&env, &["--acme-profile", "wild"]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let types_of = |order: &Answer| {
+        let authz = c
+            .post(
+                &c.path_of(order.json()["authorizations"][0].as_str().unwrap()),
+                None,
+            )
+            .json();
+        let types: Vec<String> = authz["challenges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ch| ch["type"].as_str().unwrap().to_string())
+            .collect();
+        (authz, types)
+    };
+    let o = c.order(&["localhost"]);
+    assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    let (authz, types) = types_of(&o);
+    assert_eq!(types, ["http-01", "tls-alpn-01", "dns-01"], "{authz}");
+    assert!(authz.get("wildcard").is_none(), "{authz}");
+
+    let o = c.order(&["*.app.localhost"]);
+    assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    assert_eq!(o.json()["identifiers"][0]["value"], "*.app.localhost");
+    let (authz, types) = types_of(&o);
+    assert_eq!(types, ["dns-01"], "{authz}");
+    assert_eq!(authz["identifier"]["value"], "app.localhost", "{authz}");
+    assert_eq!(authz["wildcard"], true, "{authz}");
+}

@@ -882,6 +882,7 @@ fn every_rule_code_is_reported_in_json() {
         ("profile-names", "name = \"p\"\nrole = \"device\"\nnames = { email = true }\n"),
         ("profile-wildcards", "name = \"p\"\nrole = \"device\"\nnames = { dns = false }\nallow_wildcards = true\n"),
         ("profile-permitted", "name = \"p\"\nrole = \"device\"\npermitted = [\"10.0.0.0/99\"]\n"),
+        ("profile-crl-url", "name = \"p\"\nrole = \"device\"\ncrl_url = \"https://ca.corp.internal/crl/device.crl\"\n"),
     ];
     for (rule, text) in profiles {
         write(&env, "p.toml", text);

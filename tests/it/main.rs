@@ -2,6 +2,7 @@
 //! `mtlsca` binary in its own temp dir with a scrubbed environment.
 
 mod acme;
+mod acme_dns;
 mod ca;
 mod common;
 mod engine;

@@ -23,6 +23,8 @@ pub(super) struct App {
     /// URLs are built from the one the client used; any other is refused, so
     /// a forged `Host` never ends up in a URL the server hands out.
     pub(super) hosts: HashSet<String>,
+    /// Where the validator's lookups go (`--acme-resolver`).
+    pub(super) lookup: Lookup,
 }
 
 /// The `Host` values a server listening on `local` with `names` answers for.
@@ -696,19 +698,9 @@ impl App {
             let typ = i.get("type").and_then(Value::as_str);
             let val = i.get("value").and_then(Value::as_str).unwrap_or("");
             let id = match typ {
-                Some("dns") => {
-                    if val.starts_with("*.") {
-                        return Err(Problem::new(
-                            StatusCode::BAD_REQUEST,
-                            "rejectedIdentifier",
-                            format!(
-                                "`{}`: wildcard names need dns-01, which this server does not offer yet",
-                                crate::names::printable(val)
-                            ),
-                        ));
-                    }
-                    Identifier::Dns(val.to_ascii_lowercase())
-                }
+                // A wildcard (`*.NAME`) goes to policy like any name (the profile's
+                // `allow_wildcards`); its authorization offers dns-01 only.
+                Some("dns") => Identifier::Dns(val.to_ascii_lowercase()),
                 Some("ip") => Identifier::Ip(val.parse().map_err(|_| {
                     Problem::malformed(format!(
                         "`{}` is not an IP address",
@@ -752,9 +744,15 @@ impl App {
         for i in &ids {
             let authz_id = random_id();
             let token = random_id() + &random_id();
-            // tls-alpn-01 for DNS names only (an IP would need a reverse-DNS SNI).
+            // tls-alpn-01 and dns-01 for DNS names only (an IP would need a
+            // reverse-DNS name); a wildcard is proved by dns-01 alone (RFC 8555 §7.1.3).
             let types: &[ChallengeType] = match i {
-                Identifier::Dns(_) => &[ChallengeType::Http01, ChallengeType::TlsAlpn01],
+                Identifier::Dns(d) if d.starts_with("*.") => &[ChallengeType::Dns01],
+                Identifier::Dns(_) => &[
+                    ChallengeType::Http01,
+                    ChallengeType::TlsAlpn01,
+                    ChallengeType::Dns01,
+                ],
                 Identifier::Ip(_) => &[ChallengeType::Http01],
             };
             let mut challenges = Vec::new();
@@ -867,6 +865,7 @@ impl App {
                 port: match c.typ {
                     ChallengeType::Http01 => self.http01_port,
                     ChallengeType::TlsAlpn01 => self.tlsalpn01_port,
+                    ChallengeType::Dns01 => 53,
                 },
             };
             let app = self.clone();
@@ -1211,10 +1210,18 @@ pub(super) fn challenge_json(base: &str, c: &Challenge) -> Value {
 }
 
 pub(super) fn authz_json(base: &str, a: &Authz) -> Value {
-    json!({
+    let mut v = json!({
         "status": a.status,
         "expires": rfc3339(a.expires),
         "identifier": a.identifier.json(),
         "challenges": a.challenges.iter().map(|c| challenge_json(base, c)).collect::<Vec<_>>(),
-    })
+    });
+    // RFC 8555 §7.1.4: a wildcard's authorization names the base domain.
+    if let Identifier::Dns(d) = &a.identifier {
+        if let Some(base_name) = d.strip_prefix("*.") {
+            v["identifier"] = json!({"type": "dns", "value": base_name});
+            v["wildcard"] = json!(true);
+        }
+    }
+    v
 }

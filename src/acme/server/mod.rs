@@ -31,16 +31,30 @@
 //! at most 5 minutes;
 //! SIGTERM (or Ctrl-C) stops accepting and lets requests in flight finish.
 //!
-//! # Validation (http-01, tls-alpn-01)
+//! # Validation (http-01, tls-alpn-01, dns-01)
 //!
 //! Only the identifier's own addresses (the resolved DNS name, or the IP) on the
 //! configured port; http-01: one GET, no redirect followed, 10 s per attempt, at most
 //! 16 KiB read; tls-alpn-01 (RFC 8737, DNS names): SNI and ALPN `acme-tls/1`,
 //! the self-signed certificate must name exactly the identifier and carry the
-//! critical acmeIdentifier extension over the key authorization.
+//! critical acmeIdentifier extension over the key authorization; dns-01 (RFC 8555
+//! §8.4, DNS names; the only challenge of a wildcard, which the profile must
+//! allow): a TXT record at `_acme-challenge.NAME` holding base64url(SHA-256(key
+//! authorization)).
+//!
+//! Lookups go to `--acme-resolver HOST:PORT` when given (A/AAAA and TXT, through
+//! [`crate::acme::dns`]); without it addresses come from the system's resolution
+//! (getaddrinfo) and TXT records from the servers of /etc/resolv.conf.
+//!
+//! # Publication
+//!
+//! With `--publish-listen ADDR`, a second, plain-HTTP listener serves the CRLs of
+//! the CA's `crl/` and the CA certificates (`publish`: GET and HEAD, a fixed list
+//! of paths, bounded connections, headers and files).
 
 mod engine;
 mod handlers;
+mod publish;
 mod reply;
 mod state;
 mod validation;
@@ -122,6 +136,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// The device profile the server's own certificate comes from.
     pub tls_profile: String,
+    /// The DNS server the validator asks (`HOST:PORT`); None: the system's.
+    pub resolver: Option<SocketAddr>,
+    /// Where CRLs and CA certificates are published over plain HTTP; None: not published.
+    pub publish_listen: Option<SocketAddr>,
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
@@ -219,6 +237,18 @@ async fn run(
     let local = listener
         .local_addr()
         .map_err(|e| Error::State(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let publish = match opts.publish_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::State(format!("cannot listen on {addr}: {e}")))?;
+            let at = l
+                .local_addr()
+                .map_err(|e| Error::State(format!("cannot listen on {addr}: {e}")))?;
+            Some((l, at))
+        }
+        None => None,
+    };
     let (cert, renew_at) = own_certificate(&engine, &opts.tls_profile, &opts.names, local).await?;
     let slot = Arc::new(CertSlot(RwLock::new(cert)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -241,6 +271,7 @@ async fn run(
         rate_limit: opts.rate_limit,
         idle_timeout: opts.idle_timeout,
         hosts: allowed_hosts(&opts.names, local),
+        lookup: Lookup::new(opts.resolver),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -258,9 +289,19 @@ async fn run(
         listener,
         acceptor,
         app.clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
         conns.clone(),
     ));
+    let publishing = publish.map(|(l, at)| {
+        (
+            tokio::spawn(publish::publish_loop(
+                l,
+                opts.ca_dir.clone(),
+                shutdown_rx.clone(),
+            )),
+            at,
+        )
+    });
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -268,11 +309,20 @@ async fn run(
             out,
             "serving https://{local} (ACME directory https://{local}/acme/directory)"
         );
+        if let Some((_, at)) = &publishing {
+            let _ = writeln!(
+                out,
+                "publishing http://{at} (CRLs /crl/NAME.crl, CA certificates /ca/NAME.crt and /ca/NAME.pem)"
+            );
+        }
         let _ = out.flush();
     }
     stop_signal().await;
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
+    if let Some((task, _)) = publishing {
+        let _ = task.await;
+    }
     // Wait for connections in flight to finish (each returns its permit).
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
     // Validations still running write their outcome after this; the engine's

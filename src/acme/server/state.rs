@@ -72,15 +72,21 @@ pub(super) struct Order {
 pub(super) enum ChallengeType {
     Http01,
     TlsAlpn01,
+    Dns01,
 }
 
 impl ChallengeType {
-    const ALL: &'static [ChallengeType] = &[ChallengeType::Http01, ChallengeType::TlsAlpn01];
+    const ALL: &'static [ChallengeType] = &[
+        ChallengeType::Http01,
+        ChallengeType::TlsAlpn01,
+        ChallengeType::Dns01,
+    ];
 
     pub(super) fn as_str(self) -> &'static str {
         match self {
             ChallengeType::Http01 => "http-01",
             ChallengeType::TlsAlpn01 => "tls-alpn-01",
+            ChallengeType::Dns01 => "dns-01",
         }
     }
 
@@ -94,7 +100,7 @@ impl ChallengeType {
     #[allow(dead_code)]
     fn every_variant_is_in_all(self) {
         match self {
-            ChallengeType::Http01 | ChallengeType::TlsAlpn01 => {}
+            ChallengeType::Http01 | ChallengeType::TlsAlpn01 | ChallengeType::Dns01 => {}
         }
     }
 }

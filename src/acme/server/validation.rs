@@ -1,6 +1,39 @@
-//! Challenge validation (http-01, tls-alpn-01).
+//! Challenge validation (http-01, tls-alpn-01, dns-01) and the lookups it makes.
 
 use super::*;
+use crate::acme::dns::Resolver;
+
+// ---------------------------------------------------------------------------
+// Lookups
+// ---------------------------------------------------------------------------
+
+/// Where the validator's lookups go.
+///
+/// With `--acme-resolver HOST:PORT` every lookup (A/AAAA for http-01 and
+/// tls-alpn-01, TXT for dns-01) asks that server. Without it, addresses come
+/// from the system's resolution (getaddrinfo: /etc/hosts, then the servers of
+/// /etc/resolv.conf) and TXT records from the servers of /etc/resolv.conf.
+#[derive(Debug)]
+pub(super) struct Lookup {
+    pub(super) resolver: Resolver,
+    /// Addresses through getaddrinfo (no `--acme-resolver`).
+    pub(super) system_addresses: bool,
+}
+
+impl Lookup {
+    pub(super) fn new(server: Option<SocketAddr>) -> Lookup {
+        match server {
+            Some(s) => Lookup {
+                resolver: Resolver::at(s),
+                system_addresses: false,
+            },
+            None => Lookup {
+                resolver: Resolver::system(),
+                system_addresses: true,
+            },
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------
 // http-01 validation
@@ -18,8 +51,9 @@ pub(super) struct Validation {
 
 pub(super) async fn validate(app: Arc<App>, job: Validation) {
     let outcome = match job.typ {
-        ChallengeType::Http01 => http01(&job).await,
-        ChallengeType::TlsAlpn01 => tls_alpn01(&job).await,
+        ChallengeType::Http01 => http01(&app.lookup, &job).await,
+        ChallengeType::TlsAlpn01 => tls_alpn01(&app.lookup, &job).await,
+        ChallengeType::Dns01 => dns01(&app.lookup, &job).await,
     };
     let now = OffsetDateTime::now_utc();
     let mut st = app.state();
@@ -62,12 +96,15 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
 
 /// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
 /// identifier's own addresses only, following no redirect.
-pub(super) async fn http01(job: &Validation) -> std::result::Result<(), (&'static str, String)> {
+pub(super) async fn http01(
+    lookup: &Lookup,
+    job: &Validation,
+) -> std::result::Result<(), (&'static str, String)> {
     let host = match &job.identifier {
         Identifier::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
         other => other.value(),
     };
-    let addrs = addresses(&job.identifier, job.port).await?;
+    let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
         return Err(("dns", format!("`{host}` has no address")));
     }
@@ -109,24 +146,103 @@ pub(super) async fn http01(job: &Validation) -> std::result::Result<(), (&'stati
 
 /// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
 pub(super) async fn addresses(
+    lookup: &Lookup,
     id: &Identifier,
     port: u16,
 ) -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
-    match id {
-        Identifier::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
-        Identifier::Dns(name) => {
-            match tokio::time::timeout(
-                VALIDATION_TIMEOUT,
-                tokio::net::lookup_host((name.as_str(), port)),
-            )
-            .await
-            {
-                Ok(Ok(a)) => Ok(a.take(8).collect()),
-                Ok(Err(e)) => Err(("dns", format!("cannot resolve `{name}`: {e}"))),
-                Err(_) => Err(("dns", format!("resolving `{name}` timed out"))),
-            }
-        }
+    let name = match id {
+        Identifier::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+        Identifier::Dns(name) => name,
+    };
+    let shown = crate::names::printable(name);
+    if lookup.system_addresses {
+        return match tokio::time::timeout(
+            VALIDATION_TIMEOUT,
+            tokio::net::lookup_host((name.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(a)) => Ok(a.take(8).collect()),
+            Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
+            Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+        };
     }
+    match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_ip(name)).await {
+        Ok(Ok(ips)) => Ok(ips
+            .into_iter()
+            .take(8)
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()),
+        Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
+        Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dns-01
+// ---------------------------------------------------------------------------
+
+/// The name a dns-01 TXT record is looked up at (RFC 8555 §8.4): the
+/// identifier without a wildcard label, under `_acme-challenge`.
+pub(super) fn dns01_name(identifier: &str) -> String {
+    let base = identifier.strip_prefix("*.").unwrap_or(identifier);
+    format!("_acme-challenge.{base}")
+}
+
+/// The value a dns-01 TXT record must hold: base64url(SHA-256(key authorization)).
+pub(super) fn dns01_value(key_authorization: &str) -> String {
+    B64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        key_authorization.as_bytes(),
+    ))
+}
+
+/// dns-01 (RFC 8555 §8.4): one of the TXT records at `_acme-challenge.NAME`,
+/// asked of the configured resolver, holds the expected value.
+pub(super) async fn dns01(
+    lookup: &Lookup,
+    job: &Validation,
+) -> std::result::Result<(), (&'static str, String)> {
+    let Identifier::Dns(name) = &job.identifier else {
+        return Err(("malformed", "dns-01 is for DNS names".into()));
+    };
+    let at = dns01_name(name);
+    let shown = crate::names::printable(&at);
+    let want = dns01_value(&job.key_authorization);
+    let records =
+        match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_txt(&at)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(("dns", format!("looking up TXT `{shown}`: {e}"))),
+            Err(_) => return Err(("dns", format!("looking up TXT `{shown}` timed out"))),
+        };
+    if records.iter().any(|r| r == want.as_bytes()) {
+        return Ok(());
+    }
+    if records.is_empty() {
+        return Err((
+            "unauthorized",
+            format!("no TXT record at `{shown}` (expected `{want}`)"),
+        ));
+    }
+    // Show what was found, bounded: at most 4 records of 100 characters.
+    let found = records
+        .iter()
+        .take(4)
+        .map(|r| {
+            let t = String::from_utf8_lossy(r);
+            format!(
+                "`{}`",
+                crate::names::printable(&t.chars().take(100).collect::<String>())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err((
+        "incorrectResponse",
+        format!(
+            "the TXT records at `{shown}` do not hold the key authorization's digest `{want}`: found {found}"
+        ),
+    ))
 }
 
 /// The OID of the acmeIdentifier extension (RFC 8737).
@@ -137,12 +253,13 @@ pub(super) const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 /// must name exactly that DNS name and carry the critical acmeIdentifier
 /// extension with SHA-256 of the key authorization.
 pub(super) async fn tls_alpn01(
+    lookup: &Lookup,
     job: &Validation,
 ) -> std::result::Result<(), (&'static str, String)> {
     let Identifier::Dns(name) = &job.identifier else {
         return Err(("malformed", "tls-alpn-01 is for DNS names".into()));
     };
-    let addrs = addresses(&job.identifier, job.port).await?;
+    let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
         return Err(("dns", format!("`{name}` has no address")));
     }

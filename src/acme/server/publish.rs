@@ -1,0 +1,271 @@
+//! Publication over plain HTTP (`--publish-listen ADDR`): the CRLs `mtlsca crl`
+//! published in the CA's `crl/` and the CA certificates, for relying parties
+//! and CRL fetchers (which do not speak HTTPS to the CA whose certificates they
+//! check: RFC 5280 §4.2.1.13 names HTTP).
+//!
+//! - `GET /crl/{root,device,entity}.crl`: the CRL as DER, `application/pkix-crl`
+//!   (read from disk on each request, so a new `mtlsca crl` shows at once);
+//! - `GET /ca/{root,device,entity}.crt`: a CA certificate as DER,
+//!   `application/pkix-cert`; `.pem` the same as PEM, and `/ca/ca-bundle.pem`
+//!   the issuing CAs and the root, `application/x-pem-file`.
+//!
+//! GET and HEAD only (405 otherwise); nothing else is served (404). Limits: at
+//! most [`MAX_PUBLISH_CONNECTIONS`] connections, request headers within 10 s and
+//! at most 16 KiB, a connection at most 60 s, files of at most
+//! [`MAX_PUBLISHED_BYTES`].
+
+use std::path::Path;
+
+use super::*;
+
+/// Connections the publication listener serves at once; more are closed.
+pub const MAX_PUBLISH_CONNECTIONS: usize = 64;
+/// The largest file served (a CRL of about 300,000 entries).
+pub const MAX_PUBLISHED_BYTES: u64 = 16 * 1024 * 1024;
+/// Request headers must arrive within this long (a slow client holds no connection).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const PUBLISH_CONNECTION_MAX: Duration = Duration::from_secs(60);
+
+/// What a path names: the file in the CA directory and how it is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Published {
+    /// A CRL (stored as PEM or DER), served as DER.
+    Crl(&'static str),
+    /// A certificate file (PEM), served as DER.
+    CertDer(&'static str),
+    /// A certificate file (PEM), served as it is.
+    Pem(&'static str),
+}
+
+/// The file behind a request path, or None.
+pub(super) fn route(path: &str) -> Option<Published> {
+    let ca_file = |name: &str| match name {
+        "root" => Some("root.pem"),
+        "device" => Some("device-ca.pem"),
+        "entity" => Some("entity-ca.pem"),
+        _ => None,
+    };
+    if let Some(name) = path
+        .strip_prefix("/crl/")
+        .and_then(|r| r.strip_suffix(".crl"))
+    {
+        return match name {
+            "root" => Some(Published::Crl("crl/root.crl")),
+            "device" => Some(Published::Crl("crl/device.crl")),
+            "entity" => Some(Published::Crl("crl/entity.crl")),
+            _ => None,
+        };
+    }
+    if path == "/ca/ca-bundle.pem" {
+        return Some(Published::Pem("ca-bundle.pem"));
+    }
+    if let Some(name) = path
+        .strip_prefix("/ca/")
+        .and_then(|r| r.strip_suffix(".crt"))
+    {
+        return ca_file(name).map(Published::CertDer);
+    }
+    if let Some(name) = path
+        .strip_prefix("/ca/")
+        .and_then(|r| r.strip_suffix(".pem"))
+    {
+        return ca_file(name).map(Published::Pem);
+    }
+    None
+}
+
+/// A bounded read of a file in the CA directory.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() > MAX_PUBLISHED_BYTES {
+        return Err(std::io::Error::other(
+            "the file is over the publication limit",
+        ));
+    }
+    let mut out = Vec::new();
+    f.take(MAX_PUBLISHED_BYTES).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The first PEM block of `tag` as DER; DER input is returned as it is.
+fn der_of(bytes: Vec<u8>, tag: &str) -> Option<Vec<u8>> {
+    if !bytes.starts_with(b"-----BEGIN") {
+        // Already DER (an ASN.1 SEQUENCE), or not served.
+        return (bytes.first() == Some(&0x30)).then_some(bytes);
+    }
+    pem::parse_many(&bytes)
+        .ok()?
+        .into_iter()
+        .find(|p| p.tag() == tag)
+        .map(|p| p.into_contents())
+}
+
+fn plain(status: StatusCode, text: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    (
+        status,
+        "text/plain; charset=utf-8",
+        format!("{text}\n").into_bytes(),
+    )
+}
+
+/// Answer one request.
+pub(super) async fn answer(ca_dir: Arc<PathBuf>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (status, ctype, body) = if method != Method::GET && method != Method::HEAD {
+        plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
+    } else {
+        match route(&path) {
+            None => plain(
+                StatusCode::NOT_FOUND,
+                "not found (served: /crl/NAME.crl, /ca/NAME.crt, /ca/NAME.pem, /ca/ca-bundle.pem)",
+            ),
+            Some(what) => {
+                let file = match &what {
+                    Published::Crl(f) | Published::CertDer(f) | Published::Pem(f) => *f,
+                };
+                let full = ca_dir.join(file);
+                let read = tokio::task::spawn_blocking(move || read_bounded(&full)).await;
+                match read {
+                    Ok(Ok(bytes)) => {
+                        let served = match what {
+                            Published::Crl(_) => der_of(bytes, "X509 CRL")
+                                .map(|d| (StatusCode::OK, "application/pkix-crl", d)),
+                            Published::CertDer(_) => der_of(bytes, "CERTIFICATE")
+                                .map(|d| (StatusCode::OK, "application/pkix-cert", d)),
+                            Published::Pem(_) => {
+                                Some((StatusCode::OK, "application/x-pem-file", bytes))
+                            }
+                        };
+                        served.unwrap_or_else(|| {
+                            plain(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &format!("{file} cannot be read as what it should hold"),
+                            )
+                        })
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => plain(
+                        StatusCode::NOT_FOUND,
+                        &format!("{file} is not published yet (run `mtlsca crl`)"),
+                    ),
+                    _ => plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("{file} cannot be read"),
+                    ),
+                }
+            }
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, ctype)
+        .header(CACHE_CONTROL, "no-cache");
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        builder = builder.header(hyper::header::ALLOW, "GET, HEAD");
+    }
+    let body = if method == Method::HEAD {
+        builder = builder.header(hyper::header::CONTENT_LENGTH, body.len());
+        Vec::new()
+    } else {
+        body
+    };
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Serve publication requests on `listener` until shutdown.
+pub(super) async fn publish_loop(
+    listener: tokio::net::TcpListener,
+    ca_dir: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ca_dir = Arc::new(ca_dir);
+    let conns = Arc::new(Semaphore::new(MAX_PUBLISH_CONNECTIONS));
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let ca_dir = ca_dir.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let ca_dir = ca_dir.clone();
+                async move { Ok::<_, Infallible>(answer(ca_dir, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+            let mut conn = std::pin::pin!(conn);
+            let deadline = tokio::time::sleep(PUBLISH_CONNECTION_MAX);
+            tokio::pin!(deadline);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                }
+                _ = &mut deadline => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_published_files_are_routed() {
+        assert_eq!(
+            route("/crl/device.crl"),
+            Some(Published::Crl("crl/device.crl"))
+        );
+        assert_eq!(route("/ca/root.crt"), Some(Published::CertDer("root.pem")));
+        assert_eq!(
+            route("/ca/entity.pem"),
+            Some(Published::Pem("entity-ca.pem"))
+        );
+        assert_eq!(
+            route("/ca/ca-bundle.pem"),
+            Some(Published::Pem("ca-bundle.pem"))
+        );
+        for p in [
+            "/crl/../private/root.key.crl",
+            "/crl/other.crl",
+            "/ca/../private/root.pem",
+            "/ca/device-ca.pem",
+            "/private/root.key",
+            "/",
+            "/crl/device.crl/",
+        ] {
+            assert_eq!(route(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn pem_is_served_as_der_and_other_bytes_are_not() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let pem = pem::encode(&pem::Pem::new("X509 CRL", der.clone()));
+        assert_eq!(der_of(pem.into_bytes(), "X509 CRL"), Some(der.clone()));
+        assert_eq!(der_of(der.clone(), "X509 CRL"), Some(der));
+        assert_eq!(der_of(b"hello".to_vec(), "X509 CRL"), None);
+        let cert = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x30, 0x00]));
+        assert_eq!(der_of(cert.into_bytes(), "X509 CRL"), None);
+    }
+}
