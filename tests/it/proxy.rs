@@ -775,7 +775,8 @@ fn sigterm_drains_connections_in_flight_and_reloads_crls() {
     let pp = free_port();
     let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
     let mut args = server_args(&listen, &target);
-    args.extend(["--ca-crls", "--log-format", "json"]);
+    // No --ca-crls: the --ca-dir the harness gives is enough (issue 13).
+    args.extend(["--log-format", "json"]);
     env.ok(&["crl"]);
     let p = proxy(&env, "server", pp, &args);
     let cfg = tls_client(&env, "a");
@@ -833,6 +834,70 @@ fn sigterm_drains_connections_in_flight_and_reloads_crls() {
     );
     p.wait_line(&["\"drained\""]);
     assert_eq!(p.stop(), 0);
+}
+
+/// `mtlsca proxy server` run with only PATH and `envs` from the environment,
+/// no `--ca-dir`.
+fn proxy_without_ca_dir(env: &Env, name: &str, port: u16, envs: &[(&str, &str)]) -> Proc {
+    let (listen, target) = (format!("127.0.0.1:{port}"), "127.0.0.1:1".to_string());
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
+        .arg("proxy")
+        .args(server_args(&listen, &target));
+    let p = spawn(c, env.path(&format!("{name}.log")));
+    p.wait_line(&["listening", &format!(":{port} ")]);
+    p
+}
+
+#[test]
+fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
+    let env = env_with_devices();
+    env.ok(&["issue", "device", "--dns", "d.test", "--out", "d"]);
+    let a = serial_of(&env, "a.pem");
+    env.ok(&["revoke", &a]);
+    env.ok(&["crl"]);
+    let (cfg_a, cfg_d) = (tls_client(&env, "a"), tls_client(&env, "d"));
+
+    // $MTLSCA_DIR names the CA: its crl/ is read, the revoked a is refused.
+    let pp = free_port();
+    let p = proxy_without_ca_dir(&env, "by-env", pp, &[("MTLSCA_DIR", "ca")]);
+    assert!(echo_once(&cfg_a, pp, b"x\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+    // d is not revoked: past the TLS layer (the target is closed, so "failed").
+    let _ = echo_once(&cfg_d, pp, b"x\n");
+    p.wait_line(&["verdict=failed", "d.test"]);
+    drop(p);
+
+    // --ca-dir given on the command line, after the subcommand: the same.
+    let pp = free_port();
+    let (listen, target) = (format!("127.0.0.1:{pp}"), "127.0.0.1:1".to_string());
+    let mut args = server_args(&listen, &target);
+    args.extend(["--ca-dir", "ca"]);
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("proxy")
+        .args(&args);
+    let p = spawn(c, env.path("by-flag.log"));
+    p.wait_line(&["listening", &format!(":{pp} ")]);
+    assert!(echo_once(&cfg_a, pp, b"x\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+    drop(p);
+
+    // Neither: the default ./mtlsca is not read (there is none here), and
+    // without a CRL the revoked a gets through the TLS layer.
+    let pp = free_port();
+    let p = proxy_without_ca_dir(&env, "none", pp, &[]);
+    let _ = echo_once(&cfg_a, pp, b"x\n");
+    let line = p.wait_line(&["verdict=failed"]);
+    assert!(line.contains("a.test"), "{line}");
+    assert!(!p.log().contains("verdict=refused"), "{}", p.log());
 }
 
 #[test]
