@@ -1466,3 +1466,181 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The Go block of the README's Go recipe, as it stands there.
+fn readme_go_recipe() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```go\npackage main")
+        .expect("the README has the Go recipe")
+        + 6;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// A TLS responder built with the recipe's `DeviceResponder` on loopback; each
+/// initiator named on the command line connects once: "NAME accepted" or
+/// "NAME refused: REASON".
+const GO_HARNESS: &str = r#"package main
+
+// Test harness around the README's Go recipe: a responder built with
+// DeviceResponder on loopback; each initiator named on the command line
+// connects once and the result is printed as "NAME accepted" or
+// "NAME refused: REASON". Usage: main ROOT CRL,CRL SERVERCHAIN SERVERKEY NAME...
+// (NAME.chain.pem and NAME.key in the working directory).
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	rootPEM, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootPEM) {
+		panic("no root")
+	}
+	cert, err := tls.LoadX509KeyPair(os.Args[3], os.Args[4])
+	if err != nil {
+		panic(err)
+	}
+	cfg := DeviceResponder(cert, roots, strings.Split(os.Args[2], ","), "")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		panic(err)
+	}
+	verdicts := make(chan error)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			err = c.(*tls.Conn).Handshake()
+			if err == nil {
+				_, err = c.Write([]byte("hello\n"))
+			}
+			c.Close()
+			verdicts <- err
+		}
+	}()
+	for _, name := range os.Args[5:] {
+		kp, err := tls.LoadX509KeyPair(name+".chain.pem", name+".key")
+		if err != nil {
+			panic(err)
+		}
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
+			RootCAs: roots, ServerName: "b.test", Certificates: []tls.Certificate{kp},
+		})
+		if err == nil {
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			c.Close()
+		}
+		if v := <-verdicts; v != nil {
+			fmt.Printf("%s refused: %v\n", name, v)
+		} else {
+			fmt.Printf("%s accepted\n", name)
+		}
+	}
+}
+"#;
+
+#[test]
+fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
+    if !have("go") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "r.test", "--out", "r"]);
+    let r = serial_of(&env, "r.pem");
+    env.ok(&["revoke", &r]);
+    env.ok(&["crl"]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    openssl_leaf(&env, "noeku", None);
+    std::fs::write(env.path("recipe.go"), readme_go_recipe()).unwrap();
+    std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
+    // Offline, standard library only; the build cache survives between runs.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
+    let out = Command::new(tool("go").expect("go"))
+        .current_dir(env.dir.path())
+        .env("GOCACHE", &cache)
+        .env("GOPATH", env.path("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "off")
+        .args([
+            "run",
+            "recipe.go",
+            "main.go",
+            "ca/root.pem",
+            "ca/crl/device.crl,ca/crl/root.crl",
+            "b.chain.pem",
+            "b.key",
+        ])
+        .args(["a", "alice", "dual", "anyeku", "noeku", "r"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("go run");
+    let said = text(&out);
+    assert_eq!(code(&out), 0, "{said}");
+    let verdict = |who: &str| {
+        said.lines()
+            .find(|l| l.starts_with(&format!("{who} ")))
+            .unwrap_or_else(|| panic!("no verdict for {who}:\n{said}"))
+            .to_string()
+    };
+    assert_eq!(verdict("a"), "a accepted", "{said}");
+    for (who, why) in [
+        ("alice", "incompatible key usage"),
+        ("dual", "ambiguous certificate"),
+        ("anyeku", "ambiguous certificate"),
+        ("noeku", "no-EKU certificate"),
+        ("r", "revoked"),
+    ] {
+        let v = verdict(who);
+        assert!(
+            v.starts_with(&format!("{who} refused: ")) && v.contains(why),
+            "{who}: {v}"
+        );
+    }
+
+    // Revocation fails closed: without the device CA's CRL, even a is refused.
+    let out = Command::new(tool("go").expect("go"))
+        .current_dir(env.dir.path())
+        .env("GOCACHE", &cache)
+        .env("GOPATH", env.path("gopath"))
+        .env("GOPROXY", "off")
+        .env("GO111MODULE", "off")
+        .args([
+            "run",
+            "recipe.go",
+            "main.go",
+            "ca/root.pem",
+            "ca/crl/root.crl",
+        ])
+        .args(["b.chain.pem", "b.key", "a"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("go run");
+    let said = text(&out);
+    assert!(said.contains("a refused: no CRL from"), "{said}");
+}
