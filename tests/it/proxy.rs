@@ -1644,3 +1644,161 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     let said = text(&out);
     assert!(said.contains("a refused: no CRL from"), "{said}");
 }
+
+/// The HAProxy frontend of the README, as it stands there.
+fn readme_haproxy_frontend() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```haproxy\n")
+        .expect("the README has the HAProxy frontend")
+        + 11;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// HAProxy 2.6 in the foreground with `body` after global and defaults sections.
+fn haproxy(env: &Env, name: &str, port: u16, body: &str) -> Proc {
+    let conf = format!(
+        "global\n  log stderr format raw local0 info\n\
+         defaults\n  mode http\n  log global\n  option httplog\n  \
+         timeout connect 5s\n  timeout client 10s\n  timeout server 10s\n{body}"
+    );
+    let file = env.path(&format!("{name}.cfg"));
+    std::fs::write(&file, conf).unwrap();
+    let mut c = Command::new(tool("haproxy").expect("haproxy"));
+    c.arg("-db").arg("-f").arg(&file);
+    let p = spawn(c, env.path(&format!("{name}.log")));
+    wait_port(port, "haproxy", Some(&p.log));
+    p
+}
+
+/// What README "HAProxy" says, shown: `verify required` refuses a device,
+/// `crt-ignore-err 26` alone still does, with `ca-ignore-err 26` too it takes
+/// the device and dual-EKU, anyEKU and no-EKU certificates alike; the README's
+/// frontend behind `proxy server --http` works.
+#[test]
+fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
+    if !have("haproxy") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    openssl_leaf(&env, "noeku", None);
+    let crt = std::fs::read_to_string(env.path("b.chain.pem")).unwrap()
+        + &std::fs::read_to_string(env.path("b.key")).unwrap();
+    std::fs::write(env.path("b.haproxy.pem"), crt).unwrap();
+    let who = ["a", "alice", "dual", "anyeku", "noeku"];
+    // (bind options, who gets 200)
+    let settings: [(&str, [bool; 5]); 3] = [
+        ("verify required", [false, true, false, false, false]),
+        (
+            "verify required crt-ignore-err 26",
+            [false, true, false, false, false],
+        ),
+        (
+            "verify required crt-ignore-err 26 ca-ignore-err 26",
+            [true, true, true, true, true],
+        ),
+    ];
+    for (n, (opts, want)) in settings.iter().enumerate() {
+        let hp = free_port();
+        let body = format!(
+            "frontend tls\n  bind 127.0.0.1:{hp} ssl crt {crt} ca-file {root} {opts}\n  \
+             http-request return status 200 content-type text/plain \
+             lf-string \"verify=%[ssl_c_verify]\\n\"\n",
+            crt = env.path("b.haproxy.pem").display(),
+            root = env.ca_dir().join("root.pem").display(),
+        );
+        let h = haproxy(&env, &format!("haproxy{n}"), hp, &body);
+        let url = format!("https://127.0.0.1:{hp}/");
+        for (w, ok) in who.iter().zip(want) {
+            let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+            let out = curl(&env, &curl_as(&chain, &key, &url));
+            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            match ok {
+                true => assert!(
+                    out.status.success() && said.starts_with("verify="),
+                    "{opts}: {w} refused: {}\n{}",
+                    text(&out),
+                    h.log()
+                ),
+                false => assert!(
+                    !out.status.success() && text(&out).contains("unsupported certificate"),
+                    "{opts}: {w} let in: {}",
+                    text(&out)
+                ),
+            }
+        }
+        drop(h);
+    }
+
+    // The working setup: the README's frontend behind proxy server --http.
+    let (hp, pp) = (free_port(), free_port());
+    let frontend = readme_haproxy_frontend().replace("127.0.0.1:8080", &format!("127.0.0.1:{hp}"));
+    assert!(
+        frontend.contains(&format!("bind 127.0.0.1:{hp}")),
+        "{frontend}"
+    );
+    let body = format!(
+        "{frontend}\nbackend app\n  http-request return status 200 content-type text/plain \
+         lf-string \"role=%[req.hdr(X-MTLS-Peer-Role)] connection=%[req.hdr(X-MTLS-Connection)] \
+         peer=%[req.hdr(X-Peer)]\\n\"\n"
+    );
+    let h = haproxy(&env, "haproxy-app", hp, &body);
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{hp}"));
+    let mut args = server_args(&listen, &target);
+    args.extend(["--http", "--accept", "device,entity"]);
+    let p = proxy(&env, "server", pp, &args);
+    let url = format!("https://127.0.0.1:{pp}/");
+    let mut a = curl_as("a.chain.pem", "a.key", &url);
+    a.extend(["-H", "X-MTLS-Peer-Role: device"]);
+    let out = curl(&env, &a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "role=device connection=server-to-server peer=DNS:a.test\n",
+        "{}\n{}",
+        text(&out),
+        h.log()
+    );
+    // A person passes the proxy (entity accepted) and HAProxy's rule answers 403.
+    let mut a = curl_as("alice.chain.pem", "alice.key", &url);
+    a.extend([
+        "-H",
+        "X-MTLS-Peer-Role: device",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    let out = curl(&env, &a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "403",
+        "{}",
+        text(&out)
+    );
+    p.wait_line(&["verdict=accepted", "role=entity"]);
+    for w in ["dual", "noeku"] {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let out = curl(&env, &curl_as(&chain, &key, &url));
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{w}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(p.log().matches("verdict=refused").count(), 2, "{}", p.log());
+    assert_eq!(p.stop(), 0);
+}
