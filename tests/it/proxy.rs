@@ -1645,6 +1645,17 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     assert!(said.contains("a refused: no CRL from"), "{said}");
 }
 
+/// Wait until `p`'s log has `n` lines with `pat` (the proxy logs a refusal
+/// as the client sees it), and not more.
+fn wait_count(p: &Proc, pat: &str, n: usize) {
+    let start = Instant::now();
+    while p.log().matches(pat).count() < n {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.log().matches(pat).count(), n, "{}", p.log());
+}
+
 /// The HAProxy frontend of the README, as it stands there.
 fn readme_haproxy_frontend() -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
@@ -1799,6 +1810,125 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
             text(&out)
         );
     }
-    assert_eq!(p.log().matches("verdict=refused").count(), 2, "{}", p.log());
+    wait_count(&p, "verdict=refused", 2);
     assert_eq!(p.stop(), 0);
+}
+
+/// `java tests/it/Jsse.java ARGS` (source-file mode), once it says "listening".
+fn jsse(env: &Env, name: &str, args: &[&str]) -> Proc {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/Jsse.java");
+    let out = env.path(&format!("{name}.out"));
+    let mut c = Command::new(tool("java").expect("java"));
+    c.current_dir(env.dir.path()).arg(&src).args(args);
+    let f = std::fs::File::create(&out).unwrap();
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("java");
+    let p = Proc {
+        child: Some(child),
+        log: out,
+    };
+    p.wait_line(&["listening"]);
+    p
+}
+
+/// What README "Java" says, shown: JSSE's default trust manager refuses a
+/// device initiator ("Extended key usage does not permit use for TLS client
+/// authentication") and takes a person, but also dual-EKU and no-EKU
+/// certificates under the device CA; a Java HTTP server behind `proxy server
+/// --http` gets the device with its identity headers.
+#[test]
+fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
+    if !have("java") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "noeku", None);
+    env.openssl_ok(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "b.chain.pem",
+        "-inkey",
+        "b.key",
+        "-out",
+        "b.p12",
+        "-passout",
+        "pass:changeit",
+    ]);
+    let jp = free_port();
+    let j = jsse(
+        &env,
+        "jsse",
+        &["tls", &jp.to_string(), "b.p12", "ca/root.pem"],
+    );
+    let url = format!("https://127.0.0.1:{jp}/");
+    for (n, w) in ["a", "alice", "dual", "noeku"].iter().enumerate() {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let _ = curl(&env, &curl_as(&chain, &key, &url));
+        let start = Instant::now();
+        while j.log().lines().count() < n + 2 {
+            assert!(start.elapsed() < Duration::from_secs(20), "{}", j.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let said: Vec<String> = j.log().lines().skip(1).map(str::to_string).collect();
+    assert!(
+        said[0].starts_with("REFUSED")
+            && said[0]
+                .contains("Extended key usage does not permit use for TLS client authentication"),
+        "{said:?}"
+    );
+    assert_eq!(
+        &said[1..],
+        [
+            "ACCEPTED CN=Alice",
+            "ACCEPTED CN=dual.test",
+            "ACCEPTED CN=noeku.test"
+        ],
+        "{said:?}"
+    );
+    drop(j);
+
+    // The answer: a plain Java HTTP server on loopback behind the proxy.
+    let (hp, pp) = (free_port(), free_port());
+    let h = jsse(&env, "jsse-http", &["http", &hp.to_string()]);
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{hp}"));
+    let mut args = server_args(&listen, &target);
+    args.push("--http");
+    let p = proxy(&env, "server", pp, &args);
+    let url = format!("https://127.0.0.1:{pp}/");
+    let out = curl(&env, &curl_as("a.chain.pem", "a.key", &url));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "role=device connection=server-to-server names=DNS:a.test\n",
+        "{}",
+        text(&out)
+    );
+    for w in ["alice", "dual", "noeku"] {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let out = curl(&env, &curl_as(&chain, &key, &url));
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{w}: {}",
+            text(&out)
+        );
+    }
+    wait_count(&p, "verdict=refused", 3);
+    assert_eq!(p.stop(), 0);
+    drop(h);
 }
