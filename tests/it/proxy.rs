@@ -1932,3 +1932,128 @@ fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
     assert_eq!(p.stop(), 0);
     drop(h);
 }
+
+/// The README's fenced block that starts with `first` (after the fence line).
+fn readme_block(fence: &str, first: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let open = format!("```{fence}\n{first}");
+    let start = readme
+        .find(&open)
+        .unwrap_or_else(|| panic!("the README has a block starting {open:?}"))
+        + fence.len()
+        + 4;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// The README's OpenSSL command lines as they stand there (trust files, then
+/// `s_server` and `s_client`), with db as b, app as a and a port of the test's:
+/// the device is served, a person and a revoked device are refused, and as the
+/// README says, the purpose switch alone lets a dual-EKU certificate in too.
+#[test]
+fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "r.test", "--out", "r"]);
+    let r = serial_of(&env, "r.pem");
+    env.ok(&["revoke", &r]);
+    env.ok(&["crl"]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    let trust = readme_block(
+        "sh",
+        "cat ca/device-ca.pem ca/entity-ca.pem > issuing-cas.pem",
+    );
+    let out = run(&env, "sh", &["-c", &trust]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = std::fs::read_to_string(env.path("ca-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3, "{bundle}");
+
+    let port = free_port().to_string();
+    let cmds = readme_block("sh", "openssl s_server -accept 8443")
+        .replace("\\\n", " ")
+        .replace("db:8443", &format!("127.0.0.1:{port}"))
+        .replace("8443", &port)
+        .replace("db.", "b.")
+        .replace("app.", "a.");
+    let lines: Vec<Vec<String>> = cmds
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{cmds}");
+    let (server, client) = (&lines[0], &lines[1]);
+    assert_eq!(
+        (&server[..2], &client[..2]),
+        (
+            &["openssl".to_string(), "s_server".to_string()][..],
+            &["openssl".to_string(), "s_client".to_string()][..]
+        )
+    );
+
+    let log = env.path("s_server.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut srv = Command::new(&server[0])
+        .current_dir(env.dir.path())
+        .args(&server[1..])
+        .stdin(Stdio::piped()) // held open: s_server quits at EOF on stdin
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .expect("openssl s_server");
+    let srv_proc = Proc {
+        child: None,
+        log: log.clone(),
+    };
+    wait_port(port.parse().unwrap(), "s_server", Some(&log));
+    let mut said = 0;
+    for (who, want) in [
+        ("a", "hello from a"),
+        ("alice", "unsuitable certificate purpose"),
+        ("r", "certificate revoked"),
+        ("dual", "hello from dual"),
+    ] {
+        let args: Vec<String> = client[1..]
+            .iter()
+            .map(|x| x.replace("a.", &format!("{who}.")))
+            .collect();
+        let mut c = Command::new(&client[0])
+            .current_dir(env.dir.path())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let mut stdin = c.stdin.take().unwrap();
+        let _ = stdin.write_all(format!("hello from {who}\n").as_bytes());
+        let start = Instant::now();
+        while !srv_proc.log().contains(want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{who}: no {want:?} in\n{}",
+                srv_proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stdin);
+        let _ = c.wait();
+        said += 1;
+    }
+    assert_eq!(said, 4);
+    let log_text = srv_proc.log();
+    assert!(
+        !log_text.contains("hello from alice") && !log_text.contains("hello from r"),
+        "{log_text}"
+    );
+    let _ = srv.kill();
+    let _ = srv.wait();
+}
