@@ -2004,13 +2004,15 @@ fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
     let mut srv = Command::new(&server[0])
         .current_dir(env.dir.path())
         .args(&server[1..])
-        .stdin(Stdio::piped()) // held open: s_server quits at EOF on stdin
+        .stdin(Stdio::piped())
         .stdout(f.try_clone().unwrap())
         .stderr(f)
         .spawn()
         .expect("openssl s_server");
+    // Held open (s_server quits at EOF on stdin); the guard stops it.
+    let _stdin = srv.stdin.take();
     let srv_proc = Proc {
-        child: None,
+        child: Some(srv),
         log: log.clone(),
     };
     wait_port(port.parse().unwrap(), "s_server", Some(&log));
@@ -2054,6 +2056,4 @@ fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
         !log_text.contains("hello from alice") && !log_text.contains("hello from r"),
         "{log_text}"
     );
-    let _ = srv.kill();
-    let _ = srv.wait();
 }
