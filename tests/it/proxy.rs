@@ -836,17 +836,25 @@ fn sigterm_drains_connections_in_flight_and_reloads_crls() {
     assert_eq!(p.stop(), 0);
 }
 
-/// `mtlsca proxy server` run with only PATH and `envs` from the environment,
-/// no `--ca-dir`.
-fn proxy_without_ca_dir(env: &Env, name: &str, port: u16, envs: &[(&str, &str)]) -> Proc {
-    let (listen, target) = (format!("127.0.0.1:{port}"), "127.0.0.1:1".to_string());
+/// `mtlsca proxy server ... EXTRA` to `target` run with only PATH and `envs`
+/// from the environment, no `--ca-dir`.
+fn proxy_without_ca_dir(
+    env: &Env,
+    name: &str,
+    port: u16,
+    target: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
     let mut c = Command::new(crate::common::BIN);
     c.current_dir(env.dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(envs.iter().copied())
         .arg("proxy")
-        .args(server_args(&listen, &target));
+        .args(server_args(&listen, target))
+        .args(extra);
     let p = spawn(c, env.path(&format!("{name}.log")));
     p.wait_line(&["listening", &format!(":{port} ")]);
     p
@@ -863,7 +871,14 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
 
     // $MTLSCA_DIR names the CA: its crl/ is read, the revoked a is refused.
     let pp = free_port();
-    let p = proxy_without_ca_dir(&env, "by-env", pp, &[("MTLSCA_DIR", "ca")]);
+    let p = proxy_without_ca_dir(
+        &env,
+        "by-env",
+        pp,
+        "127.0.0.1:1",
+        &[],
+        &[("MTLSCA_DIR", "ca")],
+    );
     assert!(echo_once(&cfg_a, pp, b"x\n").is_err());
     let line = p.wait_line(&["verdict=refused"]);
     assert!(line.contains("revoked"), "{line}");
@@ -893,11 +908,64 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
     // Neither: the default ./mtlsca is not read (there is none here), and
     // without a CRL the revoked a gets through the TLS layer.
     let pp = free_port();
-    let p = proxy_without_ca_dir(&env, "none", pp, &[]);
+    let p = proxy_without_ca_dir(&env, "none", pp, "127.0.0.1:1", &[], &[]);
     let _ = echo_once(&cfg_a, pp, b"x\n");
     let line = p.wait_line(&["verdict=failed"]);
     assert!(line.contains("a.test"), "{line}");
     assert!(!p.log().contains("verdict=refused"), "{}", p.log());
+}
+
+/// `--crl FILE` alone (no CA directory): read at startup and reloaded when
+/// `mtlsca crl` replaces it; a CA certificate cannot initiate.
+#[test]
+fn crl_files_are_reloaded_and_ca_certificates_cannot_initiate() {
+    let env = env_with_devices();
+    env.ok(&["crl"]);
+    let echo = echo_server();
+    let pp = free_port();
+    let target = format!("127.0.0.1:{echo}");
+    let extra = ["--crl", "ca/crl/device.crl", "--reload-interval", "200ms"];
+    let p = proxy_without_ca_dir(&env, "crl-file", pp, &target, &extra, &[]);
+    let cfg = tls_client(&env, "a");
+    assert!(echo_once(&cfg, pp, b"one\n").is_ok(), "{}", p.log());
+
+    let a = serial_of(&env, "a.pem");
+    env.ok(&["revoke", &a]);
+    env.ok(&["crl"]);
+    p.wait_line(&["reload:", "reloaded"]);
+    assert!(echo_once(&cfg, pp, b"two\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+
+    // The device issuing CA's own certificate and key, presented as a client.
+    std::fs::copy(
+        env.ca_dir().join("device-ca.pem"),
+        env.path("dca.chain.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env.ca_dir().join("private/device-ca.key"),
+        env.path("dca.key"),
+    )
+    .unwrap();
+    assert!(echo_once(&tls_client(&env, "dca"), pp, b"x\n").is_err());
+    let start = Instant::now();
+    while p.log().matches("verdict=refused").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("verdict=refused"))
+        .collect();
+    assert!(
+        refused[1].contains("peer certificate is ca"),
+        "{}",
+        refused[1]
+    );
+    assert_eq!(log.matches("verdict=accepted").count(), 1, "{log}");
+    assert_eq!(p.stop(), 0);
 }
 
 #[test]
