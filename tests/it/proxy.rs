@@ -915,6 +915,125 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
     assert!(!p.log().contains("verdict=refused"), "{}", p.log());
 }
 
+/// Server-to-client and end-to-end: the responder holds an entity (clientAuth)
+/// certificate. A stock initiator (curl) refuses it for want of serverAuth;
+/// `proxy client --expect server-to-client` (a device) or `--expect end-to-end`
+/// (a person) is the initiator's side, as README "`mtlsca proxy`" shows.
+#[test]
+fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
+    if !have("nginx") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    for (cn, email, out) in [("Alice", "alice@test", "alice"), ("Bob", "bob@test", "bob")] {
+        env.ok(&[
+            "issue", "person", "--cn", cn, "--email", email, "--out", out,
+        ]);
+    }
+    let (np, sp) = (free_port(), free_port());
+    let _ng = nginx(&env, np);
+    let (sl, st) = (format!("127.0.0.1:{sp}"), format!("127.0.0.1:{np}"));
+    let server = proxy(
+        &env,
+        "server",
+        sp,
+        &[
+            "server",
+            "--listen",
+            &sl,
+            "--target",
+            &st,
+            "--cert",
+            "alice.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--accept",
+            "device,entity",
+            "--http",
+        ],
+    );
+    // curl as a device straight to the entity responder: refused by curl itself.
+    let out = curl(
+        &env,
+        &curl_as("a.chain.pem", "a.key", &format!("https://127.0.0.1:{sp}/")),
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("unsuitable certificate purpose"),
+        "{}",
+        text(&out)
+    );
+    for (who, kind, role) in [
+        ("a", "server-to-client", "device"),
+        ("bob", "end-to-end", "entity"),
+    ] {
+        let cp = free_port();
+        let cl = format!("127.0.0.1:{cp}");
+        let chain = format!("{who}.chain.pem");
+        let client = proxy(
+            &env,
+            &format!("client-{who}"),
+            cp,
+            &[
+                "client",
+                "--listen",
+                &cl,
+                "--target",
+                &sl,
+                "--name",
+                "alice@test",
+                "--cert",
+                &chain,
+                "--trust",
+                "ca/root.pem",
+                "--expect",
+                kind,
+            ],
+        );
+        let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            body.starts_with(&format!("role={role}\nconnection={kind}\n")),
+            "{who}: {}\n{}\n{}",
+            text(&out),
+            client.log(),
+            server.log()
+        );
+        let line = client.wait_line(&["verdict=accepted"]);
+        assert!(
+            line.contains(&format!("connection={kind}")) && line.contains("role=entity"),
+            "{line}"
+        );
+        drop(client);
+    }
+    // A device's proxy client expecting server-to-server refuses the entity responder.
+    let cp = free_port();
+    let cl = format!("127.0.0.1:{cp}");
+    let client = proxy(
+        &env,
+        "client-s2s",
+        cp,
+        &[
+            "client",
+            "--listen",
+            &cl,
+            "--target",
+            &sl,
+            "--name",
+            "alice@test",
+            "--cert",
+            "a.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--expect",
+            "server-to-server",
+        ],
+    );
+    let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    let line = client.wait_line(&["verdict=refused"]);
+    assert!(line.contains("entity"), "{line}");
+}
+
 /// `--crl FILE` alone (no CA directory): read at startup and reloaded when
 /// `mtlsca crl` replaces it; a CA certificate cannot initiate.
 #[test]
