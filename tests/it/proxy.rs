@@ -1763,6 +1763,17 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
     openssl_leaf(&env, "noeku", None);
+    // The device issuing CA's own certificate, presented as a client.
+    std::fs::copy(
+        env.ca_dir().join("device-ca.pem"),
+        env.path("dca.chain.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env.ca_dir().join("private/device-ca.key"),
+        env.path("dca.key"),
+    )
+    .unwrap();
     std::fs::write(env.path("recipe.go"), readme_go_recipe()).unwrap();
     std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
     // Offline, standard library only; the build cache survives between runs.
@@ -1783,7 +1794,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
             "b.chain.pem",
             "b.key",
         ])
-        .args(["a", "alice", "dual", "anyeku", "noeku", "r"])
+        .args(["a", "alice", "dual", "anyeku", "noeku", "r", "dca"])
         .stdin(Stdio::null())
         .output()
         .expect("go run");
@@ -1802,6 +1813,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
         ("anyeku", "ambiguous certificate"),
         ("noeku", "no-EKU certificate"),
         ("r", "revoked"),
+        ("dca", "a CA certificate cannot initiate"),
     ] {
         let v = verdict(who);
         assert!(
