@@ -1034,6 +1034,49 @@ fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
     assert!(line.contains("entity"), "{line}");
 }
 
+/// stunnel (OpenSSL underneath) as README's table says: a device initiator is
+/// refused ("unsuitable certificate purpose"), a person is accepted.
+#[test]
+fn stunnel_refuses_a_device_initiator_and_accepts_a_person() {
+    if !have("stunnel4") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    let (sp, echo) = (free_port(), echo_server());
+    let conf = format!(
+        "foreground = yes\npid =\n[t]\naccept = 127.0.0.1:{sp}\nconnect = 127.0.0.1:{echo}\n\
+         cert = {d}/b.chain.pem\nkey = {d}/b.key\nCAfile = {d}/ca/root.pem\n\
+         verifyChain = yes\nrequireCert = yes\n",
+        d = env.dir.path().display()
+    );
+    std::fs::write(env.path("stunnel.conf"), conf).unwrap();
+    let mut c = Command::new(tool("stunnel4").expect("stunnel4"));
+    c.arg(env.path("stunnel.conf"));
+    let st = spawn(c, env.path("stunnel.log"));
+    wait_port(sp, "stunnel", Some(&st.log));
+    let url = format!("https://127.0.0.1:{sp}/");
+    let out = curl(&env, &curl_as("a.chain.pem", "a.key", &url));
+    assert!(!out.status.success(), "{}", text(&out));
+    st.wait_line(&["Rejected by CERT at depth=0: CN=a.test"]);
+    assert!(
+        st.log().contains("unsuitable certificate purpose"),
+        "{}",
+        st.log()
+    );
+    let _ = curl(&env, &curl_as("alice.chain.pem", "alice.key", &url));
+    st.wait_line(&["Certificate accepted at depth=0: CN=Alice"]);
+}
+
 /// `--crl FILE` alone (no CA directory): read at startup and reloaded when
 /// `mtlsca crl` replaces it; a CA certificate cannot initiate.
 #[test]
