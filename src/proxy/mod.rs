@@ -237,7 +237,7 @@ fn load_material(id: &IdentityFiles, trust: &TrustFiles) -> Result<Material> {
         if !d.is_dir() {
             return Err(Error::input(
                 format!("CRL directory {}", d.display()),
-                "is not a directory",
+                "is not a directory (the CA in --ca-dir publishes its CRLs there: `mtlsca crl`)",
             ));
         }
         for p in crl_dir_files(d) {

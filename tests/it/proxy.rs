@@ -905,6 +905,25 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
     assert!(line.contains("revoked"), "{line}");
     drop(p);
 
+    // A CA directory without published CRLs: a startup error, not a proxy
+    // that silently checks nothing.
+    let out = Command::new(crate::common::BIN)
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MTLSCA_DIR", "elsewhere")
+        .arg("proxy")
+        .args(server_args("127.0.0.1:0", "127.0.0.1:1"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: CRL directory elsewhere/crl") && err.contains("--ca-dir"),
+        "{err}"
+    );
+
     // Neither: the default ./mtlsca is not read (there is none here), and
     // without a CRL the revoked a gets through the TLS layer.
     let pp = free_port();
