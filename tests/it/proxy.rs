@@ -1802,6 +1802,19 @@ func main() {
 }
 "#;
 
+/// `go` in the test's directory: offline, GOPATH mode, no flags from outside.
+fn go_run(env: &Env, cache: &Path) -> Command {
+    let mut c = Command::new(tool("go").expect("go"));
+    c.current_dir(env.dir.path())
+        .env("GOCACHE", cache)
+        .env("GOPATH", env.path("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .env("GO111MODULE", "off");
+    c
+}
+
 #[test]
 fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     if !have("go") {
@@ -1840,13 +1853,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
     // Offline, standard library only; the build cache survives between runs.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
-    let out = Command::new(tool("go").expect("go"))
-        .current_dir(env.dir.path())
-        .env("GOCACHE", &cache)
-        .env("GOPATH", env.path("gopath"))
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "off")
+    let out = go_run(&env, &cache)
         .args([
             "run",
             "recipe.go",
@@ -1885,12 +1892,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     }
 
     // Revocation fails closed: without the device CA's CRL, even a is refused.
-    let out = Command::new(tool("go").expect("go"))
-        .current_dir(env.dir.path())
-        .env("GOCACHE", &cache)
-        .env("GOPATH", env.path("gopath"))
-        .env("GOPROXY", "off")
-        .env("GO111MODULE", "off")
+    let out = go_run(&env, &cache)
         .args([
             "run",
             "recipe.go",
