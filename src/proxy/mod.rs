@@ -300,12 +300,18 @@ fn build_server(o: &ServerOptions) -> Result<ServerState> {
         .intermediates(m.intermediates)
         .crls(m.crls);
     let verifier = Arc::new(DraftClientCertVerifier::new(policy));
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(m.chain, m.key)
         .map_err(tls_error)?;
+    // No session resumption: a resumed session skips the verifier, and every
+    // connection is to be judged by the draft against the CRLs and the clock of
+    // now. (Without tickets the server also writes nothing after the client's
+    // Finished, so a client that closes at once is not logged as a reset.)
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(ServerState {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
         role: m.role,
@@ -349,13 +355,15 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
         policy = policy.for_responders_of(k);
     }
     let verifier = Arc::new(DraftServerCertVerifier::new(policy));
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(m.chain, m.key)
         .map_err(tls_error)?;
+    // Every responder judged in full, as in server mode.
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(ClientState {
         connector: TlsConnector::from(Arc::new(cfg)),
         role: m.role,

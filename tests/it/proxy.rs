@@ -1109,6 +1109,23 @@ fn crl_files_are_reloaded_and_ca_certificates_cannot_initiate() {
     let p = proxy_without_ca_dir(&env, "crl-file", pp, &target, &extra, &[]);
     let cfg = tls_client(&env, "a");
     assert!(echo_once(&cfg, pp, b"one\n").is_ok(), "{}", p.log());
+    // No session resumption: the client offers its cached session, and the
+    // proxy verifies it in full again.
+    let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"again\n").unwrap();
+    let mut back = [0u8; 6];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(
+        tls.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full),
+        "{}",
+        p.log()
+    );
+    drop(tls);
 
     let a = serial_of(&env, "a.pem");
     env.ok(&["revoke", &a]);
@@ -1145,7 +1162,7 @@ fn crl_files_are_reloaded_and_ca_certificates_cannot_initiate() {
         "{}",
         refused[1]
     );
-    assert_eq!(log.matches("verdict=accepted").count(), 1, "{log}");
+    assert_eq!(log.matches("verdict=accepted").count(), 2, "{log}");
     assert_eq!(p.stop(), 0);
 }
 
