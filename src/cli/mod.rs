@@ -45,7 +45,12 @@ pub use hints::usage_hint;
 pub fn parse() -> std::result::Result<Cli, clap::Error> {
     use clap::FromArgMatches;
     let matches = help::command().try_get_matches()?;
-    Cli::from_arg_matches(&matches)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.global.ca_dir_given = matches!(
+        matches.value_source("ca_dir"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
+    Ok(cli)
 }
 
 /// What a command concluded. Errors (exit 2 and 3, and refusals) travel as `Error`.
@@ -88,6 +93,10 @@ pub struct GlobalArgs {
         default_value = "mtlsca"
     )]
     pub ca_dir: PathBuf,
+    /// Whether `--ca-dir` or $MTLSCA_DIR was given (not the default): `proxy`
+    /// then reads that CA's published CRLs.
+    #[arg(skip)]
+    pub ca_dir_given: bool,
     /// Machine output: one JSON document on stdout (JSON lines for batch)
     #[arg(long, global = true)]
     pub json: bool,

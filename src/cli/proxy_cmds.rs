@@ -60,7 +60,8 @@ pub struct CommonArgs {
     /// CRL files to check the peer against (reloaded when they change)
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
-    /// Also read the CRLs the CA in --ca-dir publishes in its crl/ directory
+    /// Read the CRLs the CA in --ca-dir publishes in its crl/ directory (implied
+    /// when --ca-dir or $MTLSCA_DIR is given; this flag adds the default ./mtlsca)
     #[arg(long)]
     pub ca_crls: bool,
     /// Connections served at once; further ones are closed and logged
@@ -152,7 +153,7 @@ fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
         })?,
     };
     let mut crl_dirs = Vec::new();
-    if c.ca_crls {
+    if c.ca_crls || ctx.global.ca_dir_given {
         crl_dirs.push(ctx.global.ca_dir.join("crl"));
     }
     Ok(Common {

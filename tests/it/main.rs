@@ -13,5 +13,6 @@ mod proxy;
 mod readme;
 mod real_pkis;
 mod reliability;
+mod rustls_recipe;
 mod ux;
 mod verify;

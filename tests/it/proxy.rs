@@ -775,7 +775,8 @@ fn sigterm_drains_connections_in_flight_and_reloads_crls() {
     let pp = free_port();
     let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
     let mut args = server_args(&listen, &target);
-    args.extend(["--ca-crls", "--log-format", "json"]);
+    // No --ca-crls: the --ca-dir the harness gives is enough (issue 13).
+    args.extend(["--log-format", "json"]);
     env.ok(&["crl"]);
     let p = proxy(&env, "server", pp, &args);
     let cfg = tls_client(&env, "a");
@@ -832,6 +833,336 @@ fn sigterm_drains_connections_in_flight_and_reloads_crls() {
         ("before\n", "after sigterm\n")
     );
     p.wait_line(&["\"drained\""]);
+    assert_eq!(p.stop(), 0);
+}
+
+/// `mtlsca proxy server ... EXTRA` to `target` run with only PATH and `envs`
+/// from the environment, no `--ca-dir`.
+fn proxy_without_ca_dir(
+    env: &Env,
+    name: &str,
+    port: u16,
+    target: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
+        .arg("proxy")
+        .args(server_args(&listen, target))
+        .args(extra);
+    let p = spawn(c, env.path(&format!("{name}.log")));
+    p.wait_line(&["listening", &format!(":{port} ")]);
+    p
+}
+
+#[test]
+fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
+    let env = env_with_devices();
+    env.ok(&["issue", "device", "--dns", "d.test", "--out", "d"]);
+    let a = serial_of(&env, "a.pem");
+    env.ok(&["revoke", &a]);
+    env.ok(&["crl"]);
+    let (cfg_a, cfg_d) = (tls_client(&env, "a"), tls_client(&env, "d"));
+
+    // $MTLSCA_DIR names the CA: its crl/ is read, the revoked a is refused.
+    let pp = free_port();
+    let p = proxy_without_ca_dir(
+        &env,
+        "by-env",
+        pp,
+        "127.0.0.1:1",
+        &[],
+        &[("MTLSCA_DIR", "ca")],
+    );
+    assert!(echo_once(&cfg_a, pp, b"x\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+    // d is not revoked: past the TLS layer (the target is closed, so "failed").
+    let _ = echo_once(&cfg_d, pp, b"x\n");
+    p.wait_line(&["verdict=failed", "d.test"]);
+    drop(p);
+
+    // --ca-dir given on the command line, after the subcommand: the same.
+    let pp = free_port();
+    let (listen, target) = (format!("127.0.0.1:{pp}"), "127.0.0.1:1".to_string());
+    let mut args = server_args(&listen, &target);
+    args.extend(["--ca-dir", "ca"]);
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("proxy")
+        .args(&args);
+    let p = spawn(c, env.path("by-flag.log"));
+    p.wait_line(&["listening", &format!(":{pp} ")]);
+    assert!(echo_once(&cfg_a, pp, b"x\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+    drop(p);
+
+    // A CA directory without published CRLs: a startup error, not a proxy
+    // that silently checks nothing.
+    let out = Command::new(crate::common::BIN)
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MTLSCA_DIR", "elsewhere")
+        .arg("proxy")
+        .args(server_args("127.0.0.1:0", "127.0.0.1:1"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: CRL directory elsewhere/crl") && err.contains("--ca-dir"),
+        "{err}"
+    );
+
+    // Neither: the default ./mtlsca is not read (there is none here), and
+    // without a CRL the revoked a gets through the TLS layer.
+    let pp = free_port();
+    let p = proxy_without_ca_dir(&env, "none", pp, "127.0.0.1:1", &[], &[]);
+    let _ = echo_once(&cfg_a, pp, b"x\n");
+    let line = p.wait_line(&["verdict=failed"]);
+    assert!(line.contains("a.test"), "{line}");
+    assert!(!p.log().contains("verdict=refused"), "{}", p.log());
+}
+
+/// Server-to-client and end-to-end: the responder holds an entity (clientAuth)
+/// certificate. A stock initiator (curl) refuses it for want of serverAuth;
+/// `proxy client --expect server-to-client` (a device) or `--expect end-to-end`
+/// (a person) is the initiator's side, as README "`mtlsca proxy`" shows.
+#[test]
+fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
+    if !have("nginx") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    for (cn, email, out) in [("Alice", "alice@test", "alice"), ("Bob", "bob@test", "bob")] {
+        env.ok(&[
+            "issue", "person", "--cn", cn, "--email", email, "--out", out,
+        ]);
+    }
+    let (np, sp) = (free_port(), free_port());
+    let _ng = nginx(&env, np);
+    let (sl, st) = (format!("127.0.0.1:{sp}"), format!("127.0.0.1:{np}"));
+    let server = proxy(
+        &env,
+        "server",
+        sp,
+        &[
+            "server",
+            "--listen",
+            &sl,
+            "--target",
+            &st,
+            "--cert",
+            "alice.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--accept",
+            "device,entity",
+            "--http",
+        ],
+    );
+    // curl as a device straight to the entity responder: refused by curl itself.
+    let out = curl(
+        &env,
+        &curl_as("a.chain.pem", "a.key", &format!("https://127.0.0.1:{sp}/")),
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("unsuitable certificate purpose"),
+        "{}",
+        text(&out)
+    );
+    for (who, kind, role) in [
+        ("a", "server-to-client", "device"),
+        ("bob", "end-to-end", "entity"),
+    ] {
+        let cp = free_port();
+        let cl = format!("127.0.0.1:{cp}");
+        let chain = format!("{who}.chain.pem");
+        let client = proxy(
+            &env,
+            &format!("client-{who}"),
+            cp,
+            &[
+                "client",
+                "--listen",
+                &cl,
+                "--target",
+                &sl,
+                "--name",
+                "alice@test",
+                "--cert",
+                &chain,
+                "--trust",
+                "ca/root.pem",
+                "--expect",
+                kind,
+            ],
+        );
+        let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            body.starts_with(&format!("role={role}\nconnection={kind}\n")),
+            "{who}: {}\n{}\n{}",
+            text(&out),
+            client.log(),
+            server.log()
+        );
+        let line = client.wait_line(&["verdict=accepted"]);
+        assert!(
+            line.contains(&format!("connection={kind}")) && line.contains("role=entity"),
+            "{line}"
+        );
+        drop(client);
+    }
+    // A device's proxy client expecting server-to-server refuses the entity responder.
+    let cp = free_port();
+    let cl = format!("127.0.0.1:{cp}");
+    let client = proxy(
+        &env,
+        "client-s2s",
+        cp,
+        &[
+            "client",
+            "--listen",
+            &cl,
+            "--target",
+            &sl,
+            "--name",
+            "alice@test",
+            "--cert",
+            "a.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--expect",
+            "server-to-server",
+        ],
+    );
+    let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    let line = client.wait_line(&["verdict=refused"]);
+    assert!(line.contains("entity"), "{line}");
+}
+
+/// stunnel (OpenSSL underneath) as README's table says: a device initiator is
+/// refused ("unsuitable certificate purpose"), a person is accepted.
+#[test]
+fn stunnel_refuses_a_device_initiator_and_accepts_a_person() {
+    if !have("stunnel4") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    let (sp, echo) = (free_port(), echo_server());
+    let conf = format!(
+        "foreground = yes\npid =\n[t]\naccept = 127.0.0.1:{sp}\nconnect = 127.0.0.1:{echo}\n\
+         cert = {d}/b.chain.pem\nkey = {d}/b.key\nCAfile = {d}/ca/root.pem\n\
+         verifyChain = yes\nrequireCert = yes\n",
+        d = env.dir.path().display()
+    );
+    std::fs::write(env.path("stunnel.conf"), conf).unwrap();
+    let mut c = Command::new(tool("stunnel4").expect("stunnel4"));
+    c.arg(env.path("stunnel.conf"));
+    let st = spawn(c, env.path("stunnel.log"));
+    wait_port(sp, "stunnel", Some(&st.log));
+    let url = format!("https://127.0.0.1:{sp}/");
+    let out = curl(&env, &curl_as("a.chain.pem", "a.key", &url));
+    assert!(!out.status.success(), "{}", text(&out));
+    st.wait_line(&["Rejected by CERT at depth=0: CN=a.test"]);
+    assert!(
+        st.log().contains("unsuitable certificate purpose"),
+        "{}",
+        st.log()
+    );
+    let _ = curl(&env, &curl_as("alice.chain.pem", "alice.key", &url));
+    st.wait_line(&["Certificate accepted at depth=0: CN=Alice"]);
+}
+
+/// `--crl FILE` alone (no CA directory): read at startup and reloaded when
+/// `mtlsca crl` replaces it; a CA certificate cannot initiate.
+#[test]
+fn crl_files_are_reloaded_and_ca_certificates_cannot_initiate() {
+    let env = env_with_devices();
+    env.ok(&["crl"]);
+    let echo = echo_server();
+    let pp = free_port();
+    let target = format!("127.0.0.1:{echo}");
+    let extra = ["--crl", "ca/crl/device.crl", "--reload-interval", "200ms"];
+    let p = proxy_without_ca_dir(&env, "crl-file", pp, &target, &extra, &[]);
+    let cfg = tls_client(&env, "a");
+    assert!(echo_once(&cfg, pp, b"one\n").is_ok(), "{}", p.log());
+    // No session resumption: the client offers its cached session, and the
+    // proxy verifies it in full again.
+    let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"again\n").unwrap();
+    let mut back = [0u8; 6];
+    tls.read_exact(&mut back).unwrap();
+    assert_eq!(
+        tls.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full),
+        "{}",
+        p.log()
+    );
+    drop(tls);
+
+    let a = serial_of(&env, "a.pem");
+    env.ok(&["revoke", &a]);
+    env.ok(&["crl"]);
+    p.wait_line(&["reload:", "reloaded"]);
+    assert!(echo_once(&cfg, pp, b"two\n").is_err());
+    let line = p.wait_line(&["verdict=refused"]);
+    assert!(line.contains("revoked"), "{line}");
+
+    // The device issuing CA's own certificate and key, presented as a client.
+    std::fs::copy(
+        env.ca_dir().join("device-ca.pem"),
+        env.path("dca.chain.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env.ca_dir().join("private/device-ca.key"),
+        env.path("dca.key"),
+    )
+    .unwrap();
+    assert!(echo_once(&tls_client(&env, "dca"), pp, b"x\n").is_err());
+    let start = Instant::now();
+    while p.log().matches("verdict=refused").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("verdict=refused"))
+        .collect();
+    assert!(
+        refused[1].contains("peer certificate is ca"),
+        "{}",
+        refused[1]
+    );
+    assert_eq!(log.matches("verdict=accepted").count(), 2, "{log}");
     assert_eq!(p.stop(), 0);
 }
 
@@ -1400,4 +1731,609 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The Go block of the README's Go recipe, as it stands there.
+fn readme_go_recipe() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```go\npackage main")
+        .expect("the README has the Go recipe")
+        + 6;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// A TLS responder built with the recipe's `DeviceResponder` on loopback; each
+/// initiator named on the command line connects once: "NAME accepted" or
+/// "NAME refused: REASON".
+const GO_HARNESS: &str = r#"package main
+
+// Test harness around the README's Go recipe: a responder built with
+// DeviceResponder on loopback; each initiator named on the command line
+// connects once and the result is printed as "NAME accepted" or
+// "NAME refused: REASON". Usage: main ROOT CRL,CRL SERVERCHAIN SERVERKEY NAME...
+// (NAME.chain.pem and NAME.key in the working directory).
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+)
+
+func main() {
+	rootPEM, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootPEM) {
+		panic("no root")
+	}
+	cert, err := tls.LoadX509KeyPair(os.Args[3], os.Args[4])
+	if err != nil {
+		panic(err)
+	}
+	cfg := DeviceResponder(cert, roots, strings.Split(os.Args[2], ","), "")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		panic(err)
+	}
+	verdicts := make(chan error)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			err = c.(*tls.Conn).Handshake()
+			if err == nil {
+				_, err = c.Write([]byte("hello\n"))
+			}
+			c.Close()
+			verdicts <- err
+		}
+	}()
+	for _, name := range os.Args[5:] {
+		kp, err := tls.LoadX509KeyPair(name+".chain.pem", name+".key")
+		if err != nil {
+			panic(err)
+		}
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
+			RootCAs: roots, ServerName: "b.test", Certificates: []tls.Certificate{kp},
+		})
+		if err == nil {
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			c.Close()
+		}
+		if v := <-verdicts; v != nil {
+			fmt.Printf("%s refused: %v\n", name, v)
+		} else {
+			fmt.Printf("%s accepted\n", name)
+		}
+	}
+}
+"#;
+
+/// `go` in the test's directory: offline, GOPATH mode, no flags from outside.
+fn go_run(env: &Env, cache: &Path) -> Command {
+    let mut c = Command::new(tool("go").expect("go"));
+    c.current_dir(env.dir.path())
+        .env("GOCACHE", cache)
+        .env("GOPATH", env.path("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .env("GO111MODULE", "off");
+    c
+}
+
+#[test]
+fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
+    if !have("go") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "r.test", "--out", "r"]);
+    let r = serial_of(&env, "r.pem");
+    env.ok(&["revoke", &r]);
+    env.ok(&["crl"]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    openssl_leaf(&env, "noeku", None);
+    // The device issuing CA's own certificate, presented as a client.
+    std::fs::copy(
+        env.ca_dir().join("device-ca.pem"),
+        env.path("dca.chain.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env.ca_dir().join("private/device-ca.key"),
+        env.path("dca.key"),
+    )
+    .unwrap();
+    std::fs::write(env.path("recipe.go"), readme_go_recipe()).unwrap();
+    std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
+    // Offline, standard library only; the build cache survives between runs.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
+    let out = go_run(&env, &cache)
+        .args([
+            "run",
+            "recipe.go",
+            "main.go",
+            "ca/root.pem",
+            "ca/crl/device.crl,ca/crl/root.crl",
+            "b.chain.pem",
+            "b.key",
+        ])
+        .args(["a", "alice", "dual", "anyeku", "noeku", "r", "dca"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("go run");
+    let said = text(&out);
+    assert_eq!(code(&out), 0, "{said}");
+    let verdict = |who: &str| {
+        said.lines()
+            .find(|l| l.starts_with(&format!("{who} ")))
+            .unwrap_or_else(|| panic!("no verdict for {who}:\n{said}"))
+            .to_string()
+    };
+    assert_eq!(verdict("a"), "a accepted", "{said}");
+    for (who, why) in [
+        ("alice", "incompatible key usage"),
+        ("dual", "ambiguous certificate"),
+        ("anyeku", "ambiguous certificate"),
+        ("noeku", "no-EKU certificate"),
+        ("r", "revoked"),
+        ("dca", "a CA certificate cannot initiate"),
+    ] {
+        let v = verdict(who);
+        assert!(
+            v.starts_with(&format!("{who} refused: ")) && v.contains(why),
+            "{who}: {v}"
+        );
+    }
+
+    // Revocation fails closed: without the device CA's CRL, even a is refused.
+    let out = go_run(&env, &cache)
+        .args([
+            "run",
+            "recipe.go",
+            "main.go",
+            "ca/root.pem",
+            "ca/crl/root.crl",
+        ])
+        .args(["b.chain.pem", "b.key", "a"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("go run");
+    let said = text(&out);
+    assert!(said.contains("a refused: no CRL from"), "{said}");
+}
+
+/// Wait until `p`'s log has `n` lines with `pat` (the proxy logs a refusal
+/// as the client sees it), and not more.
+fn wait_count(p: &Proc, pat: &str, n: usize) {
+    let start = Instant::now();
+    while p.log().matches(pat).count() < n {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.log().matches(pat).count(), n, "{}", p.log());
+}
+
+/// The HAProxy frontend of the README, as it stands there.
+fn readme_haproxy_frontend() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```haproxy\n")
+        .expect("the README has the HAProxy frontend")
+        + 11;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// HAProxy 2.6 in the foreground with `body` after global and defaults sections.
+fn haproxy(env: &Env, name: &str, port: u16, body: &str) -> Proc {
+    let conf = format!(
+        "global\n  log stderr format raw local0 info\n\
+         defaults\n  mode http\n  log global\n  option httplog\n  \
+         timeout connect 5s\n  timeout client 10s\n  timeout server 10s\n{body}"
+    );
+    let file = env.path(&format!("{name}.cfg"));
+    std::fs::write(&file, conf).unwrap();
+    let mut c = Command::new(tool("haproxy").expect("haproxy"));
+    c.arg("-db").arg("-f").arg(&file);
+    let p = spawn(c, env.path(&format!("{name}.log")));
+    wait_port(port, "haproxy", Some(&p.log));
+    p
+}
+
+/// What README "HAProxy" says, shown: `verify required` refuses a device,
+/// `crt-ignore-err 26` alone still does, with `ca-ignore-err 26` too it takes
+/// the device and dual-EKU, anyEKU and no-EKU certificates alike; the README's
+/// frontend behind `proxy server --http` works.
+#[test]
+fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
+    if !have("haproxy") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    openssl_leaf(&env, "noeku", None);
+    let crt = std::fs::read_to_string(env.path("b.chain.pem")).unwrap()
+        + &std::fs::read_to_string(env.path("b.key")).unwrap();
+    std::fs::write(env.path("b.haproxy.pem"), crt).unwrap();
+    let who = ["a", "alice", "dual", "anyeku", "noeku"];
+    // (bind options, who gets 200)
+    let settings: [(&str, [bool; 5]); 3] = [
+        ("verify required", [false, true, false, false, false]),
+        (
+            "verify required crt-ignore-err 26",
+            [false, true, false, false, false],
+        ),
+        (
+            "verify required crt-ignore-err 26 ca-ignore-err 26",
+            [true, true, true, true, true],
+        ),
+    ];
+    for (n, (opts, want)) in settings.iter().enumerate() {
+        let hp = free_port();
+        let body = format!(
+            "frontend tls\n  bind 127.0.0.1:{hp} ssl crt {crt} ca-file {root} {opts}\n  \
+             http-request return status 200 content-type text/plain \
+             lf-string \"verify=%[ssl_c_verify]\\n\"\n",
+            crt = env.path("b.haproxy.pem").display(),
+            root = env.ca_dir().join("root.pem").display(),
+        );
+        let h = haproxy(&env, &format!("haproxy{n}"), hp, &body);
+        let url = format!("https://127.0.0.1:{hp}/");
+        for (w, ok) in who.iter().zip(want) {
+            let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+            let out = curl(&env, &curl_as(&chain, &key, &url));
+            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            match ok {
+                true => assert!(
+                    out.status.success() && said.starts_with("verify="),
+                    "{opts}: {w} refused: {}\n{}",
+                    text(&out),
+                    h.log()
+                ),
+                false => assert!(
+                    !out.status.success() && text(&out).contains("unsupported certificate"),
+                    "{opts}: {w} let in: {}",
+                    text(&out)
+                ),
+            }
+        }
+        drop(h);
+    }
+
+    // The working setup: the README's frontend behind proxy server --http.
+    let (hp, pp) = (free_port(), free_port());
+    let frontend = readme_haproxy_frontend().replace("127.0.0.1:8080", &format!("127.0.0.1:{hp}"));
+    assert!(
+        frontend.contains(&format!("bind 127.0.0.1:{hp}")),
+        "{frontend}"
+    );
+    let body = format!(
+        "{frontend}\nbackend app\n  http-request return status 200 content-type text/plain \
+         lf-string \"role=%[req.hdr(X-MTLS-Peer-Role)] connection=%[req.hdr(X-MTLS-Connection)] \
+         peer=%[req.hdr(X-Peer)]\\n\"\n"
+    );
+    let h = haproxy(&env, "haproxy-app", hp, &body);
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{hp}"));
+    let mut args = server_args(&listen, &target);
+    args.extend(["--http", "--accept", "device,entity"]);
+    let p = proxy(&env, "server", pp, &args);
+    let url = format!("https://127.0.0.1:{pp}/");
+    let mut a = curl_as("a.chain.pem", "a.key", &url);
+    a.extend(["-H", "X-MTLS-Peer-Role: device"]);
+    let out = curl(&env, &a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "role=device connection=server-to-server peer=DNS:a.test\n",
+        "{}\n{}",
+        text(&out),
+        h.log()
+    );
+    // A person passes the proxy (entity accepted) and HAProxy's rule answers 403.
+    let mut a = curl_as("alice.chain.pem", "alice.key", &url);
+    a.extend([
+        "-H",
+        "X-MTLS-Peer-Role: device",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    let out = curl(&env, &a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "403",
+        "{}",
+        text(&out)
+    );
+    p.wait_line(&["verdict=accepted", "role=entity"]);
+    for w in ["dual", "noeku"] {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let out = curl(&env, &curl_as(&chain, &key, &url));
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{w}: {}",
+            text(&out)
+        );
+    }
+    wait_count(&p, "verdict=refused", 2);
+    assert_eq!(p.stop(), 0);
+}
+
+/// `java tests/it/Jsse.java ARGS` (source-file mode), once it says "listening".
+fn jsse(env: &Env, name: &str, args: &[&str]) -> Proc {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/Jsse.java");
+    let out = env.path(&format!("{name}.out"));
+    let mut c = Command::new(tool("java").expect("java"));
+    c.current_dir(env.dir.path()).arg(&src).args(args);
+    let f = std::fs::File::create(&out).unwrap();
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("java");
+    let p = Proc {
+        child: Some(child),
+        log: out,
+    };
+    p.wait_line(&["listening"]);
+    p
+}
+
+/// What README "Java" says, shown: JSSE's default trust manager refuses a
+/// device initiator ("Extended key usage does not permit use for TLS client
+/// authentication") and takes a person, but also dual-EKU and no-EKU
+/// certificates under the device CA; a Java HTTP server behind `proxy server
+/// --http` gets the device with its identity headers.
+#[test]
+fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
+    if !have("java") || !have("curl") {
+        return;
+    }
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    openssl_leaf(&env, "noeku", None);
+    env.openssl_ok(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "b.chain.pem",
+        "-inkey",
+        "b.key",
+        "-out",
+        "b.p12",
+        "-passout",
+        "pass:changeit",
+    ]);
+    let jp = free_port();
+    let j = jsse(
+        &env,
+        "jsse",
+        &["tls", &jp.to_string(), "b.p12", "ca/root.pem"],
+    );
+    let url = format!("https://127.0.0.1:{jp}/");
+    for (n, w) in ["a", "alice", "dual", "noeku"].iter().enumerate() {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let _ = curl(&env, &curl_as(&chain, &key, &url));
+        let start = Instant::now();
+        while j.log().lines().count() < n + 2 {
+            assert!(start.elapsed() < Duration::from_secs(20), "{}", j.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let said: Vec<String> = j.log().lines().skip(1).map(str::to_string).collect();
+    assert!(
+        said[0].starts_with("REFUSED")
+            && said[0]
+                .contains("Extended key usage does not permit use for TLS client authentication"),
+        "{said:?}"
+    );
+    assert_eq!(
+        &said[1..],
+        [
+            "ACCEPTED CN=Alice",
+            "ACCEPTED CN=dual.test",
+            "ACCEPTED CN=noeku.test"
+        ],
+        "{said:?}"
+    );
+    drop(j);
+
+    // The answer: a plain Java HTTP server on loopback behind the proxy.
+    let (hp, pp) = (free_port(), free_port());
+    let h = jsse(&env, "jsse-http", &["http", &hp.to_string()]);
+    let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{hp}"));
+    let mut args = server_args(&listen, &target);
+    args.push("--http");
+    let p = proxy(&env, "server", pp, &args);
+    let url = format!("https://127.0.0.1:{pp}/");
+    let out = curl(&env, &curl_as("a.chain.pem", "a.key", &url));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "role=device connection=server-to-server names=DNS:a.test\n",
+        "{}",
+        text(&out)
+    );
+    for w in ["alice", "dual", "noeku"] {
+        let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
+        let out = curl(&env, &curl_as(&chain, &key, &url));
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{w}: {}",
+            text(&out)
+        );
+    }
+    wait_count(&p, "verdict=refused", 3);
+    assert_eq!(p.stop(), 0);
+    drop(h);
+}
+
+/// The README's fenced block that starts with `first` (after the fence line).
+fn readme_block(fence: &str, first: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let open = format!("```{fence}\n{first}");
+    let start = readme
+        .find(&open)
+        .unwrap_or_else(|| panic!("the README has a block starting {open:?}"))
+        + fence.len()
+        + 4;
+    let end = start + readme[start..].find("```\n").expect("the block ends");
+    readme[start..end].to_string()
+}
+
+/// The README's OpenSSL command lines as they stand there (trust files, then
+/// `s_server` and `s_client`), with db as b, app as a and a port of the test's:
+/// the device is served, a person and a revoked device are refused, and as the
+/// README says, the purpose switch alone lets a dual-EKU certificate in too.
+#[test]
+fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "person",
+        "--cn",
+        "Alice",
+        "--email",
+        "alice@test",
+        "--out",
+        "alice",
+    ]);
+    env.ok(&["issue", "device", "--dns", "r.test", "--out", "r"]);
+    let r = serial_of(&env, "r.pem");
+    env.ok(&["revoke", &r]);
+    env.ok(&["crl"]);
+    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    let trust = readme_block(
+        "sh",
+        "cat ca/device-ca.pem ca/entity-ca.pem > issuing-cas.pem",
+    );
+    let out = run(&env, "sh", &["-c", &trust]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = std::fs::read_to_string(env.path("ca-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3, "{bundle}");
+
+    let port = free_port().to_string();
+    let cmds = readme_block("sh", "openssl s_server -accept 8443")
+        .replace("\\\n", " ")
+        .replace("db:8443", &format!("127.0.0.1:{port}"))
+        .replace("8443", &port)
+        .replace("db.", "b.")
+        .replace("app.", "a.");
+    let lines: Vec<Vec<String>> = cmds
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{cmds}");
+    let (server, client) = (&lines[0], &lines[1]);
+    assert_eq!(
+        (&server[..2], &client[..2]),
+        (
+            &["openssl".to_string(), "s_server".to_string()][..],
+            &["openssl".to_string(), "s_client".to_string()][..]
+        )
+    );
+
+    let log = env.path("s_server.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut srv = Command::new(&server[0])
+        .current_dir(env.dir.path())
+        .args(&server[1..])
+        .stdin(Stdio::piped())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .expect("openssl s_server");
+    // Held open (s_server quits at EOF on stdin); the guard stops it.
+    let _stdin = srv.stdin.take();
+    let srv_proc = Proc {
+        child: Some(srv),
+        log: log.clone(),
+    };
+    wait_port(port.parse().unwrap(), "s_server", Some(&log));
+    let mut said = 0;
+    for (who, want) in [
+        ("a", "hello from a"),
+        ("alice", "unsuitable certificate purpose"),
+        ("r", "certificate revoked"),
+        ("dual", "hello from dual"),
+    ] {
+        let args: Vec<String> = client[1..]
+            .iter()
+            .map(|x| x.replace("a.", &format!("{who}.")))
+            .collect();
+        let mut c = Command::new(&client[0])
+            .current_dir(env.dir.path())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let mut stdin = c.stdin.take().unwrap();
+        let _ = stdin.write_all(format!("hello from {who}\n").as_bytes());
+        let start = Instant::now();
+        while !srv_proc.log().contains(want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{who}: no {want:?} in\n{}",
+                srv_proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stdin);
+        let _ = c.wait();
+        said += 1;
+    }
+    assert_eq!(said, 4);
+    let log_text = srv_proc.log();
+    assert!(
+        !log_text.contains("hello from alice") && !log_text.contains("hello from r"),
+        "{log_text}"
+    );
 }
