@@ -12,5 +12,6 @@ mod proxy;
 mod readme;
 mod real_pkis;
 mod reliability;
+mod service;
 mod ux;
 mod verify;
