@@ -239,7 +239,11 @@ impl Client {
             Err(e)
                 if matches!(
                     e.kind(),
-                    ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::NotADirectory
+                    ErrorKind::NotFound
+                        | ErrorKind::ConnectionRefused
+                        | ErrorKind::NotADirectory
+                        // A path too long for a socket: no server can listen there.
+                        | ErrorKind::InvalidInput
                 ) =>
             {
                 Ok(None)

@@ -128,8 +128,19 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     // The last handle gone, the engine finishes its jobs, flushes and closes
     // the store: wait for that before the process ends.
+    let stats = engine.service.stats();
     drop(engine);
     thread.join();
+    if result.is_ok() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "stopped: {} issue requests in {} group commits (largest {})",
+            stats.issue_jobs,
+            stats.groups,
+            stats.largest_group
+        );
+    }
     result
 }
 
