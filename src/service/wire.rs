@@ -171,3 +171,48 @@ pub fn request(op: &Op) -> Result<Request> {
             .map_err(|e| Error::State(format!("cannot encode the request: {e}")))?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Origin, Refusal, Rule};
+
+    /// Every kind of error comes back with the same text, kind, reasons and exit code.
+    #[test]
+    fn errors_round_trip_with_kind_text_and_exit_code() {
+        let errors = [
+            Error::refusals(
+                Origin::Manifest,
+                vec![Refusal::new(Rule::NameKindForRole, "no email on a device")
+                    .on(crate::rules::Field::Name(crate::role::NameKind::Email))
+                    .value("a@b.c")],
+            ),
+            Error::invalid(Origin::Csr, Refusal::new(Rule::CsrUnreadable, "bad")),
+            Error::Usage("use --x".into()),
+            Error::input("CSR", "not PEM"),
+            Error::State("locked".into()),
+            Error::io("/x/y", std::io::Error::other("disk full")),
+            Error::Store("corrupt".into()),
+        ];
+        for e in errors {
+            let json = serde_json::to_string(&WireError::from(&e)).unwrap();
+            let back: WireError = serde_json::from_str(&json).unwrap();
+            let back = back.into_error();
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(back.kind(), e.kind());
+            assert_eq!(back.exit_code(), e.exit_code());
+            assert_eq!(back.to_json(), e.to_json());
+        }
+    }
+
+    #[test]
+    fn frames_are_bounded() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &"hello", 100).unwrap();
+        assert_eq!(read_frame(&mut &buf[..], 100).unwrap(), b"\"hello\"");
+        assert!(read_frame(&mut &buf[..], 3).is_err());
+        assert!(write_frame(&mut Vec::new(), &"hello", 3).is_err());
+        // A length announcing more than is sent.
+        assert!(read_frame(&mut &[0, 0, 0, 9, b'x'][..], 100).is_err());
+    }
+}

@@ -279,3 +279,41 @@ fn concurrent_issues_during_serve_are_all_recorded() {
         );
     }
 }
+
+#[test]
+fn hostile_frames_on_the_socket_do_not_stop_the_server() {
+    use std::io::{Read, Write};
+    let env = Env::with_ca();
+    let mut server = Server::start(&env);
+    let sock = env.ca_dir().join("mtlsca.sock");
+    let exchange = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    // Oversized, truncated, not JSON: no answer, the connection closed.
+    assert!(exchange(&u32::MAX.to_be_bytes()).is_empty());
+    assert!(exchange(&[0, 0, 1, 0, b'{']).is_empty());
+    // Not JSON, and another protocol version: an error answer.
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let garbage = exchange(&frame(b"not json"));
+    assert!(String::from_utf8_lossy(&garbage).contains("a bad request"));
+    let other = exchange(&frame(br#"{"v": 99, "op": "Status"}"#));
+    assert!(
+        String::from_utf8_lossy(&other).contains("control protocol 99"),
+        "{}",
+        String::from_utf8_lossy(&other)
+    );
+    // The server still answers.
+    assert!(ok(&env, &["list"]).contains("1 certificate(s)"));
+    assert_eq!(server.stop(), 0);
+}
