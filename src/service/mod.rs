@@ -554,7 +554,8 @@ impl Backend {
         matches!(self, Backend::Remote(_))
     }
 
-    /// Run an operation.
+    /// Run an operation: locally at `now`; through the server at the server's
+    /// time (a server reads the clock per request).
     pub fn run(&self, op: Op, now: OffsetDateTime) -> Result<Answer> {
         match self {
             Backend::Remote(c) => c.run(op),
