@@ -71,15 +71,31 @@ impl SocketServer {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(socket_err(&path, e)),
         }
-        let listener =
-            std::os::unix::net::UnixListener::bind(&path).map_err(|e| socket_err(&path, e))?;
+        // Bound in a directory only the owner can enter, made 0600 there, then
+        // moved into place: never reachable by others, not even for a moment.
+        let private = ca_dir.join(format!(".mtlsca.sock.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&private)
+                .map_err(|e| socket_err(&private, e))?;
+        }
+        let staged = private.join(SOCKET_NAME);
+        let bound = std::os::unix::net::UnixListener::bind(&staged)
+            .and_then(|l| {
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::rename(&staged, &path)?;
+                Ok(l)
+            })
+            .map_err(|e| socket_err(&path, e));
+        let _ = std::fs::remove_dir_all(&private);
         let mut server = SocketServer {
-            listener,
+            listener: bound?,
             uid: 0,
             path,
         };
-        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| socket_err(&server.path, e))?;
         // The socket is ours: its owner is this process's uid, the only peer served.
         let uid = std::fs::metadata(&server.path)
             .map_err(|e| socket_err(&server.path, e))?

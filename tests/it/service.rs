@@ -101,6 +101,12 @@ fn commands_go_through_the_socket_with_the_output_of_a_local_run() {
     let meta = std::fs::symlink_metadata(&sock).expect("the control socket exists");
     assert!(meta.file_type().is_socket());
     assert_eq!(mode(&sock), 0o600, "the socket is owner-only");
+    let leftovers: Vec<_> = std::fs::read_dir(env.ca_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtlsca.sock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // issue: files and modes as usual, relative to the client's directory.
     let out = ok(&env, &["issue", "device", "--dns", "web.corp.internal"]);
