@@ -368,8 +368,18 @@ impl Service {
     /// Open the CA and its store on a thread of their own; fails as the CLI
     /// would (no CA, store locked past `lock_timeout`).
     pub fn start(opts: &ServiceOptions) -> Result<(Service, Engine)> {
+        Service::start_with(opts, |_, _| Ok(())).map(|(s, e, ())| (s, e))
+    }
+
+    /// [`Service::start`], also returning what `with` makes of the opened CA and
+    /// store on the engine thread (a front end's handles on store trees that are
+    /// safe to share across threads).
+    pub fn start_with<T: Send + 'static>(
+        opts: &ServiceOptions,
+        with: impl FnOnce(&Ca, &Store) -> Result<T> + Send + 'static,
+    ) -> Result<(Service, Engine, T)> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<T>>();
         let counters = Arc::new(Counters::default());
         let opts = opts.clone();
         let c = counters.clone();
@@ -386,20 +396,21 @@ impl Service {
                         return;
                     }
                 };
-                let issuer = match Issuer::new(&ca, &store) {
-                    Ok(i) => i,
+                let made = Issuer::new(&ca, &store).and_then(|i| Ok((i, with(&ca, &store)?)));
+                let (issuer, extra) = match made {
+                    Ok(x) => x,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(extra));
                 engine_loop(&ca, &store, &issuer, &rx, &c);
                 let _ = store.flush();
             })
             .map_err(|e| Error::State(format!("cannot start the engine thread: {e}")))?;
-        ready_rx.recv().map_err(|_| engine_gone())??;
-        Ok((Service { jobs: tx, counters }, Engine(thread)))
+        let extra = ready_rx.recv().map_err(|_| engine_gone())??;
+        Ok((Service { jobs: tx, counters }, Engine(thread), extra))
     }
 
     fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
