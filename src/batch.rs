@@ -173,7 +173,7 @@ fn is_certificate_header_start(section: &str) -> bool {
 }
 
 /// What happened to one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum EntryStatus {
     /// Issued by this run.
@@ -201,10 +201,10 @@ impl EntryStatus {
 
 /// One reason an entry was refused: the rule (when the refusal names one), the
 /// field and the message, as JSON lines print them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reason {
     /// The rule's code.
-    pub rule: Option<&'static str>,
+    pub rule: Option<std::borrow::Cow<'static, str>>,
     /// The manifest key concerned.
     pub field: Option<String>,
     /// The sentence.
@@ -219,7 +219,7 @@ impl Reason {
                 .reasons
                 .iter()
                 .map(|x| Reason {
-                    rule: Some(x.rule.code()),
+                    rule: Some(x.rule.code().into()),
                     field: x.field.as_ref().map(|f| f.name()),
                     message: r.message_of(x),
                 })
@@ -234,7 +234,7 @@ impl Reason {
 }
 
 /// The report of one entry, in manifest order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EntryOutcome {
     /// The entry's id.
     pub id: String,
@@ -247,6 +247,7 @@ pub struct EntryOutcome {
     /// The files written for it.
     pub files: Vec<PathBuf>,
     /// The certificate's notAfter (issued or existing).
+    #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
 }
 
@@ -280,7 +281,7 @@ impl EntryOutcome {
 pub type Summary = issue::Counts;
 
 /// Where and how a batch runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchOptions {
     /// The directory the files go to.
     pub out_dir: PathBuf,

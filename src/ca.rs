@@ -226,7 +226,7 @@ pub fn check_secret_file(path: &Path, what: &str) -> Result<()> {
 }
 
 /// The three CAs of the hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaKind {
     /// The root CA.
     Root,

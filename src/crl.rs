@@ -29,7 +29,7 @@ pub const DEFAULT_NEXT_UPDATE: time::Duration = time::Duration::days(7);
 /// revocation that is never undone can carry. `certificateHold` (a suspension)
 /// and `removeFromCRL` (its undoing, for delta CRLs) are not offered: mtlsca
 /// revocations are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Reason {
     /// No reason given (no reasonCode extension).
@@ -166,7 +166,7 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
 }
 
 /// A signed CRL.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Crl {
     /// The CA that signed it.
     pub issuer: CaKind,
@@ -175,8 +175,10 @@ pub struct Crl {
     /// How many revoked certificates it lists.
     pub revoked: usize,
     /// Its thisUpdate.
+    #[serde(with = "time::serde::rfc3339")]
     pub this_update: OffsetDateTime,
     /// Its nextUpdate.
+    #[serde(with = "time::serde::rfc3339")]
     pub next_update: OffsetDateTime,
     /// The CRL, DER.
     pub der: Vec<u8>,

@@ -87,8 +87,8 @@ pub fn resolve(store: &Store, query: &str) -> Result<Record> {
     )))
 }
 
-/// A name that can only be meant as a file.
-fn looks_like_file(q: &str) -> bool {
+/// A name that can only be meant as a file (a `/`, or a certificate file's extension).
+pub fn looks_like_file(q: &str) -> bool {
     q.contains('/')
         || [".pem", ".crt", ".cer", ".der"]
             .iter()

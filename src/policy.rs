@@ -15,7 +15,7 @@ use crate::rules::{self, CnRule, Field, Refusal, Rule, SubjectAttr};
 pub use crate::rules::Origin;
 
 /// What a requester asks for, as typed (arguments, a manifest) or as found in a CSR.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestedContent {
     /// DNS names.
     pub dns: Vec<String>,

@@ -77,7 +77,7 @@ impl Requirement {
 }
 
 /// The subject attributes mtlsca writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum SubjectAttr {
     /// commonName.
     CommonName,
@@ -347,8 +347,19 @@ impl Serialize for Rule {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rule, D::Error> {
+        let code = String::deserialize(d)?;
+        Rule::ALL
+            .iter()
+            .copied()
+            .find(|r| r.code() == code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown rule code `{code}`")))
+    }
+}
+
 /// Where a request came from: decides how a refusal names its field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Origin {
     /// Command-line arguments (`--email`).
@@ -363,7 +374,7 @@ pub enum Origin {
 }
 
 /// The part of a request a refusal is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Field {
     /// A subjectAltName of this kind.
@@ -449,7 +460,7 @@ fn attr_label(a: SubjectAttr) -> &'static str {
 
 /// Why a request (or a profile) is refused: one rule, the field it concerns, the
 /// offending value, and the detail. The text is made at the edge (`message`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Refusal {
     /// The rule broken.
     pub rule: Rule,
@@ -522,7 +533,7 @@ impl Refusal {
 }
 
 /// Refusals of one request, with where the request came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Refusals {
     /// How the request was made (decides the field labels).
     pub origin: Origin,

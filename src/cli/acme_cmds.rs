@@ -7,8 +7,8 @@ use serde_json::json;
 use super::render::print_json;
 use super::{Ctx, Outcome};
 use crate::error::{Error, Result};
+use crate::service::{Answer, Op};
 use crate::store::acme::EabKey;
-use crate::store::Store;
 
 /// `mtlsca acme ...`.
 #[derive(Debug, Subcommand)]
@@ -42,14 +42,22 @@ pub struct RevokeArgs {
     pub kid: String,
 }
 
-/// Open the store; while `serve` holds it, say so and what to do.
-fn open_store(ctx: &Ctx) -> Result<Store> {
-    Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout).map_err(|e| match e {
-        Error::Store(m) if m.contains("is locked by another mtlsca process") => Error::Store(format!(
-            "{m}; if `mtlsca serve` runs on this CA, stop it (SIGTERM), run `mtlsca acme eab` again and restart the server: its ACME state and keys are kept"
+/// Run an EAB operation: through `mtlsca serve`'s control socket when it runs
+/// (it holds the store), else on the store opened here.
+fn eab(ctx: &Ctx, op: Op) -> Result<Vec<EabKey>> {
+    match ctx.backend()?.run(op, ctx.now)? {
+        Answer::EabKeys(keys) => Ok(keys),
+        _ => Err(Error::State(
+            "the CA service answered an EAB request with something else".into(),
         )),
-        e => e,
-    })
+    }
+}
+
+/// The one key an operation returns.
+fn one(keys: Vec<EabKey>) -> Result<EabKey> {
+    keys.into_iter()
+        .next()
+        .ok_or_else(|| Error::State("the CA service returned no EAB key".into()))
 }
 
 fn key_json(k: &EabKey) -> serde_json::Value {
@@ -67,9 +75,7 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
     let AcmeCmd::Eab(cmd) = cmd;
     match cmd {
         EabCmd::Create(a) => {
-            let ca = ctx.open_ca()?;
-            let store = open_store(ctx)?;
-            let k = crate::acme::eab::create(&ca, &store, &a.profile, ctx.now)?;
+            let k = one(eab(ctx, Op::EabCreate { profile: a.profile })?)?;
             if ctx.global.json {
                 let mut v = key_json(&k);
                 v["hmac_key"] = json!(k.hmac_key);
@@ -85,8 +91,7 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
             }
         }
         EabCmd::List => {
-            let store = open_store(ctx)?;
-            let keys = crate::acme::eab::list(&store)?;
+            let keys = eab(ctx, Op::EabList)?;
             if ctx.global.json {
                 print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
             } else if keys.is_empty() {
@@ -109,8 +114,7 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
             }
         }
         EabCmd::Revoke(a) => {
-            let store = open_store(ctx)?;
-            let k = crate::acme::eab::revoke(&store, &a.kid, ctx.now)?;
+            let k = one(eab(ctx, Op::EabRevoke { kid: a.kid })?)?;
             if ctx.global.json {
                 print_json(&key_json(&k));
             } else {

@@ -540,10 +540,7 @@ fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
             .value(id),
         ));
     }
-    let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let issuer = Issuer::new(&ca, &store)?;
-    issuer.issue(req, ctx.now)
+    ctx.backend()?.issue(req.clone(), ctx.now)
 }
 
 pub fn issued_json(i: &Issued, ctx: &Ctx) -> serde_json::Value {
@@ -724,9 +721,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             .transpose()?,
         name: a.name,
     };
-    ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let records = store.list(&filter, ctx.now)?;
+    let records = ctx.backend()?.list(filter, ctx.now)?;
     if ctx.global.json {
         print_json(&json!(records
             .iter()
@@ -762,21 +757,17 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
-    ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let rec = crate::lookup::resolve(&store, &a.id)?;
-    let der = store
-        .der(&rec)?
-        .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
+    let crate::service::Shown {
+        record: rec,
+        der,
+        audit,
+        renewed_by,
+    } = ctx.backend()?.show(&a.id, ctx.now)?;
     let pem = crate::issue::pem_cert(&der);
     if a.pem {
         out!("{pem}");
         return Ok(Outcome::Done);
     }
-    let audit = store.audit_of(&rec.serial)?;
-    let renewed_by = store
-        .by_request_id(&format!("{}{}", crate::issue::RENEWAL_PREFIX, rec.serial))?
-        .map(|r| r.serial);
     if ctx.global.json {
         let mut v = record_json(&rec, ctx.now);
         v["replaces"] = json!(rec.replaces);

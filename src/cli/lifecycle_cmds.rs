@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::export::{self, Format, KeyInput, P12Options};
 use crate::fsutil;
 use crate::profile::Validity;
+use crate::service::CrlTarget;
 use crate::store::Store;
 
 /// Largest password file read.
@@ -139,12 +140,9 @@ struct EntryLine<'a> {
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     let name = display_name(&a.manifest);
-    let manifest = {
-        let text = fsutil::read_bounded_text(&a.manifest, batch::MAX_MANIFEST, "manifest")?;
-        Manifest::parse(&text, &name)?
-    };
-    let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let text = fsutil::read_bounded_text(&a.manifest, batch::MAX_MANIFEST, "manifest")?;
+    let manifest = Manifest::parse(&text, &name)?;
+    let backend = ctx.backend()?;
     let total = manifest.certificate.len() as u64;
     let bar =
         (!ctx.global.quiet && !ctx.global.json && std::io::stderr().is_terminal()).then(|| {
@@ -170,7 +168,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
         .transpose()?;
     // A closed standard output (`| head`) must not stop issuance half-way:
     // write errors of the report are ignored.
-    let result = batch::run(&ca, &store, &manifest, &name, &opts, ctx.now, &mut |o| {
+    let result = backend.batch(&text, &manifest, &name, &opts, ctx.now, &mut |o| {
         if json {
             let line = EntryLine {
                 id: &o.id,
@@ -231,10 +229,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
 
 pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
-    ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let named = crate::lookup::resolve(&store, &a.serial)?;
-    let rec = crl::revoke(&store, &named.serial, reason, ctx.now)?;
+    let rec = ctx.backend()?.revoke(&a.serial, reason, ctx.now)?;
     if ctx.global.json {
         print_json(&record_json(&rec, ctx.now));
     } else {
@@ -267,8 +262,15 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     let next_update = Validity::parse(&a.next_update)
         .map_err(|m| Error::Usage(format!("--next-update {m}")))?
         .duration();
-    let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
+    let backend = ctx.backend()?;
+    // Where `<ca-dir>/crl/<issuer>.crl` is, as this command names the CA directory
+    // (the server may name it otherwise).
+    let published = |c: &crl::Crl| {
+        ctx.global
+            .ca_dir
+            .join("crl")
+            .join(format!("{}.crl", c.issuer.as_str()))
+    };
     let say_crl = |c: &crl::Crl, to: &str| {
         ctx.say(format!(
             "{} CRL number {}: {} revoked, next update {} -> {to}",
@@ -279,15 +281,15 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
         ))
     };
     let Some(issuer) = a.issuer.as_deref() else {
-        let all = crl::publish_all(&ca, &store, next_update, ctx.now)?;
+        let all = backend.crl(None, CrlTarget::Published, next_update, ctx.now)?;
         if ctx.global.json {
             print_json(&json!(all
                 .iter()
-                .map(|(c, p)| crl_json(c, Some(p)))
+                .map(|s| crl_json(&s.crl, Some(&published(&s.crl))))
                 .collect::<Vec<_>>()));
         } else {
-            for (c, p) in &all {
-                say_crl(c, &p.display().to_string());
+            for s in &all {
+                say_crl(&s.crl, &published(&s.crl).display().to_string());
             }
         }
         return Ok(Outcome::Done);
@@ -296,7 +298,7 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
         CaKind::parse(issuer).ok_or_else(|| Error::Usage(format!("unknown issuer `{issuer}`")))?;
     match a.out.as_deref() {
         Some(p) if is_stdio(p) => {
-            let c = crl::build(&ca, &store, kind, next_update, ctx.now)?;
+            let c = one_crl(backend.crl(Some(kind), CrlTarget::Returned, next_update, ctx.now)?)?;
             if ctx.global.json {
                 let mut v = crl_json(&c, None);
                 v["pem"] = json!(c.pem);
@@ -309,10 +311,12 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
             }
         }
         out => {
-            let path = out
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| crl::published_path(&ca, kind));
-            let c = crl::publish(&ca, &store, kind, next_update, ctx.now, &path)?;
+            let target = match out {
+                Some(p) => CrlTarget::File(p.to_path_buf()),
+                None => CrlTarget::Published,
+            };
+            let c = one_crl(backend.crl(Some(kind), target, next_update, ctx.now)?)?;
+            let path = out.map(Path::to_path_buf).unwrap_or_else(|| published(&c));
             if ctx.global.json {
                 print_json(&crl_json(&c, Some(&path)));
             } else {
@@ -321,6 +325,15 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// The one CRL of `crl --issuer X`.
+fn one_crl(signed: Vec<crate::service::SignedCrl>) -> Result<crl::Crl> {
+    signed
+        .into_iter()
+        .next()
+        .map(|s| s.crl)
+        .ok_or_else(|| Error::State("no CRL was signed".into()))
 }
 
 /// The PKCS#12 password: the first line of `--p12-password-file`, else the
@@ -433,9 +446,7 @@ pub fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Outcome> {
             })
         })
         .transpose()?;
-    ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let entries = store.audit(since)?;
+    let entries = ctx.backend()?.audit(since, ctx.now)?;
     if ctx.global.json {
         print_json(&json!(entries
             .iter()

@@ -205,6 +205,16 @@ impl Ctx {
             .map(|ca| ca.with_passphrase_source(self.passphrase_source()))
     }
 
+    /// How this command reaches the CA: the running server's control socket
+    /// (`<ca-dir>/mtlsca.sock`) when one answers, else the CA and store opened here.
+    pub fn backend(&self) -> Result<crate::service::Backend> {
+        crate::service::Backend::open(
+            &self.global.ca_dir,
+            self.global.lock_timeout,
+            self.passphrase_source(),
+        )
+    }
+
     /// Print a line of human output unless `--quiet` or `--json`.
     pub fn say(&self, line: impl AsRef<str>) {
         if !self.global.quiet && !self.global.json {

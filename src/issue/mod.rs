@@ -75,7 +75,7 @@ use sign::SignContext;
 pub const RENEWAL_PREFIX: &str = "renewal-of:";
 
 /// Where the key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum KeySource {
     /// Generate one (the profile's key type unless given).
@@ -85,7 +85,7 @@ pub enum KeySource {
 }
 
 /// One request for a certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IssuanceRequest {
     /// The profile's name.
     pub profile: String,
@@ -103,7 +103,7 @@ pub struct IssuanceRequest {
 }
 
 /// Whether a call issued the certificate or found it issued before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum IssueStatus {
     /// Issued by this call.
@@ -123,7 +123,7 @@ impl IssueStatus {
 }
 
 /// What the engine produced for one request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Issued {
     /// Issued now, or found issued before.
     pub status: IssueStatus,

@@ -19,7 +19,7 @@ use crate::store::{ChunkItem, Recorded};
 pub const DEFAULT_CHUNK: usize = 256;
 
 /// How many requests are recorded together and how many threads sign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     /// Requests per transaction and flush.
     pub chunk: usize,
@@ -49,7 +49,7 @@ impl RunOptions {
 }
 
 /// Counts of a finished run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Requests.
     pub total: usize,

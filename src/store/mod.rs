@@ -175,7 +175,7 @@ pub enum Recorded {
 }
 
 /// Filters of `list`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListFilter {
     /// Only this role.
     pub role: Option<Role>,

@@ -1276,7 +1276,7 @@ fn acme_state_survives_a_restart_and_a_replayed_nonce_stays_refused() {
 
 /// An account bound to a workload EAB key gets workload certificates (24 hours,
 /// serverAuth only); the key binds no second account; `acme eab` refuses entity
-/// and unknown profiles and says what to do while `serve` holds the store.
+/// and unknown profiles, and works through the control socket while `serve` runs.
 #[test]
 fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
     let env = constrained_ca();
@@ -1310,20 +1310,32 @@ fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
     let answer = Arc::new(Mutex::new(String::new()));
     let http01 = responder(answer.clone()).to_string();
     let mut server = Server::start(&env, &["--acme-require-eab", "--acme-http01-port", &http01]);
-    // While the server holds the store, the CLI says how to proceed.
-    let busy = env.fails(
-        &[
-            "--lock-timeout",
-            "0s",
-            "acme",
-            "eab",
-            "create",
-            "--profile",
-            "device",
-        ],
-        3,
+    // While the server holds the store, `acme eab` goes through its control
+    // socket (no wait for the lock), and the server takes the new key at once.
+    let live = env.json(&[
+        "--lock-timeout",
+        "0s",
+        "acme",
+        "eab",
+        "create",
+        "--profile",
+        "device",
+    ]);
+    let listed = env.json(&["--lock-timeout", "0s", "acme", "eab", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == live["kid"] && k.get("hmac_key").is_none()),
+        "{listed}"
     );
-    assert!(busy.contains("mtlsca serve"), "{busy}");
+    let mut fresh = Client::new(&env, &server);
+    let a = fresh.register_with_eab(
+        live["kid"].as_str().unwrap(),
+        live["hmac_key"].as_str().unwrap(),
+    );
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
 
     let mut revoked = Client::new(&env, &server);
     let a = revoked.register_with_eab(&revoked_kid, &revoked_hmac);
@@ -1361,7 +1373,7 @@ fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
         .collect();
     assert_eq!(w.len(), 1, "{list}");
     let keys = env.json(&["acme", "eab", "list"]);
-    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    assert_eq!(keys.as_array().unwrap().len(), 3, "{keys}");
     assert!(keys
         .as_array()
         .unwrap()

@@ -14,5 +14,6 @@ mod readme;
 mod real_pkis;
 mod reliability;
 mod rustls_recipe;
+mod service;
 mod ux;
 mod verify;

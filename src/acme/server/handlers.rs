@@ -103,7 +103,7 @@ impl App {
         let acme = self.acme.clone();
         tokio::task::spawn_blocking(move || acme.flush())
             .await
-            .map_err(|_| Problem::internal(&engine_gone()))?
+            .map_err(|_| Problem::internal(&Error::State("the flush task stopped".into())))?
             .map_err(|e| Problem::internal(&e))
     }
 

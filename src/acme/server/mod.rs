@@ -3,10 +3,14 @@
 //!
 //! # What this first slice holds, and where
 //!
-//! - The engine (`Ca`, `Store`, `Issuer`) lives on one thread of its own: the
-//!   issuer is not `Send`, and one owner keeps the store's lock for the whole run.
+//! - The engine (`Ca`, `Store`, `Issuer`) is the CA service ([`crate::service`]),
+//!   on one thread of its own that keeps the store's lock for the whole run.
 //!   Network tasks send it jobs (check identifiers, issue from a CSR) and await
-//!   the answers. Every certificate is recorded in the store like any other.
+//!   the answers; finalizes waiting together are group-committed (one flush).
+//!   Every certificate is recorded in the store like any other.
+//! - The control socket `<ca-dir>/mtlsca.sock` lets `list`, `show`, `issue`,
+//!   `sign`, `batch`, `revoke`, `crl` and `audit` from another shell run through
+//!   the same engine while the server holds the store.
 //! - ACME state — accounts, orders, authorizations with challenges, chains for
 //!   download, EAB keys — is in the same store (`store::acme`): the server keeps
 //!   a working copy in memory (loaded at start, expired orders pruned) and writes
@@ -84,17 +88,16 @@ use rustls::sign::CertifiedKey;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
 use crate::acme::nonce::NoncePool;
 use crate::ca::{Ca, PassphraseSource};
 use crate::error::{Error, Result};
-use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output};
+use crate::issue::{IssuanceRequest, Issued, KeySource, Output};
 use crate::policy::RequestedContent;
 use crate::role::Role;
 use crate::rules::{Origin, Refusals};
-use crate::store::Store;
 
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -145,17 +148,31 @@ pub struct ServeOptions {
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     let (engine, acme, thread) = Engine::start(&opts)?;
+    // Bound once the engine holds the store's lock: other commands reach the
+    // CA through it while the server runs.
+    let socket = crate::service::SocketServer::bind(&opts.ca_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::State(format!("cannot start the server runtime: {e}")))?;
-    let result = rt.block_on(run(opts, engine.clone(), acme));
+    let result = rt.block_on(run(opts, engine.clone(), acme, socket));
     rt.shutdown_timeout(Duration::from_secs(5));
     // The last handle gone, the engine finishes its jobs, flushes and closes
     // the store: wait for that before the process ends.
+    let stats = engine.service.stats();
     drop(engine);
-    let _ = thread.join();
+    thread.join();
+    if result.is_ok() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "stopped: {} issue requests in {} group commits (largest {})",
+            stats.issue_jobs,
+            stats.groups,
+            stats.largest_group
+        );
+    }
     result
 }
 
@@ -227,6 +244,7 @@ async fn run(
     opts: ServeOptions,
     engine: Engine,
     acme: crate::store::acme::AcmeStore,
+    socket: crate::service::SocketServer,
 ) -> Result<()> {
     if opts.names.is_empty() {
         return Err(Error::Usage("give the server's name with --name".into()));
@@ -284,6 +302,7 @@ async fn run(
         renew_at,
         shutdown_rx.clone(),
     ));
+    let control = tokio::spawn(socket.serve(engine.service.clone(), shutdown_rx.clone()));
     let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let accept = tokio::spawn(accept_loop(
         listener,
@@ -323,6 +342,7 @@ async fn run(
     if let Some((task, _)) = publishing {
         let _ = task.await;
     }
+    let _ = control.await;
     // Wait for connections in flight to finish (each returns its permit).
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
     // Validations still running write their outcome after this; the engine's

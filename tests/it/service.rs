@@ -1,0 +1,325 @@
+//! The CLI while `mtlsca serve` runs (issue 14 point 5): commands reach the
+//! server through `<ca-dir>/mtlsca.sock` instead of waiting for the store's lock,
+//! with the same output, files and exit codes as a local run.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::{Child, Command, Stdio};
+
+use mtlsca::service::{Answer, Client, Op};
+use serde_json::Value;
+
+use crate::common::{code, Env};
+
+/// Short enough that a command waiting for the store's lock fails the test.
+const LOCK: &str = "--lock-timeout=200ms";
+
+/// A running `mtlsca serve`; SIGTERMed on drop.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(env: &Env) -> Server {
+        let mut child = env
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mtlsca serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("serving https://"), "serve said {line:?}");
+        Server { child }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn stop(&mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Run with the short lock timeout: stdout, stderr, exit code.
+fn run(env: &Env, args: &[&str]) -> (String, String, i32) {
+    let mut a = vec![LOCK];
+    a.extend_from_slice(args);
+    let out = env.run(&a);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        code(&out),
+    )
+}
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let (out, err, c) = run(env, args);
+    assert_eq!(c, 0, "mtlsca {args:?}: {out}{err}");
+    out
+}
+
+fn json(env: &Env, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = ok(env, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn status(env: &Env) -> mtlsca::service::ServiceStats {
+    let client = Client::connect(&env.ca_dir())
+        .unwrap()
+        .expect("a server answers on the socket");
+    match client.run(Op::Status).unwrap() {
+        Answer::Status(s) => s,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+#[test]
+fn commands_go_through_the_socket_with_the_output_of_a_local_run() {
+    let env = Env::with_ca();
+    let sock = env.ca_dir().join("mtlsca.sock");
+    let mut server = Server::start(&env);
+    let meta = std::fs::symlink_metadata(&sock).expect("the control socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(mode(&sock), 0o600, "the socket is owner-only");
+    let leftovers: Vec<_> = std::fs::read_dir(env.ca_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mtlsca.sock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // issue: files and modes as usual, relative to the client's directory.
+    let out = ok(&env, &["issue", "device", "--dns", "web.corp.internal"]);
+    assert!(out.contains("  wrote    web.corp.internal.key"), "{out}");
+    assert_eq!(mode(&env.path("web.corp.internal.key")), 0o600);
+    assert_eq!(mode(&env.path("web.corp.internal.pem")), 0o644);
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "ca/device-ca.pem",
+        "web.corp.internal.pem",
+    ]);
+    let issued = json(&env, &["issue", "device", "--dns", "api.corp.internal"]);
+    assert_eq!(issued["status"], "issued");
+    assert_eq!(issued["files"][1], "api.corp.internal.pem");
+
+    // sign: a CSR read by the client from a file and from standard input.
+    env.openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "s.key",
+        "-subj",
+        "/CN=s.corp.internal",
+        "-addext",
+        "subjectAltName=DNS:s.corp.internal",
+        "-out",
+        "s.csr",
+    ]);
+    let pem = ok(&env, &["sign", "device", "--csr", "s.csr"]);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let csr = std::fs::read(env.path("s.csr")).unwrap();
+    let mut a = env.cmd();
+    let piped = a
+        .args([LOCK, "sign", "device", "--csr", "-", "--out", "s.pem"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        piped.stdin.as_ref().unwrap().write_all(&csr).unwrap();
+    }
+    let piped = piped.wait_with_output().unwrap();
+    assert_eq!(code(&piped), 0, "{piped:?}");
+    assert!(env.path("s.pem").is_file() && env.path("s.chain.pem").is_file());
+
+    // batch: a manifest with one entry refused (exit 1), files in --out-dir.
+    std::fs::write(
+        env.path("m.toml"),
+        "[[certificate]]\nid = \"b1\"\nprofile = \"device\"\ndns = [\"b1.corp.internal\"]\n\n\
+         [[certificate]]\nid = \"b2\"\nprofile = \"device\"\nemail = [\"x@corp.example\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(env.path("out")).unwrap();
+    let (out, _, c) = run(&env, &["batch", "--manifest", "m.toml", "--out-dir", "out"]);
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("refused b2: email `x@corp.example`"), "{out}");
+    assert!(
+        out.contains("1 issued, 0 already issued, 1 refused"),
+        "{out}"
+    );
+    assert_eq!(mode(&env.path("out/b1.key")), 0o600);
+
+    // revoke by file name, then publish the CRLs.
+    let rev = ok(&env, &["revoke", "web.corp.internal.pem"]);
+    assert!(rev.starts_with("revoked device certificate"), "{rev}");
+    let crl = ok(&env, &["crl"]);
+    assert!(crl.contains("device CRL number 1: 1 revoked"), "{crl}");
+    let crl_text = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    assert!(crl_text.contains("Serial Number"), "{crl_text}");
+
+    // A refusal through the socket: exit 1, the rule codes in the JSON error.
+    let refusal_args = ["--json", "issue", "device", "--email", "a@corp.example"];
+    let remote_refusal = run(&env, &refusal_args);
+    assert_eq!(remote_refusal.2, 1);
+    assert!(remote_refusal
+        .0
+        .contains("\"rule\": \"name-kind-for-role\""));
+    let remote_missing = run(&env, &["--json", "show", "0123456789abcdef"]);
+    assert_eq!(remote_missing.2, 1);
+
+    // What list, show and audit say through the server...
+    let serial = issued["serial"].as_str().unwrap().to_string();
+    let remote_list = ok(&env, &["--json", "list"]);
+    let remote_list_text = ok(&env, &["list"]);
+    let remote_show = ok(&env, &["--json", "show", &serial]);
+    let remote_audit = ok(&env, &["--json", "audit"]);
+    assert!(status(&env).issue_jobs >= 5);
+
+    // ...is what they say locally once it stopped: the socket gone, all recorded.
+    assert_eq!(server.stop(), 0);
+    assert!(!sock.exists(), "the socket is removed at a clean stop");
+    assert!(Client::connect(&env.ca_dir()).unwrap().is_none());
+    assert_eq!(ok(&env, &["--json", "list"]), remote_list);
+    assert_eq!(ok(&env, &["list"]), remote_list_text);
+    assert_eq!(ok(&env, &["--json", "show", &serial]), remote_show);
+    assert_eq!(ok(&env, &["--json", "audit"]), remote_audit);
+    assert_eq!(run(&env, &refusal_args), remote_refusal);
+    assert_eq!(
+        run(&env, &["--json", "show", "0123456789abcdef"]),
+        remote_missing
+    );
+    // The server's own certificate, 2 issued, 2 signed, 1 from the batch.
+    assert_eq!(env.store_count(), 6);
+    let check = ok(&env, &["store", "check"]);
+    assert!(check.starts_with("store ok"), "{check}");
+}
+
+#[test]
+fn a_stale_socket_is_ignored_by_the_cli_and_replaced_by_serve() {
+    let env = Env::with_ca();
+    let sock = env.ca_dir().join("mtlsca.sock");
+    // A socket file nobody listens on: a server killed without its clean stop.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    ok(&env, &["issue", "device", "--dns", "a.corp.internal"]);
+    assert!(ok(&env, &["list"]).contains("1 certificate(s)"));
+    let mut server = Server::start(&env);
+    assert!(std::fs::symlink_metadata(&sock)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert_eq!(mode(&sock), 0o600);
+    assert!(ok(&env, &["list"]).contains("2 certificate(s)"));
+    assert_eq!(server.stop(), 0);
+    assert!(!sock.exists());
+}
+
+#[test]
+fn concurrent_issues_during_serve_are_all_recorded() {
+    let env = std::sync::Arc::new(Env::with_ca());
+    let mut server = Server::start(&env);
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let env = env.clone();
+            std::thread::spawn(move || {
+                let name = format!("c{i}.corp.internal");
+                run(&env, &["--json", "issue", "device", "--dns", &name])
+            })
+        })
+        .collect();
+    let mut serials = std::collections::HashSet::new();
+    for t in threads {
+        let (out, err, c) = t.join().unwrap();
+        assert_eq!(c, 0, "{out}{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        serials.insert(v["serial"].as_str().unwrap().to_string());
+    }
+    assert_eq!(serials.len(), 12);
+    let stats = status(&env);
+    // The server's own certificate and the twelve, in at most that many groups.
+    assert_eq!(stats.issue_jobs, 13, "{stats:?}");
+    assert!(stats.groups <= 13 && stats.groups >= 1, "{stats:?}");
+    assert_eq!(server.stop(), 0);
+    assert_eq!(env.store_count(), 13);
+    let check = ok(&env, &["store", "check"]);
+    assert!(check.starts_with("store ok"), "{check}");
+    let listed = json(&env, &["list"]);
+    for s in &serials {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["serial"] == s.as_str()),
+            "{s} not listed"
+        );
+    }
+}
+
+#[test]
+fn hostile_frames_on_the_socket_do_not_stop_the_server() {
+    use std::io::{Read, Write};
+    let env = Env::with_ca();
+    let mut server = Server::start(&env);
+    let sock = env.ca_dir().join("mtlsca.sock");
+    let exchange = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    // Oversized, truncated, not JSON: no answer, the connection closed.
+    assert!(exchange(&u32::MAX.to_be_bytes()).is_empty());
+    assert!(exchange(&[0, 0, 1, 0, b'{']).is_empty());
+    // Not JSON, and another protocol version: an error answer.
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let garbage = exchange(&frame(b"not json"));
+    assert!(String::from_utf8_lossy(&garbage).contains("a bad request"));
+    let other = exchange(&frame(br#"{"v": 99, "op": "Status"}"#));
+    assert!(
+        String::from_utf8_lossy(&other).contains("control protocol 99"),
+        "{}",
+        String::from_utf8_lossy(&other)
+    );
+    // The server still answers.
+    assert!(ok(&env, &["list"]).contains("1 certificate(s)"));
+    assert_eq!(server.stop(), 0);
+}
