@@ -4,8 +4,14 @@
 # server that does not start, a generator that cannot run, or certificates
 # handed out that the CA's store does not hold).
 #
-#   bash benches/acme.sh                         # 32 clients, 20 s each
-#   CLIENTS=64 SECS=30 ROUNDS=2 bash benches/acme.sh
+#   bash benches/acme.sh                         # 8 clients, 20 s each
+#   CLIENTS=16 SECS=30 ROUNDS=2 bash benches/acme.sh
+#   CLIENTS=64 PEBBLE=0 bash benches/acme.sh     # serve alone
+#
+# pebble 2.4.0 (Debian) deadlocks under this load from about 16 clients on (its
+# requests stop answering within a second or a few; see BENCHMARKS.md): the
+# generator then abandons each order after 20 s and the table shows those as
+# errors. 8 clients is the most at which it ran through here.
 #
 # The generator (benches/acme_load.rs, instant-acme) runs CLIENTS concurrent
 # clients, each with its own account, looping new order -> authorization ->
@@ -24,10 +30,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CLIENTS="${CLIENTS:-32}"
+CLIENTS="${CLIENTS:-8}"
 SECS="${SECS:-20}"
 ROUNDS="${ROUNDS:-1}"
-for t in pebble python3; do
+PEBBLE="${PEBBLE:-1}"
+tools=(python3); [ "$PEBBLE" = 0 ] || tools+=(pebble)
+for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "error: $t is not installed (apt-get install -y pebble python3)" >&2; exit 2; }
 done
 cargo build --release --quiet --bin mtlsca
@@ -127,7 +135,7 @@ pebble_round() {
 
 for r in $(seq "$ROUNDS"); do
   serve_round "$r"
-  pebble_round "$r"
+  [ "$PEBBLE" = 0 ] || pebble_round "$r"
 done
 
 printf '%s\n' "${results[@]}" > "$work/results.jsonl"
@@ -138,13 +146,13 @@ by = {}
 for r in rows:
     by.setdefault(r["label"], []).append(r)
 def med(label, key):
-    vals = [r[key] for r in by[label]]
-    return statistics.median(vals)
+    vals = [r[key] for r in by.get(label, [])]
+    return statistics.median(vals) if vals else float("nan")
 print(f"ACME load, {sys.argv[2]} clients, {sys.argv[3]} s per server, {len(by['serve'])} round(s) (medians)")
 print(f"{'':28} {'serve':>14} {'pebble':>14} {'serve/pebble':>13}")
 def row(name, key, fmt, ratio=True):
     s, p = med("serve", key), med("pebble", key)
-    rat = f"{s / p:.2f}x" if ratio and p else ""
+    rat = f"{s / p:.2f}x" if ratio and p and p == p else ""
     print(f"{name:28} {fmt.format(s):>14} {fmt.format(p):>14} {rat:>13}")
 row("complete orders/s", "orders_per_sec", "{:.1f}")
 row("finalize p50 (ms)", "finalize_p50_ms", "{:.1f}")
@@ -154,12 +162,17 @@ row("whole order p99 (ms)", "order_p99_ms", "{:.1f}")
 row("polls per order", "polls_per_order", "{:.1f}", ratio=False)
 row("errors", "errors", "{:.0f}", ratio=False)
 for label in ("serve", "pebble"):
-    for r in by[label]:
+    for r in by.get(label, []):
         cpu = r["server_cpu_secs"]
         n = r["certificates"]
         per = f"{cpu / n * 1e3:.2f} ms CPU/order" if n else "-"
+        gen = r.get("generator_cpu_ms_per_order")
+        gen = f"{gen:.2f} ms/order" if gen is not None else "-"
         print(f"  {label}: {r['orders']} orders in the window, {r['late_orders']} after; "
-              f"server CPU {cpu:.1f} s ({per}); durable: {r['durable']}; store check: {r['store_check']}")
+              f"server CPU {cpu:.1f} s ({per}); generator CPU {gen}; "
+              f"durable: {r['durable']}; store check: {r['store_check']}")
         for k, v in r["error_kinds"].items():
             print(f"    {v} x {k}")
+        if any("no answer within" in k for k in r["error_kinds"]):
+            print(f"    ({label} stopped answering during the run: its figures are not comparable)")
 PY

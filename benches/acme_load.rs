@@ -302,6 +302,17 @@ async fn finish(
     Ok((finalize, hex, polls))
 }
 
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`,
+/// clock ticks of 1/100 s, the kernel's USER_HZ on every mainstream
+/// architecture); `None` elsewhere.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -388,6 +399,7 @@ async fn run(o: Opts) -> i32 {
         ..Tally::default()
     }));
     let window = Duration::from_secs_f64(o.secs);
+    let cpu0 = cpu_secs();
     let start = Instant::now();
     let deadline = start + window;
     let mut tasks = Vec::new();
@@ -436,6 +448,7 @@ async fn run(o: Opts) -> i32 {
         }
     }
     let elapsed = start.elapsed();
+    let gen_cpu = cpu_secs().zip(cpu0).map(|(b, a)| b - a);
     let mut t = std::mem::take(&mut *lock(&tally));
 
     if let Some(path) = &o.certs {
@@ -467,6 +480,8 @@ async fn run(o: Opts) -> i32 {
     } else {
         f64::NAN
     };
+    // The generator's own CPU per order: it shares the cores with the server.
+    let gen_cpu_ms = gen_cpu.filter(|_| done > 0).map(|c| c * 1e3 / done as f64);
     if o.json {
         let v = serde_json::json!({
             "label": o.label,
@@ -482,6 +497,8 @@ async fn run(o: Opts) -> i32 {
             "order_p50_ms": o50,
             "order_p99_ms": o99,
             "polls_per_order": polls_per_order,
+            "generator_cpu_secs": gen_cpu,
+            "generator_cpu_ms_per_order": gen_cpu_ms,
             "errors": errors,
             "error_kinds": t.errors,
         });
@@ -498,6 +515,9 @@ async fn run(o: Opts) -> i32 {
         );
         println!("  finalize p50 {f50:.1} ms  p99 {f99:.1} ms");
         println!("  order    p50 {o50:.1} ms  p99 {o99:.1} ms  ({polls_per_order:.1} polls/order)");
+        if let Some(ms) = gen_cpu_ms {
+            println!("  generator CPU {ms:.2} ms per order");
+        }
         println!("  errors   {errors}");
         for (k, n) in &t.errors {
             println!("    {n} × {k}");
