@@ -149,11 +149,16 @@ def med(label, key):
     vals = [r[key] for r in by.get(label, [])]
     return statistics.median(vals) if vals else float("nan")
 print(f"ACME load, {sys.argv[2]} clients, {sys.argv[3]} s per server, {len(by['serve'])} round(s) (medians)")
-print(f"{'':28} {'serve':>14} {'pebble':>14} {'serve/pebble':>13}")
+labels = [l for l in ("serve", "pebble") if l in by]
+print(f"{'':28}" + "".join(f" {l:>14}" for l in labels)
+      + (f" {'serve/pebble':>13}" if len(labels) == 2 else ""))
 def row(name, key, fmt, ratio=True):
-    s, p = med("serve", key), med("pebble", key)
-    rat = f"{s / p:.2f}x" if ratio and p and p == p else ""
-    print(f"{name:28} {fmt.format(s):>14} {fmt.format(p):>14} {rat:>13}")
+    vals = [med(l, key) for l in labels]
+    line = f"{name:28}" + "".join(f" {fmt.format(v):>14}" for v in vals)
+    if len(vals) == 2:
+        s, p = vals
+        line += f" {(f'{s / p:.2f}x' if ratio and p and p == p else ''):>13}"
+    print(line)
 row("complete orders/s", "orders_per_sec", "{:.1f}")
 row("finalize p50 (ms)", "finalize_p50_ms", "{:.1f}")
 row("finalize p99 (ms)", "finalize_p99_ms", "{:.1f}")
