@@ -401,16 +401,16 @@ async fn renew_loop(
     }
 }
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
-    conns: Arc<Semaphore>,
-) {
+/// The next connection there is room for (at most `conns` at once: one over the
+/// limit is closed on accept), or None once shutdown is signalled.
+pub(super) async fn accept_within(
+    listener: &tokio::net::TcpListener,
+    conns: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
     loop {
         let tcp = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return None,
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
                 Err(_) => {
@@ -420,9 +420,23 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            drop(tcp);
-            continue;
+        match conns.clone().try_acquire_owned() {
+            Ok(permit) => return Some((tcp, permit)),
+            Err(_) => drop(tcp),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    conns: Arc<Semaphore>,
+) {
+    loop {
+        let Some((tcp, permit)) = accept_within(&listener, &conns, &mut shutdown).await else {
+            return;
         };
         let acceptor = acceptor.clone();
         let idle = app.idle_timeout;

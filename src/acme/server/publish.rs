@@ -184,19 +184,8 @@ pub(super) async fn publish_loop(
     let ca_dir = Arc::new(ca_dir);
     let conns = Arc::new(Semaphore::new(MAX_PUBLISH_CONNECTIONS));
     loop {
-        let tcp = tokio::select! {
-            _ = shutdown.changed() => return,
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            drop(tcp);
-            continue;
+        let Some((tcp, permit)) = accept_within(&listener, &conns, &mut shutdown).await else {
+            return;
         };
         let ca_dir = ca_dir.clone();
         let mut shutdown = shutdown.clone();
