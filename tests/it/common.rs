@@ -12,6 +12,20 @@ pub struct Env {
 }
 
 impl Env {
+    /// Alice, a person (`alice.pem`, `alice.key`, `alice.chain.pem`).
+    pub fn issue_alice(&self) {
+        self.ok(&[
+            "issue",
+            "person",
+            "--cn",
+            "Alice",
+            "--email",
+            "alice@test",
+            "--out",
+            "alice",
+        ]);
+    }
+
     pub fn new() -> Env {
         Env {
             dir: tempfile::tempdir().expect("tempdir"),

@@ -279,20 +279,6 @@ fn openssl_leaf(env: &Env, name: &str, eku: Option<&str>) {
     std::fs::write(env.path(&format!("{name}.chain.pem")), chain).unwrap();
 }
 
-/// Alice, a person (`alice.pem`, `alice.key`).
-fn issue_alice(env: &Env) {
-    env.ok(&[
-        "issue",
-        "person",
-        "--cn",
-        "Alice",
-        "--email",
-        "alice@test",
-        "--out",
-        "alice",
-    ]);
-}
-
 /// A device `NAME.test` (`NAME.pem`), revoked, and the CRLs published.
 fn issue_revoked(env: &Env, name: &str) {
     env.ok(&[
@@ -359,7 +345,7 @@ fn http_server_mode_in_front_of_nginx_accepts_devices_and_refuses_the_rest_with_
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     env.ok(&["issue", "device", "--dns", "c.test", "--out", "c"]);
     let c_serial = serial_of(&env, "c.pem");
     env.ok(&["revoke", &c_serial, "--reason", "keyCompromise"]);
@@ -1081,7 +1067,7 @@ fn stunnel_refuses_a_device_initiator_and_accepts_a_person() {
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     let (sp, echo) = (free_port(), echo_server());
     let conf = format!(
         "foreground = yes\npid =\n[t]\naccept = 127.0.0.1:{sp}\nconnect = 127.0.0.1:{echo}\n\
@@ -1287,7 +1273,7 @@ fn bad_startup_files_are_clear_errors() {
 #[test]
 fn accepted_roles_and_allowed_names_decide_who_gets_through() {
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     env.ok(&["issue", "device", "--dns", "d.test", "--out", "d"]);
     let echo = echo_server();
     let pp = free_port();
@@ -1655,7 +1641,7 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     issue_revoked(&env, "c");
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     openssl_leaf(&env, "noeku", None);
@@ -1828,7 +1814,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     issue_revoked(&env, "r");
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
@@ -1952,7 +1938,7 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
     openssl_leaf(&env, "noeku", None);
@@ -2095,7 +2081,7 @@ fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
         return;
     }
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     openssl_leaf(&env, "noeku", None);
     env.openssl_ok(&[
@@ -2194,7 +2180,7 @@ fn readme_block(fence: &str, first: &str) -> String {
 #[test]
 fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
     let env = env_with_devices();
-    issue_alice(&env);
+    env.issue_alice();
     issue_revoked(&env, "r");
     openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
     let trust = readme_block(

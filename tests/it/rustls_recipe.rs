@@ -123,16 +123,7 @@ fn the_readme_recipe_accepts_the_named_device_only() {
     ] {
         env.ok(&["issue", "device", "--dns", dns, "--out", out]);
     }
-    env.ok(&[
-        "issue",
-        "person",
-        "--cn",
-        "Alice",
-        "--email",
-        "alice@test",
-        "--out",
-        "alice",
-    ]);
+    env.issue_alice();
     let gone = env.json(&["show", "gone.pem"]);
     let serial = gone["serial"].as_str().expect("serial").to_string();
     env.ok(&["revoke", &serial]);

@@ -26,16 +26,7 @@ fn env_with_parties() -> Env {
         "--out",
         "b",
     ]);
-    env.ok(&[
-        "issue",
-        "person",
-        "--cn",
-        "Alice",
-        "--email",
-        "alice@test",
-        "--out",
-        "alice",
-    ]);
+    env.issue_alice();
     env.ok(&["issue", "organization", "--org", "Acme", "--out", "acme"]);
     env
 }
