@@ -422,6 +422,14 @@ impl Service {
         opts: &ServiceOptions,
         with: impl FnOnce(&Ca, &Store) -> Result<T> + Send + 'static,
     ) -> Result<(Service, Engine, T)> {
+        // A server already holds this CA: say so at once rather than after the
+        // store's lock timeout.
+        if let Some(c) = Client::connect(&opts.ca_dir)? {
+            return Err(Error::State(format!(
+                "`mtlsca serve` already runs on this CA (it answers on {}); stop it (SIGTERM) before starting another",
+                c.path().display()
+            )));
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<T>>();
         let counters = Arc::new(Counters::default());
@@ -752,6 +760,31 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// The CA's records as a revocation source (`verify` with the CA as anchor):
+/// a serial it issued and revoked is revoked, even before a CRL is published.
+/// Through the server when one runs; a lookup that fails counts as unknown, as
+/// with [`crate::verify::StoreRevocation`].
+impl crate::verify::RevocationSource for Backend {
+    fn revoked(&self, cert: &crate::verify::CertRef<'_>) -> Option<crate::verify::RevocationInfo> {
+        let rec = crate::verify::serial_spellings(cert).iter().find_map(|s| {
+            let query = crate::hex::encode(s);
+            // Server time or local time does not matter to a lookup.
+            match self.run(
+                Op::Lookup {
+                    query: query.clone(),
+                },
+                OffsetDateTime::UNIX_EPOCH,
+            ) {
+                // A lookup also matches fingerprints and request ids: only
+                // the record of this serial counts.
+                Ok(Answer::Found(Some(r))) if r.serial.eq_ignore_ascii_case(&query) => Some(r),
+                _ => None,
+            }
+        })?;
+        crate::verify::revocation_of(&rec, cert)
     }
 }
 

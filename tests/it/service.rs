@@ -539,3 +539,46 @@ fn verify_check_export_renew_and_backup_go_through_the_socket() {
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(5), "{listed}");
 }
+
+/// `verify cert` with the CA as anchor asks the CA's records about revocation:
+/// through the server while it runs, with the verdict of a local run. A second
+/// `serve` on the same CA fails at once (exit 3) instead of after the lock timeout.
+#[test]
+fn verify_uses_the_server_and_a_second_serve_fails_fast() {
+    let env = Env::with_ca();
+    let issued = json(&env, &["issue", "device", "--dns", "v.corp.internal"]);
+    let serial = issued["serial"].as_str().unwrap().to_string();
+    let mut server = Server::start(&env);
+    let (out, err, c) = run(&env, &["verify", "cert", "v.corp.internal.pem"]);
+    assert_eq!(c, 0, "{out}{err}");
+    ok(&env, &["revoke", &serial]);
+    // Revoked in the store, no CRL published: only the records say so.
+    let remote = run(&env, &["--json", "verify", "cert", "v.corp.internal.pem"]);
+    assert_eq!(remote.2, 1, "{remote:?}");
+    assert!(
+        remote.0.contains("according to the CA's store"),
+        "{remote:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .args(["--lock-timeout=20s", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--name", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: `mtlsca serve` already runs on this CA"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        run(&env, &["--json", "verify", "cert", "v.corp.internal.pem"]),
+        remote
+    );
+}
