@@ -462,6 +462,25 @@ fn verify_check_export_renew_and_backup_go_through_the_socket() {
     let revoked = json_in(&env, "work", &["list", "--status", "revoked"]);
     assert_eq!(revoked[0]["serial"], api_serial.as_str(), "{revoked}");
 
+    // batch --renew-within: the entry issued, then renewed, files relative.
+    std::fs::write(
+        env.path("work/r.toml"),
+        "[[certificate]]\nid = \"r1\"\nprofile = \"device\"\ndns = [\"r1.corp.internal\"]\n",
+    )
+    .unwrap();
+    let out = ok_in(&env, "work", &["batch", "--manifest", "r.toml"]);
+    assert!(out.contains("1 entries: 1 issued"), "{out}");
+    let out = ok_in(
+        &env,
+        "work",
+        &["batch", "--manifest", "r.toml", "--renew-within", "400d"],
+    );
+    assert!(
+        out.contains("0 issued, 1 renewed, 0 already issued"),
+        "{out}"
+    );
+    assert!(env.path("work/r1.pem.prev").is_file() && !env.path("r1.pem").exists());
+
     // backup into a directory relative to the client, written by the server.
     let out = ok_in(&env, "work", &["backup", "bk"]);
     assert!(out.starts_with("backed up CA `Test` to bk: "), "{out}");
@@ -527,8 +546,8 @@ fn verify_check_export_renew_and_backup_go_through_the_socket() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{out:?}");
-    // The server's own certificate, two issued, two renewals.
-    assert_eq!(env.store_count(), 5);
+    // The server's own certificate, two issued, two renewals, r1 and its renewal.
+    assert_eq!(env.store_count(), 7);
     let listed = Command::new(crate::common::BIN)
         .env_clear()
         .arg("--ca-dir")
@@ -537,7 +556,7 @@ fn verify_check_export_renew_and_backup_go_through_the_socket() {
         .output()
         .unwrap();
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(5), "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(7), "{listed}");
 }
 
 /// `verify cert` with the CA as anchor asks the CA's records about revocation:
