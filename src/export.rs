@@ -113,6 +113,19 @@ pub fn export(
     let der = store
         .der(&record)?
         .ok_or_else(|| Error::Store(format!("record {} has no certificate", record.serial)))?;
+    export_record(ca, record, der, format, p12)
+}
+
+/// Export a certificate already looked up: its `record` and its `der`, with the
+/// CA certificates of `ca` (never its keys). A PKCS#12's recorded key file is
+/// read by the caller's process, relative to its working directory.
+pub fn export_record(
+    ca: &Ca,
+    record: Record,
+    der: Vec<u8>,
+    format: Format,
+    p12: Option<&P12Options>,
+) -> Result<Exported> {
     let issuer = CaKind::parse(&record.issuer).unwrap_or(CaKind::for_role(record.role));
     let bytes = match format {
         Format::Pem => pem_cert(&der).into_bytes(),

@@ -12,9 +12,8 @@ use serde_json::json;
 use super::render::print_json;
 use super::{Ctx, Outcome};
 use crate::backup;
-use crate::ca::Ca;
 use crate::error::{Error, Result};
-use crate::store::{Damage, Store};
+use crate::store::Damage;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCmd {
@@ -54,17 +53,11 @@ fn damage_lines(damage: &[Damage]) -> Vec<String> {
         .collect()
 }
 
-fn open_store(ctx: &Ctx) -> Result<(Ca, Store)> {
-    let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    Ok((ca, store))
-}
-
 pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
     match c {
         StoreCmd::Check => {
-            let (_, store) = open_store(ctx)?;
-            let mut r = store.check()?;
+            // Through the running server when one holds the store.
+            let mut r = ctx.backend()?.check_store(ctx.now)?;
             for (path, mode, fix) in crate::ca::loose_modes(&ctx.global.ca_dir) {
                 r.damage.push(Damage {
                     item: format!("mode of {}", path.display()),
@@ -108,8 +101,7 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
 }
 
 pub fn audit_verify(ctx: &Ctx) -> Result<Outcome> {
-    let (_, store) = open_store(ctx)?;
-    let r = store.verify_audit()?;
+    let r = ctx.backend()?.verify_audit(ctx.now)?;
     if ctx.global.json {
         print_json(&json!({
             "intact": r.damage.is_empty(),
@@ -135,10 +127,9 @@ pub fn audit_verify(ctx: &Ctx) -> Result<Outcome> {
 }
 
 pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<Outcome> {
-    let (ca, store) = open_store(ctx)?;
-    // The store stays open (locked) until the copy is complete.
-    let b = backup::backup(&ca, &store, &a.dir, ctx.now)?;
-    drop(store);
+    // The store stays open (locked here, or held by the running server) until
+    // the copy is complete; through the server, the server writes the backup.
+    let b = ctx.backend()?.backup(&a.dir, ctx.now)?;
     if ctx.global.json {
         print_json(&json!({
             "dir": b.dir,

@@ -12,7 +12,7 @@ use super::{Ctx, Outcome};
 use crate::ca::{self, InitOptions};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output};
+use crate::issue::{IssuanceRequest, Issued, KeySource, Output};
 use crate::key::KeyType;
 use crate::policy::RequestedContent;
 use crate::profile::{self, Profile, Validity};
@@ -605,12 +605,12 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
 /// Renew a certificate through the engine: same profile, names and subject, a
 /// new key; optionally revoke the old one as superseded.
 pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
-    let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let old = crate::lookup::resolve(&store, &a.cert)?;
-    let der = store
-        .der(&old)?
-        .ok_or_else(|| Error::Store(format!("record {} has no certificate", old.serial)))?;
+    // One code path, local or through the running server: look the old
+    // certificate up, issue its renewal, revoke the old one if asked.
+    let backend = ctx.backend()?;
+    let crate::service::Shown {
+        record: old, der, ..
+    } = backend.show(&a.cert, ctx.now)?;
     let output = match a.out {
         Some(p) => crate::renew::RenewOutput::Prefix(p),
         None => crate::renew::RenewOutput::InPlace,
@@ -622,11 +622,9 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
         validity_arg(a.validity, a.not_after, ctx)?,
         crate::rules::Origin::Arguments,
     )?;
-    let issuer = Issuer::new(&ca, &store)?;
-    let issued = issuer.issue(&req, ctx.now)?;
-    drop(issuer);
+    let issued = backend.issue(req, ctx.now)?;
     let revoked = if a.revoke_old && old.status != Status::Revoked {
-        crate::crl::revoke(&store, &old.serial, crate::crl::Reason::Superseded, ctx.now)?;
+        backend.revoke(&old.serial, crate::crl::Reason::Superseded, ctx.now)?;
         true
     } else {
         false

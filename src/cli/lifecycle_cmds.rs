@@ -17,7 +17,6 @@ use crate::export::{self, Format, KeyInput, P12Options};
 use crate::fsutil;
 use crate::profile::Validity;
 use crate::service::CrlTarget;
-use crate::store::Store;
 
 /// Largest password file read.
 const MAX_PASSWORD_FILE: u64 = 4096;
@@ -396,11 +395,11 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<Outcome> {
     } else {
         None
     };
+    // The certificate comes from the store (or the running server); the CA
+    // certificates and the key file are read here, as in a local run.
     let ca = ctx.open_ca()?;
-    let store = Store::open(&ctx.global.ca_dir, ctx.global.lock_timeout)?;
-    let named = crate::lookup::resolve(&store, &a.serial)?;
-    let exported = export::export(&ca, &store, &named.serial, format, p12.as_ref())?;
-    drop(store);
+    let shown = ctx.backend()?.show(&a.serial, ctx.now)?;
+    let exported = export::export_record(&ca, shown.record, shown.der, format, p12.as_ref())?;
     if to_stdout {
         std::io::stdout()
             .lock()

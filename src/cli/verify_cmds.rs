@@ -15,10 +15,9 @@ use crate::ca::CaKind;
 use crate::error::{Error, Result};
 use crate::inspect::{self, joined, Inspection};
 use crate::role::{CertClass, Connection, Eku, Role};
-use crate::store::Store;
 use crate::verify::{
     self, load, CertVerdict, HandshakeKeys, PairParty, PairRequest, PairVerdict, PeerName, Purpose,
-    RevocationSource, StoreRevocation, Trust, Usage, VerifyOptions,
+    RevocationSource, Trust, Usage, VerifyOptions,
 };
 
 /// How long the loopback handshake may take, end to end.
@@ -331,7 +330,8 @@ struct Loaded {
     anchors: Vec<CertificateDer<'static>>,
     intermediates: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
-    store: Option<StoreRevocation>,
+    /// The CA's records (through the running server when one holds them).
+    store: Option<crate::service::Backend>,
 }
 
 impl Loaded {
@@ -369,10 +369,7 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
         l.anchors.push(cert(CaKind::Root)?);
         l.intermediates.push(cert(CaKind::Device)?);
         l.intermediates.push(cert(CaKind::Entity)?);
-        l.store = Some(StoreRevocation::new(Store::open(
-            &ctx.global.ca_dir,
-            ctx.global.lock_timeout,
-        )?));
+        l.store = Some(ctx.backend()?);
     }
     for p in &a.trust {
         l.anchors.extend(load::certs(p, "trust anchor")?);

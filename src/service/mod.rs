@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+use crate::backup::BackupSummary;
 use crate::batch::{BatchOptions, EntryOutcome, Manifest, Summary};
 use crate::ca::{Ca, CaKind, PassphraseSource};
 use crate::crl::{self, Crl, Reason};
@@ -33,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output, RunOptions};
 use crate::policy::RequestedContent;
 use crate::rules::Origin;
-use crate::store::{AuditEntry, ListFilter, Record, Store};
+use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Store};
 
 pub use socket::{socket_path, Client, SocketServer};
 pub use wire::WireError;
@@ -121,6 +122,15 @@ pub enum Op {
         /// Its key id.
         kid: String,
     },
+    /// Verify the audit log's hash chain (`audit --verify`).
+    AuditVerify,
+    /// Verify every record, index and the audit chain (`store check`).
+    StoreCheck,
+    /// Back the CA up into a new directory (`backup`).
+    Backup {
+        /// The new directory (absolute).
+        dir: PathBuf,
+    },
 }
 
 /// Where `crl --issuer X` puts the CRL.
@@ -203,6 +213,12 @@ pub enum Answer {
     Status(ServiceStats),
     /// EAB keys (`EabCreate`, `EabRevoke`: the one key; `EabList`: all).
     EabKeys(Vec<crate::store::acme::EabKey>),
+    /// The audit chain's verification (`AuditVerify`).
+    AuditVerified(AuditReport),
+    /// The store's check (`StoreCheck`).
+    StoreChecked(Box<CheckReport>),
+    /// The backup written (`Backup`).
+    BackedUp(Box<BackupSummary>),
 }
 
 fn unexpected(what: &str) -> Error {
@@ -212,7 +228,8 @@ fn unexpected(what: &str) -> Error {
 }
 
 /// Run one operation other than issuing on an open CA: the one code path of
-/// `list`, `show`, `revoke`, `audit` and `crl`, locally or in the service.
+/// `list`, `show`, `revoke`, `audit` (and `--verify`), `crl`, `store check`
+/// and `backup`, locally or in the service.
 fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer> {
     match op {
         Op::Lookup { query } => Ok(Answer::Found(store.find(&query)?.map(Box::new))),
@@ -306,6 +323,12 @@ fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer>
         Op::EabRevoke { kid } => Ok(Answer::EabKeys(vec![crate::acme::eab::revoke(
             store, &kid, now,
         )?])),
+        Op::AuditVerify => Ok(Answer::AuditVerified(store.verify_audit()?)),
+        Op::StoreCheck => Ok(Answer::StoreChecked(Box::new(store.check()?))),
+        // The store stays open (the engine holds it) until the copy is complete.
+        Op::Backup { dir } => Ok(Answer::BackedUp(Box::new(crate::backup::backup(
+            ca, store, &dir, now,
+        )?))),
         Op::Check { .. } | Op::Issue(_) => Err(Error::State(
             "issuing goes through the issuer, not run_op".into(),
         )),
@@ -399,6 +422,14 @@ impl Service {
         opts: &ServiceOptions,
         with: impl FnOnce(&Ca, &Store) -> Result<T> + Send + 'static,
     ) -> Result<(Service, Engine, T)> {
+        // A server already holds this CA: say so at once rather than after the
+        // store's lock timeout.
+        if let Some(c) = Client::connect(&opts.ca_dir)? {
+            return Err(Error::State(format!(
+                "`mtlsca serve` already runs on this CA (it answers on {}); stop it (SIGTERM) before starting another",
+                c.path().display()
+            )));
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<T>>();
         let counters = Arc::new(Counters::default());
@@ -650,6 +681,34 @@ impl Backend {
         }
     }
 
+    /// Verify the audit log's hash chain.
+    pub fn verify_audit(&self, now: OffsetDateTime) -> Result<AuditReport> {
+        match self.run(Op::AuditVerify, now)? {
+            Answer::AuditVerified(r) => Ok(r),
+            _ => Err(unexpected("an audit verification")),
+        }
+    }
+
+    /// Check the store: every record, index and the audit chain.
+    pub fn check_store(&self, now: OffsetDateTime) -> Result<CheckReport> {
+        match self.run(Op::StoreCheck, now)? {
+            Answer::StoreChecked(r) => Ok(*r),
+            _ => Err(unexpected("a store check")),
+        }
+    }
+
+    /// Back the CA up into the new directory `dir` (made absolute, and shown
+    /// again as given, when it goes through the server).
+    pub fn backup(&self, dir: &Path, now: OffsetDateTime) -> Result<BackupSummary> {
+        let op = Op::Backup {
+            dir: dir.to_path_buf(),
+        };
+        match self.run(op, now)? {
+            Answer::BackedUp(b) => Ok(*b),
+            _ => Err(unexpected("a backup")),
+        }
+    }
+
     /// Sign CRLs.
     pub fn crl(
         &self,
@@ -701,6 +760,31 @@ impl Backend {
                 }
             }
         }
+    }
+}
+
+/// The CA's records as a revocation source (`verify` with the CA as anchor):
+/// a serial it issued and revoked is revoked, even before a CRL is published.
+/// Through the server when one runs; a lookup that fails counts as unknown, as
+/// with [`crate::verify::StoreRevocation`].
+impl crate::verify::RevocationSource for Backend {
+    fn revoked(&self, cert: &crate::verify::CertRef<'_>) -> Option<crate::verify::RevocationInfo> {
+        let rec = crate::verify::serial_spellings(cert).iter().find_map(|s| {
+            let query = crate::hex::encode(s);
+            // Server time or local time does not matter to a lookup.
+            match self.run(
+                Op::Lookup {
+                    query: query.clone(),
+                },
+                OffsetDateTime::UNIX_EPOCH,
+            ) {
+                // A lookup also matches fingerprints and request ids: only
+                // the record of this serial counts.
+                Ok(Answer::Found(Some(r))) if r.serial.eq_ignore_ascii_case(&query) => Some(r),
+                _ => None,
+            }
+        })?;
+        crate::verify::revocation_of(&rec, cert)
     }
 }
 

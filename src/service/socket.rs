@@ -320,7 +320,7 @@ fn make_absolute(p: &mut PathBuf, cwd: &Path) -> bool {
 }
 
 /// Resolve the operation's relative paths against `cwd`; whether an issue's
-/// output was relative (its files are then shown relative again).
+/// output or a backup's directory was relative (then shown relative again).
 fn absolutize(op: &mut Op, cwd: &Path) -> bool {
     match op {
         Op::Issue(req) => match &mut req.output {
@@ -344,6 +344,7 @@ fn absolutize(op: &mut Op, cwd: &Path) -> bool {
             make_absolute(&mut opts.out_dir, cwd);
             false
         }
+        Op::Backup { dir } => make_absolute(dir, cwd),
         _ => false,
     }
 }
@@ -351,14 +352,17 @@ fn absolutize(op: &mut Op, cwd: &Path) -> bool {
 /// Show an issued certificate's files as the command was given them: relative
 /// to the working directory.
 fn relativize(answer: &mut Answer, cwd: &Path) {
-    let Answer::Issued(i) = answer else {
-        return;
-    };
     let rel = |p: &mut PathBuf| {
         if let Ok(r) = p.strip_prefix(cwd) {
             *p = r.to_path_buf();
         }
     };
-    i.files.iter_mut().for_each(rel);
-    i.written.iter_mut().for_each(rel);
+    match answer {
+        Answer::Issued(i) => {
+            i.files.iter_mut().for_each(rel);
+            i.written.iter_mut().for_each(rel);
+        }
+        Answer::BackedUp(b) => rel(&mut b.dir),
+        _ => {}
+    }
 }

@@ -20,7 +20,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// One problem `check` found, naming what is damaged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Damage {
     /// What is damaged: `record <serial>`, `certificate <key>`, `audit entry <seq>`,
     /// `index <tree> <key>`.
@@ -30,7 +30,7 @@ pub struct Damage {
 }
 
 /// The result of `check`: counts and every problem found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CheckReport {
     /// How many records were read.
     pub records: usize,
@@ -59,7 +59,7 @@ impl CheckReport {
 }
 
 /// The result of verifying the audit chain alone.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditReport {
     /// How many entries the log holds.
     pub entries: usize,

@@ -31,7 +31,7 @@ pub use pair::{
     check_pair, verify_pair, HandshakeKeys, PairConnection, PairEnd, PairOptions, PairParty,
     PairRequest, PairVerdict, Side, SideVerdict,
 };
-pub use store_source::StoreRevocation;
+pub use store_source::{revocation_of, serial_spellings, StoreRevocation};
 
 /// The classic TLS purposes (RFC 5280 reading of the EKU extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

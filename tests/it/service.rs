@@ -323,3 +323,281 @@ fn hostile_frames_on_the_socket_do_not_stop_the_server() {
     assert!(ok(&env, &["list"]).contains("1 certificate(s)"));
     assert_eq!(server.stop(), 0);
 }
+
+/// Run from `sub`, a directory other than the server's: stdout, stderr, exit code.
+fn run_in(env: &Env, sub: &str, args: &[&str]) -> (String, String, i32) {
+    let out = env
+        .cmd()
+        .current_dir(env.path(sub))
+        .arg(LOCK)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mtlsca");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        code(&out),
+    )
+}
+
+fn ok_in(env: &Env, sub: &str, args: &[&str]) -> String {
+    let (out, err, c) = run_in(env, sub, args);
+    assert_eq!(c, 0, "mtlsca {args:?} in {sub}: {out}{err}");
+    out
+}
+
+fn json_in(env: &Env, sub: &str, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = ok_in(env, sub, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// `audit --verify`, `store check`, `export`, `renew` and `backup` while the
+/// server runs: through the socket (the short lock timeout would fail a local
+/// run), from another directory than the server's, with the output, files and
+/// exit codes of a local run.
+#[test]
+fn verify_check_export_renew_and_backup_go_through_the_socket() {
+    let env = Env::with_ca();
+    std::fs::create_dir(env.path("work")).unwrap();
+    std::fs::write(env.path("work/pw.txt"), "p12-password-long\n").unwrap();
+    // Issued locally before the server starts: the key file recorded relative.
+    let web = json_in(
+        &env,
+        "work",
+        &["issue", "device", "--dns", "web.corp.internal"],
+    );
+    let api = json_in(
+        &env,
+        "work",
+        &["issue", "device", "--dns", "api.corp.internal"],
+    );
+    let web_serial = web["serial"].as_str().unwrap().to_string();
+    let api_serial = api["serial"].as_str().unwrap().to_string();
+    let mut server = Server::start(&env);
+
+    // export: every format, files in the client's directory.
+    let pem = ok_in(&env, "work", &["export", &web_serial, "--format", "pem"]);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    for (format, file) in [("chain", "c.pem"), ("der", "c.der")] {
+        let out = ok_in(
+            &env,
+            "work",
+            &["export", &web_serial, "--format", format, "--out", file],
+        );
+        assert!(out.starts_with(&format!("wrote {file} ({format} of certificate")));
+        assert!(env.path("work").join(file).is_file() && !env.path(file).exists());
+    }
+    // p12 with the key file recorded at issuance (relative to this directory).
+    let p12 = [
+        "export",
+        "web.corp.internal.pem",
+        "--format",
+        "p12",
+        "--p12-password-file",
+        "pw.txt",
+        "--out",
+        "w.p12",
+    ];
+    ok_in(&env, "work", &p12);
+    assert_eq!(mode(&env.path("work/w.p12")), 0o600);
+    let dump = env.openssl_ok(&[
+        "pkcs12",
+        "-in",
+        "work/w.p12",
+        "-passin",
+        "file:work/pw.txt",
+        "-nodes",
+    ]);
+    assert!(
+        dump.contains("PRIVATE KEY") && dump.contains("web.corp.internal"),
+        "{dump}"
+    );
+    // An unknown certificate: refused, exit 1, as locally.
+    let remote_unknown = run_in(
+        &env,
+        "work",
+        &["export", "0123456789abcdef", "--format", "pem"],
+    );
+    assert_eq!(remote_unknown.2, 1, "{remote_unknown:?}");
+
+    // renew in place by file name: the old files kept as .prev.
+    let renewed = json_in(&env, "work", &["renew", "web.corp.internal.pem"]);
+    assert_eq!(renewed["replaces"], web_serial.as_str());
+    assert_eq!(renewed["old_revoked"], false);
+    assert!(
+        renewed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // The key file is recorded absolute: shown so, as in a local run.
+            .any(|f| f.as_str().unwrap().ends_with("/work/web.corp.internal.pem")),
+        "{renewed}"
+    );
+    assert!(env.path("work/web.corp.internal.pem.prev").is_file());
+    assert!(env.path("work/web.corp.internal.key.prev").is_file());
+    assert_eq!(mode(&env.path("work/web.corp.internal.key")), 0o600);
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "ca/root.pem",
+        "-untrusted",
+        "ca/device-ca.pem",
+        "work/web.corp.internal.pem",
+    ]);
+    // renew to a new prefix, revoking the old one.
+    let out = ok_in(
+        &env,
+        "work",
+        &["renew", &api_serial, "--out", "api2", "--revoke-old"],
+    );
+    assert!(out.contains(&format!("  replaces {api_serial}")), "{out}");
+    assert!(
+        out.contains(&format!("  revoked  {api_serial} (superseded)")),
+        "{out}"
+    );
+    assert!(env.path("work/api2.key").is_file() && env.path("work/api2.pem").is_file());
+    let revoked = json_in(&env, "work", &["list", "--status", "revoked"]);
+    assert_eq!(revoked[0]["serial"], api_serial.as_str(), "{revoked}");
+
+    // batch --renew-within: the entry issued, then renewed, files relative.
+    std::fs::write(
+        env.path("work/r.toml"),
+        "[[certificate]]\nid = \"r1\"\nprofile = \"device\"\ndns = [\"r1.corp.internal\"]\n",
+    )
+    .unwrap();
+    let out = ok_in(&env, "work", &["batch", "--manifest", "r.toml"]);
+    assert!(out.contains("1 entries: 1 issued"), "{out}");
+    let out = ok_in(
+        &env,
+        "work",
+        &["batch", "--manifest", "r.toml", "--renew-within", "400d"],
+    );
+    assert!(
+        out.contains("0 issued, 1 renewed, 0 already issued"),
+        "{out}"
+    );
+    assert!(env.path("work/r1.pem.prev").is_file() && !env.path("r1.pem").exists());
+
+    // backup into a directory relative to the client, written by the server.
+    let out = ok_in(&env, "work", &["backup", "bk"]);
+    assert!(out.starts_with("backed up CA `Test` to bk: "), "{out}");
+    assert!(env.path("work/bk/MANIFEST.json").is_file() && !env.path("bk").exists());
+    let (_, err, c) = run_in(&env, "work", &["backup", "bk"]);
+    assert_eq!(c, 2, "{err}");
+
+    // audit --verify and store check: what they say through the server...
+    let remote: Vec<_> = [
+        &["audit", "--verify"][..],
+        &["--json", "audit", "--verify"],
+        &["store", "check"],
+        &["--json", "store", "check"],
+        &["export", &web_serial, "--format", "pem"],
+    ]
+    .iter()
+    .map(|a| (a.to_vec(), run_in(&env, "work", a)))
+    .collect();
+    assert!(
+        remote[0].1 .0.starts_with("audit log intact: "),
+        "{remote:?}"
+    );
+    assert!(remote[2].1 .0.starts_with("store ok: "), "{remote:?}");
+    assert_eq!(
+        status(&env).issue_jobs,
+        3,
+        "the server's own and two renewals"
+    );
+
+    // ...is what they say locally once it stopped.
+    assert_eq!(server.stop(), 0);
+    for (args, out) in &remote {
+        assert_eq!(&run_in(&env, "work", args), out, "{args:?}");
+    }
+    assert_eq!(
+        run_in(
+            &env,
+            "work",
+            &["export", "0123456789abcdef", "--format", "pem"]
+        ),
+        remote_unknown
+    );
+    for (format, file) in [("chain", "c.pem"), ("der", "c.der")] {
+        let local = format!("local-{file}");
+        ok_in(
+            &env,
+            "work",
+            &["export", &web_serial, "--format", format, "--out", &local],
+        );
+        assert_eq!(
+            std::fs::read(env.path("work").join(file)).unwrap(),
+            std::fs::read(env.path("work").join(&local)).unwrap()
+        );
+    }
+    // The backup made through the server restores.
+    let restored = env.path("restored");
+    let out = Command::new(crate::common::BIN)
+        .current_dir(env.path("work"))
+        .env_clear()
+        .arg("--ca-dir")
+        .arg(&restored)
+        .args(["restore", "bk"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    // The server's own certificate, two issued, two renewals, r1 and its renewal.
+    assert_eq!(env.store_count(), 7);
+    let listed = Command::new(crate::common::BIN)
+        .env_clear()
+        .arg("--ca-dir")
+        .arg(&restored)
+        .args(["--json", "list"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(7), "{listed}");
+}
+
+/// `verify cert` with the CA as anchor asks the CA's records about revocation:
+/// through the server while it runs, with the verdict of a local run. A second
+/// `serve` on the same CA fails at once (exit 3) instead of after the lock timeout.
+#[test]
+fn verify_uses_the_server_and_a_second_serve_fails_fast() {
+    let env = Env::with_ca();
+    let issued = json(&env, &["issue", "device", "--dns", "v.corp.internal"]);
+    let serial = issued["serial"].as_str().unwrap().to_string();
+    let mut server = Server::start(&env);
+    let (out, err, c) = run(&env, &["verify", "cert", "v.corp.internal.pem"]);
+    assert_eq!(c, 0, "{out}{err}");
+    ok(&env, &["revoke", &serial]);
+    // Revoked in the store, no CRL published: only the records say so.
+    let remote = run(&env, &["--json", "verify", "cert", "v.corp.internal.pem"]);
+    assert_eq!(remote.2, 1, "{remote:?}");
+    assert!(
+        remote.0.contains("according to the CA's store"),
+        "{remote:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .args(["--lock-timeout=20s", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--name", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: `mtlsca serve` already runs on this CA"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        run(&env, &["--json", "verify", "cert", "v.corp.internal.pem"]),
+        remote
+    );
+}
