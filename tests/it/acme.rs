@@ -1595,3 +1595,74 @@ fn acme_offers_dns_01_and_only_dns_01_for_a_wildcard() {
     assert_eq!(authz["identifier"]["value"], "app.localhost", "{authz}");
     assert_eq!(authz["wildcard"], true, "{authz}");
 }
+
+/// While ACME clients complete orders, `list`, `issue` and `revoke` from other
+/// processes go through the server's control socket: none waits for the store's
+/// lock (a 200 ms lock timeout would fail it), and everything ends up recorded.
+#[test]
+fn the_cli_works_while_acme_orders_are_under_way() {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let server = Server::start(
+        &env,
+        &["--acme-http01-port", &http01, "--acme-rate-limit", "0"],
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acme_certs = std::thread::scope(|s| {
+        let orders = s.spawn(|| {
+            let mut c = Client::new(&env, &server);
+            c.register();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
+                let (order, path) = ready_order(&c, &answer);
+                assert_eq!(order["status"], "ready", "{order}");
+                c.finalize_localhost(&order, &path);
+                n += 1;
+            }
+            n
+        });
+        let fast = ["--lock-timeout", "200ms"];
+        for i in 0..6 {
+            let name = format!("cli{i}.localhost");
+            let out = format!("cli{i}");
+            env.ok(&[
+                &fast[..],
+                &["issue", "device", "--dns", &name, "--out", &out],
+            ]
+            .concat());
+            let listed = env.json(&[&fast[..], &["list"]].concat());
+            assert!(listed.as_array().unwrap().len() > i, "{listed}");
+            if i % 2 == 0 {
+                env.ok(&[&fast[..], &["revoke", &format!("{out}.pem")]].concat());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        orders.join().unwrap()
+    });
+    drop(server);
+    let all = env.json(&["list"]);
+    let all = all.as_array().unwrap();
+    let acme = all
+        .iter()
+        .filter(|r| {
+            r["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("acme/"))
+        })
+        .count();
+    // Every ACME certificate handed out is recorded (plus the server's own).
+    assert!(
+        acme >= acme_certs,
+        "{acme} recorded, {acme_certs} handed out"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|r| r["subject"].as_str().is_some_and(|s| s.contains("cli")))
+            .count(),
+        6
+    );
+    let revoked = env.json(&["list", "--status", "revoked"]);
+    assert_eq!(revoked.as_array().unwrap().len(), 3, "{revoked}");
+    env.ok(&["store", "check"]);
+}
