@@ -7,6 +7,7 @@
 #   bash benches/acme.sh                         # 8 clients, 20 s each
 #   CLIENTS=16 SECS=30 ROUNDS=2 bash benches/acme.sh
 #   CLIENTS=64 PEBBLE=0 bash benches/acme.sh     # serve alone
+#   MTLSCA_BIN=/tmp/a/mtlsca LOAD_BIN=/tmp/acme_load PEBBLE=0 bash benches/acme.sh
 #
 # pebble 2.4.0 (Debian) deadlocks under this load from about 16 clients on (its
 # requests stop answering within a second or a few; see BENCHMARKS.md): the
@@ -38,10 +39,20 @@ tools=(python3); [ "$PEBBLE" = 0 ] || tools+=(pebble)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "error: $t is not installed (apt-get install -y pebble python3)" >&2; exit 2; }
 done
-cargo build --release --quiet --bin mtlsca
-cargo bench --quiet --bench acme_load --no-run 2>/dev/null
-M="$PWD/${CARGO_TARGET_DIR:-target}/release/mtlsca"
-load() { cargo bench --quiet --bench acme_load -- "$@"; }
+# MTLSCA_BIN / LOAD_BIN: run given binaries instead of building (A/B runs of
+# two mtlsca builds with the same generator, no rebuild between rounds).
+if [ -z "${MTLSCA_BIN:-}" ]; then
+  cargo build --release --quiet --bin mtlsca
+  M="$PWD/${CARGO_TARGET_DIR:-target}/release/mtlsca"
+else
+  M="$MTLSCA_BIN"
+fi
+if [ -z "${LOAD_BIN:-}" ]; then
+  cargo bench --quiet --bench acme_load --no-run 2>/dev/null
+  load() { cargo bench --quiet --bench acme_load -- "$@"; }
+else
+  load() { "$LOAD_BIN" "$@"; }
+fi
 
 work="$(mktemp -d)"
 pids=()

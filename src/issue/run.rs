@@ -156,7 +156,10 @@ impl Issuer<'_> {
                     None => Ok(None),
                 }
             };
-            let start = |st| start(scope, st, contexts, threads, durability);
+            // A run of one chunk has nothing to overlap its signing with: sign
+            // it on this thread (no thread spawn per group or per certificate).
+            let single = reqs.len() <= size;
+            let start = |st| start(scope, st, contexts, threads, durability, single);
             let mut in_flight = stage_next()?.map(start);
             while let Some((staged, handle)) = in_flight.take() {
                 let signed = join(handle);
@@ -333,7 +336,9 @@ impl Issuer<'_> {
         }
 
         let dirs = directories(linkable.iter().filter_map(|(_, p)| p.files.as_ref()));
-        let linked = par_map(linkable, threads, |(pos, p)| (pos, link(p)));
+        // Linking renames files; certificates without files (ACME) need no thread.
+        let link_threads = if dirs.is_empty() { 1 } else { threads };
+        let linked = par_map(linkable, link_threads, |(pos, p)| (pos, link(p)));
         let mut failure = None;
         for (pos, result) in linked {
             match result {
@@ -389,22 +394,29 @@ enum Staged1<'r> {
     Sign(Work<'r>),
 }
 
-/// Start signing a staged chunk on a thread of `scope`.
+/// A chunk being signed: on a thread of the scope, or done on this one.
+enum Signing<'scope, 'r> {
+    Running(std::thread::ScopedJoinHandle<'scope, Signed<'r>>),
+    Done(Signed<'r>),
+}
+
+/// Start signing a staged chunk on a thread of `scope`, or sign it here when
+/// `inline` (nothing else would run meanwhile).
 fn start<'scope, 'env: 'scope, 'r: 'scope, 'c: 'scope>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     mut staged: Staged<'r>,
     contexts: &'scope [(CaKind, SignContext<'c>)],
     threads: usize,
     durability: Durability,
-) -> (
-    Staged<'r>,
-    std::thread::ScopedJoinHandle<'scope, Signed<'r>>,
-) {
+    inline: bool,
+) -> (Staged<'r>, Signing<'scope, 'r>) {
     let pending = std::mem::take(&mut staged.pending);
-    (
-        staged,
-        scope.spawn(move || sign_all(pending, contexts, threads, durability)),
-    )
+    let signing = if inline || pending.is_empty() {
+        Signing::Done(sign_all(pending, contexts, threads, durability))
+    } else {
+        Signing::Running(scope.spawn(move || sign_all(pending, contexts, threads, durability)))
+    };
+    (staged, signing)
 }
 
 /// Sign a list of jobs on up to `threads` threads and write their temporary
@@ -460,10 +472,13 @@ fn directories<'f>(files: impl Iterator<Item = &'f Files>) -> Vec<PathBuf> {
     dirs
 }
 
-fn join<'r>(h: std::thread::ScopedJoinHandle<'_, Signed<'r>>) -> Signed<'r> {
-    match h.join() {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
+fn join<'r>(s: Signing<'_, 'r>) -> Signed<'r> {
+    match s {
+        Signing::Done(v) => v,
+        Signing::Running(h) => match h.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
     }
 }
 
