@@ -150,9 +150,12 @@ pub struct Issuer<'a> {
     /// for each issuing CA in this process; see `check`.
     chain_validated: [std::sync::OnceLock<()>; 2],
     signing: RefCell<Vec<(CaKind, Rc<SigningCa>)>>,
-    profiles: RefCell<HashMap<String, Arc<Profile>>>,
+    profiles: RefCell<HashMap<String, (Arc<Profile>, ProfileStamp)>>,
     constraints: Vec<Pattern>,
 }
+
+/// A profile file's modification time and length when it was read.
+type ProfileStamp = Option<(Option<std::time::SystemTime>, u64)>;
 
 impl<'a> Issuer<'a> {
     /// Open the CA for issuing into `store`.
@@ -178,15 +181,26 @@ impl<'a> Issuer<'a> {
         Ok(s)
     }
 
-    /// A profile of the CA, read once per `Issuer`.
+    /// A profile of the CA, read again only when its file changed: a long-lived
+    /// `Issuer` (`mtlsca serve`) sees an edited profile at its next request, as
+    /// a new process would.
     fn profile(&self, name: &str) -> Result<Arc<Profile>> {
-        if let Some(p) = self.profiles.borrow().get(name) {
-            return Ok(p.clone());
+        let stamp = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        if let Some((p, seen)) = self.profiles.borrow().get(name) {
+            if *seen == stamp(&self.ca.profile_path(name)) {
+                return Ok(p.clone());
+            }
         }
+        // Stamp before reading: an edit while reading is seen next time.
+        let seen = stamp(&self.ca.profile_path(name));
         let p = Arc::new(self.ca.profile(name)?);
         self.profiles
             .borrow_mut()
-            .insert(name.to_string(), p.clone());
+            .insert(name.to_string(), (p.clone(), seen));
         Ok(p)
     }
 

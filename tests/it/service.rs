@@ -601,3 +601,62 @@ fn verify_uses_the_server_and_a_second_serve_fails_fast() {
         remote
     );
 }
+
+/// A profile edited while `serve` runs is what the next `issue` through the
+/// socket uses, as a new local process would (the server reads a profile again
+/// when its file changes).
+#[test]
+fn a_profile_edited_while_serve_runs_applies_to_the_next_issue() {
+    let env = Env::with_ca();
+    let profile = env.ca_dir().join("profiles/narrow.toml");
+    let narrow = |permitted: &str| {
+        std::fs::write(
+            &profile,
+            format!("name = \"narrow\"\nrole = \"device\"\npermitted = [\"{permitted}\"]\n"),
+        )
+        .unwrap()
+    };
+    narrow("web.corp.internal");
+    let _server = Server::start(&env);
+    let issued = json(
+        &env,
+        &[
+            "issue",
+            "narrow",
+            "--dns",
+            "web.corp.internal",
+            "--out",
+            "w1",
+        ],
+    );
+    assert_eq!(issued["status"], "issued", "{issued}");
+    narrow("db.corp.internal");
+    let (_, err, code) = run(
+        &env,
+        &[
+            "issue",
+            "narrow",
+            "--dns",
+            "web.corp.internal",
+            "--out",
+            "w2",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("name-outside-profile") || err.contains("permitted"),
+        "{err}"
+    );
+    let issued = json(
+        &env,
+        &[
+            "issue",
+            "narrow",
+            "--dns",
+            "db.corp.internal",
+            "--out",
+            "d1",
+        ],
+    );
+    assert_eq!(issued["status"], "issued", "{issued}");
+}
