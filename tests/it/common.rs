@@ -12,6 +12,62 @@ pub struct Env {
 }
 
 impl Env {
+    /// Write `name.pem`, `name.key`, `name.chain.pem`: a leaf made by OpenSSL under
+    /// mtlsca's device issuing CA, with `eku` as its extendedKeyUsage (or none).
+    pub fn openssl_leaf(&self, name: &str, eku: Option<&str>) {
+        self.openssl_ok(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &format!("{name}.key"),
+        ]);
+        let csr = format!("{name}.csr");
+        self.openssl_ok(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={name}.test"),
+            "-out",
+            &csr,
+        ]);
+        let mut ext = format!(
+            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+        );
+        if let Some(e) = eku {
+            ext.push_str(&format!("extendedKeyUsage={e}\n"));
+        }
+        std::fs::write(self.path(&format!("{name}.ext")), ext).unwrap();
+        self.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca/device-ca.pem",
+            "-CAkey",
+            "ca/private/device-ca.key",
+            "-set_serial",
+            "0x1234abcd5678",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-extensions",
+            "v3",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+        let chain = std::fs::read_to_string(self.path(&format!("{name}.pem"))).unwrap()
+            + &std::fs::read_to_string(self.ca_dir().join("device-ca.pem")).unwrap();
+        std::fs::write(self.path(&format!("{name}.chain.pem")), chain).unwrap();
+    }
+
     /// Alice, a person (`alice.pem`, `alice.key`, `alice.chain.pem`).
     pub fn issue_alice(&self) {
         self.ok(&[

@@ -223,62 +223,6 @@ fn curl(env: &Env, args: &[&str]) -> Output {
     run(env, "curl", &a)
 }
 
-/// Write `name.pem`, `name.key`, `name.chain.pem`: a leaf made by OpenSSL under
-/// mtlsca's device issuing CA, with `eku` as its extendedKeyUsage (or none).
-fn openssl_leaf(env: &Env, name: &str, eku: Option<&str>) {
-    env.openssl_ok(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        &format!("{name}.key"),
-    ]);
-    let csr = format!("{name}.csr");
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-key",
-        &format!("{name}.key"),
-        "-subj",
-        &format!("/CN={name}.test"),
-        "-out",
-        &csr,
-    ]);
-    let mut ext = format!(
-        "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-    );
-    if let Some(e) = eku {
-        ext.push_str(&format!("extendedKeyUsage={e}\n"));
-    }
-    std::fs::write(env.path(&format!("{name}.ext")), ext).unwrap();
-    env.openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        "ca/device-ca.pem",
-        "-CAkey",
-        "ca/private/device-ca.key",
-        "-set_serial",
-        "0x1234abcd5678",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        &format!("{name}.ext"),
-        "-extensions",
-        "v3",
-        "-out",
-        &format!("{name}.pem"),
-    ]);
-    let chain = std::fs::read_to_string(env.path(&format!("{name}.pem"))).unwrap()
-        + &std::fs::read_to_string(env.ca_dir().join("device-ca.pem")).unwrap();
-    std::fs::write(env.path(&format!("{name}.chain.pem")), chain).unwrap();
-}
-
 /// A device `NAME.test` (`NAME.pem`), revoked, and the CRLs published.
 fn issue_revoked(env: &Env, name: &str) {
     env.ok(&[
@@ -350,8 +294,8 @@ fn http_server_mode_in_front_of_nginx_accepts_devices_and_refuses_the_rest_with_
     let c_serial = serial_of(&env, "c.pem");
     env.ok(&["revoke", &c_serial, "--reason", "keyCompromise"]);
     env.ok(&["crl"]);
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("noeku", None);
     let other = Env::new();
     other.ok(&["init", "--name", "Other"]);
     other.ok(&["issue", "device", "--dns", "a.test", "--out", "x"]);
@@ -1553,8 +1497,8 @@ with socket.create_server(("127.0.0.1", {pp})) as srv:
     );
 
     // OpenSSL's classic purpose check lets ambiguous and no-EKU initiators through.
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("noeku", None);
     for leaf in ["a.pem", "dual.pem", "noeku.pem"] {
         env.openssl_ok(&[
             "verify",
@@ -1643,8 +1587,8 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     let env = env_with_devices();
     env.issue_alice();
     issue_revoked(&env, "c");
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("noeku", None);
     let bundle = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap()
         + &std::fs::read_to_string(env.ca_dir().join("crl/device.crl")).unwrap();
     std::fs::write(env.path("root-and-crls.pem"), bundle).unwrap();
@@ -1816,9 +1760,9 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     let env = env_with_devices();
     env.issue_alice();
     issue_revoked(&env, "r");
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    env.openssl_leaf("noeku", None);
     // The device issuing CA's own certificate, presented as a client.
     std::fs::copy(
         env.ca_dir().join("device-ca.pem"),
@@ -1939,9 +1883,9 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
     }
     let env = env_with_devices();
     env.issue_alice();
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "anyeku", Some("serverAuth,anyExtendedKeyUsage"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("anyeku", Some("serverAuth,anyExtendedKeyUsage"));
+    env.openssl_leaf("noeku", None);
     let crt = std::fs::read_to_string(env.path("b.chain.pem")).unwrap()
         + &std::fs::read_to_string(env.path("b.key")).unwrap();
     std::fs::write(env.path("b.haproxy.pem"), crt).unwrap();
@@ -2082,8 +2026,8 @@ fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
     }
     let env = env_with_devices();
     env.issue_alice();
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("noeku", None);
     env.openssl_ok(&[
         "pkcs12",
         "-export",
@@ -2182,7 +2126,7 @@ fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
     let env = env_with_devices();
     env.issue_alice();
     issue_revoked(&env, "r");
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
     let trust = readme_block(
         "sh",
         "cat ca/device-ca.pem ca/entity-ca.pem > issuing-cas.pem",

@@ -53,68 +53,6 @@ fn reasons(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// A leaf made by OpenSSL the way other CA tools do it, signed by mtlsca's
-/// device issuing CA: `eku` is the extendedKeyUsage line, or none.
-fn openssl_leaf(env: &Env, name: &str, eku: Option<&str>) {
-    env.openssl_ok(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &format!("{name}.ec"),
-    ]);
-    env.openssl_ok(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        &format!("{name}.ec"),
-        "-out",
-        &format!("{name}.key"),
-    ]);
-    let csr = format!("{name}.csr");
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-key",
-        &format!("{name}.key"),
-        "-subj",
-        &format!("/CN={name}.test"),
-        "-out",
-        &csr,
-    ]);
-    let mut ext = format!(
-        "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-    );
-    if let Some(e) = eku {
-        ext.push_str(&format!("extendedKeyUsage={e}\n"));
-    }
-    std::fs::write(env.path(&format!("{name}.ext")), ext).unwrap();
-    env.openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        "ca/device-ca.pem",
-        "-CAkey",
-        "ca/private/device-ca.key",
-        "-set_serial",
-        "0x1234abcd5678",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        &format!("{name}.ext"),
-        "-extensions",
-        "v3",
-        "-out",
-        &format!("{name}.pem"),
-    ]);
-}
-
 #[test]
 fn pairs_of_all_four_connection_kinds() {
     let env = env_with_parties();
@@ -365,9 +303,9 @@ fn expired_untrusted_and_revoked_chains_are_refused() {
 #[test]
 fn dual_any_and_no_eku_certificates_are_ambiguous_under_the_draft() {
     let env = env_with_parties();
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "anyeku", Some("anyExtendedKeyUsage"));
-    openssl_leaf(&env, "noeku", None);
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("anyeku", Some("anyExtendedKeyUsage"));
+    env.openssl_leaf("noeku", None);
     let v = json_exit(
         &env,
         &["inspect", "dual.pem", "anyeku.pem", "noeku.pem", "a.pem"],
@@ -457,7 +395,7 @@ fn a_ca_as_leaf_and_a_leaf_its_issuer_does_not_allow_are_refused() {
     assert_eq!(p["connection"], "ambiguous");
 
     // clientAuth leaf signed by the device issuing CA, whose EKU is serverAuth only.
-    openssl_leaf(&env, "wrongca", Some("clientAuth"));
+    env.openssl_leaf("wrongca", Some("clientAuth"));
     let v = json_exit(
         &env,
         &["verify", "cert", "wrongca.pem", "--role", "entity"],
@@ -569,7 +507,7 @@ fn handshake_fails_when_the_responder_must_refuse_the_initiator() {
     assert!(reasons(&v).contains("handshake failed"), "{v}");
 
     // A dual-EKU initiator is neither a device nor an entity: refused by the verifier.
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
     let v = json_exit(
         &env,
         &[
@@ -1561,8 +1499,8 @@ fn inspect_descends_fails_on_classes_for_ci_and_speaks_plainly() {
     std::fs::create_dir_all(env.path("fleet/web/old")).unwrap();
     std::fs::copy(env.path("a.pem"), env.path("fleet/a.pem")).unwrap();
     std::fs::copy(env.path("b.pem"), env.path("fleet/web/b.pem")).unwrap();
-    openssl_leaf(&env, "dual", Some("serverAuth,clientAuth"));
-    openssl_leaf(&env, "mail", Some("emailProtection"));
+    env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
+    env.openssl_leaf("mail", Some("emailProtection"));
     std::fs::copy(env.path("dual.pem"), env.path("fleet/web/old/dual.pem")).unwrap();
     std::fs::write(env.path("fleet/notes.txt"), "not a certificate\n").unwrap();
 
