@@ -1,9 +1,9 @@
 //! `mtlsca serve` with ACME (issue 14): a real client (certbot) when installed,
 //! and an in-test ACME client (ES256 JWS over rustls) for refusals and hostile input.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,74 +12,7 @@ use base64::Engine as _;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::common::Env;
-
-/// A running `mtlsca serve`; SIGTERMed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start(env: &Env, extra: &[&str]) -> Server {
-        Server::start_at(env, 0, extra)
-    }
-
-    /// On a given port (0: any), so that a restarted server keeps its URLs.
-    fn start_at(env: &Env, port: u16, extra: &[&str]) -> Server {
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = env
-            .cmd()
-            .args(["serve", "--listen", &listen, "--name", "localhost"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn mtlsca serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .split("https://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
-        Server { child, port }
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    fn stop(&mut self) -> i32 {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        status.code().unwrap_or(-1)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
+use crate::common::{free_port, Env, Server};
 
 /// An answer: status, headers (lowercase names), body.
 struct Answer {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{code, text, Env};
+use crate::common::{code, free_port, text, Env};
 
 /// Where `tool` is: on PATH, or in /usr/sbin (nginx, as root's PATH has it).
 fn tool(name: &str) -> Option<String> {
@@ -39,13 +39,6 @@ fn have(name: &str) -> bool {
     );
     eprintln!("SKIPPED: {name} is not installed (.ci/run installs it)");
     false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn wait_port(port: u16, what: &str, log: Option<&Path>) {

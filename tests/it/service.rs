@@ -2,57 +2,16 @@
 //! server through `<ca-dir>/mtlsca.sock` instead of waiting for the store's lock,
 //! with the same output, files and exit codes as a local run.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use mtlsca::service::{Answer, Client, Op};
 use serde_json::Value;
 
-use crate::common::{code, Env};
+use crate::common::{code, Env, Server};
 
 /// Short enough that a command waiting for the store's lock fails the test.
 const LOCK: &str = "--lock-timeout=200ms";
-
-/// A running `mtlsca serve`; SIGTERMed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(env: &Env) -> Server {
-        let mut child = env
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn mtlsca serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("serving https://"), "serve said {line:?}");
-        Server { child }
-    }
-
-    /// SIGTERM and wait; returns the exit code.
-    fn stop(&mut self) -> i32 {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
 
 /// Run with the short lock timeout: stdout, stderr, exit code.
 fn run(env: &Env, args: &[&str]) -> (String, String, i32) {
@@ -97,7 +56,7 @@ fn status(env: &Env) -> mtlsca::service::ServiceStats {
 fn commands_go_through_the_socket_with_the_output_of_a_local_run() {
     let env = Env::with_ca();
     let sock = env.ca_dir().join("mtlsca.sock");
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
     let meta = std::fs::symlink_metadata(&sock).expect("the control socket exists");
     assert!(meta.file_type().is_socket());
     assert_eq!(mode(&sock), 0o600, "the socket is owner-only");
@@ -233,7 +192,7 @@ fn a_stale_socket_is_ignored_by_the_cli_and_replaced_by_serve() {
     assert!(sock.exists());
     ok(&env, &["issue", "device", "--dns", "a.corp.internal"]);
     assert!(ok(&env, &["list"]).contains("1 certificate(s)"));
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
     assert!(std::fs::symlink_metadata(&sock)
         .unwrap()
         .file_type()
@@ -247,7 +206,7 @@ fn a_stale_socket_is_ignored_by_the_cli_and_replaced_by_serve() {
 #[test]
 fn concurrent_issues_during_serve_are_all_recorded() {
     let env = std::sync::Arc::new(Env::with_ca());
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
     let threads: Vec<_> = (0..12)
         .map(|i| {
             let env = env.clone();
@@ -290,7 +249,7 @@ fn concurrent_issues_during_serve_are_all_recorded() {
 fn hostile_frames_on_the_socket_do_not_stop_the_server() {
     use std::io::{Read, Write};
     let env = Env::with_ca();
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
     let sock = env.ca_dir().join("mtlsca.sock");
     let exchange = |bytes: &[u8]| -> Vec<u8> {
         let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
@@ -376,7 +335,7 @@ fn verify_check_export_renew_and_backup_go_through_the_socket() {
     );
     let web_serial = web["serial"].as_str().unwrap().to_string();
     let api_serial = api["serial"].as_str().unwrap().to_string();
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
 
     // export: every format, files in the client's directory.
     let pem = ok_in(&env, "work", &["export", &web_serial, "--format", "pem"]);
@@ -567,7 +526,7 @@ fn verify_uses_the_server_and_a_second_serve_fails_fast() {
     let env = Env::with_ca();
     let issued = json(&env, &["issue", "device", "--dns", "v.corp.internal"]);
     let serial = issued["serial"].as_str().unwrap().to_string();
-    let mut server = Server::start(&env);
+    let mut server = Server::start(&env, &[]);
     let (out, err, c) = run(&env, &["verify", "cert", "v.corp.internal.pem"]);
     assert_eq!(c, 0, "{out}{err}");
     ok(&env, &["revoke", &serial]);
@@ -617,7 +576,7 @@ fn a_profile_edited_while_serve_runs_applies_to_the_next_issue() {
         .unwrap()
     };
     narrow("web.corp.internal");
-    let _server = Server::start(&env);
+    let _server = Server::start(&env, &[]);
     let issued = json(
         &env,
         &[

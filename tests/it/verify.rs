@@ -4,13 +4,12 @@
 //! party of a server-to-server link.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{code, text, Env};
+use crate::common::{code, free_port, text, Env};
 
 /// A CA with two devices (a, b), a person (alice) and an organisation (acme).
 fn env_with_parties() -> Env {
@@ -545,15 +544,6 @@ fn handshake_fails_when_the_responder_must_refuse_the_initiator() {
         err.contains("error:") && err.contains("lonely.key"),
         "{err}"
     );
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Wait until s_server says it accepts (probing the port would use up its
