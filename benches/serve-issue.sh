@@ -35,16 +35,31 @@ if [ "$n" -gt 0 ]; then
 fi
 mkdir -p "$work/out"
 
-# Milliseconds per run of `mtlsca issue` (one line each) into $1.
+# Times are bash 5's EPOCHREALTIME with the point removed (microseconds), read
+# in place: `$(date +%s%N)` or any `$(...)` would add a process or a fork to
+# each run.
+
+# Microseconds per run of `mtlsca issue` (one line each) into $1.
 time_issues() {
   local file="$1" count="$2" tag="$3" i s e
   : > "$file"
   for ((i = 0; i < count; i++)); do
-    s=$(date +%s%N)
+    s=${EPOCHREALTIME/[.,]/}
     "$MTLSCA" --ca-dir "$ca" -q --lock-timeout 2s issue device \
       --dns "$tag-$i.bench.internal" --out "$work/out/$tag-$i" >/dev/null
-    e=$(date +%s%N)
-    echo $(( (e - s) / 1000 )) >> "$file"
+    e=${EPOCHREALTIME/[.,]/}
+    echo $((e - s)) >> "$file"
+  done
+}
+
+# The same for a process that does nothing (/bin/true): what starting any
+# program costs here, part of every CLI figure.
+time_true() {
+  local file="$1" count="$2" i s e
+  : > "$file"
+  for ((i = 0; i < count; i++)); do
+    s=${EPOCHREALTIME/[.,]/}; /bin/true; e=${EPOCHREALTIME/[.,]/}
+    echo $((e - s)) >> "$file"
   done
 }
 
@@ -70,6 +85,12 @@ echo "serve started" >&2
 
 time_issues "$work/remote" "$runs" remote
 echo "store of $n: issue through serve's socket:   $(percentiles "$work/remote")"
+
+# The floors, measured in the same run: starting a process, and the disk work
+# of the durable file protocol alone (benches/io_floor.py).
+time_true "$work/true" "$runs"
+echo "floor: starting /bin/true:                 $(percentiles "$work/true")"
+echo "floor: the protocol's fsyncs alone:        $(python3 benches/io_floor.py "$work" "$runs")"
 
 kill -TERM "$server"
 wait "$server" || true
