@@ -9,6 +9,7 @@
 #
 #   bash benches/serve-issue.sh [N] [RUNS]       # default 100000 200
 #   LOCAL_RUNS=20 MTLSCA=/path/to/mtlsca bash benches/serve-issue.sh 1000000
+#   CA=/tmp/big/ca bash benches/serve-issue.sh 0 200   # a CA filled before (kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
@@ -27,9 +28,16 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-ca="$work/ca"
+ca="${CA:-$work/ca}"
+if [ -n "${CA:-}" ]; then
+  # A CA filled before (CA=DIR), kept afterwards; N is read from its store.
+  [ -f "$ca/ca.toml" ] || { echo "error: CA=$ca is not a CA directory" >&2; exit 2; }
+  n=$("$MTLSCA" --ca-dir "$ca" store check 2>&1 | sed -n 's/^store ok: \([0-9]*\) records.*/\1/p')
+  echo "using the CA in $ca ($n records)" >&2
+else
 "$MTLSCA" --ca-dir "$ca" -q init --name Bench
-if [ "$n" -gt 0 ]; then
+fi
+if [ -z "${CA:-}" ] && [ "$n" -gt 0 ]; then
   echo "filling the store to $n records..." >&2
   cargo bench --quiet --bench fill_store -- "$ca" "$n" >/dev/null
 fi

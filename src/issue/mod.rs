@@ -56,7 +56,7 @@ use crate::profile::Profile;
 use crate::rules::{self, Field, Origin, Refusal, Rule};
 use crate::store::{Record, Store};
 
-pub use csr::{read_csr, CsrIntake};
+pub use csr::{read_checked_csr, read_csr, CheckedCsr, CsrIntake};
 pub use files::{Files, Output};
 pub use run::{Counts, RunOptions, DEFAULT_CHUNK};
 pub use sign::pem_cert;
@@ -82,6 +82,10 @@ pub enum KeySource {
     Generate(Option<KeyType>),
     /// A CSR (PEM or DER), whose signature and requests are checked.
     Csr(Vec<u8>),
+    /// A CSR checked before (`read_checked_csr`); its requests are judged by
+    /// policy like any other's. In-process only: it is not sent to a server.
+    #[serde(skip)]
+    CheckedCsr(Box<csr::CheckedCsr>),
 }
 
 /// One request for a certificate.
@@ -586,5 +590,65 @@ mod tests {
         };
         let err = check::self_check(&bad, &serial, &spki, &approved, None, &cx_first).unwrap_err();
         assert!(err.to_string().contains("rustls-webpki"), "{err}");
+    }
+    /// A CSR checked once (ACME's finalize) issues what the same bytes issue
+    /// through `KeySource::Csr`; a tampered one is refused by the check itself,
+    /// so it never reaches the engine.
+    #[test]
+    fn a_checked_csr_issues_like_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let opts = InitOptions {
+            name: "T".into(),
+            key_type: KeyType::EcdsaP256,
+            permit_dns: vec![],
+            permit_ip: vec![],
+            permit_uri: vec![],
+        };
+        let ca = crate::ca::init(&dir.path().join("ca"), &opts, now).unwrap();
+        let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();
+        let issuer = Issuer::new(&ca, &store).unwrap();
+        let csr_for = |name: &str| {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.serialize_request(&key).unwrap().der().to_vec()
+        };
+        let request = |key: KeySource| IssuanceRequest {
+            profile: "device".into(),
+            content: RequestedContent::default(),
+            key,
+            request_id: None,
+            output: Output::None,
+            origin: Origin::Csr,
+        };
+        let spki = |der: &[u8]| {
+            let (_, x) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+            (
+                x.public_key().raw.to_vec(),
+                format!("{:?}", x.subject_alternative_name()),
+            )
+        };
+        let bytes = csr_for("a.test");
+        let checked = read_checked_csr(&bytes).unwrap();
+        assert_eq!(checked.der(), bytes.as_slice());
+        let one = issuer
+            .issue(
+                &request(KeySource::CheckedCsr(Box::new(checked.clone()))),
+                now,
+            )
+            .unwrap();
+        let two = issuer
+            .issue(&request(KeySource::Csr(bytes.clone())), now)
+            .unwrap();
+        let der = |i: &Issued| pem::parse(&i.cert_pem).unwrap().into_contents();
+        assert_eq!(spki(&der(&one)), spki(&der(&two)));
+        assert_eq!(spki(&der(&one)).0, checked.intake().spki_der);
+        // The signature is the last field: flip a bit in it.
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x40;
+        let err = read_checked_csr(&bad).unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
     }
 }

@@ -88,21 +88,22 @@ pub(crate) fn intake(
     Origin,
     Option<Vec<u8>>,
 )> {
-    match &req.key {
-        KeySource::Generate(kt) => Ok((
-            req.content.clone(),
-            public_kind(kt.unwrap_or(profile.key)),
-            req.origin,
-            None,
-        )),
-        KeySource::Csr(bytes) => {
-            let csr = read_csr(bytes)?;
-            let mut content = csr.content;
-            // Validity is the signer's choice, not the requester's.
-            content.validity = req.content.validity.clone();
-            Ok((content, csr.key, Origin::Csr, Some(csr.spki_der)))
+    let csr = match &req.key {
+        KeySource::Generate(kt) => {
+            return Ok((
+                req.content.clone(),
+                public_kind(kt.unwrap_or(profile.key)),
+                req.origin,
+                None,
+            ))
         }
-    }
+        KeySource::Csr(bytes) => read_csr(bytes)?,
+        KeySource::CheckedCsr(c) => c.intake().clone(),
+    };
+    let mut content = csr.content;
+    // Validity is the signer's choice, not the requester's.
+    content.validity = req.content.validity.clone();
+    Ok((content, csr.key, Origin::Csr, Some(csr.spki_der)))
 }
 
 /// Policy → serial → signature → self-check → the record. `files` are the final
@@ -128,7 +129,7 @@ pub(crate) fn prepare(
         (KeySource::Generate(kt), _) => {
             KeyMaterial::Generated(Box::new(key::generate(kt.unwrap_or(profile.key))?))
         }
-        (KeySource::Csr(_), Some(spki)) => KeyMaterial::Csr(
+        (KeySource::Csr(_) | KeySource::CheckedCsr(_), Some(spki)) => KeyMaterial::Csr(
             rcgen::SubjectPublicKeyInfo::from_der(&spki).map_err(|e| {
                 Error::refused_by(
                     crate::rules::Rule::KeyUnsupported,
@@ -137,7 +138,9 @@ pub(crate) fn prepare(
             })?,
             spki,
         ),
-        (KeySource::Csr(_), None) => unreachable!("a CSR intake always has a key"),
+        (KeySource::Csr(_) | KeySource::CheckedCsr(_), None) => {
+            unreachable!("a CSR intake always has a key")
+        }
     };
     let expected_spki = match &material {
         KeyMaterial::Generated(k) => rcgen::PublicKeyData::subject_public_key_info(k.as_ref()),

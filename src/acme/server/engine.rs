@@ -79,14 +79,14 @@ impl Engine {
     pub(super) async fn issue(
         &self,
         profile: &str,
-        csr: Vec<u8>,
+        csr: CheckedCsr,
         request_id: Option<String>,
     ) -> Result<Issued> {
         self.service
             .issue(IssuanceRequest {
                 profile: profile.to_string(),
                 content: RequestedContent::default(),
-                key: KeySource::Csr(csr),
+                key: KeySource::CheckedCsr(Box::new(csr)),
                 request_id,
                 output: Output::None,
                 origin: Origin::Csr,

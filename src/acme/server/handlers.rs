@@ -884,8 +884,10 @@ impl App {
                 }
             });
         }
+        // Nothing to write here: a challenge being validated is `processing` only
+        // in memory (after a crash it reads as `pending` again, as stored), and the
+        // validation writes its outcome through when it ends.
         let body = challenge_json(base, &a.challenges[idx]);
-        self.save_authz(&st, &authz_id)?;
         Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
     }
 
@@ -925,8 +927,9 @@ impl App {
             o.identifiers.iter().cloned().collect()
         };
         // What the CSR asks for must be exactly what the order proved.
-        let intake = crate::issue::read_csr(&csr_der)
+        let checked = crate::issue::read_checked_csr(&csr_der)
             .map_err(|e| Problem::engine("badCSR", "the CSR", &e))?;
+        let intake = checked.intake();
         if same_key(&post_key(self, account), &intake.spki_der) {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -989,7 +992,7 @@ impl App {
             .engine
             .issue(
                 &self.profile_of(account),
-                csr_der,
+                checked,
                 Some(format!("acme/acct/{account}/order/{id}")),
             )
             .await;

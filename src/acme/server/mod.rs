@@ -94,7 +94,7 @@ use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
 use crate::acme::nonce::NoncePool;
 use crate::ca::{Ca, PassphraseSource};
 use crate::error::{Error, Result};
-use crate::issue::{IssuanceRequest, Issued, KeySource, Output};
+use crate::issue::{CheckedCsr, IssuanceRequest, Issued, KeySource, Output};
 use crate::policy::RequestedContent;
 use crate::role::Role;
 use crate::rules::{Origin, Refusals};
@@ -220,7 +220,8 @@ async fn own_certificate(
     let csr = params
         .serialize_request(&key)
         .map_err(|e| fail(e.to_string()))?;
-    let issued = engine.issue(profile, csr.der().to_vec(), None).await?;
+    let csr = crate::issue::read_checked_csr(csr.der())?;
+    let issued = engine.issue(profile, csr, None).await?;
     let certs = pem::parse_many(&issued.chain_pem)
         .map_err(|e| fail(e.to_string()))?
         .into_iter()
