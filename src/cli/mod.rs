@@ -51,6 +51,7 @@ pub fn parse() -> std::result::Result<Cli, clap::Error> {
     let plain = <Cli as clap::CommandFactory>::command();
     let matches = match plain.try_get_matches() {
         Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => return Err(e),
         Err(_) => help::command().try_get_matches()?,
     };
     let mut cli = Cli::from_arg_matches(&matches)?;
