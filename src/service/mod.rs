@@ -627,8 +627,20 @@ impl Backend {
             return Ok(Backend::Remote(client));
         }
         let ca = Ca::open(ca_dir)?.with_passphrase_source(passphrase);
-        let store = Store::open(ca_dir, lock_timeout)?;
-        Ok(Backend::Local(Box::new(Local { ca, store })))
+        // A server that is starting holds the lock before its socket exists (it
+        // opens the store first): look for the socket while waiting for the lock.
+        let mut server = None;
+        let store = Store::open_unless(ca_dir, lock_timeout, &mut || {
+            server = Client::connect(ca_dir).ok().flatten();
+            server.is_some()
+        })?;
+        match (store, server) {
+            (Some(store), _) => Ok(Backend::Local(Box::new(Local { ca, store }))),
+            (None, Some(client)) => Ok(Backend::Remote(client)),
+            (None, None) => Err(Error::State(
+                "the store's open gave up without a server to go to".into(),
+            )),
+        }
     }
 
     /// Whether operations go through a running server.

@@ -250,15 +250,29 @@ impl Store {
     /// A snapshot that sled left half-written (a full disk, a kill) is removed
     /// and the store reopened from its log.
     pub fn open(ca_dir: &Path, wait: Duration) -> Result<Store> {
+        Store::open_unless(ca_dir, wait, &mut || false)?
+            .ok_or_else(|| Error::State("the store's open gave up by itself".into()))
+    }
+
+    /// `open`, but while another process holds the lock, ask `give_up` before
+    /// each retry: `None` when it said yes (a command that finds `serve`
+    /// starting up goes to its socket instead of waiting out the lock).
+    pub fn open_unless(
+        ca_dir: &Path,
+        wait: Duration,
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Store>> {
         let path = ca_dir.join("db");
         check_present(&path)?;
-        let store = Store::open_sled(&path, wait)?;
+        let Some(store) = Store::open_sled(&path, wait, give_up)? else {
+            return Ok(None);
+        };
         store.check_schema()?;
         let expected = crate::ca::key_ids(ca_dir)?;
         store.check_owner(&expected)?;
         // sled creates its files (a new snapshot at each open) with the umask's modes.
         store.tighten_modes()?;
-        Ok(store)
+        Ok(Some(store))
     }
 
     /// Create the store of a new CA under `<ca-dir>/db` (`init`, `restore`),
@@ -274,7 +288,8 @@ impl Store {
         }
         std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
         crate::fsutil::set_mode(&path, 0o700)?;
-        let store = Store::open_sled(&path, Duration::ZERO)?;
+        let store = Store::open_sled(&path, Duration::ZERO, &mut || false)?
+            .ok_or_else(|| Error::State("the store's open gave up by itself".into()))?;
         store
             .meta
             .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -385,7 +400,11 @@ impl Store {
 
     /// Open sled at `path` (which `open` checked or `create` made), waiting for
     /// another process's lock and recovering from an interrupted snapshot.
-    fn open_sled(path: &Path, wait: Duration) -> Result<Store> {
+    fn open_sled(
+        path: &Path,
+        wait: Duration,
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Store>> {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         let mut recovered = false;
@@ -428,6 +447,9 @@ impl Store {
                 }
             };
             debug_assert!(locked);
+            if give_up() {
+                return Ok(None);
+            }
             if start.elapsed() >= wait {
                 return Err(Error::Store(format!(
                     "{} is locked by another mtlsca process; gave up after {:.1}s (raise --lock-timeout to wait longer)",
@@ -441,7 +463,7 @@ impl Store {
             pause = (pause * 2).min(Duration::from_millis(50));
         };
         let tree = |name: &str| db.open_tree(name).map_err(store_err);
-        Ok(Store {
+        Ok(Some(Store {
             certs: tree("certs")?,
             records: tree("records")?,
             sha256: tree("sha256")?,
@@ -452,7 +474,7 @@ impl Store {
             meta: tree("meta")?,
             path: path.to_path_buf(),
             db,
-        })
+        }))
     }
 
     /// Make every recorded change durable. sled 0.34's flush syncs its log with

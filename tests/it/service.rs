@@ -203,6 +203,53 @@ fn a_stale_socket_is_ignored_by_the_cli_and_replaced_by_serve() {
     assert!(!sock.exists());
 }
 
+/// A command started while `serve` holds the lock but has no socket yet (it
+/// opens the store first, which takes seconds on a large one) goes to the
+/// socket as soon as it appears, instead of waiting out its lock timeout.
+#[test]
+fn a_command_waiting_for_the_lock_goes_to_the_socket_once_serve_is_up() {
+    let env = Env::with_ca();
+    let mut server = Server::start(&env, &[]);
+    let sock = env.ca_dir().join("mtlsca.sock");
+    let hidden = env.ca_dir().join("starting.sock");
+    // The server as it is between opening the store and binding its socket.
+    std::fs::rename(&sock, &hidden).unwrap();
+    let started = std::time::Instant::now();
+    let child = env
+        .cmd()
+        .args([
+            "--lock-timeout=20s",
+            "issue",
+            "device",
+            "--dns",
+            "late.corp.internal",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::fs::rename(&hidden, &sock).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not the lock timeout: the socket answered.
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        status(&env).issue_jobs,
+        2,
+        "the server's certificate and this one"
+    );
+    assert!(env.path("late.corp.internal.pem").exists());
+    assert_eq!(server.stop(), 0);
+}
+
 #[test]
 fn concurrent_issues_during_serve_are_all_recorded() {
     let env = std::sync::Arc::new(Env::with_ca());
