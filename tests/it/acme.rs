@@ -1355,6 +1355,100 @@ fn a_host_header_that_is_not_the_server_is_refused() {
     assert_eq!(get(&format!("127.0.0.1:{port}")).status, 200);
 }
 
+/// Every refusal is one line on serve's standard error with the peer, the
+/// request, the status, the problem type and the reason; an answered request
+/// writes nothing.
+#[test]
+fn every_refusal_is_logged_with_its_reason() {
+    let env = constrained_ca();
+    let log = env.path("serve.err");
+    let publish = free_port().to_string();
+    let publish_at = format!("127.0.0.1:{publish}");
+    let mut server = Server::start_logging(&env, &["--publish-listen", &publish_at], &log);
+    let port = server.port;
+    let get = |host: &str, path: &str| {
+        send(
+            &env,
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(
+        get(&format!("127.0.0.1:{port}"), "/acme/directory").status,
+        200
+    );
+    assert_eq!(get("evil.example", "/acme/directory").status, 421);
+    assert_eq!(
+        get(&format!("127.0.0.1:{port}"), "/nothing/here").status,
+        404
+    );
+    let a = https(
+        &env,
+        port,
+        "POST",
+        "/acme/new-account",
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(a.status, 415);
+    let c = Client::new(&env, &server);
+    assert_eq!(c.raw("/acme/new-account", b"{not json").status, 400);
+    // Not TLS at all.
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = tcp.read_to_end(&mut sink);
+    // The publication listener: a path it does not serve.
+    let mut tcp = TcpStream::connect(&publish_at).unwrap();
+    tcp.write_all(b"GET /private/root.key HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tcp.read_to_end(&mut sink);
+    assert_eq!(server.stop(), 0);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" verdict=")).collect();
+    let find = |needle: &[&str]| {
+        lines
+            .iter()
+            .find(|l| needle.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+            .to_string()
+    };
+    let host = find(&["status=421", "problem=malformed"]);
+    assert!(host.contains("peer=127.0.0.1:"), "{host}");
+    assert!(host.contains(r#"request="GET /acme/directory""#), "{host}");
+    assert!(host.contains("verdict=refused"), "{host}");
+    assert!(
+        host.contains("the Host header must name this server"),
+        "{host}"
+    );
+    find(&[r#"request="GET /nothing/here""#, "status=404"]);
+    find(&[
+        r#"request="POST /acme/new-account""#,
+        "status=415",
+        "Content-Type",
+    ]);
+    find(&[
+        r#"request="POST /acme/new-account""#,
+        "status=400",
+        "problem=malformed",
+    ]);
+    find(&[
+        r#"request="connection""#,
+        "problem=tls",
+        "TLS handshake failed",
+    ]);
+    find(&[
+        r#"request="GET /private/root.key""#,
+        "status=404",
+        "problem=publication",
+    ]);
+    // Four refused requests, one refused handshake, one publication refusal:
+    // the requests that were answered left no line.
+    assert_eq!(lines.len(), 6, "{text}");
+}
+
 /// An idle keep-alive connection, and one that never finishes its headers,
 /// are closed after `--idle-timeout`.
 #[test]

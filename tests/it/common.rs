@@ -262,6 +262,16 @@ impl Server {
 
     /// On a given port (0: any), so that a restarted server keeps its URLs.
     pub fn start_at(env: &Env, port: u16, extra: &[&str]) -> Server {
+        Server::spawn(env, port, extra, Stdio::inherit())
+    }
+
+    /// On any free port, its standard error (the refusal log) into `log`.
+    pub fn start_logging(env: &Env, extra: &[&str], log: &std::path::Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn(env, 0, extra, Stdio::from(file))
+    }
+
+    fn spawn(env: &Env, port: u16, extra: &[&str], stderr: Stdio) -> Server {
         let listen = format!("127.0.0.1:{port}");
         let mut child = env
             .cmd()
@@ -269,7 +279,7 @@ impl Server {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn mtlsca serve");
         let mut line = String::new();

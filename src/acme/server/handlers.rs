@@ -140,7 +140,17 @@ impl App {
             .unwrap_or_default()
     }
 
-    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answer one request from `peer`; a refusal is also logged (`log_refusal`).
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: &str,
+    ) -> Response<Full<Bytes>> {
+        let request = format!(
+            "{} {}",
+            req.method(),
+            crate::names::printable(req.uri().path())
+        );
         let host = req
             .headers()
             .get(HOST)
@@ -158,6 +168,7 @@ impl App {
                     names.join(", ")
                 ),
             );
+            log_refusal(peer, &request, p.status, &p.kind, &p.detail);
             return Response::builder()
                 .status(p.status)
                 .header(CONTENT_TYPE, "application/problem+json")
@@ -233,14 +244,17 @@ impl App {
                 r.links,
                 r.retry_after,
             ),
-            Err(p) => (
-                p.status,
-                "application/problem+json",
-                p.body().to_string().into_bytes(),
-                None,
-                Vec::new(),
-                p.retry_after,
-            ),
+            Err(p) => {
+                log_refusal(peer, &request, p.status, &p.kind, &p.detail);
+                (
+                    p.status,
+                    "application/problem+json",
+                    p.body().to_string().into_bytes(),
+                    None,
+                    Vec::new(),
+                    p.retry_after,
+                )
+            }
         };
         if let Some(secs) = retry_after {
             builder = builder.header(hyper::header::RETRY_AFTER, secs);

@@ -409,13 +409,14 @@ async fn renew_loop(
 pub(super) async fn accept_within(
     listener: &tokio::net::TcpListener,
     conns: &Arc<Semaphore>,
+    limit: usize,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.changed() => return None,
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of descriptors and the like: back off a little.
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -425,7 +426,10 @@ pub(super) async fn accept_within(
         };
         match conns.clone().try_acquire_owned() {
             Ok(permit) => return Some((tcp, permit)),
-            Err(_) => drop(tcp),
+            Err(_) => {
+                drop(tcp);
+                log_dropped_at_limit(&peer.to_string(), limit);
+            }
         }
     }
 }
@@ -438,7 +442,9 @@ async fn accept_loop(
     conns: Arc<Semaphore>,
 ) {
     loop {
-        let Some((tcp, permit)) = accept_within(&listener, &conns, &mut shutdown).await else {
+        let Some((tcp, permit)) =
+            accept_within(&listener, &conns, MAX_CONNECTIONS, &mut shutdown).await
+        else {
             return;
         };
         let acceptor = acceptor.clone();
@@ -447,14 +453,37 @@ async fn accept_loop(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
+            let peer: Arc<str> = match tcp.peer_addr() {
+                Ok(a) => a.to_string().into(),
+                Err(_) => "unknown".into(),
+            };
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let reason = format!("TLS handshake failed: {e}");
+                    return log_refusal(
+                        &peer,
+                        "connection",
+                        StatusCode::BAD_REQUEST,
+                        "tls",
+                        &reason,
+                    );
+                }
+                Err(_) => {
+                    let reason = format!("TLS handshake not done within {HANDSHAKE_TIMEOUT:?}");
+                    return log_refusal(
+                        &peer,
+                        "connection",
+                        StatusCode::REQUEST_TIMEOUT,
+                        "tls",
+                        &reason,
+                    );
+                }
             };
             let svc = hyper::service::service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(app.handle(req, &peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

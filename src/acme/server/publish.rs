@@ -110,7 +110,11 @@ fn plain(status: StatusCode, text: &str) -> (StatusCode, &'static str, Vec<u8>) 
 }
 
 /// Answer one request.
-pub(super) async fn answer(ca_dir: Arc<PathBuf>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn answer(
+    ca_dir: Arc<PathBuf>,
+    req: Request<Incoming>,
+    peer: &str,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (status, ctype, body) = if method != Method::GET && method != Method::HEAD {
@@ -157,6 +161,11 @@ pub(super) async fn answer(ca_dir: Arc<PathBuf>, req: Request<Incoming>) -> Resp
             }
         }
     };
+    if !status.is_success() {
+        let request = format!("{method} {}", crate::names::printable(&path));
+        let reason = String::from_utf8_lossy(&body);
+        log_refusal(peer, &request, status, "publication", &reason);
+    }
     let mut builder = Response::builder()
         .status(status)
         .header(CONTENT_TYPE, ctype)
@@ -184,16 +193,23 @@ pub(super) async fn publish_loop(
     let ca_dir = Arc::new(ca_dir);
     let conns = Arc::new(Semaphore::new(MAX_PUBLISH_CONNECTIONS));
     loop {
-        let Some((tcp, permit)) = accept_within(&listener, &conns, &mut shutdown).await else {
+        let Some((tcp, permit)) =
+            accept_within(&listener, &conns, MAX_PUBLISH_CONNECTIONS, &mut shutdown).await
+        else {
             return;
         };
         let ca_dir = ca_dir.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let peer: Arc<str> = match tcp.peer_addr() {
+                Ok(a) => a.to_string().into(),
+                Err(_) => "unknown".into(),
+            };
             let svc = hyper::service::service_fn(move |req| {
                 let ca_dir = ca_dir.clone();
-                async move { Ok::<_, Infallible>(answer(ca_dir, req).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(answer(ca_dir, req, &peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
