@@ -406,6 +406,14 @@ async fn renew_loop(
 
 /// The next connection there is room for (at most `conns` at once: one over the
 /// limit is closed on accept), or None once shutdown is signalled.
+/// The peer's address as the refusal log writes it.
+pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
+    match tcp.peer_addr() {
+        Ok(a) => a.to_string().into(),
+        Err(_) => "unknown".into(),
+    }
+}
+
 pub(super) async fn accept_within(
     listener: &tokio::net::TcpListener,
     conns: &Arc<Semaphore>,
@@ -453,10 +461,7 @@ async fn accept_loop(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let peer: Arc<str> = match tcp.peer_addr() {
-                Ok(a) => a.to_string().into(),
-                Err(_) => "unknown".into(),
-            };
+            let peer = peer_text(&tcp);
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {

@@ -202,10 +202,7 @@ pub(super) async fn publish_loop(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let peer: Arc<str> = match tcp.peer_addr() {
-                Ok(a) => a.to_string().into(),
-                Err(_) => "unknown".into(),
-            };
+            let peer = peer_text(&tcp);
             let svc = hyper::service::service_fn(move |req| {
                 let ca_dir = ca_dir.clone();
                 let peer = peer.clone();
