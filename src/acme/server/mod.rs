@@ -404,8 +404,6 @@ async fn renew_loop(
     }
 }
 
-/// The next connection there is room for (at most `conns` at once: one over the
-/// limit is closed on accept), or None once shutdown is signalled.
 /// The peer's address as the refusal log writes it.
 pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
     match tcp.peer_addr() {
@@ -414,6 +412,8 @@ pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
     }
 }
 
+/// The next connection there is room for (at most `limit` at once: one over the
+/// limit is closed on accept, and logged), or None once shutdown is signalled.
 pub(super) async fn accept_within(
     listener: &tokio::net::TcpListener,
     conns: &Arc<Semaphore>,
