@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Requests per second each ACME account may make (bursts of twice that; 0: no limit)
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub acme_rate_limit: u32,
+    /// New ACME accounts without external account binding each client address
+    /// may create per hour (bursts of that many; 0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub acme_accounts_per_ip: u32,
     /// Close a connection when no request headers arrive for this long (idle
     /// keep-alive, or a client sending slowly)
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_wait)]
@@ -106,6 +110,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         http01_port: a.acme_http01_port,
         tlsalpn01_port: a.acme_tlsalpn01_port,
         rate_limit: a.acme_rate_limit,
+        accounts_per_ip: a.acme_accounts_per_ip,
         idle_timeout: a.idle_timeout,
         tls_profile: a.tls_profile,
         resolver: a.acme_resolver,

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 
-use crate::common::{free_port, Env, Server};
+use crate::common::{code, free_port, Env, Server};
 
 /// An answer: status, headers (lowercase names), body.
 struct Answer {
@@ -1084,6 +1084,57 @@ fn acme_requests_over_the_account_rate_limit_are_rate_limited() {
     assert_eq!(a.status, 429);
     assert_eq!(a.problem(), "rateLimited");
     assert_eq!(a.header("retry-after"), Some("1"));
+}
+
+/// New accounts without EAB are limited per client address: the third of
+/// `--acme-accounts-per-ip 2` is `rateLimited` with Retry-After (and logged);
+/// an existing account's key is answered as before, and a binding with an EAB
+/// key is not counted.
+#[test]
+fn new_accounts_per_client_address_are_limited_without_eab() {
+    let env = constrained_ca();
+    let log = env.path("serve.err");
+    let mut server = Server::start_logging(&env, &["--acme-accounts-per-ip", "2"], &log);
+    let mut one = Client::new(&env, &server);
+    one.register();
+    let mut two = Client::new(&env, &server);
+    two.register();
+    let three = Client::new(&env, &server);
+    let a = three.post(
+        "/acme/new-account",
+        Some(&json!({"termsOfServiceAgreed": true})),
+    );
+    assert_eq!(a.status, 429, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.problem(), "rateLimited");
+    let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=1800).contains(&wait), "{wait}");
+    // The account that exists is found, not counted.
+    let mut again = Client::new(&env, &server);
+    again.key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &one.pkcs8, &again.rng).unwrap();
+    let a = again.post(
+        "/acme/new-account",
+        Some(&json!({"onlyReturnExisting": true})),
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    // With an EAB key: not counted.
+    let out = env.run(&["--json", "acme", "eab", "create", "--profile", "device"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let eab: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut four = Client::new(&env, &server);
+    let a = four.register_with_eab(
+        eab["kid"].as_str().unwrap(),
+        eab["hmac_key"].as_str().unwrap(),
+    );
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(server.stop(), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("status=429")
+            && l.contains("problem=rateLimited")
+            && l.contains("new accounts an hour from 127.0.0.1")),
+        "{text}"
+    );
 }
 
 impl Client<'_> {

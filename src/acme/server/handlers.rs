@@ -17,6 +17,10 @@ pub(super) struct App {
     pub(super) http01_port: u16,
     pub(super) tlsalpn01_port: u16,
     pub(super) rate_limit: u32,
+    /// New accounts without EAB per client address and hour (0: no limit):
+    /// without it a client that makes a new key at every start (a crash loop)
+    /// would fill the server's account table, and then no one could register.
+    pub(super) accounts_per_ip: u32,
     pub(super) idle_timeout: Duration,
     /// The `Host` values this server answers for (lowercase): each `--name`
     /// with and without the port, and the listen address unless a wildcard.
@@ -222,7 +226,7 @@ impl App {
                     ))
                 } else {
                     match Limited::new(req.into_body(), MAX_JWS_BYTES).collect().await {
-                        Ok(b) => self.post(&base, &path, &b.to_bytes()).await,
+                        Ok(b) => self.post(&base, &path, &b.to_bytes(), peer).await,
                         Err(_) => Err(Problem::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "malformed",
@@ -339,6 +343,7 @@ impl App {
         base: &str,
         path: &str,
         body: &[u8],
+        peer: &str,
     ) -> Result<Reply, Problem> {
         let jws = Jws::parse(body).map_err(Problem::jws)?;
         let expected = format!("{base}{path}");
@@ -417,7 +422,7 @@ impl App {
         }
         let post = Post { jws, account };
         if new_account {
-            return self.new_account(base, &post, &key).await;
+            return self.new_account(base, &post, &key, peer).await;
         }
         if revoke {
             return self.revoke(&post, &key).await;
@@ -452,21 +457,68 @@ impl App {
         })
     }
 
+    /// One token of `peer`'s bucket for a new account without EAB:
+    /// `accounts_per_ip` an hour, in bursts of as many; `rateLimited` with the
+    /// seconds until the next token when it is empty.
+    fn take_account_token(&self, st: &mut State, peer: &str) -> Result<(), Problem> {
+        if self.accounts_per_ip == 0 {
+            return Ok(());
+        }
+        let Ok(addr) = peer.parse::<SocketAddr>() else {
+            return Ok(());
+        };
+        let cap = f64::from(self.accounts_per_ip);
+        let per_sec = cap / 3600.0;
+        let now = Instant::now();
+        // Addresses whose bucket is full again are forgotten, so the table stays
+        // as small as the set of recent registrants.
+        if st.account_buckets.len() >= 10_000 {
+            st.account_buckets
+                .retain(|_, b| b.0 + now.duration_since(b.1).as_secs_f64() * per_sec < cap);
+        }
+        let b = st.account_buckets.entry(addr.ip()).or_insert((cap, now));
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * per_sec).min(cap);
+        b.1 = now;
+        if b.0 < 1.0 {
+            let wait = ((1.0 - b.0) / per_sec).ceil();
+            let mut p = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rateLimited",
+                format!(
+                    "over {} new accounts an hour from {} (accounts with external account binding are not counted)",
+                    self.accounts_per_ip,
+                    addr.ip()
+                ),
+            );
+            p.retry_after = Some(wait as u32);
+            return Err(p);
+        }
+        b.0 -= 1.0;
+        Ok(())
+    }
+
     /// newAccount; a new account is durable before the reply.
     pub(super) async fn new_account(
         &self,
         base: &str,
         post: &Post,
         key: &Jwk,
+        peer: &str,
     ) -> Result<Reply, Problem> {
-        let reply = self.new_account_now(base, post, key)?;
+        let reply = self.new_account_now(base, post, key, peer)?;
         if reply.status == StatusCode::CREATED {
             self.flush().await?;
         }
         Ok(reply)
     }
 
-    fn new_account_now(&self, base: &str, post: &Post, key: &Jwk) -> Result<Reply, Problem> {
+    fn new_account_now(
+        &self,
+        base: &str,
+        post: &Post,
+        key: &Jwk,
+        peer: &str,
+    ) -> Result<Reply, Problem> {
         let p = Self::payload(post)?.unwrap_or(json!({}));
         let thumb = key.thumbprint();
         {
@@ -525,6 +577,9 @@ impl App {
                 return Ok(Reply::json(StatusCode::OK, Self::account_json(base, id, a))
                     .at(format!("{base}/acme/acct/{id}")));
             }
+        }
+        if eab_kid.is_none() {
+            self.take_account_token(&mut st, peer)?;
         }
         if st.accounts.len() >= MAX_ACCOUNTS {
             return Err(Problem::new(

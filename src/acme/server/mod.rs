@@ -134,6 +134,8 @@ pub struct ServeOptions {
     pub tlsalpn01_port: u16,
     /// Requests per second each account may make (bursts of twice that); 0: no limit.
     pub rate_limit: u32,
+    /// New accounts without EAB per client address and hour; 0: no limit.
+    pub accounts_per_ip: u32,
     /// A connection is closed when no request headers arrive for this long:
     /// idle between keep-alive requests, or a client sending headers slowly.
     pub idle_timeout: Duration,
@@ -290,6 +292,7 @@ async fn run(
         http01_port: opts.http01_port,
         tlsalpn01_port: opts.tlsalpn01_port,
         rate_limit: opts.rate_limit,
+        accounts_per_ip: opts.accounts_per_ip,
         idle_timeout: opts.idle_timeout,
         hosts: allowed_hosts(&opts.names, local),
         lookup: Lookup::new(opts.resolver),

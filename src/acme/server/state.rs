@@ -272,6 +272,8 @@ pub(super) struct State {
     pub(super) challenges: HashMap<String, String>,
     /// Per-account token buckets: tokens left, last refill.
     pub(super) buckets: HashMap<String, (f64, Instant)>,
+    /// Per-address token buckets for new accounts without EAB.
+    pub(super) account_buckets: HashMap<IpAddr, (f64, Instant)>,
 }
 
 /// How long a nonce is accepted.
@@ -288,6 +290,7 @@ impl State {
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             buckets: HashMap::new(),
+            account_buckets: HashMap::new(),
         }
     }
 
