@@ -608,19 +608,7 @@ mod tests {
     fn chunks_overlap_and_stay_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let ca = crate::ca::init(
-            &dir.path().join("ca"),
-            &crate::ca::InitOptions {
-                name: "T".into(),
-                key_type: KeyType::EcdsaP256,
-                permit_dns: vec![],
-                permit_ip: vec![],
-                permit_uri: vec![],
-            },
-            now,
-        )
-        .unwrap();
-        let store = Store::open(&ca.dir, std::time::Duration::from_secs(5)).unwrap();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
         let manifest = Manifest {
             certificate: (0..30)
                 .map(|i| Entry {

@@ -1087,6 +1087,22 @@ fn build(
     })
 }
 
+/// For the unit tests of every module: a P-256 CA without name constraints in
+/// `dir/ca`, and its store.
+#[cfg(test)]
+pub(crate) fn test_ca(dir: &Path, now: OffsetDateTime) -> (Ca, crate::store::Store) {
+    let opts = InitOptions {
+        name: "T".into(),
+        key_type: KeyType::EcdsaP256,
+        permit_dns: vec![],
+        permit_ip: vec![],
+        permit_uri: vec![],
+    };
+    let ca = init(&dir.join("ca"), &opts, now).unwrap();
+    let store = crate::store::Store::open(&ca.dir, std::time::Duration::from_secs(5)).unwrap();
+    (ca, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,15 +163,7 @@ mod tests {
     fn prefixes_resolve_when_unique_and_list_candidates_when_not() {
         let dir = tempfile::tempdir().unwrap();
         let now = time::OffsetDateTime::now_utc();
-        let opts = crate::ca::InitOptions {
-            name: "T".into(),
-            key_type: crate::key::KeyType::EcdsaP256,
-            permit_dns: vec![],
-            permit_ip: vec![],
-            permit_uri: vec![],
-        };
-        let ca = crate::ca::init(&dir.path().join("ca"), &opts, now).unwrap();
-        let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();
+        let (_ca, store) = crate::ca::test_ca(dir.path(), now);
         let a = record("7abbccdd01000000000000000000000a", 1);
         let b = record("7abbccdd02000000000000000000000b", 2);
         let items: Vec<crate::store::ChunkItem<'_>> = [&a, &b]

@@ -507,23 +507,8 @@ fn check_request_id(req: &IssuanceRequest) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::InitOptions;
     use crate::key::PublicKeyKind;
     use x509_parser::prelude::FromDer;
-
-    /// A P-256 CA without constraints in `dir/ca`, and its store.
-    fn new_ca(dir: &std::path::Path, now: OffsetDateTime) -> (Ca, Store) {
-        let opts = InitOptions {
-            name: "T".into(),
-            key_type: KeyType::EcdsaP256,
-            permit_dns: vec![],
-            permit_ip: vec![],
-            permit_uri: vec![],
-        };
-        let ca = crate::ca::init(&dir.join("ca"), &opts, now).unwrap();
-        let store = Store::open(&ca.dir, std::time::Duration::from_secs(1)).unwrap();
-        (ca, store)
-    }
 
     /// The self-check refuses a certificate whose signature does not verify, both
     /// on the first certificate (full webpki path) and on later ones (one
@@ -532,7 +517,7 @@ mod tests {
     fn self_check_catches_a_bad_signature() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let (ca, store) = new_ca(dir.path(), now);
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
         let issuer = Issuer::new(&ca, &store).unwrap();
         let signing = issuer.signing_ca(CaKind::Device).unwrap();
         let cx = issuer.sign_context(&signing, now);
@@ -605,7 +590,7 @@ mod tests {
     fn a_checked_csr_issues_like_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let (ca, store) = new_ca(dir.path(), now);
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
         let issuer = Issuer::new(&ca, &store).unwrap();
         let csr_for = |name: &str| {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

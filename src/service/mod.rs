@@ -829,17 +829,7 @@ mod tests {
     fn waiting_issue_jobs_are_one_group() {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let ca_dir = dir.path().join("ca");
-        let opts = crate::ca::InitOptions {
-            name: "T".into(),
-            key_type: crate::key::KeyType::EcdsaP256,
-            permit_dns: vec![],
-            permit_ip: vec![],
-            permit_uri: vec![],
-        };
-        crate::ca::init(&ca_dir, &opts, now).unwrap();
-        let ca = Ca::open(&ca_dir).unwrap();
-        let store = Store::open(&ca_dir, Duration::from_secs(5)).unwrap();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
         let issuer = Issuer::new(&ca, &store).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut answers = Vec::new();
