@@ -329,24 +329,10 @@ fn ready_order(client: &Client, answer: &Arc<Mutex<String>>) -> (Value, String) 
 }
 
 fn csr_der(env: &Env, name: &str, extra: &[&str]) -> Vec<u8> {
-    let mut args = vec![
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "csr.key",
-        "-subj",
-    ];
-    let subj = format!("/CN={name}");
     let san = format!("subjectAltName=DNS:{name}");
-    args.extend([subj.as_str(), "-addext", san.as_str()]);
-    args.extend_from_slice(extra);
-    args.extend(["-outform", "DER", "-out", "csr.der"]);
-    env.openssl_ok(&args);
+    let mut out = extra.to_vec();
+    out.extend(["-outform", "DER", "-out", "csr.der"]);
+    env.openssl_csr("csr.key", &format!("/CN={name}"), &[&san], &out);
     std::fs::read(env.path("csr.der")).unwrap()
 }
 

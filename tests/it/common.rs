@@ -14,6 +14,29 @@ pub struct Env {
 }
 
 impl Env {
+    /// An OpenSSL CSR for a new P-256 key (written to `key`): subject `subj`,
+    /// each of `ext` as an `-addext`, then `out` (e.g. `["-out", "x.csr"]`).
+    pub fn openssl_csr(&self, key: &str, subj: &str, ext: &[&str], out: &[&str]) {
+        let mut args = vec![
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-subj",
+            subj,
+        ];
+        for e in ext {
+            args.extend(["-addext", e]);
+        }
+        args.extend_from_slice(out);
+        self.openssl_ok(&args);
+    }
+
     /// Write `name.pem`, `name.key`, `name.chain.pem`: a leaf made by OpenSSL under
     /// mtlsca's device issuing CA, with `eku` as its extendedKeyUsage (or none).
     pub fn openssl_leaf(&self, name: &str, eku: Option<&str>) {

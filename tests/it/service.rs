@@ -85,23 +85,12 @@ fn commands_go_through_the_socket_with_the_output_of_a_local_run() {
     assert_eq!(issued["files"][1], "api.corp.internal.pem");
 
     // sign: a CSR read by the client from a file and from standard input.
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
+    env.openssl_csr(
         "s.key",
-        "-subj",
         "/CN=s.corp.internal",
-        "-addext",
-        "subjectAltName=DNS:s.corp.internal",
-        "-out",
-        "s.csr",
-    ]);
+        &["subjectAltName=DNS:s.corp.internal"],
+        &["-out", "s.csr"],
+    );
     let pem = ok(&env, &["sign", "device", "--csr", "s.csr"]);
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     let csr = std::fs::read(env.path("s.csr")).unwrap();

@@ -813,21 +813,12 @@ fn openssl_signed(env: &Env, ca: &str, name: &str, ext: &str) {
     } else {
         (format!("{ca}.pem"), format!("{ca}.key"))
     };
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
+    env.openssl_csr(
         &format!("{name}.key"),
-        "-subj",
         &format!("/CN=workload {name}"),
-        "-out",
-        &format!("{name}.csr"),
-    ]);
+        &[],
+        &["-out", &format!("{name}.csr")],
+    );
     let ext = format!("[v3]\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n{ext}\n");
     std::fs::write(env.path(&format!("{name}.ext")), ext).unwrap();
     env.openssl_ok(&[
