@@ -271,6 +271,24 @@ fn server_args<'a>(listen: &'a str, target: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// `proxy client` arguments: listen on `listen`, connect to `target` and
+/// expect its certificate to name `name`, present `cert`, trust the CA's root.
+fn client_args<'a>(listen: &'a str, target: &'a str, name: &'a str, cert: &'a str) -> Vec<&'a str> {
+    vec![
+        "client",
+        "--listen",
+        listen,
+        "--target",
+        target,
+        "--name",
+        name,
+        "--cert",
+        cert,
+        "--trust",
+        "ca/root.pem",
+    ]
+}
+
 /// The curl options of a client presenting `who`'s chain to the proxy.
 fn curl_as<'a>(who: &'a str, key: &'a str, url: &'a str) -> Vec<&'a str> {
     vec!["--cacert", "ca/root.pem", "--cert", who, "--key", key, url]
@@ -428,22 +446,10 @@ fn chained_curl_client_proxy_server_proxy_nginx_and_other_initiators() {
         "client",
         cp,
         &[
-            "client",
-            "--listen",
-            &cl,
-            "--target",
-            &ct,
-            "--name",
-            "b.test",
-            "--cert",
-            "a.chain.pem",
-            "--trust",
-            "ca/root.pem",
-            "--expect",
-            "server-to-server",
-            "--log-format",
-            "json",
-        ],
+            client_args(&cl, &ct, "b.test", "a.chain.pem"),
+            vec!["--expect", "server-to-server", "--log-format", "json"],
+        ]
+        .concat(),
     );
     let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -467,19 +473,7 @@ fn chained_curl_client_proxy_server_proxy_nginx_and_other_initiators() {
         &env,
         "wrong",
         xp,
-        &[
-            "client",
-            "--listen",
-            &xl,
-            "--target",
-            &ct,
-            "--name",
-            "c.test",
-            "--cert",
-            "a.chain.pem",
-            "--trust",
-            "ca/root.pem",
-        ],
+        &client_args(&xl, &ct, "c.test", "a.chain.pem"),
     );
     let out = curl(&env, &[&format!("http://127.0.0.1:{xp}/")]);
     assert!(
@@ -936,20 +930,10 @@ fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
             &format!("client-{who}"),
             cp,
             &[
-                "client",
-                "--listen",
-                &cl,
-                "--target",
-                &sl,
-                "--name",
-                "alice@test",
-                "--cert",
-                &chain,
-                "--trust",
-                "ca/root.pem",
-                "--expect",
-                kind,
-            ],
+                client_args(&cl, &sl, "alice@test", &chain),
+                vec!["--expect", kind],
+            ]
+            .concat(),
         );
         let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -975,20 +959,10 @@ fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
         "client-s2s",
         cp,
         &[
-            "client",
-            "--listen",
-            &cl,
-            "--target",
-            &sl,
-            "--name",
-            "alice@test",
-            "--cert",
-            "a.chain.pem",
-            "--trust",
-            "ca/root.pem",
-            "--expect",
-            "server-to-server",
-        ],
+            client_args(&cl, &sl, "alice@test", "a.chain.pem"),
+            vec!["--expect", "server-to-server"],
+        ]
+        .concat(),
     );
     let out = curl(&env, &[&format!("http://127.0.0.1:{cp}/")]);
     assert!(out.stdout.is_empty(), "{}", text(&out));
