@@ -289,6 +289,21 @@ fn client_args<'a>(listen: &'a str, target: &'a str, name: &'a str, cert: &'a st
     ]
 }
 
+/// `dca.chain.pem` and `dca.key`: the device issuing CA's own certificate and
+/// key, to present as an initiator (a CA certificate must be refused).
+fn device_ca_as_client(env: &Env) {
+    std::fs::copy(
+        env.ca_dir().join("device-ca.pem"),
+        env.path("dca.chain.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        env.ca_dir().join("private/device-ca.key"),
+        env.path("dca.key"),
+    )
+    .unwrap();
+}
+
 /// The curl options of a client presenting `who`'s chain to the proxy.
 fn curl_as<'a>(who: &'a str, key: &'a str, url: &'a str) -> Vec<&'a str> {
     vec!["--cacert", "ca/root.pem", "--cert", who, "--key", key, url]
@@ -1044,16 +1059,7 @@ fn crl_files_are_reloaded_and_ca_certificates_cannot_initiate() {
     assert!(line.contains("revoked"), "{line}");
 
     // The device issuing CA's own certificate and key, presented as a client.
-    std::fs::copy(
-        env.ca_dir().join("device-ca.pem"),
-        env.path("dca.chain.pem"),
-    )
-    .unwrap();
-    std::fs::copy(
-        env.ca_dir().join("private/device-ca.key"),
-        env.path("dca.key"),
-    )
-    .unwrap();
+    device_ca_as_client(&env);
     assert!(echo_once(&tls_client(&env, "dca"), pp, b"x\n").is_err());
     let start = Instant::now();
     while p.log().matches("verdict=refused").count() < 2 {
@@ -1731,16 +1737,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     env.openssl_leaf("anyeku", Some("serverAuth,anyExtendedKeyUsage"));
     env.openssl_leaf("noeku", None);
     // The device issuing CA's own certificate, presented as a client.
-    std::fs::copy(
-        env.ca_dir().join("device-ca.pem"),
-        env.path("dca.chain.pem"),
-    )
-    .unwrap();
-    std::fs::copy(
-        env.ca_dir().join("private/device-ca.key"),
-        env.path("dca.key"),
-    )
-    .unwrap();
+    device_ca_as_client(&env);
     std::fs::write(env.path("recipe.go"), readme_go_recipe()).unwrap();
     std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
     // Offline, standard library only; the build cache survives between runs.
