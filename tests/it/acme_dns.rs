@@ -142,12 +142,7 @@ impl Server {
             said.push(l);
         }
         let line = &said[0];
-        let port = line
-            .split("https://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
+        let port = crate::common::Server::port_in(line);
         (Server { child, port }, said)
     }
 

@@ -309,13 +309,17 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line
-            .split("https://127.0.0.1:")
+        let port = Server::port_in(&line);
+        Server { child, port }
+    }
+
+    /// The port of serve's first line, `serving https://127.0.0.1:PORT ...`.
+    pub fn port_in(line: &str) -> u16 {
+        line.split("https://127.0.0.1:")
             .nth(1)
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"));
-        Server { child, port }
+            .unwrap_or_else(|| panic!("serve did not say where it listens: {line:?}"))
     }
 
     /// SIGTERM and wait; returns the exit code.
