@@ -150,11 +150,9 @@ impl App {
         req: Request<Incoming>,
         peer: &str,
     ) -> Response<Full<Bytes>> {
-        let request = format!(
-            "{} {}",
-            req.method(),
-            crate::names::printable(req.uri().path())
-        );
+        // What the refusal log names the request by (built only for a refusal).
+        let request =
+            |method: &Method, path: &str| format!("{method} {}", crate::names::printable(path));
         let host = req
             .headers()
             .get(HOST)
@@ -172,6 +170,7 @@ impl App {
                     names.join(", ")
                 ),
             );
+            let request = request(req.method(), req.uri().path());
             log_refusal(peer, &request, p.status, &p.kind, &p.detail);
             return Response::builder()
                 .status(p.status)
@@ -249,7 +248,7 @@ impl App {
                 r.retry_after,
             ),
             Err(p) => {
-                log_refusal(peer, &request, p.status, &p.kind, &p.detail);
+                log_refusal(peer, &request(&method, &path), p.status, &p.kind, &p.detail);
                 (
                     p.status,
                     "application/problem+json",
