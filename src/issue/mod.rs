@@ -635,4 +635,46 @@ mod tests {
         let err = read_checked_csr(&bad).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
     }
+
+    /// `warm_for` (run beside a single request's fsyncs) only reads: the store
+    /// holds neither the record nor an audit entry until the transaction, which
+    /// then records the certificate as new.
+    #[test]
+    fn warming_the_store_for_a_record_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let issuer = Issuer::new(&ca, &store).unwrap();
+        let signing = issuer.signing_ca(CaKind::Device).unwrap();
+        let cx = issuer.sign_context(&signing, now);
+        let profile = ca.profile("device").unwrap();
+        let req = IssuanceRequest {
+            profile: "device".into(),
+            content: RequestedContent {
+                dns: vec!["a.test".into()],
+                ..Default::default()
+            },
+            key: KeySource::Generate(None),
+            request_id: Some("warm-1".into()),
+            output: Output::None,
+            origin: Origin::Arguments,
+        };
+        let p = sign::prepare(&cx, &profile, &req, None).unwrap();
+        let item = crate::store::ChunkItem {
+            record: &p.record,
+            der: &p.der,
+            issuer_key_id: &p.issuer_key_id,
+        };
+        let serial = crate::hex::decode(&p.record.serial).unwrap();
+        let audit_before = store.audit(None).unwrap().len();
+        store.warm_for(&item);
+        assert!(store.get(&serial).unwrap().is_none());
+        assert!(store.by_request_id("warm-1").unwrap().is_none());
+        assert_eq!(store.audit(None).unwrap().len(), audit_before);
+        assert_eq!(store.count(), 0);
+        let recorded = store.record_chunk(&[item], now).unwrap();
+        assert!(matches!(recorded[..], [crate::store::Recorded::New]));
+        assert!(store.get(&serial).unwrap().is_some());
+        assert_eq!(store.audit(None).unwrap().len(), audit_before + 1);
+    }
 }

@@ -13,7 +13,7 @@ use super::{check_request_id, IssuanceRequest, IssueStatus, Issued, Issuer, KeyS
 use crate::ca::CaKind;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use crate::store::{ChunkItem, Recorded};
+use crate::store::{ChunkItem, Recorded, Store};
 
 /// Entries per store transaction and flush in a batch.
 pub const DEFAULT_CHUNK: usize = 256;
@@ -159,7 +159,8 @@ impl Issuer<'_> {
             // A run of one chunk has nothing to overlap its signing with: sign
             // it on this thread (no thread spawn per group or per certificate).
             let single = reqs.len() <= size;
-            let start = |st| start(scope, st, contexts, threads, durability, single);
+            let store = self.store;
+            let start = |st| start(scope, st, contexts, threads, durability, single, store);
             let mut in_flight = stage_next()?.map(start);
             while let Some((staged, handle)) = in_flight.take() {
                 let signed = join(handle);
@@ -282,6 +283,7 @@ impl Issuer<'_> {
                     contexts,
                     threads,
                     durability,
+                    self.store,
                 );
             }
             let mut ready: Vec<(Job<'r>, Prepared)> = Vec::with_capacity(signed.len());
@@ -409,12 +411,15 @@ fn start<'scope, 'env: 'scope, 'r: 'scope, 'c: 'scope>(
     threads: usize,
     durability: Durability,
     inline: bool,
+    store: &'scope Store,
 ) -> (Staged<'r>, Signing<'scope, 'r>) {
     let pending = std::mem::take(&mut staged.pending);
     let signing = if inline || pending.is_empty() {
-        Signing::Done(sign_all(pending, contexts, threads, durability))
+        Signing::Done(sign_all(pending, contexts, threads, durability, store))
     } else {
-        Signing::Running(scope.spawn(move || sign_all(pending, contexts, threads, durability)))
+        Signing::Running(
+            scope.spawn(move || sign_all(pending, contexts, threads, durability, store)),
+        )
     };
     (staged, signing)
 }
@@ -426,12 +431,13 @@ fn sign_all<'r>(
     contexts: &[(CaKind, SignContext<'_>)],
     threads: usize,
     durability: Durability,
+    store: &Store,
 ) -> Signed<'r> {
     par_map(jobs, threads, |job| {
         let kind = CaKind::for_role(job.profile.role);
         let result = match contexts.iter().find(|(k, _)| *k == kind) {
             Some((_, cx)) => sign::prepare(cx, &job.profile, job.req, job.files.clone())
-                .and_then(|p| p.write_partials(durability).map(|()| p)),
+                .and_then(|p| write_partials_warming(p, durability, store)),
             None => Err(Error::State(format!(
                 "the {} issuing CA was not loaded",
                 kind.as_str()
@@ -439,6 +445,29 @@ fn sign_all<'r>(
         };
         (job, result)
     })
+}
+
+/// Step 1 for one signed certificate. A single request's fsyncs are mostly
+/// waiting: meanwhile a second thread reads the store entries its record will
+/// touch (`Store::warm_for`), so the transaction after them finds them cached
+/// (at 1,000,000 records: 0.9 ms of reading taken off the wait, 0.5 ms left).
+/// A chunk (`Deferred`) and a certificate without files have no wait to hide in.
+fn write_partials_warming(p: Prepared, durability: Durability, store: &Store) -> Result<Prepared> {
+    if durability == Durability::EachFile && p.files.is_some() {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                store.warm_for(&ChunkItem {
+                    record: &p.record,
+                    der: &p.der,
+                    issuer_key_id: &p.issuer_key_id,
+                })
+            });
+            p.write_partials(durability)
+        })?;
+    } else {
+        p.write_partials(durability)?;
+    }
+    Ok(p)
 }
 
 /// Step 3 for one recorded certificate.
