@@ -178,7 +178,11 @@ const CONNECTIONS: &[&str] = &[
 /// (for completions) value hints for profiles, key types, reasons and
 /// connection kinds.
 pub fn command() -> Command {
-    decorate(<super::Cli as clap::CommandFactory>::command(), "")
+    // Built first: commands add their arguments and subcommands only when built
+    // (`super::Deferred`), and the examples go on every level.
+    let mut cmd = <super::Cli as clap::CommandFactory>::command();
+    cmd.build();
+    decorate(cmd, "")
 }
 
 fn decorate(mut cmd: Command, path: &str) -> Command {

@@ -136,59 +136,112 @@ fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
     }
 }
 
+/// One command's arguments (or subcommands), added to clap's `Command` only when
+/// that command is the one being parsed, its help is printed, or the whole tree
+/// is built (`Command::defer`; completions, man pages and usage hints call
+/// `build`). Building the options of all 23 commands was most of what clap did
+/// on every call, about a third of a command's start-up.
+#[derive(Debug, Clone)]
+pub struct Deferred<T>(pub T);
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Deferred<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Deferred)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Deferred)
+    }
+    fn update_from_arg_matches(
+        &mut self,
+        m: &clap::ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(
+        &mut self,
+        m: &mut clap::ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Args> Args for Deferred<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+impl<T: Subcommand> Subcommand for Deferred<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands)
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands_for_update)
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a CA: root, device issuing CA, entity issuing CA, store, profiles
-    Init(ca_cmds::InitArgs),
+    Init(Deferred<ca_cmds::InitArgs>),
     /// List, show or check profiles
     #[command(subcommand)]
-    Profile(ca_cmds::ProfileCmd),
+    Profile(Deferred<ca_cmds::ProfileCmd>),
     /// Generate a key and issue a certificate from a profile
-    Issue(ca_cmds::IssueArgs),
+    Issue(Deferred<ca_cmds::IssueArgs>),
     /// Sign a CSR after checking its signature and what it requests
-    Sign(ca_cmds::SignArgs),
+    Sign(Deferred<ca_cmds::SignArgs>),
     /// A new key and certificate in place of an issued one (same profile, names, subject)
-    Renew(ca_cmds::RenewArgs),
+    Renew(Deferred<ca_cmds::RenewArgs>),
     /// The inventory of issued certificates
-    List(ca_cmds::ListArgs),
+    List(Deferred<ca_cmds::ListArgs>),
     /// One issued certificate, by serial, serial prefix, SHA-256, request id or file
-    Show(ca_cmds::ShowArgs),
+    Show(Deferred<ca_cmds::ShowArgs>),
     /// A demo CA: two device certificates and one person certificate, pairs verified
-    Quickstart(ca_cmds::QuickstartArgs),
+    Quickstart(Deferred<ca_cmds::QuickstartArgs>),
     /// Check the store's integrity
     #[command(subcommand)]
-    Store(admin_cmds::StoreCmd),
+    Store(Deferred<admin_cmds::StoreCmd>),
     /// Write a consistent copy of the CA (certificates, keys as stored, profiles, store)
-    Backup(admin_cmds::BackupArgs),
+    Backup(Deferred<admin_cmds::BackupArgs>),
     /// Bring a backup back into a new CA directory (--ca-dir)
-    Restore(admin_cmds::RestoreArgs),
+    Restore(Deferred<admin_cmds::RestoreArgs>),
     /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
-    Inspect(verify_cmds::InspectArgs),
+    Inspect(Deferred<verify_cmds::InspectArgs>),
     /// Validate a certificate, or a pair of certificates as one connection
     #[command(subcommand)]
-    Verify(verify_cmds::VerifyCmd),
+    Verify(Deferred<verify_cmds::VerifyCmd>),
     /// Issue many certificates from a TOML manifest, idempotently
-    Batch(lifecycle_cmds::BatchArgs),
+    Batch(Deferred<lifecycle_cmds::BatchArgs>),
     /// Revoke a certificate (publish the change with `crl`)
-    Revoke(lifecycle_cmds::RevokeArgs),
+    Revoke(Deferred<lifecycle_cmds::RevokeArgs>),
     /// Sign and publish certificate revocation lists
-    Crl(lifecycle_cmds::CrlArgs),
+    Crl(Deferred<lifecycle_cmds::CrlArgs>),
     /// Export a certificate as PEM, DER, chain or PKCS#12
-    Export(lifecycle_cmds::ExportArgs),
+    Export(Deferred<lifecycle_cmds::ExportArgs>),
     /// Print the audit log, or verify its hash chain (--verify)
-    Audit(admin_cmds::AuditOptions),
+    Audit(Deferred<admin_cmds::AuditOptions>),
     /// Print shell completions (bash, zsh, fish, ...)
-    Completions(lifecycle_cmds::CompletionsArgs),
+    Completions(Deferred<lifecycle_cmds::CompletionsArgs>),
     /// Print the man page (roff)
-    Man(lifecycle_cmds::ManArgs),
+    Man(Deferred<lifecycle_cmds::ManArgs>),
     /// A TLS proxy that accepts and verifies peers by the draft (server or client mode)
     #[command(subcommand)]
-    Proxy(proxy_cmds::ProxyCmd),
+    Proxy(Deferred<proxy_cmds::ProxyCmd>),
     /// Serve ACME (RFC 8555) over HTTPS, issuing through this CA
-    Serve(serve_cmds::ServeArgs),
+    Serve(Deferred<serve_cmds::ServeArgs>),
     /// ACME administration: external account binding keys for `serve`
     #[command(subcommand)]
-    Acme(acme_cmds::AcmeCmd),
+    Acme(Deferred<acme_cmds::AcmeCmd>),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -238,29 +291,29 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         now,
     };
     match cli.command {
-        Command::Init(a) => ca_cmds::init(&ctx, a),
-        Command::Profile(c) => ca_cmds::profile(&ctx, c),
-        Command::Issue(a) => ca_cmds::issue(&ctx, a),
-        Command::Sign(a) => ca_cmds::sign(&ctx, a),
-        Command::Renew(a) => ca_cmds::renew(&ctx, a),
-        Command::List(a) => ca_cmds::list(&ctx, a),
-        Command::Show(a) => ca_cmds::show(&ctx, a),
-        Command::Quickstart(a) => ca_cmds::quickstart(&ctx, a),
-        Command::Store(c) => admin_cmds::store(&ctx, c),
-        Command::Backup(a) => admin_cmds::backup(&ctx, a),
-        Command::Restore(a) => admin_cmds::restore(&ctx, a),
-        Command::Inspect(a) => verify_cmds::inspect(&ctx, a),
-        Command::Verify(c) => verify_cmds::verify(&ctx, c),
-        Command::Batch(a) => lifecycle_cmds::batch(&ctx, a),
-        Command::Revoke(a) => lifecycle_cmds::revoke(&ctx, a),
-        Command::Crl(a) => lifecycle_cmds::crl(&ctx, a),
-        Command::Export(a) => lifecycle_cmds::export(&ctx, a),
-        Command::Audit(a) if a.verify => admin_cmds::audit_verify(&ctx),
-        Command::Audit(a) => lifecycle_cmds::audit(&ctx, a.log),
-        Command::Completions(a) => lifecycle_cmds::completions(a),
-        Command::Man(a) => lifecycle_cmds::man(&ctx, a),
-        Command::Proxy(c) => proxy_cmds::proxy(&ctx, c),
-        Command::Serve(a) => serve_cmds::serve(&ctx, a),
-        Command::Acme(c) => acme_cmds::acme(&ctx, c),
+        Command::Init(Deferred(a)) => ca_cmds::init(&ctx, a),
+        Command::Profile(Deferred(c)) => ca_cmds::profile(&ctx, c),
+        Command::Issue(Deferred(a)) => ca_cmds::issue(&ctx, a),
+        Command::Sign(Deferred(a)) => ca_cmds::sign(&ctx, a),
+        Command::Renew(Deferred(a)) => ca_cmds::renew(&ctx, a),
+        Command::List(Deferred(a)) => ca_cmds::list(&ctx, a),
+        Command::Show(Deferred(a)) => ca_cmds::show(&ctx, a),
+        Command::Quickstart(Deferred(a)) => ca_cmds::quickstart(&ctx, a),
+        Command::Store(Deferred(c)) => admin_cmds::store(&ctx, c),
+        Command::Backup(Deferred(a)) => admin_cmds::backup(&ctx, a),
+        Command::Restore(Deferred(a)) => admin_cmds::restore(&ctx, a),
+        Command::Inspect(Deferred(a)) => verify_cmds::inspect(&ctx, a),
+        Command::Verify(Deferred(c)) => verify_cmds::verify(&ctx, c),
+        Command::Batch(Deferred(a)) => lifecycle_cmds::batch(&ctx, a),
+        Command::Revoke(Deferred(a)) => lifecycle_cmds::revoke(&ctx, a),
+        Command::Crl(Deferred(a)) => lifecycle_cmds::crl(&ctx, a),
+        Command::Export(Deferred(a)) => lifecycle_cmds::export(&ctx, a),
+        Command::Audit(Deferred(a)) if a.verify => admin_cmds::audit_verify(&ctx),
+        Command::Audit(Deferred(a)) => lifecycle_cmds::audit(&ctx, a.log),
+        Command::Completions(Deferred(a)) => lifecycle_cmds::completions(a),
+        Command::Man(Deferred(a)) => lifecycle_cmds::man(&ctx, a),
+        Command::Proxy(Deferred(c)) => proxy_cmds::proxy(&ctx, c),
+        Command::Serve(Deferred(a)) => serve_cmds::serve(&ctx, a),
+        Command::Acme(Deferred(c)) => acme_cmds::acme(&ctx, c),
     }
 }
