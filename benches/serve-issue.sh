@@ -7,6 +7,11 @@
 # engine, signing, one fsync'd transaction, files). Prints p50/p99 of each and the
 # service's group-commit counters. Not a test: run it by hand on an idle machine.
 #
+# On Linux with glibc it also builds the static release binary (README, "Release
+# builds") and times the same RUNS through the same server with it as the
+# client: a command's own start-up is a third of a call, and a static binary
+# starts in about half the time. STATIC=0 skips that build.
+#
 #   bash benches/serve-issue.sh [N] [RUNS]       # default 100000 200
 #   LOCAL_RUNS=20 MTLSCA=/path/to/mtlsca bash benches/serve-issue.sh 1000000
 #   CA=/tmp/big/ca bash benches/serve-issue.sh 0 200   # a CA filled before (kept)
@@ -19,6 +24,14 @@ local_runs="${LOCAL_RUNS:-20}"
 if [ -z "${MTLSCA:-}" ]; then
   cargo build --release --quiet
   MTLSCA="${CARGO_TARGET_DIR:-target}/release/mtlsca"
+fi
+static_bin=""
+host="$(rustc -vV | sed -n 's/^host: //p')"
+if [ "${STATIC:-1}" != 0 ] && [[ "$host" == *-linux-gnu ]]; then
+  echo "building the static release binary (target $host)..." >&2
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --quiet --target "$host" --bin mtlsca
+  static_bin="${CARGO_TARGET_DIR:-target}/$host/release/mtlsca"
 fi
 
 work="$(mktemp -d)"
@@ -47,13 +60,14 @@ mkdir -p "$work/out"
 # in place: `$(date +%s%N)` or any `$(...)` would add a process or a fork to
 # each run.
 
-# Microseconds per run of `mtlsca issue` (one line each) into $1.
+# Microseconds per run of `mtlsca issue` (one line each) into $1, with the
+# binary $4 (default $MTLSCA).
 time_issues() {
-  local file="$1" count="$2" tag="$3" i s e
+  local file="$1" count="$2" tag="$3" bin="${4:-$MTLSCA}" i s e
   : > "$file"
   for ((i = 0; i < count; i++)); do
     s=${EPOCHREALTIME/[.,]/}
-    "$MTLSCA" --ca-dir "$ca" -q --lock-timeout 2s issue device \
+    "$bin" --ca-dir "$ca" -q --lock-timeout 2s issue device \
       --dns "$tag-$i.bench.internal" --out "$work/out/$tag-$i" >/dev/null
     e=${EPOCHREALTIME/[.,]/}
     echo $((e - s)) >> "$file"
@@ -93,6 +107,10 @@ echo "serve started" >&2
 
 time_issues "$work/remote" "$runs" remote
 echo "store of $n: issue through serve's socket:   $(percentiles "$work/remote")"
+if [ -n "$static_bin" ]; then
+  time_issues "$work/remote-static" "$runs" static "$static_bin"
+  echo "the same, static binary as the client:      $(percentiles "$work/remote-static")"
+fi
 
 # The floors, measured in the same run: starting a process, and the disk work
 # of the durable file protocol alone (benches/io_floor.py).
@@ -105,4 +123,5 @@ wait "$server" || true
 server=""
 grep -v '^serving' "$work/serve.out" || true
 "$MTLSCA" --ca-dir "$ca" store check
-echo "expected records: $((n + local_runs + runs + 1))"
+static_runs=0; [ -z "$static_bin" ] || static_runs="$runs"
+echo "expected records: $((n + local_runs + runs + static_runs + 1))"
