@@ -513,8 +513,17 @@ mod tests {
     /// The self-check refuses a certificate whose signature does not verify, both
     /// on the first certificate (full webpki path) and on later ones (one
     /// signature verification against the issuing CA).
-    #[test]
-    fn self_check_catches_a_bad_signature() {
+    /// The device CA of a test CA, ready to sign: its signing context, the
+    /// device profile, the store, the CA's validity end and `now`, handed to `f`.
+    fn with_device_signer(
+        f: impl FnOnce(
+            &sign::SignContext<'_>,
+            &Profile,
+            &crate::store::Store,
+            OffsetDateTime,
+            OffsetDateTime,
+        ),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
         let (ca, store) = crate::ca::test_ca(dir.path(), now);
@@ -522,28 +531,49 @@ mod tests {
         let signing = issuer.signing_ca(CaKind::Device).unwrap();
         let cx = issuer.sign_context(&signing, now);
         let profile = ca.profile("device").unwrap();
-        let req = IssuanceRequest {
+        f(&cx, &profile, &store, signing.not_after, now);
+    }
+
+    /// A device certificate for `a.test`, key generated, no files.
+    fn device_request(request_id: Option<&str>) -> IssuanceRequest {
+        IssuanceRequest {
             profile: "device".into(),
             content: RequestedContent {
                 dns: vec!["a.test".into()],
                 ..Default::default()
             },
             key: KeySource::Generate(None),
-            request_id: None,
+            request_id: request_id.map(String::from),
             output: Output::None,
             origin: Origin::Arguments,
-        };
+        }
+    }
+
+    #[test]
+    fn self_check_catches_a_bad_signature() {
+        with_device_signer(|cx, profile, _, ca_not_after, now| {
+            self_check_catches_a_bad_signature_with(cx, profile, ca_not_after, now)
+        });
+    }
+
+    fn self_check_catches_a_bad_signature_with(
+        cx: &sign::SignContext<'_>,
+        profile: &Profile,
+        ca_not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        let req = device_request(None);
         let approved = crate::policy::check(
-            &profile,
+            profile,
             &[],
             &req.content,
             PublicKeyKind::EcdsaP256,
-            signing.not_after,
+            ca_not_after,
             Origin::Arguments,
             now,
         )
         .unwrap();
-        let p = sign::prepare(&cx, &profile, &req, None).unwrap();
+        let p = sign::prepare(cx, profile, &req, None).unwrap();
         let (_, x) = x509_parser::certificate::X509Certificate::from_der(&p.der).unwrap();
         let spki = x.public_key().raw.to_vec();
         let serial = x.tbs_certificate.raw_serial().to_vec();
@@ -556,7 +586,7 @@ mod tests {
             cx.chain_validated.get().is_some(),
             "first certificate validated the path"
         );
-        check::self_check(&p.der, &serial, &spki, &approved, None, &cx).unwrap();
+        check::self_check(&p.der, &serial, &spki, &approved, None, cx).unwrap();
         // A CRL distribution point the profile names but the certificate lacks.
         let err = check::self_check(
             &p.der,
@@ -564,7 +594,7 @@ mod tests {
             &spki,
             &approved,
             Some("http://ca.corp.internal/crl/device.crl"),
-            &cx,
+            cx,
         )
         .unwrap_err();
         assert!(err.to_string().contains("CRL distribution points"), "{err}");
@@ -572,12 +602,12 @@ mod tests {
         let mut bad = p.der.clone();
         let n = bad.len();
         bad[n - 3] ^= 0x40;
-        let err = check::self_check(&bad, &serial, &spki, &approved, None, &cx).unwrap_err();
+        let err = check::self_check(&bad, &serial, &spki, &approved, None, cx).unwrap_err();
         assert!(err.to_string().contains("signature"), "{err}");
         let fresh = std::sync::OnceLock::new();
         let cx_first = SignContext {
             chain_validated: &fresh,
-            ..cx
+            ..*cx
         };
         let err = check::self_check(&bad, &serial, &spki, &approved, None, &cx_first).unwrap_err();
         assert!(err.to_string().contains("rustls-webpki"), "{err}");
@@ -641,40 +671,25 @@ mod tests {
     /// then records the certificate as new.
     #[test]
     fn warming_the_store_for_a_record_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let (ca, store) = crate::ca::test_ca(dir.path(), now);
-        let issuer = Issuer::new(&ca, &store).unwrap();
-        let signing = issuer.signing_ca(CaKind::Device).unwrap();
-        let cx = issuer.sign_context(&signing, now);
-        let profile = ca.profile("device").unwrap();
-        let req = IssuanceRequest {
-            profile: "device".into(),
-            content: RequestedContent {
-                dns: vec!["a.test".into()],
-                ..Default::default()
-            },
-            key: KeySource::Generate(None),
-            request_id: Some("warm-1".into()),
-            output: Output::None,
-            origin: Origin::Arguments,
-        };
-        let p = sign::prepare(&cx, &profile, &req, None).unwrap();
-        let item = crate::store::ChunkItem {
-            record: &p.record,
-            der: &p.der,
-            issuer_key_id: &p.issuer_key_id,
-        };
-        let serial = crate::hex::decode(&p.record.serial).unwrap();
-        let audit_before = store.audit(None).unwrap().len();
-        store.warm_for(&item);
-        assert!(store.get(&serial).unwrap().is_none());
-        assert!(store.by_request_id("warm-1").unwrap().is_none());
-        assert_eq!(store.audit(None).unwrap().len(), audit_before);
-        assert_eq!(store.count(), 0);
-        let recorded = store.record_chunk(&[item], now).unwrap();
-        assert!(matches!(recorded[..], [crate::store::Recorded::New]));
-        assert!(store.get(&serial).unwrap().is_some());
-        assert_eq!(store.audit(None).unwrap().len(), audit_before + 1);
+        with_device_signer(|cx, profile, store, _, now| {
+            let req = device_request(Some("warm-1"));
+            let p = sign::prepare(cx, profile, &req, None).unwrap();
+            let item = crate::store::ChunkItem {
+                record: &p.record,
+                der: &p.der,
+                issuer_key_id: &p.issuer_key_id,
+            };
+            let serial = crate::hex::decode(&p.record.serial).unwrap();
+            let audit_before = store.audit(None).unwrap().len();
+            store.warm_for(&item);
+            assert!(store.get(&serial).unwrap().is_none());
+            assert!(store.by_request_id("warm-1").unwrap().is_none());
+            assert_eq!(store.audit(None).unwrap().len(), audit_before);
+            assert_eq!(store.count(), 0);
+            let recorded = store.record_chunk(&[item], now).unwrap();
+            assert!(matches!(recorded[..], [crate::store::Recorded::New]));
+            assert!(store.get(&serial).unwrap().is_some());
+            assert_eq!(store.audit(None).unwrap().len(), audit_before + 1);
+        });
     }
 }
