@@ -38,6 +38,7 @@ pub mod quickstart;
 pub mod renew;
 pub mod role;
 pub mod rules;
+pub mod serverlog;
 pub mod service;
 pub mod store;
 pub mod timefmt;

@@ -186,6 +186,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::input("tokio runtime", e.to_string()))
 }
 
+/// How long a stopping proxy waits for its log lines to reach stderr.
+const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Run `proxy server` or `proxy client` until SIGTERM.
 pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
     match cmd {
@@ -216,7 +219,9 @@ pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
                 log: c.log,
                 reload_interval: c.reload,
             };
-            runtime()?.block_on(proxy::run_server(o))?;
+            let ran = runtime()?.block_on(proxy::run_server(o));
+            crate::serverlog::flush(LOG_FLUSH_WAIT);
+            ran?;
         }
         ProxyCmd::Client(a) => {
             let c = common(ctx, a.common)?;
@@ -231,7 +236,9 @@ pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
                 log: c.log,
                 reload_interval: c.reload,
             };
-            runtime()?.block_on(proxy::run_client(o))?;
+            let ran = runtime()?.block_on(proxy::run_client(o));
+            crate::serverlog::flush(LOG_FLUSH_WAIT);
+            ran?;
         }
     }
     Ok(Outcome::Done)

@@ -406,7 +406,7 @@ fn log_record(fmt: LogFormat, r: &Record) {
                 "serial": r.serial,
                 "reason": r.reason,
             });
-            eprintln!("{v}");
+            crate::serverlog::line(v.to_string());
         }
         LogFormat::Text => {
             let mut line = format!("{} peer={} verdict={}", now_text(), r.peer, r.verdict);
@@ -425,18 +425,17 @@ fn log_record(fmt: LogFormat, r: &Record) {
             if let Some(x) = &r.reason {
                 line.push_str(&format!(" reason={}", quote(x)));
             }
-            eprintln!("{line}");
+            crate::serverlog::line(line);
         }
     }
 }
 
 fn log_event(fmt: LogFormat, event: &str, message: &str) {
     match fmt {
-        LogFormat::Json => eprintln!(
-            "{}",
-            serde_json::json!({"time": now_text(), "event": event, "message": message})
+        LogFormat::Json => crate::serverlog::line(
+            serde_json::json!({"time": now_text(), "event": event, "message": message}).to_string(),
         ),
-        LogFormat::Text => eprintln!("{} {event}: {message}", now_text()),
+        LogFormat::Text => crate::serverlog::line(format!("{} {event}: {message}", now_text())),
     }
 }
 

@@ -1730,3 +1730,62 @@ fn the_cli_works_while_acme_orders_are_under_way() {
     assert_eq!(revoked.as_array().unwrap().len(), 3, "{revoked}");
     env.ok(&["store", "check"]);
 }
+
+/// A log nobody reads never stalls the server: with serve's stderr a pipe that
+/// is not read, 3,000 refused requests (far more than the pipe and the log's
+/// queue hold) are each answered at once, the ACME directory still answers,
+/// and once stderr is read the log says how many lines it had to drop.
+#[test]
+fn an_unread_log_never_stalls_the_server() {
+    let env = constrained_ca();
+    let publish_at = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::start_with_unread_stderr(&env, &["--publish-listen", &publish_at]);
+    const REFUSED: usize = 3000;
+    for i in 0..REFUSED {
+        let mut tcp = TcpStream::connect(&publish_at).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(format!("GET /nothing/{i} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("request {i}: no answer while the log is unread: {e}"));
+        assert!(
+            answer.starts_with(b"HTTP/1.0 404") || answer.starts_with(b"HTTP/1.1 404"),
+            "request {i}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let port = server.port;
+    assert_eq!(
+        https(&env, port, "GET", "/acme/directory", "text/plain", b"").status,
+        200
+    );
+    // Now read the log: the writer catches up and reports what it dropped.
+    let mut stderr = server.child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    assert_eq!(server.stop(), 0);
+    let text = reader.join().unwrap();
+    let logged = text
+        .lines()
+        .filter(|l| l.contains(r#"request="GET /nothing/"#) && l.contains("status=404"))
+        .count();
+    let dropped: usize = text
+        .lines()
+        .filter_map(|l| l.split(" log: ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(
+        dropped > 0,
+        "nothing dropped; log:\n{}",
+        &text[..text.len().min(2000)]
+    );
+    assert_eq!(
+        logged + dropped,
+        REFUSED,
+        "logged {logged}, dropped {dropped}"
+    );
+}

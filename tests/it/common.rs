@@ -294,6 +294,12 @@ impl Server {
         Server::spawn(env, 0, extra, Stdio::from(file))
     }
 
+    /// On any free port, its standard error a pipe that nobody reads until the
+    /// test takes `child.stderr` (a supervisor that never reads the log).
+    pub fn start_with_unread_stderr(env: &Env, extra: &[&str]) -> Server {
+        Server::spawn(env, 0, extra, Stdio::piped())
+    }
+
     fn spawn(env: &Env, port: u16, extra: &[&str], stderr: Stdio) -> Server {
         let listen = format!("127.0.0.1:{port}");
         let mut child = env

@@ -948,7 +948,7 @@ impl App {
                     None => Ok(()),
                 });
                 if let Err(p) = saved {
-                    eprintln!("error: recording a validation: {}", p.detail);
+                    crate::serverlog::line(format!("error: recording a validation: {}", p.detail));
                 }
             });
         }

@@ -147,6 +147,9 @@ pub struct ServeOptions {
     pub publish_listen: Option<SocketAddr>,
 }
 
+/// How long a stopping server waits for its log lines to reach stderr.
+const LOG_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(opts: ServeOptions) -> Result<()> {
     let (engine, acme, thread) = Engine::start(&opts)?;
@@ -165,6 +168,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let stats = engine.service.stats();
     drop(engine);
     thread.join();
+    crate::serverlog::flush(LOG_FLUSH_WAIT);
     if result.is_ok() {
         use std::io::Write;
         let _ = writeln!(
@@ -400,7 +404,9 @@ async fn renew_loop(
                 renew_at = next;
             }
             Err(e) => {
-                eprintln!("error: renewing the server's certificate (next try in a minute): {e}");
+                crate::serverlog::line(format!(
+                    "error: renewing the server's certificate (next try in a minute): {e}"
+                ));
                 renew_at = OffsetDateTime::now_utc() + time::Duration::minutes(1);
             }
         }

@@ -166,13 +166,13 @@ pub(super) fn log_refusal(
     };
     let quote = |s: &str| Value::String(s.trim().to_string()).to_string();
     let problem = problem.strip_prefix(ACME_ERR).unwrap_or(problem);
-    eprintln!(
+    crate::serverlog::line(format!(
         "{} peer={peer} request={} verdict={verdict} status={} problem={problem} reason={}",
         crate::timefmt::rfc3339(OffsetDateTime::now_utc()),
         quote(request),
         status.as_u16(),
         quote(reason)
-    );
+    ));
 }
 
 /// Connections dropped at the connection limit since the last line about them:
