@@ -64,18 +64,19 @@ impl Store {
     /// millisecond off the wait; the transaction then finds the pages cached.
     /// Errors are ignored: the transaction reads the same entries again.
     pub fn warm_for(&self, item: &ChunkItem<'_>) {
-        let Ok(i) = Issuing::new(item.record, item.der, item.issuer_key_id) else {
+        let rec = item.record;
+        let (Some(serial), Some(sha)) = (hex_decode(&rec.serial), hex_decode(&rec.sha256)) else {
             return;
         };
-        let serial = i.serial.as_slice();
+        let serial = serial.as_slice();
         let _ = self.records.get(serial);
-        let _ = self.certs.get(cat(&[i.issuer_key_id, serial]));
-        let _ = self.sha256.get(&i.sha);
-        let _ = self.expiry.get(cat(&[&unix_be(i.rec.not_after), serial]));
-        for n in index_names(i.rec) {
+        let _ = self.certs.get(cat(&[item.issuer_key_id, serial]));
+        let _ = self.sha256.get(&sha);
+        let _ = self.expiry.get(cat(&[&unix_be(rec.not_after), serial]));
+        for n in index_names(rec) {
             let _ = self.names.get(cat(&[n.as_bytes(), &[0], serial]));
         }
-        if let Some(id) = &i.rec.request_id {
+        if let Some(id) = &rec.request_id {
             let _ = self.requests.get(id.as_bytes());
         }
         // The audit entry's by-serial index key ends in a sequence number not
