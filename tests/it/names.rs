@@ -9,23 +9,7 @@ fn csr(env: &Env, name: &str, san: &str) -> String {
     let key = format!("{name}.key");
     let out = format!("{name}.csr");
     let ext = format!("subjectAltName={san}");
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-keyout",
-        &key,
-        "-subj",
-        "/O=Corp",
-        "-addext",
-        &ext,
-        "-out",
-        &out,
-    ]);
+    env.openssl_csr(&key, "/O=Corp", &[&ext], &["-out", &out]);
     out
 }
 

@@ -167,23 +167,12 @@ fn the_same_request_again_claims_no_file_it_did_not_write() {
 fn sign_under_a_recorded_id_with_another_csr_is_a_conflict() {
     let env = Env::with_ca();
     for n in ["a", "b"] {
-        env.openssl_ok(&[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-keyout",
+        env.openssl_csr(
             &format!("{n}.key"),
-            "-out",
-            &format!("{n}.csr"),
-            "-subj",
             "/CN=db.example",
-            "-addext",
-            "subjectAltName=DNS:db.example",
-        ]);
+            &["subjectAltName=DNS:db.example"],
+            &["-out", &format!("{n}.csr")],
+        );
     }
     env.ok(&[
         "sign",

@@ -1328,21 +1328,12 @@ fn directory_name_constraints_are_processed() {
         ("inside", "/O=Acme/CN=srv", true),
         ("outside", "/O=Evil/CN=srv", false),
     ] {
-        env.openssl_ok(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
+        env.openssl_csr(
             &format!("{name}.key"),
-            "-subj",
             subj,
-            "-out",
-            &format!("{name}.csr"),
-        ]);
+            &[],
+            &["-out", &format!("{name}.csr")],
+        );
         std::fs::write(
             env.path(&format!("{name}.ext")),
             "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
@@ -1428,23 +1419,12 @@ fn a_revoked_peer_fails_the_handshake_and_the_end_that_refused_is_named() {
 #[test]
 fn sign_writes_the_chain_beside_the_certificate_like_issue() {
     let env = Env::with_ca();
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
+    env.openssl_csr(
         "srv.key",
-        "-subj",
         "/CN=srv.test",
-        "-addext",
-        "subjectAltName=DNS:srv.test",
-        "-out",
-        "srv.csr",
-    ]);
+        &["subjectAltName=DNS:srv.test"],
+        &["-out", "srv.csr"],
+    );
     let out = env.ok(&["sign", "device", "--csr", "srv.csr", "--out", "srv.pem"]);
     assert!(out.contains("srv.chain.pem"), "{out}");
     let chain = std::fs::read_to_string(env.path("srv.chain.pem")).unwrap();
@@ -1660,21 +1640,12 @@ fn a_subject_email_address_is_held_to_email_constraints() {
         ("inside", "ok@example.test", true),
         ("outside", "eve@evil.test", false),
     ] {
-        env.openssl_ok(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
+        env.openssl_csr(
             &format!("{name}.key"),
-            "-subj",
             &format!("/CN=srv/emailAddress={email}"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
+            &[],
+            &["-out", &format!("{name}.csr")],
+        );
         std::fs::write(
             env.path(&format!("{name}.ext")),
             "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:srv.test\nauthorityKeyIdentifier=keyid\n",
