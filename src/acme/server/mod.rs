@@ -471,27 +471,22 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let peer = peer_text(&tcp);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    let reason = format!("TLS handshake failed: {e}");
-                    return log_refusal(
-                        &peer,
-                        "connection",
+            let handshake =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(e)) => Err((
                         StatusCode::BAD_REQUEST,
-                        "tls",
-                        &reason,
-                    );
-                }
-                Err(_) => {
-                    let reason = format!("TLS handshake not done within {HANDSHAKE_TIMEOUT:?}");
-                    return log_refusal(
-                        &peer,
-                        "connection",
+                        format!("TLS handshake failed: {e}"),
+                    )),
+                    Err(_) => Err((
                         StatusCode::REQUEST_TIMEOUT,
-                        "tls",
-                        &reason,
-                    );
+                        format!("TLS handshake not done within {HANDSHAKE_TIMEOUT:?}"),
+                    )),
+                };
+            let stream = match handshake {
+                Ok(stream) => stream,
+                Err((status, reason)) => {
+                    return log_refusal(&peer, "connection", status, "tls", &reason)
                 }
             };
             let svc = hyper::service::service_fn(move |req| {
