@@ -432,11 +432,8 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sled(&dir.path().join("db"), Duration::from_secs(1), &mut || {
-            false
-        })
-        .unwrap()
-        .unwrap();
+        let store =
+            Store::open_sled_waiting(&dir.path().join("db"), Duration::from_secs(1)).unwrap();
         (dir, store)
     }
 

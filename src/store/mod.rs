@@ -220,6 +220,11 @@ fn flush_db(db: &sled::Db, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An open told never to give up returned without a store (cannot happen).
+fn never_gives_up() -> Error {
+    Error::State("the store's open gave up by itself".into())
+}
+
 /// sled 0.34 refuses a second opener at once with this lock error; we wait instead.
 fn is_lock_error(e: &sled::Error) -> bool {
     match e {
@@ -250,8 +255,7 @@ impl Store {
     /// A snapshot that sled left half-written (a full disk, a kill) is removed
     /// and the store reopened from its log.
     pub fn open(ca_dir: &Path, wait: Duration) -> Result<Store> {
-        Store::open_unless(ca_dir, wait, &mut || false)?
-            .ok_or_else(|| Error::State("the store's open gave up by itself".into()))
+        Store::open_unless(ca_dir, wait, &mut || false)?.ok_or_else(never_gives_up)
     }
 
     /// `open`, but while another process holds the lock, ask `give_up` before
@@ -288,8 +292,7 @@ impl Store {
         }
         std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
         crate::fsutil::set_mode(&path, 0o700)?;
-        let store = Store::open_sled(&path, Duration::ZERO, &mut || false)?
-            .ok_or_else(|| Error::State("the store's open gave up by itself".into()))?;
+        let store = Store::open_sled_waiting(&path, Duration::ZERO)?;
         store
             .meta
             .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -396,6 +399,11 @@ impl Store {
             crate::fsutil::set_mode(&p, want)?;
         }
         Ok(())
+    }
+
+    /// `open_sled` that never gives up before `wait` is over.
+    fn open_sled_waiting(path: &Path, wait: Duration) -> Result<Store> {
+        Store::open_sled(path, wait, &mut || false)?.ok_or_else(never_gives_up)
     }
 
     /// Open sled at `path` (which `open` checked or `create` made), waiting for
