@@ -510,9 +510,6 @@ mod tests {
     use crate::key::PublicKeyKind;
     use x509_parser::prelude::FromDer;
 
-    /// The self-check refuses a certificate whose signature does not verify, both
-    /// on the first certificate (full webpki path) and on later ones (one
-    /// signature verification against the issuing CA).
     /// The device CA of a test CA, ready to sign: its signing context, the
     /// device profile, the store, the CA's validity end and `now`, handed to `f`.
     fn with_device_signer(
@@ -549,6 +546,9 @@ mod tests {
         }
     }
 
+    /// The self-check refuses a certificate whose signature does not verify, both
+    /// on the first certificate (full webpki path) and on later ones (one
+    /// signature verification against the issuing CA).
     #[test]
     fn self_check_catches_a_bad_signature() {
         with_device_signer(|cx, profile, _, ca_not_after, now| {
