@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub acme_rate_limit: u32,
     /// New ACME accounts without external account binding each client address
-    /// may create per hour (bursts of that many; 0: no limit)
+    /// (IPv4) or /64 (IPv6) may create per hour (bursts of that many; 0: no limit)
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub acme_accounts_per_ip: u32,
     /// Close a connection when no request headers arrive for this long (idle

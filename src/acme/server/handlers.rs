@@ -456,9 +456,9 @@ impl App {
         })
     }
 
-    /// One token of `peer`'s bucket for a new account without EAB:
-    /// `accounts_per_ip` an hour, in bursts of as many; `rateLimited` with the
-    /// seconds until the next token when it is empty.
+    /// One token of `peer`'s network's bucket for a new account without EAB
+    /// ([`AccountBuckets`]); `rateLimited` with the seconds until the next
+    /// token when it is empty.
     fn take_account_token(&self, st: &mut State, peer: &str) -> Result<(), Problem> {
         if self.accounts_per_ip == 0 {
             return Ok(());
@@ -466,34 +466,28 @@ impl App {
         let Ok(addr) = peer.parse::<SocketAddr>() else {
             return Ok(());
         };
-        let cap = f64::from(self.accounts_per_ip);
-        let per_sec = cap / 3600.0;
-        let now = Instant::now();
-        // Addresses whose bucket is full again are forgotten, so the table stays
-        // as small as the set of recent registrants.
-        if st.account_buckets.len() >= 10_000 {
-            st.account_buckets
-                .retain(|_, b| b.0 + now.duration_since(b.1).as_secs_f64() * per_sec < cap);
-        }
-        let b = st.account_buckets.entry(addr.ip()).or_insert((cap, now));
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * per_sec).min(cap);
-        b.1 = now;
-        if b.0 < 1.0 {
-            let wait = ((1.0 - b.0) / per_sec).ceil();
-            let mut p = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rateLimited",
-                format!(
-                    "over {} new accounts an hour from {} (accounts with external account binding are not counted)",
-                    self.accounts_per_ip,
-                    addr.ip()
+        let (wait, detail) =
+            match st
+                .account_buckets
+                .take(addr.ip(), self.accounts_per_ip, Instant::now())
+            {
+                Ok(()) => return Ok(()),
+                Err(AccountLimit::Network(wait)) => (
+                    wait,
+                    format!(
+                        "over {} new accounts an hour from {} (accounts with external account binding are not counted)",
+                        self.accounts_per_ip,
+                        client_network(addr.ip())
+                    ),
                 ),
-            );
-            p.retry_after = Some(wait as u32);
-            return Err(p);
-        }
-        b.0 -= 1.0;
-        Ok(())
+                Err(AccountLimit::Table(wait)) => (
+                    wait,
+                    "new accounts from too many networks at once (accounts with external account binding are not counted)".to_string(),
+                ),
+            };
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rateLimited", detail);
+        p.retry_after = Some(wait);
+        Err(p)
     }
 
     /// newAccount; a new account is durable before the reply.
@@ -577,15 +571,16 @@ impl App {
                     .at(format!("{base}/acme/acct/{id}")));
             }
         }
-        if eab_kid.is_none() {
-            self.take_account_token(&mut st, peer)?;
-        }
+        // The table's limit first: a refusal costs the network no token.
         if st.accounts.len() >= MAX_ACCOUNTS {
             return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rateLimited",
                 "too many accounts",
             ));
+        }
+        if eab_kid.is_none() {
+            self.take_account_token(&mut st, peer)?;
         }
         let id = random_id();
         let mut profile = None;

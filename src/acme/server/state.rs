@@ -272,8 +272,8 @@ pub(super) struct State {
     pub(super) challenges: HashMap<String, String>,
     /// Per-account token buckets: tokens left, last refill.
     pub(super) buckets: HashMap<String, (f64, Instant)>,
-    /// Per-address token buckets for new accounts without EAB.
-    pub(super) account_buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// Per-network token buckets for new accounts without EAB.
+    pub(super) account_buckets: AccountBuckets,
 }
 
 /// How long a nonce is accepted.
@@ -290,7 +290,7 @@ impl State {
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             buckets: HashMap::new(),
-            account_buckets: HashMap::new(),
+            account_buckets: AccountBuckets::default(),
         }
     }
 
@@ -380,6 +380,84 @@ pub(super) fn random_id() -> String {
         b.copy_from_slice(&t);
     }
     B64.encode(b)
+}
+
+/// The network a client registers from: its IPv4 address, or the /64 of its
+/// IPv6 address (an IPv4-mapped one counts as IPv4). A host usually holds a
+/// whole /64 and could step through its addresses, so the per-address limit on
+/// new accounts counts the /64.
+pub(super) fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+/// Networks tracked at once by [`AccountBuckets`].
+pub(super) const MAX_TRACKED_NETWORKS: usize = 10_000;
+
+/// Token buckets for new accounts without EAB, one per client network
+/// ([`client_network`]): `per_hour` an hour, in bursts of as many. A network
+/// whose bucket is full again is forgotten, so the table holds only recent
+/// registrants, and never more than [`MAX_TRACKED_NETWORKS`]: while it is full
+/// of networks still refilling, new networks wait too (else registering from
+/// ever new addresses would grow it without bound).
+#[derive(Default)]
+pub(super) struct AccountBuckets {
+    /// Tokens left and when they were counted, per network.
+    map: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Why [`AccountBuckets::take`] refused, with the seconds until it would not.
+#[derive(Debug, PartialEq)]
+pub(super) enum AccountLimit {
+    /// This network registered `per_hour` accounts in the last hour.
+    Network(u32),
+    /// The table is full of networks that registered recently.
+    Table(u32),
+}
+
+impl AccountBuckets {
+    /// One token for a new account from `ip`'s network at `now`.
+    pub(super) fn take(
+        &mut self,
+        ip: IpAddr,
+        per_hour: u32,
+        now: Instant,
+    ) -> Result<(), AccountLimit> {
+        let cap = f64::from(per_hour);
+        let per_sec = cap / 3600.0;
+        let level = |b: &(f64, Instant)| {
+            (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * per_sec).min(cap)
+        };
+        let net = client_network(ip);
+        if !self.map.contains_key(&net) && self.map.len() >= MAX_TRACKED_NETWORKS {
+            self.map.retain(|_, b| level(b) < cap);
+            if self.map.len() >= MAX_TRACKED_NETWORKS {
+                // The first bucket to fill up again frees a place.
+                let wait = self
+                    .map
+                    .values()
+                    .map(|b| (cap - level(b)) / per_sec)
+                    .fold(f64::INFINITY, f64::min);
+                return Err(AccountLimit::Table(wait.ceil().clamp(1.0, 3600.0) as u32));
+            }
+        }
+        let b = self.map.entry(net).or_insert((cap, now));
+        b.0 = level(b);
+        b.1 = now;
+        if b.0 < 1.0 {
+            let wait = ((1.0 - b.0) / per_sec).ceil().clamp(1.0, 3600.0);
+            return Err(AccountLimit::Network(wait as u32));
+        }
+        b.0 -= 1.0;
+        Ok(())
+    }
 }
 
 pub(super) fn rfc3339(t: OffsetDateTime) -> String {
@@ -495,5 +573,46 @@ mod tests {
         assert_eq!(back.key, a.key);
         assert_eq!(back.key.thumbprint(), a.thumbprint);
         assert_eq!(back.profile, a.profile);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let net = |s: &str| client_network(s.parse().unwrap()).to_string();
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(net("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_eq!(net("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn new_accounts_are_limited_per_network_and_the_table_stays_bounded() {
+        let t0 = Instant::now();
+        let mut b = AccountBuckets::default();
+        let ip = |i: u128| IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i));
+        // Two an hour: the third from another address of the same /64 waits
+        // half an hour for its token.
+        assert_eq!(b.take(ip(1), 2, t0), Ok(()));
+        assert_eq!(b.take(ip(2), 2, t0), Ok(()));
+        assert_eq!(b.take(ip(3), 2, t0), Err(AccountLimit::Network(1800)));
+        assert_eq!(b.take(ip(4), 2, t0 + Duration::from_secs(1800)), Ok(()));
+        // Other /64s, each still refilling, fill the table; then a new network
+        // waits until the first bucket is full again, and is let in then.
+        let mut t = t0 + Duration::from_secs(1800);
+        for n in 1..MAX_TRACKED_NETWORKS as u128 {
+            assert_eq!(b.take(ip(n << 64), 2, t), Ok(()));
+        }
+        t += Duration::from_secs(1);
+        let refused = b.take(ip(1 << 90), 2, t);
+        assert!(
+            matches!(refused, Err(AccountLimit::Table(s)) if (1700..=1800).contains(&s)),
+            "{refused:?}"
+        );
+        assert_eq!(b.map.len(), MAX_TRACKED_NETWORKS);
+        assert_eq!(
+            b.take(ip(1 << 90), 2, t + Duration::from_secs(1800)),
+            Ok(())
+        );
+        assert!(b.map.len() <= MAX_TRACKED_NETWORKS);
     }
 }
