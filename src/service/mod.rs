@@ -64,6 +64,9 @@ pub enum Op {
     List {
         /// The filter.
         filter: ListFilter,
+        /// Read in parts ([`Answer::RecordPage`]); `None`: all at once.
+        #[serde(default)]
+        page: Option<PageRequest>,
     },
     /// One certificate, its PEM, its audit entries and its renewal (`show`).
     Show {
@@ -89,6 +92,9 @@ pub enum Op {
         /// Only entries at or after this time.
         #[serde(with = "time::serde::rfc3339::option")]
         since: Option<OffsetDateTime>,
+        /// Read in parts ([`Answer::AuditPage`]); `None`: all at once.
+        #[serde(default)]
+        page: Option<PageRequest>,
     },
     /// Sign and publish CRLs (`crl`).
     Crl {
@@ -167,6 +173,98 @@ pub struct Shown {
     pub renewed_by: Option<String>,
 }
 
+/// Records or audit entries read through a server at most this many at a time
+/// (one engine job each, a few milliseconds at a million records): other
+/// requests are answered between the parts of a long `list` or `audit`.
+pub const PAGE_BUDGET: usize = 2_000;
+
+/// Where a read in parts resumes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// The previous part's cursor (`None`: the first part).
+    pub after: Option<Vec<u8>>,
+    /// The time the first part was read at, so that every part filters alike.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+    /// Every part on the one connection, one frame each, instead of one part
+    /// per request ([`Client::run_parts`]).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One part of a long read, with where the next one starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part<T> {
+    /// What matched in this part.
+    pub items: Vec<T>,
+    /// The next part's cursor; `None`: this was the last.
+    pub next: Option<Vec<u8>>,
+    /// The time the read filters at (the first part's).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl<T> Part<T> {
+    fn of(page: crate::store::Page<T>, at: OffsetDateTime) -> Box<Part<T>> {
+        Box::new(Part {
+            items: page.items,
+            next: page.next,
+            at,
+        })
+    }
+}
+
+impl Op {
+    /// Whether the server answers this with a stream of parts.
+    pub fn streams(&self) -> bool {
+        matches!(
+            self,
+            Op::List { page: Some(p), .. } | Op::Audit { page: Some(p), .. } if p.stream
+        )
+    }
+
+    /// The request for the part after `answer`, when this is a read in parts
+    /// and `answer` says another part follows.
+    pub fn continued(&self, answer: &Answer) -> Option<Op> {
+        let page = |next: &Option<Vec<u8>>, at: OffsetDateTime, stream: bool| {
+            next.clone().map(|after| PageRequest {
+                after: Some(after),
+                at: Some(at),
+                stream,
+            })
+        };
+        match (self, answer) {
+            (
+                Op::List {
+                    filter,
+                    page: Some(p),
+                },
+                Answer::RecordPage(part),
+            ) => Some(Op::List {
+                filter: filter.clone(),
+                page: Some(page(&part.next, part.at, p.stream)?),
+            }),
+            (
+                Op::Audit {
+                    since,
+                    page: Some(p),
+                },
+                Answer::AuditPage(part),
+            ) => Some(Op::Audit {
+                since: *since,
+                page: Some(page(&part.next, part.at, p.stream)?),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A long read's answer: all of it, or one part.
+enum Read<T> {
+    Whole(Vec<T>),
+    Part(Box<Part<T>>),
+}
+
 /// What a batch run through the server reports: every entry, then how it ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchReport {
@@ -208,12 +306,16 @@ pub enum Answer {
     Found(Option<Box<Record>>),
     /// Records (`List`).
     Records(Vec<Record>),
+    /// Part of the records (`List` with a page).
+    RecordPage(Box<Part<Record>>),
     /// One certificate (`Show`).
     Shown(Box<Shown>),
     /// The revoked certificate's record (`Revoke`, `RevokeExact`).
     Revoked(Box<Record>),
     /// Audit entries (`Audit`).
     Audit(Vec<AuditEntry>),
+    /// Part of the audit entries (`Audit` with a page).
+    AuditPage(Box<Part<AuditEntry>>),
     /// CRLs signed (`Crl`).
     Crls(Vec<SignedCrl>),
     /// A batch's report (`Batch`).
@@ -242,7 +344,15 @@ fn unexpected(what: &str) -> Error {
 fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer> {
     match op {
         Op::Lookup { query } => Ok(Answer::Found(store.find(&query)?.map(Box::new))),
-        Op::List { filter } => Ok(Answer::Records(store.list(&filter, now)?)),
+        Op::List { filter, page: None } => Ok(Answer::Records(store.list(&filter, now)?)),
+        Op::List {
+            filter,
+            page: Some(p),
+        } => {
+            let at = p.at.unwrap_or(now);
+            let page = store.list_page(&filter, at, p.after.as_deref(), PAGE_BUDGET)?;
+            Ok(Answer::RecordPage(Part::of(page, at)))
+        }
         Op::Show { query } => {
             let record = crate::lookup::resolve(store, &query)?;
             let der = store.der(&record)?.ok_or_else(|| {
@@ -275,7 +385,14 @@ fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer>
             }
             _ => Err(Error::refused("this CA did not issue the certificate")),
         },
-        Op::Audit { since } => Ok(Answer::Audit(store.audit(since)?)),
+        Op::Audit { since, page: None } => Ok(Answer::Audit(store.audit(since)?)),
+        Op::Audit {
+            since,
+            page: Some(p),
+        } => {
+            let page = store.audit_page(since, p.after.as_deref(), PAGE_BUDGET)?;
+            Ok(Answer::AuditPage(Part::of(page, p.at.unwrap_or(now))))
+        }
         Op::Crl {
             issuer,
             target,
@@ -478,7 +595,7 @@ impl Service {
         Ok((Service { jobs: tx, counters }, Engine(thread), extra))
     }
 
-    fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
+    pub(crate) fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job { op, reply })
@@ -674,12 +791,69 @@ impl Backend {
         }
     }
 
+    /// A long read: at once locally; through a server in parts of
+    /// [`PAGE_BUDGET`], one engine job each, so that issuing (ACME's too) goes
+    /// on between them: at a million records a `list` in one job held every
+    /// other request for seconds. The parts come as a stream on one connection
+    /// (the server asks for the next part while it writes this one). `take`
+    /// picks the answers.
+    fn read_in_parts<T>(
+        &self,
+        now: OffsetDateTime,
+        what: &str,
+        op: impl Fn(Option<PageRequest>) -> Op,
+        take: impl Fn(Answer) -> Option<Read<T>>,
+    ) -> Result<Vec<T>> {
+        let client = match self {
+            Backend::Remote(c) => c,
+            Backend::Local(_) => {
+                return match take(self.run(op(None), now)?) {
+                    Some(Read::Whole(items)) => Ok(items),
+                    _ => Err(unexpected(what)),
+                }
+            }
+        };
+        let first = op(Some(PageRequest {
+            stream: true,
+            ..PageRequest::default()
+        }));
+        let (mut out, mut odd) = (Vec::new(), false);
+        client.run_parts(first, &mut |answer| match take(answer) {
+            // A server from before reads in parts: all at once.
+            Some(Read::Whole(items)) => {
+                out.extend(items);
+                false
+            }
+            Some(Read::Part(part)) => {
+                out.extend(part.items);
+                part.next.is_some()
+            }
+            None => {
+                odd = true;
+                false
+            }
+        })?;
+        if odd {
+            return Err(unexpected(what));
+        }
+        Ok(out)
+    }
+
     /// The records matching `filter`.
     pub fn list(&self, filter: ListFilter, now: OffsetDateTime) -> Result<Vec<Record>> {
-        match self.run(Op::List { filter }, now)? {
-            Answer::Records(r) => Ok(r),
-            _ => Err(unexpected("a list")),
-        }
+        self.read_in_parts(
+            now,
+            "a list",
+            |page| Op::List {
+                filter: filter.clone(),
+                page,
+            },
+            |a| match a {
+                Answer::Records(r) => Some(Read::Whole(r)),
+                Answer::RecordPage(p) => Some(Read::Part(p)),
+                _ => None,
+            },
+        )
     }
 
     /// One certificate, as `show` shows it.
@@ -706,10 +880,16 @@ impl Backend {
         since: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<Vec<AuditEntry>> {
-        match self.run(Op::Audit { since }, now)? {
-            Answer::Audit(a) => Ok(a),
-            _ => Err(unexpected("an audit")),
-        }
+        self.read_in_parts(
+            now,
+            "an audit",
+            |page| Op::Audit { since, page },
+            |a| match a {
+                Answer::Audit(e) => Some(Read::Whole(e)),
+                Answer::AuditPage(p) => Some(Read::Part(p)),
+                _ => None,
+            },
+        )
     }
 
     /// Verify the audit log's hash chain.

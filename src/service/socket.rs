@@ -187,7 +187,11 @@ async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u
     let result = match stream.peer_cred() {
         Ok(c) if c.uid() == uid => {
             match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-                Ok(Ok(body)) => answer(&body, &service).await,
+                Ok(Ok(body)) => match request_op(&body) {
+                    Ok(op) if op.streams() => return stream_parts(stream, op, &service).await,
+                    Ok(op) => service.run(op).await.map_err(|e| WireError::from(&e)),
+                    Err(e) => Err(e),
+                },
                 // A client that connected only to see whether a server runs, or
                 // sent nothing useful in time: no answer.
                 _ => return,
@@ -199,25 +203,60 @@ async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u
         )),
         Err(e) => refuse(format!("cannot check the peer's user: {e}")),
     };
-    let response = Response { v: VERSION, result };
-    let Ok(body) = serde_json::to_vec(&response) else {
-        return;
-    };
-    let Ok(len) = u32::try_from(body.len()) else {
-        return;
-    };
-    if len > MAX_RESPONSE {
-        return;
-    }
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_u32(len).await?;
-        stream.write_all(&body).await?;
-        stream.flush().await
-    })
-    .await;
+    write_response(&mut stream, result).await;
 }
 
-async fn answer(body: &[u8], service: &Service) -> std::result::Result<Answer, WireError> {
+/// Write one answer frame; false when it could not be written (the client went
+/// away, or was too slow to read it).
+async fn write_response(
+    stream: &mut tokio::net::UnixStream,
+    result: std::result::Result<Answer, WireError>,
+) -> bool {
+    let response = Response { v: VERSION, result };
+    let Ok(body) = serde_json::to_vec(&response) else {
+        return false;
+    };
+    let Ok(len) = u32::try_from(body.len()) else {
+        return false;
+    };
+    if len > MAX_RESPONSE {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, async {
+            stream.write_u32(len).await?;
+            stream.write_all(&body).await?;
+            stream.flush().await
+        })
+        .await,
+        Ok(Ok(()))
+    )
+}
+
+/// A streamed read ([`Op::streams`]): one answer frame per part on this
+/// connection. Each part is one engine job, so other jobs run between parts;
+/// the next part is asked for before this one is written, so that the engine,
+/// this task and the client work at once. Ends after the last part, an error,
+/// or when the client stops reading.
+async fn stream_parts(mut stream: tokio::net::UnixStream, first: Op, service: &Service) {
+    let mut asked = Some((service.submit(first.clone()), first));
+    while let Some((reply, op)) = asked.take() {
+        let result = match reply {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(super::engine_gone())),
+            Err(e) => Err(e),
+        };
+        if let Ok(answer) = &result {
+            asked = op
+                .continued(answer)
+                .map(|next| (service.submit(next.clone()), next));
+        }
+        if !write_response(&mut stream, result.map_err(|e| WireError::from(&e))).await {
+            return;
+        }
+    }
+}
+
+fn request_op(body: &[u8]) -> std::result::Result<Op, WireError> {
     let state = |m: String| WireError::from(&Error::State(m));
     let req: Request =
         serde_json::from_slice(body).map_err(|e| state(format!("a bad request: {e}")))?;
@@ -227,9 +266,7 @@ async fn answer(body: &[u8], service: &Service) -> std::result::Result<Answer, W
             req.v
         )));
     }
-    let op: Op =
-        serde_json::from_value(req.op).map_err(|e| state(format!("a bad request: {e}")))?;
-    service.run(op).await.map_err(|e| WireError::from(&e))
+    serde_json::from_value(req.op).map_err(|e| state(format!("a bad request: {e}")))
 }
 
 // ---------------------------------------------------------------------------
@@ -280,17 +317,26 @@ impl Client {
         }
     }
 
-    /// Run an operation on the server. Relative paths in `op` are resolved
-    /// against this process's working directory, and given back relative.
-    pub fn run(&self, mut op: Op) -> Result<Answer> {
-        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-        let relative_output = absolutize(&mut op, &cwd);
+    /// Run a streamed read ([`Op::streams`]): `each` gets every answer frame
+    /// and says whether another follows (a server from before streamed reads
+    /// answers with one frame).
+    pub fn run_parts(&self, op: Op, each: &mut dyn FnMut(Answer) -> bool) -> Result<()> {
         let mut stream = self.stream()?;
         let io = |e: std::io::Error| socket_err(&self.path, e);
         stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
         wire::write_frame(&mut stream, &wire::request(&op)?, MAX_REQUEST).map_err(io)?;
-        let body = wire::read_frame(&mut stream, MAX_RESPONSE).map_err(io)?;
+        loop {
+            let answer = self.read_answer(&mut stream)?;
+            if !each(answer) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read_answer(&self, stream: &mut UnixStream) -> Result<Answer> {
+        let io = |e: std::io::Error| socket_err(&self.path, e);
+        let body = wire::read_frame(stream, MAX_RESPONSE).map_err(io)?;
         let response: Response = serde_json::from_slice(&body)
             .map_err(|e| socket_err(&self.path, format!("a bad answer: {e}")))?;
         if response.v != VERSION {
@@ -302,7 +348,20 @@ impl Client {
                 ),
             ));
         }
-        let mut answer = response.result.map_err(WireError::into_error)?;
+        response.result.map_err(WireError::into_error)
+    }
+
+    /// Run an operation on the server. Relative paths in `op` are resolved
+    /// against this process's working directory, and given back relative.
+    pub fn run(&self, mut op: Op) -> Result<Answer> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        let relative_output = absolutize(&mut op, &cwd);
+        let mut stream = self.stream()?;
+        let io = |e: std::io::Error| socket_err(&self.path, e);
+        stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        wire::write_frame(&mut stream, &wire::request(&op)?, MAX_REQUEST).map_err(io)?;
+        let mut answer = self.read_answer(&mut stream)?;
         if relative_output {
             relativize(&mut answer, &cwd);
         }

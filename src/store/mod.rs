@@ -16,6 +16,7 @@
 //! One issuance is one transaction over all trees; `flush` makes it durable before
 //! any file of the certificate appears under its final name.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,15 @@ pub struct ListFilter {
     pub expiring_within: Option<time::Duration>,
     /// Glob (`*`, `?`) over names and subject; a plain string matches as a substring.
     pub name: Option<String>,
+}
+
+/// Part of a long read ([`Store::list_page`], [`Store::audit_page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// What matched in this part.
+    pub items: Vec<T>,
+    /// Where the next part starts (an opaque cursor), `None` at the end.
+    pub next: Option<Vec<u8>>,
 }
 
 /// The open store of one CA: holds sled's lock (no other process opens it) until dropped.
@@ -588,6 +598,20 @@ impl Store {
     /// Records matching `filter`, as of `now`, in notAfter order when listing by
     /// expiry and serial order otherwise.
     pub fn list(&self, filter: &ListFilter, now: OffsetDateTime) -> Result<Vec<Record>> {
+        Ok(self.list_page(filter, now, None, usize::MAX)?.items)
+    }
+
+    /// One page of [`Store::list`]: the matches among at most `budget` records
+    /// read after the cursor `after` (a page's `next`; `None`: from the start).
+    /// The budget counts records read, not matches, so a page costs the same
+    /// whatever the filter: a server answers other requests between pages.
+    pub fn list_page(
+        &self,
+        filter: &ListFilter,
+        now: OffsetDateTime,
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> Result<Page<Record>> {
         let matcher = filter.name.as_deref().map(NameMatcher::new);
         let keep = |r: &Record| {
             filter.role.is_none_or(|role| r.role == role)
@@ -595,44 +619,50 @@ impl Store {
                 && filter.profile.as_deref().is_none_or(|p| r.profile == p)
                 && matcher.as_ref().is_none_or(|m| m.matches(r))
         };
-        let mut out = Vec::new();
         if let Some(within) = filter.expiring_within {
             // The expiry index: only the range that can match is read.
-            let from = unix_be(now);
-            let to = unix_be(now + within);
-            let mut end = to.to_vec();
+            let mut end = unix_be(now + within).to_vec();
             end.push(0xff);
-            for item in self.expiry.range(from.to_vec()..end) {
-                let (k, _) = item.map_err(store_err)?;
-                if let Some(r) = self.get(&k[8..])? {
-                    if keep(&r) {
-                        out.push(r);
-                    }
-                }
-            }
-            return Ok(out);
+            let from = match after {
+                Some(k) => Bound::Excluded(k.to_vec()),
+                None => Bound::Included(unix_be(now).to_vec()),
+            };
+            return page(
+                self.expiry.range((from, Bound::Excluded(end))),
+                budget,
+                |k, _| Ok(self.get(&k[8..])?.filter(|r| keep(r))),
+            );
         }
-        for item in self.records.iter() {
-            let (_, v) = item.map_err(store_err)?;
-            let r = decode_record(&v)?;
-            if keep(&r) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        page(
+            self.records.range::<Vec<u8>, _>((from, Bound::Unbounded)),
+            budget,
+            |_, v| Ok(Some(decode_record(v)?).filter(|r| keep(r))),
+        )
     }
 
     /// The audit log, oldest first, from `since` on.
     pub fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>> {
-        let mut out = Vec::new();
-        for item in self.audit.iter() {
-            let (_, v) = item.map_err(store_err)?;
-            let e: AuditEntry = serde_json::from_slice(&v).map_err(store_err)?;
-            if since.is_none_or(|s| e.at >= s) {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        Ok(self.audit_page(since, None, usize::MAX)?.items)
+    }
+
+    /// One page of [`Store::audit`]: the entries from `since` on among at most
+    /// `budget` read after the cursor `after` (see [`Store::list_page`]).
+    pub fn audit_page(
+        &self,
+        since: Option<OffsetDateTime>,
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> Result<Page<AuditEntry>> {
+        let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        page(
+            self.audit.range::<Vec<u8>, _>((from, Bound::Unbounded)),
+            budget,
+            |_, v| {
+                let e: AuditEntry = serde_json::from_slice(v).map_err(store_err)?;
+                Ok(since.is_none_or(|s| e.at >= s).then_some(e))
+            },
+        )
     }
 
     /// The audit entries that name one serial.
@@ -655,6 +685,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Read at most `budget` entries of `entries`, keeping what `pick` returns; the
+/// cursor of the next page is the last key read when the budget ran out.
+fn page<T>(
+    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    budget: usize,
+    mut pick: impl FnMut(&[u8], &[u8]) -> Result<Option<T>>,
+) -> Result<Page<T>> {
+    let mut items = Vec::new();
+    let mut read = 0;
+    for item in entries {
+        let (k, v) = item.map_err(store_err)?;
+        if let Some(x) = pick(&k, &v)? {
+            items.push(x);
+        }
+        read += 1;
+        if read == budget {
+            return Ok(Page {
+                items,
+                next: Some(k.to_vec()),
+            });
+        }
+    }
+    Ok(Page { items, next: None })
 }
 
 /// A random number for backoff jitter (0 if the OS generator fails: jitter is a nicety).
@@ -1056,5 +1111,84 @@ mod tests {
         assert_eq!(hex_encode(&[0, 1, 0xab]), "0001ab");
         assert_eq!(hex_decode("0001ab"), Some(vec![0, 1, 0xab]));
         assert_eq!(hex_decode("0g"), None);
+    }
+
+    /// Reading in parts of any size gives what one read gives: every record
+    /// once, in the same order, for the serial scan, the expiry index and the
+    /// audit log alike.
+    #[test]
+    fn a_read_in_parts_of_any_size_is_the_whole_read() {
+        use crate::issue::{IssuanceRequest, Issuer, KeySource, Output, RunOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let reqs: Vec<IssuanceRequest> = (0..23)
+            .map(|i| IssuanceRequest {
+                profile: "device".into(),
+                content: crate::policy::RequestedContent {
+                    dns: vec![format!("h{i}.test")],
+                    validity: (i % 3 == 0).then(|| format!("{}d", 5 + i)),
+                    ..Default::default()
+                },
+                key: KeySource::Generate(None),
+                request_id: None,
+                output: Output::None,
+                origin: crate::rules::Origin::Arguments,
+            })
+            .collect();
+        Issuer::new(&ca, &store)
+            .unwrap()
+            .issue_all(&reqs, &RunOptions::batch(), now, &mut |_, r| {
+                r.unwrap();
+            })
+            .unwrap();
+        let filters = [
+            ListFilter::default(),
+            ListFilter {
+                expiring_within: Some(time::Duration::days(30)),
+                ..Default::default()
+            },
+            ListFilter {
+                name: Some("h1*".into()),
+                ..Default::default()
+            },
+        ];
+        for filter in &filters {
+            let whole = store.list(filter, now).unwrap();
+            assert!(!whole.is_empty());
+            for budget in [1, 2, 5, 23, 24, 100] {
+                let (mut parts, mut after, mut pages) = (Vec::new(), None, 0);
+                loop {
+                    let p = store
+                        .list_page(filter, now, after.as_deref(), budget)
+                        .unwrap();
+                    assert!(p.items.len() <= budget);
+                    parts.extend(p.items);
+                    pages += 1;
+                    match p.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                assert_eq!(parts, whole, "{filter:?} in parts of {budget}");
+                assert!(pages > 1 || budget >= whole.len());
+            }
+        }
+        let whole = store.audit(None).unwrap();
+        assert!(whole.len() >= 23);
+        let (mut parts, mut after) = (Vec::new(), None);
+        loop {
+            let p = store.audit_page(None, after.as_deref(), 4).unwrap();
+            parts.extend(p.items);
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(parts.len(), whole.len());
+        assert!(parts
+            .iter()
+            .zip(&whole)
+            .all(|(a, b)| a.at == b.at && a.serial == b.serial && a.action == b.action));
     }
 }

@@ -655,3 +655,109 @@ fn a_profile_edited_while_serve_runs_applies_to_the_next_issue() {
     );
     assert_eq!(issued["status"], "issued", "{issued}");
 }
+
+/// `list` and `audit` through a running server are read in parts of
+/// `PAGE_BUDGET` records (one engine job each, so that issuing goes on between
+/// them: at a million records a list in one job held every issue for seconds)
+/// and print exactly what a local run prints, whatever the filter.
+#[test]
+fn long_lists_and_audits_are_read_in_parts_with_the_output_of_a_local_run() {
+    use mtlsca::service::{PageRequest, PAGE_BUDGET};
+    let env = Env::with_ca();
+    let n = PAGE_BUDGET + 150;
+    let manifest: String = (0..n)
+        .map(|i| {
+            let validity = if i % 3 == 0 { "validity = \"10d\"\n" } else { "" };
+            format!("[[certificate]]\nid = \"e{i}\"\nprofile = \"device\"\ndns = [\"e{i}.corp.internal\"]\n{validity}\n")
+        })
+        .collect();
+    std::fs::write(env.path("m.toml"), manifest).unwrap();
+    std::fs::create_dir(env.path("out")).unwrap();
+    let m = env.path("m.toml");
+    let out = env.path("out");
+    ok(
+        &env,
+        &[
+            "-q",
+            "batch",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    let all = json(&env, &["list"]);
+    assert_eq!(all.as_array().unwrap().len(), n);
+    let some = all[1234]["serial"].as_str().unwrap().to_string();
+    ok(&env, &["-q", "revoke", &some]);
+    let reads: &[&[&str]] = &[
+        &["list"],
+        &["--json", "list"],
+        &["list", "--expiring-within", "20d"],
+        &["list", "--name", "e1*"],
+        &["list", "--status", "revoked"],
+        &["audit"],
+        &["--json", "audit"],
+    ];
+    // Through the server first (its start records its own certificate), then
+    // locally once it has stopped: the same store both times.
+    let mut server = Server::start(&env, &[]);
+    let remote: Vec<String> = reads.iter().map(|a| ok(&env, a)).collect();
+    // The server answered in parts: the first holds PAGE_BUDGET records and
+    // says where the next starts.
+    let client = Client::connect(&env.ca_dir())
+        .unwrap()
+        .expect("the server answers");
+    let first = Op::List {
+        filter: Default::default(),
+        page: Some(PageRequest::default()),
+    };
+    match client.run(first).unwrap() {
+        Answer::RecordPage(p) => {
+            assert_eq!(p.items.len(), PAGE_BUDGET);
+            assert!(p.next.is_some());
+        }
+        other => panic!("a part of the list: {other:?}"),
+    }
+    // Streamed (what the CLI asks for): every part on one connection, the
+    // records and the server's own certificate.
+    let mut parts = Vec::new();
+    let streamed = Op::List {
+        filter: Default::default(),
+        page: Some(PageRequest {
+            stream: true,
+            ..Default::default()
+        }),
+    };
+    client
+        .run_parts(streamed, &mut |a| match a {
+            Answer::RecordPage(p) => {
+                parts.push(p.items.len());
+                p.next.is_some()
+            }
+            other => panic!("a part of the list: {other:?}"),
+        })
+        .unwrap();
+    assert_eq!(parts, [PAGE_BUDGET, n + 1 - PAGE_BUDGET]);
+    assert_eq!(server.stop(), 0);
+    let local: Vec<String> = reads.iter().map(|a| ok(&env, a)).collect();
+    assert!(
+        local[2].contains(&format!("{} certificate(s)", n.div_ceil(3))),
+        "{}",
+        local[2]
+    );
+    assert!(local[4].contains("1 certificate(s)") && local[4].contains(&some));
+    for ((args, got), want) in reads.iter().zip(&remote).zip(&local) {
+        // The first line that differs, not two pages of output.
+        let diff = got
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .map(|i| (i, got.lines().nth(i), want.lines().nth(i)));
+        assert_eq!(
+            diff, None,
+            "mtlsca {args:?} through the server (line, got, want)"
+        );
+        assert_eq!(got.lines().count(), want.lines().count(), "mtlsca {args:?}");
+    }
+}
