@@ -10,6 +10,12 @@ use mtlsca::*;
 
 mod cli;
 
+// mimalloc, not glibc's malloc: `serve` allocates and frees small objects from
+// several threads (hyper, rustls, JSON, the engine), where glibc's arenas spent
+// about a tenth of its CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match cli::parse() {
         Ok(cli) => cli,
