@@ -158,7 +158,8 @@ by = {}
 for r in rows:
     by.setdefault(r["label"], []).append(r)
 def med(label, key):
-    vals = [r[key] for r in by.get(label, [])]
+    # A round without a value (no order finished: a stalled pebble) is left out.
+    vals = [r[key] for r in by.get(label, []) if r.get(key) is not None]
     return statistics.median(vals) if vals else float("nan")
 print(f"ACME load, {sys.argv[2]} clients, {sys.argv[3]} s per server, {len(by['serve'])} round(s) (medians)")
 labels = [l for l in ("serve", "pebble") if l in by]
