@@ -216,7 +216,7 @@ impl<T> Part<T> {
 
 impl Op {
     /// Whether the server answers this with a stream of parts.
-    pub fn streams(&self) -> bool {
+    pub(crate) fn streams(&self) -> bool {
         matches!(
             self,
             Op::List { page: Some(p), .. } | Op::Audit { page: Some(p), .. } if p.stream
@@ -225,7 +225,7 @@ impl Op {
 
     /// The request for the part after `answer`, when this is a read in parts
     /// and `answer` says another part follows.
-    pub fn continued(&self, answer: &Answer) -> Option<Op> {
+    pub(crate) fn continued(&self, answer: &Answer) -> Option<Op> {
         let page = |next: &Option<Vec<u8>>, at: OffsetDateTime, stream: bool| {
             next.clone().map(|after| PageRequest {
                 after: Some(after),

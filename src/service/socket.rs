@@ -233,7 +233,7 @@ async fn write_response(
     )
 }
 
-/// A streamed read ([`Op::streams`]): one answer frame per part on this
+/// A streamed read (`Op::streams`): one answer frame per part on this
 /// connection. Each part is one engine job, so other jobs run between parts;
 /// the next part is asked for before this one is written, so that the engine,
 /// this task and the client work at once. Ends after the last part, an error,
@@ -317,21 +317,28 @@ impl Client {
         }
     }
 
-    /// Run a streamed read ([`Op::streams`]): `each` gets every answer frame
-    /// and says whether another follows (a server from before streamed reads
-    /// answers with one frame).
+    /// Run a streamed read (a `List` or `Audit` whose
+    /// [`PageRequest`](super::PageRequest) has `stream`): `each` gets every
+    /// answer frame and says whether another follows (a server from before
+    /// streamed reads answers with one frame).
     pub fn run_parts(&self, op: Op, each: &mut dyn FnMut(Answer) -> bool) -> Result<()> {
-        let mut stream = self.stream()?;
-        let io = |e: std::io::Error| socket_err(&self.path, e);
-        stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-        wire::write_frame(&mut stream, &wire::request(&op)?, MAX_REQUEST).map_err(io)?;
+        let mut stream = self.send(&op)?;
         loop {
             let answer = self.read_answer(&mut stream)?;
             if !each(answer) {
                 return Ok(());
             }
         }
+    }
+
+    /// Send `op` on a connection, which then carries the answer.
+    fn send(&self, op: &Op) -> Result<UnixStream> {
+        let mut stream = self.stream()?;
+        let io = |e: std::io::Error| socket_err(&self.path, e);
+        stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        wire::write_frame(&mut stream, &wire::request(op)?, MAX_REQUEST).map_err(io)?;
+        Ok(stream)
     }
 
     fn read_answer(&self, stream: &mut UnixStream) -> Result<Answer> {
@@ -356,11 +363,7 @@ impl Client {
     pub fn run(&self, mut op: Op) -> Result<Answer> {
         let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         let relative_output = absolutize(&mut op, &cwd);
-        let mut stream = self.stream()?;
-        let io = |e: std::io::Error| socket_err(&self.path, e);
-        stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-        wire::write_frame(&mut stream, &wire::request(&op)?, MAX_REQUEST).map_err(io)?;
+        let mut stream = self.send(&op)?;
         let mut answer = self.read_answer(&mut stream)?;
         if relative_output {
             relativize(&mut answer, &cwd);
