@@ -570,7 +570,7 @@ impl Service {
             .spawn(move || {
                 let opened = Ca::open(&opts.ca_dir)
                     .map(|ca| ca.with_passphrase_source(opts.passphrase.clone()))
-                    .and_then(|ca| Ok((ca, Store::open(&opts.ca_dir, opts.lock_timeout)?)));
+                    .and_then(|ca| Ok((ca, Store::open_held(&opts.ca_dir, opts.lock_timeout)?)));
                 let (ca, store) = match opened {
                     Ok(x) => x,
                     Err(e) => {

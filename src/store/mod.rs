@@ -254,6 +254,16 @@ pub type CaKeyIds = std::collections::BTreeMap<String, String>;
 /// Where the CA's key identifiers are kept in `meta`.
 const CA_KEY_IDS: &[u8] = b"ca_key_ids";
 
+/// sled's page cache in a command: it reads a few pages, and a `batch` of
+/// 100,000 stays within its memory target (BENCHMARKS.md).
+pub const COMMAND_CACHE: u64 = 16 * 1024 * 1024;
+
+/// sled's page cache in `serve`, which holds the store for long: with the
+/// command's 16 MiB, ACME's orders and authorizations soon outgrew the cache
+/// and every order cost more CPU than the one before (8–9 % more orders/s
+/// with this, BENCHMARKS.md). A ceiling, not an allocation.
+pub const HELD_CACHE: u64 = 256 * 1024 * 1024;
+
 /// How to get a CA's records back when its store is gone or unusable.
 pub const RESTORE_HINT: &str = "bring the CA back from a backup with `mtlsca --ca-dir NEW-DIR restore BACKUP-DIR` (README, \"Failures and recovery\"): mtlsca creates a store only at `init` and `restore`, never in place of a lost one";
 
@@ -268,6 +278,12 @@ impl Store {
         Store::open_unless(ca_dir, wait, &mut || false)?.ok_or_else(never_gives_up)
     }
 
+    /// `open` for a process that holds the store for long (`serve`'s engine):
+    /// sled may cache up to [`HELD_CACHE`] of it instead of [`COMMAND_CACHE`].
+    pub fn open_held(ca_dir: &Path, wait: Duration) -> Result<Store> {
+        Store::open_at(ca_dir, wait, HELD_CACHE, &mut || false)?.ok_or_else(never_gives_up)
+    }
+
     /// `open`, but while another process holds the lock, ask `give_up` before
     /// each retry: `None` when it said yes (a command that finds `serve`
     /// starting up goes to its socket instead of waiting out the lock).
@@ -276,9 +292,18 @@ impl Store {
         wait: Duration,
         give_up: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Store>> {
+        Store::open_at(ca_dir, wait, COMMAND_CACHE, give_up)
+    }
+
+    fn open_at(
+        ca_dir: &Path,
+        wait: Duration,
+        cache: u64,
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Store>> {
         let path = ca_dir.join("db");
         check_present(&path)?;
-        let Some(store) = Store::open_sled(&path, wait, give_up)? else {
+        let Some(store) = Store::open_sled(&path, wait, cache, give_up)? else {
             return Ok(None);
         };
         store.check_schema()?;
@@ -413,7 +438,7 @@ impl Store {
 
     /// `open_sled` that never gives up before `wait` is over.
     fn open_sled_waiting(path: &Path, wait: Duration) -> Result<Store> {
-        Store::open_sled(path, wait, &mut || false)?.ok_or_else(never_gives_up)
+        Store::open_sled(path, wait, COMMAND_CACHE, &mut || false)?.ok_or_else(never_gives_up)
     }
 
     /// Open sled at `path` (which `open` checked or `create` made), waiting for
@@ -421,6 +446,7 @@ impl Store {
     fn open_sled(
         path: &Path,
         wait: Duration,
+        cache: u64,
         give_up: &mut dyn FnMut() -> bool,
     ) -> Result<Option<Store>> {
         let start = Instant::now();
@@ -431,7 +457,7 @@ impl Store {
                 .path(path)
                 // We flush explicitly at the points that must be durable.
                 .flush_every_ms(None)
-                .cache_capacity(16 * 1024 * 1024);
+                .cache_capacity(cache);
             let locked = match cfg.open() {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) => true,
