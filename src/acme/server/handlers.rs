@@ -435,7 +435,7 @@ impl App {
             ["order", id] => self.order_get(base, &account, id),
             ["order", id, "finalize"] => self.finalize(base, &account, id, &post).await,
             ["authz", id] => self.authz_get(base, &account, id),
-            ["chall", id] => self.challenge(base, &account, id, &post),
+            ["chall", id] => self.challenge(base, &account, id, &post).await,
             ["cert", id] => self.certificate(&account, id),
             _ => Err(Problem::not_found()),
         }
@@ -882,13 +882,40 @@ impl App {
         Ok(Reply::json(StatusCode::OK, authz_json(base, a)))
     }
 
-    pub(super) fn challenge(
+    /// A challenge (POST-as-GET), or the client's answer to it (a payload): the
+    /// validation starts, and the reply waits up to [`VALIDATION_WAIT`] for its
+    /// outcome, so that a client's first poll usually finds the authorization
+    /// decided (a slower validation is answered `processing`, and goes on).
+    pub(super) async fn challenge(
         self: &Arc<App>,
         base: &str,
         account: &str,
         id: &str,
         post: &Post,
     ) -> Result<Reply, Problem> {
+        let validation = self.start_challenge(account, id, post)?;
+        if let Some(task) = validation {
+            let _ = tokio::time::timeout(VALIDATION_WAIT, task).await;
+        }
+        let st = self.state();
+        let authz_id = st.challenges.get(id).ok_or_else(Problem::not_found)?;
+        let c = st
+            .authzs
+            .get(authz_id)
+            .and_then(|a| a.challenges.iter().find(|c| c.id == id))
+            .ok_or_else(Problem::not_found)?;
+        let body = challenge_json(base, c);
+        Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
+    }
+
+    /// Check that `id` is `account`'s challenge and, when the client answers
+    /// it, start its validation (one per authorization: the first answered).
+    fn start_challenge(
+        self: &Arc<App>,
+        account: &str,
+        id: &str,
+        post: &Post,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, Problem> {
         let respond = Self::payload(post)?.is_some();
         let mut st = self.state();
         let authz_id = st
@@ -932,7 +959,7 @@ impl App {
                 },
             };
             let app = self.clone();
-            tokio::spawn(async move {
+            return Ok(Some(tokio::spawn(async move {
                 let authz = job.authz.clone();
                 validate(app.clone(), job).await;
                 // Write the outcome (challenge, authorization, order) through.
@@ -945,13 +972,12 @@ impl App {
                 if let Err(p) = saved {
                     crate::serverlog::line(format!("error: recording a validation: {}", p.detail));
                 }
-            });
+            })));
         }
         // Nothing to write here: a challenge being validated is `processing` only
         // in memory (after a crash it reads as `pending` again, as stored), and the
         // validation writes its outcome through when it ends.
-        let body = challenge_json(base, &a.challenges[idx]);
-        Ok(Reply::json(StatusCode::OK, body).link(&format!("{base}/acme/authz/{authz_id}"), "up"))
+        Ok(None)
     }
 
     pub(super) async fn finalize(

@@ -105,6 +105,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_MAX: Duration = Duration::from_secs(300);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the answer to a challenge waits for its validation before it says
+/// `processing`: long enough for a validation on a LAN, short enough that a slow
+/// one does not hold the client's request.
+const VALIDATION_WAIT: Duration = Duration::from_secs(2);
 const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
 const MAX_IDENTIFIERS: usize = 100;
 const MAX_ORDERS: usize = 100_000;
