@@ -1139,6 +1139,20 @@ mod tests {
         assert_eq!(hex_decode("0g"), None);
     }
 
+    /// Every part of a read in parts, following the cursors; and how many parts.
+    fn read_all<T>(part: &mut dyn FnMut(Option<&[u8]>) -> Page<T>) -> (Vec<T>, usize) {
+        let (mut items, mut after, mut parts) = (Vec::new(), None::<Vec<u8>>, 0);
+        loop {
+            let p = part(after.as_deref());
+            items.extend(p.items);
+            parts += 1;
+            match p.next {
+                Some(n) => after = Some(n),
+                None => return (items, parts),
+            }
+        }
+    }
+
     /// Reading in parts of any size gives what one read gives: every record
     /// once, in the same order, for the serial scan, the expiry index and the
     /// audit log alike.
@@ -1183,34 +1197,18 @@ mod tests {
             let whole = store.list(filter, now).unwrap();
             assert!(!whole.is_empty());
             for budget in [1, 2, 5, 23, 24, 100] {
-                let (mut parts, mut after, mut pages) = (Vec::new(), None, 0);
-                loop {
-                    let p = store
-                        .list_page(filter, now, after.as_deref(), budget)
-                        .unwrap();
+                let (parts, pages) = read_all(&mut |after| {
+                    let p = store.list_page(filter, now, after, budget).unwrap();
                     assert!(p.items.len() <= budget);
-                    parts.extend(p.items);
-                    pages += 1;
-                    match p.next {
-                        Some(n) => after = Some(n),
-                        None => break,
-                    }
-                }
+                    p
+                });
                 assert_eq!(parts, whole, "{filter:?} in parts of {budget}");
                 assert!(pages > 1 || budget >= whole.len());
             }
         }
         let whole = store.audit(None).unwrap();
         assert!(whole.len() >= 23);
-        let (mut parts, mut after) = (Vec::new(), None);
-        loop {
-            let p = store.audit_page(None, after.as_deref(), 4).unwrap();
-            parts.extend(p.items);
-            match p.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        let (parts, _) = read_all(&mut |after| store.audit_page(None, after, 4).unwrap());
         assert_eq!(parts.len(), whole.len());
         assert!(parts
             .iter()
