@@ -12,7 +12,8 @@ mod cli;
 
 // mimalloc, not glibc's malloc: `serve` allocates and frees small objects from
 // several threads (hyper, rustls, JSON, the engine), where glibc's arenas spent
-// about a tenth of its CPU (BENCHMARKS.md).
+// about a tenth of its CPU (BENCHMARKS.md). Built without transparent huge
+// pages (Cargo.toml): each CLI call would otherwise zero a 2 MiB page at start.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
