@@ -41,6 +41,9 @@ pub const DEFAULT_CHUNK: usize = crate::issue::DEFAULT_CHUNK;
 const MAX_ID: usize = 128;
 /// How many manifest errors are listed before "and N more".
 const MAX_LISTED_ERRORS: usize = 20;
+/// Chunks between two turns given to other jobs in a server's engine
+/// ([`run`]'s `give_way`): 1,024 entries by default, about half a second here.
+pub const GIVE_WAY_CHUNKS: usize = 4;
 
 /// A manifest: `[[certificate]]` tables.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -357,6 +360,13 @@ pub fn check_id(id: &str) -> std::result::Result<(), String> {
 /// order as soon as its files are final. Errors of the manifest are returned
 /// before anything is issued; a CA or store failure stops the batch (what was
 /// reported before is durable and complete).
+///
+/// `give_way`, when given, is called between slices of `GIVE_WAY_CHUNKS`
+/// chunks, with no chunk staged or signing: the server's engine runs the jobs
+/// that came in meanwhile there (an ACME finalize waits for a slice, not for
+/// the whole batch). What it issues is staged against like anything recorded
+/// before the batch: a request id it records is `exists` (or a conflict) here.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ca: &Ca,
     store: &Store,
@@ -365,6 +375,7 @@ pub fn run(
     opts: &BatchOptions,
     now: OffsetDateTime,
     report: &mut dyn FnMut(&EntryOutcome),
+    mut give_way: Option<&mut dyn FnMut()>,
 ) -> Result<Summary> {
     let issuer = Issuer::new(ca, store)?;
     let entries = &manifest.certificate;
@@ -500,17 +511,33 @@ pub fn run(
         threads: opts.threads,
     };
     let mut renewed = 0usize;
-    let counts = issuer.issue_all(&to_issue, &run_opts, now, &mut |i, r| {
-        let pos = positions[i];
-        report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
-        let mut o = EntryOutcome::of(&entries[pos].id, r);
-        if o.status == EntryStatus::Issued && renewing.contains(&pos) {
-            o.status = EntryStatus::Renewed;
-            renewed += 1;
+    let slice = match give_way {
+        Some(_) => opts.chunk.max(1).saturating_mul(GIVE_WAY_CHUNKS),
+        None => to_issue.len().max(1),
+    };
+    let mut counts = issue::Counts::default();
+    for (n, part) in to_issue.chunks(slice).enumerate() {
+        if n > 0 {
+            if let Some(give_way) = give_way.as_mut() {
+                give_way();
+            }
         }
-        report(&o);
-        next = pos + 1;
-    })?;
+        let base = n * slice;
+        let c = issuer.issue_all(part, &run_opts, now, &mut |i, r| {
+            let pos = positions[base + i];
+            report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
+            let mut o = EntryOutcome::of(&entries[pos].id, r);
+            if o.status == EntryStatus::Issued && renewing.contains(&pos) {
+                o.status = EntryStatus::Renewed;
+                renewed += 1;
+            }
+            report(&o);
+            next = pos + 1;
+        })?;
+        counts.issued += c.issued;
+        counts.exists += c.exists;
+        counts.refused += c.refused;
+    }
     report_refused(
         &mut next,
         entries.len(),
@@ -631,11 +658,19 @@ mod tests {
             threads: 2,
             renew_within: None,
         };
+        let batch = |report: &mut dyn FnMut(&EntryOutcome), give_way: Option<&mut dyn FnMut()>| {
+            run(&ca, &store, &manifest, "m", &opts, now, report, give_way).unwrap()
+        };
         let mut seen = Vec::new();
-        let summary = run(&ca, &store, &manifest, "m", &opts, now, &mut |o| {
-            seen.push((o.id.clone(), o.status))
-        })
-        .unwrap();
+        // Given a way to give way (a server's engine): called between slices
+        // of GIVE_WAY_CHUNKS chunks (here 28 of the 29 entries to issue), with
+        // the slice before recorded and nothing of the next one under way.
+        let mut turns = Vec::new();
+        let summary = batch(
+            &mut |o| seen.push((o.id.clone(), o.status)),
+            Some(&mut || turns.push(store.count())),
+        );
+        assert_eq!(turns, [opts.chunk * GIVE_WAY_CHUNKS]);
         assert_eq!(summary.issued, 29);
         assert_eq!(summary.refused, 1);
         let ids: Vec<String> = seen.iter().map(|(id, _)| id.clone()).collect();
@@ -646,11 +681,7 @@ mod tests {
         let files = std::fs::read_dir(dir.path().join("out")).unwrap().count();
         assert_eq!(files, 29 * 3);
 
-        let mut again = Vec::new();
-        let summary = run(&ca, &store, &manifest, "m", &opts, now, &mut |o| {
-            again.push(o.status)
-        })
-        .unwrap();
+        let summary = batch(&mut |_| {}, None);
         assert_eq!((summary.issued, summary.exists), (0, 29));
         assert_eq!(store.count(), 29);
     }

@@ -17,6 +17,7 @@
 pub mod socket;
 pub mod wire;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -215,6 +216,21 @@ impl<T> Part<T> {
 }
 
 impl Op {
+    /// Whether this job holds the engine for long: a batch, a store check, an
+    /// audit verification, a backup, a whole `list` or `audit` at once. While
+    /// a batch gives way to other jobs, these wait until it is done.
+    pub(crate) fn holds_engine(&self) -> bool {
+        matches!(
+            self,
+            Op::Batch { .. }
+                | Op::StoreCheck
+                | Op::AuditVerify
+                | Op::Backup { .. }
+                | Op::List { page: None, .. }
+                | Op::Audit { page: None, .. }
+        )
+    }
+
     /// Whether the server answers this with a stream of parts.
     pub(crate) fn streams(&self) -> bool {
         matches!(
@@ -292,6 +308,9 @@ pub struct ServiceStats {
     /// The longest group, microseconds.
     #[serde(default)]
     pub longest_group_micros: u64,
+    /// Times a batch gave way to jobs that came in while it ran.
+    #[serde(default)]
+    pub batch_turns: u64,
 }
 
 /// The answer to an [`Op`].
@@ -336,6 +355,35 @@ fn unexpected(what: &str) -> Error {
     Error::State(format!(
         "the CA service answered {what} with something else"
     ))
+}
+
+/// A manifest issued, its entries' outcomes collected for the answer;
+/// `give_way` as in [`crate::batch::run`].
+fn run_batch(
+    ca: &Ca,
+    store: &Store,
+    manifest: &str,
+    name: &str,
+    opts: &BatchOptions,
+    now: OffsetDateTime,
+    give_way: Option<&mut dyn FnMut()>,
+) -> Result<Answer> {
+    let parsed = Manifest::parse(manifest, name)?;
+    let mut entries = Vec::new();
+    let outcome = crate::batch::run(
+        ca,
+        store,
+        &parsed,
+        name,
+        opts,
+        now,
+        &mut |o| entries.push(o.clone()),
+        give_way,
+    );
+    Ok(Answer::Batch(Box::new(BatchReport {
+        entries,
+        outcome: outcome.map_err(|e| WireError::from(&e)),
+    })))
 }
 
 /// Run one operation other than issuing on an open CA: the one code path of
@@ -430,17 +478,7 @@ fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer>
             manifest,
             name,
             opts,
-        } => {
-            let parsed = Manifest::parse(&manifest, &name)?;
-            let mut entries = Vec::new();
-            let outcome = crate::batch::run(ca, store, &parsed, &name, &opts, now, &mut |o| {
-                entries.push(o.clone())
-            });
-            Ok(Answer::Batch(Box::new(BatchReport {
-                entries,
-                outcome: outcome.map_err(|e| WireError::from(&e)),
-            })))
-        }
+        } => run_batch(ca, store, &manifest, &name, &opts, now, None),
         Op::Status => Ok(Answer::Status(ServiceStats::default())),
         Op::EabCreate { profile } => Ok(Answer::EabKeys(vec![crate::acme::eab::create(
             ca, store, &profile, now,
@@ -501,6 +539,7 @@ struct Counters {
     largest_group: AtomicU64,
     group_micros: AtomicU64,
     longest_group_micros: AtomicU64,
+    batch_turns: AtomicU64,
 }
 
 impl Counters {
@@ -511,6 +550,7 @@ impl Counters {
             largest_group: self.largest_group.load(Ordering::Relaxed),
             group_micros: self.group_micros.load(Ordering::Relaxed),
             longest_group_micros: self.longest_group_micros.load(Ordering::Relaxed),
+            batch_turns: self.batch_turns.load(Ordering::Relaxed),
         }
     }
 }
@@ -630,7 +670,9 @@ impl Service {
 }
 
 /// The engine: take every job waiting, run the others in order, then the issue
-/// jobs together (one `issue_all`: one transaction, one flush).
+/// jobs together (one `issue_all`: one transaction, one flush). A job that holds
+/// the engine for long ([`Op::holds_engine`]) ends what is taken at once, so no
+/// job taken with it waits behind it.
 fn engine_loop(
     ca: &Ca,
     store: &Store,
@@ -638,32 +680,101 @@ fn engine_loop(
     rx: &std::sync::mpsc::Receiver<Job>,
     counters: &Counters,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        while waiting.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => waiting.push(j),
+    let engine = EngineRefs {
+        ca,
+        store,
+        issuer,
+        rx,
+        counters,
+    };
+    // Jobs that hold the engine, come in while a batch gave way: they run after
+    // it, before anything newer.
+    let mut held: VecDeque<Job> = VecDeque::new();
+    loop {
+        let first = match held.pop_front() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
                 Err(_) => break,
+            },
+        };
+        let mut waiting = vec![first];
+        while waiting.len() < MAX_GROUP && !waiting.last().is_some_and(|j| j.op.holds_engine()) {
+            match held.pop_front().map_or_else(|| rx.try_recv().ok(), Some) {
+                Some(j) => waiting.push(j),
+                None => break,
             }
         }
-        let mut group: Vec<(IssuanceRequest, oneshot::Sender<Result<Answer>>)> = Vec::new();
-        for Job { op, reply } in waiting {
-            // Servers read the clock per request.
-            let now = OffsetDateTime::now_utc();
-            let answer = match op {
-                Op::Issue(req) => {
-                    group.push((*req, reply));
-                    continue;
+        run_jobs(&engine, waiting, &mut held);
+    }
+}
+
+/// What the engine thread works with.
+struct EngineRefs<'a, 'c> {
+    ca: &'a Ca,
+    store: &'a Store,
+    issuer: &'a Issuer<'c>,
+    rx: &'a std::sync::mpsc::Receiver<Job>,
+    counters: &'a Counters,
+}
+
+/// Run jobs taken together: the others in order, the issues as one group (a
+/// batch first lets the issues taken before it go).
+fn run_jobs(e: &EngineRefs<'_, '_>, waiting: Vec<Job>, held: &mut VecDeque<Job>) {
+    let mut group: Vec<(IssuanceRequest, oneshot::Sender<Result<Answer>>)> = Vec::new();
+    for Job { op, reply } in waiting {
+        // Servers read the clock per request.
+        let now = OffsetDateTime::now_utc();
+        let answer = match op {
+            Op::Issue(req) => {
+                group.push((*req, reply));
+                continue;
+            }
+            Op::Check { profile, content } => check(e.issuer, profile, *content),
+            Op::Status => Ok(Answer::Status(e.counters.snapshot())),
+            Op::Batch {
+                manifest,
+                name,
+                opts,
+            } => {
+                if !group.is_empty() {
+                    issue_group(e.issuer, std::mem::take(&mut group), e.counters);
                 }
-                Op::Check { profile, content } => check(issuer, profile, *content),
-                Op::Status => Ok(Answer::Status(counters.snapshot())),
-                op => run_op(ca, store, op, now),
-            };
-            let _ = reply.send(answer);
+                let mut give_way = || give_way(e, held);
+                run_batch(
+                    e.ca,
+                    e.store,
+                    &manifest,
+                    &name,
+                    &opts,
+                    now,
+                    Some(&mut give_way),
+                )
+            }
+            op => run_op(e.ca, e.store, op, now),
+        };
+        let _ = reply.send(answer);
+    }
+    if !group.is_empty() {
+        issue_group(e.issuer, group, e.counters);
+    }
+}
+
+/// A batch's turn given to the jobs that came in meanwhile: issues (one group
+/// commit), lookups, revocations, parts of long reads. A job that would itself
+/// hold the engine waits in `held` until the batch is done.
+fn give_way(e: &EngineRefs<'_, '_>, held: &mut VecDeque<Job>) {
+    let mut waiting = Vec::new();
+    while waiting.len() < MAX_GROUP {
+        match e.rx.try_recv() {
+            Ok(j) if j.op.holds_engine() => held.push_back(j),
+            Ok(j) => waiting.push(j),
+            Err(_) => break,
         }
-        if !group.is_empty() {
-            issue_group(issuer, group, counters);
-        }
+    }
+    if !waiting.is_empty() {
+        e.counters.batch_turns.fetch_add(1, Ordering::Relaxed);
+        run_jobs(e, waiting, held);
     }
 }
 
@@ -952,7 +1063,7 @@ impl Backend {
     ) -> Result<Summary> {
         match self {
             Backend::Local(l) => {
-                crate::batch::run(&l.ca, &l.store, manifest, name, opts, now, report)
+                crate::batch::run(&l.ca, &l.store, manifest, name, opts, now, report, None)
             }
             Backend::Remote(c) => {
                 let op = Op::Batch {

@@ -761,3 +761,91 @@ fn long_lists_and_audits_are_read_in_parts_with_the_output_of_a_local_run() {
         assert_eq!(got.lines().count(), want.lines().count(), "mtlsca {args:?}");
     }
 }
+
+/// A batch through a running server gives way to the jobs that came in while
+/// it runs, between slices of `GIVE_WAY_CHUNKS` chunks: an `issue` sent during
+/// a batch is recorded among the batch's entries, not after all of them (before
+/// this, a batch held the engine, and every ACME finalize, to its end).
+#[test]
+fn a_batch_through_the_server_lets_an_issue_in_between_its_slices() {
+    use mtlsca::batch::{BatchOptions, GIVE_WAY_CHUNKS};
+    let env = Env::with_ca();
+    let chunk = 8;
+    // Many slices: the issue below is sent once the first chunk's files exist,
+    // long before the last slice starts.
+    let n = 125 * chunk;
+    let manifest: String = (0..n)
+        .map(|i| {
+            format!("[[certificate]]\nid = \"e{i}\"\nprofile = \"device\"\ndns = [\"e{i}.corp.internal\"]\n\n")
+        })
+        .collect();
+    let out = env.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut server = Server::start(&env, &[]);
+    let ca_dir = env.ca_dir();
+    let batch = std::thread::spawn(move || {
+        let client = Client::connect(&ca_dir)
+            .unwrap()
+            .expect("a server answers on the socket");
+        let mut opts = BatchOptions::new(out);
+        opts.chunk = chunk;
+        client.run(Op::Batch {
+            manifest,
+            name: "m.toml".into(),
+            opts,
+        })
+    });
+    let first = env.path("out").join("e0.pem");
+    while !first.exists() {
+        assert!(
+            !batch.is_finished(),
+            "the batch ended before its first file showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pem = env.path("between");
+    ok(
+        &env,
+        &[
+            "-q",
+            "issue",
+            "device",
+            "--dns",
+            "between.corp.internal",
+            "--request-id",
+            "between",
+            "--out",
+            pem.to_str().unwrap(),
+        ],
+    );
+    match batch.join().unwrap().unwrap() {
+        Answer::Batch(b) => {
+            assert_eq!(b.entries.len(), n);
+            let summary = b.outcome.expect("the batch ran through");
+            assert_eq!(summary.issued, n);
+        }
+        other => panic!("a batch report: {other:?}"),
+    }
+    assert!(status(&env).batch_turns >= 1);
+    // The audit log, in order: the issue sits between entries of the batch.
+    let audit = json(&env, &["audit"]);
+    let ids: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "issue")
+        .filter_map(|e| e["request_id"].as_str())
+        .collect();
+    let at = ids
+        .iter()
+        .position(|i| *i == "between")
+        .expect("the issue is audited");
+    let batch_after = ids[at..].iter().filter(|i| i.starts_with('e')).count();
+    let slice = chunk * GIVE_WAY_CHUNKS;
+    assert!(
+        batch_after >= slice,
+        "the issue was recorded after {} of the batch's {n} entries, not between its slices",
+        n - batch_after
+    );
+    assert_eq!(server.stop(), 0);
+}

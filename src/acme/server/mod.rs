@@ -177,12 +177,16 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         use std::io::Write;
         let _ = writeln!(
             std::io::stdout().lock(),
-            "stopped: {} issue requests in {} group commits (largest {}; engine time per group: mean {:.2} ms, longest {:.2} ms)",
+            "stopped: {} issue requests in {} group commits (largest {}; engine time per group: mean {:.2} ms, longest {:.2} ms){}",
             stats.issue_jobs,
             stats.groups,
             stats.largest_group,
             stats.group_micros as f64 / 1e3 / stats.groups.max(1) as f64,
-            stats.longest_group_micros as f64 / 1e3
+            stats.longest_group_micros as f64 / 1e3,
+            match stats.batch_turns {
+                0 => String::new(),
+                n => format!("; batches gave way to other jobs {n} times"),
+            }
         );
     }
     result
