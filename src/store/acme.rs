@@ -139,7 +139,9 @@ pub struct AcmeCert {
 pub struct EabKey {
     /// The key id the client sends.
     pub kid: String,
-    /// The HMAC key, base64url without padding.
+    /// The HMAC key, base64url without padding; emptied once the key binds an
+    /// account or is revoked (it is never checked again, and a secret kept is a
+    /// secret that can leak, from the store or a backup).
     pub hmac_key: String,
     /// The profile of the account it binds.
     pub profile: String,
@@ -367,6 +369,7 @@ impl AcmeStore {
             return Ok(false);
         }
         k.account = Some(account.to_string());
+        k.hmac_key.clear();
         let swapped = self
             .eab
             .compare_and_swap(kid.as_bytes(), Some(old), Some(encode(&k)?))
@@ -381,13 +384,38 @@ impl AcmeStore {
             return Ok(None);
         };
         let mut k: EabKey = decode("EAB key", &v)?;
-        if k.revoked.is_none() {
-            k.revoked = Some(now);
+        if k.revoked.is_none() || !k.hmac_key.is_empty() {
+            k.revoked.get_or_insert(now);
+            k.hmac_key.clear();
             self.eab
                 .insert(kid.as_bytes(), encode(&k)?)
                 .map_err(store_err)?;
         }
         Ok(Some(k))
+    }
+
+    /// Empty the HMAC key of every EAB key that is bound or revoked (stores
+    /// from before keys were emptied when spent); returns how many. The caller
+    /// flushes.
+    pub fn forget_spent_eab_secrets(&self) -> Result<usize> {
+        let mut forgotten = 0;
+        for k in self.eab_keys()? {
+            if k.hmac_key.is_empty() || (k.account.is_none() && k.revoked.is_none()) {
+                continue;
+            }
+            let old = encode(&k)?;
+            let spent = EabKey {
+                hmac_key: String::new(),
+                ..k
+            };
+            // A concurrent change (a binding, a revocation) empties it too.
+            let swapped = self
+                .eab
+                .compare_and_swap(spent.kid.as_bytes(), Some(old), Some(encode(&spent)?))
+                .map_err(store_err)?;
+            forgotten += usize::from(swapped.is_ok());
+        }
+        Ok(forgotten)
     }
 
     /// Save live nonces (value: when issued, Unix seconds) at a clean shutdown;
@@ -483,12 +511,57 @@ mod tests {
         assert!(!a.bind_eab("nope", "acct2").unwrap());
         let k2 = EabKey {
             kid: "k2".into(),
-            ..k
+            ..k.clone()
         };
         a.put_new_eab(&k2).unwrap();
         a.revoke_eab("k2", OffsetDateTime::UNIX_EPOCH).unwrap();
         assert!(!a.bind_eab("k2", "acct3").unwrap());
         assert_eq!(a.eab_keys().unwrap().len(), 2);
+        // Spent keys keep no secret: bound, revoked.
+        let secret = |kid: &str| a.eab(kid).unwrap().unwrap().hmac_key;
+        assert_eq!((secret("k1"), secret("k2")), (String::new(), String::new()));
+        assert_eq!(
+            a.eab("k1").unwrap().unwrap().account.as_deref(),
+            Some("acct1")
+        );
+
+        // Keys spent in a store from before: forgotten by the sweep, and only
+        // those (an unused key keeps its secret).
+        let old_bound = EabKey {
+            kid: "k3".into(),
+            account: Some("acct9".into()),
+            ..k.clone()
+        };
+        let old_revoked = EabKey {
+            kid: "k4".into(),
+            revoked: Some(OffsetDateTime::UNIX_EPOCH),
+            ..k.clone()
+        };
+        let unused = EabKey {
+            kid: "k5".into(),
+            ..k
+        };
+        for key in [&old_bound, &old_revoked, &unused] {
+            a.put_new_eab(key).unwrap();
+        }
+        assert_eq!(a.forget_spent_eab_secrets().unwrap(), 2);
+        assert_eq!((secret("k3"), secret("k4")), (String::new(), String::new()));
+        assert_eq!(secret("k5"), "x");
+        assert_eq!(a.forget_spent_eab_secrets().unwrap(), 0);
+        // Revoking a key of an old store that was revoked but kept its secret
+        // empties it too.
+        let old_revoked = EabKey {
+            kid: "k6".into(),
+            ..old_revoked
+        };
+        a.put_new_eab(&old_revoked).unwrap();
+        a.revoke_eab("k6", OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(secret("k6"), "");
+        assert_eq!(
+            a.eab("k6").unwrap().unwrap().revoked,
+            Some(OffsetDateTime::UNIX_EPOCH),
+            "the first revocation's time stays"
+        );
     }
 
     #[test]

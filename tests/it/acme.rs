@@ -1349,6 +1349,19 @@ fn an_account_bound_to_a_workload_eab_key_gets_workload_certificates() {
         .unwrap()
         .iter()
         .any(|k| k["revoked"].is_string()));
+    // The store keeps no secret of a spent key: the two that bound an account
+    // and the revoked one.
+    let store = mtlsca::store::Store::open(&env.ca_dir(), std::time::Duration::from_secs(5))
+        .unwrap()
+        .acme()
+        .unwrap();
+    for spent in [kid.as_str(), live["kid"].as_str().unwrap(), &revoked_kid] {
+        let k = store.eab(spent).unwrap().expect("the key is listed");
+        assert_eq!(
+            k.hmac_key, "",
+            "{spent} is spent: its HMAC key is forgotten"
+        );
+    }
 }
 
 /// URLs come from the configured names: a request naming another host is

@@ -295,8 +295,9 @@ impl State {
     }
 
     /// The working copy of what the store holds; expired orders (with their
-    /// authorizations and downloads) are pruned from the store on the way, and
-    /// the nonces a clean stop saved are taken back.
+    /// authorizations and downloads) are pruned from the store on the way, the
+    /// nonces a clean stop saved are taken back, and the secrets of EAB keys
+    /// already bound or revoked are forgotten.
     pub(super) fn load(store: &AcmeStore, now: OffsetDateTime) -> Result<State> {
         let mut st = State::new();
         for r in store.accounts()? {
@@ -327,6 +328,8 @@ impl State {
             }
             st.authzs.insert(id, a);
         }
+        // A store from before spent EAB keys were emptied: forget their secrets.
+        store.forget_spent_eab_secrets()?;
         let wall = now.unix_timestamp();
         let mono = Instant::now();
         for (nonce, at) in store.take_nonces()? {
