@@ -41,9 +41,13 @@ pub const DEFAULT_CHUNK: usize = crate::issue::DEFAULT_CHUNK;
 const MAX_ID: usize = 128;
 /// How many manifest errors are listed before "and N more".
 const MAX_LISTED_ERRORS: usize = 20;
-/// Chunks between two turns given to other jobs in a server's engine
-/// ([`run`]'s `give_way`): 1,024 entries by default, about half a second here.
+/// Most chunks between two turns given to other jobs in a server's engine
+/// ([`run`]'s `give_way`): 1,024 entries by default, about a quarter of a
+/// second here on tmpfs.
 pub const GIVE_WAY_CHUNKS: usize = 4;
+/// A slice that takes longer than this halves the next one (down to one
+/// chunk): on a slow disk a turn still comes about this often.
+pub const GIVE_WAY_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A manifest: `[[certificate]]` tables.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -361,8 +365,9 @@ pub fn check_id(id: &str) -> std::result::Result<(), String> {
 /// before anything is issued; a CA or store failure stops the batch (what was
 /// reported before is durable and complete).
 ///
-/// `give_way`, when given, is called between slices of `GIVE_WAY_CHUNKS`
-/// chunks, with no chunk staged or signing: the server's engine runs the jobs
+/// `give_way`, when given, is called between slices of at most
+/// `GIVE_WAY_CHUNKS` chunks (fewer while slices take longer than
+/// `GIVE_WAY_AFTER`), with no chunk staged or signing: the server's engine runs the jobs
 /// that came in meanwhile there (an ACME finalize waits for a slice, not for
 /// the whole batch). What it issues is staged against like anything recorded
 /// before the batch: a request id it records is `exists` (or a conflict) here.
@@ -511,18 +516,19 @@ pub fn run(
         threads: opts.threads,
     };
     let mut renewed = 0usize;
-    let slice = match give_way {
-        Some(_) => opts.chunk.max(1).saturating_mul(GIVE_WAY_CHUNKS),
-        None => to_issue.len().max(1),
-    };
+    let chunk = opts.chunk.max(1);
+    // Chunks in the next slice: GIVE_WAY_CHUNKS, halved while a slice takes
+    // longer than GIVE_WAY_AFTER (a slow disk), grown back when it is quick.
+    let mut chunks = GIVE_WAY_CHUNKS;
     let mut counts = issue::Counts::default();
-    for (n, part) in to_issue.chunks(slice).enumerate() {
-        if n > 0 {
-            if let Some(give_way) = give_way.as_mut() {
-                give_way();
-            }
-        }
-        let base = n * slice;
+    let mut base = 0;
+    while base < to_issue.len() {
+        let len = match give_way {
+            Some(_) => chunk.saturating_mul(chunks),
+            None => to_issue.len(),
+        };
+        let part = &to_issue[base..to_issue.len().min(base.saturating_add(len))];
+        let started = std::time::Instant::now();
         let c = issuer.issue_all(part, &run_opts, now, &mut |i, r| {
             let pos = positions[base + i];
             report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
@@ -537,6 +543,13 @@ pub fn run(
         counts.issued += c.issued;
         counts.exists += c.exists;
         counts.refused += c.refused;
+        base += part.len();
+        chunks = next_slice(chunks, started.elapsed());
+        if base < to_issue.len() {
+            if let Some(give_way) = give_way.as_mut() {
+                give_way();
+            }
+        }
     }
     report_refused(
         &mut next,
@@ -551,6 +564,19 @@ pub fn run(
     summary.exists += counts.exists;
     summary.refused += counts.refused;
     Ok(summary)
+}
+
+/// Chunks in the slice after one of `chunks` that took `took`: half as many
+/// (at least one) after a slow slice, twice as many (at most
+/// `GIVE_WAY_CHUNKS`) after a quick one.
+fn next_slice(chunks: usize, took: std::time::Duration) -> usize {
+    if took > GIVE_WAY_AFTER {
+        (chunks / 2).max(1)
+    } else if took < GIVE_WAY_AFTER / 2 {
+        (chunks * 2).min(GIVE_WAY_CHUNKS)
+    } else {
+        chunks
+    }
 }
 
 /// With `--renew-within`: the renewal of the certificate that stands for this
@@ -614,6 +640,19 @@ mod tests {
         ] {
             assert!(check_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn slices_shrink_on_a_slow_disk_and_grow_back() {
+        let slow = GIVE_WAY_AFTER * 3;
+        let quick = GIVE_WAY_AFTER / 4;
+        let mut chunks = GIVE_WAY_CHUNKS;
+        let mut seen = vec![];
+        for took in [slow, slow, slow, slow, GIVE_WAY_AFTER, quick, quick, quick] {
+            chunks = next_slice(chunks, took);
+            seen.push(chunks);
+        }
+        assert_eq!(seen, [2, 1, 1, 1, 1, 2, 4, 4]);
     }
 
     #[test]
