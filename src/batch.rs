@@ -367,10 +367,11 @@ pub fn check_id(id: &str) -> std::result::Result<(), String> {
 ///
 /// `give_way`, when given, is called between slices of at most
 /// `GIVE_WAY_CHUNKS` chunks (fewer while slices take longer than
-/// `GIVE_WAY_AFTER`), with no chunk staged or signing: the server's engine runs the jobs
-/// that came in meanwhile there (an ACME finalize waits for a slice, not for
-/// the whole batch). What it issues is staged against like anything recorded
-/// before the batch: a request id it records is `exists` (or a conflict) here.
+/// `GIVE_WAY_AFTER`), with no chunk staged or signing: the server's engine
+/// runs the jobs that came in meanwhile there (an ACME finalize waits for a
+/// slice, not for the whole batch). What it issues is staged against like
+/// anything recorded before the batch: a request id it records is `exists`
+/// (or a conflict) here.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ca: &Ca,
