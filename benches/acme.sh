@@ -26,6 +26,10 @@
 # random badNonce) and PEBBLE_AUTHZREUSE=0 (a fresh authorization per order,
 # as serve does). The generator and the server share the machine's cores.
 #
+# The last row, each server's CPU per order in units of the generator's own,
+# is a figure of the code: orders/s follows the shared machine's speed, which
+# drifts by a third within an hour here, and this ratio does not (BENCHMARKS.md).
+#
 # Durable: after each serve round the server is killed with SIGKILL (no
 # clean shutdown), then every certificate the generator received must be in
 # `mtlsca list --json` (by SHA-256) and `mtlsca store check` must pass.
@@ -156,6 +160,12 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
+    # The server's CPU per order in units of the generator's (the same program
+    # every round): a figure of the code, where orders/s follows the machine.
+    gen = r.get("generator_cpu_ms_per_order")
+    n = r.get("certificates") or 0
+    if gen and n:
+        r["cpu_vs_generator"] = r["server_cpu_secs"] * 1e3 / n / gen
     by.setdefault(r["label"], []).append(r)
 def med(label, key):
     # A round without a value (no order finished: a stalled pebble) is left out.
@@ -179,6 +189,7 @@ row("whole order p50 (ms)", "order_p50_ms", "{:.1f}")
 row("whole order p99 (ms)", "order_p99_ms", "{:.1f}")
 row("polls per order", "polls_per_order", "{:.1f}", ratio=False)
 row("errors", "errors", "{:.0f}", ratio=False)
+row("server CPU/order, gen = 1", "cpu_vs_generator", "{:.2f}")
 for label in ("serve", "pebble"):
     for r in by.get(label, []):
         cpu = r["server_cpu_secs"]
