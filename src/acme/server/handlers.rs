@@ -148,7 +148,7 @@ impl App {
     pub(super) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: &str,
+        peer: &Peer,
     ) -> Response<Full<Bytes>> {
         // What the refusal log names the request by (built only for a refusal).
         let request =
@@ -171,7 +171,7 @@ impl App {
                 ),
             );
             let request = request(req.method(), req.uri().path());
-            log_refusal(peer, &request, p.status, &p.kind, &p.detail);
+            log_refusal(&peer.text, &request, p.status, &p.kind, &p.detail);
             return Response::builder()
                 .status(p.status)
                 .header(CONTENT_TYPE, "application/problem+json")
@@ -248,7 +248,13 @@ impl App {
                 r.retry_after,
             ),
             Err(p) => {
-                log_refusal(peer, &request(&method, &path), p.status, &p.kind, &p.detail);
+                log_refusal(
+                    &peer.text,
+                    &request(&method, &path),
+                    p.status,
+                    &p.kind,
+                    &p.detail,
+                );
                 (
                     p.status,
                     "application/problem+json",
@@ -342,7 +348,7 @@ impl App {
         base: &str,
         path: &str,
         body: &[u8],
-        peer: &str,
+        peer: &Peer,
     ) -> Result<Reply, Problem> {
         let jws = Jws::parse(body).map_err(Problem::jws)?;
         let expected = format!("{base}{path}");
@@ -459,17 +465,18 @@ impl App {
     /// One token of `peer`'s network's bucket for a new account without EAB
     /// ([`AccountBuckets`]); `rateLimited` with the seconds until the next
     /// token when it is empty.
-    fn take_account_token(&self, st: &mut State, peer: &str) -> Result<(), Problem> {
+    fn take_account_token(&self, st: &mut State, peer: &Peer) -> Result<(), Problem> {
         if self.accounts_per_ip == 0 {
             return Ok(());
         }
-        let Ok(addr) = peer.parse::<SocketAddr>() else {
+        // No address: the connection is gone, and so is the reply.
+        let Some(ip) = peer.ip else {
             return Ok(());
         };
         let (wait, detail) =
             match st
                 .account_buckets
-                .take(addr.ip(), self.accounts_per_ip, Instant::now())
+                .take(ip, self.accounts_per_ip, Instant::now())
             {
                 Ok(()) => return Ok(()),
                 Err(AccountLimit::Network(wait)) => (
@@ -477,7 +484,7 @@ impl App {
                     format!(
                         "over {} new accounts an hour from {} (accounts with external account binding are not counted)",
                         self.accounts_per_ip,
-                        client_network(addr.ip())
+                        client_network(ip)
                     ),
                 ),
                 Err(AccountLimit::Table(wait)) => (
@@ -496,7 +503,7 @@ impl App {
         base: &str,
         post: &Post,
         key: &Jwk,
-        peer: &str,
+        peer: &Peer,
     ) -> Result<Reply, Problem> {
         let reply = self.new_account_now(base, post, key, peer)?;
         if reply.status == StatusCode::CREATED {
@@ -510,7 +517,7 @@ impl App {
         base: &str,
         post: &Post,
         key: &Jwk,
-        peer: &str,
+        peer: &Peer,
     ) -> Result<Reply, Problem> {
         let p = Self::payload(post)?.unwrap_or(json!({}));
         let thumb = key.thumbprint();

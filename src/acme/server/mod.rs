@@ -421,6 +421,24 @@ async fn renew_loop(
     }
 }
 
+/// Who sent a request: its address (per-network limits) and how the refusal
+/// log writes it.
+#[derive(Clone)]
+pub(super) struct Peer {
+    /// `None` when the socket no longer knows it: the connection is gone.
+    pub(super) ip: Option<IpAddr>,
+    pub(super) text: Arc<str>,
+}
+
+impl Peer {
+    pub(super) fn of(tcp: &tokio::net::TcpStream) -> Peer {
+        Peer {
+            ip: tcp.peer_addr().ok().map(|a| a.ip()),
+            text: peer_text(tcp),
+        }
+    }
+}
+
 /// The peer's address as the refusal log writes it.
 pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
     match tcp.peer_addr() {
@@ -478,7 +496,7 @@ async fn accept_loop(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let peer = peer_text(&tcp);
+            let peer = Peer::of(&tcp);
             let handshake =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => Ok(stream),
@@ -494,7 +512,7 @@ async fn accept_loop(
             let stream = match handshake {
                 Ok(stream) => stream,
                 Err((status, reason)) => {
-                    return log_refusal(&peer, "connection", status, "tls", &reason)
+                    return log_refusal(&peer.text, "connection", status, "tls", &reason)
                 }
             };
             let svc = hyper::service::service_fn(move |req| {
