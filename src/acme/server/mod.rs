@@ -432,19 +432,17 @@ pub(super) struct Peer {
 
 impl Peer {
     pub(super) fn of(tcp: &tokio::net::TcpStream) -> Peer {
+        let addr = tcp.peer_addr().ok();
         Peer {
-            ip: tcp.peer_addr().ok().map(|a| a.ip()),
-            text: peer_text(tcp),
+            ip: addr.map(|a| a.ip()),
+            text: addr.map_or_else(|| "unknown".into(), |a| a.to_string().into()),
         }
     }
 }
 
 /// The peer's address as the refusal log writes it.
 pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
-    match tcp.peer_addr() {
-        Ok(a) => a.to_string().into(),
-        Err(_) => "unknown".into(),
-    }
+    Peer::of(tcp).text
 }
 
 /// The next connection there is room for (at most `limit` at once: one over the
