@@ -439,7 +439,10 @@ impl Ca {
             })?;
         let spki_der = x509.public_key().raw.to_vec();
         let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
-        if spki_der != rcgen::PublicKeyData::subject_public_key_info(&key) {
+        if !crate::key::same_public_key(
+            &spki_der,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        ) {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
                 key_path.display(),

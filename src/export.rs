@@ -262,20 +262,14 @@ fn pkcs8_der(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
 fn check_key_matches(pkcs8: &[u8], cert_der: &[u8], what: &str, serial: &str) -> Result<()> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
         .map_err(|e| Error::Store(format!("stored certificate {serial} is damaged: {e}")))?;
-    let cert_key = cert.public_key().subject_public_key.data.as_ref();
-    let key_public: Vec<u8> = match crate::key::load_der(pkcs8, what) {
-        Ok(kp) => kp.public_key_raw().to_vec(),
-        Err(_) => match ring::signature::RsaKeyPair::from_pkcs8(pkcs8) {
-            Ok(rsa) => ring::signature::KeyPair::public_key(&rsa).as_ref().to_vec(),
-            Err(_) => {
-                return Err(Error::input(
-                    what,
-                    "not a PKCS#8 ECDSA P-256/P-384, Ed25519 or RSA private key",
-                ))
-            }
-        },
+    let cert_key = crate::key::PublicKeyValue::from_spki(cert.public_key());
+    let Some(key_public) = crate::key::public_key_of_pkcs8(pkcs8) else {
+        return Err(Error::input(
+            what,
+            "not a PKCS#8 ECDSA P-256/P-384, Ed25519 or RSA private key",
+        ));
     };
-    if key_public != cert_key {
+    if cert_key.as_ref() != Some(&key_public) {
         return Err(Error::input(
             what,
             format!("this key does not belong to certificate {serial}"),

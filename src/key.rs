@@ -291,6 +291,150 @@ pub fn key_identifier(spki_der: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, &bits).as_ref()[..20].to_vec()
 }
 
+/// A public key reduced to what makes it that key: the algorithm with its
+/// parameters (the curve) and the key material as values — for RSA the modulus
+/// and the exponent as integers (leading zeros dropped). Two encodings of one key
+/// compare equal; a part of a key never passes for the whole.
+///
+/// This is the one way the project decides that two keys are the same key (a
+/// CSR's key against an ACME account key, a revocation signed by the
+/// certificate's key, a private key against its certificate): compare two
+/// `PublicKeyValue`s with `==`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublicKeyValue {
+    /// An EC key on a named curve, as an uncompressed point (`04 || x || y`).
+    Ec {
+        /// The curve's OID (dotted).
+        curve: &'static str,
+        /// The uncompressed point.
+        point: Vec<u8>,
+    },
+    /// An Ed25519 key.
+    Ed25519(Vec<u8>),
+    /// An RSA key.
+    Rsa {
+        /// The modulus, big-endian, without leading zeros.
+        modulus: Vec<u8>,
+        /// The public exponent, big-endian, without leading zeros.
+        exponent: Vec<u8>,
+    },
+}
+
+/// The OID of P-256 (dotted).
+pub const P256_OID: &str = "1.2.840.10045.3.1.7";
+/// The OID of P-384 (dotted).
+pub const P384_OID: &str = "1.3.132.0.34";
+
+fn without_leading_zeros(b: &[u8]) -> Vec<u8> {
+    b.iter().copied().skip_while(|x| *x == 0).collect()
+}
+
+impl PublicKeyValue {
+    /// An EC key from its curve and coordinates (a JWK's `x` and `y`); `None`
+    /// for another curve or coordinates of the wrong length.
+    pub fn ec(curve_oid: &str, x: &[u8], y: &[u8]) -> Option<PublicKeyValue> {
+        let (curve, len) = match curve_oid {
+            P256_OID => (P256_OID, 32),
+            P384_OID => (P384_OID, 48),
+            _ => return None,
+        };
+        if x.len() != len || y.len() != len {
+            return None;
+        }
+        let mut point = Vec::with_capacity(1 + 2 * len);
+        point.push(4);
+        point.extend_from_slice(x);
+        point.extend_from_slice(y);
+        Some(PublicKeyValue::Ec { curve, point })
+    }
+
+    /// An RSA key from its modulus and exponent (big-endian, any leading zeros);
+    /// `None` when either is zero.
+    pub fn rsa(modulus: &[u8], exponent: &[u8]) -> Option<PublicKeyValue> {
+        let (modulus, exponent) = (
+            without_leading_zeros(modulus),
+            without_leading_zeros(exponent),
+        );
+        if modulus.is_empty() || exponent.is_empty() {
+            return None;
+        }
+        Some(PublicKeyValue::Rsa { modulus, exponent })
+    }
+
+    /// An Ed25519 key from its 32 bytes.
+    pub fn ed25519(key: &[u8]) -> Option<PublicKeyValue> {
+        (key.len() == 32).then(|| PublicKeyValue::Ed25519(key.to_vec()))
+    }
+
+    /// The key of a SubjectPublicKeyInfo (DER, nothing after it); `None` when
+    /// it is not a well-formed EC (P-256, P-384, uncompressed point), Ed25519
+    /// or RSA key.
+    pub fn from_spki_der(der: &[u8]) -> Option<PublicKeyValue> {
+        use x509_parser::prelude::FromDer;
+        match SubjectPublicKeyInfo::from_der(der) {
+            Ok((rest, spki)) if rest.is_empty() => PublicKeyValue::from_spki(&spki),
+            _ => None,
+        }
+    }
+
+    /// The key of a parsed SubjectPublicKeyInfo (see [`PublicKeyValue::from_spki_der`]).
+    pub fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Option<PublicKeyValue> {
+        let bits: &[u8] = &spki.subject_public_key.data;
+        if spki.subject_public_key.unused_bits != 0 {
+            return None;
+        }
+        match spki.algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.2.1" => {
+                let curve = named_curve(spki)?;
+                let len = match curve.as_str() {
+                    P256_OID => 32,
+                    P384_OID => 48,
+                    _ => return None,
+                };
+                if bits.len() != 1 + 2 * len || bits[0] != 4 {
+                    return None;
+                }
+                PublicKeyValue::ec(&curve, &bits[1..=len], &bits[1 + len..])
+            }
+            "1.3.101.112" => {
+                if spki.algorithm.parameters.is_some() {
+                    return None;
+                }
+                PublicKeyValue::ed25519(bits)
+            }
+            "1.2.840.113549.1.1.1" => match spki.parsed() {
+                Ok(PublicKey::RSA(rsa)) => PublicKeyValue::rsa(rsa.modulus, rsa.exponent),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The public key of a PKCS#8 private key (ECDSA P-256/P-384, Ed25519 or RSA);
+/// `None` when it is none of those.
+pub fn public_key_of_pkcs8(pkcs8: &[u8]) -> Option<PublicKeyValue> {
+    if let Ok(kp) = load_der(pkcs8, "key") {
+        return PublicKeyValue::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&kp));
+    }
+    let rsa = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).ok()?;
+    let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public());
+    PublicKeyValue::rsa(&public.n, &public.e)
+}
+
+/// Whether two SubjectPublicKeyInfos (DER) hold the same public key, decided
+/// on their [`PublicKeyValue`]s; `false` when either cannot be read.
+pub fn same_public_key(a_spki_der: &[u8], b_spki_der: &[u8]) -> bool {
+    match (
+        PublicKeyValue::from_spki_der(a_spki_der),
+        PublicKeyValue::from_spki_der(b_spki_der),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// A public key that arrived in a CSR, after the strength rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -458,6 +602,36 @@ mod tests {
         assert!(!rsa_exponent_ok(&[0xff, 0xff]));
         assert!(!rsa_exponent_ok(&[]));
         assert!(!rsa_exponent_ok(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x00]));
+    }
+
+    #[test]
+    fn public_keys_compare_as_values() {
+        for kt in KeyType::ALL {
+            let k = generate(kt).unwrap();
+            let spki = rcgen::PublicKeyData::subject_public_key_info(&k);
+            let v = PublicKeyValue::from_spki_der(&spki).unwrap();
+            assert!(same_public_key(&spki, &spki));
+            assert_eq!(public_key_of_pkcs8(&pkcs8_der(&k)), Some(v.clone()));
+            let other = generate(kt).unwrap();
+            let other_spki = rcgen::PublicKeyData::subject_public_key_info(&other);
+            assert!(!same_public_key(&spki, &other_spki));
+            // Trailing bytes, a truncation: not a key.
+            assert!(PublicKeyValue::from_spki_der(&[&spki[..], &[0]].concat()).is_none());
+            assert!(PublicKeyValue::from_spki_der(&spki[..spki.len() - 1]).is_none());
+        }
+        let p256 = generate(KeyType::EcdsaP256).unwrap();
+        let raw = p256.public_key_raw();
+        let v = PublicKeyValue::ec(P256_OID, &raw[1..33], &raw[33..]).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&p256);
+        assert_eq!(PublicKeyValue::from_spki_der(&spki), Some(v));
+        // The same coordinates on another curve, or cut short: not that key.
+        assert!(PublicKeyValue::ec(P384_OID, &raw[1..33], &raw[33..]).is_none());
+        assert!(PublicKeyValue::ec(P256_OID, &raw[1..32], &raw[33..]).is_none());
+        assert_eq!(
+            PublicKeyValue::rsa(&[0, 0, 5], &[0, 3]),
+            PublicKeyValue::rsa(&[5], &[3])
+        );
+        assert!(PublicKeyValue::rsa(&[0, 0], &[3]).is_none());
     }
 
     #[test]

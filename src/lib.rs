@@ -21,6 +21,7 @@ pub mod acme;
 pub mod backup;
 pub mod batch;
 pub mod ca;
+pub mod conn_limit;
 pub mod crl;
 pub mod error;
 pub mod export;

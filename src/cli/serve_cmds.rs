@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// certificates over plain HTTP on this address: /crl/NAME.crl, /ca/NAME.crt, /ca/NAME.pem
     #[arg(long, value_name = "ADDR")]
     pub publish_listen: Option<SocketAddr>,
+    /// Connections each listener (HTTPS, publication) holds at once; more are closed on accept
+    #[arg(long, value_name = "N", default_value_t = crate::acme::server::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Connections one client address (IPv4) or /64 (IPv6) may hold on each listener
+    #[arg(long, value_name = "N", default_value_t = crate::acme::server::MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: usize,
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, an IP alone (port 53), or `HOST:PORT` (resolved
@@ -115,6 +121,10 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
         tls_profile: a.tls_profile,
         resolver: a.acme_resolver,
         publish_listen: a.publish_listen,
+        connections: crate::conn_limit::ConnectionLimits::new(
+            a.max_connections,
+            a.max_connections_per_client,
+        ),
     })?;
     Ok(Outcome::Done)
 }

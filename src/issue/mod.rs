@@ -405,7 +405,7 @@ impl<'a> Issuer<'a> {
             .1;
         let spki = cert.public_key();
         match csr_spki {
-            Some(csr) if csr != spki.raw => {
+            Some(csr) if !crate::key::same_public_key(&csr, spki.raw) => {
                 recorded.push("the key of its CSR".into());
                 asked.push("another key (a different CSR)".into());
             }

@@ -1225,30 +1225,17 @@ pub(super) fn post_key(app: &App, account: &str) -> Option<Jwk> {
     app.state().accounts.get(account).map(|a| a.key.clone())
 }
 
-/// Whether a SubjectPublicKeyInfo holds the same public key as a JWK.
+/// Whether a SubjectPublicKeyInfo holds the same public key as a JWK: the
+/// project's one key comparison ([`crate::key::PublicKeyValue`]), never bytes
+/// of one found inside the other.
 pub(super) fn same_key(jwk: &Option<Jwk>, spki_der: &[u8]) -> bool {
-    use x509_parser::prelude::FromDer;
-    let Some(jwk) = jwk else { return false };
-    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else {
+    let (Some(a), Some(b)) = (
+        jwk.as_ref().and_then(Jwk::value),
+        crate::key::PublicKeyValue::from_spki_der(spki_der),
+    ) else {
         return false;
     };
-    let bits: &[u8] = &spki.subject_public_key.data;
-    match jwk {
-        Jwk::Ec { x, y, .. } => {
-            bits.len() == 1 + x.len() + y.len()
-                && bits[0] == 4
-                && bits[1..=x.len()] == x[..]
-                && bits[1 + x.len()..] == y[..]
-        }
-        Jwk::Ed25519 { x } => bits == &x[..],
-        Jwk::Rsa { n, .. } => {
-            let n = match n.iter().position(|b| *b != 0) {
-                Some(i) => &n[i..],
-                None => return false,
-            };
-            bits.windows(n.len()).any(|w| w == n)
-        }
-    }
+    a == b
 }
 
 pub(super) fn parse_contact(p: &Value) -> Result<Vec<String>, Problem> {

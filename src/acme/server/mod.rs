@@ -88,19 +88,22 @@ use rustls::sign::CertifiedKey;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
 use crate::acme::nonce::NoncePool;
 use crate::ca::{Ca, PassphraseSource};
+use crate::conn_limit::{ConnectionGate, ConnectionLimits, ConnectionPermit};
 use crate::error::{Error, Result};
 use crate::issue::{CheckedCsr, IssuanceRequest, Issued, KeySource, Output};
 use crate::policy::RequestedContent;
 use crate::role::Role;
 use crate::rules::{Origin, Refusals};
 
-/// Connections served at once; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once by default (`--max-connections`); more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections one client network may hold by default (`--max-connections-per-client`).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_MAX: Duration = Duration::from_secs(300);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,6 +152,8 @@ pub struct ServeOptions {
     pub resolver: Option<SocketAddr>,
     /// Where CRLs and CA certificates are published over plain HTTP; None: not published.
     pub publish_listen: Option<SocketAddr>,
+    /// The connection limits of each listener (ACME, publication).
+    pub connections: ConnectionLimits,
 }
 
 /// How long a stopping server waits for its log lines to reach stderr.
@@ -321,19 +326,21 @@ async fn run(
         shutdown_rx.clone(),
     ));
     let control = tokio::spawn(socket.serve(engine.service.clone(), shutdown_rx.clone()));
-    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = ConnectionGate::new(opts.connections);
     let accept = tokio::spawn(accept_loop(
         listener,
         acceptor,
         app.clone(),
         shutdown_rx.clone(),
-        conns.clone(),
+        gate.clone(),
     ));
     let publishing = publish.map(|(l, at)| {
         (
             tokio::spawn(publish::publish_loop(
                 l,
                 opts.ca_dir.clone(),
+                ConnectionGate::new(opts.connections),
+                opts.idle_timeout,
                 shutdown_rx.clone(),
             )),
             at,
@@ -362,7 +369,7 @@ async fn run(
     }
     let _ = control.await;
     // Wait for connections in flight to finish (each returns its permit).
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.acquire_many(MAX_CONNECTIONS as u32)).await;
+    gate.drain(DRAIN_TIMEOUT).await;
     // Validations still running write their outcome after this; the engine's
     // final flush covers them.
     app.save_nonces()
@@ -445,14 +452,14 @@ pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
     Peer::of(tcp).text
 }
 
-/// The next connection there is room for (at most `limit` at once: one over the
-/// limit is closed on accept, and logged), or None once shutdown is signalled.
+/// The next connection the gate admits, or None once shutdown is signalled. A
+/// connection over the gate's limits (the total, or its client's share) is
+/// closed on accept, and logged.
 pub(super) async fn accept_within(
     listener: &tokio::net::TcpListener,
-    conns: &Arc<Semaphore>,
-    limit: usize,
+    gate: &ConnectionGate,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+) -> Option<(tokio::net::TcpStream, ConnectionPermit)> {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.changed() => return None,
@@ -465,11 +472,11 @@ pub(super) async fn accept_within(
                 }
             },
         };
-        match conns.clone().try_acquire_owned() {
+        match gate.admit(peer.ip()) {
             Ok(permit) => return Some((tcp, permit)),
-            Err(_) => {
+            Err(refusal) => {
                 drop(tcp);
-                log_dropped_at_limit(&peer.to_string(), limit);
+                log_dropped_at_limit(&peer.to_string(), &refusal);
             }
         }
     }
@@ -480,12 +487,10 @@ async fn accept_loop(
     acceptor: tokio_rustls::TlsAcceptor,
     app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
-    conns: Arc<Semaphore>,
+    gate: ConnectionGate,
 ) {
     loop {
-        let Some((tcp, permit)) =
-            accept_within(&listener, &conns, MAX_CONNECTIONS, &mut shutdown).await
-        else {
+        let Some((tcp, permit)) = accept_within(&listener, &gate, &mut shutdown).await else {
             return;
         };
         let acceptor = acceptor.clone();

@@ -9,21 +9,18 @@
 //!   `application/pkix-cert`; `.pem` the same as PEM, and `/ca/ca-bundle.pem`
 //!   the issuing CAs and the root, `application/x-pem-file`.
 //!
-//! GET and HEAD only (405 otherwise); nothing else is served (404). Limits: at
-//! most [`MAX_PUBLISH_CONNECTIONS`] connections, request headers within 10 s and
-//! at most 16 KiB, a connection at most 60 s, files of at most
-//! [`MAX_PUBLISHED_BYTES`].
+//! GET and HEAD only (405 otherwise); nothing else is served (404). Limits: the
+//! same connection limits as the ACME listener (`--max-connections`, and
+//! `--max-connections-per-client` for one client network), request headers
+//! within `--idle-timeout` and at most 16 KiB, a connection at most 60 s, files
+//! of at most [`MAX_PUBLISHED_BYTES`].
 
 use std::path::Path;
 
 use super::*;
 
-/// Connections the publication listener serves at once; more are closed.
-pub const MAX_PUBLISH_CONNECTIONS: usize = 64;
 /// The largest file served (a CRL of about 300,000 entries).
 pub const MAX_PUBLISHED_BYTES: u64 = 16 * 1024 * 1024;
-/// Request headers must arrive within this long (a slow client holds no connection).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const PUBLISH_CONNECTION_MAX: Duration = Duration::from_secs(60);
 
 /// What a path names: the file in the CA directory and how it is served.
@@ -188,14 +185,13 @@ pub(super) async fn answer(
 pub(super) async fn publish_loop(
     listener: tokio::net::TcpListener,
     ca_dir: PathBuf,
+    gate: ConnectionGate,
+    idle_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ca_dir = Arc::new(ca_dir);
-    let conns = Arc::new(Semaphore::new(MAX_PUBLISH_CONNECTIONS));
     loop {
-        let Some((tcp, permit)) =
-            accept_within(&listener, &conns, MAX_PUBLISH_CONNECTIONS, &mut shutdown).await
-        else {
+        let Some((tcp, permit)) = accept_within(&listener, &gate, &mut shutdown).await else {
             return;
         };
         let ca_dir = ca_dir.clone();
@@ -210,7 +206,7 @@ pub(super) async fn publish_loop(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(idle_timeout)
                 .max_buf_size(16 * 1024)
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
             let mut conn = std::pin::pin!(conn);

@@ -181,7 +181,7 @@ pub(super) fn log_refusal(
 static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static DROPPED_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
 
-pub(super) fn log_dropped_at_limit(peer: &str, limit: usize) {
+pub(super) fn log_dropped_at_limit(peer: &str, refusal: &crate::conn_limit::GateRefusal) {
     use std::sync::atomic::Ordering;
     let n = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
     let mut last = DROPPED_LOGGED.lock().unwrap_or_else(|p| p.into_inner());
@@ -195,8 +195,6 @@ pub(super) fn log_dropped_at_limit(peer: &str, limit: usize) {
         "connection",
         StatusCode::TOO_MANY_REQUESTS,
         "connectionLimit",
-        &format!(
-            "{limit} connections open; {n} connection(s) closed at once since the last such line"
-        ),
+        &format!("{refusal}; {n} connection(s) closed at once since the last such line"),
     );
 }
