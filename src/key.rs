@@ -373,7 +373,7 @@ impl PublicKeyValue {
     pub fn from_spki_der(der: &[u8]) -> Option<PublicKeyValue> {
         use x509_parser::prelude::FromDer;
         match SubjectPublicKeyInfo::from_der(der) {
-            Ok((rest, spki)) if rest.is_empty() => PublicKeyValue::from_spki(&spki),
+            Ok(([], spki)) => PublicKeyValue::from_spki(&spki),
             _ => None,
         }
     }

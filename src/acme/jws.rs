@@ -548,57 +548,6 @@ mod tests {
         ));
     }
 
-    /// Issue 22, finding 1: the check that a revocation is signed by the
-    /// certificate's own key took an RSA JWK whose modulus was any window of
-    /// the certificate's key bytes. Keys are now compared as values.
-    #[test]
-    fn a_window_of_an_rsa_key_is_not_that_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .expect("openssl is installed");
-            assert!(out.status.success(), "{args:?}");
-            out.stdout
-        };
-        run(&["genrsa", "-out", "k.pem", "3072"]);
-        let spki = run(&["pkey", "-in", "k.pem", "-pubout", "-outform", "DER"]);
-        let value = crate::key::PublicKeyValue::from_spki_der(&spki).unwrap();
-        let crate::key::PublicKeyValue::Rsa { modulus, exponent } = value.clone() else {
-            panic!("{value:?}")
-        };
-        assert_eq!(modulus.len(), 384);
-        let jwk = |n: &[u8], e: &[u8]| Jwk::Rsa {
-            n: n.to_vec(),
-            e: e.to_vec(),
-        };
-        // The whole key, also with a leading zero byte, is the key.
-        assert_eq!(jwk(&modulus, &exponent).value(), Some(value.clone()));
-        let padded = [&[0u8][..], &modulus].concat();
-        assert_eq!(jwk(&padded, &exponent).value(), Some(value.clone()));
-        // Any window of it (and of the SPKI's bytes around it) is not.
-        for (start, len) in [(0, 256), (1, 300), (100, 284), (128, 256), (0, 383)] {
-            let w = &modulus[start..start + len];
-            assert_ne!(
-                jwk(w, &exponent).value(),
-                Some(value.clone()),
-                "{start}+{len}"
-            );
-        }
-        for start in 0..spki.len() - 256 {
-            let w = &spki[start..start + 256];
-            assert_ne!(
-                jwk(w, &exponent).value(),
-                Some(value.clone()),
-                "spki {start}"
-            );
-        }
-        // Another exponent over the same modulus is another key.
-        assert_ne!(jwk(&modulus, &[3]).value(), Some(value));
-    }
-
     #[test]
     fn thumbprint_matches_rfc_7638_example() {
         // RFC 7638 §3.1.

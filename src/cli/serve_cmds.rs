@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::{Ctx, Outcome};
-use crate::acme::server::{serve as run_server, ServeOptions};
+use crate::acme::server::{serve as run_server, AcmeLimits, ServeOptions};
 use crate::error::{Error, Result};
 
 /// `mtlsca serve`.
@@ -62,6 +62,59 @@ pub struct ServeArgs {
     /// Connections one client address (IPv4) or /64 (IPv6) may hold on each listener
     #[arg(long, value_name = "N", default_value_t = crate::acme::server::MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
+    #[command(flatten)]
+    pub limits: AcmeLimitArgs,
+}
+
+/// What the ACME server holds at most, in all and per client (a full table
+/// answers `rateLimited` with Retry-After; nothing live is pushed out).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "ACME limits")]
+pub struct AcmeLimitArgs {
+    /// Requests per second from one client address (IPv4) or /64 (IPv6), bursts of twice that (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().requests_per_client)]
+    pub acme_client_rate_limit: u32,
+    /// Accounts without external account binding kept at once
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().accounts)]
+    pub acme_max_accounts: usize,
+    /// Accounts without a certificate yet that one client address or /64 may hold
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().unproven_accounts_per_client)]
+    pub acme_unproven_accounts_per_client: usize,
+    /// Live orders kept at once
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().orders)]
+    pub acme_max_orders: usize,
+    /// Live orders of one account
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().orders_per_account)]
+    pub acme_orders_per_account: usize,
+    /// Live authorizations kept at once
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().authzs)]
+    pub acme_max_authorizations: usize,
+    /// Live authorizations of one account
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().authzs_per_account)]
+    pub acme_authorizations_per_account: usize,
+    /// Challenge validations run at once (more wait their turn)
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().validations)]
+    pub acme_validations: usize,
+    /// Challenge validations of one account run at once (more wait their turn)
+    #[arg(long, value_name = "N", default_value_t = AcmeLimits::default().validations_per_account)]
+    pub acme_validations_per_account: usize,
+}
+
+impl AcmeLimitArgs {
+    fn limits(&self) -> AcmeLimits {
+        AcmeLimits {
+            accounts: self.acme_max_accounts,
+            unproven_accounts_per_client: self.acme_unproven_accounts_per_client,
+            orders: self.acme_max_orders,
+            orders_per_account: self.acme_orders_per_account,
+            authzs: self.acme_max_authorizations,
+            authzs_per_account: self.acme_authorizations_per_account,
+            validations: self.acme_validations,
+            validations_per_account: self.acme_validations_per_account,
+            requests_per_client: self.acme_client_rate_limit,
+            ..AcmeLimits::default()
+        }
+    }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, an IP alone (port 53), or `HOST:PORT` (resolved
@@ -125,6 +178,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
             a.max_connections,
             a.max_connections_per_client,
         ),
+        limits: a.limits.limits(),
     })?;
     Ok(Outcome::Done)
 }

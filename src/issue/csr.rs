@@ -45,6 +45,16 @@ impl CheckedCsr {
     pub fn der(&self) -> &[u8] {
         &self.der
     }
+
+    /// The request as a network front end (ACME, EST) passes it on: what its
+    /// requester proved are names, so subject attributes nobody validated (`O=`,
+    /// `C=`) are dropped and the subject comes from the profile and policy; the
+    /// common name stays (the front end has held it to the proven names).
+    pub fn names_only(mut self) -> CheckedCsr {
+        self.intake.content.org = None;
+        self.intake.content.country = None;
+        self
+    }
 }
 
 impl PartialEq for CheckedCsr {

@@ -9,11 +9,11 @@
 //! flushed before the reply, the rest becomes durable with the next flush (each
 //! issued certificate's, or the one at shutdown).
 //!
-//! Nonces are not written per request: the server keeps them in memory, saves the
-//! live ones at a clean shutdown ([`AcmeStore::save_nonces`]) and takes them back
-//! (deleting them, durably) at the next start ([`AcmeStore::take_nonces`]). After a
-//! crash nothing was saved: every earlier nonce is unknown and refused, so a replay
-//! never succeeds across a restart either way.
+//! Nonces are not written per request: the server keeps them in memory, saves
+//! what they need to live on at a clean shutdown ([`AcmeStore::save_nonces`])
+//! and takes it back (deleting it, durably) at the next start
+//! ([`AcmeStore::take_nonces`]). After a crash nothing was saved: every earlier
+//! nonce is refused, so a replay never succeeds across a restart either way.
 
 use std::net::IpAddr;
 
@@ -57,6 +57,21 @@ pub struct AcmeAccount {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The client network (an IPv4 address, an IPv6 /64) that registered it,
+    /// for an account without EAB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<IpAddr>,
+    /// Whether it obtained a certificate; `None` in records from before this
+    /// was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven: Option<bool>,
+    /// Its last request, as of the last time that was written.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_seen: Option<OffsetDateTime>,
 }
 
 /// An ACME order.
@@ -168,6 +183,8 @@ pub struct AcmeStore {
     certs: sled::Tree,
     eab: sled::Tree,
     nonces: sled::Tree,
+    /// The certificates' request-id index (read only here).
+    requests: sled::Tree,
 }
 
 impl std::fmt::Debug for AcmeStore {
@@ -198,6 +215,7 @@ impl Store {
             certs: tree("acme_certs")?,
             eab: tree("acme_eab")?,
             nonces: tree("acme_nonces")?,
+            requests: self.requests.clone(),
             db: self.db.clone(),
             path: self.path.clone(),
         })
@@ -234,6 +252,32 @@ impl AcmeStore {
                 "the key is already another ACME account's key",
             )),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(store_err(e)),
+        }
+    }
+
+    /// Forget an account and its key's index entry (when it still names it).
+    pub fn remove_account(&self, id: &str, thumbprint: &str) -> Result<()> {
+        (&self.accounts, &self.account_keys)
+            .transaction(|(accounts, keys)| {
+                if keys.get(thumbprint.as_bytes())?.as_deref() == Some(id.as_bytes()) {
+                    keys.remove(thumbprint.as_bytes())?;
+                }
+                accounts.remove(id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => store_err(e),
+                sled::transaction::TransactionError::Abort(()) => store_err("aborted"),
+            })
+    }
+
+    /// Whether a certificate was issued to an account (the engine records ACME
+    /// certificates under the request id `acme/acct/ID/order/ORDER`).
+    pub fn has_certificates_of(&self, account: &str) -> Result<bool> {
+        let prefix = format!("acme/acct/{account}/order/");
+        match self.requests.scan_prefix(prefix.as_bytes()).next() {
+            None => Ok(false),
+            Some(r) => r.map(|_| true).map_err(store_err),
         }
     }
 
@@ -418,40 +462,39 @@ impl AcmeStore {
         Ok(forgotten)
     }
 
-    /// Save live nonces (value: when issued, Unix seconds) at a clean shutdown;
-    /// the caller flushes.
-    pub fn save_nonces(&self, nonces: &[(String, i64)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for (n, at) in nonces {
-            batch.insert(n.as_bytes(), &at.to_be_bytes()[..]);
-        }
-        self.nonces.apply_batch(batch).map_err(store_err)
+    /// Save what the nonces of this run need to live on (opaque bytes, see
+    /// `acme::nonce`) at a clean shutdown; the caller flushes.
+    pub fn save_nonces(&self, saved: &[u8]) -> Result<()> {
+        self.nonces.insert(NONCE_STATE, saved).map_err(store_err)?;
+        Ok(())
     }
 
-    /// Take the nonces the previous run saved: they are deleted and the
-    /// deletion flushed before they are returned, so each is redeemed at most
-    /// once whatever happens next.
-    pub fn take_nonces(&self) -> Result<Vec<(String, i64)>> {
-        let mut out = Vec::new();
+    /// Take what the previous run saved: it is deleted (with whatever else the
+    /// tree holds, such as nonces of older versions) and the deletion flushed
+    /// before it is returned, so each nonce is redeemed at most once whatever
+    /// happens next. `None` after a crash.
+    pub fn take_nonces(&self) -> Result<Option<Vec<u8>>> {
+        let mut out = None;
         let mut batch = sled::Batch::default();
+        let mut any = false;
         for item in self.nonces.iter() {
             let (k, v) = item.map_err(store_err)?;
-            batch.remove(k.clone());
-            let (Ok(n), Ok(at)) = (
-                String::from_utf8(k.to_vec()),
-                <[u8; 8]>::try_from(v.as_ref()),
-            ) else {
-                continue;
-            };
-            out.push((n, i64::from_be_bytes(at)));
+            if k.as_ref() == NONCE_STATE {
+                out = Some(v.to_vec());
+            }
+            batch.remove(k);
+            any = true;
         }
-        if !out.is_empty() {
+        if any {
             self.nonces.apply_batch(batch).map_err(store_err)?;
             self.flush()?;
         }
         Ok(out)
     }
 }
+
+/// The key of the saved nonce state in the nonce tree.
+const NONCE_STATE: &[u8] = b"\0state";
 
 #[cfg(test)]
 mod tests {
@@ -475,6 +518,9 @@ mod tests {
             profile: None,
             eab_kid: None,
             created: OffsetDateTime::UNIX_EPOCH,
+            network: None,
+            proven: None,
+            last_seen: None,
         }
     }
 
@@ -568,12 +614,12 @@ mod tests {
     fn saved_nonces_are_taken_back_once() {
         let (_d, s) = store();
         let a = s.acme().unwrap();
-        a.save_nonces(&[("n1".into(), 5), ("n2".into(), 6)])
-            .unwrap();
-        let mut got = a.take_nonces().unwrap();
-        got.sort();
-        assert_eq!(got, vec![("n1".into(), 5), ("n2".into(), 6)]);
-        assert!(a.take_nonces().unwrap().is_empty());
+        // A nonce of an older version is taken away with it, unread.
+        a.nonces.insert(b"n1", &5i64.to_be_bytes()[..]).unwrap();
+        a.save_nonces(b"saved").unwrap();
+        assert_eq!(a.take_nonces().unwrap().as_deref(), Some(&b"saved"[..]));
+        assert_eq!(a.take_nonces().unwrap(), None);
+        assert!(a.nonces.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and an in-test ACME client (ES256 JWS over rustls) for refusals and hostile input.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,24 +15,24 @@ use serde_json::{json, Value};
 use crate::common::{code, free_port, Env, Server};
 
 /// An answer: status, headers (lowercase names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
-    fn problem(&self) -> String {
+    pub(crate) fn problem(&self) -> String {
         let v = self.json();
         assert_eq!(
             self.header("content-type"),
@@ -48,14 +48,39 @@ impl Answer {
 }
 
 /// HTTPS over rustls, trusting the CA's root; one request per connection.
-fn https(env: &Env, port: u16, method: &str, path: &str, ctype: &str, body: &[u8]) -> Answer {
+pub(crate) fn https(
+    env: &Env,
+    port: u16,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> Answer {
+    https_from(env, LOOPBACK, port, method, path, ctype, body)
+}
+
+/// The address test clients connect from unless they say otherwise.
+pub(crate) const LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+/// [`https`] from the loopback address `from`.
+pub(crate) fn https_from(
+    env: &Env,
+    from: Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> Answer {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     req.extend_from_slice(body);
-    send(env, port, &req)
+    let mut tls = tls_stream_from(env, from, port);
+    tls.write_all(&req).unwrap();
+    read_answer(tls)
 }
 
 /// Send raw request bytes over HTTPS and read the answer.
@@ -67,6 +92,15 @@ fn send(env: &Env, port: u16, req: &[u8]) -> Answer {
 
 /// A TLS connection to the server, trusting the CA's root.
 fn tls_stream(env: &Env, port: u16) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    tls_stream_from(env, LOOPBACK, port)
+}
+
+/// [`tls_stream`] from the loopback address `from`.
+pub(crate) fn tls_stream_from(
+    env: &Env,
+    from: Ipv4Addr,
+    port: u16,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let root = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap();
     for p in pem::parse_many(&root).unwrap() {
@@ -82,13 +116,15 @@ fn tls_stream(env: &Env, port: u16) -> rustls::StreamOwned<rustls::ClientConnect
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let tcp = crate::common::connect_from(from, port);
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
 
 /// Read an answer to the end of the connection.
-fn read_answer(mut tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Answer {
+pub(crate) fn read_answer(
+    mut tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> Answer {
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let split = raw
@@ -139,17 +175,19 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// A minimal ACME client: one ES256 account key.
-struct Client<'a> {
+pub(crate) struct Client<'a> {
     env: &'a Env,
     port: u16,
     key: EcdsaKeyPair,
     pkcs8: Vec<u8>,
     rng: ring::rand::SystemRandom,
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
+    /// The loopback address it connects from.
+    pub(crate) from: Ipv4Addr,
 }
 
 impl<'a> Client<'a> {
-    fn new(env: &'a Env, server: &Server) -> Client<'a> {
+    pub(crate) fn new(env: &'a Env, server: &Server) -> Client<'a> {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
@@ -161,10 +199,17 @@ impl<'a> Client<'a> {
             pkcs8: pkcs8.as_ref().to_vec(),
             rng,
             kid: None,
+            from: LOOPBACK,
         }
     }
 
-    fn base(&self) -> String {
+    /// A client connecting from the loopback address `from`.
+    pub(crate) fn from(mut self, from: Ipv4Addr) -> Client<'a> {
+        self.from = from;
+        self
+    }
+
+    pub(crate) fn base(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
@@ -173,7 +218,7 @@ impl<'a> Client<'a> {
         json!({"crv": "P-256", "kty": "EC", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
     }
 
-    fn thumbprint(&self) -> String {
+    pub(crate) fn thumbprint(&self) -> String {
         let j = self.jwk();
         let canon = format!(
             r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
@@ -186,9 +231,10 @@ impl<'a> Client<'a> {
         ))
     }
 
-    fn nonce(&self) -> String {
-        let a = https(
+    pub(crate) fn nonce(&self) -> String {
+        let a = https_from(
             self.env,
+            self.from,
             self.port,
             "HEAD",
             "/acme/new-nonce",
@@ -218,15 +264,16 @@ impl<'a> Client<'a> {
             .into_bytes()
     }
 
-    fn post(&self, path: &str, payload: Option<&Value>) -> Answer {
+    pub(crate) fn post(&self, path: &str, payload: Option<&Value>) -> Answer {
         let url = format!("{}{path}", self.base());
         let body = self.sign(&url, payload, &self.nonce());
         self.raw(path, &body)
     }
 
     fn raw(&self, path: &str, body: &[u8]) -> Answer {
-        https(
+        https_from(
             self.env,
+            self.from,
             self.port,
             "POST",
             path,
@@ -235,25 +282,33 @@ impl<'a> Client<'a> {
         )
     }
 
-    fn path_of(&self, url: &str) -> String {
+    pub(crate) fn path_of(&self, url: &str) -> String {
         url.strip_prefix(&self.base()).unwrap().to_string()
     }
 
-    fn register(&mut self) {
+    /// newAccount; the answer (the client keeps the account's URL on success).
+    pub(crate) fn try_register(&mut self) -> Answer {
         let a = self.post(
             "/acme/new-account",
             Some(&json!({"termsOfServiceAgreed": true})),
         );
+        if a.status == 201 || a.status == 200 {
+            self.kid = Some(a.header("location").unwrap().to_string());
+        }
+        a
+    }
+
+    pub(crate) fn register(&mut self) {
+        let a = self.try_register();
         assert!(
             a.status == 201 || a.status == 200,
             "{}",
             String::from_utf8_lossy(&a.body)
         );
-        self.kid = Some(a.header("location").unwrap().to_string());
     }
 
     /// newOrder for DNS names; returns the answer.
-    fn order(&self, names: &[&str]) -> Answer {
+    pub(crate) fn order(&self, names: &[&str]) -> Answer {
         let ids: Vec<Value> = names
             .iter()
             .map(|n| json!({"type": "dns", "value": n}))
@@ -263,7 +318,7 @@ impl<'a> Client<'a> {
 }
 
 /// An http-01 responder on loopback answering every request with `body`.
-fn responder(body: Arc<Mutex<String>>) -> u16 {
+pub(crate) fn responder(body: Arc<Mutex<String>>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -284,7 +339,7 @@ fn responder(body: Arc<Mutex<String>>) -> u16 {
 }
 
 /// A CA that permits DNS names under `localhost` and loopback IPs only.
-fn constrained_ca() -> Env {
+pub(crate) fn constrained_ca() -> Env {
     let env = Env::new();
     env.ok(&[
         "init",
@@ -300,7 +355,7 @@ fn constrained_ca() -> Env {
 
 /// Drive an order for `localhost` to `ready` (http-01 answered correctly by a
 /// responder on loopback); returns the order's answer JSON and its path.
-fn ready_order(client: &Client, answer: &Arc<Mutex<String>>) -> (Value, String) {
+pub(crate) fn ready_order(client: &Client, answer: &Arc<Mutex<String>>) -> (Value, String) {
     let o = client.order(&["localhost"]);
     assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
     let order_path = client.path_of(o.header("location").unwrap());
@@ -328,7 +383,7 @@ fn ready_order(client: &Client, answer: &Arc<Mutex<String>>) -> (Value, String) 
     (last, order_path)
 }
 
-fn csr_der(env: &Env, name: &str, extra: &[&str]) -> Vec<u8> {
+pub(crate) fn csr_der(env: &Env, name: &str, extra: &[&str]) -> Vec<u8> {
     let san = format!("subjectAltName=DNS:{name}");
     let mut out = extra.to_vec();
     out.extend(["-outform", "DER", "-out", "csr.der"]);
@@ -1125,7 +1180,7 @@ fn new_accounts_per_client_address_are_limited_without_eab() {
 
 impl Client<'_> {
     /// newAccount with an external account binding (RFC 8555 §7.3.4, HS256).
-    fn register_with_eab(&mut self, kid: &str, hmac_b64: &str) -> Answer {
+    pub(crate) fn register_with_eab(&mut self, kid: &str, hmac_b64: &str) -> Answer {
         let url = format!("{}/acme/new-account", self.base());
         let p = B64.encode(json!({"alg": "HS256", "kid": kid, "url": url}).to_string());
         let pl = B64.encode(self.jwk().to_string());
@@ -1143,7 +1198,7 @@ impl Client<'_> {
     }
 
     /// Finalize a ready order for `localhost` and download the chain.
-    fn finalize_localhost(&self, order: &Value, order_path: &str) -> Vec<u8> {
+    pub(crate) fn finalize_localhost(&self, order: &Value, order_path: &str) -> Vec<u8> {
         let finalize = self.path_of(order["finalize"].as_str().unwrap());
         let csr = csr_der(self.env, "localhost", &[]);
         let a = self.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));

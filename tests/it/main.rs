@@ -6,6 +6,7 @@ mod acme_dns;
 mod ca;
 mod common;
 mod engine;
+mod hostile_acme;
 mod lifecycle;
 mod limbo;
 mod names;

@@ -29,6 +29,11 @@ pub(super) struct App {
     pub(super) hosts: HashSet<String>,
     /// Where the validator's lookups go (`--acme-resolver`).
     pub(super) lookup: Lookup,
+    /// What the server holds at most, in all and per client.
+    pub(super) limits: AcmeLimits,
+    /// Validations running at once (a validation waits for a place here after
+    /// its account's own [`State::validation_slot`]).
+    pub(super) validations: Arc<tokio::sync::Semaphore>,
 }
 
 /// The `Host` values a server listening on `local` with `names` answers for.
@@ -120,28 +125,72 @@ impl App {
             .unwrap_or_else(|| self.profile.clone())
     }
 
-    /// Hand the live nonces to the next run (at a clean stop).
+    /// Hand the nonces to the next run (at a clean stop).
     pub(super) fn save_nonces(&self) -> Result<()> {
-        let wall = OffsetDateTime::now_utc().unix_timestamp();
-        let live: Vec<(String, i64)> = self
-            .state()
-            .nonces
-            .live(Instant::now())
-            .into_iter()
-            .map(|(n, age)| {
-                let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-                (n, wall.saturating_sub(age))
-            })
-            .collect();
-        self.acme.save_nonces(&live)?;
+        let saved = serde_json::to_vec(&self.state().nonces.saved())
+            .map_err(|e| Error::State(format!("saving nonces: {e}")))?;
+        self.acme.save_nonces(&saved)?;
         self.acme.flush()
     }
 
     pub(super) fn nonce(&self) -> String {
-        self.state()
-            .nonces
-            .issue(Instant::now())
-            .unwrap_or_default()
+        self.state().nonces.issue(unix_now())
+    }
+
+    /// Forget what expired by `now`, in the working copy and in the store.
+    pub(super) fn prune(&self, now: OffsetDateTime) -> Result<(), Problem> {
+        let pruned = self.state().prune(now);
+        for o in &pruned.orders {
+            self.acme
+                .remove_order(o)
+                .map_err(|e| Problem::internal(&e))?;
+        }
+        for (id, thumbprint) in &pruned.accounts {
+            self.acme
+                .remove_account(id, thumbprint)
+                .map_err(|e| Problem::internal(&e))?;
+        }
+        Ok(())
+    }
+
+    /// One token of `peer`'s network's request bucket (`requests_per_client`).
+    fn take_request_token(&self, peer: &Peer) -> Result<(), Problem> {
+        let (Some(ip), n) = (peer.ip, self.limits.requests_per_client) else {
+            return Ok(());
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let taken = self
+            .state()
+            .request_buckets
+            .take(ip, Rate::per_second(n), Instant::now());
+        match taken {
+            Ok(()) => Ok(()),
+            Err(ClientLimit::Network(wait)) => Err(Problem::rate_limited(
+                format!("over {n} requests a second from {}", client_network(ip)),
+                wait,
+            )),
+            Err(ClientLimit::Table(wait)) => Err(Problem::rate_limited(
+                "requests from too many networks at once",
+                wait,
+            )),
+        }
+    }
+
+    /// Note a request by `account`: its last-seen time moves on (its expiry
+    /// with it), written through when it moved by an hour or more.
+    fn seen(&self, account: &str) -> Result<(), Problem> {
+        let now = OffsetDateTime::now_utc();
+        let mut st = self.state();
+        let Some(a) = st.accounts.get_mut(account) else {
+            return Ok(());
+        };
+        if now - a.last_seen < time::Duration::hours(1) {
+            return Ok(());
+        }
+        a.last_seen = now;
+        self.save_account(&st, account, None)
     }
 
     /// Answer one request from `peer`; a refusal is also logged (`log_refusal`).
@@ -181,61 +230,64 @@ impl App {
         let base = format!("https://{host}");
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        let (result, with_nonce) = match (&method, path.as_str()) {
-            (&Method::GET, "/acme/directory") => (Ok(self.directory(&base)), false),
-            (&Method::GET, p) if p.starts_with("/acme/renewal-info/") => (
-                self.renewal_info(&p["/acme/renewal-info/".len()..]).await,
-                false,
-            ),
-            (&Method::HEAD, "/acme/new-nonce") => (
-                Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
-                true,
-            ),
-            (&Method::GET, "/acme/new-nonce") => (
-                Ok(Reply::body(
-                    StatusCode::NO_CONTENT,
-                    "application/json",
-                    Vec::new(),
-                )),
-                true,
-            ),
-            (&Method::POST, p) if p.starts_with("/acme/") => {
-                let ct_ok = req
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.trim() == "application/jose+json");
-                let too_big = req
-                    .headers()
-                    .get(hyper::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|n| n > MAX_JWS_BYTES as u64);
-                let r = if too_big {
-                    Err(Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "malformed",
-                        format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
-                    ))
-                } else if !ct_ok {
-                    Err(Problem::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "malformed",
-                        "the Content-Type must be application/jose+json",
-                    ))
-                } else {
-                    match Limited::new(req.into_body(), MAX_JWS_BYTES).collect().await {
-                        Ok(b) => self.post(&base, &path, &b.to_bytes(), peer).await,
-                        Err(_) => Err(Problem::new(
+        let (result, with_nonce) = match self.take_request_token(peer) {
+            Err(p) => (Err(p), false),
+            Ok(()) => match (&method, path.as_str()) {
+                (&Method::GET, "/acme/directory") => (Ok(self.directory(&base)), false),
+                (&Method::GET, p) if p.starts_with("/acme/renewal-info/") => (
+                    self.renewal_info(&p["/acme/renewal-info/".len()..]).await,
+                    false,
+                ),
+                (&Method::HEAD, "/acme/new-nonce") => (
+                    Ok(Reply::body(StatusCode::OK, "application/json", Vec::new())),
+                    true,
+                ),
+                (&Method::GET, "/acme/new-nonce") => (
+                    Ok(Reply::body(
+                        StatusCode::NO_CONTENT,
+                        "application/json",
+                        Vec::new(),
+                    )),
+                    true,
+                ),
+                (&Method::POST, p) if p.starts_with("/acme/") => {
+                    let ct_ok = req
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.trim() == "application/jose+json");
+                    let too_big = req
+                        .headers()
+                        .get(hyper::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|n| n > MAX_JWS_BYTES as u64);
+                    let r = if too_big {
+                        Err(Problem::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "malformed",
                             format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
-                        )),
-                    }
-                };
-                (r, true)
-            }
-            _ => (Err(Problem::not_found()), false),
+                        ))
+                    } else if !ct_ok {
+                        Err(Problem::new(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "malformed",
+                            "the Content-Type must be application/jose+json",
+                        ))
+                    } else {
+                        match Limited::new(req.into_body(), MAX_JWS_BYTES).collect().await {
+                            Ok(b) => self.post(&base, &path, &b.to_bytes(), peer).await,
+                            Err(_) => Err(Problem::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "malformed",
+                                format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
+                            )),
+                        }
+                    };
+                    (r, true)
+                }
+                _ => (Err(Problem::not_found()), false),
+            },
         };
         let mut builder = Response::builder();
         let (status, ctype, body, location, links, retry_after) = match result {
@@ -358,13 +410,6 @@ impl App {
                 crate::names::printable(&jws.url)
             )));
         }
-        if !self.state().nonces.redeem(&jws.nonce, Instant::now()) {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "badNonce",
-                "the nonce is unknown, expired or used; get a fresh one",
-            ));
-        }
         let new_account = path == "/acme/new-account";
         let revoke = path == "/acme/revoke-cert";
         let (account, key) = match &jws.signer {
@@ -404,6 +449,18 @@ impl App {
             }
         };
         jws.verify(&key).map_err(Problem::jws)?;
+        // The nonce after the signature: only a request signed by its key uses
+        // up a place among the redeemed nonces.
+        if !self.state().nonces.redeem(&jws.nonce, unix_now()) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "badNonce",
+                "the nonce is unknown, expired or used; get a fresh one",
+            ));
+        }
+        if let Some(acct) = &account {
+            self.seen(acct)?;
+        }
         if let (Some(acct), true) = (&account, self.rate_limit > 0) {
             let rate = f64::from(self.rate_limit);
             let now = Instant::now();
@@ -462,39 +519,60 @@ impl App {
         })
     }
 
-    /// One token of `peer`'s network's bucket for a new account without EAB
-    /// ([`AccountBuckets`]); `rateLimited` with the seconds until the next
-    /// token when it is empty.
-    fn take_account_token(&self, st: &mut State, peer: &Peer) -> Result<(), Problem> {
-        if self.accounts_per_ip == 0 {
-            return Ok(());
+    /// Room for a new account without EAB from `peer`: the table's bound,
+    /// the network's share of accounts without a certificate yet, and one
+    /// token of the network's hourly bucket (taken last, so a refusal for room
+    /// costs the network no token). `rateLimited` with Retry-After otherwise.
+    fn admit_anonymous_account(
+        &self,
+        st: &mut State,
+        peer: &Peer,
+    ) -> Result<Option<IpAddr>, Problem> {
+        let not_counted = "accounts with external account binding are not counted";
+        if st.anonymous_accounts >= self.limits.accounts {
+            return Err(Problem::rate_limited(
+                format!(
+                    "the server holds its limit of {} accounts ({not_counted})",
+                    self.limits.accounts
+                ),
+                3600,
+            ));
         }
         // No address: the connection is gone, and so is the reply.
         let Some(ip) = peer.ip else {
-            return Ok(());
+            return Ok(None);
         };
-        let (wait, detail) =
-            match st
-                .account_buckets
-                .take(ip, self.accounts_per_ip, Instant::now())
-            {
-                Ok(()) => return Ok(()),
-                Err(AccountLimit::Network(wait)) => (
-                    wait,
-                    format!(
-                        "over {} new accounts an hour from {} (accounts with external account binding are not counted)",
-                        self.accounts_per_ip,
-                        client_network(ip)
-                    ),
+        let net = client_network(ip);
+        let share = self.limits.unproven_accounts_per_client;
+        if st.unproven_by_network.get(&net).copied().unwrap_or(0) >= share {
+            return Err(Problem::rate_limited(
+                format!(
+                    "{net} holds {share} accounts that have not obtained a certificate yet; use one of them, or wait until one expires ({} hours after its last request; {not_counted})",
+                    UNPROVEN_ACCOUNT_IDLE.whole_hours()
                 ),
-                Err(AccountLimit::Table(wait)) => (
-                    wait,
-                    "new accounts from too many networks at once (accounts with external account binding are not counted)".to_string(),
+                3600,
+            ));
+        }
+        if self.accounts_per_ip == 0 {
+            return Ok(Some(net));
+        }
+        match st
+            .account_buckets
+            .take(ip, Rate::per_hour(self.accounts_per_ip), Instant::now())
+        {
+            Ok(()) => Ok(Some(net)),
+            Err(ClientLimit::Network(wait)) => Err(Problem::rate_limited(
+                format!(
+                    "over {} new accounts an hour from {net} ({not_counted})",
+                    self.accounts_per_ip
                 ),
-            };
-        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rateLimited", detail);
-        p.retry_after = Some(wait);
-        Err(p)
+                wait,
+            )),
+            Err(ClientLimit::Table(wait)) => Err(Problem::rate_limited(
+                format!("new accounts from too many networks at once ({not_counted})"),
+                wait,
+            )),
+        }
     }
 
     /// newAccount; a new account is durable before the reply.
@@ -569,6 +647,7 @@ impl App {
             }
             None => {}
         }
+        let now = OffsetDateTime::now_utc();
         let mut st = self.state();
         // A concurrent newAccount with the same key may have won meanwhile:
         // answer with that account (and leave the EAB key unbound).
@@ -578,17 +657,10 @@ impl App {
                     .at(format!("{base}/acme/acct/{id}")));
             }
         }
-        // The table's limit first: a refusal costs the network no token.
-        if st.accounts.len() >= MAX_ACCOUNTS {
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rateLimited",
-                "too many accounts",
-            ));
-        }
-        if eab_kid.is_none() {
-            self.take_account_token(&mut st, peer)?;
-        }
+        let network = match eab_kid {
+            None => self.admit_anonymous_account(&mut st, peer)?,
+            Some(_) => None,
+        };
         let id = random_id();
         let mut profile = None;
         if let Some(kid) = &eab_kid {
@@ -614,15 +686,17 @@ impl App {
             contact,
             profile,
             eab_kid,
-            created: OffsetDateTime::now_utc(),
+            created: now,
+            network,
+            proven: false,
+            last_seen: now,
         };
         let body = Self::account_json(base, &id, &a);
         // The store first: the working copy only holds what was recorded.
         self.acme
             .put_account(&a.record(&id), None)
             .map_err(|e| Problem::internal(&e))?;
-        st.accounts.insert(id.clone(), a);
-        st.by_thumbprint.insert(thumb, id.clone());
+        st.add_account(id.clone(), a);
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/acct/{id}")))
     }
 
@@ -805,11 +879,12 @@ impl App {
         let expires = now + ORDER_LIFETIME;
         let order_id = random_id();
         let mut st = self.state();
-        for gone in st.make_room(MAX_ORDERS - 1, now) {
+        for gone in st.prune_orders(now) {
             self.acme
                 .remove_order(&gone)
                 .map_err(|e| Problem::internal(&e))?;
         }
+        self.room_for_order(&st, account, ids.len(), now)?;
         let mut authzs = Vec::new();
         for i in &ids {
             let authz_id = random_id();
@@ -825,50 +900,91 @@ impl App {
                 ],
                 Identifier::Ip(_) => &[ChallengeType::Http01],
             };
-            let mut challenges = Vec::new();
-            for typ in types {
-                let chall_id = random_id();
-                st.challenges.insert(chall_id.clone(), authz_id.clone());
-                challenges.push(Challenge {
+            let challenges = types
+                .iter()
+                .map(|typ| Challenge {
                     typ: *typ,
-                    id: chall_id,
+                    id: random_id(),
                     token: token.clone(),
                     status: "pending",
                     validated: None,
                     error: None,
-                });
-            }
-            st.authzs.insert(
-                authz_id.clone(),
-                Authz {
-                    account: account.to_string(),
-                    order: order_id.clone(),
-                    identifier: i.clone(),
-                    status: "pending",
-                    expires,
-                    challenges,
-                },
-            );
-            authzs.push(authz_id);
+                })
+                .collect();
+            let authz = Authz {
+                account: account.to_string(),
+                order: order_id.clone(),
+                identifier: i.clone(),
+                status: "pending",
+                expires,
+                challenges,
+            };
+            self.acme
+                .put_authz(&authz.record(&authz_id))
+                .map_err(|e| Problem::internal(&e))?;
+            authzs.push((authz_id, authz));
         }
         let order = Order {
             account: account.to_string(),
             status: "pending",
             expires,
             identifiers: ids,
-            authzs,
+            authzs: authzs.iter().map(|(id, _)| id.clone()).collect(),
             certificate: None,
             cert_sha256: None,
             error: None,
         };
         let body = order_json(base, &order_id, &order);
-        for a in &order.authzs {
-            self.save_authz(&st, a)?;
-        }
-        st.orders.insert(order_id.clone(), order);
-        st.order_queue.push_back(order_id.clone());
-        self.save_order(&st, &order_id)?;
+        self.acme
+            .put_order(&order.record(&order_id))
+            .map_err(|e| Problem::internal(&e))?;
+        st.add_order(order_id.clone(), order, authzs);
         Ok(Reply::json(StatusCode::CREATED, body).at(format!("{base}/acme/order/{order_id}")))
+    }
+
+    /// Room for a new order of `account` with `identifiers` authorizations:
+    /// the account's shares, then the server's bounds. Refused with
+    /// `rateLimited` and a Retry-After, never by pushing out another order.
+    fn room_for_order(
+        &self,
+        st: &State,
+        account: &str,
+        identifiers: usize,
+        now: OffsetDateTime,
+    ) -> Result<(), Problem> {
+        let l = &self.limits;
+        let (orders, authzs) = st
+            .usage
+            .get(account)
+            .map_or((0, 0), |u| (u.orders, u.authzs));
+        // The account's own orders free room as they expire; a minute is a
+        // fair time to look again (finding its oldest would cost a scan).
+        let wait = || 60;
+        if orders >= l.orders_per_account {
+            return Err(Problem::rate_limited(
+                format!(
+                    "this account holds {orders} live orders, its limit; orders expire {} hours after they are made",
+                    ORDER_LIFETIME.whole_hours()
+                ),
+                wait(),
+            ));
+        }
+        if authzs + identifiers > l.authzs_per_account {
+            return Err(Problem::rate_limited(
+                format!(
+                    "this account holds {authzs} live authorizations and may hold {}; this order would add {identifiers}",
+                    l.authzs_per_account
+                ),
+                wait(),
+            ));
+        }
+        if st.orders.len() >= l.orders || st.authzs.len() + identifiers > l.authzs {
+            return Err(Problem::rate_limited(
+                "the server holds as many orders as it keeps; try again later",
+                st.next_expiry_secs(now),
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn order_get(&self, base: &str, account: &str, id: &str) -> Result<Reply, Problem> {
@@ -966,8 +1082,18 @@ impl App {
                 },
             };
             let app = self.clone();
+            let mine = st.validation_slot(account, self.limits.validations_per_account);
             return Ok(Some(tokio::spawn(async move {
                 let authz = job.authz.clone();
+                // A few at a time per account, then a place among all: one
+                // account's hundred answers wait their turn and hold no sockets
+                // meanwhile, and cannot take every place from the others.
+                let (Ok(_mine), Ok(_place)) = (
+                    mine.acquire_owned().await,
+                    app.validations.clone().acquire_owned().await,
+                ) else {
+                    return;
+                };
                 validate(app.clone(), job).await;
                 // Write the outcome (challenge, authorization, order) through.
                 let st = app.state();
@@ -1084,11 +1210,13 @@ impl App {
                 }
             }
         }
+        // Issue 22, finding 6: a subject attribute nobody validated (an
+        // anonymous client's `O=system:masters`) is not signed by the CA.
         let issued = self
             .engine
             .issue(
                 &self.profile_of(account),
-                checked,
+                checked.names_only(),
                 Some(format!("acme/acct/{account}/order/{id}")),
             )
             .await;
@@ -1107,6 +1235,9 @@ impl App {
                         chain_pem: i.chain_pem,
                     })
                     .map_err(|e| Problem::internal(&e))?;
+                if st.mark_proven(account) {
+                    self.save_account(&st, account, None)?;
+                }
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
                 o.status = "valid";
                 o.certificate = Some(cert_id);
@@ -1310,4 +1441,54 @@ pub(super) fn authz_json(base: &str, a: &Authz) -> Value {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22, finding 1: the check that a revocation is signed by the
+    /// certificate's own key took an RSA JWK whose modulus was any window of
+    /// the certificate's key bytes. Keys are now compared as values.
+    #[test]
+    fn a_window_of_an_rsa_key_is_not_that_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("openssl is installed");
+            assert!(out.status.success(), "{args:?}");
+            out.stdout
+        };
+        run(&["genrsa", "-out", "k.pem", "3072"]);
+        let spki = run(&["pkey", "-in", "k.pem", "-pubout", "-outform", "DER"]);
+        let value = crate::key::PublicKeyValue::from_spki_der(&spki).unwrap();
+        let crate::key::PublicKeyValue::Rsa { modulus, exponent } = value.clone() else {
+            panic!("{value:?}")
+        };
+        assert_eq!(modulus.len(), 384);
+        let jwk = |n: &[u8], e: &[u8]| Jwk::Rsa {
+            n: n.to_vec(),
+            e: e.to_vec(),
+        };
+        // The whole key, also with a leading zero byte, is the key.
+        assert!(same_key(&Some(jwk(&modulus, &exponent)), &spki));
+        let padded = [&[0u8][..], &modulus].concat();
+        assert!(same_key(&Some(jwk(&padded, &exponent)), &spki));
+        // Any window of it (and of the SPKI's bytes around it) is not.
+        for (start, len) in [(0, 256), (1, 300), (100, 284), (128, 256), (0, 383)] {
+            let w = &modulus[start..start + len];
+            assert!(!same_key(&Some(jwk(w, &exponent)), &spki), "{start}+{len}");
+        }
+        for start in 0..spki.len() - 256 {
+            let w = &spki[start..start + 256];
+            assert!(!same_key(&Some(jwk(w, &exponent)), &spki), "spki {start}");
+        }
+        // Another exponent over the same modulus is another key.
+        assert!(!same_key(&Some(jwk(&modulus, &[3])), &spki));
+        assert!(!same_key(&None, &spki));
+        assert_eq!(jwk(&modulus, &exponent).value(), Some(value));
+    }
 }

@@ -91,8 +91,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
-use crate::acme::nonce::NoncePool;
+use crate::acme::nonce::NonceBook;
 use crate::ca::{Ca, PassphraseSource};
+use crate::conn_limit::client_network;
 use crate::conn_limit::{ConnectionGate, ConnectionLimits, ConnectionPermit};
 use crate::error::{Error, Result};
 use crate::issue::{CheckedCsr, IssuanceRequest, Issued, KeySource, Output};
@@ -114,9 +115,57 @@ const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
 const VALIDATION_WAIT: Duration = Duration::from_secs(2);
 const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
 const MAX_IDENTIFIERS: usize = 100;
-const MAX_ORDERS: usize = 100_000;
-const MAX_ACCOUNTS: usize = 100_000;
 const ORDER_LIFETIME: time::Duration = time::Duration::hours(24);
+/// How often expired orders and accounts are pruned while the server runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the ACME server holds at most, in all and for one client. Every table
+/// a remote client can grow has a bound here and a share per client; a full
+/// table refuses (`rateLimited`, with Retry-After), it never pushes out
+/// another client's live state; and everything in them expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeLimits {
+    /// Accounts without EAB at once (accounts bound with an EAB key are the
+    /// operator's, bounded by the keys the operator makes, and never refused
+    /// for room).
+    pub accounts: usize,
+    /// Accounts without EAB that have not obtained a certificate yet, per
+    /// registering client network (IPv4 address, IPv6 /64).
+    pub unproven_accounts_per_client: usize,
+    /// Live orders at once.
+    pub orders: usize,
+    /// Live orders of one account.
+    pub orders_per_account: usize,
+    /// Live authorizations at once.
+    pub authzs: usize,
+    /// Live authorizations of one account.
+    pub authzs_per_account: usize,
+    /// Challenge validations running at once (more wait their turn).
+    pub validations: usize,
+    /// Validations of one account running at once (more wait their turn).
+    pub validations_per_account: usize,
+    /// Requests per second from one client network (bursts of twice that); 0: no limit.
+    pub requests_per_client: u32,
+    /// Redeemed nonces remembered within their lifetime.
+    pub nonces: usize,
+}
+
+impl Default for AcmeLimits {
+    fn default() -> AcmeLimits {
+        AcmeLimits {
+            accounts: 100_000,
+            unproven_accounts_per_client: 10,
+            orders: 100_000,
+            orders_per_account: 300,
+            authzs: 100_000,
+            authzs_per_account: 1_000,
+            validations: 32,
+            validations_per_account: 4,
+            requests_per_client: 500,
+            nonces: 500_000,
+        }
+    }
+}
 
 /// How `mtlsca serve` runs.
 #[derive(Debug, Clone)]
@@ -154,6 +203,8 @@ pub struct ServeOptions {
     pub publish_listen: Option<SocketAddr>,
     /// The connection limits of each listener (ACME, publication).
     pub connections: ConnectionLimits,
+    /// What the ACME server holds at most, in all and per client.
+    pub limits: AcmeLimits,
 }
 
 /// How long a stopping server waits for its log lines to reach stderr.
@@ -302,7 +353,9 @@ async fn run(
 
     let app = Arc::new(App {
         engine: engine.clone(),
-        state: Mutex::new(State::load(&acme, OffsetDateTime::now_utc())?),
+        state: Mutex::new(State::load(&acme, &opts.limits, OffsetDateTime::now_utc())?),
+        validations: Arc::new(tokio::sync::Semaphore::new(opts.limits.validations.max(1))),
+        limits: opts.limits.clone(),
         acme,
         profile: opts.acme_profile.clone(),
         require_eab: opts.require_eab,
@@ -326,6 +379,7 @@ async fn run(
         shutdown_rx.clone(),
     ));
     let control = tokio::spawn(socket.serve(engine.service.clone(), shutdown_rx.clone()));
+    tokio::spawn(prune_loop(app.clone(), shutdown_rx.clone()));
     let gate = ConnectionGate::new(opts.connections);
     let accept = tokio::spawn(accept_loop(
         listener,
@@ -373,6 +427,20 @@ async fn run(
     // Validations still running write their outcome after this; the engine's
     // final flush covers them.
     app.save_nonces()
+}
+
+/// Forget expired orders and accounts, in memory and in the store, every
+/// [`PRUNE_EVERY`] (also when nobody makes new orders).
+async fn prune_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(p) = app.prune(OffsetDateTime::now_utc()) {
+            crate::serverlog::line(format!("error: pruning expired ACME state: {}", p.detail));
+        }
+    }
 }
 
 async fn stop_signal() {

@@ -34,6 +34,12 @@ impl Problem {
     pub(super) fn unauthorized(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::FORBIDDEN, "unauthorized", detail)
     }
+    /// `rateLimited` (429) with the seconds to wait in Retry-After.
+    pub(super) fn rate_limited(detail: impl Into<String>, retry_after: u32) -> Problem {
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rateLimited", detail);
+        p.retry_after = Some(retry_after.max(1));
+        p
+    }
     pub(super) fn not_found() -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "malformed", "no such resource")
     }

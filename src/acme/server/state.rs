@@ -54,6 +54,40 @@ pub(super) struct Account {
     pub(super) profile: Option<String>,
     pub(super) eab_kid: Option<String>,
     pub(super) created: OffsetDateTime,
+    /// The client network that registered it, for an account without EAB
+    /// (counted against that network's share of unproven accounts).
+    pub(super) network: Option<IpAddr>,
+    /// It obtained a certificate (so it proved control of a name once).
+    pub(super) proven: bool,
+    /// Its last request (written through when it moves by an hour or more).
+    pub(super) last_seen: OffsetDateTime,
+}
+
+/// How long an account without EAB lives after its last request: one that
+/// never obtained a certificate, and one that did.
+pub(super) const UNPROVEN_ACCOUNT_IDLE: time::Duration = time::Duration::hours(72);
+pub(super) const PROVEN_ACCOUNT_IDLE: time::Duration = time::Duration::days(400);
+
+impl Account {
+    /// When it is forgotten unless it makes a request before; `None`: never
+    /// (accounts bound with an EAB key are the operator's to revoke).
+    pub(super) fn expires(&self) -> Option<OffsetDateTime> {
+        if self.eab_kid.is_some() {
+            return None;
+        }
+        let idle = if self.proven {
+            PROVEN_ACCOUNT_IDLE
+        } else {
+            UNPROVEN_ACCOUNT_IDLE
+        };
+        Some(self.last_seen.max(self.created) + idle)
+    }
+
+    /// Counted against its network's share of unproven accounts.
+    fn unproven_network(&self) -> Option<IpAddr> {
+        self.network
+            .filter(|_| !self.proven && self.eab_kid.is_none())
+    }
 }
 
 pub(super) struct Order {
@@ -144,11 +178,23 @@ impl Account {
             profile: self.profile.clone(),
             eab_kid: self.eab_kid.clone(),
             created: self.created,
+            network: self.network,
+            proven: Some(self.proven),
+            last_seen: Some(self.last_seen),
         }
     }
 
-    fn from_record(r: AcmeAccount) -> Option<(String, Account)> {
+    /// The working copy of a stored account; `has_certificates` answers for
+    /// accounts stored before `proven` was (it looks for their certificates).
+    fn from_record(
+        r: AcmeAccount,
+        has_certificates: impl FnOnce(&str) -> bool,
+    ) -> Option<(String, Account)> {
         let key = Jwk::from_json(&r.key).ok()?;
+        let proven = match r.proven {
+            Some(p) => p,
+            None => has_certificates(&r.id),
+        };
         Some((
             r.id,
             Account {
@@ -159,6 +205,9 @@ impl Account {
                 profile: r.profile,
                 eab_kid: r.eab_kid,
                 created: r.created,
+                network: r.network,
+                proven,
+                last_seen: r.last_seen.unwrap_or(r.created),
             },
         ))
     }
@@ -260,29 +309,56 @@ impl Authz {
     }
 }
 
+/// What one account holds now: live orders and authorizations (counted
+/// against its shares), and its validations (run a few at a time).
+#[derive(Default)]
+pub(super) struct Usage {
+    pub(super) orders: usize,
+    pub(super) authzs: usize,
+}
+
 pub(super) struct State {
-    pub(super) nonces: NoncePool,
+    pub(super) nonces: NonceBook,
     pub(super) accounts: HashMap<String, Account>,
     pub(super) by_thumbprint: HashMap<String, String>,
     pub(super) orders: HashMap<String, Order>,
-    /// Order ids, oldest first: expired ones are pruned, and the oldest go
-    /// first when there are too many.
+    /// Order ids, oldest first (every order lives as long): expired ones are
+    /// pruned from the front.
     pub(super) order_queue: std::collections::VecDeque<String>,
     pub(super) authzs: HashMap<String, Authz>,
     pub(super) challenges: HashMap<String, String>,
     /// Per-account token buckets: tokens left, last refill.
     pub(super) buckets: HashMap<String, (f64, Instant)>,
     /// Per-network token buckets for new accounts without EAB.
-    pub(super) account_buckets: AccountBuckets,
+    pub(super) account_buckets: ClientBuckets,
+    /// Per-network token buckets for requests of any kind.
+    pub(super) request_buckets: ClientBuckets,
+    /// Live orders and authorizations per account.
+    pub(super) usage: HashMap<String, Usage>,
+    /// Accounts without EAB, and how many of them have no certificate yet per
+    /// registering network.
+    pub(super) anonymous_accounts: usize,
+    pub(super) unproven_by_network: HashMap<IpAddr, usize>,
+    /// Validations each account may run at once.
+    pub(super) validation_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 /// How long a nonce is accepted.
 pub(super) const NONCE_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// What [`State::prune`] forgot: to be removed from the store too.
+#[derive(Default)]
+pub(super) struct Pruned {
+    pub(super) orders: Vec<AcmeOrder>,
+    /// Account ids with their key thumbprints.
+    pub(super) accounts: Vec<(String, String)>,
+}
+
 impl State {
-    pub(super) fn new() -> State {
-        State {
-            nonces: NoncePool::new(100_000, NONCE_LIFETIME),
+    pub(super) fn new(limits: &AcmeLimits) -> Result<State> {
+        Ok(State {
+            nonces: NonceBook::new(limits.nonces, NONCE_LIFETIME.as_secs())
+                .map_err(|_| Error::State("no random numbers for ACME nonces".into()))?,
             accounts: HashMap::new(),
             by_thumbprint: HashMap::new(),
             orders: HashMap::new(),
@@ -290,31 +366,43 @@ impl State {
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             buckets: HashMap::new(),
-            account_buckets: AccountBuckets::default(),
-        }
+            account_buckets: ClientBuckets::default(),
+            request_buckets: ClientBuckets::default(),
+            usage: HashMap::new(),
+            anonymous_accounts: 0,
+            unproven_by_network: HashMap::new(),
+            validation_slots: HashMap::new(),
+        })
     }
 
-    /// The working copy of what the store holds; expired orders (with their
-    /// authorizations and downloads) are pruned from the store on the way, the
-    /// nonces a clean stop saved are taken back, and the secrets of EAB keys
-    /// already bound or revoked are forgotten.
-    pub(super) fn load(store: &AcmeStore, now: OffsetDateTime) -> Result<State> {
-        let mut st = State::new();
+    /// The working copy of what the store holds. Expired orders (with their
+    /// authorizations and downloads) and expired accounts are pruned from the
+    /// store on the way, the nonces a clean stop saved are taken back, and the
+    /// secrets of EAB keys already bound or revoked are forgotten.
+    pub(super) fn load(
+        store: &AcmeStore,
+        limits: &AcmeLimits,
+        now: OffsetDateTime,
+    ) -> Result<State> {
+        let mut st = State::new(limits)?;
         for r in store.accounts()? {
-            if let Some((id, a)) = Account::from_record(r) {
-                st.by_thumbprint.insert(a.thumbprint.clone(), id.clone());
-                st.accounts.insert(id, a);
+            let back = Account::from_record(r, |id| store.has_certificates_of(id).unwrap_or(true));
+            if let Some((id, a)) = back {
+                st.add_account(id, a);
             }
         }
         let mut orders = store.orders()?;
         orders.sort_by_key(|o| o.expires);
+        let mut live = Vec::new();
         for r in orders {
             if r.expires <= now {
                 store.remove_order(&r)?;
                 continue;
             }
             let (id, o) = Order::from_record(r);
+            st.usage.entry(o.account.clone()).or_default().orders += 1;
             st.order_queue.push_back(id.clone());
+            live.push(id.clone());
             st.orders.insert(id, o);
         }
         for r in store.authzs()? {
@@ -326,49 +414,195 @@ impl State {
             for c in &a.challenges {
                 st.challenges.insert(c.id.clone(), id.clone());
             }
+            st.usage.entry(a.account.clone()).or_default().authzs += 1;
             st.authzs.insert(id, a);
+        }
+        for (id, thumbprint) in st.prune(now).accounts {
+            store.remove_account(&id, &thumbprint)?;
         }
         // A store from before spent EAB keys were emptied: forget their secrets.
         store.forget_spent_eab_secrets()?;
-        let wall = now.unix_timestamp();
-        let mono = Instant::now();
-        for (nonce, at) in store.take_nonces()? {
-            let age = Duration::from_secs(u64::try_from(wall.saturating_sub(at)).unwrap_or(0));
-            if age <= NONCE_LIFETIME {
-                st.nonces
-                    .adopt(nonce, mono.checked_sub(age).unwrap_or(mono));
+        if let Some(saved) = store.take_nonces()? {
+            let restored = serde_json::from_slice(&saved)
+                .ok()
+                .and_then(|s| NonceBook::restore(s, limits.nonces, NONCE_LIFETIME.as_secs()));
+            if let Some(book) = restored {
+                st.nonces = book;
             }
         }
         Ok(st)
     }
 
-    /// Forget orders that expired by `now` and, past that, the oldest orders
-    /// until at most `keep` remain — with their authorizations, challenges and
-    /// certificate downloads (the certificates stay in the store). Returns the
-    /// forgotten orders as records, for the caller to remove from the store.
-    pub(super) fn make_room(&mut self, keep: usize, now: OffsetDateTime) -> Vec<AcmeOrder> {
+    /// Add an account to the working copy, with its counts.
+    pub(super) fn add_account(&mut self, id: String, a: Account) {
+        if a.eab_kid.is_none() {
+            self.anonymous_accounts += 1;
+        }
+        if let Some(net) = a.unproven_network() {
+            *self.unproven_by_network.entry(net).or_default() += 1;
+        }
+        self.by_thumbprint.insert(a.thumbprint.clone(), id.clone());
+        if let Some(old) = self.accounts.insert(id.clone(), a) {
+            self.uncount_account(&old);
+        }
+    }
+
+    fn uncount_account(&mut self, a: &Account) {
+        if a.eab_kid.is_none() {
+            self.anonymous_accounts = self.anonymous_accounts.saturating_sub(1);
+        }
+        if let Some(net) = a.unproven_network() {
+            if let Some(n) = self.unproven_by_network.get_mut(&net) {
+                *n -= 1;
+                if *n == 0 {
+                    self.unproven_by_network.remove(&net);
+                }
+            }
+        }
+    }
+
+    /// Forget an account with what hangs on it in memory (its orders expire on
+    /// their own); returns its key's thumbprint.
+    pub(super) fn remove_account(&mut self, id: &str) -> Option<String> {
+        let a = self.accounts.remove(id)?;
+        self.uncount_account(&a);
+        if self
+            .by_thumbprint
+            .get(&a.thumbprint)
+            .is_some_and(|x| x == id)
+        {
+            self.by_thumbprint.remove(&a.thumbprint);
+        }
+        self.buckets.remove(id);
+        self.validation_slots.remove(id);
+        if self
+            .usage
+            .get(id)
+            .is_some_and(|u| u.orders == 0 && u.authzs == 0)
+        {
+            self.usage.remove(id);
+        }
+        Some(a.thumbprint)
+    }
+
+    /// The account obtained a certificate: it no longer counts against its
+    /// network's share of unproven accounts. Whether it changed.
+    pub(super) fn mark_proven(&mut self, id: &str) -> bool {
+        let Some(a) = self.accounts.get(id) else {
+            return false;
+        };
+        if a.proven {
+            return false;
+        }
+        let net = a.unproven_network();
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.proven = true;
+        }
+        if let Some(net) = net {
+            if let Some(n) = self.unproven_by_network.get_mut(&net) {
+                *n -= 1;
+                if *n == 0 {
+                    self.unproven_by_network.remove(&net);
+                }
+            }
+        }
+        true
+    }
+
+    /// Add an order with its authorizations to the working copy.
+    pub(super) fn add_order(&mut self, id: String, o: Order, authzs: Vec<(String, Authz)>) {
+        let u = self.usage.entry(o.account.clone()).or_default();
+        u.orders += 1;
+        u.authzs += authzs.len();
+        for (authz_id, a) in authzs {
+            for c in &a.challenges {
+                self.challenges.insert(c.id.clone(), authz_id.clone());
+            }
+            self.authzs.insert(authz_id, a);
+        }
+        self.order_queue.push_back(id.clone());
+        self.orders.insert(id, o);
+    }
+
+    /// Forget one order with its authorizations and challenges; its record.
+    fn remove_order(&mut self, id: &str) -> Option<AcmeOrder> {
+        let o = self.orders.remove(id)?;
+        let mut authzs = 0;
+        for a in &o.authzs {
+            if let Some(a) = self.authzs.remove(a) {
+                authzs += 1;
+                for c in &a.challenges {
+                    self.challenges.remove(&c.id);
+                }
+            }
+        }
+        if let Some(u) = self.usage.get_mut(&o.account) {
+            u.orders = u.orders.saturating_sub(1);
+            u.authzs = u.authzs.saturating_sub(authzs);
+            if u.orders == 0 && u.authzs == 0 && !self.accounts.contains_key(&o.account) {
+                self.usage.remove(&o.account);
+            }
+        }
+        Some(o.record(id))
+    }
+
+    /// Forget the orders that expired by `now` (with their authorizations,
+    /// challenges and certificate downloads; the certificates stay in the
+    /// store). Only expired ones: a full table refuses new orders, it never
+    /// pushes out another client's live one.
+    pub(super) fn prune_orders(&mut self, now: OffsetDateTime) -> Vec<AcmeOrder> {
         let mut gone = Vec::new();
         while let Some(id) = self.order_queue.front() {
-            let expired = self.orders.get(id).is_none_or(|o| o.expires <= now);
-            if !expired && self.orders.len() <= keep {
+            if self.orders.get(id).is_some_and(|o| o.expires > now) {
                 break;
             }
             let Some(id) = self.order_queue.pop_front() else {
                 break;
             };
-            let Some(o) = self.orders.remove(&id) else {
-                continue;
-            };
-            for a in &o.authzs {
-                if let Some(a) = self.authzs.remove(a) {
-                    for c in &a.challenges {
-                        self.challenges.remove(&c.id);
-                    }
-                }
-            }
-            gone.push(o.record(&id));
+            gone.extend(self.remove_order(&id));
         }
         gone
+    }
+
+    /// [`State::prune_orders`], then the accounts that expired by `now`
+    /// ([`Account::expires`]) and hold no live order.
+    pub(super) fn prune(&mut self, now: OffsetDateTime) -> Pruned {
+        let orders = self.prune_orders(now);
+        let expired: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(id, a)| {
+                a.expires().is_some_and(|t| t <= now)
+                    && self.usage.get(*id).is_none_or(|u| u.orders == 0)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let accounts = expired
+            .into_iter()
+            .filter_map(|id| self.remove_account(&id).map(|t| (id, t)))
+            .collect();
+        Pruned { orders, accounts }
+    }
+
+    /// Seconds until the oldest live order expires (a full table's Retry-After).
+    pub(super) fn next_expiry_secs(&self, now: OffsetDateTime) -> u32 {
+        self.order_queue
+            .front()
+            .and_then(|id| self.orders.get(id))
+            .map(|o| (o.expires - now).whole_seconds().clamp(1, 86_400) as u32)
+            .unwrap_or(60)
+    }
+
+    /// The semaphore of `account`'s validations.
+    pub(super) fn validation_slot(
+        &mut self,
+        account: &str,
+        per_account: usize,
+    ) -> Arc<tokio::sync::Semaphore> {
+        self.validation_slots
+            .entry(account.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_account.max(1))))
+            .clone()
     }
 }
 
@@ -385,82 +619,88 @@ pub(super) fn random_id() -> String {
     B64.encode(b)
 }
 
-/// The network a client registers from: its IPv4 address, or the /64 of its
-/// IPv6 address (an IPv4-mapped one counts as IPv4). A host usually holds a
-/// whole /64 and could step through its addresses, so the per-address limit on
-/// new accounts counts the /64.
-pub(super) fn client_network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
+/// Client networks tracked at once by one [`ClientBuckets`].
+pub(super) const MAX_TRACKED_NETWORKS: usize = 10_000;
+
+/// A rate: `per_sec` tokens a second, in bursts of at most `burst`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rate {
+    pub(super) per_sec: f64,
+    pub(super) burst: f64,
+}
+
+impl Rate {
+    /// `n` an hour, in bursts of as many.
+    pub(super) fn per_hour(n: u32) -> Rate {
+        Rate {
+            per_sec: f64::from(n) / 3600.0,
+            burst: f64::from(n),
+        }
+    }
+
+    /// `n` a second, in bursts of twice that.
+    pub(super) fn per_second(n: u32) -> Rate {
+        Rate {
+            per_sec: f64::from(n),
+            burst: 2.0 * f64::from(n),
+        }
     }
 }
 
-/// Networks tracked at once by [`AccountBuckets`].
-pub(super) const MAX_TRACKED_NETWORKS: usize = 10_000;
-
-/// Token buckets for new accounts without EAB, one per client network
-/// ([`client_network`]): `per_hour` an hour, in bursts of as many. A network
+/// Token buckets, one per client network ([`client_network`]). A network
 /// whose bucket is full again is forgotten, so the table holds only recent
-/// registrants, and never more than [`MAX_TRACKED_NETWORKS`]: while it is full
-/// of networks still refilling, new networks wait too (else registering from
-/// ever new addresses would grow it without bound).
+/// clients, and never more than [`MAX_TRACKED_NETWORKS`]: while it is full of
+/// networks still refilling, new networks wait too (else coming from ever new
+/// addresses would grow it without bound).
 #[derive(Default)]
-pub(super) struct AccountBuckets {
+pub(super) struct ClientBuckets {
     /// Tokens left and when they were counted, per network.
     map: HashMap<IpAddr, (f64, Instant)>,
 }
 
-/// Why [`AccountBuckets::take`] refused, with the seconds until it would not.
+/// Why [`ClientBuckets::take`] refused, with the seconds until it would not.
 #[derive(Debug, PartialEq)]
-pub(super) enum AccountLimit {
-    /// This network registered `per_hour` accounts in the last hour.
+pub(super) enum ClientLimit {
+    /// This network used its rate.
     Network(u32),
-    /// The table is full of networks that registered recently.
+    /// The table is full of networks that came recently.
     Table(u32),
 }
 
-impl AccountBuckets {
-    /// One token for a new account from `ip`'s network at `now`.
-    pub(super) fn take(
-        &mut self,
-        ip: IpAddr,
-        per_hour: u32,
-        now: Instant,
-    ) -> Result<(), AccountLimit> {
-        let cap = f64::from(per_hour);
-        let per_sec = cap / 3600.0;
+impl ClientBuckets {
+    /// One token for a client at `ip` at `now`.
+    pub(super) fn take(&mut self, ip: IpAddr, rate: Rate, now: Instant) -> Result<(), ClientLimit> {
         let level = |b: &(f64, Instant)| {
-            (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * per_sec).min(cap)
+            (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * rate.per_sec).min(rate.burst)
         };
+        let wait_secs = |t: f64| t.ceil().clamp(1.0, 3600.0) as u32;
         let net = client_network(ip);
         if !self.map.contains_key(&net) && self.map.len() >= MAX_TRACKED_NETWORKS {
-            self.map.retain(|_, b| level(b) < cap);
+            self.map.retain(|_, b| level(b) < rate.burst);
             if self.map.len() >= MAX_TRACKED_NETWORKS {
                 // The first bucket to fill up again frees a place.
                 let wait = self
                     .map
                     .values()
-                    .map(|b| (cap - level(b)) / per_sec)
+                    .map(|b| (rate.burst - level(b)) / rate.per_sec)
                     .fold(f64::INFINITY, f64::min);
-                return Err(AccountLimit::Table(wait.ceil().clamp(1.0, 3600.0) as u32));
+                return Err(ClientLimit::Table(wait_secs(wait)));
             }
         }
-        let b = self.map.entry(net).or_insert((cap, now));
+        let b = self.map.entry(net).or_insert((rate.burst, now));
         b.0 = level(b);
         b.1 = now;
         if b.0 < 1.0 {
-            let wait = ((1.0 - b.0) / per_sec).ceil().clamp(1.0, 3600.0);
-            return Err(AccountLimit::Network(wait as u32));
+            return Err(ClientLimit::Network(wait_secs((1.0 - b.0) / rate.per_sec)));
         }
         b.0 -= 1.0;
         Ok(())
     }
+}
+
+/// Now, in Unix seconds (what nonces carry).
+pub(super) fn unix_now() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
 }
 
 pub(super) fn rfc3339(t: OffsetDateTime) -> String {
@@ -485,10 +725,53 @@ mod tests {
         }
     }
 
+    fn authz(order: &str, challenge: &str, expires: OffsetDateTime) -> Authz {
+        Authz {
+            account: "acct".into(),
+            order: order.into(),
+            identifier: Identifier::Dns("a.test".into()),
+            status: "valid",
+            expires,
+            challenges: vec![Challenge {
+                typ: ChallengeType::Http01,
+                id: challenge.into(),
+                token: "t".into(),
+                status: "valid",
+                validated: None,
+                error: None,
+            }],
+        }
+    }
+
+    fn account(now: OffsetDateTime, network: Option<&str>, eab: bool) -> Account {
+        // Any 32 bytes do as a key here; random ones keep thumbprints apart.
+        let x: Vec<u8> = random_id()
+            .bytes()
+            .chain(random_id().bytes())
+            .take(32)
+            .collect();
+        let key =
+            Jwk::from_json(&json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(x)})).unwrap();
+        Account {
+            thumbprint: key.thumbprint(),
+            key,
+            status: "valid",
+            contact: vec![],
+            profile: None,
+            eab_kid: eab.then(|| "kid".to_string()),
+            created: now,
+            network: network.map(|n| n.parse().unwrap()),
+            proven: false,
+            last_seen: now,
+        }
+    }
+
+    /// Issue 22, finding 4: a full order table pushed out the oldest orders,
+    /// whoever owned them. Only expired orders are forgotten now.
     #[test]
-    fn expired_and_then_the_oldest_orders_are_forgotten_with_what_hangs_on_them() {
+    fn only_expired_orders_are_forgotten_with_what_hangs_on_them() {
         let now = OffsetDateTime::now_utc();
-        let mut st = State::new();
+        let mut st = State::new(&AcmeLimits::default()).unwrap();
         for i in 0..6 {
             let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
             // o0 has expired; the others have not.
@@ -497,39 +780,60 @@ mod tests {
             } else {
                 now + time::Duration::hours(1)
             };
-            st.orders.insert(o.clone(), order("acct", &a, expires));
-            st.order_queue.push_back(o.clone());
-            st.challenges.insert(c.clone(), a.clone());
-            st.authzs.insert(
-                a.clone(),
-                Authz {
-                    account: "acct".into(),
-                    order: o,
-                    identifier: Identifier::Dns("a.test".into()),
-                    status: "valid",
-                    expires,
-                    challenges: vec![Challenge {
-                        typ: ChallengeType::Http01,
-                        id: c,
-                        token: "t".into(),
-                        status: "valid",
-                        validated: None,
-                        error: None,
-                    }],
-                },
+            st.add_order(
+                o.clone(),
+                order("acct", &a, expires),
+                vec![(a, authz(&o, &c, expires))],
             );
         }
-        let gone = st.make_room(10, now);
+        assert_eq!(st.usage["acct"].orders, 6);
+        let gone = st.prune_orders(now);
         assert_eq!(gone.len(), 1, "only the expired order");
         assert_eq!(gone[0].id, "o0");
         assert_eq!(gone[0].certificate.as_deref(), Some("cert-a0"));
-        let gone = st.make_room(2, now);
-        assert_eq!(gone.len(), 3);
-        assert_eq!(st.orders.len(), 2);
-        assert!(st.orders.contains_key("o4") && st.orders.contains_key("o5"));
-        assert_eq!(st.authzs.len(), 2);
-        assert_eq!(st.challenges.len(), 2);
-        assert_eq!(st.order_queue.len(), 2);
+        assert_eq!(
+            (st.orders.len(), st.authzs.len(), st.challenges.len()),
+            (5, 5, 5)
+        );
+        assert_eq!((st.usage["acct"].orders, st.usage["acct"].authzs), (5, 5));
+        let later = now + time::Duration::hours(2);
+        assert_eq!(st.prune_orders(later).len(), 5);
+        assert!(st.orders.is_empty() && st.authzs.is_empty() && st.challenges.is_empty());
+        assert!(st.order_queue.is_empty());
+        assert!(!st.usage.contains_key("acct"), "no account, no usage left");
+    }
+
+    /// Issue 22, finding 5: accounts were never removed. An account without
+    /// EAB expires after its last request (sooner when it never obtained a
+    /// certificate); one bound with EAB never does.
+    #[test]
+    fn idle_accounts_without_eab_expire_and_their_network_share_comes_back() {
+        let now = OffsetDateTime::now_utc();
+        let mut st = State::new(&AcmeLimits::default()).unwrap();
+        st.add_account("anon".into(), account(now, Some("192.0.2.1"), false));
+        st.add_account("proven".into(), account(now, Some("192.0.2.1"), false));
+        st.add_account("eab".into(), account(now, None, true));
+        assert!(st.mark_proven("proven"));
+        assert!(!st.mark_proven("proven"));
+        let net: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(st.unproven_by_network[&net], 1);
+        assert_eq!(st.anonymous_accounts, 2);
+        let pruned = st.prune(now + UNPROVEN_ACCOUNT_IDLE - time::Duration::seconds(1));
+        assert!(pruned.accounts.is_empty());
+        let pruned = st.prune(now + UNPROVEN_ACCOUNT_IDLE);
+        assert_eq!(pruned.accounts.len(), 1);
+        assert_eq!(pruned.accounts[0].0, "anon");
+        assert!(!st.unproven_by_network.contains_key(&net));
+        assert_eq!(st.anonymous_accounts, 1);
+        assert_eq!(st.by_thumbprint.len(), 2);
+        let pruned = st.prune(now + PROVEN_ACCOUNT_IDLE);
+        assert_eq!(pruned.accounts.len(), 1);
+        assert_eq!(pruned.accounts[0].0, "proven");
+        assert!(st
+            .prune(now + time::Duration::days(10_000))
+            .accounts
+            .is_empty());
+        assert!(st.accounts.contains_key("eab"));
     }
 
     #[test]
@@ -560,62 +864,66 @@ mod tests {
         assert_eq!(back.identifier, z.identifier);
         assert_eq!(back.challenges[0].typ, ChallengeType::TlsAlpn01);
         assert_eq!(back.challenges[0].status, "pending");
-        let key =
-            Jwk::from_json(&json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode([7u8; 32])}))
-                .unwrap();
-        let a = Account {
-            thumbprint: key.thumbprint(),
-            key,
-            status: "valid",
-            contact: vec!["mailto:a@b.test".into()],
-            profile: Some("workload".into()),
-            eab_kid: Some("k".into()),
-            created: now,
-        };
-        let (_, back) = Account::from_record(a.record("acct")).unwrap();
+        let mut a = account(now, Some("2001:db8::"), false);
+        a.profile = Some("workload".into());
+        a.contact = vec!["mailto:a@b.test".into()];
+        a.proven = true;
+        let (_, back) = Account::from_record(a.record("acct"), |_| unreachable!()).unwrap();
         assert_eq!(back.key, a.key);
         assert_eq!(back.key.thumbprint(), a.thumbprint);
         assert_eq!(back.profile, a.profile);
+        assert_eq!(
+            (back.network, back.proven, back.last_seen),
+            (a.network, true, now)
+        );
+        // An account stored before `proven` was: proven when it has certificates.
+        let mut old = a.record("acct");
+        old.proven = None;
+        old.last_seen = None;
+        let (_, back) = Account::from_record(old.clone(), |id| id == "acct").unwrap();
+        assert!(back.proven);
+        assert_eq!(back.last_seen, back.created);
+        let (_, back) = Account::from_record(old, |_| false).unwrap();
+        assert!(!back.proven);
     }
 
     #[test]
-    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
-        let net = |s: &str| client_network(s.parse().unwrap()).to_string();
-        assert_eq!(net("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
-        assert_eq!(net("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
-        assert_eq!(net("2001:db8:1:3::1"), "2001:db8:1:3::");
-        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
-        assert_eq!(net("192.0.2.7"), "192.0.2.7");
-    }
-
-    #[test]
-    fn new_accounts_are_limited_per_network_and_the_table_stays_bounded() {
+    fn clients_are_limited_per_network_and_the_table_stays_bounded() {
         let t0 = Instant::now();
-        let mut b = AccountBuckets::default();
+        let mut b = ClientBuckets::default();
+        let rate = Rate::per_hour(2);
         let ip = |i: u128| IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i));
         // Two an hour: the third from another address of the same /64 waits
         // half an hour for its token.
-        assert_eq!(b.take(ip(1), 2, t0), Ok(()));
-        assert_eq!(b.take(ip(2), 2, t0), Ok(()));
-        assert_eq!(b.take(ip(3), 2, t0), Err(AccountLimit::Network(1800)));
-        assert_eq!(b.take(ip(4), 2, t0 + Duration::from_secs(1800)), Ok(()));
+        assert_eq!(b.take(ip(1), rate, t0), Ok(()));
+        assert_eq!(b.take(ip(2), rate, t0), Ok(()));
+        assert_eq!(b.take(ip(3), rate, t0), Err(ClientLimit::Network(1800)));
+        assert_eq!(b.take(ip(4), rate, t0 + Duration::from_secs(1800)), Ok(()));
         // Other /64s, each still refilling, fill the table; then a new network
         // waits until the first bucket is full again, and is let in then.
         let mut t = t0 + Duration::from_secs(1800);
         for n in 1..MAX_TRACKED_NETWORKS as u128 {
-            assert_eq!(b.take(ip(n << 64), 2, t), Ok(()));
+            assert_eq!(b.take(ip(n << 64), rate, t), Ok(()));
         }
         t += Duration::from_secs(1);
-        let refused = b.take(ip(1 << 90), 2, t);
+        let refused = b.take(ip(1 << 90), rate, t);
         assert!(
-            matches!(refused, Err(AccountLimit::Table(s)) if (1700..=1800).contains(&s)),
+            matches!(refused, Err(ClientLimit::Table(s)) if (1700..=1800).contains(&s)),
             "{refused:?}"
         );
         assert_eq!(b.map.len(), MAX_TRACKED_NETWORKS);
         assert_eq!(
-            b.take(ip(1 << 90), 2, t + Duration::from_secs(1800)),
+            b.take(ip(1 << 90), rate, t + Duration::from_secs(1800)),
             Ok(())
         );
         assert!(b.map.len() <= MAX_TRACKED_NETWORKS);
+        // A per-second rate: bursts of twice the rate, then one token each 1/rate s.
+        let mut r = ClientBuckets::default();
+        let fast = Rate::per_second(2);
+        for _ in 0..4 {
+            assert_eq!(r.take(ip(7), fast, t0), Ok(()));
+        }
+        assert_eq!(r.take(ip(7), fast, t0), Err(ClientLimit::Network(1)));
+        assert_eq!(r.take(ip(7), fast, t0 + Duration::from_millis(500)), Ok(()));
     }
 }

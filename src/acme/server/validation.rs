@@ -122,11 +122,14 @@ pub(super) async fn http01(
                 return if got.trim_end() == job.key_authorization {
                     Ok(())
                 } else {
+                    // Never echo what the target answered: the validator can be
+                    // pointed at internal addresses, and an error body must not
+                    // carry what they serve to the requester.
                     Err((
                         "incorrectResponse",
                         format!(
-                            "{addr} answered with a key authorization that does not match: `{}`",
-                            crate::names::printable(&got.chars().take(200).collect::<String>())
+                            "{addr} answered HTTP 200 with {} bytes that are not this challenge's key authorization",
+                            body.len()
                         ),
                     ))
                 };
