@@ -394,7 +394,7 @@ impl Jws {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
@@ -510,19 +510,22 @@ mod tests {
         assert!(Jws::parse(&vec![b' '; MAX_JWS_BYTES + 1]).is_err());
     }
 
+    /// Run `openssl` in `dir`; its standard output.
+    pub(crate) fn openssl_in(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(out.status.success(), "{args:?}");
+        out.stdout
+    }
+
     /// RS256 with a key and signature made by OpenSSL.
     #[test]
     fn rs256_verifies_an_openssl_signature() {
         let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .expect("openssl is installed");
-            assert!(out.status.success(), "{args:?}");
-            out.stdout
-        };
+        let run = |args: &[&str]| openssl_in(dir.path(), args);
         run(&["genrsa", "-out", "k.pem", "2048"]);
         std::fs::write(dir.path().join("m"), b"prot.payload").unwrap();
         run(&["dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "m"]);

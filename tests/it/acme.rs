@@ -176,7 +176,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// A minimal ACME client: one ES256 account key.
 pub(crate) struct Client<'a> {
-    env: &'a Env,
+    pub(crate) env: &'a Env,
     port: u16,
     key: EcdsaKeyPair,
     pkcs8: Vec<u8>,
@@ -315,6 +315,15 @@ impl<'a> Client<'a> {
             .collect();
         self.post("/acme/new-order", Some(&json!({"identifiers": ids})))
     }
+}
+
+/// A new EAB key for the device profile: its key id and HMAC key.
+pub(crate) fn eab_key(env: &Env) -> (String, String) {
+    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
+    (
+        key["kid"].as_str().unwrap().to_string(),
+        key["hmac_key"].as_str().unwrap().to_string(),
+    )
 }
 
 /// An http-01 responder on loopback answering every request with `body`.
@@ -1654,11 +1663,7 @@ fn serve_renews_its_own_certificate_before_it_expires() {
 #[test]
 fn accounts_and_eab_bindings_survive_a_kill_and_nonces_do_not() {
     let env = constrained_ca();
-    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
-    let (kid, hmac) = (
-        key["kid"].as_str().unwrap().to_string(),
-        key["hmac_key"].as_str().unwrap().to_string(),
-    );
+    let (kid, hmac) = eab_key(&env);
     let port = free_port();
     let mut server = Server::start_at(&env, port, &["--acme-require-eab"]);
     let mut c = Client::new(&env, &server);

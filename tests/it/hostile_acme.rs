@@ -19,7 +19,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::acme::{
-    constrained_ca, csr_der, https_from, ready_order, responder, tls_stream_from, Client,
+    constrained_ca, csr_der, eab_key, https_from, ready_order, responder, tls_stream_from, Client,
 };
 use crate::common::{connect_from, free_port, Env, Server};
 
@@ -62,6 +62,29 @@ fn finalize(client: &Client, order: &Value, order_path: &str, csr: &[u8]) -> Val
     client.post(order_path, None).json()
 }
 
+/// A constrained CA served with `extra` arguments, and an http-01 responder
+/// that answers what the test puts in the returned cell.
+fn serve_with_responder(extra: &[&str]) -> (Env, Arc<Mutex<String>>, Server) {
+    let env = constrained_ca();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let mut args = vec!["--acme-http01-port", http01.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&env, &args);
+    (env, answer, server)
+}
+
+/// A client registers, proves `localhost` over http-01 and gets
+/// its certificate.
+fn gets_a_certificate(client: &mut Client, answer: &Arc<Mutex<String>>) {
+    client.register();
+    let (order, order_path) = ready_order(client, answer);
+    assert_eq!(order["status"], "ready", "{order}");
+    let csr = csr_der(client.env, "localhost", &[]);
+    let order = finalize(client, &order, &order_path, &csr);
+    assert_eq!(order["status"], "valid", "{order}");
+}
+
 /// Findings 3 and 5: an anonymous client registers accounts and makes orders
 /// of 100 names until every per-client limit answers `rateLimited`; the
 /// server's memory stays bounded, and a client from another address still
@@ -69,10 +92,7 @@ fn finalize(client: &Client, order: &Value, order_path: &str, csr: &[u8]) -> Val
 /// issue 22 the attacker's eleventh account was accepted (50 an hour).
 #[test]
 fn a_flood_of_anonymous_orders_at_the_per_client_limits_leaves_room_for_a_legitimate_client() {
-    let env = constrained_ca();
-    let answer = Arc::new(Mutex::new(String::new()));
-    let http01 = responder(answer.clone()).to_string();
-    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let (env, answer, server) = serve_with_responder(&[]);
     let pid = server.child.id();
     let (rss0, db0) = (rss_kib(pid), du(&env.ca_dir().join("db")));
 
@@ -132,16 +152,7 @@ fn a_flood_of_anonymous_orders_at_the_per_client_limits_leaves_room_for_a_legiti
 
     // A client from another address is not held back by any of it.
     let mut victim = Client::new(&env, &server).from(VICTIM);
-    victim.register();
-    let (order, order_path) = ready_order(&victim, &answer);
-    assert_eq!(order["status"], "ready", "{order}");
-    let order = finalize(
-        &victim,
-        &order,
-        &order_path,
-        &csr_der(&env, "localhost", &[]),
-    );
-    assert_eq!(order["status"], "valid", "{order}");
+    gets_a_certificate(&mut victim, &answer);
 }
 
 /// Finding 4: a full order table pushed out the oldest orders whoever owned
@@ -149,13 +160,7 @@ fn a_flood_of_anonymous_orders_at_the_per_client_limits_leaves_room_for_a_legiti
 /// table refuses new orders and every live order stays.
 #[test]
 fn a_full_order_table_refuses_new_orders_and_keeps_a_victims_ready_order() {
-    let env = constrained_ca();
-    let answer = Arc::new(Mutex::new(String::new()));
-    let http01 = responder(answer.clone()).to_string();
-    let server = Server::start(
-        &env,
-        &["--acme-http01-port", &http01, "--acme-max-orders", "4"],
-    );
+    let (env, answer, server) = serve_with_responder(&["--acme-max-orders", "4"]);
     let mut victim = Client::new(&env, &server).from(VICTIM);
     victim.register();
     let (order, order_path) = ready_order(&victim, &answer);
@@ -192,11 +197,7 @@ fn a_full_order_table_refuses_new_orders_and_keeps_a_victims_ready_order() {
 #[test]
 fn a_full_account_table_still_takes_an_eab_account_and_per_client_shares_hold() {
     let env = constrained_ca();
-    let key = env.json(&["acme", "eab", "create", "--profile", "device"]);
-    let (kid, hmac) = (
-        key["kid"].as_str().unwrap().to_string(),
-        key["hmac_key"].as_str().unwrap().to_string(),
-    );
+    let (kid, hmac) = eab_key(&env);
     let port = free_port();
     let limits = [
         "--acme-unproven-accounts-per-client",
@@ -240,10 +241,7 @@ fn a_full_account_table_still_takes_an_eab_account_and_per_client_shares_hold() 
 /// common name only.
 #[test]
 fn finalize_signs_no_subject_attribute_the_csr_asked_for() {
-    let env = constrained_ca();
-    let answer = Arc::new(Mutex::new(String::new()));
-    let http01 = responder(answer.clone()).to_string();
-    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let (env, answer, server) = serve_with_responder(&[]);
     let mut client = Client::new(&env, &server);
     client.register();
     let (order, order_path) = ready_order(&client, &answer);
@@ -277,10 +275,7 @@ fn finalize_signs_no_subject_attribute_the_csr_asked_for() {
 /// validation target answered (an internal `http://IP:port`).
 #[test]
 fn a_failed_http_01_validation_does_not_echo_what_the_target_answered() {
-    let env = constrained_ca();
-    let answer = Arc::new(Mutex::new(String::new()));
-    let http01 = responder(answer.clone()).to_string();
-    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let (env, answer, server) = serve_with_responder(&[]);
     let mut client = Client::new(&env, &server);
     client.register();
     let o = client.order(&["localhost"]);

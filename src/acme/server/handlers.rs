@@ -1453,15 +1453,7 @@ mod tests {
     #[test]
     fn a_window_of_an_rsa_key_is_not_that_key() {
         let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .expect("openssl is installed");
-            assert!(out.status.success(), "{args:?}");
-            out.stdout
-        };
+        let run = |args: &[&str]| crate::acme::jws::tests::openssl_in(dir.path(), args);
         run(&["genrsa", "-out", "k.pem", "3072"]);
         let spki = run(&["pkey", "-in", "k.pem", "-pubout", "-outform", "DER"]);
         let value = crate::key::PublicKeyValue::from_spki_der(&spki).unwrap();
