@@ -19,8 +19,9 @@
 # http-01 (answered in the generator, identifier IP 127.0.0.1, RFC 8738) ->
 # finalize -> download for SECS seconds against each server in turn, ROUNDS
 # times (serve, pebble, serve, pebble, ...). serve gets --acme-rate-limit 0
-# and --acme-accounts-per-ip 0 (every client registers from 127.0.0.1)
-# (its per-account limit would otherwise be the figure) and validates http-01
+# (its per-account limit would otherwise be the figure) and the per-client
+# limits lifted (--acme-accounts-per-ip 0, --acme-client-rate-limit 0, and room
+# for every account and connection: every client comes from 127.0.0.1), and validates http-01
 # on the generator's port for real; pebble runs with PEBBLE_VA_ALWAYS_VALID=1
 # PEBBLE_VA_NOSLEEP=1 (no validation at all), PEBBLE_WFE_NONCEREJECT=0 (no
 # random badNonce) and PEBBLE_AUTHZREUSE=0 (a fresh authorization per order,
@@ -105,7 +106,9 @@ serve_round() {
   local r=$1 sp h1 pid cpu0 cpu1 out
   sp=$(port); h1=$(port)
   "$M" serve --listen "127.0.0.1:$sp" --name localhost --acme-http01-port "$h1" \
-    --acme-rate-limit 0 --acme-accounts-per-ip 0 >"$work/serve-$r.log" 2>&1 &
+    --acme-rate-limit 0 --acme-accounts-per-ip 0 --acme-client-rate-limit 0 \
+    --acme-unproven-accounts-per-client 100000 --max-connections-per-client 1024 \
+    >"$work/serve-$r.log" 2>&1 &
   pid=$!; pids+=("$pid")
   wait_port "$sp"
   cpu0=$(cpu_secs "$pid")

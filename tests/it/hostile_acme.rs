@@ -541,3 +541,71 @@ fn the_store_checks_after_hostile_requests() {
     drop(server);
     env.ok(&["store", "check"]);
 }
+
+/// The resource figures of BENCHMARKS.md: resident memory and store bytes per
+/// account, per order and per authorization, with every table of unfinished
+/// orders filled to its default bound from ten client addresses (a minute or
+/// two). Run: `cargo test --test it hostile_acme::resource_figures --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, minutes long; its figures are in BENCHMARKS.md"]
+fn resource_figures() {
+    let env = constrained_ca();
+    let server = Server::start(&env, &[]);
+    let pid = server.child.id();
+    let db = env.ca_dir().join("db");
+    let (rss0, db0) = (rss_kib(pid), du(&db));
+    let mut clients = Vec::new();
+    for net in 1..=10u8 {
+        for _ in 0..10 {
+            let mut c = Client::new(&env, &server).from(Ipv4Addr::new(127, 0, 0, net));
+            c.register();
+            clients.push(c);
+        }
+    }
+    let (rss1, db1) = (rss_kib(pid), du(&db));
+    let one = |c: &Client, tag: String| {
+        let o = c.order(&[&format!("{tag}.localhost")]);
+        assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+    };
+    // 1,000 orders of one name, then orders of 100 names up to the bound.
+    for (k, c) in clients.iter().enumerate() {
+        for i in 0..10 {
+            one(c, format!("s{k}x{i}"));
+        }
+    }
+    let (rss2, db2) = (rss_kib(pid), du(&db));
+    let mut big = 0;
+    for (k, c) in clients.iter().enumerate() {
+        for i in 0..9 {
+            let ns = names(&format!("b{k}x{i}"), 100);
+            let refs: Vec<&str> = ns.iter().map(String::as_str).collect();
+            let o = c.order(&refs);
+            if o.status == 429 {
+                break;
+            }
+            assert_eq!(o.status, 201, "{}", String::from_utf8_lossy(&o.body));
+            big += 1;
+        }
+    }
+    let (rss3, db3) = (rss_kib(pid), du(&db));
+    let per = |a: u64, b: u64, n: usize| (b.saturating_sub(a)) as f64 / n as f64;
+    println!("start: resident {rss0} KiB, store {} KiB", db0 / 1024);
+    println!(
+        "100 accounts: +{:.1} KiB resident, +{:.1} KiB store per account",
+        per(rss0, rss1, 100),
+        per(db0, db1, 100) / 1024.0
+    );
+    println!(
+        "1,000 one-name orders: +{:.1} KiB resident, +{:.1} KiB store per order",
+        per(rss1, rss2, 1000),
+        per(db1, db2, 1000) / 1024.0
+    );
+    println!(
+        "{big} orders of 100 names ({} authorizations): +{:.2} KiB resident, +{:.2} KiB store per authorization; at the end: resident {rss3} KiB, store {} KiB",
+        big * 100,
+        per(rss2, rss3, big * 100),
+        per(db2, db3, big * 100) / 1024.0,
+        db3 / 1024
+    );
+}

@@ -933,6 +933,7 @@ impl App {
             certificate: None,
             cert_sha256: None,
             error: None,
+            done: false,
         };
         let body = order_json(base, &order_id, &order);
         self.acme
@@ -978,7 +979,7 @@ impl App {
                 wait(),
             ));
         }
-        if st.orders.len() >= l.orders || st.authzs.len() + identifiers > l.authzs {
+        if st.unfinished_orders >= l.orders || st.unfinished_authzs + identifiers > l.authzs {
             return Err(Problem::rate_limited(
                 "the server holds as many orders as it keeps; try again later",
                 st.next_expiry_secs(now),
@@ -1238,6 +1239,7 @@ impl App {
                 if st.mark_proven(account) {
                     self.save_account(&st, account, None)?;
                 }
+                st.finish_order(id, Some(OffsetDateTime::now_utc()));
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
                 o.status = "valid";
                 o.certificate = Some(cert_id);

@@ -100,6 +100,8 @@ pub(super) struct Order {
     /// The issued certificate's SHA-256 (hex).
     pub(super) cert_sha256: Option<String>,
     pub(super) error: Option<Value>,
+    /// Counted as finished ([`State::finish_order`]); in memory only.
+    pub(super) done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +249,7 @@ impl Order {
                 certificate: r.certificate,
                 cert_sha256: r.cert_sha256,
                 error: r.error,
+                done: false,
             },
         )
     }
@@ -309,12 +312,22 @@ impl Authz {
     }
 }
 
-/// What one account holds now: live orders and authorizations (counted
-/// against its shares), and its validations (run a few at a time).
+/// What one account holds now: unfinished orders and their authorizations
+/// (counted against its shares).
 #[derive(Default)]
 pub(super) struct Usage {
     pub(super) orders: usize,
     pub(super) authzs: usize,
+}
+
+/// How long a finished order (valid or invalid) is kept: its client reads the
+/// outcome and downloads the certificate right after. Sooner when finished
+/// orders hold as many authorizations as the server keeps.
+pub(super) const FINISHED_ORDER_KEEP: time::Duration = time::Duration::hours(1);
+
+/// Whether an order is finished: nothing more happens to it.
+pub(super) fn finished(status: &str) -> bool {
+    matches!(status, "valid" | "invalid")
 }
 
 pub(super) struct State {
@@ -322,9 +335,22 @@ pub(super) struct State {
     pub(super) accounts: HashMap<String, Account>,
     pub(super) by_thumbprint: HashMap<String, String>,
     pub(super) orders: HashMap<String, Order>,
-    /// Order ids, oldest first (every order lives as long): expired ones are
-    /// pruned from the front.
+    /// Unfinished orders' ids, oldest first (every order lives as long):
+    /// expired ones are pruned from the front. An id whose order finished is
+    /// passed over.
     pub(super) order_queue: std::collections::VecDeque<String>,
+    /// Finished orders' ids, in the order they finished: pruned from the front
+    /// when expired, or early when they hold more than the server keeps.
+    pub(super) finished_queue: std::collections::VecDeque<String>,
+    /// Unfinished orders and their authorizations, in all (the bounds that
+    /// refuse new orders).
+    pub(super) unfinished_orders: usize,
+    pub(super) unfinished_authzs: usize,
+    /// Authorizations of finished orders (kept up to the same bound, oldest
+    /// forgotten first).
+    pub(super) finished_authzs: usize,
+    /// Authorizations kept for finished orders at most.
+    pub(super) finished_authz_room: usize,
     pub(super) authzs: HashMap<String, Authz>,
     pub(super) challenges: HashMap<String, String>,
     /// Per-account token buckets: tokens left, last refill.
@@ -363,6 +389,11 @@ impl State {
             by_thumbprint: HashMap::new(),
             orders: HashMap::new(),
             order_queue: std::collections::VecDeque::new(),
+            finished_queue: std::collections::VecDeque::new(),
+            unfinished_orders: 0,
+            unfinished_authzs: 0,
+            finished_authzs: 0,
+            finished_authz_room: limits.authzs,
             authzs: HashMap::new(),
             challenges: HashMap::new(),
             buckets: HashMap::new(),
@@ -391,33 +422,40 @@ impl State {
                 st.add_account(id, a);
             }
         }
+        let mut stored_authzs: HashMap<String, AcmeAuthz> = store
+            .authzs()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         let mut orders = store.orders()?;
         orders.sort_by_key(|o| o.expires);
-        let mut live = Vec::new();
         for r in orders {
             if r.expires <= now {
                 store.remove_order(&r)?;
                 continue;
             }
             let (id, o) = Order::from_record(r);
-            st.usage.entry(o.account.clone()).or_default().orders += 1;
-            st.order_queue.push_back(id.clone());
-            live.push(id.clone());
-            st.orders.insert(id, o);
-        }
-        for r in store.authzs()? {
-            if !st.orders.contains_key(&r.order) {
-                store.remove_authz(&r.id)?;
-                continue;
+            let authzs = o
+                .authzs
+                .iter()
+                .filter_map(|a| stored_authzs.remove(a))
+                .map(Authz::from_record)
+                .collect();
+            let done = finished(o.status);
+            st.add_order(id.clone(), o, authzs);
+            if done {
+                st.finish_order(&id, None);
             }
-            let (id, a) = Authz::from_record(r);
-            for c in &a.challenges {
-                st.challenges.insert(c.id.clone(), id.clone());
-            }
-            st.usage.entry(a.account.clone()).or_default().authzs += 1;
-            st.authzs.insert(id, a);
         }
-        for (id, thumbprint) in st.prune(now).accounts {
+        // Authorizations whose order is gone.
+        for id in stored_authzs.keys() {
+            store.remove_authz(id)?;
+        }
+        let pruned = st.prune(now);
+        for o in &pruned.orders {
+            store.remove_order(o)?;
+        }
+        for (id, thumbprint) in pruned.accounts {
             store.remove_account(&id, &thumbprint)?;
         }
         // A store from before spent EAB keys were emptied: forget their secrets.
@@ -509,11 +547,13 @@ impl State {
         true
     }
 
-    /// Add an order with its authorizations to the working copy.
+    /// Add an unfinished order with its authorizations to the working copy.
     pub(super) fn add_order(&mut self, id: String, o: Order, authzs: Vec<(String, Authz)>) {
         let u = self.usage.entry(o.account.clone()).or_default();
         u.orders += 1;
         u.authzs += authzs.len();
+        self.unfinished_orders += 1;
+        self.unfinished_authzs += authzs.len();
         for (authz_id, a) in authzs {
             for c in &a.challenges {
                 self.challenges.insert(c.id.clone(), authz_id.clone());
@@ -522,6 +562,49 @@ impl State {
         }
         self.order_queue.push_back(id.clone());
         self.orders.insert(id, o);
+    }
+
+    /// The authorizations of an order that the working copy holds.
+    fn held_authzs(&self, o: &Order) -> usize {
+        o.authzs
+            .iter()
+            .filter(|a| self.authzs.contains_key(*a))
+            .count()
+    }
+
+    /// An order became valid or invalid at `now` (`None`: it was stored so):
+    /// it no longer counts against its account's shares, and it is kept
+    /// [`FINISHED_ORDER_KEEP`] longer at most. Whether it was unfinished.
+    pub(super) fn finish_order(&mut self, id: &str, now: Option<OffsetDateTime>) -> bool {
+        let Some(o) = self.orders.get(id) else {
+            return false;
+        };
+        if o.done {
+            return false;
+        }
+        let (account, n) = (o.account.clone(), self.held_authzs(o));
+        if let Some(o) = self.orders.get_mut(id) {
+            o.done = true;
+            if let Some(now) = now {
+                o.expires = o.expires.min(now + FINISHED_ORDER_KEEP);
+            }
+        }
+        self.uncount_unfinished(&account, n);
+        self.finished_authzs += n;
+        self.finished_queue.push_back(id.to_string());
+        true
+    }
+
+    fn uncount_unfinished(&mut self, account: &str, authzs: usize) {
+        self.unfinished_orders = self.unfinished_orders.saturating_sub(1);
+        self.unfinished_authzs = self.unfinished_authzs.saturating_sub(authzs);
+        if let Some(u) = self.usage.get_mut(account) {
+            u.orders = u.orders.saturating_sub(1);
+            u.authzs = u.authzs.saturating_sub(authzs);
+            if u.orders == 0 && u.authzs == 0 && !self.accounts.contains_key(account) {
+                self.usage.remove(account);
+            }
+        }
     }
 
     /// Forget one order with its authorizations and challenges; its record.
@@ -536,36 +619,49 @@ impl State {
                 }
             }
         }
-        if let Some(u) = self.usage.get_mut(&o.account) {
-            u.orders = u.orders.saturating_sub(1);
-            u.authzs = u.authzs.saturating_sub(authzs);
-            if u.orders == 0 && u.authzs == 0 && !self.accounts.contains_key(&o.account) {
-                self.usage.remove(&o.account);
-            }
+        if o.done {
+            self.finished_authzs = self.finished_authzs.saturating_sub(authzs);
+        } else {
+            self.uncount_unfinished(&o.account, authzs);
         }
         Some(o.record(id))
     }
 
-    /// Forget the orders that expired by `now` (with their authorizations,
-    /// challenges and certificate downloads; the certificates stay in the
-    /// store). Only expired ones: a full table refuses new orders, it never
-    /// pushes out another client's live one.
+    /// Forget the orders that expired by `now`, and the oldest finished ones
+    /// while finished orders hold more authorizations than the server keeps
+    /// (with their authorizations, challenges and certificate downloads; the
+    /// certificates stay in the store). An unfinished order is forgotten only
+    /// when it expires: a full table refuses new orders, it never pushes out
+    /// another client's order in progress.
     pub(super) fn prune_orders(&mut self, now: OffsetDateTime) -> Vec<AcmeOrder> {
         let mut gone = Vec::new();
         while let Some(id) = self.order_queue.front() {
-            if self.orders.get(id).is_some_and(|o| o.expires > now) {
+            match self.orders.get(id) {
+                // Gone, or finished (the finished queue has it): pass over.
+                None => {}
+                Some(o) if o.done => {}
+                Some(o) if o.expires > now => break,
+                Some(_) => {
+                    let id = id.clone();
+                    gone.extend(self.remove_order(&id));
+                }
+            }
+            self.order_queue.pop_front();
+        }
+        while let Some(id) = self.finished_queue.front() {
+            let expired = self.orders.get(id).is_none_or(|o| o.expires <= now);
+            if !expired && self.finished_authzs <= self.finished_authz_room {
                 break;
             }
-            let Some(id) = self.order_queue.pop_front() else {
-                break;
-            };
-            gone.extend(self.remove_order(&id));
+            if let Some(id) = self.finished_queue.pop_front() {
+                gone.extend(self.remove_order(&id));
+            }
         }
         gone
     }
 
     /// [`State::prune_orders`], then the accounts that expired by `now`
-    /// ([`Account::expires`]) and hold no live order.
+    /// ([`Account::expires`]) and hold no unfinished order.
     pub(super) fn prune(&mut self, now: OffsetDateTime) -> Pruned {
         let orders = self.prune_orders(now);
         let expired: Vec<String> = self
@@ -722,6 +818,7 @@ mod tests {
             certificate: Some(format!("cert-{authz}")),
             cert_sha256: Some(format!("sha-{authz}")),
             error: None,
+            done: false,
         }
     }
 
@@ -803,6 +900,47 @@ mod tests {
         assert!(!st.usage.contains_key("acct"), "no account, no usage left");
     }
 
+    /// Finished orders stop counting against their account's shares and are
+    /// kept an hour at most; while they hold more authorizations than the
+    /// server keeps, the oldest finished go first. Unfinished ones never do.
+    #[test]
+    fn finished_orders_leave_room_and_go_first() {
+        let now = OffsetDateTime::now_utc();
+        let limits = AcmeLimits {
+            authzs: 2,
+            ..AcmeLimits::default()
+        };
+        let mut st = State::new(&limits).unwrap();
+        let day = now + time::Duration::hours(24);
+        for i in 0..4 {
+            let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
+            st.add_order(
+                o.clone(),
+                order("acct", &a, day),
+                vec![(a, authz(&o, &c, day))],
+            );
+        }
+        assert_eq!((st.unfinished_orders, st.unfinished_authzs), (4, 4));
+        for i in 0..3 {
+            assert!(st.finish_order(&format!("o{i}"), Some(now)));
+        }
+        assert!(!st.finish_order("o0", Some(now)), "once");
+        assert_eq!(st.orders["o0"].expires, now + FINISHED_ORDER_KEEP);
+        assert_eq!((st.unfinished_orders, st.usage["acct"].orders), (1, 1));
+        assert_eq!(st.finished_authzs, 3);
+        // Three finished authorizations, room for two: the oldest goes now.
+        let gone = st.prune_orders(now);
+        assert_eq!(
+            gone.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            ["o0"]
+        );
+        // An hour on, the other finished ones have expired; o3 stays.
+        let gone = st.prune_orders(now + FINISHED_ORDER_KEEP);
+        assert_eq!(gone.len(), 2);
+        assert_eq!(st.orders.keys().collect::<Vec<_>>(), ["o3"]);
+        assert_eq!((st.finished_authzs, st.unfinished_authzs), (0, 1));
+    }
+
     /// Issue 22, finding 5: accounts were never removed. An account without
     /// EAB expires after its last request (sooner when it never obtained a
     /// certificate); one bound with EAB never does.
@@ -834,6 +972,37 @@ mod tests {
             .accounts
             .is_empty());
         assert!(st.accounts.contains_key("eab"));
+    }
+
+    /// "A restart does not help": what expired while the server was stopped
+    /// is pruned from the store when it starts.
+    #[test]
+    fn a_start_prunes_from_the_store_what_expired_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::Store::open_sled_waiting(&dir.path().join("db"), Duration::from_secs(1))
+                .unwrap();
+        let acme = store.acme().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let long_ago = now - time::Duration::days(30);
+        let mut idle = account(long_ago, Some("192.0.2.1"), false);
+        acme.put_account(&idle.record("idle"), None).unwrap();
+        idle.thumbprint = "other".into();
+        idle.last_seen = now;
+        acme.put_account(&idle.record("recent"), None).unwrap();
+        acme.put_order(&order("idle", "z1", now - time::Duration::seconds(1)).record("gone"))
+            .unwrap();
+        acme.put_authz(&authz("gone", "c1", now).record("z1"))
+            .unwrap();
+        acme.put_authz(&authz("nowhere", "c2", now).record("orphan"))
+            .unwrap();
+        let st = State::load(&acme, &AcmeLimits::default(), now).unwrap();
+        assert_eq!(st.accounts.keys().collect::<Vec<_>>(), ["recent"]);
+        let stored: Vec<String> = acme.accounts().unwrap().into_iter().map(|a| a.id).collect();
+        assert_eq!(stored, ["recent"]);
+        assert!(acme.orders().unwrap().is_empty());
+        assert!(acme.authzs().unwrap().is_empty());
+        assert_eq!(st.unproven_by_network.values().sum::<usize>(), 1);
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
                 o.status = "invalid";
                 o.error = Some(err);
             }
+            st.finish_order(&order_id, Some(now));
             return;
         }
     }
