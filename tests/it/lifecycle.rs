@@ -461,6 +461,93 @@ fn one_crl_to_stdout_or_a_file() {
     env.fails(&["crl", "--next-update", "0d"], 2);
 }
 
+/// Issue 22, finding 1: `crl --out FILE` replaced an existing file without
+/// `--force`. It now does what `export --out` does: an existing file (or
+/// directory, or symlink, dangling or not) is refused with exit 2 before
+/// anything is signed (no CRL number used), `--force` replaces it atomically
+/// (the symlink itself, never its target), `-` is standard output; the same
+/// through a running server.
+#[test]
+fn crl_out_never_replaces_a_file_without_force() {
+    use std::os::unix::fs::symlink;
+    let env = Env::with_ca();
+    std::fs::write(env.path("d.crl"), "someone else's").unwrap();
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "d.crl"], 2);
+    assert!(
+        err.starts_with("error: d.crl already exists; refusing to overwrite it (pass --force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("d.crl")).unwrap(),
+        "someone else's"
+    );
+    // A directory, a dangling symlink, a missing directory: refused too.
+    std::fs::create_dir(env.path("dir.crl")).unwrap();
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "dir.crl"], 2);
+    assert!(err.contains("dir.crl is a directory"), "{err}");
+    symlink("nowhere.crl", env.path("dangling.crl")).unwrap();
+    env.fails(&["crl", "--issuer", "device", "--out", "dangling.crl"], 2);
+    assert!(!env.path("nowhere.crl").exists());
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "no/such/d.crl"], 2);
+    assert!(err.contains("does not exist"), "{err}");
+    // --force needs --out (it replaces nothing else).
+    env.fails(&["crl", "--issuer", "device", "--force"], 2);
+
+    // Nothing above used a CRL number; --force replaces the file in one rename.
+    let v = env.json(&["crl", "--issuer", "device", "--out", "d.crl", "--force"]);
+    assert_eq!(v["number"], 1, "{v}");
+    let t = env.openssl_ok(&["crl", "-in", "d.crl", "-noout", "-text"]);
+    assert!(t.contains("Device Issuing CA"), "{t}");
+    assert!(!env.path(".d.crl.tmp").exists());
+    // A symlink is replaced itself, its target left alone.
+    std::fs::write(env.path("target.crl"), "kept").unwrap();
+    symlink("target.crl", env.path("link.crl")).unwrap();
+    env.fails(&["crl", "--issuer", "device", "--out", "link.crl"], 2);
+    env.ok(&["crl", "--issuer", "device", "--out", "link.crl", "--force"]);
+    assert!(!std::fs::symlink_metadata(env.path("link.crl"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(env.path("target.crl")).unwrap(),
+        "kept"
+    );
+    // - is standard output, whatever exists.
+    let out = env.run(&["crl", "--issuer", "device", "--out", "-"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN X509 CRL-----"));
+
+    // The same through a running server: refused by the client, before the
+    // server signs anything.
+    let mut server = crate::common::Server::start(&env, &[]);
+    let before = std::fs::read(env.path("d.crl")).unwrap();
+    let err = env.fails(
+        &[
+            "--lock-timeout=200ms",
+            "crl",
+            "--issuer",
+            "device",
+            "--out",
+            "d.crl",
+        ],
+        2,
+    );
+    assert!(err.contains("d.crl already exists"), "{err}");
+    assert_eq!(std::fs::read(env.path("d.crl")).unwrap(), before);
+    let v = env.json(&[
+        "--lock-timeout=200ms",
+        "crl",
+        "--issuer",
+        "device",
+        "--out",
+        "d.crl",
+        "--force",
+    ]);
+    assert!(v["number"].as_u64() >= Some(4), "{v}");
+    assert_ne!(std::fs::read(env.path("d.crl")).unwrap(), before);
+    assert_eq!(server.stop(), 0);
+}
+
 #[test]
 fn exports_parse_with_openssl() {
     let env = Env::with_ca();
