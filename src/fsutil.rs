@@ -256,6 +256,58 @@ impl DirLock {
     }
 }
 
+/// Create the directory `dir` (its parent must exist) with exactly `mode`,
+/// whatever the umask: created with `mode`, so never more open than that even
+/// for a moment, then set to it (the umask can only have taken bits away).
+pub fn create_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(mode);
+        builder.create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        builder.create(dir)
+    }
+}
+
+/// Create `dir` and its missing parents, each with exactly `mode` whatever the
+/// umask (for directories that receive private keys: 0700); directories that
+/// already exist are left as they are. Exit 3 when one cannot be made, or when
+/// `dir` exists and is not a directory.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| {
+            matches!(fs::symlink_metadata(a), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect();
+    for d in missing.iter().rev() {
+        match create_dir_mode(d, mode) {
+            Ok(()) => {}
+            // Made meanwhile by someone else: used as it is, like any existing one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(Error::io(d, e)),
+        }
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            ),
+        ))
+    }
+}
+
 /// Set a mode on a path (unix only).
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]

@@ -548,6 +548,93 @@ fn crl_out_never_replaces_a_file_without_force() {
     assert_eq!(server.stop(), 0);
 }
 
+/// Issue 22, finding 2: under `umask 000`, `batch --out-dir` made its missing
+/// directories 0777, and the private keys went into them. Directories mtlsca
+/// makes for output are 0700 whatever the umask (of the CLI, or of the server
+/// running the batch); an existing directory keeps its mode; keys are 0600,
+/// certificates and chains 0644.
+#[test]
+fn batch_out_dirs_are_0700_whatever_the_umask() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let env = Env::with_ca();
+    let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+    let umask0 = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.current_dir(env.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg("umask 000; exec \"$@\"")
+            .arg("sh")
+            .arg(crate::common::BIN)
+            .arg("--ca-dir")
+            .arg(env.ca_dir())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    };
+    // One entry, `id`, in `id.toml`.
+    let manifest = |id: &str| {
+        std::fs::write(
+            env.path(&format!("{id}.toml")),
+            format!("[[certificate]]\nid = \"{id}\"\nprofile = \"device\"\ndns = [\"{id}.corp.internal\"]\n"),
+        )
+        .unwrap();
+        format!("{id}.toml")
+    };
+    std::fs::create_dir(env.path("kept")).unwrap();
+    std::fs::set_permissions(env.path("kept"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (id, out_dir) in [("new", "new/deep/out"), ("kept", "kept/sub")] {
+        let m = manifest(id);
+        let out = umask0(&["batch", "--manifest", &m, "--out-dir", out_dir])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    for dir in ["new", "new/deep", "new/deep/out", "kept/sub"] {
+        assert_eq!(mode(dir), 0o700, "{dir} has mode {:o}", mode(dir));
+    }
+    assert_eq!(mode("kept"), 0o755, "an existing directory keeps its mode");
+    for (id, dir) in [("new", "new/deep/out"), ("kept", "kept/sub")] {
+        assert_eq!(mode(&format!("{dir}/{id}.key")), 0o600);
+        assert_eq!(mode(&format!("{dir}/{id}.pem")), 0o644);
+        assert_eq!(mode(&format!("{dir}/{id}.chain.pem")), 0o644);
+    }
+
+    // A server started under umask 000 makes the directories of a batch sent
+    // through its socket 0700 too.
+    let mut child = umask0(&["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = crate::common::Server::port_in(&line);
+    let mut server = crate::common::Server { child, port };
+    let m = manifest("served");
+    let out = umask0(&[
+        "--lock-timeout=200ms",
+        "batch",
+        "--manifest",
+        &m,
+        "--out-dir",
+        "served/out",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for dir in ["served", "served/out"] {
+        assert_eq!(mode(dir), 0o700, "{dir} has mode {:o}", mode(dir));
+    }
+    assert_eq!(mode("served/out/served.key"), 0o600);
+    assert_eq!(mode("served/out/served.pem"), 0o644);
+    assert_eq!(server.stop(), 0);
+}
+
 #[test]
 fn exports_parse_with_openssl() {
     let env = Env::with_ca();
