@@ -334,6 +334,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn create_dir_all_mode_makes_only_the_missing_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mtlsca-mkdir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        set_mode(&dir, 0o755).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        create_dir_all_mode(&dir.join("a/b"), 0o700).unwrap();
+        assert_eq!(mode(&dir), 0o755, "an existing directory keeps its mode");
+        assert_eq!(mode(&dir.join("a")), 0o700);
+        assert_eq!(mode(&dir.join("a/b")), 0o700);
+        // Again: nothing to make, nothing changed.
+        set_mode(&dir.join("a"), 0o750).unwrap();
+        create_dir_all_mode(&dir.join("a/b"), 0o700).unwrap();
+        assert_eq!(mode(&dir.join("a")), 0o750);
+        // A file where a directory goes, or above it: exit 3.
+        fs::write(dir.join("f"), b"x").unwrap();
+        assert_eq!(
+            create_dir_all_mode(&dir.join("f"), 0o700)
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
+        assert!(create_dir_all_mode(&dir.join("f/g"), 0o700).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_move_interrupted_between_link_and_unlink_completes() {
         let dir = std::env::temp_dir().join(format!("mtlsca-fsutil-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
