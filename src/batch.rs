@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 
 use crate::ca::Ca;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::issue::{self, Files, IssuanceRequest, Issuer, KeySource, Output, RunOptions};
 use crate::key::KeyType;
 use crate::policy::RequestedContent;
@@ -499,7 +500,9 @@ pub fn run(
         ));
     }
 
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    // It receives private keys: directories made here are 0700 whatever the
+    // umask (of this process, or of the server running the batch).
+    fsutil::create_dir_all_mode(&out_dir, 0o700)?;
     // Entries policy refused are reported in their place; the rest go to the engine.
     let (to_issue, positions): (Vec<IssuanceRequest>, Vec<usize>) = requests
         .into_iter()

@@ -384,8 +384,7 @@ pub fn publish_all(
 ) -> Result<Vec<(Crl, PathBuf)>> {
     let dir = ca.dir.join("crl");
     if !dir.is_dir() {
-        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        fsutil::set_mode(&dir, 0o750)?;
+        fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
     }
     let mut out = Vec::new();
     for kind in CaKind::ALL {

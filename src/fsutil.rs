@@ -256,6 +256,58 @@ impl DirLock {
     }
 }
 
+/// Create the directory `dir` (its parent must exist) with exactly `mode`,
+/// whatever the umask: created with `mode`, so never more open than that even
+/// for a moment, then set to it (the umask can only have taken bits away).
+pub fn create_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(mode);
+        builder.create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        builder.create(dir)
+    }
+}
+
+/// Create `dir` and its missing parents, each with exactly `mode` whatever the
+/// umask (for directories that receive private keys: 0700); directories that
+/// already exist are left as they are. Exit 3 when one cannot be made, or when
+/// `dir` exists and is not a directory.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| {
+            matches!(fs::symlink_metadata(a), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect();
+    for d in missing.iter().rev() {
+        match create_dir_mode(d, mode) {
+            Ok(()) => {}
+            // Made meanwhile by someone else: used as it is, like any existing one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(Error::io(d, e)),
+        }
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            ),
+        ))
+    }
+}
+
 /// Set a mode on a path (unix only).
 pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
@@ -280,6 +332,34 @@ pub fn pem_lf(block: &pem::Pem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_dir_all_mode_makes_only_the_missing_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mtlsca-mkdir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        set_mode(&dir, 0o755).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        create_dir_all_mode(&dir.join("a/b"), 0o700).unwrap();
+        assert_eq!(mode(&dir), 0o755, "an existing directory keeps its mode");
+        assert_eq!(mode(&dir.join("a")), 0o700);
+        assert_eq!(mode(&dir.join("a/b")), 0o700);
+        // Again: nothing to make, nothing changed.
+        set_mode(&dir.join("a"), 0o750).unwrap();
+        create_dir_all_mode(&dir.join("a/b"), 0o700).unwrap();
+        assert_eq!(mode(&dir.join("a")), 0o750);
+        // A file where a directory goes, or above it: exit 3.
+        fs::write(dir.join("f"), b"x").unwrap();
+        assert_eq!(
+            create_dir_all_mode(&dir.join("f"), 0o700)
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
+        assert!(create_dir_all_mode(&dir.join("f/g"), 0o700).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_move_interrupted_between_link_and_unlink_completes() {

@@ -63,6 +63,9 @@ pub struct CrlArgs {
     /// How long until the next update, e.g. 7d, 24h
     #[arg(long, value_name = "SPAN", default_value = "7d")]
     pub next_update: String,
+    /// Replace an existing --out file (by default an existing file is never replaced)
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +264,12 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
     let next_update = Validity::parse(&a.next_update)
         .map_err(|m| Error::Usage(format!("--next-update {m}")))?
         .duration();
+    // As `export --out`: a file in an existing directory, never one that
+    // exists unless --force, checked before anything is signed (no CRL number
+    // used). The CRL is then written to `.FILE.tmp` and renamed into place.
+    if let Some(out) = a.out.as_deref().filter(|p| !is_stdio(p)) {
+        fsutil::check_output(out, a.force)?;
+    }
     let backend = ctx.backend()?;
     // Where `<ca-dir>/crl/<issuer>.crl` is, as this command names the CA directory
     // (the server may name it otherwise).

@@ -461,6 +461,180 @@ fn one_crl_to_stdout_or_a_file() {
     env.fails(&["crl", "--next-update", "0d"], 2);
 }
 
+/// Issue 22, finding 1: `crl --out FILE` replaced an existing file without
+/// `--force`. It now does what `export --out` does: an existing file (or
+/// directory, or symlink, dangling or not) is refused with exit 2 before
+/// anything is signed (no CRL number used), `--force` replaces it atomically
+/// (the symlink itself, never its target), `-` is standard output; the same
+/// through a running server.
+#[test]
+fn crl_out_never_replaces_a_file_without_force() {
+    use std::os::unix::fs::symlink;
+    let env = Env::with_ca();
+    std::fs::write(env.path("d.crl"), "someone else's").unwrap();
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "d.crl"], 2);
+    assert!(
+        err.starts_with("error: d.crl already exists; refusing to overwrite it (pass --force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("d.crl")).unwrap(),
+        "someone else's"
+    );
+    // A directory, a dangling symlink, a missing directory: refused too.
+    std::fs::create_dir(env.path("dir.crl")).unwrap();
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "dir.crl"], 2);
+    assert!(err.contains("dir.crl is a directory"), "{err}");
+    symlink("nowhere.crl", env.path("dangling.crl")).unwrap();
+    env.fails(&["crl", "--issuer", "device", "--out", "dangling.crl"], 2);
+    assert!(!env.path("nowhere.crl").exists());
+    let err = env.fails(&["crl", "--issuer", "device", "--out", "no/such/d.crl"], 2);
+    assert!(err.contains("does not exist"), "{err}");
+    // --force needs --out (it replaces nothing else).
+    env.fails(&["crl", "--issuer", "device", "--force"], 2);
+
+    // Nothing above used a CRL number; --force replaces the file in one rename.
+    let v = env.json(&["crl", "--issuer", "device", "--out", "d.crl", "--force"]);
+    assert_eq!(v["number"], 1, "{v}");
+    let t = env.openssl_ok(&["crl", "-in", "d.crl", "-noout", "-text"]);
+    assert!(t.contains("Device Issuing CA"), "{t}");
+    assert!(!env.path(".d.crl.tmp").exists());
+    // A symlink is replaced itself, its target left alone.
+    std::fs::write(env.path("target.crl"), "kept").unwrap();
+    symlink("target.crl", env.path("link.crl")).unwrap();
+    env.fails(&["crl", "--issuer", "device", "--out", "link.crl"], 2);
+    env.ok(&["crl", "--issuer", "device", "--out", "link.crl", "--force"]);
+    assert!(!std::fs::symlink_metadata(env.path("link.crl"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(env.path("target.crl")).unwrap(),
+        "kept"
+    );
+    // - is standard output, whatever exists.
+    let out = env.run(&["crl", "--issuer", "device", "--out", "-"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN X509 CRL-----"));
+
+    // The same through a running server: refused by the client, before the
+    // server signs anything.
+    let mut server = crate::common::Server::start(&env, &[]);
+    let before = std::fs::read(env.path("d.crl")).unwrap();
+    let err = env.fails(
+        &[
+            "--lock-timeout=200ms",
+            "crl",
+            "--issuer",
+            "device",
+            "--out",
+            "d.crl",
+        ],
+        2,
+    );
+    assert!(err.contains("d.crl already exists"), "{err}");
+    assert_eq!(std::fs::read(env.path("d.crl")).unwrap(), before);
+    let v = env.json(&[
+        "--lock-timeout=200ms",
+        "crl",
+        "--issuer",
+        "device",
+        "--out",
+        "d.crl",
+        "--force",
+    ]);
+    assert!(v["number"].as_u64() >= Some(4), "{v}");
+    assert_ne!(std::fs::read(env.path("d.crl")).unwrap(), before);
+    assert_eq!(server.stop(), 0);
+}
+
+/// Issue 22, finding 2: under `umask 000`, `batch --out-dir` made its missing
+/// directories 0777, and the private keys went into them. Directories mtlsca
+/// makes for output are 0700 whatever the umask (of the CLI, or of the server
+/// running the batch); an existing directory keeps its mode; keys are 0600,
+/// certificates and chains 0644.
+#[test]
+fn batch_out_dirs_are_0700_whatever_the_umask() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let env = Env::with_ca();
+    let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+    let umask0 = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.current_dir(env.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg("umask 000; exec \"$@\"")
+            .arg("sh")
+            .arg(crate::common::BIN)
+            .arg("--ca-dir")
+            .arg(env.ca_dir())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    };
+    // One entry, `id`, in `id.toml`.
+    let manifest = |id: &str| {
+        std::fs::write(
+            env.path(&format!("{id}.toml")),
+            format!("[[certificate]]\nid = \"{id}\"\nprofile = \"device\"\ndns = [\"{id}.corp.internal\"]\n"),
+        )
+        .unwrap();
+        format!("{id}.toml")
+    };
+    std::fs::create_dir(env.path("kept")).unwrap();
+    std::fs::set_permissions(env.path("kept"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (id, out_dir) in [("new", "new/deep/out"), ("kept", "kept/sub")] {
+        let m = manifest(id);
+        let out = umask0(&["batch", "--manifest", &m, "--out-dir", out_dir])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    for dir in ["new", "new/deep", "new/deep/out", "kept/sub"] {
+        assert_eq!(mode(dir), 0o700, "{dir} has mode {:o}", mode(dir));
+    }
+    assert_eq!(mode("kept"), 0o755, "an existing directory keeps its mode");
+    for (id, dir) in [("new", "new/deep/out"), ("kept", "kept/sub")] {
+        assert_eq!(mode(&format!("{dir}/{id}.key")), 0o600);
+        assert_eq!(mode(&format!("{dir}/{id}.pem")), 0o644);
+        assert_eq!(mode(&format!("{dir}/{id}.chain.pem")), 0o644);
+    }
+
+    // A server started under umask 000 makes the directories of a batch sent
+    // through its socket 0700 too.
+    let mut child = umask0(&["serve", "--listen", "127.0.0.1:0", "--name", "localhost"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = crate::common::Server::port_in(&line);
+    let mut server = crate::common::Server { child, port };
+    let m = manifest("served");
+    let out = umask0(&[
+        "--lock-timeout=200ms",
+        "batch",
+        "--manifest",
+        &m,
+        "--out-dir",
+        "served/out",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for dir in ["served", "served/out"] {
+        assert_eq!(mode(dir), 0o700, "{dir} has mode {:o}", mode(dir));
+    }
+    assert_eq!(mode("served/out/served.key"), 0o600);
+    assert_eq!(mode("served/out/served.pem"), 0o644);
+    assert_eq!(server.stop(), 0);
+}
+
 #[test]
 fn exports_parse_with_openssl() {
     let env = Env::with_ca();

@@ -8,6 +8,7 @@ mod common;
 mod engine;
 mod hostile_acme;
 mod hostile_publish;
+mod hostile_socket;
 mod lifecycle;
 mod limbo;
 mod names;
