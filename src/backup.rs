@@ -191,13 +191,12 @@ fn write_backup(
     report: crate::store::CheckReport,
     now: OffsetDateTime,
 ) -> Result<Manifest> {
-    fs::create_dir_all(tmp).at(tmp)?;
-    // It holds the CA keys: nobody else enters, whatever the umask.
-    fsutil::set_mode(tmp, 0o700)?;
+    // It holds the CA keys: nobody else enters, whatever the umask, not even
+    // for a moment (made with its mode, not changed after).
+    fsutil::create_dir_all_mode(tmp, 0o700)?;
     for (sub, dir_mode, _) in SUBDIRS {
         let d = tmp.join(sub);
-        fs::create_dir(&d).at(&d)?;
-        fsutil::set_mode(&d, dir_mode)?;
+        fsutil::create_dir_mode(&d, dir_mode).at(&d)?;
     }
     let mut files = BTreeMap::new();
     for rel in ca_files(&ca.dir)? {
@@ -329,8 +328,7 @@ pub fn restore(
 fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> Result<()> {
     for (sub, mode, _) in SUBDIRS {
         let d = ca_dir.join(sub);
-        fs::create_dir(&d).at(&d)?;
-        fsutil::set_mode(&d, mode)?;
+        fsutil::create_dir_mode(&d, mode).at(&d)?;
     }
     let mut config = None;
     let mut export = None;

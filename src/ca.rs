@@ -704,7 +704,9 @@ pub fn create_ca_dir<T>(
     fill: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
     let (parent, name) = split_dir(dir)?;
-    fs::create_dir_all(&parent).at(&parent)?;
+    // Missing parents are made 0755 whatever the umask: a parent others may
+    // write to would let them move the CA directory away.
+    fsutil::create_dir_all_mode(&parent, 0o755)?;
     let _lock = fsutil::DirLock::acquire(&parent, INIT_LOCK_WAIT)?;
     clean_interrupted(dir, &parent, &name)?;
     refuse_existing(dir, what_now)?;
@@ -716,8 +718,7 @@ pub fn create_ca_dir<T>(
             )));
         }
         let staging = dir.join(STAGING);
-        fs::create_dir(&staging).at(&staging)?;
-        fsutil::set_mode(&staging, 0o700)?;
+        fsutil::create_dir_mode(&staging, 0o700).at(&staging)?;
         let result = fill(&staging).and_then(|t| {
             move_in(&staging, dir)?;
             Ok(t)
@@ -729,8 +730,7 @@ pub fn create_ca_dir<T>(
         result
     } else {
         let staging = parent.join(format!("{}{}", staging_prefix(&name), std::process::id()));
-        fs::create_dir(&staging).at(&staging)?;
-        fsutil::set_mode(&staging, 0o750)?;
+        fsutil::create_dir_mode(&staging, 0o750).at(&staging)?;
         let result = fill(&staging).and_then(|t| {
             fsutil::sync_dir(&staging)?;
             fs::rename(&staging, dir).map_err(|e| {
@@ -965,8 +965,7 @@ fn build(
     let private = dir.join("private");
     for (sub, mode) in [("private", 0o700), ("profiles", 0o750), ("crl", 0o750)] {
         let d = dir.join(sub);
-        fs::create_dir(&d).at(&d)?;
-        fsutil::set_mode(&d, mode)?;
+        fsutil::create_dir_mode(&d, mode).at(&d)?;
     }
     let now = now.replace_nanosecond(0).unwrap_or(now);
 

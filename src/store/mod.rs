@@ -325,8 +325,7 @@ impl Store {
                 path.display()
             )));
         }
-        std::fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        crate::fsutil::set_mode(&path, 0o700)?;
+        crate::fsutil::create_dir_mode(&path, 0o700).map_err(|e| Error::io(&path, e))?;
         let store = Store::open_sled_waiting(&path, Duration::ZERO)?;
         store
             .meta

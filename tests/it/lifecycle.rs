@@ -635,6 +635,47 @@ fn batch_out_dirs_are_0700_whatever_the_umask() {
     assert_eq!(server.stop(), 0);
 }
 
+/// The same class as `batch --out-dir`: `init` into missing parents and
+/// `backup` into a new directory under umask 000 never leave a directory
+/// others may write to, not even for a moment (made with their modes).
+#[test]
+fn init_and_backup_directories_do_not_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let env = Env::new();
+    let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+    let umask0 = |args: &[&str]| {
+        let out = Command::new("sh")
+            .current_dir(env.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg("umask 000; exec \"$@\"")
+            .arg("sh")
+            .arg(crate::common::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    };
+    umask0(&["-q", "--ca-dir", "a/b/ca", "init", "--name", "Umask"]);
+    for (dir, want) in [
+        ("a", 0o755),
+        ("a/b", 0o755),
+        ("a/b/ca", 0o750),
+        ("a/b/ca/private", 0o700),
+        ("a/b/ca/profiles", 0o750),
+        ("a/b/ca/crl", 0o750),
+        ("a/b/ca/db", 0o700),
+    ] {
+        assert_eq!(mode(dir), want, "{dir} has mode {:o}", mode(dir));
+    }
+    umask0(&["-q", "--ca-dir", "a/b/ca", "backup", "x/y/bk"]);
+    for dir in ["x", "x/y", "x/y/bk", "x/y/bk/private"] {
+        assert_eq!(mode(dir), 0o700, "{dir} has mode {:o}", mode(dir));
+    }
+}
+
 #[test]
 fn exports_parse_with_openssl() {
     let env = Env::with_ca();
