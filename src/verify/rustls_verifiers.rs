@@ -31,7 +31,8 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 
-use super::{chain, verify_cert, PeerName, RevocationSource, Trust, Usage, VerifyOptions};
+use super::chain::{self, NameMatch};
+use super::{verify_cert, PeerName, RevocationSource, Trust, Usage, VerifyOptions};
 use crate::inspect::{self, CertFacts};
 use crate::role::{CertClass, Connection, Role};
 
@@ -128,8 +129,14 @@ impl DraftPolicy {
         self.accept(&[connection.roles().1])
     }
 
-    /// Accept only peers valid for one of these names. For a server verifier
-    /// without names, the name the client connects to is checked instead.
+    /// Accept only peers valid for one of these names. An initiator's names are
+    /// its identity: a name of the list must be one its certificate presents,
+    /// exactly (a wildcard certificate matches no entry). A device responder
+    /// is matched as the name a client dials (RFC 6125: a wildcard matches one
+    /// label), and without names, the name the client dialled is checked. An
+    /// entity responder is matched as an identity, and without names it is
+    /// accepted whatever it names: a client that may meet one must give the
+    /// names that identify it (its email or URI), as `proxy client` does.
     pub fn names(mut self, names: Vec<PeerName>) -> DraftPolicy {
         self.names = names;
         self
@@ -153,7 +160,8 @@ impl DraftPolicy {
         self
     }
 
-    /// Check a presented chain; `connected_to` is the name a client dialled.
+    /// Check a presented chain: `connected_to` is the name a client dialled
+    /// when the peer is a responder, `None` for an initiator.
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -209,23 +217,32 @@ impl DraftPolicy {
         if !v.valid {
             return Err(v.reasons.join("; "));
         }
-        // The name a client dialled says something about a device only.
-        let names: Vec<PeerName> = if self.names.is_empty() {
-            connected_to
-                .filter(|_| role == Role::Device)
-                .into_iter()
-                .collect()
-        } else {
-            self.names.clone()
+        // The names to check, and how: an initiator's and an entity's names
+        // are identities; a device responder answers for the name dialled.
+        let mode = match connected_to {
+            Some(_) if role == Role::Device => NameMatch::Dialled,
+            _ => NameMatch::Identity,
+        };
+        let names: Vec<PeerName> = match connected_to {
+            Some(host) if self.names.is_empty() && role == Role::Device => vec![host],
+            _ => self.names.clone(),
         };
         if !names.is_empty()
             && !names
                 .iter()
-                .any(|n| chain::name_matches(end_entity, &facts, n).is_ok())
+                .any(|n| chain::name_matches(end_entity, &facts, n, mode).is_ok())
         {
             let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let how = match mode {
+                NameMatch::Identity
+                    if facts.names.iter().any(|n| n.wildcard_parent().is_some()) =>
+                {
+                    " (a wildcard name is not the identity of one peer)"
+                }
+                _ => "",
+            };
             return Err(format!(
-                "peer certificate is not valid for {} (it names {})",
+                "peer certificate is not valid for {} (it names {}){how}",
                 want.join(" or "),
                 inspect::joined(&facts.names, ", ")
             ));
