@@ -32,9 +32,12 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName,
 use time::OffsetDateTime;
 
 use super::chain::{self, NameMatch};
-use super::{verify_cert, PeerName, RevocationSource, Trust, Usage, VerifyOptions};
-use crate::inspect::{self, CertFacts};
-use crate::role::{CertClass, Connection, Role};
+use super::{
+    verify_cert, Finding, PeerName, RevocationSource, Severity, Trust, Usage, VerifyOptions,
+};
+use crate::inspect::{self, CertFacts, PresentedName};
+use crate::role::{CertClass, Connection, Eku, NameKind, Role};
+use crate::rules::{self, Rule};
 
 /// Why a verifier refused a peer: the plain-sentence reasons of the verdict.
 #[derive(Debug, Clone)]
@@ -105,9 +108,14 @@ impl DraftPolicy {
         }
     }
 
-    /// Refuse peers whose path has findings too (issuer-side profile rules,
-    /// trust anchors included), as `verify --strict` does. Off by default: the
-    /// peers TLS stacks accept are accepted.
+    /// Refuse peers whose path has findings too: the verifier's (issuer-side
+    /// profile rules, trust anchors included, as `verify --strict` reports
+    /// them) and the draft's issuer rules on the leaf ([`draft_findings`]:
+    /// names of a kind its role does not carry or no name that identifies it,
+    /// an EKU of the other role, a leaf signed by the trust anchor itself).
+    /// Each is a certificate only a CA key holder could make, and none that
+    /// mtlsca issues. Off by default: the peers TLS stacks accept are
+    /// accepted, and [`DraftPolicy::judge`] says what they break.
     pub fn strict(mut self, strict: bool) -> DraftPolicy {
         self.strict = strict;
         self
@@ -161,7 +169,8 @@ impl DraftPolicy {
     }
 
     /// Check a presented chain: `connected_to` is the name a client dialled
-    /// when the peer is a responder, `None` for an initiator.
+    /// when the peer is a responder, `None` for an initiator (see
+    /// [`DraftPolicy::judge`]).
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -169,6 +178,24 @@ impl DraftPolicy {
         now: UnixTime,
         connected_to: Option<PeerName>,
     ) -> Result<CertClass, String> {
+        let side = match connected_to {
+            Some(name) => PeerSide::Responder(Some(name)),
+            None => PeerSide::Initiator,
+        };
+        self.judge(end_entity, intermediates, now, side)
+            .map(|j| j.class)
+    }
+
+    /// Judge a presented chain from the `side` it comes from: `Err` with the
+    /// reasons when the peer is refused, else its class and the findings it
+    /// was admitted with (none when the policy is strict).
+    pub fn judge(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        side: PeerSide,
+    ) -> Result<Judged, String> {
         let cert = inspect::parse_der(end_entity.as_ref())
             .map_err(|e| format!("peer certificate cannot be read: {e}"))?;
         let facts = CertFacts::of(&cert);
@@ -204,7 +231,7 @@ impl DraftPolicy {
         };
         let at = OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let v = verify_cert(
+        let mut v = verify_cert(
             end_entity,
             &trust,
             &VerifyOptions {
@@ -213,18 +240,27 @@ impl DraftPolicy {
                 at,
             },
         );
+        if v.valid {
+            for f in draft_findings(&facts, role, v.chain.len()) {
+                if !v.findings.contains(&f) {
+                    v.findings.push(f);
+                }
+            }
+        }
         let v = if self.strict { v.strict() } else { v };
         if !v.valid {
             return Err(v.reasons.join("; "));
         }
         // The names to check, and how: an initiator's and an entity's names
         // are identities; a device responder answers for the name dialled.
-        let mode = match connected_to {
-            Some(_) if role == Role::Device => NameMatch::Dialled,
+        let mode = match side {
+            PeerSide::Responder(_) if role == Role::Device => NameMatch::Dialled,
             _ => NameMatch::Identity,
         };
-        let names: Vec<PeerName> = match connected_to {
-            Some(host) if self.names.is_empty() && role == Role::Device => vec![host],
+        let names: Vec<PeerName> = match side {
+            PeerSide::Responder(Some(host)) if self.names.is_empty() && role == Role::Device => {
+                vec![host]
+            }
             _ => self.names.clone(),
         };
         if !names.is_empty()
@@ -247,8 +283,121 @@ impl DraftPolicy {
                 inspect::joined(&facts.names, ", ")
             ));
         }
-        Ok(facts.role)
+        Ok(Judged {
+            class: facts.role,
+            findings: v.findings,
+        })
     }
+}
+
+/// Which end of a connection a judged peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerSide {
+    /// An initiator (TLS client): its names are identities, matched exactly.
+    Initiator,
+    /// A responder (TLS server), with the name the client dialled (checked
+    /// for a device when the policy names nobody).
+    Responder(Option<PeerName>),
+}
+
+impl PeerSide {
+    /// A responder dialled as `server_name`.
+    pub fn responder(server_name: &ServerName<'_>) -> PeerSide {
+        PeerSide::Responder(match server_name {
+            ServerName::DnsName(d) => Some(PeerName::Dns(d.as_ref().to_string())),
+            ServerName::IpAddress(ip) => Some(PeerName::Ip(std::net::IpAddr::from(*ip))),
+            _ => None,
+        })
+    }
+}
+
+/// A peer a [`DraftPolicy`] admits.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// Device or entity.
+    pub class: CertClass,
+    /// The findings it was admitted with: the verifier's and the draft's
+    /// issuer rules ([`draft_findings`]). Always empty under a strict policy.
+    pub findings: Vec<Finding>,
+}
+
+/// The stable code of a leaf signed by its trust anchor itself.
+pub const LEAF_ISSUED_BY_ROOT: &str = "leaf-issued-by-root";
+
+/// The draft's issuer rules on a leaf of `role` that validated through a path
+/// of `path_len` certificates (leaf to anchor): names of a kind the role does
+/// not carry or of a type mtlsca never issues, no name that identifies it, an
+/// EKU of the other role, a leaf signed by the trust anchor itself. Each
+/// finding's code is the rulebook's (`name-kind-for-role`, `no-identity`,
+/// `name-type-unsupported`, `eku-wrong-role`) or [`LEAF_ISSUED_BY_ROOT`].
+pub fn draft_findings(f: &CertFacts, role: Role, path_len: usize) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |code: &'static str, message: String| {
+        out.push(Finding {
+            code,
+            severity: Severity::Error,
+            message,
+        })
+    };
+    let listed = |names: Vec<&PresentedName>| inspect::joined(&names, ", ");
+    let wrong: Vec<&PresentedName> = f
+        .names
+        .iter()
+        .filter(|n| n.kind().is_some_and(|k| !rules::name_kind_allowed(role, k)))
+        .collect();
+    if !wrong.is_empty() {
+        add(
+            Rule::NameKindForRole.code(),
+            format!(
+                "certificate is {} carrying names of the other role ({}): an issuer broke the draft's name rule",
+                match role {
+                    Role::Device => "a device",
+                    Role::Entity => "an entity",
+                },
+                listed(wrong)
+            ),
+        );
+    }
+    let unsupported: Vec<&PresentedName> = f.names.iter().filter(|n| n.kind().is_none()).collect();
+    if !unsupported.is_empty() {
+        add(
+            Rule::NameTypeUnsupported.code(),
+            format!(
+                "certificate carries names mtlsca never issues ({})",
+                listed(unsupported)
+            ),
+        );
+    }
+    let kinds = |k: &[NameKind]| {
+        f.names
+            .iter()
+            .any(|n| n.kind().is_some_and(|x| k.contains(&x)))
+    };
+    let identified = match role {
+        Role::Device => kinds(rules::kind_rules(Role::Device, None).identity),
+        Role::Entity => kinds(&[NameKind::Email]) || f.has_org,
+    };
+    if !identified {
+        add(
+            Rule::NoIdentity.code(),
+            match role {
+                Role::Device => "certificate is a device without a DNS, IP or URI name".into(),
+                Role::Entity => "certificate is an entity with neither an email address (a person) nor an organizationName (an organisation)".into(),
+            },
+        );
+    }
+    let ekus: Vec<Eku> = f.purposes().iter().filter_map(|p| p.known()).collect();
+    if let Some((rule, why)) = rules::eku_conflict(role, &ekus) {
+        add(rule.code(), format!("certificate: {why}"));
+    }
+    if path_len > 0 && path_len <= 2 {
+        add(
+            LEAF_ISSUED_BY_ROOT,
+            "certificate is signed by the trust anchor itself, not by an issuing CA: a root's key signs CAs only, as in mtlsca's hierarchy".into(),
+        );
+    }
+    out
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -292,7 +441,7 @@ impl ClientCertVerifier for DraftClientCertVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.policy
-            .check(end_entity, intermediates, now, None)
+            .judge(end_entity, intermediates, now, PeerSide::Initiator)
             .map(|_| ClientCertVerified::assertion())
             .map_err(|r| refuse(format!("initiator refused: {r}")))
     }
@@ -358,13 +507,13 @@ impl ServerCertVerifier for DraftServerCertVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let dialled = match server_name {
-            ServerName::DnsName(d) => Some(PeerName::Dns(d.as_ref().to_string())),
-            ServerName::IpAddress(ip) => Some(PeerName::Ip(std::net::IpAddr::from(*ip))),
-            _ => None,
-        };
         self.policy
-            .check(end_entity, intermediates, now, dialled)
+            .judge(
+                end_entity,
+                intermediates,
+                now,
+                PeerSide::responder(server_name),
+            )
             .map(|_| ServerCertVerified::assertion())
             .map_err(|r| refuse(format!("responder refused: {r}")))
     }
