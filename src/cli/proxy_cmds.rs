@@ -68,6 +68,10 @@ pub struct CommonArgs {
     /// Connections served at once; further ones are closed and logged
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections one client address (IPv4) or /64 (IPv6) may hold at once;
+    /// further ones from it are closed and logged
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_client: usize,
     /// Refuse peers whose certificates break the issuer rules (the default;
     /// accepted for compatibility)
     #[arg(long, conflicts_with = "lenient")]
@@ -194,6 +198,7 @@ fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
         },
         limits: Limits {
             max_connections: c.max_connections,
+            max_connections_per_client: c.max_connections_per_client,
             handshake_timeout: c.handshake_timeout,
             idle_timeout: c.idle_timeout.max(Duration::from_millis(1)),
             drain_timeout: c.drain_timeout,

@@ -14,8 +14,9 @@
 //! Certificates, keys, trust files and CRLs are polled and reloaded when they
 //! change (an atomic replace, as renewal does); connections in flight keep the
 //! configuration they started with. One log line per connection on stderr
-//! (text or JSON), limits on connections, handshake and idle time, and a
-//! graceful drain on SIGTERM or SIGINT.
+//! (text or JSON), limits on connections (a total, and a share per client
+//! network: [`ConnectionGate`]), handshake and idle time, and a graceful drain
+//! on SIGTERM or SIGINT.
 //!
 //! Both modes refuse, unless `lenient`, peers whose certificates break the
 //! issuer rules ([`DraftPolicy::strict`]); a lenient proxy admits them and
@@ -34,9 +35,9 @@ use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::conn_limit::{ConnectionGate, ConnectionLimits, GateRefusal};
 use crate::error::{Error, Result};
 use crate::inspect::{self, CertFacts};
 use crate::role::{self, Connection, Role};
@@ -50,6 +51,9 @@ use crate::verify::{load, PeerName};
 pub struct Limits {
     /// Connections served at once; more are accepted and closed at once, logged.
     pub max_connections: usize,
+    /// Connections one client network (an IPv4 address, an IPv6 /64) may hold
+    /// at once ([`crate::conn_limit`]); more from it are closed at once, logged.
+    pub max_connections_per_client: usize,
     /// The most a TLS handshake (and the connection to the target) may take.
     pub handshake_timeout: Duration,
     /// A connection with no traffic either way for this long is closed.
@@ -64,6 +68,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            max_connections_per_client: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
@@ -620,17 +625,75 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Error::input(format!("--listen {addr}"), e.to_string()))
 }
 
-/// Accept until SIGTERM, then drain. `serve` handles one connection.
+/// The connections closed at accept (over a limit of the gate): logged at most
+/// once a second, with their count, so that a flood cannot fill the log.
+#[derive(Default)]
+struct GateLog {
+    /// When the last line was written.
+    last_line: Option<Instant>,
+    /// Connections closed since then, not yet in a line.
+    unlogged: u64,
+    /// The latest of them, for the next line.
+    latest: Option<(SocketAddr, GateRefusal)>,
+}
+
+impl GateLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn refused(&mut self, fmt: LogFormat, peer: SocketAddr, why: GateRefusal) {
+        self.unlogged += 1;
+        self.latest = Some((peer, why));
+        if self.last_line.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            self.write(fmt);
+        }
+    }
+
+    /// When the connections counted since the last line are due in one.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let last = self.last_line?;
+        self.latest.as_ref()?;
+        Some(tokio::time::Instant::from_std(last + Self::EVERY))
+    }
+
+    fn write(&mut self, fmt: LogFormat) {
+        let Some((peer, why)) = self.latest.take() else {
+            return;
+        };
+        let reason = match self.unlogged {
+            1 => why.to_string(),
+            n => format!("{why}; {n} connections closed at once since the last such line"),
+        };
+        log_record(
+            fmt,
+            &Record {
+                peer: peer.to_string(),
+                verdict: "refused",
+                reason: Some(reason),
+                ..Record::default()
+            },
+        );
+        self.unlogged = 0;
+        self.last_line = Some(Instant::now());
+    }
+}
+
+/// Accept until SIGTERM, then drain. `serve` handles one connection; a
+/// connection over the gate's limits (the total, or its client's share) is
+/// closed at once and logged.
 async fn accept_loop<F, Fut>(listener: TcpListener, limits: &Limits, fmt: LogFormat, serve: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let sem = Arc::new(Semaphore::new(max));
+    let gate = ConnectionGate::new(ConnectionLimits::new(
+        limits.max_connections,
+        limits.max_connections_per_client,
+    ));
+    let mut refusals = GateLog::default();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
+        let due = refusals.due();
         tokio::select! {
             r = &mut stop => {
                 if let Err(e) = r {
@@ -638,16 +701,18 @@ where
                 }
                 break;
             }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                refusals.write(fmt);
+            }
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
-                    let Ok(permit) = sem.clone().try_acquire_owned() else {
-                        log_record(fmt, &Record {
-                            peer: peer.to_string(),
-                            verdict: "refused",
-                            reason: Some(format!("too many connections (limit {max})")),
-                            ..Record::default()
-                        });
-                        continue;
+                    let permit = match gate.admit(peer.ip()) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            drop(tcp);
+                            refusals.refused(fmt, peer, why);
+                            continue;
+                        }
                     };
                     let _ = tcp.set_nodelay(true);
                     let fut = serve(tcp, peer);
@@ -665,25 +730,18 @@ where
         }
     }
     drop(listener);
-    let busy = max - sem.available_permits();
+    refusals.write(fmt);
     log_event(
         fmt,
         "shutdown",
-        &format!("stopped accepting; draining {busy} connection(s)"),
+        &format!("stopped accepting; draining {} connection(s)", gate.busy()),
     );
-    let max_u32 = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(limits.drain_timeout, sem.acquire_many(max_u32))
-        .await
-        .is_ok();
-    match drained {
+    match gate.drain(limits.drain_timeout).await {
         true => log_event(fmt, "shutdown", "drained"),
         false => log_event(
             fmt,
             "shutdown",
-            &format!(
-                "drain timeout: closing {} connection(s)",
-                max - sem.available_permits()
-            ),
+            &format!("drain timeout: closing {} connection(s)", gate.busy()),
         ),
     }
 }
