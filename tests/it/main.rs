@@ -6,6 +6,7 @@ mod acme_dns;
 mod ca;
 mod common;
 mod engine;
+mod hostile_proxy;
 mod lifecycle;
 mod limbo;
 mod names;
