@@ -112,7 +112,7 @@ impl DraftPolicy {
     /// profile rules, trust anchors included, as `verify --strict` reports
     /// them) and the draft's issuer rules on the leaf ([`draft_findings`]:
     /// names of a kind its role does not carry or no name that identifies it,
-    /// an EKU of the other role, a leaf signed by the trust anchor itself).
+    /// an EKU of the other role, a leaf signed by a root directly).
     /// Each is a certificate only a CA key holder could make, and none that
     /// mtlsca issues. Off by default: the peers TLS stacks accept are
     /// accepted, and [`DraftPolicy::judge`] says what they break.
@@ -241,7 +241,7 @@ impl DraftPolicy {
             },
         );
         if v.valid {
-            for f in draft_findings(&facts, role, v.chain.len()) {
+            for f in draft_findings(&facts, role, self.signed_by_a_root(&v.chain)) {
                 if !v.findings.contains(&f) {
                     v.findings.push(f);
                 }
@@ -290,6 +290,23 @@ impl DraftPolicy {
     }
 }
 
+impl DraftPolicy {
+    /// Whether a validated path (subjects, leaf to anchor) is a leaf signed
+    /// by a root directly: two certificates, the anchor self-issued. (An
+    /// issuing CA trusted as the anchor is not a root.)
+    fn signed_by_a_root(&self, path: &[String]) -> bool {
+        let [_, anchor] = path else {
+            return false;
+        };
+        self.roots.iter().any(|r| {
+            inspect::parse_der(r.as_ref()).is_ok_and(|c| {
+                let f = CertFacts::of(&c);
+                f.subject == *anchor && f.subject == f.issuer
+            })
+        })
+    }
+}
+
 /// Which end of a connection a judged peer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -322,16 +339,16 @@ pub struct Judged {
     pub findings: Vec<Finding>,
 }
 
-/// The stable code of a leaf signed by its trust anchor itself.
+/// The stable code of a leaf signed by a root directly.
 pub const LEAF_ISSUED_BY_ROOT: &str = "leaf-issued-by-root";
 
-/// The draft's issuer rules on a leaf of `role` that validated through a path
-/// of `path_len` certificates (leaf to anchor): names of a kind the role does
-/// not carry or of a type mtlsca never issues, no name that identifies it, an
-/// EKU of the other role, a leaf signed by the trust anchor itself. Each
+/// The draft's issuer rules on a validated leaf of `role`, `signed_by_root`
+/// or by an issuing CA: names of a kind the role does not carry or of a type
+/// mtlsca never issues, no name that identifies it, an EKU of the other role,
+/// a leaf signed by a root directly. Each
 /// finding's code is the rulebook's (`name-kind-for-role`, `no-identity`,
 /// `name-type-unsupported`, `eku-wrong-role`) or [`LEAF_ISSUED_BY_ROOT`].
-pub fn draft_findings(f: &CertFacts, role: Role, path_len: usize) -> Vec<Finding> {
+pub fn draft_findings(f: &CertFacts, role: Role, signed_by_root: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut add = |code: &'static str, message: String| {
         out.push(Finding {
@@ -391,10 +408,10 @@ pub fn draft_findings(f: &CertFacts, role: Role, path_len: usize) -> Vec<Finding
     if let Some((rule, why)) = rules::eku_conflict(role, &ekus) {
         add(rule.code(), format!("certificate: {why}"));
     }
-    if path_len > 0 && path_len <= 2 {
+    if signed_by_root {
         add(
             LEAF_ISSUED_BY_ROOT,
-            "certificate is signed by the trust anchor itself, not by an issuing CA: a root's key signs CAs only, as in mtlsca's hierarchy".into(),
+            "certificate is signed by the root itself, not by an issuing CA: a root's key signs CAs only, as in mtlsca's hierarchy".into(),
         );
     }
     out

@@ -820,6 +820,16 @@ fn issuer_rule_breaches_are_refused_unless_lenient() {
         };
         assert!(line.contains(want), "{line}");
     }
+    // An issuing CA trusted as the anchor is not a root: its leaves get in.
+    let pp = free_port();
+    let listen = format!("127.0.0.1:{pp}");
+    let mut args = server_args(&listen, &target);
+    args[8] = "ca/device-ca.pem";
+    let p = proxy(&env, "pinned", pp, &args);
+    let got = echo_once(&tls_client(&env, "a"), pp, b"a\n");
+    assert!(got.is_ok(), "{got:?}\n{}", p.log());
+    assert_eq!(p.stop(), 0);
+
     // --strict, the default, is still accepted; with --lenient it is bad usage.
     let pp = free_port();
     let listen = format!("127.0.0.1:{pp}");
