@@ -9,10 +9,11 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{parse_wait, Ctx, Outcome};
 use crate::error::{Error, Result};
+use crate::names::SanName;
 use crate::proxy::{
     self, ClientOptions, IdentityFiles, Limits, LogFormat, ServerOptions, TrustFiles,
 };
-use crate::role::{Connection, Role};
+use crate::role::{Connection, NameKind, Role};
 use crate::verify::{load, PeerName};
 
 /// `mtlsca proxy server|client`.
@@ -67,6 +68,19 @@ pub struct CommonArgs {
     /// Connections served at once; further ones are closed and logged
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections one client address (IPv4) or /64 (IPv6) may hold at once;
+    /// further ones from it are closed and logged
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_client: usize,
+    /// Refuse peers whose certificates break the issuer rules (the default;
+    /// accepted for compatibility)
+    #[arg(long, conflicts_with = "lenient")]
+    pub strict: bool,
+    /// Admit peers whose certificates break the issuer rules (a device with an
+    /// email name or without a name, a leaf signed by the root, ...), logging
+    /// the findings' codes with each admission
+    #[arg(long)]
+    pub lenient: bool,
     /// Time allowed for the TLS handshake
     #[arg(long, default_value = "10s", value_parser = parse_wait)]
     pub handshake_timeout: Duration,
@@ -96,7 +110,8 @@ pub struct ServerArgs {
     /// Initiator roles accepted (device, entity, or device,entity)
     #[arg(long, value_enum, value_delimiter = ',', default_value = "device")]
     pub accept: Vec<AcceptArg>,
-    /// Accept only initiators valid for one of these names (repeatable)
+    /// Accept only initiators presenting one of these names, exactly: a DNS
+    /// name, IP, email or URI (repeatable; a wildcard certificate matches none)
     #[arg(long, value_name = "NAME")]
     pub allow_name: Vec<String>,
     /// HTTP/1.x: add X-MTLS-Peer-* headers to each request, stripping incoming ones
@@ -118,7 +133,8 @@ pub struct ClientArgs {
     /// The mTLS responder (HOST:PORT)
     #[arg(long)]
     pub target: String,
-    /// The name the responder must be valid for (default: the target's host)
+    /// The name the responder must be valid for (default for a device: the
+    /// target's host); an entity responder needs its email address or URI here
     #[arg(long)]
     pub name: Option<String>,
     /// The connection kind the link must be (server-to-server, client-to-server, ...)
@@ -140,6 +156,22 @@ struct Common {
     limits: Limits,
     log: LogFormat,
     reload: Duration,
+    lenient: bool,
+}
+
+/// A peer's name as `flag` gives it, its syntax checked (bad usage otherwise).
+fn peer_name(flag: &str, raw: &str) -> Result<PeerName> {
+    let name = PeerName::parse(raw);
+    let checked = match &name {
+        PeerName::Ip(_) => Ok(()),
+        PeerName::Dns(d) => SanName::parse(NameKind::Dns, d).map(|_| ()),
+        PeerName::Email(e) => SanName::parse(NameKind::Email, e).map(|_| ()),
+        PeerName::Uri(u) => SanName::parse(NameKind::Uri, u).map(|_| ()),
+        _ => Ok(()),
+    };
+    checked
+        .map_err(|why| Error::Usage(format!("{flag} {}: {why}", crate::names::printable(raw))))?;
+    Ok(name)
 }
 
 fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
@@ -166,6 +198,7 @@ fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
         },
         limits: Limits {
             max_connections: c.max_connections,
+            max_connections_per_client: c.max_connections_per_client,
             handshake_timeout: c.handshake_timeout,
             idle_timeout: c.idle_timeout.max(Duration::from_millis(1)),
             drain_timeout: c.drain_timeout,
@@ -176,6 +209,7 @@ fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
             LogFormatArg::Json => LogFormat::Json,
         },
         reload: c.reload_interval.max(Duration::from_millis(50)),
+        lenient: c.lenient,
     })
 }
 
@@ -210,7 +244,12 @@ pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
                 identity: c.identity,
                 trust: c.trust,
                 accept,
-                allow_names: a.allow_name.iter().map(|n| PeerName::parse(n)).collect(),
+                allow_names: a
+                    .allow_name
+                    .iter()
+                    .map(|n| peer_name("--allow-name", n))
+                    .collect::<Result<_>>()?,
+                lenient: c.lenient,
                 http: a.http,
                 limits: Limits {
                     max_header_bytes: a.max_header_bytes.max(64),
@@ -230,8 +269,13 @@ pub fn proxy(ctx: &Ctx, cmd: ProxyCmd) -> Result<Outcome> {
                 target: a.target,
                 identity: c.identity,
                 trust: c.trust,
-                name: a.name.as_deref().map(PeerName::parse),
+                name: a
+                    .name
+                    .as_deref()
+                    .map(|n| peer_name("--name", n))
+                    .transpose()?,
                 expect: a.expect,
+                lenient: c.lenient,
                 limits: c.limits,
                 log: c.log,
                 reload_interval: c.reload,

@@ -1,10 +1,14 @@
 //! `--http`: HTTP/1.x requests from the initiator get its identity in
 //! `X-MTLS-*` headers; incoming headers of those names (also spelt with `_`,
-//! as some backends read them) are removed, in request heads and in chunked
-//! trailers. Request framing is checked strictly (RFC 9112): a request head
-//! larger than the limit, folded or malformed header lines, `Content-Length`
-//! with `Transfer-Encoding`, or a transfer coding other than `chunked` end
-//! the connection, with a 400/431/501 answer when no response is under way.
+//! as some backends read them) are removed. Request framing is checked
+//! strictly (RFC 9112): a request head larger than the limit, folded or
+//! malformed header lines (one check, `field_line`, for the head and for
+//! chunked trailers), `Content-Length` with `Transfer-Encoding` (or
+//! `Transfer-Encoding` in HTTP/1.0), more than one `Host`, or a transfer
+//! coding other than `chunked` end the connection, with a 400/431/501 answer
+//! when no response is under way. Chunked trailers, once checked, are never
+//! forwarded (nor the `Trailer` header announcing them): backends merge them
+//! with the headers in ways a proxy cannot vouch for.
 //! Protocol switches are not forwarded (`Upgrade` is removed, CONNECT
 //! refused: a refused switch would let the requests after it through
 //! unseen), nor `Connection` tokens naming the identity headers (a next hop
@@ -79,6 +83,28 @@ fn header_value(v: &str) -> String {
         .collect()
 }
 
+/// One header field line (of a request head or of chunked trailers, without
+/// its CRLF): its name and its value without surrounding whitespace. Refused:
+/// a bare CR, LF or NUL, a folded line (obs-fold), no colon, and a name that
+/// is not a token (so also whitespace before the colon, RFC 9112 5.1).
+fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), std::io::Error> {
+    if line.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(bad(400, "a bare CR, LF or NUL in a header line"));
+    }
+    if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        return Err(bad(400, "folded header line (obs-fold)"));
+    }
+    let colon = line
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or_else(|| bad(400, "header line without a colon"))?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        return Err(bad(400, "malformed header name"));
+    }
+    Ok((name, value.trim_ascii()))
+}
+
 /// Check and rewrite one request head (ending in CRLF CRLF).
 fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::Error> {
     let text = head
@@ -105,32 +131,26 @@ fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::E
     out.extend_from_slice(b"\r\n");
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut hosts = 0;
     let mut count = 0;
     for line in lines {
         // The last line has no "\r\n" left (stripped above); the others end in '\r'.
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.contains(&b'\r') || line.contains(&0) {
-            return Err(bad(400, "a bare CR or NUL in a header line"));
-        }
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            return Err(bad(400, "folded header line (obs-fold)"));
-        }
         count += 1;
         if count > MAX_HEADERS {
             return Err(bad(431, format!("more than {MAX_HEADERS} header lines")));
         }
-        let colon = line
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or_else(|| bad(400, "header line without a colon"))?;
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
-            return Err(bad(400, "malformed header name"));
-        }
-        if is_identity_header(name) {
+        let (name, value) = field_line(line)?;
+        if is_identity_header(name) || name.eq_ignore_ascii_case(b"trailer") {
+            // Ours are set below; trailers are not forwarded, so not announced.
             continue;
         }
-        let value = value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(bad(400, "more than one Host header"));
+            }
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             let v = std::str::from_utf8(value)
                 .ok()
@@ -174,6 +194,11 @@ fn rewrite(head: &[u8], id: &PeerIdentity) -> Result<(Vec<u8>, Body), std::io::E
     }
     if chunked && length.is_some() {
         return Err(bad(400, "both Content-Length and Transfer-Encoding"));
+    }
+    if chunked && parts[2] == b"HTTP/1.0" {
+        // RFC 9112 6.1: faulty framing; an HTTP/1.0 backend would read the
+        // chunks as the next request.
+        return Err(bad(400, "Transfer-Encoding in an HTTP/1.0 request"));
     }
     let values = [
         id.role.as_str().to_string(),
@@ -288,8 +313,9 @@ where
         }
         act.io(w.write_all(b"\r\n")).await?;
     }
-    // Trailers, then the empty line; ours are dropped here too.
-    let mut used = 0;
+    // Trailers, each checked as a header line is, then dropped; the empty
+    // line ends the body.
+    let (mut used, mut count) = (0, 0);
     loop {
         let line = read_until(r, b"\r\n", max, act)
             .await?
@@ -302,18 +328,11 @@ where
             act.io(w.write_all(b"\r\n")).await?;
             return Ok(());
         }
-        let body = &line[..line.len() - 2];
-        if body.contains(&b'\r')
-            || body.contains(&b'\n')
-            || body.first().is_some_and(|b| *b == b' ' || *b == b'\t')
-        {
-            return Err(bad(400, "malformed trailer line"));
+        count += 1;
+        if count > MAX_HEADERS {
+            return Err(bad(431, format!("more than {MAX_HEADERS} trailer lines")));
         }
-        let name = body.split(|b| *b == b':').next().unwrap_or_default();
-        if is_identity_header(name) {
-            continue;
-        }
-        act.io(w.write_all(&line)).await?;
+        field_line(&line[..line.len() - 2])?;
     }
 }
 
@@ -466,6 +485,15 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nA: x\rB: y\r\n\r\n"), 400);
         assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), 501);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nX-MTLS-Peer-Role : x\r\n\r\n"),
+            400
+        );
         let (out, _) = rewrite(
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade, X-MTLS-Peer-Role, keep-alive\r\n\r\n",
             &id(),
@@ -493,6 +521,38 @@ mod tests {
         assert_eq!(b, Body::Chunked);
     }
 
+    /// A trailer line gets the head's checks: one that the head refuses ends
+    /// the connection, and nothing of it reaches the target.
+    #[tokio::test]
+    async fn trailers_are_checked_as_header_lines_are() {
+        use tokio::io::AsyncReadExt;
+        for trailer in [
+            &b"X-MTLS-Peer-Role : entity\r\n"[..],
+            b"X-MTLS-Peer-Role\t: entity\r\n",
+            b"Ok: 1\r\n folded: x\r\n",
+            b"no colon\r\n",
+            b"A: b\x00c\r\n",
+        ] {
+            let (mut client, proxy_side) = tokio::io::duplex(1 << 16);
+            let (target_side, mut target) = tokio::io::duplex(1 << 16);
+            let task = tokio::spawn(async move {
+                forward(proxy_side, target_side, &id(), &Limits::default()).await
+            });
+            let mut req =
+                b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+                    .to_vec();
+            req.extend_from_slice(trailer);
+            req.extend_from_slice(b"\r\n");
+            client.write_all(&req).await.unwrap();
+            let mut seen = Vec::new();
+            target.read_to_end(&mut seen).await.unwrap();
+            let seen = String::from_utf8_lossy(&seen);
+            let why = task.await.unwrap().unwrap_err();
+            assert!(why.contains("request refused (400)"), "{why}");
+            assert!(seen.ends_with("1\r\na\r\n0\r\n"), "{seen:?}");
+        }
+    }
+
     #[test]
     fn junk_never_panics() {
         for junk in [
@@ -507,8 +567,9 @@ mod tests {
         }
     }
 
-    /// Two requests on one connection: a chunked one whose trailer spoofs an
-    /// identity header, then one with a body; the target sees both rewritten.
+    /// Two requests on one connection: a chunked one whose trailers spoof an
+    /// identity header, then one with a body; the target sees both rewritten,
+    /// and no trailer.
     #[tokio::test]
     async fn keep_alive_requests_and_chunked_trailers_are_rewritten() {
         use tokio::io::AsyncReadExt;
@@ -521,7 +582,7 @@ mod tests {
         });
         client
             .write_all(
-                b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                b"POST /a HTTP/1.1\r\nHost: x\r\nTrailer: X-MTLS-Peer-Role, Ok\r\nTransfer-Encoding: chunked\r\n\r\n\
                   3\r\nabc\r\n0\r\nX-MTLS-Peer-Role: entity\r\nOk: 1\r\n\r\n\
                   POST /b HTTP/1.1\r\nContent-Length: 4\r\nX_MTLS_Peer_Serial: ff\r\n\r\nwxyz",
             )
@@ -540,10 +601,8 @@ mod tests {
             !seen.contains("entity") && !seen.contains("ff\r\n"),
             "{seen}"
         );
-        assert!(
-            seen.contains("3\r\nabc\r\n0\r\nOk: 1\r\n\r\nPOST /b"),
-            "{seen}"
-        );
+        assert!(seen.contains("3\r\nabc\r\n0\r\n\r\nPOST /b"), "{seen}");
+        assert!(!seen.contains("Trailer") && !seen.contains("Ok"), "{seen}");
         assert!(seen.ends_with("\r\n\r\nwxyz"), "{seen}");
         drop(target);
         let _ = task.await;

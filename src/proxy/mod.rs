@@ -14,8 +14,13 @@
 //! Certificates, keys, trust files and CRLs are polled and reloaded when they
 //! change (an atomic replace, as renewal does); connections in flight keep the
 //! configuration they started with. One log line per connection on stderr
-//! (text or JSON), limits on connections, handshake and idle time, and a
-//! graceful drain on SIGTERM or SIGINT.
+//! (text or JSON), limits on connections (a total, and a share per client
+//! network: [`ConnectionGate`]), handshake and idle time, and a graceful drain
+//! on SIGTERM or SIGINT.
+//!
+//! Both modes refuse, unless `lenient`, peers whose certificates break the
+//! issuer rules ([`DraftPolicy::strict`]); a lenient proxy admits them and
+//! logs the findings' codes with each admission.
 
 pub mod http;
 mod pipe;
@@ -26,16 +31,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::conn_limit::{ConnectionGate, ConnectionLimits, GateRefusal};
 use crate::error::{Error, Result};
 use crate::inspect::{self, CertFacts};
 use crate::role::{self, Connection, Role};
 use crate::verify::rustls_verifiers::{
-    describe_tls_error, DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier,
+    describe_tls_error, DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier, PeerSide,
 };
 use crate::verify::{load, PeerName};
 
@@ -44,6 +51,9 @@ use crate::verify::{load, PeerName};
 pub struct Limits {
     /// Connections served at once; more are accepted and closed at once, logged.
     pub max_connections: usize,
+    /// Connections one client network (an IPv4 address, an IPv6 /64) may hold
+    /// at once ([`crate::conn_limit`]); more from it are closed at once, logged.
+    pub max_connections_per_client: usize,
     /// The most a TLS handshake (and the connection to the target) may take.
     pub handshake_timeout: Duration,
     /// A connection with no traffic either way for this long is closed.
@@ -58,6 +68,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            max_connections_per_client: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
@@ -112,8 +123,13 @@ pub struct ServerOptions {
     pub trust: TrustFiles,
     /// The initiator roles accepted.
     pub accept: Vec<Role>,
-    /// When not empty, initiators must be valid for one of these names.
+    /// When not empty, initiators must present one of these names, exactly
+    /// (their identity: a wildcard certificate matches none, and a wildcard
+    /// entry is refused at start).
     pub allow_names: Vec<PeerName>,
+    /// Admit initiators whose certificates break the issuer rules (findings),
+    /// logging their codes; by default they are refused.
+    pub lenient: bool,
     /// Add identity headers to each HTTP/1.x request.
     pub http: bool,
     /// Limits.
@@ -135,10 +151,15 @@ pub struct ClientOptions {
     pub identity: IdentityFiles,
     /// What the responder is validated against.
     pub trust: TrustFiles,
-    /// The name the responder must be valid for (default: the target's host).
+    /// The name the responder must be valid for: a device's default is the
+    /// target's host; an entity responder is accepted only when this names it
+    /// (an email address or URI), see [`responder_roles`].
     pub name: Option<PeerName>,
     /// The connection kind the link must be.
     pub expect: Option<Connection>,
+    /// Admit responders whose certificates break the issuer rules (findings),
+    /// logging their codes; by default they are refused.
+    pub lenient: bool,
     /// Limits.
     pub limits: Limits,
     /// Log format.
@@ -285,11 +306,28 @@ fn tls_error(e: rustls::Error) -> Error {
     Error::input("TLS configuration", e.to_string())
 }
 
-/// The acceptor of a server and the role of its certificate.
+/// The acceptor of a server, the role of its certificate, and the policy its
+/// verifier applies.
 #[derive(Clone)]
 struct ServerState {
     acceptor: TlsAcceptor,
     role: Role,
+    policy: DraftPolicy,
+}
+
+/// A name the proxy checks peers against is one peer's: a wildcard is none
+/// (an allow-list entry is an initiator's identity, `--name` the name dialled
+/// or an entity's identity).
+fn no_wildcard(flag: &str, names: &[PeerName]) -> Result<()> {
+    match names
+        .iter()
+        .find(|n| matches!(n, PeerName::Dns(d) if d.contains('*')))
+    {
+        Some(n) => Err(Error::Usage(format!(
+            "{flag} {n}: a wildcard names no one peer; give each name"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn build_server(o: &ServerOptions) -> Result<ServerState> {
@@ -298,8 +336,9 @@ fn build_server(o: &ServerOptions) -> Result<ServerState> {
         .accept(&o.accept)
         .names(o.allow_names.clone())
         .intermediates(m.intermediates)
-        .crls(m.crls);
-    let verifier = Arc::new(DraftClientCertVerifier::new(policy));
+        .crls(m.crls)
+        .strict(!o.lenient);
+    let verifier = Arc::new(DraftClientCertVerifier::new(policy.clone()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
@@ -315,6 +354,7 @@ fn build_server(o: &ServerOptions) -> Result<ServerState> {
     Ok(ServerState {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
         role: m.role,
+        policy,
     })
 }
 
@@ -330,6 +370,31 @@ fn with_article(r: Role) -> String {
 struct ClientState {
     connector: TlsConnector,
     role: Role,
+    policy: DraftPolicy,
+}
+
+/// The responder roles `proxy client` accepts. A device answers for the
+/// target's host (or `--name`); an entity is a person or an organisation,
+/// which no host name identifies, so it is accepted only when `name` is its
+/// email address or URI: `expect` of an entity responder without one is bad
+/// usage, and without `expect` only devices are accepted unless it is given.
+pub fn responder_roles(expect: Option<Connection>, name: Option<&PeerName>) -> Result<Vec<Role>> {
+    let names_an_entity = matches!(name, Some(PeerName::Email(_) | PeerName::Uri(_)));
+    match expect {
+        Some(k) if k.roles().1 == Role::Entity && !names_an_entity => {
+            let given = match name {
+                Some(n) => format!("--name {n} does not identify one"),
+                None => "the target's host does not identify one".into(),
+            };
+            Err(Error::Usage(format!(
+                "--expect {}: the responder is an entity (a person or an organisation), and {given}: give --name with its email address or URI",
+                k.as_str()
+            )))
+        }
+        Some(k) => Ok(vec![k.roles().1]),
+        None if names_an_entity => Ok(vec![Role::Device, Role::Entity]),
+        None => Ok(vec![Role::Device]),
+    }
 }
 
 fn build_client(o: &ClientOptions) -> Result<ClientState> {
@@ -347,14 +412,13 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
             ));
         }
     }
-    let mut policy = DraftPolicy::new(m.roots)
+    let policy = DraftPolicy::new(m.roots)
         .intermediates(m.intermediates)
         .crls(m.crls)
-        .names(o.name.clone().into_iter().collect());
-    if let Some(k) = o.expect {
-        policy = policy.for_responders_of(k);
-    }
-    let verifier = Arc::new(DraftServerCertVerifier::new(policy));
+        .accept(&responder_roles(o.expect, o.name.as_ref())?)
+        .names(o.name.clone().into_iter().collect())
+        .strict(!o.lenient);
+    let verifier = Arc::new(DraftServerCertVerifier::new(policy.clone()));
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
@@ -367,6 +431,7 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
     Ok(ClientState {
         connector: TlsConnector::from(Arc::new(cfg)),
         role: m.role,
+        policy,
     })
 }
 
@@ -381,6 +446,8 @@ struct Record {
     connection: Option<&'static str>,
     names: Option<String>,
     serial: Option<String>,
+    /// The codes of the findings a lenient proxy admitted the peer with.
+    findings: Vec<&'static str>,
     reason: Option<String>,
 }
 
@@ -404,6 +471,7 @@ fn log_record(fmt: LogFormat, r: &Record) {
                 "connection": r.connection,
                 "names": r.names,
                 "serial": r.serial,
+                "findings": (!r.findings.is_empty()).then_some(&r.findings),
                 "reason": r.reason,
             });
             crate::serverlog::line(v.to_string());
@@ -421,6 +489,9 @@ fn log_record(fmt: LogFormat, r: &Record) {
             }
             if let Some(x) = &r.serial {
                 line.push_str(&format!(" serial={x}"));
+            }
+            if !r.findings.is_empty() {
+                line.push_str(&format!(" findings={}", r.findings.join(",")));
             }
             if let Some(x) = &r.reason {
                 line.push_str(&format!(" reason={}", quote(x)));
@@ -463,6 +534,27 @@ fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<(Role, String, 
         inspect::joined(&f.names, ", "),
         crate::hex::encode(&f.serial),
     ))
+}
+
+/// The codes of the findings a lenient proxy admitted the peer presenting
+/// `certs` with: its policy judges them once more (a verifier cannot hand
+/// them to the connection); nothing when strict, where there are none.
+fn admitted_with(
+    policy: &DraftPolicy,
+    lenient: bool,
+    certs: Option<&[CertificateDer<'_>]>,
+    side: PeerSide,
+) -> Vec<&'static str> {
+    let Some((leaf, rest)) = certs.and_then(|c| c.split_first()).filter(|_| lenient) else {
+        return vec![];
+    };
+    let mut codes: Vec<&'static str> = policy
+        .judge(leaf, rest, UnixTime::now(), side)
+        .map(|j| j.findings.iter().map(|f| f.code).collect())
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    codes.retain(|c| seen.insert(*c));
+    codes
 }
 
 /// The reason of a failed handshake, in words a log reader follows.
@@ -533,17 +625,75 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Error::input(format!("--listen {addr}"), e.to_string()))
 }
 
-/// Accept until SIGTERM, then drain. `serve` handles one connection.
+/// The connections closed at accept (over a limit of the gate): logged at most
+/// once a second, with their count, so that a flood cannot fill the log.
+#[derive(Default)]
+struct GateLog {
+    /// When the last line was written.
+    last_line: Option<Instant>,
+    /// Connections closed since then, not yet in a line.
+    unlogged: u64,
+    /// The latest of them, for the next line.
+    latest: Option<(SocketAddr, GateRefusal)>,
+}
+
+impl GateLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn refused(&mut self, fmt: LogFormat, peer: SocketAddr, why: GateRefusal) {
+        self.unlogged += 1;
+        self.latest = Some((peer, why));
+        if self.last_line.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            self.write(fmt);
+        }
+    }
+
+    /// When the connections counted since the last line are due in one.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let last = self.last_line?;
+        self.latest.as_ref()?;
+        Some(tokio::time::Instant::from_std(last + Self::EVERY))
+    }
+
+    fn write(&mut self, fmt: LogFormat) {
+        let Some((peer, why)) = self.latest.take() else {
+            return;
+        };
+        let reason = match self.unlogged {
+            1 => why.to_string(),
+            n => format!("{why}; {n} connections closed at once since the last such line"),
+        };
+        log_record(
+            fmt,
+            &Record {
+                peer: peer.to_string(),
+                verdict: "refused",
+                reason: Some(reason),
+                ..Record::default()
+            },
+        );
+        self.unlogged = 0;
+        self.last_line = Some(Instant::now());
+    }
+}
+
+/// Accept until SIGTERM, then drain. `serve` handles one connection; a
+/// connection over the gate's limits (the total, or its client's share) is
+/// closed at once and logged.
 async fn accept_loop<F, Fut>(listener: TcpListener, limits: &Limits, fmt: LogFormat, serve: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let sem = Arc::new(Semaphore::new(max));
+    let gate = ConnectionGate::new(ConnectionLimits::new(
+        limits.max_connections,
+        limits.max_connections_per_client,
+    ));
+    let mut refusals = GateLog::default();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
+        let due = refusals.due();
         tokio::select! {
             r = &mut stop => {
                 if let Err(e) = r {
@@ -551,16 +701,18 @@ where
                 }
                 break;
             }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                refusals.write(fmt);
+            }
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
-                    let Ok(permit) = sem.clone().try_acquire_owned() else {
-                        log_record(fmt, &Record {
-                            peer: peer.to_string(),
-                            verdict: "refused",
-                            reason: Some(format!("too many connections (limit {max})")),
-                            ..Record::default()
-                        });
-                        continue;
+                    let permit = match gate.admit(peer.ip()) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            drop(tcp);
+                            refusals.refused(fmt, peer, why);
+                            continue;
+                        }
                     };
                     let _ = tcp.set_nodelay(true);
                     let fut = serve(tcp, peer);
@@ -578,25 +730,18 @@ where
         }
     }
     drop(listener);
-    let busy = max - sem.available_permits();
+    refusals.write(fmt);
     log_event(
         fmt,
         "shutdown",
-        &format!("stopped accepting; draining {busy} connection(s)"),
+        &format!("stopped accepting; draining {} connection(s)", gate.busy()),
     );
-    let max_u32 = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(limits.drain_timeout, sem.acquire_many(max_u32))
-        .await
-        .is_ok();
-    match drained {
+    match gate.drain(limits.drain_timeout).await {
         true => log_event(fmt, "shutdown", "drained"),
         false => log_event(
             fmt,
             "shutdown",
-            &format!(
-                "drain timeout: closing {} connection(s)",
-                max - sem.available_permits()
-            ),
+            &format!("drain timeout: closing {} connection(s)", gate.busy()),
         ),
     }
 }
@@ -615,6 +760,7 @@ fn tls_transport(tcp: TcpStream) -> tokio::io::BufReader<TcpStream> {
 /// certificate, key or trust file, a port in use) are errors; everything
 /// after is logged.
 pub async fn run_server(o: ServerOptions) -> Result<()> {
+    no_wildcard("--allow-name", &o.allow_names)?;
     let state = build_server(&o)?;
     let listener = bind(o.listen).await?;
     let local = listener
@@ -684,6 +830,12 @@ async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<
     rec.connection = Some(connection.as_str());
     rec.names = Some(names.clone());
     rec.serial = Some(serial.clone());
+    rec.findings = admitted_with(
+        &st.policy,
+        o.lenient,
+        tls.get_ref().1.peer_certificates(),
+        PeerSide::Initiator,
+    );
     let upstream =
         match tokio::time::timeout(o.limits.handshake_timeout, TcpStream::connect(&o.target)).await
         {
@@ -721,6 +873,7 @@ async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<
 
 /// Run `proxy client` until SIGTERM or SIGINT.
 pub async fn run_client(o: ClientOptions) -> Result<()> {
+    no_wildcard("--name", o.name.as_slice())?;
     let state = build_client(&o)?;
     let (host, _) = split_host_port(&o.target)?;
     let server_name = match &o.name {
@@ -790,6 +943,7 @@ async fn serve_client(
         ..Record::default()
     };
     let started = Instant::now();
+    let side = PeerSide::responder(&name);
     let hs = async {
         let tcp = TcpStream::connect(&o.target)
             .await
@@ -824,6 +978,12 @@ async fn serve_client(
     rec.connection = Some(connection.as_str());
     rec.names = Some(names);
     rec.serial = Some(serial);
+    rec.findings = admitted_with(
+        &st.policy,
+        o.lenient,
+        tls.get_ref().1.peer_certificates(),
+        side,
+    );
     rec.verdict = "accepted";
     log_record(o.log, &rec);
     pipe::pipe(local, tls, o.limits.idle_timeout).await;
@@ -840,5 +1000,31 @@ mod tests {
         assert!(split_host_port("a.test").is_err());
         assert!(split_host_port(":80").is_err());
         assert!(split_host_port("a:99999").is_err());
+    }
+
+    #[test]
+    fn an_entity_responder_is_accepted_only_by_its_email_or_uri() {
+        use Connection::{EndToEnd, ServerToClient, ServerToServer};
+        let (dns, email, uri) = (
+            PeerName::parse("db.test"),
+            PeerName::parse("alice@test"),
+            PeerName::parse("spiffe://corp/alice"),
+        );
+        let roles = |k, n: Option<&PeerName>| responder_roles(k, n).map_err(|e| e.to_string());
+        assert_eq!(roles(None, None), Ok(vec![Role::Device]));
+        assert_eq!(roles(None, Some(&dns)), Ok(vec![Role::Device]));
+        assert_eq!(
+            roles(None, Some(&email)),
+            Ok(vec![Role::Device, Role::Entity])
+        );
+        assert_eq!(roles(Some(ServerToServer), None), Ok(vec![Role::Device]));
+        assert_eq!(roles(Some(EndToEnd), Some(&uri)), Ok(vec![Role::Entity]));
+        for n in [None, Some(&dns), Some(&PeerName::parse("10.0.0.1"))] {
+            let e = roles(Some(ServerToClient), n).unwrap_err();
+            assert!(
+                e.contains("give --name with its email address or URI"),
+                "{e}"
+            );
+        }
     }
 }

@@ -28,7 +28,7 @@ use super::{reasons, CertRef, CertVerdict, Finding, PeerName, Trust, Usage, Veri
 use crate::inspect::{self, joined, CertFacts, KeyPurpose, PresentedName};
 use crate::name_constraints;
 use crate::names::printable;
-use crate::role::{CertClass, Eku, Role};
+use crate::role::{CertClass, Eku, NameKind, Role};
 use crate::rules::{self, Rule};
 
 /// The OID bytes (DER contents) of the TLS EKUs.
@@ -144,7 +144,7 @@ pub fn verify_cert(
         }
     }
     if let Some(name) = &opts.name {
-        if let Err(r) = name_matches(leaf, &facts, name) {
+        if let Err(r) = name_matches(leaf, &facts, name, NameMatch::Dialled) {
             reasons.push(r);
         }
     }
@@ -279,56 +279,73 @@ pub(crate) fn draft_eku(f: &CertFacts, role: Role) -> Option<String> {
     None
 }
 
-/// Whether the certificate is valid for `name`: RFC 6125 matching by webpki for
-/// DNS names and IP addresses, exact SAN matching for email and URI.
+/// How a name is matched against a certificate: the one choice every name
+/// check of the verifier and the proxy makes, in [`name_matches`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameMatch {
+    /// The name a client dialled (RFC 6125 server identity, by webpki): a
+    /// wildcard DNS name of the certificate matches one label, as in any TLS
+    /// client. For the responder's host and `verify cert --name`.
+    Dialled,
+    /// The identity of a peer, as an allow-list or an entity's `--name` lists
+    /// it: one of the names the certificate presents, exactly. A wildcard
+    /// certificate names no one host, so it never matches.
+    Identity,
+}
+
+/// Whether the certificate is valid for `name`, matched as `mode` says. In
+/// both modes only names of a kind the certificate's role carries count (a
+/// device's DNS, IP and URI names, an entity's email and URI names: a
+/// device's email address is nobody's), and email addresses and URIs are
+/// compared exactly (an email's domain without regard to case, RFC 5280
+/// 4.2.1.6).
 pub(crate) fn name_matches(
     der: &CertificateDer<'_>,
     f: &CertFacts,
     name: &PeerName,
+    mode: NameMatch,
 ) -> Result<(), String> {
     let shown = name.to_string();
-    let miss = || Err(reasons::name_mismatch(&shown, &f.names));
-    match name {
-        PeerName::Dns(_) | PeerName::Ip(_) => {
-            let server_name = match name {
-                PeerName::Dns(d) => match ServerName::try_from(d.as_str()) {
-                    Ok(n) => n,
-                    Err(_) => return Err(format!("{shown} is not a valid DNS name")),
-                },
-                PeerName::Ip(ip) => ServerName::IpAddress((*ip).into()),
-                _ => return miss(),
-            };
-            let Ok(ee) = EndEntityCert::try_from(der) else {
-                return miss();
-            };
-            match ee.verify_is_valid_for_subject_name(&server_name) {
-                Ok(()) => Ok(()),
-                Err(_) => miss(),
-            }
+    if let PeerName::Dns(d) = name {
+        if ServerName::try_from(d.as_str()).is_err() {
+            return Err(format!("{shown} is not a valid DNS name"));
         }
-        PeerName::Email(e) => {
-            let want = e.to_ascii_lowercase();
-            if f.names
-                .iter()
-                .filter_map(PresentedName::email)
-                .any(|v| email_eq(v, e) || v.to_ascii_lowercase() == want)
-            {
-                Ok(())
-            } else {
-                miss()
-            }
+    }
+    // Only the names its role may carry name the peer (a device's email is
+    // not a person's, an entity's host name no host's).
+    let role = f.role.role();
+    let carried = |k: NameKind| role.is_none_or(|r| rules::name_kind_allowed(r, k));
+    let valid_for = |n: ServerName<'_>| {
+        EndEntityCert::try_from(der).is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&n).is_ok())
+    };
+    let found = match (mode, name) {
+        (NameMatch::Dialled, PeerName::Ip(ip)) => {
+            carried(NameKind::Ip) && valid_for(ServerName::IpAddress((*ip).into()))
         }
-        PeerName::Uri(u) => {
-            if f.names
-                .iter()
-                .filter_map(PresentedName::uri)
-                .any(|v| v == u.as_str())
-            {
-                Ok(())
-            } else {
-                miss()
-            }
+        (NameMatch::Dialled, PeerName::Dns(d)) => {
+            carried(NameKind::Dns) && ServerName::try_from(d.as_str()).is_ok_and(valid_for)
         }
+        _ => f
+            .names
+            .iter()
+            .filter(|n| n.kind().is_some_and(carried))
+            .any(|n| match (name, n) {
+                (PeerName::Dns(want), PresentedName::Dns(have)) => {
+                    !have.starts_with("*.")
+                        && have
+                            .trim_end_matches('.')
+                            .eq_ignore_ascii_case(want.trim_end_matches('.'))
+                }
+                (PeerName::Ip(want), PresentedName::Ip(have)) => want == have,
+                (PeerName::Email(want), PresentedName::Email(have)) => email_eq(have, want),
+                (PeerName::Uri(want), PresentedName::Uri(have)) => have == want,
+                _ => false,
+            }),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(reasons::name_mismatch(&shown, &f.names))
     }
 }
 
@@ -954,6 +971,67 @@ fn ca_eku_reason(refused: &[Vec<String>], usage: Usage) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed leaf with `eku` and these SANs (`DNS:`, `IP:`, `email:`, `URI:`).
+    fn leaf(eku: rcgen::ExtendedKeyUsagePurpose, sans: &[&str]) -> CertificateDer<'static> {
+        use rcgen::SanType;
+        let mut p = rcgen::CertificateParams::default();
+        p.extended_key_usages = vec![eku];
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.split_once(':').unwrap() {
+                ("DNS", v) => SanType::DnsName(v.to_string().try_into().unwrap()),
+                ("IP", v) => SanType::IpAddress(v.parse().unwrap()),
+                ("email", v) => SanType::Rfc822Name(v.to_string().try_into().unwrap()),
+                (_, v) => SanType::URI(v.to_string().try_into().unwrap()),
+            })
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn matches(der: &CertificateDer<'_>, name: &str, mode: NameMatch) -> bool {
+        let cert = inspect::parse_der(der.as_ref()).unwrap();
+        name_matches(der, &CertFacts::of(&cert), &PeerName::parse(name), mode).is_ok()
+    }
+
+    #[test]
+    fn an_identity_is_a_name_presented_exactly_the_name_dialled_follows_rfc_6125() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        use NameMatch::{Dialled, Identity};
+        let wild = leaf(
+            ServerAuth,
+            &["DNS:*.corp.internal", "DNS:Web.Corp.Internal"],
+        );
+        assert!(matches(&wild, "db.corp.internal", Dialled));
+        assert!(!matches(&wild, "db.corp.internal", Identity));
+        assert!(!matches(&wild, "*.corp.internal", Identity));
+        assert!(matches(&wild, "web.corp.internal.", Identity));
+        assert!(!matches(&wild, "corp.internal", Dialled));
+        // A device's email names nobody; an entity's host name no host.
+        let device = leaf(
+            ServerAuth,
+            &["DNS:d.test", "IP:10.0.0.1", "email:alice@test"],
+        );
+        assert!(matches(&device, "10.0.0.1", Identity));
+        assert!(!matches(&device, "10.0.0.2", Identity));
+        for mode in [Dialled, Identity] {
+            assert!(!matches(&device, "alice@test", mode));
+        }
+        let entity = leaf(
+            ClientAuth,
+            &["email:alice@Test", "DNS:db.test", "URI:urn:x:alice"],
+        );
+        assert!(matches(&entity, "alice@test", Identity));
+        assert!(matches(&entity, "urn:x:alice", Identity));
+        for mode in [Dialled, Identity] {
+            assert!(
+                !matches(&entity, "ALICE@test", mode),
+                "the local part is exact"
+            );
+            assert!(!matches(&entity, "db.test", mode));
+        }
+    }
 
     #[test]
     fn uri_names_are_held_to_an_anchors_uri_subtrees_by_host() {

@@ -31,9 +31,13 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 
-use super::{chain, verify_cert, PeerName, RevocationSource, Trust, Usage, VerifyOptions};
-use crate::inspect::{self, CertFacts};
-use crate::role::{CertClass, Connection, Role};
+use super::chain::{self, NameMatch};
+use super::{
+    verify_cert, Finding, PeerName, RevocationSource, Severity, Trust, Usage, VerifyOptions,
+};
+use crate::inspect::{self, CertFacts, PresentedName};
+use crate::role::{CertClass, Connection, Eku, NameKind, Role};
+use crate::rules::{self, Rule};
 
 /// Why a verifier refused a peer: the plain-sentence reasons of the verdict.
 #[derive(Debug, Clone)]
@@ -104,9 +108,14 @@ impl DraftPolicy {
         }
     }
 
-    /// Refuse peers whose path has findings too (issuer-side profile rules,
-    /// trust anchors included), as `verify --strict` does. Off by default: the
-    /// peers TLS stacks accept are accepted.
+    /// Refuse peers whose path has findings too: the verifier's (issuer-side
+    /// profile rules, trust anchors included, as `verify --strict` reports
+    /// them) and the draft's issuer rules on the leaf ([`draft_findings`]:
+    /// names of a kind its role does not carry or no name that identifies it,
+    /// an EKU of the other role, a leaf signed by a root directly).
+    /// Each is a certificate only a CA key holder could make, and none that
+    /// mtlsca issues. Off by default: the peers TLS stacks accept are
+    /// accepted, and [`DraftPolicy::judge`] says what they break.
     pub fn strict(mut self, strict: bool) -> DraftPolicy {
         self.strict = strict;
         self
@@ -128,8 +137,14 @@ impl DraftPolicy {
         self.accept(&[connection.roles().1])
     }
 
-    /// Accept only peers valid for one of these names. For a server verifier
-    /// without names, the name the client connects to is checked instead.
+    /// Accept only peers valid for one of these names. An initiator's names are
+    /// its identity: a name of the list must be one its certificate presents,
+    /// exactly (a wildcard certificate matches no entry). A device responder
+    /// is matched as the name a client dials (RFC 6125: a wildcard matches one
+    /// label), and without names, the name the client dialled is checked. An
+    /// entity responder is matched as an identity, and without names it is
+    /// accepted whatever it names: a client that may meet one must give the
+    /// names that identify it (its email or URI), as `proxy client` does.
     pub fn names(mut self, names: Vec<PeerName>) -> DraftPolicy {
         self.names = names;
         self
@@ -153,7 +168,9 @@ impl DraftPolicy {
         self
     }
 
-    /// Check a presented chain; `connected_to` is the name a client dialled.
+    /// Check a presented chain: `connected_to` is the name a client dialled
+    /// when the peer is a responder, `None` for an initiator (see
+    /// [`DraftPolicy::judge`]).
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -161,6 +178,24 @@ impl DraftPolicy {
         now: UnixTime,
         connected_to: Option<PeerName>,
     ) -> Result<CertClass, String> {
+        let side = match connected_to {
+            Some(name) => PeerSide::Responder(Some(name)),
+            None => PeerSide::Initiator,
+        };
+        self.judge(end_entity, intermediates, now, side)
+            .map(|j| j.class)
+    }
+
+    /// Judge a presented chain from the `side` it comes from: `Err` with the
+    /// reasons when the peer is refused, else its class and the findings it
+    /// was admitted with (none when the policy is strict).
+    pub fn judge(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        side: PeerSide,
+    ) -> Result<Judged, String> {
         let cert = inspect::parse_der(end_entity.as_ref())
             .map_err(|e| format!("peer certificate cannot be read: {e}"))?;
         let facts = CertFacts::of(&cert);
@@ -196,7 +231,7 @@ impl DraftPolicy {
         };
         let at = OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let v = verify_cert(
+        let mut v = verify_cert(
             end_entity,
             &trust,
             &VerifyOptions {
@@ -205,33 +240,181 @@ impl DraftPolicy {
                 at,
             },
         );
+        if v.valid {
+            for f in draft_findings(&facts, role, self.signed_by_a_root(&v.chain)) {
+                if !v.findings.contains(&f) {
+                    v.findings.push(f);
+                }
+            }
+        }
         let v = if self.strict { v.strict() } else { v };
         if !v.valid {
             return Err(v.reasons.join("; "));
         }
-        // The name a client dialled says something about a device only.
-        let names: Vec<PeerName> = if self.names.is_empty() {
-            connected_to
-                .filter(|_| role == Role::Device)
-                .into_iter()
-                .collect()
-        } else {
-            self.names.clone()
+        // The names to check, and how: an initiator's and an entity's names
+        // are identities; a device responder answers for the name dialled.
+        let mode = match side {
+            PeerSide::Responder(_) if role == Role::Device => NameMatch::Dialled,
+            _ => NameMatch::Identity,
+        };
+        let names: Vec<PeerName> = match side {
+            PeerSide::Responder(Some(host)) if self.names.is_empty() && role == Role::Device => {
+                vec![host]
+            }
+            _ => self.names.clone(),
         };
         if !names.is_empty()
             && !names
                 .iter()
-                .any(|n| chain::name_matches(end_entity, &facts, n).is_ok())
+                .any(|n| chain::name_matches(end_entity, &facts, n, mode).is_ok())
         {
             let want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let how = match mode {
+                NameMatch::Identity
+                    if facts.names.iter().any(|n| n.wildcard_parent().is_some()) =>
+                {
+                    " (a wildcard name is not the identity of one peer)"
+                }
+                _ => "",
+            };
             return Err(format!(
-                "peer certificate is not valid for {} (it names {})",
+                "peer certificate is not valid for {} (it names {}){how}",
                 want.join(" or "),
                 inspect::joined(&facts.names, ", ")
             ));
         }
-        Ok(facts.role)
+        Ok(Judged {
+            class: facts.role,
+            findings: v.findings,
+        })
     }
+}
+
+impl DraftPolicy {
+    /// Whether a validated path (subjects, leaf to anchor) is a leaf signed
+    /// by a root directly: two certificates, the anchor self-issued. (An
+    /// issuing CA trusted as the anchor is not a root.)
+    fn signed_by_a_root(&self, path: &[String]) -> bool {
+        let [_, anchor] = path else {
+            return false;
+        };
+        self.roots.iter().any(|r| {
+            inspect::parse_der(r.as_ref()).is_ok_and(|c| {
+                let f = CertFacts::of(&c);
+                f.subject == *anchor && f.subject == f.issuer
+            })
+        })
+    }
+}
+
+/// Which end of a connection a judged peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerSide {
+    /// An initiator (TLS client): its names are identities, matched exactly.
+    Initiator,
+    /// A responder (TLS server), with the name the client dialled (checked
+    /// for a device when the policy names nobody).
+    Responder(Option<PeerName>),
+}
+
+impl PeerSide {
+    /// A responder dialled as `server_name`.
+    pub fn responder(server_name: &ServerName<'_>) -> PeerSide {
+        PeerSide::Responder(match server_name {
+            ServerName::DnsName(d) => Some(PeerName::Dns(d.as_ref().to_string())),
+            ServerName::IpAddress(ip) => Some(PeerName::Ip(std::net::IpAddr::from(*ip))),
+            _ => None,
+        })
+    }
+}
+
+/// A peer a [`DraftPolicy`] admits.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// Device or entity.
+    pub class: CertClass,
+    /// The findings it was admitted with: the verifier's and the draft's
+    /// issuer rules ([`draft_findings`]). Always empty under a strict policy.
+    pub findings: Vec<Finding>,
+}
+
+/// The stable code of a leaf signed by a root directly.
+pub const LEAF_ISSUED_BY_ROOT: &str = "leaf-issued-by-root";
+
+/// The draft's issuer rules on a validated leaf of `role`, `signed_by_root`
+/// or by an issuing CA: names of a kind the role does not carry or of a type
+/// mtlsca never issues, no name that identifies it, an EKU of the other role,
+/// a leaf signed by a root directly. Each
+/// finding's code is the rulebook's (`name-kind-for-role`, `no-identity`,
+/// `name-type-unsupported`, `eku-wrong-role`) or [`LEAF_ISSUED_BY_ROOT`].
+pub fn draft_findings(f: &CertFacts, role: Role, signed_by_root: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |code: &'static str, message: String| {
+        out.push(Finding {
+            code,
+            severity: Severity::Error,
+            message,
+        })
+    };
+    let listed = |names: Vec<&PresentedName>| inspect::joined(&names, ", ");
+    let wrong: Vec<&PresentedName> = f
+        .names
+        .iter()
+        .filter(|n| n.kind().is_some_and(|k| !rules::name_kind_allowed(role, k)))
+        .collect();
+    if !wrong.is_empty() {
+        add(
+            Rule::NameKindForRole.code(),
+            format!(
+                "certificate is {} carrying names of the other role ({}): an issuer broke the draft's name rule",
+                match role {
+                    Role::Device => "a device",
+                    Role::Entity => "an entity",
+                },
+                listed(wrong)
+            ),
+        );
+    }
+    let unsupported: Vec<&PresentedName> = f.names.iter().filter(|n| n.kind().is_none()).collect();
+    if !unsupported.is_empty() {
+        add(
+            Rule::NameTypeUnsupported.code(),
+            format!(
+                "certificate carries names mtlsca never issues ({})",
+                listed(unsupported)
+            ),
+        );
+    }
+    let kinds = |k: &[NameKind]| {
+        f.names
+            .iter()
+            .any(|n| n.kind().is_some_and(|x| k.contains(&x)))
+    };
+    let identified = match role {
+        Role::Device => kinds(rules::kind_rules(Role::Device, None).identity),
+        Role::Entity => kinds(&[NameKind::Email]) || f.has_org,
+    };
+    if !identified {
+        add(
+            Rule::NoIdentity.code(),
+            match role {
+                Role::Device => "certificate is a device without a DNS, IP or URI name".into(),
+                Role::Entity => "certificate is an entity with neither an email address (a person) nor an organizationName (an organisation)".into(),
+            },
+        );
+    }
+    let ekus: Vec<Eku> = f.purposes().iter().filter_map(|p| p.known()).collect();
+    if let Some((rule, why)) = rules::eku_conflict(role, &ekus) {
+        add(rule.code(), format!("certificate: {why}"));
+    }
+    if signed_by_root {
+        add(
+            LEAF_ISSUED_BY_ROOT,
+            "certificate is signed by the root itself, not by an issuing CA: a root's key signs CAs only, as in mtlsca's hierarchy".into(),
+        );
+    }
+    out
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -275,7 +458,7 @@ impl ClientCertVerifier for DraftClientCertVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.policy
-            .check(end_entity, intermediates, now, None)
+            .judge(end_entity, intermediates, now, PeerSide::Initiator)
             .map(|_| ClientCertVerified::assertion())
             .map_err(|r| refuse(format!("initiator refused: {r}")))
     }
@@ -341,13 +524,13 @@ impl ServerCertVerifier for DraftServerCertVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let dialled = match server_name {
-            ServerName::DnsName(d) => Some(PeerName::Dns(d.as_ref().to_string())),
-            ServerName::IpAddress(ip) => Some(PeerName::Ip(std::net::IpAddr::from(*ip))),
-            _ => None,
-        };
         self.policy
-            .check(end_entity, intermediates, now, dialled)
+            .judge(
+                end_entity,
+                intermediates,
+                now,
+                PeerSide::responder(server_name),
+            )
             .map(|_| ServerCertVerified::assertion())
             .map_err(|r| refuse(format!("responder refused: {r}")))
     }

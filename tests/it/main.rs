@@ -7,6 +7,7 @@ mod ca;
 mod common;
 mod engine;
 mod hostile_acme;
+mod hostile_proxy;
 mod hostile_publish;
 mod hostile_socket;
 mod lifecycle;

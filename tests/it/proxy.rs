@@ -55,7 +55,7 @@ fn wait_port(port: u16, what: &str, log: Option<&Path>) {
 }
 
 /// A child process stopped when dropped: SIGTERM, then SIGKILL.
-struct Proc {
+pub(crate) struct Proc {
     child: Option<Child>,
     log: PathBuf,
 }
@@ -66,12 +66,20 @@ impl Proc {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    fn log(&self) -> String {
+    /// The exit code, once the child has exited (-1 for a signal); the
+    /// child is reaped then, and never signalled again.
+    pub(crate) fn exited(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.code().unwrap_or(-1))
+    }
+
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Wait until the log has a line containing all of `parts`; return it.
-    fn wait_line(&self, parts: &[&str]) -> String {
+    pub(crate) fn wait_line(&self, parts: &[&str]) -> String {
         let start = Instant::now();
         loop {
             let log = self.log();
@@ -90,7 +98,7 @@ impl Proc {
     }
 
     /// SIGTERM and wait for the exit code.
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         self.term();
         let mut child = self.child.take().expect("running");
         let start = Instant::now();
@@ -127,7 +135,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+pub(crate) fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
     let f = std::fs::File::create(&log).expect("log file");
     let child = cmd
         .stdin(Stdio::null())
@@ -142,7 +150,7 @@ fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
 }
 
 /// `mtlsca proxy ARGS`, waiting until it listens on `port`.
-fn proxy(env: &Env, name: &str, port: u16, args: &[&str]) -> Proc {
+pub(crate) fn proxy(env: &Env, name: &str, port: u16, args: &[&str]) -> Proc {
     let mut c = env.cmd();
     c.arg("proxy")
         .args(args)
@@ -231,7 +239,7 @@ fn issue_revoked(env: &Env, name: &str) {
     env.ok(&["crl"]);
 }
 
-fn serial_of(env: &Env, file: &str) -> String {
+pub(crate) fn serial_of(env: &Env, file: &str) -> String {
     env.openssl_ok(&["x509", "-in", file, "-noout", "-serial"])
         .lines()
         .find_map(|l| l.strip_prefix("serial="))
@@ -241,7 +249,7 @@ fn serial_of(env: &Env, file: &str) -> String {
 }
 
 /// A CA with devices a (the initiator) and b (the proxy, b.test / 127.0.0.1).
-fn env_with_devices() -> Env {
+pub(crate) fn env_with_devices() -> Env {
     let env = Env::with_ca();
     env.ok(&["issue", "device", "--dns", "a.test", "--out", "a"]);
     env.ok(&[
@@ -257,7 +265,7 @@ fn env_with_devices() -> Env {
     env
 }
 
-fn server_args<'a>(listen: &'a str, target: &'a str) -> Vec<&'a str> {
+pub(crate) fn server_args<'a>(listen: &'a str, target: &'a str) -> Vec<&'a str> {
     vec![
         "server",
         "--listen",
@@ -273,7 +281,12 @@ fn server_args<'a>(listen: &'a str, target: &'a str) -> Vec<&'a str> {
 
 /// `proxy client` arguments: listen on `listen`, connect to `target` and
 /// expect its certificate to name `name`, present `cert`, trust the CA's root.
-fn client_args<'a>(listen: &'a str, target: &'a str, name: &'a str, cert: &'a str) -> Vec<&'a str> {
+pub(crate) fn client_args<'a>(
+    listen: &'a str,
+    target: &'a str,
+    name: &'a str,
+    cert: &'a str,
+) -> Vec<&'a str> {
     vec![
         "client",
         "--listen",
@@ -573,7 +586,7 @@ print(data.decode())
 }
 
 /// A TCP echo server on a thread; returns its port.
-fn echo_server() -> u16 {
+pub(crate) fn echo_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -589,7 +602,7 @@ fn echo_server() -> u16 {
 }
 
 /// A rustls client applying the draft to the proxy, as `who` (a device).
-fn tls_client(env: &Env, who: &str) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_client(env: &Env, who: &str) -> Arc<rustls::ClientConfig> {
     use mtlsca::verify::load;
     use mtlsca::verify::rustls_verifiers::{DraftPolicy, DraftServerCertVerifier};
     let roots = load::certs(&env.ca_dir().join("root.pem"), "root").unwrap();
@@ -610,10 +623,23 @@ fn tls_client(env: &Env, who: &str) -> Arc<rustls::ClientConfig> {
 
 /// One TLS connection through the proxy to the echo server: the responder's
 /// serial (lowercase hex) after a round trip of `msg`.
-fn echo_once(cfg: &Arc<rustls::ClientConfig>, port: u16, msg: &[u8]) -> Result<String, String> {
+pub(crate) fn echo_once(
+    cfg: &Arc<rustls::ClientConfig>,
+    port: u16,
+    msg: &[u8],
+) -> Result<String, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    echo_on(cfg, tcp, msg)
+}
+
+/// As [`echo_once`], on a connection the caller made.
+pub(crate) fn echo_on(
+    cfg: &Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+    msg: &[u8],
+) -> Result<String, String> {
     let name = rustls_pki_types::ServerName::try_from("b.test").unwrap();
     let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(msg).map_err(|e| e.to_string())?;
@@ -1339,7 +1365,11 @@ fn connection_handshake_and_idle_limits_are_enforced_and_logged() {
     let silent = TcpStream::connect(("127.0.0.1", pp)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let second = TcpStream::connect(("127.0.0.1", pp)).unwrap();
-    p.wait_line(&["verdict=refused", "too many connections (limit 1)"]);
+    // (With a total of 1, a client's share is 1 too: that is the limit met.)
+    p.wait_line(&[
+        "verdict=refused",
+        "too many connections from 127.0.0.1 (limit 1 per client)",
+    ]);
     drop(second);
     // The silent one is dropped when the handshake time is up.
     p.wait_line(&["verdict=refused", "TLS handshake not done within 1s"]);
