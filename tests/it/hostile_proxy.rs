@@ -8,12 +8,12 @@
 //! A future change must keep this module green.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Env};
+use crate::common::{connect_from, free_port, Env};
 use crate::proxy::{
     client_args, echo_on, echo_once, echo_server, env_with_devices, proxy, serial_of, server_args,
     spawn, tls_client,
@@ -134,25 +134,6 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
         }
     }
     false
-}
-
-/// A TCP connection to `127.0.0.1:port` from the local address `from`.
-fn connect_from(from: &str, port: u16) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let s = tokio::net::TcpSocket::new_v4().unwrap();
-        s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        let t = s
-            .connect(([127, 0, 0, 1], port).into())
-            .await
-            .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
-        let std = t.into_std().unwrap();
-        std.set_nonblocking(false).unwrap();
-        std
-    })
 }
 
 // ------------------------------------------------------------ finding 1
@@ -415,7 +396,7 @@ fn one_clients_idle_connections_leave_room_for_others_by_default() {
         "too many connections from 127.0.0.1 (limit 64 per client)",
     ]);
     let cfg = tls_client(&env, "a");
-    let other = connect_from("127.0.0.2", pp);
+    let other = connect_from(Ipv4Addr::new(127, 0, 0, 2), pp);
     let served = echo_on(&cfg, other, b"from .2\n");
     assert!(served.is_ok(), "{served:?}\n{}", p.log());
     drop(idle);
@@ -455,7 +436,7 @@ fn the_per_client_share_is_a_flag_and_refusals_are_logged_with_a_count() {
     }
     let secs = started.elapsed().as_secs() as usize;
     let cfg = tls_client(&env, "a");
-    let served = echo_on(&cfg, connect_from("127.0.0.2", pp), b"hi\n");
+    let served = echo_on(&cfg, connect_from(Ipv4Addr::new(127, 0, 0, 2), pp), b"hi\n");
     assert!(served.is_ok(), "{served:?}\n{}", p.log());
     // Every refused connection is counted in a line, within a second or so.
     let counted = || {
