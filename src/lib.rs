@@ -42,6 +42,7 @@ pub mod rules;
 pub mod serverlog;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod timefmt;
 
 pub mod inspect;

@@ -420,7 +420,7 @@ impl Profile {
             },
         };
         for kind_ in [NameKind::Dns, NameKind::Ip, NameKind::Uri, NameKind::Email] {
-            if names.allows(kind_) && !kind_.allowed_for(role) {
+            if names.allows(kind_) && !rules::name_kind_allowed(role, kind_) {
                 let why = match role {
                     Role::Device => "a device is a machine, not a person or organisation",
                     Role::Entity => "an entity is someone, not a host",

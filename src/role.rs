@@ -140,18 +140,6 @@ impl Eku {
     }
 }
 
-/// The EKUs a role implies (the rulebook's table; kept here for callers that read
-/// roles).
-pub fn implied_ekus(role: Role, kind: Option<EntityKind>, smime: bool) -> Vec<Eku> {
-    crate::rules::implied_ekus(role, kind, smime)
-}
-
-/// Why a set of EKUs is not acceptable for a role, as a sentence; `None` when it is
-/// (the rulebook's `eku_conflict` without its rule code).
-pub fn eku_conflict(role: Role, ekus: &[Eku]) -> Option<String> {
-    crate::rules::eku_conflict(role, ekus).map(|(_, why)| why.to_string())
-}
-
 /// A kind of subjectAltName.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,11 +164,6 @@ impl NameKind {
             NameKind::Uri => "URI",
             NameKind::Email => "email",
         }
-    }
-
-    /// Whether the role may carry this kind of name at all (the role table).
-    pub fn allowed_for(self, role: Role) -> bool {
-        crate::rules::name_kind_allowed(role, self)
     }
 }
 
@@ -320,82 +303,6 @@ pub fn connection(initiator: Role, responder: Role) -> Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn device_implies_server_auth_only() {
-        assert_eq!(
-            implied_ekus(Role::Device, None, true),
-            vec![Eku::ServerAuth]
-        );
-    }
-
-    #[test]
-    fn person_implies_client_auth_and_optionally_email_protection() {
-        let p = Some(EntityKind::Person);
-        assert_eq!(implied_ekus(Role::Entity, p, false), vec![Eku::ClientAuth]);
-        assert_eq!(
-            implied_ekus(Role::Entity, p, true),
-            vec![Eku::ClientAuth, Eku::EmailProtection]
-        );
-        let o = Some(EntityKind::Organization);
-        assert_eq!(implied_ekus(Role::Entity, o, true), vec![Eku::ClientAuth]);
-    }
-
-    #[test]
-    fn eku_conflicts_name_the_rule() {
-        let cases: &[(Role, &[Eku], Option<&str>)] = &[
-            (Role::Device, &[Eku::ServerAuth], None),
-            (Role::Entity, &[Eku::ClientAuth], None),
-            (Role::Entity, &[Eku::ClientAuth, Eku::EmailProtection], None),
-            (
-                Role::Device,
-                &[Eku::ServerAuth, Eku::ClientAuth],
-                Some("together"),
-            ),
-            (
-                Role::Entity,
-                &[Eku::ServerAuth, Eku::ClientAuth],
-                Some("together"),
-            ),
-            (Role::Device, &[Eku::Any], Some("anyExtendedKeyUsage")),
-            (
-                Role::Device,
-                &[Eku::ClientAuth],
-                Some("clientAuth on a device"),
-            ),
-            (
-                Role::Entity,
-                &[Eku::ServerAuth],
-                Some("serverAuth on an entity"),
-            ),
-            (
-                Role::Device,
-                &[Eku::EmailProtection],
-                Some("emailProtection on a device"),
-            ),
-        ];
-        for (role, ekus, want) in cases {
-            let got = eku_conflict(*role, ekus);
-            match want {
-                None => assert!(got.is_none(), "{role} {ekus:?}: {got:?}"),
-                Some(w) => assert!(
-                    got.as_deref().unwrap_or("").contains(w),
-                    "{role} {ekus:?}: {got:?}"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn name_kinds_follow_the_role_table() {
-        assert!(NameKind::Dns.allowed_for(Role::Device));
-        assert!(NameKind::Ip.allowed_for(Role::Device));
-        assert!(NameKind::Uri.allowed_for(Role::Device));
-        assert!(!NameKind::Email.allowed_for(Role::Device));
-        assert!(NameKind::Email.allowed_for(Role::Entity));
-        assert!(!NameKind::Dns.allowed_for(Role::Entity));
-        assert!(!NameKind::Ip.allowed_for(Role::Entity));
-    }
 
     #[test]
     fn classification_reads_ekus() {

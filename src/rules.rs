@@ -500,7 +500,7 @@ impl Refusal {
 
     /// The value at fault (made printable here).
     pub fn value(mut self, v: impl AsRef<str>) -> Refusal {
-        self.value = Some(crate::names::printable(v.as_ref()));
+        self.value = Some(crate::text::printable(v.as_ref()));
         self
     }
 
@@ -644,5 +644,78 @@ mod tests {
             Some(Rule::EkuServerAndClient)
         );
         assert_eq!(eku_conflict(Role::Device, &[Eku::ServerAuth]), None);
+    }
+
+    #[test]
+    fn device_implies_server_auth_only() {
+        assert_eq!(
+            implied_ekus(Role::Device, None, true),
+            vec![Eku::ServerAuth]
+        );
+    }
+
+    #[test]
+    fn person_implies_client_auth_and_optionally_email_protection() {
+        let p = Some(EntityKind::Person);
+        assert_eq!(implied_ekus(Role::Entity, p, false), vec![Eku::ClientAuth]);
+        assert_eq!(
+            implied_ekus(Role::Entity, p, true),
+            vec![Eku::ClientAuth, Eku::EmailProtection]
+        );
+        let o = Some(EntityKind::Organization);
+        assert_eq!(implied_ekus(Role::Entity, o, true), vec![Eku::ClientAuth]);
+    }
+
+    #[test]
+    fn eku_conflicts_name_the_rule() {
+        let cases: &[(Role, &[Eku], Option<&str>)] = &[
+            (Role::Device, &[Eku::ServerAuth], None),
+            (Role::Entity, &[Eku::ClientAuth], None),
+            (Role::Entity, &[Eku::ClientAuth, Eku::EmailProtection], None),
+            (
+                Role::Device,
+                &[Eku::ServerAuth, Eku::ClientAuth],
+                Some("together"),
+            ),
+            (
+                Role::Entity,
+                &[Eku::ServerAuth, Eku::ClientAuth],
+                Some("together"),
+            ),
+            (Role::Device, &[Eku::Any], Some("anyExtendedKeyUsage")),
+            (
+                Role::Device,
+                &[Eku::ClientAuth],
+                Some("clientAuth on a device"),
+            ),
+            (
+                Role::Entity,
+                &[Eku::ServerAuth],
+                Some("serverAuth on an entity"),
+            ),
+            (
+                Role::Device,
+                &[Eku::EmailProtection],
+                Some("emailProtection on a device"),
+            ),
+        ];
+        for (role, ekus, want) in cases {
+            let got = eku_conflict(*role, ekus).map(|(_, why)| why);
+            match want {
+                None => assert!(got.is_none(), "{role} {ekus:?}: {got:?}"),
+                Some(w) => assert!(got.unwrap_or("").contains(w), "{role} {ekus:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn name_kinds_follow_the_role_table() {
+        assert!(name_kind_allowed(Role::Device, NameKind::Dns));
+        assert!(name_kind_allowed(Role::Device, NameKind::Ip));
+        assert!(name_kind_allowed(Role::Device, NameKind::Uri));
+        assert!(!name_kind_allowed(Role::Device, NameKind::Email));
+        assert!(name_kind_allowed(Role::Entity, NameKind::Email));
+        assert!(!name_kind_allowed(Role::Entity, NameKind::Dns));
+        assert!(!name_kind_allowed(Role::Entity, NameKind::Ip));
     }
 }

@@ -9,7 +9,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use super::sign::SignContext;
+use super::SignContext;
 use crate::error::{Error, Result};
 use crate::inspect::facts::ip_from_bytes;
 use crate::names::SanName;

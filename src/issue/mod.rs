@@ -56,6 +56,19 @@ use crate::profile::Profile;
 use crate::rules::{self, Field, Origin, Refusal, Rule};
 use crate::store::{Record, Store};
 
+/// What signing needs, shared by the threads of a batch: the issuing CA, the root
+/// (for the once-per-process path validation), the CA's name constraints and the
+/// time.
+#[derive(Clone, Copy)]
+pub(crate) struct SignContext<'s> {
+    pub signing: &'s SigningCa,
+    pub root_der: &'s [u8],
+    /// Whether a full path through `signing` was validated in this process.
+    pub chain_validated: &'s std::sync::OnceLock<()>,
+    pub constraints: &'s [Pattern],
+    pub now: OffsetDateTime,
+}
+
 pub use csr::{read_checked_csr, read_csr, CheckedCsr, CsrIntake};
 pub use files::{Files, Output};
 pub use run::{Counts, RunOptions, DEFAULT_CHUNK};
@@ -65,8 +78,6 @@ pub use sign::pem_cert;
 pub fn prev_name(p: &std::path::Path) -> std::path::PathBuf {
     files::prev(p)
 }
-
-use sign::SignContext;
 
 /// The request id the engine gives a renewal of certificate `SERIAL`:
 /// `renewal-of:SERIAL`. Being a request id, it makes renewing one certificate
@@ -513,13 +524,7 @@ mod tests {
     /// The device CA of a test CA, ready to sign: its signing context, the
     /// device profile, the store, the CA's validity end and `now`, handed to `f`.
     fn with_device_signer(
-        f: impl FnOnce(
-            &sign::SignContext<'_>,
-            &Profile,
-            &crate::store::Store,
-            OffsetDateTime,
-            OffsetDateTime,
-        ),
+        f: impl FnOnce(&SignContext<'_>, &Profile, &crate::store::Store, OffsetDateTime, OffsetDateTime),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
@@ -557,7 +562,7 @@ mod tests {
     }
 
     fn self_check_catches_a_bad_signature_with(
-        cx: &sign::SignContext<'_>,
+        cx: &SignContext<'_>,
         profile: &Profile,
         ca_not_after: OffsetDateTime,
         now: OffsetDateTime,

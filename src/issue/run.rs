@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::files::{self, Durability, Files};
-use super::sign::{self, Prepared, SignContext};
+use super::sign::{self, Prepared};
+use super::SignContext;
 use super::{check_request_id, IssuanceRequest, IssueStatus, Issued, Issuer, KeySource};
 use crate::ca::CaKind;
 use crate::error::{Error, Result};

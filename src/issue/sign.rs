@@ -6,34 +6,20 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
     SanType, SerialNumber,
 };
-use time::OffsetDateTime;
 
 use super::check::self_check;
 use super::csr::read_csr;
 use super::files::{write_partials, Durability, Files};
-use super::{IssuanceRequest, KeySource};
-use crate::ca::{self, SigningCa};
+use super::{IssuanceRequest, KeySource, SignContext};
+use crate::ca::{self};
 use crate::error::{Error, Result};
 use crate::key::{self, KeyType, PublicKeyKind};
-use crate::names::{Pattern, SanName};
+use crate::names::SanName;
 use crate::policy::{self, Approved};
 use crate::profile::Profile;
 use crate::role::Eku;
 use crate::rules::Origin;
 use crate::store::{hex_encode, Record, Status, SCHEMA_VERSION};
-
-/// What signing needs, shared by the threads of a batch: the issuing CA, the root
-/// (for the once-per-process path validation), the CA's name constraints and the
-/// time.
-#[derive(Clone, Copy)]
-pub(crate) struct SignContext<'s> {
-    pub signing: &'s SigningCa,
-    pub root_der: &'s [u8],
-    /// Whether a full path through `signing` was validated in this process.
-    pub chain_validated: &'s std::sync::OnceLock<()>,
-    pub constraints: &'s [Pattern],
-    pub now: OffsetDateTime,
-}
 
 /// A certificate signed and self-checked but not yet recorded, with the files it
 /// will be written to.

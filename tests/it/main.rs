@@ -3,6 +3,7 @@
 
 mod acme;
 mod acme_dns;
+mod architecture;
 mod ca;
 mod common;
 mod engine;
