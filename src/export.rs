@@ -143,7 +143,7 @@ pub fn export_record(
 }
 
 /// Shortest PKCS#12 password accepted (as for CA key passphrases).
-pub const MIN_P12_PASSWORD: usize = crate::key::MIN_PASSPHRASE;
+pub const MIN_P12_PASSWORD: usize = crate::keypair::MIN_PASSPHRASE;
 
 fn pkcs12(record: &Record, chain: &[Vec<u8>], opts: &P12Options) -> Result<Vec<u8>> {
     if opts.password.is_empty() {
@@ -263,7 +263,7 @@ fn check_key_matches(pkcs8: &[u8], cert_der: &[u8], what: &str, serial: &str) ->
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
         .map_err(|e| Error::Store(format!("stored certificate {serial} is damaged: {e}")))?;
     let cert_key = crate::key::PublicKeyValue::from_spki(cert.public_key());
-    let Some(key_public) = crate::key::public_key_of_pkcs8(pkcs8) else {
+    let Some(key_public) = crate::keypair::public_key_of_pkcs8(pkcs8) else {
         return Err(Error::input(
             what,
             "not a PKCS#8 ECDSA P-256/P-384, Ed25519 or RSA private key",

@@ -1,56 +1,14 @@
-//! File helpers: bounded reads (input sizes are capped before parsing), and writes
-//! that never leave a half-written file under its final name.
+//! File helpers: writes that never leave a half-written file under its final
+//! name, directories made with their modes, locks; the bounded reads are the
+//! verifier's (input sizes are capped before parsing).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 
-/// Largest certificate, CSR or PEM bundle mtlsca reads.
-pub const MAX_INPUT: u64 = 1024 * 1024;
-
-/// Read at most `limit` bytes from a file (or stdin for "-"); larger input is refused
-/// before anything parses it.
-pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .lock()
-            .take(limit + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::input(what, format!("cannot read standard input: {e}")))?;
-    } else {
-        let f = File::open(path)
-            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
-        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::input(
-                format!("{what} {}", path.display()),
-                "is a directory",
-            ));
-        }
-        f.take(limit + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
-    }
-    if buf.len() as u64 > limit {
-        return Err(Error::input(
-            format!("{what} {}", path.display()),
-            format!("larger than {} KiB", limit / 1024),
-        ));
-    }
-    if buf.is_empty() {
-        return Err(Error::input(format!("{what} {}", path.display()), "empty"));
-    }
-    Ok(buf)
-}
-
-/// `read_bounded`, as UTF-8 text (exit 2 otherwise).
-pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
-    let bytes = read_bounded(path, limit, what)?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::input(format!("{what} {}", path.display()), "not UTF-8 text"))
-}
+pub use crate::verify::load::{read_bounded, read_bounded_text, MAX_INPUT};
 
 /// Write a file in one piece: a temporary sibling, fsync, rename. `mode` applies
 /// before any byte is written (keys are never readable by others, even briefly).

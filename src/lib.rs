@@ -29,6 +29,7 @@ pub mod fsutil;
 mod hex;
 pub mod issue;
 pub mod key;
+pub mod keypair;
 pub mod lookup;
 mod name_constraints;
 pub mod names;

@@ -3,7 +3,6 @@
 //! ambiguous profile is refused when it is loaded, not when it is used.
 
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -247,12 +246,6 @@ impl Profile {
                 Error::Refused(r)
             }
         })
-    }
-
-    /// Read and validate a profile file.
-    pub fn load(path: &Path) -> Result<Profile> {
-        let text = crate::fsutil::read_bounded_text(path, 64 * 1024, "profile")?;
-        Profile::parse(&text, &path.display().to_string())
     }
 
     fn from_raw(raw: RawProfile) -> std::result::Result<Profile, ProfileError> {

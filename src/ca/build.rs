@@ -16,7 +16,8 @@ use super::staging::{create_ca_dir, refuse_existing};
 use super::{Ca, CaConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
-use crate::key::{self, KeyType, Passphrase};
+use crate::key::KeyType;
+use crate::keypair::{self, Passphrase};
 use crate::name_constraints::{self, Subtree};
 use crate::names::{printable, Pattern};
 use crate::profile::{self};
@@ -77,7 +78,7 @@ fn ca_params(
     p.not_after = not_after;
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
     p.use_authority_key_identifier_extension = true;
-    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key::key_identifier(
+    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(keypair::key_identifier(
         &rcgen::PublicKeyData::subject_public_key_info(key),
     ));
     Ok(p)
@@ -131,10 +132,10 @@ pub fn init_protected(
     refuse_existing(dir, "refusing to touch it")?;
     let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
     if let Some(p) = passphrase {
-        if p.as_bytes().len() < key::MIN_PASSPHRASE {
+        if p.as_bytes().len() < keypair::MIN_PASSPHRASE {
             return Err(Error::Usage(format!(
                 "the passphrase is too short to protect CA keys (at least {} characters)",
-                key::MIN_PASSPHRASE
+                keypair::MIN_PASSPHRASE
             )));
         }
     }
@@ -173,7 +174,7 @@ fn build(
     }
     let now = now.replace_nanosecond(0).unwrap_or(now);
 
-    let root_key = key::generate(opts.key_type)?;
+    let root_key = keypair::generate(opts.key_type)?;
     let mut root = ca_params(
         &root_key,
         dn(name, &format!("{name} Root CA")),
@@ -200,7 +201,7 @@ fn build(
         (
             private.join(CaKind::Root.key_file()),
             Zeroizing::new(
-                key::protected_pem(root_issuer.key(), pass)?
+                keypair::protected_pem(root_issuer.key(), pass)?
                     .as_bytes()
                     .to_vec(),
             ),
@@ -219,7 +220,7 @@ fn build(
             "Entity Issuing CA",
         ),
     ] {
-        let mut k = key::generate(opts.key_type)?;
+        let mut k = keypair::generate(opts.key_type)?;
         let mut p = ca_params(
             &k,
             dn(name, &format!("{name} {label}")),
@@ -238,7 +239,7 @@ fn build(
         ));
         files.push((
             private.join(kind.key_file()),
-            Zeroizing::new(key::protected_pem(&k, pass)?.as_bytes().to_vec()),
+            Zeroizing::new(keypair::protected_pem(&k, pass)?.as_bytes().to_vec()),
             0o600,
         ));
         k.zeroize();

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, IoContext, Result};
-use crate::key::{self, Passphrase};
+
+use crate::keypair::{self, Passphrase};
 use crate::names::printable;
 use crate::profile::Profile;
 
@@ -164,7 +165,7 @@ impl Ca {
         check_key_permissions(&self.dir.join("private"), &key_path)?;
         let key_pem = Zeroizing::new(read_ca_file(&key_path)?);
         let what = key_path.display().to_string();
-        let encrypted = key::is_encrypted_pem(&key_pem);
+        let encrypted = keypair::is_encrypted_pem(&key_pem);
         if self.config.encrypted_keys && !encrypted {
             return Err(Error::State(format!(
                 "{what} is not encrypted, but {CONFIG_FILE} says this CA's keys are: refusing a key that may have been replaced"
@@ -178,7 +179,7 @@ impl Ca {
             },
             (None, false) => None,
         };
-        let key = key::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
+        let key = keypair::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))?;
         let not_after = x509.validity().not_after.to_datetime();
@@ -254,7 +255,7 @@ impl Ca {
                 .value(name),
             ));
         }
-        let p = Profile::load(&path)?;
+        let p = load_profile(&path)?;
         if p.name != name {
             return Err(Error::input(
                 format!("profile {}", path.display()),
@@ -284,6 +285,15 @@ impl Ca {
         Ok(names)
     }
 }
+
+/// Read and validate a profile file of the CA.
+fn load_profile(path: &Path) -> Result<Profile> {
+    let text = crate::fsutil::read_bounded_text(path, MAX_PROFILE_FILE, "profile")?;
+    Profile::parse(&text, &path.display().to_string())
+}
+
+/// Largest profile file read.
+const MAX_PROFILE_FILE: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

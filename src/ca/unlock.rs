@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::key::{self, Passphrase};
+
+use crate::keypair::{self, Passphrase};
 
 /// Where the passphrase of encrypted CA keys comes from when the caller did not
 /// give one to `Ca::with_passphrase`.
@@ -24,7 +25,7 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<Option<Passphrase>> 
     match source {
         PassphraseSource::File(path) => {
             check_secret_file(path, "passphrase file")?;
-            let bytes = fsutil::read_bounded(path, key::MAX_PASSPHRASE, "passphrase file")?;
+            let bytes = fsutil::read_bounded(path, keypair::MAX_PASSPHRASE, "passphrase file")?;
             Passphrase::new(bytes, &format!("passphrase file {}", path.display())).map(Some)
         }
         PassphraseSource::Environment(var) => match std::env::var_os(var) {

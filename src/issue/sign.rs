@@ -13,7 +13,8 @@ use super::files::{write_partials, Durability, Files};
 use super::{IssuanceRequest, KeySource, SignContext};
 use crate::ca::{self};
 use crate::error::{Error, Result};
-use crate::key::{self, KeyType, PublicKeyKind};
+use crate::key::{KeyType, PublicKeyKind};
+use crate::keypair;
 use crate::names::SanName;
 use crate::policy::{self, Approved};
 use crate::profile::Profile;
@@ -113,7 +114,7 @@ pub(crate) fn prepare(
     )?;
     let material = match (&req.key, csr_spki) {
         (KeySource::Generate(kt), _) => {
-            KeyMaterial::Generated(Box::new(key::generate(kt.unwrap_or(profile.key))?))
+            KeyMaterial::Generated(Box::new(keypair::generate(kt.unwrap_or(profile.key))?))
         }
         (KeySource::Csr(_) | KeySource::CheckedCsr(_), Some(spki)) => KeyMaterial::Csr(
             rcgen::SubjectPublicKeyInfo::from_der(&spki).map_err(|e| {
@@ -140,7 +141,7 @@ pub(crate) fn prepare(
         }];
     }
     params.key_identifier_method =
-        rcgen::KeyIdMethod::PreSpecified(key::key_identifier(&expected_spki));
+        rcgen::KeyIdMethod::PreSpecified(keypair::key_identifier(&expected_spki));
     let cert = match &material {
         KeyMaterial::Generated(k) => params.signed_by(k.as_ref(), &signing.issuer),
         KeyMaterial::Csr(s, _) => params.signed_by(s, &signing.issuer),
@@ -193,7 +194,7 @@ pub(crate) fn prepare(
         cert_pem,
         chain_pem,
         key_pem: match &material {
-            KeyMaterial::Generated(k) => Some(key::pkcs8_pem(k)),
+            KeyMaterial::Generated(k) => Some(keypair::pkcs8_pem(k)),
             KeyMaterial::Csr(..) => None,
         },
         files,

@@ -2,14 +2,61 @@
 //! blocks, or DER). Unreadable input is `Error::Input` (exit 2); everything that
 //! parses is handed on for a verdict.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{read_bounded, MAX_INPUT};
 use crate::inspect::parse_der;
+
+/// Largest certificate, CSR or PEM bundle mtlsca reads.
+pub const MAX_INPUT: u64 = 1024 * 1024;
+
+/// Read at most `limit` bytes from a file (or stdin for "-"); larger input is refused
+/// before anything parses it.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(what, format!("cannot read standard input: {e}")))?;
+    } else {
+        let f = File::open(path)
+            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
+        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::input(
+                format!("{what} {}", path.display()),
+                "is a directory",
+            ));
+        }
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(format!("{what} {}", path.display()), e.to_string()))?;
+    }
+    if buf.len() as u64 > limit {
+        return Err(Error::input(
+            format!("{what} {}", path.display()),
+            format!("larger than {} KiB", limit / 1024),
+        ));
+    }
+    if buf.is_empty() {
+        return Err(Error::input(format!("{what} {}", path.display()), "empty"));
+    }
+    Ok(buf)
+}
+
+/// `read_bounded`, as UTF-8 text (exit 2 otherwise).
+pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
+    let bytes = read_bounded(path, limit, what)?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::input(format!("{what} {}", path.display()), "not UTF-8 text"))
+}
+
 
 fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
