@@ -576,11 +576,27 @@ fn serve_publishes_crls_and_ca_certificates_and_the_profile_puts_the_cdp_in_cert
     assert_eq!(server.stop(), 0);
 }
 
-/// Caddy (Debian's 2.6) with the README's recipe, `acme_ca` and `acme_ca_root`,
-/// on loopback ports: it gets its certificate (tls-alpn-01 on its https_port,
-/// the name resolved through challtestsrv) and serves with it.
+/// The Caddyfile of docs/acme.md, as it stands there.
+fn doc_caddyfile() -> String {
+    let doc = "docs/acme.md";
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
+        .expect(doc);
+    let open = "```caddyfile\n";
+    let start = text
+        .find(open)
+        .unwrap_or_else(|| panic!("{doc} has no Caddyfile block"))
+        + open.len();
+    let end = start + text[start..].find("```\n").expect("the block ends");
+    text[start..end].to_string()
+}
+
+/// Caddy (Debian's 2.6) with the Caddyfile of docs/acme.md (`acme_ca`,
+/// `acme_ca_root`), as it stands there but for this test's server, names,
+/// loopback ports and a `respond` in place of the backend: it gets its
+/// certificate (tls-alpn-01 on its https_port, the name resolved through
+/// challtestsrv) and serves with it.
 #[test]
-fn caddy_gets_its_certificate_from_serve_with_the_readme_recipe() {
+fn caddy_gets_its_certificate_from_serve_with_the_docs_recipe() {
     if tools_missing() || missing("caddy", "caddy") {
         return;
     }
@@ -601,12 +617,34 @@ fn caddy_gets_its_certificate_from_serve_with_the_readme_recipe() {
     );
     let home = env.path("caddy-home");
     std::fs::create_dir_all(&home).unwrap();
-    let caddyfile = format!(
-        "{{\n\thttp_port {http_port}\n\thttps_port {https_port}\n\tadmin off\n\tacme_ca {}\n\tacme_ca_root {}\n\temail ops@acme.test\n\tskip_install_trust\n\tstorage file_system {}\n}}\nweb4.acme.test {{\n\trespond \"hello from caddy\"\n}}\n",
-        server.directory(),
-        env.ca_dir().join("root.pem").display(),
+    // The recipe's global options get this test's ports and a storage of its
+    // own; its server, root, names and backend become this test's.
+    let local = format!(
+        "{{\n\thttp_port {http_port}\n\thttps_port {https_port}\n\tadmin off\n\tskip_install_trust\n\tstorage file_system {}\n",
         home.join("data").display()
     );
+    let root_pem = env.ca_dir().join("root.pem").display().to_string();
+    let mut caddyfile = doc_caddyfile();
+    for (from, to) in [
+        ("{\n", local.as_str()),
+        (
+            "https://ca.corp.internal:8443/acme/directory",
+            &server.directory(),
+        ),
+        ("/etc/caddy/mtlsca-root.pem", &root_pem),
+        ("ops@corp.internal", "ops@acme.test"),
+        ("web.corp.internal", "web4.acme.test"),
+        (
+            "reverse_proxy localhost:8080",
+            "respond \"hello from caddy\"",
+        ),
+    ] {
+        assert!(
+            caddyfile.contains(from),
+            "the Caddyfile of docs/acme.md has no {from:?}:\n{caddyfile}"
+        );
+        caddyfile = caddyfile.replacen(from, to, 1);
+    }
     std::fs::write(env.path("Caddyfile"), caddyfile).unwrap();
     let mut caddy = Command::new("caddy")
         .args(["run", "--adapter", "caddyfile", "--config"])

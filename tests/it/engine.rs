@@ -392,15 +392,15 @@ fn json_errors_are_one_object_with_kind_message_reasons() {
 
 // --- every rule code ----------------------------------------------------------
 
-/// The rule codes the README lists (its table of rule codes).
-fn readme_rules() -> BTreeSet<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme
+/// The rule codes docs/rules.md lists (its table of rule codes).
+fn documented_rules() -> BTreeSet<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/rules.md")).unwrap();
+    let start = doc
         .find("<!-- rule-codes -->")
-        .expect("README has the rule code table");
-    let end = readme[start..].find("<!-- /rule-codes -->").unwrap() + start;
-    readme[start..end]
+        .expect("docs/rules.md has the rule code table");
+    let end = doc[start..].find("<!-- /rule-codes -->").unwrap() + start;
+    doc[start..end]
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
@@ -889,14 +889,14 @@ fn every_rule_code_is_reported_in_json() {
         check(&["profile", "check", "p.toml"], 1, rule);
     }
 
-    // Every code the README lists was seen, and nothing was issued by a refusal.
-    let listed = readme_rules();
+    // Every code docs/rules.md lists was seen, and nothing was issued by a refusal.
+    let listed = documented_rules();
     let missing: Vec<&String> = listed.difference(&seen).collect();
     assert!(missing.is_empty(), "rule codes not exercised: {missing:?}");
     let unlisted: Vec<&String> = seen.difference(&listed).collect();
     assert!(
         unlisted.is_empty(),
-        "rule codes missing from the README: {unlisted:?}"
+        "rule codes missing from docs/rules.md: {unlisted:?}"
     );
     assert_eq!(env.store_count(), 1, "only r1 was issued");
 }

@@ -915,7 +915,7 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
 /// Server-to-client and end-to-end: the responder holds an entity (clientAuth)
 /// certificate. A stock initiator (curl) refuses it for want of serverAuth;
 /// `proxy client --expect server-to-client` (a device) or `--expect end-to-end`
-/// (a person) is the initiator's side, as README "`mtlsca proxy`" shows.
+/// (a person) is the initiator's side, as docs/proxy.md shows.
 #[test]
 fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
     if !have("nginx") || !have("curl") {
@@ -1011,7 +1011,7 @@ fn server_to_client_and_end_to_end_need_the_initiators_side_too() {
     assert!(line.contains("entity"), "{line}");
 }
 
-/// stunnel (OpenSSL underneath) as README's table says: a device initiator is
+/// stunnel (OpenSSL underneath) as the table of docs/relying-parties.md says: a device initiator is
 /// refused ("unsuitable certificate purpose"), a person is accepted.
 #[test]
 fn stunnel_refuses_a_device_initiator_and_accepts_a_person() {
@@ -1399,7 +1399,7 @@ fn connection_handshake_and_idle_limits_are_enforced_and_logged() {
     assert_eq!(p.stop(), 0);
 }
 
-/// What the README says of stock relying parties, shown: nginx and Python's
+/// What docs/relying-parties.md says of stock relying parties, shown: nginx and Python's
 /// `ssl` refuse a device initiator ("unsuitable certificate purpose") and have
 /// no setting for it; OpenSSL's `-purpose sslserver` takes the device but also
 /// lets dual-EKU and no-EKU certificates in. The proxy is the answer for them.
@@ -1516,19 +1516,12 @@ with socket.create_server(("127.0.0.1", {pp})) as srv:
     }
 }
 
-/// The C block of the README's OpenSSL recipe, as it stands there.
-fn readme_c_recipe() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("```c\n#include <openssl/ssl.h>")
-        .expect("the README has the OpenSSL C recipe")
-        + 5;
-    let end = start + readme[start..].find("```\n").expect("the block ends");
-    readme[start..end].to_string()
+/// The C block of the OpenSSL recipe in docs/relying-parties.md, as it stands there.
+fn doc_c_recipe() -> String {
+    doc_block("c", "#include <openssl/ssl.h>")
 }
 
-/// A one-connection-at-a-time server around the README's callback: prints
+/// A one-connection-at-a-time server around the docs' callback: prints
 /// ACCEPTED or REFUSED with OpenSSL's reason for each of `n` connections.
 const C_SERVER_MAIN: &str = r#"
 #include <stdio.h>
@@ -1595,7 +1588,7 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     let bundle = std::fs::read_to_string(env.ca_dir().join("root.pem")).unwrap()
         + &std::fs::read_to_string(env.ca_dir().join("crl/device.crl")).unwrap();
     std::fs::write(env.path("root-and-crls.pem"), bundle).unwrap();
-    std::fs::write(env.path("srv.c"), readme_c_recipe() + C_SERVER_MAIN).unwrap();
+    std::fs::write(env.path("srv.c"), doc_c_recipe() + C_SERVER_MAIN).unwrap();
     let out = run(
         &env,
         "gcc",
@@ -1605,7 +1598,7 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     );
     assert!(
         out.status.success(),
-        "the README's C does not compile: {}",
+        "the C of docs/relying-parties.md does not compile: {}",
         text(&out)
     );
 
@@ -1656,16 +1649,9 @@ fn openssl_verify_callback_recipe_accepts_devices_only() {
     let _ = child.wait();
 }
 
-/// The Go block of the README's Go recipe, as it stands there.
-fn readme_go_recipe() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("```go\npackage main")
-        .expect("the README has the Go recipe")
-        + 6;
-    let end = start + readme[start..].find("```\n").expect("the block ends");
-    readme[start..end].to_string()
+/// The Go recipe of docs/relying-parties.md, as it stands there.
+fn doc_go_recipe() -> String {
+    doc_block("go", "package main")
 }
 
 /// A TLS responder built with the recipe's `DeviceResponder` on loopback; each
@@ -1673,7 +1659,7 @@ fn readme_go_recipe() -> String {
 /// "NAME refused: REASON".
 const GO_HARNESS: &str = r#"package main
 
-// Test harness around the README's Go recipe: a responder built with
+// Test harness around the Go recipe of docs/relying-parties.md: a responder built with
 // DeviceResponder on loopback; each initiator named on the command line
 // connects once and the result is printed as "NAME accepted" or
 // "NAME refused: REASON". Usage: main ROOT CRL,CRL SERVERCHAIN SERVERKEY NAME...
@@ -1768,7 +1754,7 @@ fn go_recipe_accepts_devices_and_refuses_ambiguous_no_eku_and_revoked_ones() {
     env.openssl_leaf("noeku", None);
     // The device issuing CA's own certificate, presented as a client.
     device_ca_as_client(&env);
-    std::fs::write(env.path("recipe.go"), readme_go_recipe()).unwrap();
+    std::fs::write(env.path("recipe.go"), doc_go_recipe()).unwrap();
     std::fs::write(env.path("main.go"), GO_HARNESS).unwrap();
     // Offline, standard library only; the build cache survives between runs.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
@@ -1838,16 +1824,9 @@ fn wait_count(p: &Proc, pat: &str, n: usize) {
     assert_eq!(p.log().matches(pat).count(), n, "{}", p.log());
 }
 
-/// The HAProxy frontend of the README, as it stands there.
-fn readme_haproxy_frontend() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("```haproxy\n")
-        .expect("the README has the HAProxy frontend")
-        + 11;
-    let end = start + readme[start..].find("```\n").expect("the block ends");
-    readme[start..end].to_string()
+/// The HAProxy frontend of docs/relying-parties.md, as it stands there.
+fn doc_haproxy_frontend() -> String {
+    doc_block("haproxy", "")
 }
 
 /// HAProxy 2.6 in the foreground with `body` after global and defaults sections.
@@ -1866,9 +1845,9 @@ fn haproxy(env: &Env, name: &str, port: u16, body: &str) -> Proc {
     p
 }
 
-/// What README "HAProxy" says, shown: `verify required` refuses a device,
+/// What docs/relying-parties.md, "HAProxy", says, shown: `verify required` refuses a device,
 /// `crt-ignore-err 26` alone still does, with `ca-ignore-err 26` too it takes
-/// the device and dual-EKU, anyEKU and no-EKU certificates alike; the README's
+/// the device and dual-EKU, anyEKU and no-EKU certificates alike; the docs'
 /// frontend behind `proxy server --http` works.
 #[test]
 fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
@@ -1928,9 +1907,9 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
         drop(h);
     }
 
-    // The working setup: the README's frontend behind proxy server --http.
+    // The working setup: the docs' frontend behind proxy server --http.
     let (hp, pp) = (free_port(), free_port());
-    let frontend = readme_haproxy_frontend().replace("127.0.0.1:8080", &format!("127.0.0.1:{hp}"));
+    let frontend = doc_haproxy_frontend().replace("127.0.0.1:8080", &format!("127.0.0.1:{hp}"));
     assert!(
         frontend.contains(&format!("bind 127.0.0.1:{hp}")),
         "{frontend}"
@@ -2008,7 +1987,7 @@ fn jsse(env: &Env, name: &str, args: &[&str]) -> Proc {
     p
 }
 
-/// What README "Java" says, shown: JSSE's default trust manager refuses a
+/// What docs/relying-parties.md, "Java", says, shown: JSSE's default trust manager refuses a
 /// device initiator ("Extended key usage does not permit use for TLS client
 /// authentication") and takes a person, but also dual-EKU and no-EKU
 /// certificates under the device CA; a Java HTTP server behind `proxy server
@@ -2097,31 +2076,33 @@ fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
     drop(h);
 }
 
-/// The README's fenced block that starts with `first` (after the fence line).
-fn readme_block(fence: &str, first: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+/// The fenced block of docs/relying-parties.md (where the recipes a test runs
+/// live) that starts with `first` (after the fence line), as it stands there.
+fn doc_block(fence: &str, first: &str) -> String {
+    let doc = "docs/relying-parties.md";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).expect(doc);
     let open = format!("```{fence}\n{first}");
-    let start = readme
+    let start = text
         .find(&open)
-        .unwrap_or_else(|| panic!("the README has a block starting {open:?}"))
+        .unwrap_or_else(|| panic!("{doc} has no block starting {open:?}"))
         + fence.len()
         + 4;
-    let end = start + readme[start..].find("```\n").expect("the block ends");
-    readme[start..end].to_string()
+    let end = start + text[start..].find("```\n").expect("the block ends");
+    text[start..end].to_string()
 }
 
-/// The README's OpenSSL command lines as they stand there (trust files, then
-/// `s_server` and `s_client`), with db as b, app as a and a port of the test's:
-/// the device is served, a person and a revoked device are refused, and as the
-/// README says, the purpose switch alone lets a dual-EKU certificate in too.
+/// The OpenSSL command lines of docs/relying-parties.md as they stand there
+/// (trust files, then `s_server` and `s_client`), with db as b, app as a and a
+/// port of the test's: the device is served, a person and a revoked device are
+/// refused, and as the docs say, the purpose switch alone lets a dual-EKU
+/// certificate in too.
 #[test]
-fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
+fn openssl_recipe_command_lines_serve_a_device_and_check_its_crl() {
     let env = env_with_devices();
     env.issue_alice();
     issue_revoked(&env, "r");
     env.openssl_leaf("dual", Some("serverAuth,clientAuth"));
-    let trust = readme_block(
+    let trust = doc_block(
         "sh",
         "cat ca/device-ca.pem ca/entity-ca.pem > issuing-cas.pem",
     );
@@ -2131,7 +2112,7 @@ fn readme_openssl_command_lines_serve_a_device_and_check_its_crl() {
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 3, "{bundle}");
 
     let port = free_port().to_string();
-    let cmds = readme_block("sh", "openssl s_server -accept 8443")
+    let cmds = doc_block("sh", "openssl s_server -accept 8443")
         .replace("\\\n", " ")
         .replace("db:8443", &format!("127.0.0.1:{port}"))
         .replace("8443", &port)

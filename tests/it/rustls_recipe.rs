@@ -1,8 +1,8 @@
-//! The README's rustls recipe ("rustls (mtlsca as a library)"), compiled and
-//! run: the block between the markers below is the README's, verbatim (a test
-//! checks it), and the configurations it builds meet on loopback: a device
-//! named app.corp.internal is accepted by a device responder, another name, a
-//! person and a revoked device are refused.
+//! The rustls recipe of docs/relying-parties.md ("rustls (mtlsca as a
+//! library)"), compiled and run: the block between the markers below is that
+//! file's, verbatim (a test checks it), and the configurations it builds meet
+//! on loopback: a device named app.corp.internal is accepted by a device
+//! responder, another name, a person and a revoked device are refused.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +16,7 @@ use crate::common::Env;
 type Configs = (rustls::ServerConfig, rustls::ClientConfig);
 
 #[rustfmt::skip]
-fn readme_recipe(
+fn doc_recipe(
     roots: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     db_chain: Vec<CertificateDer<'static>>,
@@ -24,7 +24,7 @@ fn readme_recipe(
     app_chain: Vec<CertificateDer<'static>>,
     app_key: PrivateKeyDer<'static>,
 ) -> Result<Configs, rustls::Error> {
-    // README rustls recipe begins
+    // docs rustls recipe begins
     use std::sync::Arc;
     use mtlsca::role::Connection;
     use mtlsca::verify::PeerName;
@@ -47,24 +47,25 @@ fn readme_recipe(
         .dangerous() // a custom verifier, not "no verification"
         .with_custom_certificate_verifier(Arc::new(DraftServerCertVerifier::new(accept_responders)))
         .with_client_auth_cert(app_chain, app_key)?;
-    // README rustls recipe ends
+    // docs rustls recipe ends
     Ok((server, client))
 }
 
 #[test]
-fn the_readme_shows_this_recipe_verbatim() {
+fn the_docs_show_this_recipe_verbatim() {
     let me = include_str!("rustls_recipe.rs");
-    let start = me.find("// README rustls recipe begins\n").expect("marker") + 31;
-    let end = me.find("    // README rustls recipe ends").expect("marker");
+    let begins = "// docs rustls recipe begins\n";
+    let start = me.find(begins).expect("marker") + begins.len();
+    let end = me.find("    // docs rustls recipe ends").expect("marker");
     let block: String = me[start..end]
         .lines()
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let doc = "docs/relying-parties.md";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).expect(doc);
     assert!(
-        readme.contains(&format!("```rust\n{block}```\n")),
-        "README's rustls block differs from tests/it/rustls_recipe.rs:\n{block}"
+        text.contains(&format!("```rust\n{block}```\n")),
+        "the rustls block of {doc} differs from tests/it/rustls_recipe.rs:\n{block}"
     );
 }
 
@@ -82,7 +83,7 @@ fn link(env: &Env, who: &str) -> Result<(), String> {
     let chain = |n: &str| load::certs(&env.path(&format!("{n}.chain.pem")), "chain").unwrap();
     let key = |n: &str| load::private_key(&env.path(&format!("{n}.key")), "key").unwrap();
     let (server, client) =
-        readme_recipe(roots, crls, chain("db"), key("db"), chain(who), key(who)).unwrap();
+        doc_recipe(roots, crls, chain("db"), key("db"), chain(who), key(who)).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let srv = std::thread::spawn(move || {
@@ -113,7 +114,7 @@ fn link(env: &Env, who: &str) -> Result<(), String> {
 }
 
 #[test]
-fn the_readme_recipe_accepts_the_named_device_only() {
+fn the_recipe_accepts_the_named_device_only() {
     let env = Env::with_ca();
     for (dns, out) in [
         ("db.corp.internal", "db"),

@@ -1587,14 +1587,15 @@ fn any_eku_and_dual_eku_get_the_same_classic_verdict() {
 }
 
 #[test]
-fn the_readme_lists_every_finding_code() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
+fn the_docs_list_every_finding_code() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/verify.md"),
+    )
+    .unwrap();
     for code in mtlsca::verify::FINDING_CODES {
         assert!(
-            readme.contains(&format!("| `{code}` |")),
-            "README has no row for the finding code {code}"
+            doc.contains(&format!("| `{code}` |")),
+            "docs/verify.md has no row for the finding code {code}"
         );
     }
 }
