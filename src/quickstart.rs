@@ -16,10 +16,10 @@ use crate::key::KeyType;
 use crate::policy::RequestedContent;
 use crate::role::Connection;
 use crate::rules::Origin;
+use crate::store::revocation::StoreRevocation;
 use crate::store::Store;
 use crate::verify::{
     self, load, HandshakeKeys, PairParty, PairRequest, PairVerdict, RevocationSource,
-    StoreRevocation,
 };
 
 /// How long each loopback handshake may take.

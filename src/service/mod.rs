@@ -11,10 +11,10 @@
 //!   them. A caller is answered only after that flush: no certificate is handed
 //!   out before its record is durable.
 //! - [`Backend`] is how a command reaches the CA: the local store (no server
-//!   running), or the server's control socket ([`socket`]). Both run the same
+//!   running), or the server's control socket ([`client`]). Both run the same
 //!   operations ([`Op`]): one code path per command.
 
-pub mod socket;
+pub mod client;
 pub mod wire;
 
 use std::collections::VecDeque;
@@ -37,7 +37,7 @@ use crate::policy::RequestedContent;
 use crate::rules::Origin;
 use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Store};
 
-pub use socket::{socket_path, Client, SocketServer};
+pub use client::{socket_path, Client};
 pub use wire::WireError;
 
 /// Most issue jobs committed together (one transaction, one flush).
@@ -480,11 +480,11 @@ fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer>
             opts,
         } => run_batch(ca, store, &manifest, &name, &opts, now, None),
         Op::Status => Ok(Answer::Status(ServiceStats::default())),
-        Op::EabCreate { profile } => Ok(Answer::EabKeys(vec![crate::acme::eab::create(
+        Op::EabCreate { profile } => Ok(Answer::EabKeys(vec![crate::eab_keys::create(
             ca, store, &profile, now,
         )?])),
-        Op::EabList => Ok(Answer::EabKeys(crate::acme::eab::list(store)?)),
-        Op::EabRevoke { kid } => Ok(Answer::EabKeys(vec![crate::acme::eab::revoke(
+        Op::EabList => Ok(Answer::EabKeys(crate::eab_keys::list(store)?)),
+        Op::EabRevoke { kid } => Ok(Answer::EabKeys(vec![crate::eab_keys::revoke(
             store, &kid, now,
         )?])),
         Op::AuditVerify => Ok(Answer::AuditVerified(store.verify_audit()?)),
@@ -574,7 +574,8 @@ impl Engine {
     }
 }
 
-fn engine_gone() -> Error {
+/// The error of a caller whose engine stopped before answering (the server is stopping).
+pub fn engine_gone() -> Error {
     Error::State("the issuing engine stopped".into())
 }
 
@@ -1088,25 +1089,27 @@ impl Backend {
 /// The CA's records as a revocation source (`verify` with the CA as anchor):
 /// a serial it issued and revoked is revoked, even before a CRL is published.
 /// Through the server when one runs; a lookup that fails counts as unknown, as
-/// with [`crate::verify::StoreRevocation`].
+/// with [`crate::store::revocation::StoreRevocation`].
 impl crate::verify::RevocationSource for Backend {
     fn revoked(&self, cert: &crate::verify::CertRef<'_>) -> Option<crate::verify::RevocationInfo> {
-        let rec = crate::verify::serial_spellings(cert).iter().find_map(|s| {
-            let query = crate::hex::encode(s);
-            // Server time or local time does not matter to a lookup.
-            match self.run(
-                Op::Lookup {
-                    query: query.clone(),
-                },
-                OffsetDateTime::UNIX_EPOCH,
-            ) {
-                // A lookup also matches fingerprints and request ids: only
-                // the record of this serial counts.
-                Ok(Answer::Found(Some(r))) if r.serial.eq_ignore_ascii_case(&query) => Some(r),
-                _ => None,
-            }
-        })?;
-        crate::verify::revocation_of(&rec, cert)
+        let rec = crate::store::revocation::serial_spellings(cert)
+            .iter()
+            .find_map(|s| {
+                let query = crate::hex::encode(s);
+                // Server time or local time does not matter to a lookup.
+                match self.run(
+                    Op::Lookup {
+                        query: query.clone(),
+                    },
+                    OffsetDateTime::UNIX_EPOCH,
+                ) {
+                    // A lookup also matches fingerprints and request ids: only
+                    // the record of this serial counts.
+                    Ok(Answer::Found(Some(r))) if r.serial.eq_ignore_ascii_case(&query) => Some(r),
+                    _ => None,
+                }
+            })?;
+        crate::store::revocation::revocation_of(&rec, cert)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::role::Role;
 
 pub mod acme;
 mod integrity;
+pub mod revocation;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};

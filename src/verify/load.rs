@@ -57,7 +57,6 @@ pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> 
         .map_err(|_| Error::input(format!("{what} {}", path.display()), "not UTF-8 text"))
 }
 
-
 fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }

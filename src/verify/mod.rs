@@ -15,7 +15,6 @@ pub mod pair;
 mod reasons;
 mod rfc5280;
 pub mod rustls_verifiers;
-pub mod store_source;
 
 use std::net::IpAddr;
 
@@ -31,7 +30,6 @@ pub use pair::{
     check_pair, verify_pair, HandshakeKeys, PairConnection, PairEnd, PairOptions, PairParty,
     PairRequest, PairVerdict, Side, SideVerdict,
 };
-pub use store_source::{revocation_of, serial_spellings, StoreRevocation};
 
 /// The classic TLS purposes (RFC 5280 reading of the EKU extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

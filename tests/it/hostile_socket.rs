@@ -17,7 +17,7 @@ use mtlsca::batch::BatchOptions;
 use mtlsca::ca::CaKind;
 use mtlsca::issue::{IssuanceRequest, KeySource, Output as Files};
 use mtlsca::policy::RequestedContent;
-use mtlsca::service::socket::MAX_CLIENTS;
+use mtlsca::service::client::MAX_CLIENTS;
 use mtlsca::service::wire::MAX_REQUEST;
 use mtlsca::service::{CrlTarget, Op};
 use serde_json::{json, Value};

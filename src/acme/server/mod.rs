@@ -215,7 +215,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let (engine, acme, thread) = Engine::start(&opts)?;
     // Bound once the engine holds the store's lock: other commands reach the
     // CA through it while the server runs.
-    let socket = crate::service::SocketServer::bind(&opts.ca_dir)?;
+    let socket = crate::control::SocketServer::bind(&opts.ca_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -317,7 +317,7 @@ async fn run(
     opts: ServeOptions,
     engine: Engine,
     acme: crate::store::acme::AcmeStore,
-    socket: crate::service::SocketServer,
+    socket: crate::control::SocketServer,
 ) -> Result<()> {
     if opts.names.is_empty() {
         return Err(Error::Usage("give the server's name with --name".into()));

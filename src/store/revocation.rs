@@ -1,8 +1,8 @@
 //! The CA's store as a revocation source: a serial it issued and revoked is
 //! revoked, even before a CRL is published. Uses the store's read API only.
 
-use super::{CertRef, RevocationInfo, RevocationSource};
-use crate::store::{Record, Status, Store};
+use super::{Record, Status, Store};
+use crate::verify::{CertRef, RevocationInfo, RevocationSource};
 
 /// A [`RevocationSource`] backed by an open [`Store`].
 pub struct StoreRevocation {
