@@ -14,42 +14,28 @@
 //! - the draft's vocabulary: [`Role`], [`Eku`], [`CertClass`], [`Connection`].
 //!
 //! `ARCHITECTURE.md` in the repository maps the modules.
+//!
+//! The library is a facade over the workspace's crates, whose graph is the
+//! architecture: `mtlsca-rules` (the draft's rules and policy, no I/O) ←
+//! `mtlsca-verify` (the verifier relying parties use alone) ← `mtlsca-ca` (the
+//! CA: keys, store, engine) ← `mtlsca-net` (proxy, ACME, control socket) ←
+//! this binary. Modules keep their paths here (`mtlsca::store::Store`, ...).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod acme;
-pub mod backup;
-pub mod batch;
-pub mod ca;
-pub mod conn_limit;
-pub mod control;
-pub mod crl;
-pub mod eab_keys;
-pub mod error;
-pub mod export;
-pub mod fsutil;
-mod hex;
-pub mod issue;
-pub mod key;
-pub mod keypair;
-pub mod lookup;
-mod name_constraints;
-pub mod names;
-pub mod policy;
-pub mod profile;
-pub mod proxy;
-pub mod quickstart;
-pub mod renew;
-pub mod role;
-pub mod rules;
-pub mod serverlog;
-pub mod service;
-pub mod store;
-pub mod text;
-pub mod timefmt;
-
-pub mod inspect;
-pub mod verify;
+#[doc(no_inline)]
+pub use mtlsca_ca::{
+    backup, batch, ca, crl, eab_keys, export, fsutil, issue, keypair, lookup, quickstart, renew,
+    service, store,
+};
+#[doc(no_inline)]
+pub use mtlsca_net::{acme, conn_limit, control, proxy, serverlog};
+#[doc(no_inline)]
+pub use mtlsca_rules::{
+    error, hex, key, name_constraints, names, policy, profile, role, rules, text, timefmt,
+};
+#[doc(no_inline)]
+pub use mtlsca_verify::{inspect, verify};
 
 pub use ca::{Ca, CaKind, InitOptions, PassphraseSource};
 pub use error::{Error, Result};

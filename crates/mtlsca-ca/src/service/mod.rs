@@ -232,7 +232,7 @@ impl Op {
     }
 
     /// Whether the server answers this with a stream of parts.
-    pub(crate) fn streams(&self) -> bool {
+    pub fn streams(&self) -> bool {
         matches!(
             self,
             Op::List { page: Some(p), .. } | Op::Audit { page: Some(p), .. } if p.stream
@@ -241,7 +241,7 @@ impl Op {
 
     /// The request for the part after `answer`, when this is a read in parts
     /// and `answer` says another part follows.
-    pub(crate) fn continued(&self, answer: &Answer) -> Option<Op> {
+    pub fn continued(&self, answer: &Answer) -> Option<Op> {
         let page = |next: &Option<Vec<u8>>, at: OffsetDateTime, stream: bool| {
             next.clone().map(|after| PageRequest {
                 after: Some(after),
@@ -636,7 +636,8 @@ impl Service {
         Ok((Service { jobs: tx, counters }, Engine(thread), extra))
     }
 
-    pub(crate) fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
+    /// Queue an operation for the engine; the receiver gets its answer.
+    pub fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job { op, reply })

@@ -9,22 +9,6 @@ use super::*;
 pub(super) use crate::store::acme::AcmeIdentifier as Identifier;
 use crate::store::acme::{AcmeAccount, AcmeAuthz, AcmeChallenge, AcmeOrder, AcmeStore};
 
-impl Identifier {
-    pub(super) fn json(&self) -> Value {
-        match self {
-            Identifier::Dns(d) => json!({"type": "dns", "value": d}),
-            Identifier::Ip(ip) => json!({"type": "ip", "value": ip.to_string()}),
-        }
-    }
-
-    pub(super) fn value(&self) -> String {
-        match self {
-            Identifier::Dns(d) => d.clone(),
-            Identifier::Ip(ip) => ip.to_string(),
-        }
-    }
-}
-
 /// The statuses of RFC 8555 §7.1.6, as `&'static str` for the working copy.
 const STATUSES: &[&str] = &[
     "pending",

@@ -437,7 +437,8 @@ impl Store {
     }
 
     /// `open_sled` that never gives up before `wait` is over.
-    pub(crate) fn open_sled_waiting(path: &Path, wait: Duration) -> Result<Store> {
+    #[doc(hidden)]
+    pub fn open_sled_waiting(path: &Path, wait: Duration) -> Result<Store> {
         Store::open_sled(path, wait, COMMAND_CACHE, &mut || false)?.ok_or_else(never_gives_up)
     }
 

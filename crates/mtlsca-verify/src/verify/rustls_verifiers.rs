@@ -11,8 +11,8 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use mtlsca::role::Connection;
-//! use mtlsca::verify::rustls_verifiers::{DraftClientCertVerifier, DraftPolicy};
+//! use mtlsca_verify::role::Connection;
+//! use mtlsca_verify::verify::rustls_verifiers::{DraftClientCertVerifier, DraftPolicy};
 //! # fn roots() -> Vec<rustls_pki_types::CertificateDer<'static>> { vec![] }
 //! // A responder of server-to-server links: accepts device certificates only.
 //! let policy = DraftPolicy::new(roots()).for_initiators_of(Connection::ServerToServer);

@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 /// Key types mtlsca generates. RSA is accepted from CSRs but never generated (ring
 /// has no RSA key generation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum KeyType {
     #[serde(rename = "ecdsa-p256")]
     /// ECDSA on P-256 with SHA-256 (the default).
@@ -252,7 +251,7 @@ fn rsa_exponent_ok(e: &[u8]) -> bool {
 }
 
 /// The named curve (dotted OID) of an EC key; `None` for explicit parameters.
-pub(crate) fn named_curve(spki: &SubjectPublicKeyInfo<'_>) -> Option<String> {
+pub fn named_curve(spki: &SubjectPublicKeyInfo<'_>) -> Option<String> {
     spki.algorithm
         .parameters
         .as_ref()

@@ -12,7 +12,6 @@ pub use crate::text::{printable, unsafe_on_terminal};
 
 /// One subjectAltName, in canonical form (DNS names and email domains lowercased).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum SanName {
     /// A dNSName (lowercase; may be a wildcard `*.domain`).
     Dns(String),

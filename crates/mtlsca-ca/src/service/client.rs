@@ -19,7 +19,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-
 use super::wire::{self, Response, WireError, MAX_REQUEST, MAX_RESPONSE, VERSION};
 use super::{Answer, Op};
 use crate::error::{Error, Result};
@@ -39,7 +38,8 @@ pub fn socket_path(ca_dir: &Path) -> PathBuf {
     ca_dir.join(SOCKET_NAME)
 }
 
-pub(crate) fn socket_err(path: &Path, e: impl std::fmt::Display) -> Error {
+/// An error about the control socket at `path`.
+pub fn socket_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::State(format!("the control socket {}: {e}", path.display()))
 }
 

@@ -81,7 +81,6 @@ impl EntityKind {
 
 /// The extended key usages mtlsca knows by name (profile spellings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum Eku {
     /// id-kp-serverAuth: a device.
     #[serde(rename = "server-auth")]
@@ -170,7 +169,6 @@ impl NameKind {
 /// How a certificate reads under the draft, from its EKU extension and CA flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum CertClass {
     /// serverAuth only: a machine.
     Device,

@@ -28,12 +28,29 @@ use crate::error::{Error, Result};
 /// An ACME identifier (RFC 8555 §9.7.7; RFC 8738 for IPs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum AcmeIdentifier {
     /// A DNS name (lowercase).
     Dns(String),
     /// An IP address.
     Ip(IpAddr),
+}
+
+impl AcmeIdentifier {
+    /// The identifier object of RFC 8555 §7.1.4 (`{"type", "value"}`).
+    pub fn json(&self) -> Value {
+        match self {
+            AcmeIdentifier::Dns(d) => serde_json::json!({"type": "dns", "value": d}),
+            AcmeIdentifier::Ip(ip) => serde_json::json!({"type": "ip", "value": ip.to_string()}),
+        }
+    }
+
+    /// The identifier's value as text.
+    pub fn value(&self) -> String {
+        match self {
+            AcmeIdentifier::Dns(d) => d.clone(),
+            AcmeIdentifier::Ip(ip) => ip.to_string(),
+        }
+    }
 }
 
 /// An ACME account.

@@ -1,24 +1,29 @@
-//! A tiny mTLS server and client on loopback that apply the draft with
-//! mtlsca's rustls verifiers: the responder accepts server-to-server links, so
-//! it takes *device* certificates (serverAuth only) from initiators — which a
-//! stock rustls client-certificate verifier refuses, since it wants clientAuth —
-//! and refuses a person's certificate (clientAuth) for the same link.
+//! A tiny mTLS server and client on loopback that apply the draft with this
+//! crate's rustls verifiers alone: the responder accepts server-to-server
+//! links, so it takes *device* certificates (serverAuth only) from initiators —
+//! which a stock rustls client-certificate verifier refuses, since it wants
+//! clientAuth — and refuses a dual-EKU certificate (serverAuth and clientAuth:
+//! ambiguous under the draft) and a person's certificate for the same link.
 //!
 //! It makes its own throw-away hierarchy (root, EKU-constrained issuing CAs,
-//! two devices, one person) in memory:
+//! devices, a person, and a dual-EKU leaf straight from the root) in memory
+//! with rcgen:
 //!
-//!     cargo run --example mtls_pair
+//!     cargo run -p mtlsca-verify --example mtls_pair
+//!
+//! `cargo test -p mtlsca-verify --example mtls_pair` runs it and checks the
+//! outcome (device accepted, dual-EKU and person refused).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mtlsca::role::Connection;
-use mtlsca::verify::rustls_verifiers::{
+use mtlsca_verify::role::Connection;
+use mtlsca_verify::verify::rustls_verifiers::{
     describe_tls_error, DraftClientCertVerifier, DraftPolicy, DraftServerCertVerifier,
 };
-use mtlsca::verify::PeerName;
+use mtlsca_verify::verify::PeerName;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -69,7 +74,7 @@ fn leaf(
     cn: &str,
     serial: u8,
     san: SanType,
-    eku: ExtendedKeyUsagePurpose,
+    ekus: &[ExtendedKeyUsagePurpose],
     issuer: &Issuer<'_, KeyPair>,
     issuer_der: &CertificateDer<'static>,
     now: OffsetDateTime,
@@ -77,7 +82,7 @@ fn leaf(
     let mut p = params(cn, serial, now);
     p.subject_alt_names = vec![san];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![eku];
+    p.extended_key_usages = ekus.to_vec();
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, issuer)?;
     Ok(Party {
@@ -123,13 +128,14 @@ fn initiate(port: u16, me: Party, accepts: DraftPolicy) -> Result<String, Fail> 
     Ok(greeting)
 }
 
-/// One link: the responder in a thread, the initiator here.
+/// One link: the responder in a thread, the initiator here; whether the
+/// responder accepted the initiator.
 fn link(
     label: &str,
     initiator: Party,
     responder: Party,
     roots: &[CertificateDer<'static>],
-) -> Result<(), Fail> {
+) -> Result<bool, Fail> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     // The responder of server-to-server links accepts device initiators only.
@@ -144,18 +150,27 @@ fn link(
     });
     let client = initiate(port, initiator, initiator_accepts);
     let server = server.join().map_err(|_| "responder thread panicked")?;
-    match (server, client) {
-        (Ok(s), Ok(c)) => println!("{label}: responder {s}; initiator read {c:?}"),
-        (Err(s), _) => println!("{label}: refused by the responder: {s}"),
-        (Ok(_), Err(c)) => println!(
-            "{label}: the initiator failed: {}",
-            describe_tls_error(c.as_ref())
-        ),
-    }
-    Ok(())
+    Ok(match (server, client) {
+        (Ok(s), Ok(c)) => {
+            println!("{label}: responder {s}; initiator read {c:?}");
+            true
+        }
+        (Err(s), _) => {
+            println!("{label}: refused by the responder: {s}");
+            false
+        }
+        (Ok(_), Err(c)) => {
+            println!(
+                "{label}: the initiator failed: {}",
+                describe_tls_error(c.as_ref())
+            );
+            false
+        }
+    })
 }
 
-fn main() -> Result<(), Fail> {
+/// The three links; whether each initiator was accepted (device, dual-EKU, person).
+fn run() -> Result<[bool; 3], Fail> {
     let now = OffsetDateTime::now_utc();
     let root_key = KeyPair::generate()?;
     let root_params = ca_params("Example Root CA", 1, now, None);
@@ -182,7 +197,7 @@ fn main() -> Result<(), Fail> {
             cn,
             serial,
             dns(cn)?,
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
             &device_ca,
             &device_ca_der,
             now,
@@ -192,25 +207,61 @@ fn main() -> Result<(), Fail> {
         "Alice",
         6,
         SanType::Rfc822Name("alice@example.test".try_into()?),
-        ExtendedKeyUsagePurpose::ClientAuth,
+        &[ExtendedKeyUsagePurpose::ClientAuth],
         &entity_ca,
         &entity_ca_der,
+        now,
+    )?;
+    // Both EKUs, from the root (whose certificate restricts no EKU): what
+    // public CAs issued until 2026, and what the draft calls ambiguous.
+    let dual = leaf(
+        "legacy.example.test",
+        8,
+        dns("legacy.example.test")?,
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        &root_issuer,
+        root.der(),
         now,
     )?;
     let roots = vec![root.der().clone()];
 
     println!("server-to-server under the draft: the responder accepts device certificates from initiators\n");
-    link(
+    let device_link = link(
         "device app.example.test -> device db.example.test",
         device("app.example.test", 4)?,
         device("db.example.test", 5)?,
         &roots,
     )?;
-    link(
+    let dual_link = link(
+        "dual-EKU legacy         -> device db.example.test",
+        dual,
+        device("db.example.test", 9)?,
+        &roots,
+    )?;
+    let person_link = link(
         "person Alice            -> device db.example.test",
         person,
         device("db.example.test", 7)?,
         &roots,
     )?;
+    Ok([device_link, dual_link, person_link])
+}
+
+fn main() -> Result<(), Fail> {
+    let accepted = run()?;
+    if accepted != [true, false, false] {
+        return Err(format!(
+            "unexpected outcome (device, dual-EKU, person accepted): {accepted:?}"
+        )
+        .into());
+    }
     Ok(())
+}
+
+#[test]
+fn a_device_initiator_is_accepted_and_dual_eku_and_person_ones_are_refused() {
+    assert_eq!(run().unwrap(), [true, false, false]);
 }

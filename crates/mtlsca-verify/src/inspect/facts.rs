@@ -188,7 +188,7 @@ pub fn presented_names(cert: &X509Certificate<'_>) -> Vec<PresentedName> {
 
 /// An IP address from the 4 or 16 bytes of an iPAddress name (`None` for any
 /// other length).
-pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+pub fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     match b.len() {
         4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
         16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
