@@ -53,11 +53,11 @@ fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum ProfileCmd {
-    /// List the CA's profiles (the built-ins when there is no CA)
+    /// List the CA's profiles (the built-in ones when there is no CA)
     List,
     /// Print a profile with every default spelled out
     Show { name: String },
-    /// Validate a profile file
+    /// Check a profile file, for instance one you edited
     Check { file: PathBuf },
 }
 
@@ -157,8 +157,9 @@ pub struct ShowArgs {
     pub pem: bool,
 }
 
-/// `mtlsca renew`: what to renew, where the files go, and whether the old
-/// certificate is revoked.
+// `mtlsca renew`: what to renew, where the files go, and whether the old
+// certificate is revoked. (A doc comment here would replace the command's
+// summary in `--help`: see `super::Deferred`.)
 #[derive(Debug, Args)]
 pub struct RenewArgs {
     /// The certificate to renew: serial, unique serial prefix (8+ hex digits),

@@ -8,7 +8,8 @@ use super::{Ctx, Outcome};
 use crate::acme::server::{serve as run_server, AcmeLimits, ServeOptions};
 use crate::error::{Error, Result};
 
-/// `mtlsca serve`.
+// `mtlsca serve`. (A doc comment here would replace the command's summary in
+// `--help`: see `super::Deferred`.)
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on for HTTPS (port 0: a free port, printed at start)
@@ -66,8 +67,9 @@ pub struct ServeArgs {
     pub limits: AcmeLimitArgs,
 }
 
-/// What the ACME server holds at most, in all and per client (a full table
-/// answers `rateLimited` with Retry-After; nothing live is pushed out).
+// What the ACME server holds at most, in all and per client (a full table
+// answers `rateLimited` with Retry-After; nothing live is pushed out). Flattened
+// into `ServeArgs`: a doc comment here would become `serve`'s summary.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "ACME limits")]
 pub struct AcmeLimitArgs {

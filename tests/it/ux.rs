@@ -1065,3 +1065,85 @@ fn the_ca_bundle_is_made_at_init_and_at_restore() {
         leaf.to_str().unwrap(),
     ]);
 }
+
+// 8. Issue 23: the command line as a newcomer meets it.
+
+/// The summaries a `--help` lists under `Commands:`, as (name, summary), with
+/// wrapped lines joined.
+fn listed_summaries(help: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let Some(cmds) = help.split("Commands:\n").nth(1) else {
+        return out;
+    };
+    for line in cmds.lines().take_while(|l| !l.trim().is_empty()) {
+        if let Some(entry) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            let (name, summary) = entry.split_once(' ').unwrap_or((entry, ""));
+            out.push((name.to_string(), summary.trim().to_string()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        }
+    }
+    out
+}
+
+/// What a summary written for users never holds: markup, the code's module
+/// names, or a reference to the command itself in place of what it does.
+fn developer_note(path: &[String], name: &str, summary: &str) -> Option<&'static str> {
+    let lower = summary.to_ascii_lowercase();
+    let own = path
+        .iter()
+        .map(String::as_str)
+        .chain([name])
+        .collect::<Vec<_>>()
+        .join(" ");
+    if summary.is_empty() {
+        Some("empty")
+    } else if summary.contains('`') {
+        Some("a backtick")
+    } else if ["_cmds", "cli::", "::", ".rs"]
+        .iter()
+        .any(|m| summary.contains(m))
+    {
+        Some("a module name")
+    } else if lower.contains(&format!("mtlsca {own}"))
+        || lower.starts_with(&format!("{name}:"))
+        || lower.trim_end_matches('.') == name
+    {
+        Some("the command's own name")
+    } else {
+        None
+    }
+}
+
+#[test]
+fn every_command_summary_is_written_for_users() {
+    let env = Env::new();
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for path in command_paths(&env) {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = env.ok(&args);
+        // The command's own summary: the text above `Usage:`.
+        if let Some(name) = path.last() {
+            let about = help.split("\nUsage:").next().unwrap_or("").trim();
+            let about = about.split("\n\n").next().unwrap_or("").replace('\n', " ");
+            if let Some(why) = developer_note(&path[..path.len() - 1], name, &about) {
+                bad.push(format!("{path:?} --help: {why}: {about}"));
+            }
+        }
+        for (name, summary) in listed_summaries(&help) {
+            seen += 1;
+            if let Some(why) = developer_note(&path, &name, &summary) {
+                bad.push(format!("{path:?} lists {name}: {why}: {summary}"));
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} summaries found");
+    assert!(
+        bad.is_empty(),
+        "summaries for developers:\n{}",
+        bad.join("\n")
+    );
+}
