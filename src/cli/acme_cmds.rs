@@ -76,7 +76,14 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
     let AcmeCmd::Eab(cmd) = cmd;
     match cmd {
         EabCmd::Create(a) => {
-            let k = one(eab(ctx, Op::EabCreate { profile: a.profile })?)?;
+            let profile = super::ca_cmds::profile_name(ctx, a.profile);
+            let k = one(eab(
+                ctx,
+                Op::EabCreate {
+                    profile: profile.clone(),
+                },
+            )
+            .map_err(|e| super::ca_cmds::with_profile_hint(ctx, &profile, e))?)?;
             if ctx.global.json {
                 let mut v = key_json(&k);
                 v["hmac_key"] = json!(k.hmac_key);

@@ -93,6 +93,80 @@ fn name_flag(v: &str) -> &'static str {
     }
 }
 
+/// Another spelling of a built-in profile's name that stands for it: the
+/// British `organisation` for the profile `organization` (`init` writes the
+/// American spelling, which the rest of X.509 uses).
+pub fn profile_spelling(name: &str) -> Option<&'static str> {
+    match name.to_ascii_lowercase().as_str() {
+        "organisation" => Some("organization"),
+        _ => None,
+    }
+}
+
+/// What other tools call the certificates of mtlsca's built-in profiles: the
+/// words, the profile they mean, and why.
+const PROFILE_WORDS: &[(&[&str], &str, &str)] = &[
+    (
+        &[
+            "server", "servers", "tls-server", "tls_server", "serverauth", "host", "hostname",
+            "web", "webserver", "web-server", "https", "service", "machine", "node",
+        ],
+        "device",
+        "a TLS server's certificate (serverAuth) is a device certificate here, named by its DNS names or IPs",
+    ),
+    (
+        &["client", "clients", "tls-client", "tls_client", "clientauth"],
+        "person",
+        "a client certificate (clientAuth) belongs to a person here (`person`, or `organization` for an organisation); a service that connects to other services uses a `device` certificate",
+    ),
+    (
+        &["user", "users", "human", "people", "individual", "employee", "email", "smime", "s-mime", "mail"],
+        "person",
+        "a person's certificate is clientAuth, named by an email address",
+    ),
+    (
+        &["org", "orga", "company", "organizational", "organisational", "team", "business"],
+        "organization",
+        "an organisation's certificate is clientAuth, named by its organizationName",
+    ),
+    (
+        &["spiffe", "svid", "x509-svid", "pod", "k8s", "kubernetes", "microservice"],
+        "workload",
+        "a workload identity is a device certificate named by a SPIFFE ID (URI)",
+    ),
+];
+
+/// A suggestion for a profile name the CA does not have: what other tools'
+/// word means here, the same name in another case, or the nearest name (a
+/// typo). `known` are the CA's profile names; a suggested profile must be one
+/// of them (any built-in one when `known` is empty).
+pub fn profile_suggestion(name: &str, known: &[String]) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let exists = |p: &str| known.is_empty() || known.iter().any(|k| k == p);
+    if let Some((_, profile, why)) = PROFILE_WORDS
+        .iter()
+        .find(|(words, profile, _)| words.contains(&lower.as_str()) && exists(profile))
+    {
+        return Some(format!("did you mean `{profile}`? {why}"));
+    }
+    let builtins: Vec<String>;
+    let known = if known.is_empty() {
+        builtins = crate::profile::BUILTIN
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        &builtins
+    } else {
+        known
+    };
+    known
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len().min(lower.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!("did you mean `{k}`?"))
+}
+
 /// Optimal string alignment distance: edits, with a swap of two neighbours
 /// counting as one.
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -1147,3 +1147,63 @@ fn every_command_summary_is_written_for_users() {
         bad.join("\n")
     );
 }
+
+#[test]
+fn profile_names_from_other_tools_get_the_profile_they_mean() {
+    let env = Env::with_ca();
+    // What other tools call a server's or a client's certificate: exit 2, with
+    // the profile to use.
+    let err = env.fails(&["issue", "server", "--dns", "a.example"], 2);
+    assert!(err.contains("`device`"), "{err}");
+    assert!(err.contains("serverAuth"), "{err}");
+    for word in ["tls-server", "host"] {
+        let err = env.fails(&["issue", word, "--dns", "a.example"], 2);
+        assert!(err.contains("`device`"), "{word}: {err}");
+    }
+    let err = env.fails(
+        &["issue", "client", "--cn", "A", "--email", "a@b.example"],
+        2,
+    );
+    assert!(
+        err.contains("`person`") && err.contains("`device`"),
+        "{err}"
+    );
+    for word in ["user", "tls-client"] {
+        let err = env.fails(&["issue", word, "--email", "a@b.example"], 2);
+        assert!(err.contains("`person`"), "{word}: {err}");
+    }
+    let err = env.fails(&["issue", "org", "--org", "Acme"], 2);
+    assert!(err.contains("`organization`"), "{err}");
+    // A typo gets the nearest profile.
+    let err = env.fails(&["issue", "devcie", "--dns", "a.example"], 2);
+    assert!(err.contains("`device`"), "{err}");
+    // Still exit 2 with the rule, as JSON too.
+    let (c, v) = json_run(&env, &["issue", "server", "--dns", "a.example"]);
+    assert_eq!(c, 2);
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["profile-unknown"]);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`device`"),
+        "{v}"
+    );
+    // A name with no likely meaning: exit 2, no guess.
+    let err = env.fails(&["issue", "zzzzzz", "--dns", "a.example"], 2);
+    assert!(!err.contains("did you mean"), "{err}");
+
+    // Both spellings of organisation name the profile `organization`.
+    let v = env.json(&["issue", "organisation", "--org", "Acme", "--out", "acme"]);
+    assert_eq!(v["profile"], "organization", "{v}");
+    let shown = env.ok(&["profile", "show", "organisation"]);
+    assert!(shown.contains("name = \"organization\""), "{shown}");
+    let shown = Env::new().ok(&["profile", "show", "organisation"]);
+    assert!(shown.contains("name = \"organization\""), "{shown}");
+    // sign takes the same names.
+    env.openssl_csr(
+        "s.key",
+        "/CN=s.example",
+        &["subjectAltName=DNS:s.example"],
+        &["-out", "s.csr"],
+    );
+    let err = env.fails(&["sign", "server", "--csr", "s.csr"], 2);
+    assert!(err.contains("`device`"), "{err}");
+}
