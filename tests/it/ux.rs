@@ -1207,3 +1207,79 @@ fn profile_names_from_other_tools_get_the_profile_they_mean() {
     let err = env.fails(&["sign", "server", "--csr", "s.csr"], 2);
     assert!(err.contains("`device`"), "{err}");
 }
+
+/// The tip of a usage error (the `tip:` line), or the whole text.
+fn tip_of(err: &str) -> String {
+    err.lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .unwrap_or(err)
+        .to_string()
+}
+
+#[test]
+fn wrong_flags_get_the_flag_they_meant() {
+    let env = Env::with_ca();
+    let issue = |extra: &[&str]| {
+        let mut a = vec!["issue", "device", "--dns", "a.example"];
+        a.extend_from_slice(extra);
+        tip_of(&env.fails(&a, 2))
+    };
+    // A lifetime in days, as other tools ask for it.
+    for (flag, want) in [
+        ("--days", "'--validity 30d'"),
+        ("--valid", "'--validity 30d'"),
+        ("--expires", "'--validity 30d'"),
+        ("--expire", "'--validity 30d'"),
+        ("--lifetime", "'--validity 30d'"),
+    ] {
+        let tip = issue(&[flag, "30"]);
+        assert!(tip.contains(want), "{flag}: {tip}");
+        assert!(!tip.contains("--dns"), "{flag}: {tip}");
+    }
+    let tip = issue(&["--days=90"]);
+    assert!(tip.contains("'--validity 90d'"), "{tip}");
+    let tip = issue(&["--ttl", "24h"]);
+    assert!(tip.contains("'--validity 24h'"), "{tip}");
+    let tip = issue(&["--expires", "2027-01-31T00:00:00Z"]);
+    assert!(tip.contains("'--not-after 2027-01-31T00:00:00Z'"), "{tip}");
+    // Other commands point to their own span flag.
+    let tip = tip_of(&env.fails(&["renew", "a.pem", "--days", "30"], 2));
+    assert!(tip.contains("'--validity 30d'"), "{tip}");
+    let tip = tip_of(&env.fails(&["crl", "--days", "7"], 2));
+    assert!(tip.contains("'--next-update 7d'"), "{tip}");
+
+    // A host name, as other tools ask for it.
+    for flag in ["--host", "--hostname", "--domain"] {
+        let err = env.fails(&["issue", "device", flag, "a.example"], 2);
+        let tip = tip_of(&err);
+        assert!(tip.contains("'--dns a.example'"), "{flag}: {tip}");
+        assert!(!tip.contains("--out"), "{flag}: {tip}");
+    }
+    let tip = tip_of(&env.fails(&["issue", "device", "--host", "10.0.0.1"], 2));
+    assert!(tip.contains("'--ip 10.0.0.1'"), "{tip}");
+
+    // A span in two words: the unit syntax, not a name.
+    let tip = issue(&["--validity", "5", "years"]);
+    assert!(tip.contains("'--validity 5y'"), "{tip}");
+    assert!(tip.contains("1825d"), "{tip}");
+    assert!(!tip.contains("names are given"), "{tip}");
+    let tip = issue(&["--validity", "2", "weeks"]);
+    assert!(tip.contains("'--validity 2w'"), "{tip}");
+
+    // The tip is in the JSON message too.
+    let (c, v) = json_run(
+        &env,
+        &["issue", "device", "--dns", "a.example", "--days", "30"],
+    );
+    assert_eq!(c, 2);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--validity 30d"),
+        "{v}"
+    );
+    // Misspellings still get the nearest flag.
+    let tip = issue(&["--valdity", "30d"]);
+    assert!(tip.contains("'--validity'"), "{tip}");
+}
