@@ -1283,3 +1283,42 @@ fn wrong_flags_get_the_flag_they_meant() {
     let tip = issue(&["--valdity", "30d"]);
     assert!(tip.contains("'--validity'"), "{tip}");
 }
+
+#[test]
+fn a_missing_output_directory_is_bad_input_for_a_repeated_request_too() {
+    let env = Env::with_ca();
+    let args = |out: &'static str| {
+        vec![
+            "issue",
+            "device",
+            "--dns",
+            "r.example",
+            "--request-id",
+            "r1",
+            "--out",
+            out,
+        ]
+    };
+    // A fresh request into a missing directory.
+    let (c, v) = json_run(&env, &args("nodir/x"));
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["output-dir-missing"]);
+    // The same request id, issued once, repeated into a directory that is gone.
+    std::fs::create_dir(env.path("d")).unwrap();
+    env.ok(&args("d/x"));
+    std::fs::remove_dir_all(env.path("d")).unwrap();
+    let (c, v) = json_run(&env, &args("d/x"));
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["output-dir-missing"], "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(".tmp"), "{message}");
+    let (c, v) = json_run(&env, &args("other/y"));
+    assert_eq!((c, rules(&v)), (2, vec!["output-dir-missing".to_string()]));
+    // Into a directory that exists, the repeat completes the files.
+    std::fs::create_dir(env.path("d")).unwrap();
+    let v = env.json(&args("d/x"));
+    assert_eq!(v["status"], "exists", "{v}");
+    assert!(env.path("d/x.pem").exists());
+}
