@@ -272,6 +272,49 @@ fn span_in_two_words(cmd: &clap::Command, argv: &[String], bad: &str) -> Option<
     ))
 }
 
+/// Bad usage as one line, for `--json` (the JSON `message`, and the one
+/// `error:` line on stderr): clap's error line and our tip, without the usage
+/// block.
+pub fn usage_message(e: &clap::Error, argv: &[String]) -> String {
+    let text = usage_hint(e, argv).unwrap_or_else(|| e.render().to_string());
+    let block: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("error: "))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim_start_matches("error: ").trim())
+        .collect();
+    let mut message = vec![block.join(" ")];
+    message.extend(
+        text.lines()
+            .filter_map(|l| l.trim_start().strip_prefix("tip: "))
+            .map(String::from),
+    );
+    message.retain(|m| !m.is_empty());
+    if !message.is_empty() {
+        return message.join("; ");
+    }
+    // A command that needs a subcommand prints its help instead of an error.
+    let mut root = super::help::command();
+    root.build();
+    let cmd = command_of(&root, argv);
+    let subs: Vec<&str> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name())
+        .filter(|n| *n != "help")
+        .collect();
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand && !subs.is_empty() {
+        return format!(
+            "'{}' needs a subcommand: {}",
+            cmd.get_bin_name().unwrap_or("mtlsca"),
+            subs.join(", ")
+        );
+    }
+    match e.kind().as_str() {
+        Some(k) => k.to_string(),
+        None => "bad usage (see --help)".to_string(),
+    }
+}
+
 /// The (nested) subcommand the arguments name, or the root.
 fn command_of<'c>(root: &'c clap::Command, argv: &[String]) -> &'c clap::Command {
     let mut cmd = root;

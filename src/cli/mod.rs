@@ -38,7 +38,7 @@ pub mod render;
 mod serve_cmds;
 mod verify_cmds;
 
-pub use hints::usage_hint;
+pub use hints::{usage_hint, usage_message};
 
 /// Parse the process's arguments with the command line users see (examples in
 /// every command's help).

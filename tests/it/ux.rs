@@ -1322,3 +1322,67 @@ fn a_missing_output_directory_is_bad_input_for_a_repeated_request_too() {
     assert_eq!(v["status"], "exists", "{v}");
     assert!(env.path("d/x.pem").exists());
 }
+
+#[test]
+fn under_json_an_error_is_one_object_on_stdout_and_one_line_on_stderr() {
+    let env = Env::with_ca();
+    let no_ca = Env::new();
+    let cases: Vec<(&Env, Vec<&str>, i32, &str)> = vec![
+        (
+            &env,
+            vec!["issue", "device", "--dsn", "a.example"],
+            2,
+            "usage",
+        ),
+        (&env, vec!["issue", "device", "--days", "30"], 2, "usage"),
+        (&env, vec!["bogus"], 2, "usage"),
+        (&env, vec!["store"], 2, "usage"),
+        (&env, vec!["issue"], 2, "usage"),
+        (&env, vec!["issue", "device", "--validity"], 2, "usage"),
+        (
+            &env,
+            vec!["issue", "device", "--dns", "bad_name"],
+            2,
+            "invalid",
+        ),
+        (
+            &env,
+            vec!["issue", "server", "--dns", "a.example"],
+            2,
+            "invalid",
+        ),
+        (&env, vec!["verify", "cert", "nofile.pem"], 2, "input"),
+        (&env, vec!["show", "deadbeefdeadbeef"], 1, "refused"),
+        (&no_ca, vec!["list"], 3, "state"),
+    ];
+    for (env, args, want, kind) in cases {
+        for json_first in [true, false] {
+            let mut a = args.clone();
+            if json_first {
+                a.insert(0, "--json");
+            } else {
+                a.push("--json");
+            }
+            let out = env.run(&a);
+            assert_eq!(code(&out), want, "{a:?}: {}", text(&out));
+            let docs: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+                .into_iter::<Value>()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{a:?}: stdout is not JSON ({e}): {}", text(&out)));
+            assert_eq!(docs.len(), 1, "{a:?}: {}", text(&out));
+            let err = &docs[0]["error"];
+            assert_eq!(err["kind"], kind, "{a:?}: {}", text(&out));
+            assert!(err["reasons"].is_array(), "{a:?}: {}", text(&out));
+            let message = err["message"].as_str().unwrap_or("");
+            assert!(!message.is_empty(), "{a:?}: empty message: {}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(
+                lines,
+                [format!("error: {message}")],
+                "{a:?}: stderr is more than the error line: {}",
+                text(&out)
+            );
+        }
+    }
+}
