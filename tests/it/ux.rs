@@ -1386,3 +1386,53 @@ fn under_json_an_error_is_one_object_on_stdout_and_one_line_on_stderr() {
         }
     }
 }
+
+#[test]
+fn a_name_typed_wrong_is_bad_input_and_a_name_outside_policy_is_refused() {
+    let env = Env::constrained();
+    // The exit code follows the kind: refused 1; invalid, usage, input 2.
+    let kind_exit = |v: &Value| match v["error"]["kind"].as_str() {
+        Some("refused") => 1,
+        Some("invalid" | "usage" | "input") => 2,
+        Some("state" | "io" | "store") => 3,
+        _ => panic!("no kind: {v}"),
+    };
+    let syntax: &[&[&str]] = &[
+        &["issue", "device", "--dns", "bad_name.corp.internal"],
+        &["issue", "device", "--dns", "a..corp.internal"],
+        &["issue", "device", "--dns", "10.0.0.1"],
+        &["issue", "device", "--ip", "10.0.0.300"],
+        &["issue", "workload", "--uri", "spiffe://Corp.internal/x"],
+        &["issue", "person", "--cn", "A", "--email", "not-an-address"],
+    ];
+    for args in syntax {
+        let (c, v) = json_run(&env, args);
+        assert_eq!((c, kind_exit(&v)), (2, 2), "{args:?}: {v}");
+        assert_eq!(v["error"]["kind"], "invalid", "{args:?}: {v}");
+        assert_eq!(rules(&v), ["name-syntax"], "{args:?}: {v}");
+    }
+    // The same in a manifest: the whole manifest is bad input.
+    std::fs::write(
+        env.path("m.toml"),
+        "[[certificate]]\nid = \"x\"\nprofile = \"device\"\ndns = [\"bad_name.corp.internal\"]\n",
+    )
+    .unwrap();
+    let (c, v) = json_run(&env, &["batch", "--manifest", "m.toml", "--out-dir", "o"]);
+    assert_eq!((c, kind_exit(&v)), (2, 2), "{v}");
+    assert_eq!(rules(&v), ["name-syntax"], "{v}");
+    // A well-formed name outside the CA's constraints: policy says no.
+    let (c, v) = json_run(&env, &["issue", "device", "--dns", "shop.example"]);
+    assert_eq!((c, kind_exit(&v)), (1, 1), "{v}");
+    assert_eq!(rules(&v), ["name-outside-constraints"], "{v}");
+    // What a CSR asks for is judged as a whole, by policy: a malformed name in
+    // it is refused with the rest (exit 1), never signed.
+    env.openssl_csr(
+        "b.key",
+        "/CN=x",
+        &["subjectAltName=DNS:bad_name.corp.internal"],
+        &["-out", "b.csr"],
+    );
+    let (c, v) = json_run(&env, &["sign", "device", "--csr", "b.csr"]);
+    assert_eq!((c, kind_exit(&v)), (1, 1), "{v}");
+    assert!(rules(&v).contains(&"name-syntax".to_string()), "{v}");
+}
