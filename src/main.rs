@@ -23,36 +23,20 @@ fn main() -> ExitCode {
         Err(e) => {
             // --help and --version are not errors; everything else is bad usage (2).
             let code = if e.use_stderr() { 2 } else { 0 };
-            let hint = cli::usage_hint(&e, &std::env::args().collect::<Vec<_>>());
-            match &hint {
+            let argv: Vec<String> = std::env::args().collect();
+            if code == 2 && std::env::args_os().any(|a| a == "--json") {
+                // The error once, as JSON on stdout; stderr gets its one line
+                // (clap's usage block and help are for people reading text).
+                let message = cli::usage_message(&e, &argv);
+                eprintln!("error: {message}");
+                print_json(&mtlsca::Error::Usage(message).to_json(), false);
+                return ExitCode::from(code);
+            }
+            match cli::usage_hint(&e, &argv) {
                 Some(text) => eprint!("{text}"),
                 None => {
                     let _ = e.print();
                 }
-            }
-            if code == 2 && std::env::args_os().any(|a| a == "--json") {
-                // The error line and its tip, without clap's usage block.
-                let text = hint.unwrap_or_else(|| e.render().to_string());
-                let block: Vec<&str> = text
-                    .lines()
-                    .skip_while(|l| !l.starts_with("error: "))
-                    .take_while(|l| !l.trim().is_empty())
-                    .map(|l| l.trim_start_matches("error: ").trim())
-                    .collect();
-                let mut message = vec![block.join(" ")];
-                message.extend(
-                    text.lines()
-                        .filter_map(|l| l.trim_start().strip_prefix("tip: "))
-                        .map(String::from),
-                );
-                message.retain(|m| !m.is_empty());
-                let message = if message.is_empty() {
-                    e.kind().to_string()
-                } else {
-                    message.join("; ")
-                };
-                let err = mtlsca::Error::Usage(message);
-                print_json(&err.to_json());
             }
             return ExitCode::from(code);
         }
@@ -63,22 +47,27 @@ fn main() -> ExitCode {
     match cli::run(cli, now) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => {
+            // One line on stderr; under --json the error also goes to stdout, once,
+            // as the one JSON document (unless the command printed its document
+            // already, e.g. a damaged store's report) or, after a batch's JSON
+            // lines, as one more line.
             eprintln!("error: {e}");
             if json && !cli::render::json_printed() {
-                // One JSON document on stdout for machines, the exit code kept.
-                print_json(&e.to_json());
+                print_json(&e.to_json(), cli::render::json_lines());
             }
             ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// One JSON document on stdout; a closed stdout is not a panic.
-fn print_json(v: &serde_json::Value) {
+/// One JSON document on stdout (one line when `line`, after JSON lines); a
+/// closed stdout is not a panic.
+fn print_json(v: &serde_json::Value, line: bool) {
     use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stdout(),
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_default()
-    );
+    let text = if line {
+        serde_json::to_string(v)
+    } else {
+        serde_json::to_string_pretty(v)
+    };
+    let _ = writeln!(std::io::stdout(), "{}", text.unwrap_or_default());
 }

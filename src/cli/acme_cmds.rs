@@ -10,20 +10,21 @@ use crate::error::{Error, Result};
 use crate::service::{Answer, Op};
 use crate::store::acme::EabKey;
 
-/// `mtlsca acme ...`.
+// `mtlsca acme ...`. (A doc comment here would replace the command's summary
+// in `--help`: see `super::Deferred`.)
 #[derive(Debug, Subcommand)]
 pub enum AcmeCmd {
-    /// External account binding keys (RFC 8555 §7.3.4)
+    /// External account binding (EAB) keys: create, list or revoke them
     #[command(subcommand)]
     Eab(EabCmd),
 }
 
-/// `mtlsca acme eab ...`.
+// `mtlsca acme eab ...`.
 #[derive(Debug, Subcommand)]
 pub enum EabCmd {
-    /// A new key: prints its kid and HMAC key (base64url) to give an ACME client
+    /// Create a key for one ACME client: prints its key id (kid) and HMAC key
     Create(CreateArgs),
-    /// The keys, without their HMAC keys: profile, created, bound account, revoked
+    /// List the keys (never their HMAC keys): profile, creation time, bound account, revoked
     List,
     /// Revoke a key: it binds no account from now on
     Revoke(RevokeArgs),
@@ -75,7 +76,14 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
     let AcmeCmd::Eab(cmd) = cmd;
     match cmd {
         EabCmd::Create(a) => {
-            let k = one(eab(ctx, Op::EabCreate { profile: a.profile })?)?;
+            let profile = super::ca_cmds::profile_name(ctx, a.profile);
+            let k = one(eab(
+                ctx,
+                Op::EabCreate {
+                    profile: profile.clone(),
+                },
+            )
+            .map_err(|e| super::ca_cmds::with_profile_hint(ctx, &profile, e))?)?;
             if ctx.global.json {
                 let mut v = key_json(&k);
                 v["hmac_key"] = json!(k.hmac_key);

@@ -17,12 +17,14 @@ use crate::store::Damage;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCmd {
-    /// Verify every record against its certificate, every index both ways and
-    /// the audit hash chain (exit 3 naming each damaged item when not healthy)
+    /// Verify every record, every index and the audit log's hash chain (exit 3
+    /// naming each damaged item)
     Check,
 }
 
-/// `audit`: the log as `lifecycle_cmds` prints it, plus `--verify`.
+// `audit`: the log as `lifecycle_cmds` prints it, plus `--verify`. (A doc
+// comment here would replace the command's summary in `--help`: see
+// `super::Deferred`.)
 #[derive(Debug, Args)]
 pub struct AuditOptions {
     /// Verify the log's hash chain instead of printing it (exit 3 when an entry

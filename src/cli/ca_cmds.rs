@@ -53,11 +53,11 @@ fn parse_key_type(s: &str) -> std::result::Result<KeyType, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum ProfileCmd {
-    /// List the CA's profiles (the built-ins when there is no CA)
+    /// List the CA's profiles (the built-in ones when there is no CA)
     List,
     /// Print a profile with every default spelled out
     Show { name: String },
-    /// Validate a profile file
+    /// Check a profile file, for instance one you edited
     Check { file: PathBuf },
 }
 
@@ -157,8 +157,9 @@ pub struct ShowArgs {
     pub pem: bool,
 }
 
-/// `mtlsca renew`: what to renew, where the files go, and whether the old
-/// certificate is revoked.
+// `mtlsca renew`: what to renew, where the files go, and whether the old
+// certificate is revoked. (A doc comment here would replace the command's
+// summary in `--help`: see `super::Deferred`.)
 #[derive(Debug, Args)]
 pub struct RenewArgs {
     /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
@@ -358,11 +359,17 @@ pub fn profile(ctx: &Ctx, c: ProfileCmd) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         ProfileCmd::Show { name } => {
+            let name = profile_name(ctx, name);
             let p = match ctx.open_ca() {
-                Ok(ca) => ca.profile(&name)?,
+                Ok(ca) => ca
+                    .profile(&name)
+                    .map_err(|e| with_profile_hint(ctx, &name, e))?,
                 Err(Error::State(_)) => profile::builtin(&name).ok_or_else(|| {
+                    let tip = super::hints::profile_suggestion(&name, &[])
+                        .map(|t| format!("; {t}"))
+                        .unwrap_or_default();
                     Error::Usage(format!(
-                        "no built-in profile `{}` (and no CA to look in)",
+                        "no built-in profile `{}` (and no CA to look in){tip}",
                         crate::names::printable(&name)
                     ))
                 })?,
@@ -508,7 +515,7 @@ pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
     };
     let prefix = a.out.unwrap_or_else(|| default_prefix(&content));
     let req = IssuanceRequest {
-        profile: a.profile,
+        profile: profile_name(ctx, a.profile),
         content,
         key: KeySource::Generate(a.key_type),
         request_id: a.request_id,
@@ -540,7 +547,47 @@ fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
             .value(id),
         ));
     }
-    ctx.backend()?.issue(req.clone(), ctx.now)
+    ctx.backend()?
+        .issue(req.clone(), ctx.now)
+        .map_err(|e| with_profile_hint(ctx, &req.profile, e))
+}
+
+/// The profile a name on the command line stands for: the CA's profile of that
+/// name, else the one another spelling names (`organisation` is the profile
+/// `organization`, unless the CA has a profile `organisation` of its own).
+pub fn profile_name(ctx: &Ctx, name: String) -> String {
+    let Some(canonical) = super::hints::profile_spelling(&name) else {
+        return name;
+    };
+    match ctx.open_ca() {
+        Ok(ca) if ca.profile_path(&name).exists() => name,
+        _ => canonical.to_string(),
+    }
+}
+
+/// An unknown profile `name` with the profile that was probably meant (what
+/// other tools call a server's certificate is `device`, a typo, ...); any other
+/// error unchanged. Still bad input, exit 2.
+pub fn with_profile_hint(ctx: &Ctx, name: &str, e: Error) -> Error {
+    let shown = crate::names::printable(name);
+    match e {
+        Error::Invalid(mut r) if r.has(crate::rules::Rule::ProfileUnknown) => {
+            let known = ctx
+                .open_ca()
+                .and_then(|ca| ca.profile_names())
+                .unwrap_or_default();
+            if let Some(tip) = super::hints::profile_suggestion(name, &known) {
+                for x in r.reasons.iter_mut().filter(|x| {
+                    x.rule == crate::rules::Rule::ProfileUnknown
+                        && x.value.as_deref() == Some(shown.as_str())
+                }) {
+                    x.detail = format!("{}; {tip}", x.detail);
+                }
+            }
+            Error::Invalid(r)
+        }
+        other => other,
+    }
 }
 
 pub fn issued_json(i: &Issued, ctx: &Ctx) -> serde_json::Value {
@@ -665,7 +712,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         _ => Output::None,
     };
     let req = IssuanceRequest {
-        profile: a.profile,
+        profile: profile_name(ctx, a.profile),
         content: RequestedContent {
             validity: validity_arg(a.validity, a.not_after, ctx)?,
             ..Default::default()
@@ -707,7 +754,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
     let filter = ListFilter {
         role: a.role.as_deref().and_then(Role::parse),
         status: a.status.as_deref().and_then(Status::parse),
-        profile: a.profile,
+        profile: a.profile.map(|p| profile_name(ctx, p)),
         expiring_within: a
             .expiring_within
             .as_deref()

@@ -180,6 +180,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
                 not_after: o.not_after.map(rfc3339),
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+            super::render::start_json_lines();
         } else if !quiet && o.status == EntryStatus::Refused {
             let msg = format!(
                 "refused {}: {}",

@@ -38,7 +38,7 @@ pub mod render;
 mod serve_cmds;
 mod verify_cmds;
 
-pub use hints::usage_hint;
+pub use hints::{usage_hint, usage_message};
 
 /// Parse the process's arguments with the command line users see (examples in
 /// every command's help).
@@ -141,6 +141,10 @@ fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
 /// is built (`Command::defer`; completions, man pages and usage hints call
 /// `build`). Building the options of all 23 commands was most of what clap did
 /// on every call, about a third of a command's start-up.
+///
+/// `T`'s own doc comment, applied when the deferred part is built (after the
+/// variant's), would replace the command's summary in `--help`: notes on `T`
+/// are `//` comments; the summary is the doc comment of the `Command` variant.
 #[derive(Debug, Clone)]
 pub struct Deferred<T>(pub T);
 
@@ -191,55 +195,55 @@ impl<T: Subcommand> Subcommand for Deferred<T> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a CA: root, device issuing CA, entity issuing CA, store, profiles
+    /// Create a new CA: a root, device and entity CAs, the store and the default profiles
     Init(Deferred<ca_cmds::InitArgs>),
-    /// List, show or check profiles
+    /// List the certificate profiles, show one, or check an edited profile file
     #[command(subcommand)]
     Profile(Deferred<ca_cmds::ProfileCmd>),
-    /// Generate a key and issue a certificate from a profile
+    /// Make a key and a certificate from a profile: device, workload, person, organization
     Issue(Deferred<ca_cmds::IssueArgs>),
-    /// Sign a CSR after checking its signature and what it requests
+    /// Sign a certificate request (CSR) made elsewhere, after checking what it asks for
     Sign(Deferred<ca_cmds::SignArgs>),
-    /// A new key and certificate in place of an issued one (same profile, names, subject)
+    /// Replace an issued certificate with a new key and certificate for the same names
     Renew(Deferred<ca_cmds::RenewArgs>),
-    /// The inventory of issued certificates
+    /// Show the issued certificates, all or those of a role, status, name, profile or expiry
     List(Deferred<ca_cmds::ListArgs>),
-    /// One issued certificate, by serial, serial prefix, SHA-256, request id or file
+    /// Print one issued certificate, found by serial, request id, fingerprint or file
     Show(Deferred<ca_cmds::ShowArgs>),
-    /// A demo CA: two device certificates and one person certificate, pairs verified
+    /// Try it out: a demo CA with two device certificates and a person's, each pair verified
     Quickstart(Deferred<ca_cmds::QuickstartArgs>),
-    /// Check the store's integrity
+    /// Check the certificate store for damage
     #[command(subcommand)]
     Store(Deferred<admin_cmds::StoreCmd>),
-    /// Write a consistent copy of the CA (certificates, keys as stored, profiles, store)
+    /// Copy the whole CA (keys, certificates, profiles, store) into a new directory
     Backup(Deferred<admin_cmds::BackupArgs>),
-    /// Bring a backup back into a new CA directory (--ca-dir)
+    /// Bring a backup back as a new CA directory (the one --ca-dir names)
     Restore(Deferred<admin_cmds::RestoreArgs>),
-    /// Classify certificates under the draft (device, entity, ambiguous, no-EKU, CA); needs no CA
+    /// Tell what any certificates are for: device, entity, ambiguous, no EKU or CA
     Inspect(Deferred<verify_cmds::InspectArgs>),
-    /// Validate a certificate, or a pair of certificates as one connection
+    /// Check a certificate, or two certificates as the two ends of one connection
     #[command(subcommand)]
     Verify(Deferred<verify_cmds::VerifyCmd>),
-    /// Issue many certificates from a TOML manifest, idempotently
+    /// Issue many certificates from a TOML manifest; a rerun issues only what is missing
     Batch(Deferred<lifecycle_cmds::BatchArgs>),
-    /// Revoke a certificate (publish the change with `crl`)
+    /// Revoke a certificate (relying parties see it once a new CRL is published: mtlsca crl)
     Revoke(Deferred<lifecycle_cmds::RevokeArgs>),
-    /// Sign and publish certificate revocation lists
+    /// Sign and publish the certificate revocation lists (CRLs)
     Crl(Deferred<lifecycle_cmds::CrlArgs>),
-    /// Export a certificate as PEM, DER, chain or PKCS#12
+    /// Write an issued certificate as PEM, DER, a full chain, or PKCS#12 with its key
     Export(Deferred<lifecycle_cmds::ExportArgs>),
-    /// Print the audit log, or verify its hash chain (--verify)
+    /// Print the log of everything the CA did, or check that nobody altered it (--verify)
     Audit(Deferred<admin_cmds::AuditOptions>),
     /// Print shell completions (bash, zsh, fish, ...)
     Completions(Deferred<lifecycle_cmds::CompletionsArgs>),
-    /// Print the man page (roff)
+    /// Print the man page, or write every page into a directory (--out-dir)
     Man(Deferred<lifecycle_cmds::ManArgs>),
-    /// A TLS proxy that accepts and verifies peers by the draft (server or client mode)
+    /// Run a TLS proxy that admits peers by their certificates' roles: mTLS in, or mTLS out
     #[command(subcommand)]
     Proxy(Deferred<proxy_cmds::ProxyCmd>),
-    /// Serve ACME (RFC 8555) over HTTPS, issuing through this CA
+    /// Run an ACME server (RFC 8555): certbot, lego and the like get certificates here
     Serve(Deferred<serve_cmds::ServeArgs>),
-    /// ACME administration: external account binding keys for `serve`
+    /// Manage the keys that bind ACME accounts to this CA (for serve --acme-require-eab)
     #[command(subcommand)]
     Acme(Deferred<acme_cmds::AcmeCmd>),
 }

@@ -16,12 +16,13 @@ use crate::proxy::{
 use crate::role::{Connection, NameKind, Role};
 use crate::verify::{load, PeerName};
 
-/// `mtlsca proxy server|client`.
+// `mtlsca proxy server|client`. (A doc comment here would replace the
+// command's summary in `--help`: see `super::Deferred`.)
 #[derive(Debug, Subcommand)]
 pub enum ProxyCmd {
-    /// mTLS in, plain TCP (or HTTP with identity headers) out: initiators accepted by the draft
+    /// Accept mTLS connections and pass them on as plain TCP, or HTTP with identity headers
     Server(ServerArgs),
-    /// Plain TCP in, mTLS out: the responder verified by the draft
+    /// Accept plain connections and pass them on over mTLS, checking the far end's certificate
     Client(ClientArgs),
 }
 
@@ -98,7 +99,7 @@ pub struct CommonArgs {
     pub log_format: LogFormatArg,
 }
 
-/// `proxy server`.
+// `proxy server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Address to accept mTLS connections on (IP:PORT)
@@ -124,7 +125,7 @@ pub struct ServerArgs {
     pub common: CommonArgs,
 }
 
-/// `proxy client`.
+// `proxy client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Address to accept plain connections on (IP:PORT)

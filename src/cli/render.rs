@@ -37,6 +37,19 @@ pub fn print_json(v: &Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Say that this command's output is JSON lines (`batch --json`): an error that
+/// stops it is then printed as one more line, not as a multi-line document.
+pub fn start_json_lines() {
+    JSON_LINES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this command's output is JSON lines.
+pub fn json_lines() -> bool {
+    JSON_LINES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether this process printed a JSON document (a failing command then does not
 /// print a second one for its error).
 pub fn json_printed() -> bool {

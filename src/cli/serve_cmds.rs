@@ -8,7 +8,8 @@ use super::{Ctx, Outcome};
 use crate::acme::server::{serve as run_server, AcmeLimits, ServeOptions};
 use crate::error::{Error, Result};
 
-/// `mtlsca serve`.
+// `mtlsca serve`. (A doc comment here would replace the command's summary in
+// `--help`: see `super::Deferred`.)
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on for HTTPS (port 0: a free port, printed at start)
@@ -66,8 +67,9 @@ pub struct ServeArgs {
     pub limits: AcmeLimitArgs,
 }
 
-/// What the ACME server holds at most, in all and per client (a full table
-/// answers `rateLimited` with Retry-After; nothing live is pushed out).
+// What the ACME server holds at most, in all and per client (a full table
+// answers `rateLimited` with Retry-After; nothing live is pushed out). Flattened
+// into `ServeArgs`: a doc comment here would become `serve`'s summary.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "ACME limits")]
 pub struct AcmeLimitArgs {
@@ -150,21 +152,28 @@ fn resolver_address(s: &str) -> std::result::Result<SocketAddr, String> {
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
-pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
-    let tls = ctx.open_ca()?.profile(&a.tls_profile)?;
+pub fn serve(ctx: &Ctx, mut a: ServeArgs) -> Result<Outcome> {
+    use super::ca_cmds::{profile_name, with_profile_hint};
+    a.tls_profile = profile_name(ctx, a.tls_profile);
+    a.acme_profile = profile_name(ctx, a.acme_profile);
+    let tls = ctx
+        .open_ca()?
+        .profile(&a.tls_profile)
+        .map_err(|e| with_profile_hint(ctx, &a.tls_profile, e))?;
     if tls.role != crate::role::Role::Device {
         return Err(Error::Usage(format!(
             "--tls-profile `{}` is an entity profile; the server's certificate is a device certificate",
             a.tls_profile
         )));
     }
+    let acme_profile = a.acme_profile.clone();
     run_server(ServeOptions {
         ca_dir: ctx.global.ca_dir.clone(),
         lock_timeout: ctx.global.lock_timeout,
         passphrase: ctx.passphrase_source(),
         listen: a.listen,
         names: a.names,
-        acme_profile: a.acme_profile,
+        acme_profile: acme_profile.clone(),
         require_eab: a.acme_require_eab,
         http01_port: a.acme_http01_port,
         tlsalpn01_port: a.acme_tlsalpn01_port,
@@ -179,6 +188,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<Outcome> {
             a.max_connections_per_client,
         ),
         limits: a.limits.limits(),
-    })?;
+    })
+    .map_err(|e| with_profile_hint(ctx, &acme_profile, e))?;
     Ok(Outcome::Done)
 }

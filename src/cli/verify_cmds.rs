@@ -102,9 +102,9 @@ fn dir_files(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()>
 
 #[derive(Debug, Subcommand)]
 pub enum VerifyCmd {
-    /// Validate one certificate's chain, EKU and name
+    /// Check one certificate: its chain, its role (EKU) and its name
     Cert(VerifyCertArgs),
-    /// Validate two certificates as the initiator and responder of one connection
+    /// Check two certificates as the initiator and the responder of one connection
     Pair(VerifyPairArgs),
 }
 

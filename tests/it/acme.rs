@@ -1862,3 +1862,108 @@ fn an_unread_log_never_stalls_the_server() {
         "logged {logged}, dropped {dropped}"
     );
 }
+
+/// Whether a text names a command-line flag (`--ip`, `(--permit-dns`), as
+/// opposed to a DNS label holding `--` (`xn--bcher-kva.example`).
+fn names_a_flag(text: &str) -> bool {
+    text.match_indices("--").any(|(i, _)| {
+        let before = text[..i].chars().last();
+        let after = text[i + 2..].chars().next();
+        before.is_none_or(|c| c.is_whitespace() || "(`'\"/,".contains(c))
+            && after.is_some_and(|c| c.is_ascii_lowercase())
+    })
+}
+
+/// Every `detail` of a problem document, its subproblems' included.
+fn details(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v["detail"].as_str().map(String::from).into_iter().collect();
+    for s in v["subproblems"].as_array().into_iter().flatten() {
+        out.extend(s["detail"].as_str().map(String::from));
+    }
+    out
+}
+
+#[test]
+fn acme_problem_details_name_identifiers_not_command_line_flags() {
+    assert!(names_a_flag("give it with --ip, not --dns"));
+    assert!(!names_a_flag("`xn--bcher-kva.localhost` is outside"));
+    let env = constrained_ca();
+    // A device profile whose validity reaches past the issuing CAs' lifetime.
+    std::fs::write(
+        env.path("ca/profiles/long.toml"),
+        "name = \"long\"\nrole = \"device\"\nvalidity = { default = \"10y\", max = \"10y\" }\n",
+    )
+    .unwrap();
+    let answer = Arc::new(Mutex::new(String::new()));
+    let http01 = responder(answer.clone()).to_string();
+    let server = Server::start(&env, &["--acme-http01-port", &http01]);
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    let order = |ids: Value| c.post("/acme/new-order", Some(&json!({ "identifiers": ids })));
+    for ids in [
+        json!([{"type": "dns", "value": "127.0.0.1"}]),
+        json!([{"type": "dns", "value": "::1"}]),
+        json!([{"type": "dns", "value": "www.evil.example"}]),
+        json!([{"type": "ip", "value": "10.9.9.9"}]),
+        json!([{"type": "dns", "value": "bad_name.localhost"}]),
+        json!([{"type": "dns", "value": "*.localhost"}]),
+        json!([{"type": "dns", "value": "a..localhost"}]),
+        json!([{"type": "ip", "value": "localhost"}]),
+    ] {
+        let a = order(ids.clone());
+        assert_eq!(a.status, 400, "{ids}: {}", String::from_utf8_lossy(&a.body));
+        seen.push((ids.to_string(), a.json()));
+    }
+    // The IP written as a DNS name is told the identifier type it needs.
+    let ip_as_dns = &seen[0].1;
+    assert_eq!(
+        ip_as_dns["type"],
+        "urn:ietf:params:acme:error:rejectedIdentifier"
+    );
+    assert!(
+        details(ip_as_dns)
+            .iter()
+            .all(|d| d.contains("identifier of type `ip`")),
+        "{ip_as_dns}"
+    );
+    // Finalize: CSRs the order's profile refuses.
+    let (ready, _) = ready_order(&c, &answer);
+    let finalize = c.path_of(ready["finalize"].as_str().unwrap());
+    for extra in [
+        ["-addext", "extendedKeyUsage=clientAuth"],
+        ["-addext", "basicConstraints=critical,CA:TRUE"],
+    ] {
+        let csr = csr_der(&env, "localhost", &extra);
+        let a = c.post(&finalize, Some(&json!({"csr": B64.encode(&csr)})));
+        assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+        seen.push((format!("finalize {extra:?}"), a.json()));
+    }
+    drop(server);
+    // An account whose profile outlives the issuing CA (asked a second after
+    // init at least, so that ten years from now is past the CAs' notAfter).
+    std::thread::sleep(Duration::from_millis(1100));
+    let server = Server::start(
+        &env,
+        &["--acme-http01-port", &http01, "--acme-profile", "long"],
+    );
+    let mut c = Client::new(&env, &server);
+    c.register();
+    let a = c.order(&["localhost"]);
+    assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(&a.body));
+    let v = a.json();
+    assert!(
+        v["subproblems"][0]["rule"] == "validity-past-issuing-ca",
+        "{v}"
+    );
+    seen.push(("long".into(), v));
+
+    for (what, v) in &seen {
+        for d in details(v) {
+            assert!(
+                !names_a_flag(&d),
+                "{what}: a command-line flag in {d:?}: {v}"
+            );
+        }
+    }
+}

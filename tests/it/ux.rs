@@ -1065,3 +1065,374 @@ fn the_ca_bundle_is_made_at_init_and_at_restore() {
         leaf.to_str().unwrap(),
     ]);
 }
+
+// 8. Issue 23: the command line as a newcomer meets it.
+
+/// The summaries a `--help` lists under `Commands:`, as (name, summary), with
+/// wrapped lines joined.
+fn listed_summaries(help: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let Some(cmds) = help.split("Commands:\n").nth(1) else {
+        return out;
+    };
+    for line in cmds.lines().take_while(|l| !l.trim().is_empty()) {
+        if let Some(entry) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+            let (name, summary) = entry.split_once(' ').unwrap_or((entry, ""));
+            out.push((name.to_string(), summary.trim().to_string()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        }
+    }
+    out
+}
+
+/// What a summary written for users never holds: markup, the code's module
+/// names, or a reference to the command itself in place of what it does.
+fn developer_note(path: &[String], name: &str, summary: &str) -> Option<&'static str> {
+    let lower = summary.to_ascii_lowercase();
+    let own = path
+        .iter()
+        .map(String::as_str)
+        .chain([name])
+        .collect::<Vec<_>>()
+        .join(" ");
+    if summary.is_empty() {
+        Some("empty")
+    } else if summary.contains('`') {
+        Some("a backtick")
+    } else if ["_cmds", "cli::", "::", ".rs"]
+        .iter()
+        .any(|m| summary.contains(m))
+    {
+        Some("a module name")
+    } else if lower.contains(&format!("mtlsca {own}"))
+        || lower.starts_with(&format!("{name}:"))
+        || lower.trim_end_matches('.') == name
+    {
+        Some("the command's own name")
+    } else {
+        None
+    }
+}
+
+#[test]
+fn every_command_summary_is_written_for_users() {
+    let env = Env::new();
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for path in command_paths(&env) {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = env.ok(&args);
+        // The command's own summary: the text above `Usage:`.
+        if let Some(name) = path.last() {
+            let about = help.split("\nUsage:").next().unwrap_or("").trim();
+            let about = about.split("\n\n").next().unwrap_or("").replace('\n', " ");
+            if let Some(why) = developer_note(&path[..path.len() - 1], name, &about) {
+                bad.push(format!("{path:?} --help: {why}: {about}"));
+            }
+        }
+        for (name, summary) in listed_summaries(&help) {
+            seen += 1;
+            if let Some(why) = developer_note(&path, &name, &summary) {
+                bad.push(format!("{path:?} lists {name}: {why}: {summary}"));
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} summaries found");
+    assert!(
+        bad.is_empty(),
+        "summaries for developers:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn profile_names_from_other_tools_get_the_profile_they_mean() {
+    let env = Env::with_ca();
+    // What other tools call a server's or a client's certificate: exit 2, with
+    // the profile to use.
+    let err = env.fails(&["issue", "server", "--dns", "a.example"], 2);
+    assert!(err.contains("`device`"), "{err}");
+    assert!(err.contains("serverAuth"), "{err}");
+    for word in ["tls-server", "host"] {
+        let err = env.fails(&["issue", word, "--dns", "a.example"], 2);
+        assert!(err.contains("`device`"), "{word}: {err}");
+    }
+    let err = env.fails(
+        &["issue", "client", "--cn", "A", "--email", "a@b.example"],
+        2,
+    );
+    assert!(
+        err.contains("`person`") && err.contains("`device`"),
+        "{err}"
+    );
+    for word in ["user", "tls-client"] {
+        let err = env.fails(&["issue", word, "--email", "a@b.example"], 2);
+        assert!(err.contains("`person`"), "{word}: {err}");
+    }
+    let err = env.fails(&["issue", "org", "--org", "Acme"], 2);
+    assert!(err.contains("`organization`"), "{err}");
+    // A typo gets the nearest profile.
+    let err = env.fails(&["issue", "devcie", "--dns", "a.example"], 2);
+    assert!(err.contains("`device`"), "{err}");
+    // Still exit 2 with the rule, as JSON too.
+    let (c, v) = json_run(&env, &["issue", "server", "--dns", "a.example"]);
+    assert_eq!(c, 2);
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["profile-unknown"]);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`device`"),
+        "{v}"
+    );
+    // A name with no likely meaning: exit 2, no guess.
+    let err = env.fails(&["issue", "zzzzzz", "--dns", "a.example"], 2);
+    assert!(!err.contains("did you mean"), "{err}");
+
+    // Both spellings of organisation name the profile `organization`.
+    let v = env.json(&["issue", "organisation", "--org", "Acme", "--out", "acme"]);
+    assert_eq!(v["profile"], "organization", "{v}");
+    let shown = env.ok(&["profile", "show", "organisation"]);
+    assert!(shown.contains("name = \"organization\""), "{shown}");
+    let shown = Env::new().ok(&["profile", "show", "organisation"]);
+    assert!(shown.contains("name = \"organization\""), "{shown}");
+    // sign takes the same names.
+    env.openssl_csr(
+        "s.key",
+        "/CN=s.example",
+        &["subjectAltName=DNS:s.example"],
+        &["-out", "s.csr"],
+    );
+    let err = env.fails(&["sign", "server", "--csr", "s.csr"], 2);
+    assert!(err.contains("`device`"), "{err}");
+}
+
+/// The tip of a usage error (the `tip:` line), or the whole text.
+fn tip_of(err: &str) -> String {
+    err.lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .unwrap_or(err)
+        .to_string()
+}
+
+#[test]
+fn wrong_flags_get_the_flag_they_meant() {
+    let env = Env::with_ca();
+    let issue = |extra: &[&str]| {
+        let mut a = vec!["issue", "device", "--dns", "a.example"];
+        a.extend_from_slice(extra);
+        tip_of(&env.fails(&a, 2))
+    };
+    // A lifetime in days, as other tools ask for it.
+    for (flag, want) in [
+        ("--days", "'--validity 30d'"),
+        ("--valid", "'--validity 30d'"),
+        ("--expires", "'--validity 30d'"),
+        ("--expire", "'--validity 30d'"),
+        ("--lifetime", "'--validity 30d'"),
+    ] {
+        let tip = issue(&[flag, "30"]);
+        assert!(tip.contains(want), "{flag}: {tip}");
+        assert!(!tip.contains("--dns"), "{flag}: {tip}");
+    }
+    let tip = issue(&["--days=90"]);
+    assert!(tip.contains("'--validity 90d'"), "{tip}");
+    let tip = issue(&["--ttl", "24h"]);
+    assert!(tip.contains("'--validity 24h'"), "{tip}");
+    let tip = issue(&["--expires", "2027-01-31T00:00:00Z"]);
+    assert!(tip.contains("'--not-after 2027-01-31T00:00:00Z'"), "{tip}");
+    // Other commands point to their own span flag.
+    let tip = tip_of(&env.fails(&["renew", "a.pem", "--days", "30"], 2));
+    assert!(tip.contains("'--validity 30d'"), "{tip}");
+    let tip = tip_of(&env.fails(&["crl", "--days", "7"], 2));
+    assert!(tip.contains("'--next-update 7d'"), "{tip}");
+
+    // A host name, as other tools ask for it.
+    for flag in ["--host", "--hostname", "--domain"] {
+        let err = env.fails(&["issue", "device", flag, "a.example"], 2);
+        let tip = tip_of(&err);
+        assert!(tip.contains("'--dns a.example'"), "{flag}: {tip}");
+        assert!(!tip.contains("--out"), "{flag}: {tip}");
+    }
+    let tip = tip_of(&env.fails(&["issue", "device", "--host", "10.0.0.1"], 2));
+    assert!(tip.contains("'--ip 10.0.0.1'"), "{tip}");
+
+    // A span in two words: the unit syntax, not a name.
+    let tip = issue(&["--validity", "5", "years"]);
+    assert!(tip.contains("'--validity 5y'"), "{tip}");
+    assert!(tip.contains("1825d"), "{tip}");
+    assert!(!tip.contains("names are given"), "{tip}");
+    let tip = issue(&["--validity", "2", "weeks"]);
+    assert!(tip.contains("'--validity 2w'"), "{tip}");
+
+    // The tip is in the JSON message too.
+    let (c, v) = json_run(
+        &env,
+        &["issue", "device", "--dns", "a.example", "--days", "30"],
+    );
+    assert_eq!(c, 2);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--validity 30d"),
+        "{v}"
+    );
+    // Misspellings still get the nearest flag.
+    let tip = issue(&["--valdity", "30d"]);
+    assert!(tip.contains("'--validity'"), "{tip}");
+}
+
+#[test]
+fn a_missing_output_directory_is_bad_input_for_a_repeated_request_too() {
+    let env = Env::with_ca();
+    let args = |out: &'static str| {
+        vec![
+            "issue",
+            "device",
+            "--dns",
+            "r.example",
+            "--request-id",
+            "r1",
+            "--out",
+            out,
+        ]
+    };
+    // A fresh request into a missing directory.
+    let (c, v) = json_run(&env, &args("nodir/x"));
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["output-dir-missing"]);
+    // The same request id, issued once, repeated into a directory that is gone.
+    std::fs::create_dir(env.path("d")).unwrap();
+    env.ok(&args("d/x"));
+    std::fs::remove_dir_all(env.path("d")).unwrap();
+    let (c, v) = json_run(&env, &args("d/x"));
+    assert_eq!(c, 2, "{v}");
+    assert_eq!(v["error"]["kind"], "invalid", "{v}");
+    assert_eq!(rules(&v), ["output-dir-missing"], "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(".tmp"), "{message}");
+    let (c, v) = json_run(&env, &args("other/y"));
+    assert_eq!((c, rules(&v)), (2, vec!["output-dir-missing".to_string()]));
+    // Into a directory that exists, the repeat completes the files.
+    std::fs::create_dir(env.path("d")).unwrap();
+    let v = env.json(&args("d/x"));
+    assert_eq!(v["status"], "exists", "{v}");
+    assert!(env.path("d/x.pem").exists());
+}
+
+#[test]
+fn under_json_an_error_is_one_object_on_stdout_and_one_line_on_stderr() {
+    let env = Env::with_ca();
+    let no_ca = Env::new();
+    let cases: Vec<(&Env, Vec<&str>, i32, &str)> = vec![
+        (
+            &env,
+            vec!["issue", "device", "--dsn", "a.example"],
+            2,
+            "usage",
+        ),
+        (&env, vec!["issue", "device", "--days", "30"], 2, "usage"),
+        (&env, vec!["bogus"], 2, "usage"),
+        (&env, vec!["store"], 2, "usage"),
+        (&env, vec!["issue"], 2, "usage"),
+        (&env, vec!["issue", "device", "--validity"], 2, "usage"),
+        (
+            &env,
+            vec!["issue", "device", "--dns", "bad_name"],
+            2,
+            "invalid",
+        ),
+        (
+            &env,
+            vec!["issue", "server", "--dns", "a.example"],
+            2,
+            "invalid",
+        ),
+        (&env, vec!["verify", "cert", "nofile.pem"], 2, "input"),
+        (&env, vec!["show", "deadbeefdeadbeef"], 1, "refused"),
+        (&no_ca, vec!["list"], 3, "state"),
+    ];
+    for (env, args, want, kind) in cases {
+        for json_first in [true, false] {
+            let mut a = args.clone();
+            if json_first {
+                a.insert(0, "--json");
+            } else {
+                a.push("--json");
+            }
+            let out = env.run(&a);
+            assert_eq!(code(&out), want, "{a:?}: {}", text(&out));
+            let docs: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+                .into_iter::<Value>()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{a:?}: stdout is not JSON ({e}): {}", text(&out)));
+            assert_eq!(docs.len(), 1, "{a:?}: {}", text(&out));
+            let err = &docs[0]["error"];
+            assert_eq!(err["kind"], kind, "{a:?}: {}", text(&out));
+            assert!(err["reasons"].is_array(), "{a:?}: {}", text(&out));
+            let message = err["message"].as_str().unwrap_or("");
+            assert!(!message.is_empty(), "{a:?}: empty message: {}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(
+                lines,
+                [format!("error: {message}")],
+                "{a:?}: stderr is more than the error line: {}",
+                text(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_name_typed_wrong_is_bad_input_and_a_name_outside_policy_is_refused() {
+    let env = Env::constrained();
+    // The exit code follows the kind: refused 1; invalid, usage, input 2.
+    let kind_exit = |v: &Value| match v["error"]["kind"].as_str() {
+        Some("refused") => 1,
+        Some("invalid" | "usage" | "input") => 2,
+        Some("state" | "io" | "store") => 3,
+        _ => panic!("no kind: {v}"),
+    };
+    let syntax: &[&[&str]] = &[
+        &["issue", "device", "--dns", "bad_name.corp.internal"],
+        &["issue", "device", "--dns", "a..corp.internal"],
+        &["issue", "device", "--dns", "10.0.0.1"],
+        &["issue", "device", "--ip", "10.0.0.300"],
+        &["issue", "workload", "--uri", "spiffe://Corp.internal/x"],
+        &["issue", "person", "--cn", "A", "--email", "not-an-address"],
+    ];
+    for args in syntax {
+        let (c, v) = json_run(&env, args);
+        assert_eq!((c, kind_exit(&v)), (2, 2), "{args:?}: {v}");
+        assert_eq!(v["error"]["kind"], "invalid", "{args:?}: {v}");
+        assert_eq!(rules(&v), ["name-syntax"], "{args:?}: {v}");
+    }
+    // The same in a manifest: the whole manifest is bad input.
+    std::fs::write(
+        env.path("m.toml"),
+        "[[certificate]]\nid = \"x\"\nprofile = \"device\"\ndns = [\"bad_name.corp.internal\"]\n",
+    )
+    .unwrap();
+    let (c, v) = json_run(&env, &["batch", "--manifest", "m.toml", "--out-dir", "o"]);
+    assert_eq!((c, kind_exit(&v)), (2, 2), "{v}");
+    assert_eq!(rules(&v), ["name-syntax"], "{v}");
+    // A well-formed name outside the CA's constraints: policy says no.
+    let (c, v) = json_run(&env, &["issue", "device", "--dns", "shop.example"]);
+    assert_eq!((c, kind_exit(&v)), (1, 1), "{v}");
+    assert_eq!(rules(&v), ["name-outside-constraints"], "{v}");
+    // What a CSR asks for is judged as a whole, by policy: a malformed name in
+    // it is refused with the rest (exit 1), never signed.
+    env.openssl_csr(
+        "b.key",
+        "/CN=x",
+        &["subjectAltName=DNS:bad_name.corp.internal"],
+        &["-out", "b.csr"],
+    );
+    let (c, v) = json_run(&env, &["sign", "device", "--csr", "b.csr"]);
+    assert_eq!((c, kind_exit(&v)), (1, 1), "{v}");
+    assert!(rules(&v).contains(&"name-syntax".to_string()), "{v}");
+}

@@ -371,6 +371,8 @@ pub enum Origin {
     Csr,
     /// A profile file (its keys).
     Profile,
+    /// An ACME order (its identifiers, of type `dns` or `ip`).
+    Acme,
 }
 
 /// The part of a request a refusal is about.
@@ -439,6 +441,9 @@ impl Field {
             (Origin::Csr, Field::BasicConstraints) => "the CSR's basicConstraints".into(),
             (Origin::Csr, Field::Extension) => "the CSR's extension".into(),
             (Origin::Csr, Field::Csr) => "the CSR".into(),
+            (Origin::Acme, Field::Name(k)) => {
+                format!("{} identifier", k.as_str().to_ascii_lowercase())
+            }
             (Origin::Arguments, Field::Key) => "--key-type".into(),
             (Origin::Arguments, Field::Id) => "id".into(),
             (Origin::Arguments, Field::Profile) => "profile".into(),
@@ -514,11 +519,40 @@ impl Refusal {
     }
 
     fn message_in_entry(&self, origin: Origin) -> String {
+        let detail = self.detail_for(origin);
         match (&self.field, &self.value) {
-            (Some(f), Some(v)) => format!("{} `{v}`: {}", f.label(origin), self.detail),
-            (Some(f), None) => format!("{}: {}", f.label(origin), self.detail),
-            (None, Some(v)) => format!("`{v}`: {}", self.detail),
-            (None, None) => self.detail.clone(),
+            (Some(f), Some(v)) => format!("{} `{v}`: {detail}", f.label(origin)),
+            (Some(f), None) => format!("{}: {detail}", f.label(origin)),
+            (None, Some(v)) => format!("`{v}`: {detail}"),
+            (None, None) => detail.into_owned(),
+        }
+    }
+
+    /// The detail as a requester of `origin` reads it. Details are written for
+    /// the command line, where advice names flags (`--ip`, `--not-after`); a
+    /// manifest names its keys, and a CSR or an ACME order has no flags at all:
+    /// - an IP address given as a DNS name is told where an IP goes there;
+    /// - for a CSR or an ACME order, the clauses of advice that name a flag
+    ///   (`...; ask for ... or --not-after T`) are left out.
+    fn detail_for(&self, origin: Origin) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        let ip_as_dns = self.rule == Rule::NameSyntax
+            && self.field == Some(Field::Name(NameKind::Dns))
+            && self
+                .value
+                .as_deref()
+                .is_some_and(|v| v.parse::<std::net::IpAddr>().is_ok());
+        match origin {
+            Origin::Arguments | Origin::Profile => Cow::Borrowed(&self.detail),
+            Origin::Manifest if ip_as_dns => Cow::Borrowed("an IP address goes in `ip`, not `dns`"),
+            Origin::Manifest => Cow::Borrowed(&self.detail),
+            Origin::Acme if ip_as_dns => {
+                Cow::Borrowed("an IP address must be an identifier of type `ip`, not `dns`")
+            }
+            Origin::Csr if ip_as_dns => {
+                Cow::Borrowed("an IP address must be an iPAddress name, not a dNSName")
+            }
+            Origin::Csr | Origin::Acme => without_flag_advice(&self.detail),
         }
     }
 
@@ -530,6 +564,31 @@ impl Refusal {
             "message": self.message(origin),
         })
     }
+}
+
+/// A detail without its clauses (`; `-separated) that name a command-line flag,
+/// the first clause (what is wrong) always kept.
+fn without_flag_advice(detail: &str) -> std::borrow::Cow<'_, str> {
+    let mut clauses = detail.split("; ");
+    let first = clauses.next().unwrap_or("");
+    let rest: Vec<&str> = clauses.collect();
+    if !rest.iter().any(|c| names_a_flag(c)) {
+        return std::borrow::Cow::Borrowed(detail);
+    }
+    let mut kept = vec![first];
+    kept.extend(rest.into_iter().filter(|c| !names_a_flag(c)));
+    std::borrow::Cow::Owned(kept.join("; "))
+}
+
+/// Whether text names a command-line flag (`--ip`, `(--permit-dns`), not a DNS
+/// label that holds `--` (`xn--bcher-kva.example`).
+fn names_a_flag(text: &str) -> bool {
+    text.match_indices("--").any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + 2..].chars().next();
+        before.is_none_or(|c| c.is_whitespace() || "(`'\",/".contains(c))
+            && after.is_some_and(|c| c.is_ascii_lowercase())
+    })
 }
 
 /// Refusals of one request, with where the request came from.
@@ -627,6 +686,40 @@ mod tests {
         let j = r.to_json(Origin::Arguments);
         assert_eq!(j["rule"], "name-kind-for-role");
         assert_eq!(j["field"], "email");
+    }
+
+    #[test]
+    fn csrs_and_acme_orders_are_told_no_command_line_flags() {
+        let ip = Refusal::new(
+            Rule::NameSyntax,
+            "`10.0.0.1` is an IP address: give it with --ip, not --dns",
+        )
+        .on(Field::Name(NameKind::Dns))
+        .value("10.0.0.1");
+        assert!(ip.message(Origin::Arguments).contains("--ip"));
+        assert_eq!(
+            ip.message(Origin::Acme),
+            "dns identifier `10.0.0.1`: an IP address must be an identifier of type `ip`, not `dns`"
+        );
+        assert!(ip.message(Origin::Manifest).contains("goes in `ip`"));
+        assert!(ip.message(Origin::Csr).contains("iPAddress"));
+        let outside = Refusal::new(
+            Rule::NameOutsideConstraints,
+            "outside the CA's name constraints (DNS corp.internal); they are fixed in the root certificate at `init` (--permit-dns, --permit-ip, --permit-uri): use a name inside them",
+        )
+        .on(Field::Name(NameKind::Dns))
+        .value("xn--bcher-kva.example");
+        for origin in [Origin::Acme, Origin::Csr] {
+            let m = outside.message(origin);
+            assert!(!names_a_flag(&m), "{m}");
+            assert!(
+                m.contains("xn--bcher-kva.example") && m.contains("(DNS corp.internal)"),
+                "{m}"
+            );
+        }
+        assert!(outside.message(Origin::Arguments).contains("--permit-dns"));
+        assert!(names_a_flag("or --not-after 2030"));
+        assert!(!names_a_flag("`xn--bcher-kva.example`"));
     }
 
     #[test]

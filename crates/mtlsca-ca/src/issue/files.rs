@@ -78,24 +78,7 @@ impl Files {
     /// symbolic link, dangling or not. Bad input (exit 2) naming the rule.
     pub fn check_free(&self, origin: Origin) -> Result<()> {
         for p in self.all() {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(Error::invalid(
-                    origin,
-                    Refusal::new(
-                        Rule::OutputDirMissing,
-                        format!(
-                            "directory {} does not exist; create it first or choose another --out",
-                            dir.display()
-                        ),
-                    )
-                    .on(Field::Output)
-                    .value(p.display().to_string()),
-                ));
-            }
+            check_dir(p, origin)?;
             match std::fs::symlink_metadata(p) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::invalid(
@@ -127,6 +110,15 @@ impl Files {
         Ok(())
     }
 
+    /// Check that the directory of each file exists: bad input (exit 2, rule
+    /// `output-dir-missing`) otherwise. For a request recorded before, whose
+    /// missing files are written again.
+    pub(crate) fn check_dirs(&self, origin: Origin) -> Result<()> {
+        self.all()
+            .into_iter()
+            .try_for_each(|p| check_dir(p, origin))
+    }
+
     /// fsync the directory the files are linked in.
     pub fn sync_dir(&self) -> Result<()> {
         match self.cert.parent() {
@@ -139,6 +131,29 @@ impl Files {
     pub(crate) fn cert_partial(&self) -> PathBuf {
         partial(&self.cert)
     }
+}
+
+/// The directory of an output file exists; bad input naming the rule if not.
+fn check_dir(p: &Path, origin: Origin) -> Result<()> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        origin,
+        Refusal::new(
+            Rule::OutputDirMissing,
+            format!(
+                "directory {} does not exist; create it first or choose another --out",
+                dir.display()
+            ),
+        )
+        .on(Field::Output)
+        .value(p.display().to_string()),
+    ))
 }
 
 /// The temporary sibling of a final name.

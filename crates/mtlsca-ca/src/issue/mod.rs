@@ -293,6 +293,8 @@ impl<'a> Issuer<'a> {
         let mut all = Vec::new();
         let mut written = Vec::new();
         if let Some(f) = files {
+            // Bad input like a first request's (not an I/O error on a temporary file).
+            f.check_dirs(req.origin)?;
             if let Some(k) = &f.key {
                 if k.exists() {
                     all.push(k.clone());

@@ -873,7 +873,14 @@ impl App {
         self.engine
             .check(&self.profile_of(account), content)
             .await
-            .map_err(|e| Problem::engine("rejectedIdentifier", "the order", &e))?;
+            // Refusals name the order's identifiers, not the CLI's flags.
+            .map_err(|e| {
+                Problem::engine(
+                    "rejectedIdentifier",
+                    "the order",
+                    &e.with_origin(Origin::Acme),
+                )
+            })?;
 
         let now = OffsetDateTime::now_utc();
         let expires = now + ORDER_LIFETIME;

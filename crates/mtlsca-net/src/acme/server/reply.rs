@@ -61,8 +61,10 @@ impl Problem {
     }
 
     /// The engine's refusals as a problem of `kind`, one subproblem per rule
-    /// broken (its code in `detail` and in `rule`).
-    pub(super) fn refusals(kind: &str, what: &str, r: &Refusals) -> Problem {
+    /// broken (its code in `detail` and in `rule`); `by_policy` when the
+    /// request was well-formed and policy said no (else it was malformed:
+    /// a name's syntax, an unreadable CSR).
+    pub(super) fn refusals(kind: &str, what: &str, r: &Refusals, by_policy: bool) -> Problem {
         let subs: Vec<Value> = r
             .reasons
             .iter()
@@ -85,7 +87,8 @@ impl Problem {
             status: StatusCode::BAD_REQUEST,
             kind: format!("{ACME_ERR}{kind}"),
             detail: format!(
-                "{what} refused by policy ({}): {}",
+                "{what} refused{} ({}): {}",
+                if by_policy { " by policy" } else { "" },
                 codes.join(", "),
                 r.messages().join("; ")
             ),
@@ -97,7 +100,8 @@ impl Problem {
     /// From an engine error: refusals become `kind`, the rest serverInternal.
     pub(super) fn engine(kind: &str, what: &str, e: &Error) -> Problem {
         match e {
-            Error::Refused(r) | Error::Invalid(r) => Problem::refusals(kind, what, r),
+            Error::Refused(r) => Problem::refusals(kind, what, r, true),
+            Error::Invalid(r) => Problem::refusals(kind, what, r, false),
             other => Problem::internal(other),
         }
     }
