@@ -20,7 +20,7 @@
 //! `web.chain` both write `web.chain.pem`) are refused before anything is issued.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -382,59 +382,62 @@ pub fn run(
     opts: &BatchOptions,
     now: OffsetDateTime,
     report: &mut dyn FnMut(&EntryOutcome),
-    mut give_way: Option<&mut dyn FnMut()>,
+    give_way: Option<&mut dyn FnMut()>,
 ) -> Result<Summary> {
     let issuer = Issuer::new(ca, store)?;
-    let entries = &manifest.certificate;
     let out_dir = std::path::absolute(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    let staged = stage(&issuer, store, manifest, manifest_name, opts, &out_dir, now)?;
+    // It receives private keys: directories made here are 0700 whatever the
+    // umask (of this process, or of the server running the batch).
+    fsutil::create_dir_all_mode(&out_dir, 0o700)?;
+    issue_in_slices(
+        &issuer,
+        &manifest.certificate,
+        staged,
+        opts,
+        now,
+        report,
+        give_way,
+    )
+}
 
-    // Everything that can be known before signing: ids and their files, key
-    // types, profiles, policy (the engine's own check).
+/// The entries staged for the engine: a request each (a renewal where the
+/// entry's certificate is due), and the entries policy refused, reported in
+/// their place.
+struct Staged {
+    requests: Vec<IssuanceRequest>,
+    refused: Vec<Option<Error>>,
+    renewing: HashSet<usize>,
+}
+
+/// Everything that can be known before signing: ids and their files, key
+/// types, profiles, policy (the engine's own check). Any bad input of the
+/// manifest is returned (nothing is issued); refusals stay with their entry.
+fn stage(
+    issuer: &Issuer<'_>,
+    store: &Store,
+    manifest: &Manifest,
+    manifest_name: &str,
+    opts: &BatchOptions,
+    out_dir: &Path,
+    now: OffsetDateTime,
+) -> Result<Staged> {
+    let entries = &manifest.certificate;
     let mut errors: Vec<Refusal> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut file_owner: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len() * 3);
-    let mut requests: Vec<IssuanceRequest> = Vec::with_capacity(entries.len());
-    let mut refused: Vec<Option<Error>> = Vec::with_capacity(entries.len());
-    let mut renewing: HashSet<usize> = HashSet::new();
+    let mut staged = Staged {
+        requests: Vec::with_capacity(entries.len()),
+        refused: Vec::with_capacity(entries.len()),
+        renewing: HashSet::new(),
+    };
     for (n, e) in entries.iter().enumerate() {
         let label = format!(
             "certificate #{} (id `{}`)",
             n + 1,
             crate::names::printable(&e.id)
         );
-        if let Err(m) = check_id(&e.id) {
-            errors.push(entry_refusal(
-                &label,
-                Rule::BatchIdSyntax,
-                Some(Field::Id),
-                m,
-            ));
-        } else if !seen.insert(e.id.as_str()) {
-            errors.push(entry_refusal(
-                &label,
-                Rule::BatchIdDuplicate,
-                Some(Field::Id),
-                "duplicate id".into(),
-            ));
-        } else {
-            let output = Output::Prefix(out_dir.join(&e.id));
-            if let Some(files) = Files::of(&output, true) {
-                for f in files.all() {
-                    if let Some(other) = file_owner.insert(f.clone(), e.id.as_str()) {
-                        errors.push(entry_refusal(
-                            &label,
-                            Rule::BatchIdCollision,
-                            Some(Field::Id),
-                            format!(
-                                "its file {} is also the file of id `{}`; choose ids that do not map onto each other's files",
-                                f.display(),
-                                crate::names::printable(other)
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        check_entry_id(e, &label, out_dir, &mut seen, &mut file_owner, &mut errors);
         let key_type = match e.key_type.as_deref().map(KeyType::parse).transpose() {
             Ok(kt) => kt,
             Err(err) => {
@@ -457,13 +460,13 @@ pub fn run(
         };
         match issuer.check_request(&req, now) {
             Ok(()) => {
-                if let Some(renewal) = renewal(&issuer, store, opts, &req, &out_dir, now)? {
+                if let Some(renewal) = renewal(issuer, store, opts, &req, out_dir, now)? {
                     req = renewal;
-                    renewing.insert(n);
+                    staged.renewing.insert(n);
                 }
-                refused.push(None)
+                staged.refused.push(None)
             }
-            Err(err @ Error::Refused(_)) => refused.push(Some(err)),
+            Err(err @ Error::Refused(_)) => staged.refused.push(Some(err)),
             Err(Error::Invalid(r)) => {
                 for x in &r.reasons {
                     errors.push(entry_refusal(
@@ -473,7 +476,7 @@ pub fn run(
                         r.message_of(x),
                     ));
                 }
-                refused.push(None);
+                staged.refused.push(None);
             }
             Err(err @ (Error::Usage(_) | Error::Input { .. })) => {
                 errors.push(entry_refusal(
@@ -482,11 +485,11 @@ pub fn run(
                     Some(Field::Profile),
                     err.to_string(),
                 ));
-                refused.push(None);
+                staged.refused.push(None);
             }
             Err(err) => return Err(err),
         }
-        requests.push(req);
+        staged.requests.push(req);
     }
     if !errors.is_empty() {
         let more = errors.len().saturating_sub(MAX_LISTED_ERRORS);
@@ -499,10 +502,71 @@ pub fn run(
             Refusals::new(Origin::Manifest, errors).context(context),
         ));
     }
+    Ok(staged)
+}
 
-    // It receives private keys: directories made here are 0700 whatever the
-    // umask (of this process, or of the server running the batch).
-    fsutil::create_dir_all_mode(&out_dir, 0o700)?;
+/// An entry's id: its syntax, unique in the manifest, and files that no other
+/// entry's files map onto.
+fn check_entry_id<'m>(
+    e: &'m Entry,
+    label: &str,
+    out_dir: &Path,
+    seen: &mut HashSet<&'m str>,
+    file_owner: &mut HashMap<PathBuf, &'m str>,
+    errors: &mut Vec<Refusal>,
+) {
+    if let Err(m) = check_id(&e.id) {
+        errors.push(entry_refusal(
+            label,
+            Rule::BatchIdSyntax,
+            Some(Field::Id),
+            m,
+        ));
+    } else if !seen.insert(e.id.as_str()) {
+        errors.push(entry_refusal(
+            label,
+            Rule::BatchIdDuplicate,
+            Some(Field::Id),
+            "duplicate id".into(),
+        ));
+    } else {
+        let output = Output::Prefix(out_dir.join(&e.id));
+        if let Some(files) = Files::of(&output, true) {
+            for f in files.all() {
+                if let Some(other) = file_owner.insert(f.clone(), e.id.as_str()) {
+                    errors.push(entry_refusal(
+                        label,
+                        Rule::BatchIdCollision,
+                        Some(Field::Id),
+                        format!(
+                            "its file {} is also the file of id `{}`; choose ids that do not map onto each other's files",
+                            f.display(),
+                            crate::names::printable(other)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Issue the staged entries through the engine: all at once, or, with
+/// `give_way`, in slices between which the server runs other jobs; report each
+/// entry in manifest order as soon as its files are final.
+fn issue_in_slices(
+    issuer: &Issuer<'_>,
+    entries: &[Entry],
+    staged: Staged,
+    opts: &BatchOptions,
+    now: OffsetDateTime,
+    report: &mut dyn FnMut(&EntryOutcome),
+    mut give_way: Option<&mut dyn FnMut()>,
+) -> Result<Summary> {
+    let Staged {
+        requests,
+        mut refused,
+        renewing,
+    } = staged;
     // Entries policy refused are reported in their place; the rest go to the engine.
     let (to_issue, positions): (Vec<IssuanceRequest>, Vec<usize>) = requests
         .into_iter()

@@ -124,7 +124,8 @@ pub fn check_size(req: &RequestedContent, origin: Origin) -> Result<()> {
 }
 
 /// Check a request against its profile, the CA's name constraints and the issuing
-/// CA's own lifetime.
+/// CA's own lifetime. Every step adds what it finds wrong to one list, so a
+/// requester hears of every problem at once.
 pub fn check(
     profile: &Profile,
     ca_constraints: &[Pattern],
@@ -135,12 +136,63 @@ pub fn check(
     now: OffsetDateTime,
 ) -> Result<Approved> {
     check_size(req, origin)?;
-    let mut refusals: Vec<Refusal> = Vec::new();
-    let mut syntax: Vec<Refusal> = Vec::new();
-    let role = profile.role;
-    let table = rules::kind_rules(role, profile.kind);
+    let mut found = Found::default();
+    let table = rules::kind_rules(profile.role, profile.kind);
+    let names = parse_names(req, &mut found);
+    for n in &names {
+        found
+            .refusals
+            .extend(check_name(profile, ca_constraints, n));
+    }
+    refuse_unsupported_names(req, &mut found);
+    check_identity(profile, table, &names, origin, &mut found);
+    let mut subject = subject_of(profile, req, &mut found);
+    apply_cn_rule(profile, table.cn, &names, &mut subject, &mut found);
+    check_requested_extensions(profile, req, &mut found);
+    let (not_before, not_after) = validity_of(profile, req, ca_not_after, now, &mut found);
+    found.into_result(origin)?;
+    Ok(Approved {
+        role: profile.role,
+        subject,
+        names,
+        ekus: profile.extended_key_usage.clone(),
+        key_encipherment: profile.role == Role::Device && key.is_rsa(),
+        not_before,
+        not_after,
+    })
+}
 
-    // Names: parse every one (never copy blindly), then check kind, wildcard and bounds.
+/// What the steps of [`check`] found wrong: refusals (policy says no) and
+/// syntax errors (the request cannot be right as written).
+#[derive(Default)]
+struct Found {
+    refusals: Vec<Refusal>,
+    syntax: Vec<Refusal>,
+}
+
+impl Found {
+    /// Syntax errors are bad input, except in a CSR (its author cannot retype
+    /// it: everything is a refusal); then the refusals.
+    fn into_result(self, origin: Origin) -> Result<()> {
+        if !self.syntax.is_empty() {
+            return Err(match origin {
+                Origin::Csr => Error::refusals(
+                    origin,
+                    self.syntax.into_iter().chain(self.refusals).collect(),
+                ),
+                _ => Error::Invalid(rules::Refusals::new(origin, self.syntax)),
+            });
+        }
+        if !self.refusals.is_empty() {
+            return Err(Error::refusals(origin, self.refusals));
+        }
+        Ok(())
+    }
+}
+
+/// Every requested name parsed (never copied blindly), in request order
+/// without duplicates; a name that does not parse is a syntax error.
+fn parse_names(req: &RequestedContent, found: &mut Found) -> Vec<SanName> {
     let mut names: Vec<SanName> = Vec::new();
     for (kind, values) in [
         (NameKind::Dns, &req.dns),
@@ -155,7 +207,7 @@ pub fn check(
                         names.push(n)
                     }
                 }
-                Err(m) => syntax.push(
+                Err(m) => found.syntax.push(
                     Refusal::new(Rule::NameSyntax, m)
                         .on(Field::Name(kind))
                         .value(v),
@@ -163,24 +215,36 @@ pub fn check(
             }
         }
     }
-    for n in &names {
-        refusals.extend(check_name(profile, ca_constraints, n));
-    }
+    names
+}
+
+/// Names of a type mtlsca never issues (UPN, directoryName, ... from a CSR).
+fn refuse_unsupported_names(req: &RequestedContent, found: &mut Found) {
     for u in &req.unsupported_names {
-        refusals.push(Refusal::new(
+        found.refusals.push(Refusal::new(
             Rule::NameTypeUnsupported,
             format!("the CSR requests a {u} name, which mtlsca never issues"),
         ));
     }
+}
 
-    // Identity: every certificate must name someone or something.
+/// Every certificate must name someone or something: at least one name of a
+/// kind that identifies its role.
+fn check_identity(
+    profile: &Profile,
+    table: &rules::KindRules,
+    names: &[SanName],
+    origin: Origin,
+    found: &mut Found,
+) {
+    let role = profile.role;
     if !table.identity.is_empty() && !names.iter().any(|n| table.identity.contains(&n.kind())) {
         let flags: Vec<String> = table
             .identity
             .iter()
             .map(|k| Field::Name(*k).label(origin))
             .collect();
-        refusals.push(Refusal::new(
+        found.refusals.push(Refusal::new(
             Rule::NoIdentity,
             format!(
                 "no identity: a {} certificate needs at least one {} name ({})",
@@ -195,8 +259,10 @@ pub fn check(
             ),
         ));
     }
+}
 
-    // Subject attributes, by the profile's rules.
+/// The subject attributes, by the profile's rules (required, optional, forbidden).
+fn subject_of(profile: &Profile, req: &RequestedContent, found: &mut Found) -> Subject {
     let mut subject = Subject::default();
     for (attr, value, requirement) in [
         (
@@ -214,7 +280,7 @@ pub fn check(
         let field = Field::Subject(attr);
         let checked = match (value, requirement) {
             (Some(v), Requirement::Forbidden) => {
-                refusals.push(
+                found.refusals.push(
                     Refusal::new(
                         Rule::SubjectAttributeForbidden,
                         format!(
@@ -238,13 +304,15 @@ pub fn check(
                 match r {
                     Ok(v) => Some(v),
                     Err(m) => {
-                        syntax.push(Refusal::new(Rule::SubjectSyntax, m).on(field));
+                        found
+                            .syntax
+                            .push(Refusal::new(Rule::SubjectSyntax, m).on(field));
                         None
                     }
                 }
             }
             (None, Requirement::Required) => {
-                refusals.push(
+                found.refusals.push(
                     Refusal::new(
                         Rule::SubjectAttributeRequired,
                         format!(
@@ -266,7 +334,19 @@ pub fn check(
             SubjectAttr::Country => subject.country = checked,
         }
     }
-    match table.cn {
+    subject
+}
+
+/// The role's common-name rule: a device's CN repeats one of its DNS names (or
+/// is its first DNS name when none is given); an entity's CN is not a host.
+fn apply_cn_rule(
+    profile: &Profile,
+    rule: CnRule,
+    names: &[SanName],
+    subject: &mut Subject,
+    found: &mut Found,
+) {
+    match rule {
         CnRule::RepeatsDnsName => {
             let dns: Vec<&String> = names
                 .iter()
@@ -281,7 +361,7 @@ pub fn check(
                     match dns.iter().find(|d| ***d == canonical) {
                         // The CN is written exactly as its DNS name is.
                         Some(d) => subject.cn = Some((*d).clone()),
-                        None => refusals.push(
+                        None => found.refusals.push(
                             Refusal::new(
                                 Rule::DeviceCnNotADnsName,
                                 if dns.is_empty() {
@@ -310,7 +390,7 @@ pub fn check(
         CnRule::NotAHost => {
             if let Some(cn) = &subject.cn {
                 if names::looks_like_host(cn) {
-                    refusals.push(
+                    found.refusals.push(
                         Refusal::new(
                             Rule::EntityCnIsAHost,
                             "looks like a host name or IP address: an entity certificate names a person or organisation, not a host (use the device profile for hosts)",
@@ -322,12 +402,16 @@ pub fn check(
             }
         }
     }
+}
 
-    // What a CSR asks for beyond names: checked, never copied.
+/// What a CSR asks for beyond names (EKUs, CA:TRUE, critical extensions):
+/// checked, never copied.
+fn check_requested_extensions(profile: &Profile, req: &RequestedContent, found: &mut Found) {
+    let role = profile.role;
     if let Some(ekus) = &req.requested_ekus {
         let known: Vec<Eku> = ekus.iter().filter_map(|o| Eku::from_oid(o)).collect();
         if let Some((rule, why)) = rules::eku_conflict(role, &known) {
-            refusals.push(
+            found.refusals.push(
                 Refusal::new(rule, format!("requests {}: {why}", eku_list(ekus))).on(Field::Eku),
             );
         } else {
@@ -335,7 +419,7 @@ pub fn check(
                 let allowed =
                     Eku::from_oid(o).is_some_and(|e| profile.extended_key_usage.contains(&e));
                 if !allowed {
-                    refusals.push(
+                    found.refusals.push(
                         Refusal::new(
                             Rule::EkuNotInProfile,
                             format!(
@@ -357,7 +441,7 @@ pub fn check(
         }
     }
     if req.requests_ca {
-        refusals.push(
+        found.refusals.push(
             Refusal::new(
                 Rule::CsrRequestsCa,
                 "requests CA:TRUE: mtlsca signs only leaf certificates from profiles",
@@ -366,7 +450,7 @@ pub fn check(
         );
     }
     for ext in &req.unknown_critical {
-        refusals.push(
+        found.refusals.push(
             Refusal::new(
                 Rule::CsrUnknownCriticalExtension,
                 "is critical and unknown to mtlsca",
@@ -375,15 +459,25 @@ pub fn check(
             .value(ext),
         );
     }
+}
 
-    // Validity: the profile's default or the request, within the profile's maximum
-    // and within the issuing CA's own lifetime.
+/// notBefore and notAfter: the profile's default or the requested validity,
+/// within the profile's maximum and within the issuing CA's own lifetime.
+fn validity_of(
+    profile: &Profile,
+    req: &RequestedContent,
+    ca_not_after: OffsetDateTime,
+    now: OffsetDateTime,
+    found: &mut Found,
+) -> (OffsetDateTime, OffsetDateTime) {
     let validity = match &req.validity {
         None => Some(profile.default_validity),
         Some(v) => match Validity::parse(v) {
             Ok(v) => Some(v),
             Err(m) => {
-                syntax.push(Refusal::new(Rule::ValiditySyntax, m).on(Field::Validity));
+                found
+                    .syntax
+                    .push(Refusal::new(Rule::ValiditySyntax, m).on(Field::Validity));
                 None
             }
         },
@@ -392,7 +486,7 @@ pub fn check(
     let mut not_after = not_before;
     if let Some(v) = validity {
         if v > profile.max_validity {
-            refusals.push(
+            found.refusals.push(
                 Refusal::new(
                     Rule::ValidityOverProfileMax,
                     format!(
@@ -409,7 +503,7 @@ pub fn check(
         }
         not_after = not_before + v.duration();
         if not_after > ca_not_after {
-            refusals.push(
+            found.refusals.push(
                 Refusal::new(
                     Rule::ValidityPastIssuingCa,
                     format!(
@@ -423,25 +517,7 @@ pub fn check(
             );
         }
     }
-
-    if !syntax.is_empty() {
-        return Err(match origin {
-            Origin::Csr => Error::refusals(origin, syntax.into_iter().chain(refusals).collect()),
-            _ => Error::Invalid(rules::Refusals::new(origin, syntax)),
-        });
-    }
-    if !refusals.is_empty() {
-        return Err(Error::refusals(origin, refusals));
-    }
-    Ok(Approved {
-        role,
-        subject,
-        names,
-        ekus: profile.extended_key_usage.clone(),
-        key_encipherment: role == Role::Device && key.is_rsa(),
-        not_before,
-        not_after,
-    })
+    (not_before, not_after)
 }
 
 fn attr_name(a: SubjectAttr) -> &'static str {

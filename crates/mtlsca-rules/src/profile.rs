@@ -248,228 +248,30 @@ impl Profile {
         })
     }
 
+    /// A profile from its file's keys, checked against the rulebook step by
+    /// step (the first broken rule is the error).
     fn from_raw(raw: RawProfile) -> std::result::Result<Profile, ProfileError> {
-        use ProfileError::{Invalid, Rule};
-        if raw.name.is_empty()
-            || raw.name.len() > 64
-            || !raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Invalid(
-                rules::Rule::ProfileName,
-                format!(
-                    "key `name`: `{}` must be 1-64 letters, digits, `-` or `_`",
-                    raw.name
-                ),
-            ));
-        }
+        check_profile_name(&raw.name)?;
         let role = raw.role;
-        let kind = match (role, raw.kind) {
-            (Role::Device, Some(_)) => {
-                return Err(Rule(rules::Rule::ProfileKind,
-                    "key `kind`: only entity profiles have a kind (person or organization)".into(),
-                ))
-            }
-            (Role::Device, None) => None,
-            (Role::Entity, None) => {
-                return Err(Rule(rules::Rule::ProfileKind,
-                    "key `kind`: an entity profile must say `kind = \"person\"` or `kind = \"organization\"`".into(),
-                ))
-            }
-            (Role::Entity, Some(k)) => Some(k),
-        };
+        let kind = kind_of(role, raw.kind)?;
         let smime = raw.smime.unwrap_or(false);
-        if smime && kind != Some(EntityKind::Person) {
-            return Err(Rule(
-                rules::Rule::ProfileSmime,
-                "key `smime`: email-protection is only for person profiles".into(),
-            ));
-        }
-        let implied = implied_ekus(role, kind, smime);
-        if let Some(stated) = &raw.extended_key_usage {
-            if let Some((rule, conflict)) = eku_conflict(role, stated) {
-                return Err(Rule(rule, format!("key `extended_key_usage`: {conflict}")));
-            }
-            let mut a = stated.clone();
-            let mut b = implied.clone();
-            a.sort_by_key(|e| e.spelling());
-            a.dedup();
-            b.sort_by_key(|e| e.spelling());
-            if a != b {
-                let want: Vec<_> = implied.iter().map(|e| e.spelling()).collect();
-                return Err(Rule(rules::Rule::ProfileEku, format!(
-                    "key `extended_key_usage`: a {} profile{} implies [{}]; the EKU follows from the role and cannot be listed otherwise",
-                    role,
-                    kind.map(|k| format!(" of kind {}", k.as_str())).unwrap_or_default(),
-                    want.join(", ")
-                )));
-            }
-        }
-
-        let (default_v, max_v) = match role {
-            Role::Device => ("90d", "397d"),
-            Role::Entity => ("365d", "825d"),
-        };
-        let parse_v = |key: &str, v: Option<&String>, fallback: &str| {
-            Validity::parse(v.map(String::as_str).unwrap_or(fallback)).map_err(|m| {
-                Invalid(
-                    rules::Rule::ProfileValidity,
-                    format!("key `validity.{key}`: {m}"),
-                )
-            })
-        };
-        let (default_validity, max_validity) = match &raw.validity {
-            Some(v) => (
-                parse_v("default", v.default.as_ref(), default_v)?,
-                parse_v("max", v.max.as_ref(), max_v)?,
-            ),
-            None => (
-                parse_v("default", None, default_v)?,
-                parse_v("max", None, max_v)?,
-            ),
-        };
-        if default_validity > max_validity {
-            return Err(Invalid(
-                rules::Rule::ProfileValidity,
-                format!(
-                    "key `validity`: default {default_validity} is longer than max {max_validity}"
-                ),
-            ));
-        }
-        if max_validity > VALIDITY_CEILING {
-            return Err(Invalid(
-                rules::Rule::ProfileValidity,
-                format!(
-                    "key `validity.max`: {max_validity} is over the ceiling of {VALIDITY_CEILING}"
-                ),
-            ));
-        }
-
-        let subject_default = match kind {
-            None => SubjectRules {
-                common_name: Requirement::Optional,
-                organization: Requirement::Optional,
-                country: Requirement::Optional,
-            },
-            Some(EntityKind::Person) => SubjectRules {
-                common_name: Requirement::Required,
-                organization: Requirement::Optional,
-                country: Requirement::Optional,
-            },
-            Some(EntityKind::Organization) => SubjectRules {
-                common_name: Requirement::Optional,
-                organization: Requirement::Required,
-                country: Requirement::Optional,
-            },
-        };
-        let subject = match raw.subject {
-            None => subject_default,
-            Some(s) => SubjectRules {
-                common_name: s.common_name.unwrap_or(subject_default.common_name),
-                organization: s.organization.unwrap_or(subject_default.organization),
-                country: s.country.unwrap_or(subject_default.country),
-            },
-        };
-        if kind == Some(EntityKind::Person) && subject.common_name != Requirement::Required {
-            return Err(Rule(rules::Rule::ProfileSubject,
-                "key `subject.common_name`: a person certificate must carry a common name (required)".into(),
-            ));
-        }
-        if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required {
-            return Err(Rule(rules::Rule::ProfileSubject,
-                "key `subject.organization`: an organization certificate must carry organizationName (required)".into(),
-            ));
-        }
-
-        let names_default = match kind {
-            None => NameRules {
-                dns: true,
-                ip: true,
-                uri: true,
-                email: false,
-            },
-            Some(EntityKind::Person) => NameRules {
-                dns: false,
-                ip: false,
-                uri: false,
-                email: true,
-            },
-            Some(EntityKind::Organization) => NameRules {
-                dns: false,
-                ip: false,
-                uri: false,
-                email: false,
-            },
-        };
-        let names = match raw.names {
-            None => names_default,
-            Some(n) => NameRules {
-                dns: n.dns.unwrap_or(names_default.dns),
-                ip: n.ip.unwrap_or(names_default.ip),
-                uri: n.uri.unwrap_or(names_default.uri),
-                email: n.email.unwrap_or(names_default.email),
-            },
-        };
-        for kind_ in [NameKind::Dns, NameKind::Ip, NameKind::Uri, NameKind::Email] {
-            if names.allows(kind_) && !rules::name_kind_allowed(role, kind_) {
-                let why = match role {
-                    Role::Device => "a device is a machine, not a person or organisation",
-                    Role::Entity => "an entity is someone, not a host",
-                };
-                return Err(Rule(
-                    rules::Rule::ProfileNames,
-                    format!(
-                        "key `names.{}`: a {role} certificate cannot carry {} names ({why})",
-                        kind_.as_str().to_ascii_lowercase(),
-                        kind_.as_str()
-                    ),
-                ));
-            }
-        }
-        if role == Role::Device && !(names.dns || names.ip || names.uri) {
-            return Err(Rule(
-                rules::Rule::ProfileNames,
-                "key `names`: a device profile must accept at least one of dns, ip or uri".into(),
-            ));
-        }
-        if kind == Some(EntityKind::Person) && !names.email {
-            return Err(Rule(
-                rules::Rule::ProfileNames,
-                "key `names.email`: a person certificate must carry an email address".into(),
-            ));
-        }
+        let implied = ekus_of(role, kind, smime, raw.extended_key_usage.as_deref())?;
+        let (default_validity, max_validity) = validity_of(role, raw.validity.as_ref())?;
+        let subject = subject_rules_of(kind, raw.subject)?;
+        let names = name_rules_of(role, kind, raw.names)?;
         let allow_wildcards = raw.allow_wildcards.unwrap_or(false);
         if allow_wildcards && !names.dns {
-            return Err(Rule(rules::Rule::ProfileWildcards,
+            return Err(ProfileError::Rule(rules::Rule::ProfileWildcards,
                 "key `allow_wildcards`: wildcards need DNS names, which this profile does not accept".into(),
             ));
         }
-        let mut permitted = Vec::new();
-        for (i, p) in raw.permitted.unwrap_or_default().iter().enumerate() {
-            let pat = Pattern::parse(p).map_err(|m| {
-                Invalid(
-                    rules::Rule::ProfilePermitted,
-                    format!("key `permitted[{i}]`: {m}"),
-                )
-            })?;
-            if !names.allows(pat.kind()) {
-                return Err(Rule(rules::Rule::ProfilePermitted, format!(
-                    "key `permitted[{i}]`: `{p}` is a {} pattern, but the profile accepts no {} names",
-                    pat.kind().as_str(),
-                    pat.kind().as_str()
-                )));
-            }
-            permitted.push(pat);
-        }
-        let crl_url =
-            match raw.crl_url {
-                Some(u) => Some(check_crl_url(&u).map_err(|m| {
-                    Invalid(rules::Rule::ProfileCrlUrl, format!("key `crl_url`: {m}"))
-                })?),
-                None => None,
-            };
+        let permitted = permitted_of(raw.permitted.unwrap_or_default(), &names)?;
+        let crl_url = match raw.crl_url {
+            Some(u) => Some(check_crl_url(&u).map_err(|m| {
+                ProfileError::Invalid(rules::Rule::ProfileCrlUrl, format!("key `crl_url`: {m}"))
+            })?),
+            None => None,
+        };
 
         Ok(Profile {
             name: raw.name,
@@ -550,6 +352,269 @@ impl Profile {
 
 /// The longest `crl_url` accepted.
 pub const MAX_CRL_URL: usize = 512;
+
+/// A profile's name: 1-64 letters, digits, `-` or `_` (it names a file).
+fn check_profile_name(name: &str) -> std::result::Result<(), ProfileError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ProfileError::Invalid(
+            rules::Rule::ProfileName,
+            format!("key `name`: `{name}` must be 1-64 letters, digits, `-` or `_`"),
+        ));
+    }
+    Ok(())
+}
+
+/// An entity profile names its kind; a device profile has none.
+fn kind_of(
+    role: Role,
+    kind: Option<EntityKind>,
+) -> std::result::Result<Option<EntityKind>, ProfileError> {
+    use ProfileError::Rule;
+    Ok(match (role, kind) {
+    (Role::Device, Some(_)) => {
+        return Err(Rule(rules::Rule::ProfileKind,
+            "key `kind`: only entity profiles have a kind (person or organization)".into(),
+        ))
+    }
+    (Role::Device, None) => None,
+    (Role::Entity, None) => {
+        return Err(Rule(rules::Rule::ProfileKind,
+            "key `kind`: an entity profile must say `kind = \"person\"` or `kind = \"organization\"`".into(),
+        ))
+    }
+    (Role::Entity, Some(k)) => Some(k),
+})
+}
+
+/// The EKUs the role implies; a stated `extended_key_usage` must say exactly that.
+fn ekus_of(
+    role: Role,
+    kind: Option<EntityKind>,
+    smime: bool,
+    stated: Option<&[Eku]>,
+) -> std::result::Result<Vec<Eku>, ProfileError> {
+    use ProfileError::Rule;
+    if smime && kind != Some(EntityKind::Person) {
+        return Err(Rule(
+            rules::Rule::ProfileSmime,
+            "key `smime`: email-protection is only for person profiles".into(),
+        ));
+    }
+    let implied = implied_ekus(role, kind, smime);
+    if let Some(stated) = stated {
+        if let Some((rule, conflict)) = eku_conflict(role, stated) {
+            return Err(Rule(rule, format!("key `extended_key_usage`: {conflict}")));
+        }
+        let mut a = stated.to_vec();
+        let mut b = implied.clone();
+        a.sort_by_key(|e| e.spelling());
+        a.dedup();
+        b.sort_by_key(|e| e.spelling());
+        if a != b {
+            let want: Vec<_> = implied.iter().map(|e| e.spelling()).collect();
+            return Err(Rule(rules::Rule::ProfileEku, format!(
+            "key `extended_key_usage`: a {} profile{} implies [{}]; the EKU follows from the role and cannot be listed otherwise",
+            role,
+            kind.map(|k| format!(" of kind {}", k.as_str())).unwrap_or_default(),
+            want.join(", ")
+        )));
+        }
+    }
+    Ok(implied)
+}
+
+/// Default and maximum validity: the role's defaults, or the file's, within
+/// the ceiling.
+fn validity_of(
+    role: Role,
+    raw: Option<&RawValidity>,
+) -> std::result::Result<(Validity, Validity), ProfileError> {
+    use ProfileError::Invalid;
+    let (default_v, max_v) = match role {
+        Role::Device => ("90d", "397d"),
+        Role::Entity => ("365d", "825d"),
+    };
+    let parse_v = |key: &str, v: Option<&String>, fallback: &str| {
+        Validity::parse(v.map(String::as_str).unwrap_or(fallback)).map_err(|m| {
+            Invalid(
+                rules::Rule::ProfileValidity,
+                format!("key `validity.{key}`: {m}"),
+            )
+        })
+    };
+    let (default_validity, max_validity) = match raw {
+        Some(v) => (
+            parse_v("default", v.default.as_ref(), default_v)?,
+            parse_v("max", v.max.as_ref(), max_v)?,
+        ),
+        None => (
+            parse_v("default", None, default_v)?,
+            parse_v("max", None, max_v)?,
+        ),
+    };
+    if default_validity > max_validity {
+        return Err(Invalid(
+            rules::Rule::ProfileValidity,
+            format!("key `validity`: default {default_validity} is longer than max {max_validity}"),
+        ));
+    }
+    if max_validity > VALIDITY_CEILING {
+        return Err(Invalid(
+            rules::Rule::ProfileValidity,
+            format!("key `validity.max`: {max_validity} is over the ceiling of {VALIDITY_CEILING}"),
+        ));
+    }
+    Ok((default_validity, max_validity))
+}
+
+/// The subject's rules: the kind's defaults, or the file's; a person needs a
+/// CN and an organisation an organizationName.
+fn subject_rules_of(
+    kind: Option<EntityKind>,
+    raw: Option<RawSubject>,
+) -> std::result::Result<SubjectRules, ProfileError> {
+    use ProfileError::Rule;
+    let subject_default = match kind {
+        None => SubjectRules {
+            common_name: Requirement::Optional,
+            organization: Requirement::Optional,
+            country: Requirement::Optional,
+        },
+        Some(EntityKind::Person) => SubjectRules {
+            common_name: Requirement::Required,
+            organization: Requirement::Optional,
+            country: Requirement::Optional,
+        },
+        Some(EntityKind::Organization) => SubjectRules {
+            common_name: Requirement::Optional,
+            organization: Requirement::Required,
+            country: Requirement::Optional,
+        },
+    };
+    let subject = match raw {
+        None => subject_default,
+        Some(s) => SubjectRules {
+            common_name: s.common_name.unwrap_or(subject_default.common_name),
+            organization: s.organization.unwrap_or(subject_default.organization),
+            country: s.country.unwrap_or(subject_default.country),
+        },
+    };
+    if kind == Some(EntityKind::Person) && subject.common_name != Requirement::Required {
+        return Err(Rule(
+            rules::Rule::ProfileSubject,
+            "key `subject.common_name`: a person certificate must carry a common name (required)"
+                .into(),
+        ));
+    }
+    if kind == Some(EntityKind::Organization) && subject.organization != Requirement::Required {
+        return Err(Rule(rules::Rule::ProfileSubject,
+        "key `subject.organization`: an organization certificate must carry organizationName (required)".into(),
+    ));
+    }
+    Ok(subject)
+}
+
+/// The name kinds accepted: the kind's defaults, or the file's, each one the
+/// role may carry.
+fn name_rules_of(
+    role: Role,
+    kind: Option<EntityKind>,
+    raw: Option<RawNames>,
+) -> std::result::Result<NameRules, ProfileError> {
+    use ProfileError::Rule;
+    let names_default = match kind {
+        None => NameRules {
+            dns: true,
+            ip: true,
+            uri: true,
+            email: false,
+        },
+        Some(EntityKind::Person) => NameRules {
+            dns: false,
+            ip: false,
+            uri: false,
+            email: true,
+        },
+        Some(EntityKind::Organization) => NameRules {
+            dns: false,
+            ip: false,
+            uri: false,
+            email: false,
+        },
+    };
+    let names = match raw {
+        None => names_default,
+        Some(n) => NameRules {
+            dns: n.dns.unwrap_or(names_default.dns),
+            ip: n.ip.unwrap_or(names_default.ip),
+            uri: n.uri.unwrap_or(names_default.uri),
+            email: n.email.unwrap_or(names_default.email),
+        },
+    };
+    for kind_ in [NameKind::Dns, NameKind::Ip, NameKind::Uri, NameKind::Email] {
+        if names.allows(kind_) && !rules::name_kind_allowed(role, kind_) {
+            let why = match role {
+                Role::Device => "a device is a machine, not a person or organisation",
+                Role::Entity => "an entity is someone, not a host",
+            };
+            return Err(Rule(
+                rules::Rule::ProfileNames,
+                format!(
+                    "key `names.{}`: a {role} certificate cannot carry {} names ({why})",
+                    kind_.as_str().to_ascii_lowercase(),
+                    kind_.as_str()
+                ),
+            ));
+        }
+    }
+    if role == Role::Device && !(names.dns || names.ip || names.uri) {
+        return Err(Rule(
+            rules::Rule::ProfileNames,
+            "key `names`: a device profile must accept at least one of dns, ip or uri".into(),
+        ));
+    }
+    if kind == Some(EntityKind::Person) && !names.email {
+        return Err(Rule(
+            rules::Rule::ProfileNames,
+            "key `names.email`: a person certificate must carry an email address".into(),
+        ));
+    }
+    Ok(names)
+}
+
+/// The `permitted` patterns, each of a name kind the profile accepts.
+fn permitted_of(
+    raw: Vec<String>,
+    names: &NameRules,
+) -> std::result::Result<Vec<Pattern>, ProfileError> {
+    use ProfileError::{Invalid, Rule};
+    let mut permitted = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let pat = Pattern::parse(p).map_err(|m| {
+            Invalid(
+                rules::Rule::ProfilePermitted,
+                format!("key `permitted[{i}]`: {m}"),
+            )
+        })?;
+        if !names.allows(pat.kind()) {
+            return Err(Rule(
+                rules::Rule::ProfilePermitted,
+                format!(
+            "key `permitted[{i}]`: `{p}` is a {} pattern, but the profile accepts no {} names",
+            pat.kind().as_str(),
+            pat.kind().as_str()
+        ),
+            ));
+        }
+        permitted.push(pat);
+    }
+    Ok(permitted)
+}
 
 /// A CRL distribution point URL: `http://HOST[:PORT]/PATH` (RFC 5280
 /// §4.2.1.13: HTTP, one DER CRL; CRL fetchers do not speak HTTPS to the CA they

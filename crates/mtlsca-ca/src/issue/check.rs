@@ -28,7 +28,21 @@ pub(crate) fn self_check(
     crl_url: Option<&str>,
     cx: &SignContext<'_>,
 ) -> Result<()> {
-    let fail = |m: String| Error::State(format!("self-check failed, nothing was issued: {m}"));
+    let x = parse_back(der)?;
+    check_fields(&x, serial, expected_spki, a, cx)?;
+    let ext = Extensions::of(&x)?;
+    ext.compare(a, crl_url)?;
+    check_constraints_again(&ext.names, &subject_of(&x), a.role, cx)?;
+    check_signature(&x, der, a.role, cx)
+}
+
+/// A self-check failure: a CA fault, exit 3.
+fn fail(m: impl std::fmt::Display) -> Error {
+    Error::State(format!("self-check failed, nothing was issued: {m}"))
+}
+
+/// The certificate read back whole, within the size limit, nothing after it.
+fn parse_back(der: &[u8]) -> Result<X509Certificate<'_>> {
     if der.len() > rules::MAX_CERT_DER {
         return Err(fail(format!(
             "the certificate has {} bytes, over the limit of {}",
@@ -36,28 +50,38 @@ pub(crate) fn self_check(
             rules::MAX_CERT_DER
         )));
     }
-    let x = match X509Certificate::from_der(der) {
-        Ok(([], x)) => x,
-        Ok((rest, _)) => return Err(fail(format!("{} bytes after the certificate", rest.len()))),
-        Err(e) => return Err(fail(format!("it does not parse back: {e}"))),
-    };
+    match X509Certificate::from_der(der) {
+        Ok(([], x)) => Ok(x),
+        Ok((rest, _)) => Err(fail(format!("{} bytes after the certificate", rest.len()))),
+        Err(e) => Err(fail(format!("it does not parse back: {e}"))),
+    }
+}
+
+/// Serial, key, issuer, validity and subject are what was drawn and approved.
+fn check_fields(
+    x: &X509Certificate<'_>,
+    serial: &[u8],
+    expected_spki: &[u8],
+    a: &Approved,
+    cx: &SignContext<'_>,
+) -> Result<()> {
     let tbs = &x.tbs_certificate;
     if tbs.raw_serial() != serial {
-        return Err(fail("the serial differs from the one drawn".into()));
+        return Err(fail("the serial differs from the one drawn"));
     }
     if x.public_key().raw != expected_spki {
-        return Err(fail("the public key differs from the requested one".into()));
+        return Err(fail("the public key differs from the requested one"));
     }
     if tbs.issuer.as_raw() != cx.signing.subject_der.as_slice() {
-        return Err(fail("the issuer is not the issuing CA's subject".into()));
+        return Err(fail("the issuer is not the issuing CA's subject"));
     }
     let t = |o: time::OffsetDateTime| o.unix_timestamp();
     if tbs.validity.not_before.timestamp() != t(a.not_before)
         || tbs.validity.not_after.timestamp() != t(a.not_after)
     {
-        return Err(fail("the validity differs from the approved one".into()));
+        return Err(fail("the validity differs from the approved one"));
     }
-    let subject = subject_of(&x);
+    let subject = subject_of(x);
     if subject != a.subject {
         return Err(fail(format!(
             "the subject is `{}`, policy approved `{}`",
@@ -65,106 +89,152 @@ pub(crate) fn self_check(
             a.subject.to_text()
         )));
     }
-    let mut ekus = None;
-    let mut names = Vec::new();
-    let mut san_critical = None;
-    let mut ca_flag = false;
-    let mut key_usage = None;
-    let mut cdp: Option<Vec<String>> = None;
-    for ext in x.extensions() {
-        match ext.parsed_extension() {
-            ParsedExtension::ExtendedKeyUsage(e) => ekus = Some(crate::inspect::eku_oid_list(e)),
-            ParsedExtension::SubjectAlternativeName(san) => {
-                san_critical = Some(ext.critical);
-                for g in &san.general_names {
-                    names.push(match g {
-                        GeneralName::DNSName(d) => SanName::Dns(d.to_string()),
-                        GeneralName::RFC822Name(e) => SanName::Email(e.to_string()),
-                        GeneralName::URI(u) => SanName::Uri(u.to_string()),
-                        GeneralName::IPAddress(b) => match ip_from_bytes(b) {
-                            Some(ip) => SanName::Ip(ip),
-                            None => return Err(fail("a malformed IP name".into())),
-                        },
-                        other => return Err(fail(format!("an unexpected name {other:?}"))),
-                    });
+    Ok(())
+}
+
+/// The extensions a leaf of mtlsca carries, as read back.
+struct Extensions {
+    ekus: Option<Vec<String>>,
+    names: Vec<SanName>,
+    san_critical: Option<bool>,
+    ca_flag: bool,
+    key_usage: Option<u16>,
+    cdp: Option<Vec<String>>,
+}
+
+impl Extensions {
+    fn of(x: &X509Certificate<'_>) -> Result<Extensions> {
+        let mut e = Extensions {
+            ekus: None,
+            names: Vec::new(),
+            san_critical: None,
+            ca_flag: false,
+            key_usage: None,
+            cdp: None,
+        };
+        for ext in x.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::ExtendedKeyUsage(k) => {
+                    e.ekus = Some(crate::inspect::eku_oid_list(k))
                 }
-            }
-            ParsedExtension::BasicConstraints(bc) => ca_flag = bc.ca,
-            ParsedExtension::KeyUsage(ku) => key_usage = Some(ku.flags),
-            ParsedExtension::CRLDistributionPoints(points) => {
-                let mut uris = Vec::new();
-                for p in points.iter() {
-                    if p.reasons.is_some() || p.crl_issuer.is_some() {
-                        return Err(fail(
-                            "a CRL distribution point with reasons or an issuer".into(),
-                        ));
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    e.san_critical = Some(ext.critical);
+                    for g in &san.general_names {
+                        e.names.push(san_name(g)?);
                     }
-                    match &p.distribution_point {
-                        Some(DistributionPointName::FullName(names)) => {
-                            for n in names {
-                                match n {
-                                    GeneralName::URI(u) => uris.push(u.to_string()),
-                                    other => {
-                                        return Err(fail(format!(
-                                            "a CRL distribution point names {other:?}"
-                                        )))
-                                    }
-                                }
-                            }
+                }
+                ParsedExtension::BasicConstraints(bc) => e.ca_flag = bc.ca,
+                ParsedExtension::KeyUsage(ku) => e.key_usage = Some(ku.flags),
+                ParsedExtension::CRLDistributionPoints(points) => {
+                    e.cdp = Some(cdp_uris(points)?);
+                }
+                ParsedExtension::ParseError { error } => {
+                    return Err(fail(format!(
+                        "extension {} does not parse: {error}",
+                        ext.oid
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(e)
+    }
+
+    /// EKU, CA flag, CRL distribution point, key usage and names are exactly
+    /// what policy approved and the profile says.
+    fn compare(&self, a: &Approved, crl_url: Option<&str>) -> Result<()> {
+        let want: Vec<String> = a.ekus.iter().map(|e| e.oid().to_string()).collect();
+        if self.ekus.as_ref() != Some(&want) {
+            return Err(fail(format!(
+                "EKU is {:?}, policy approved {want:?}",
+                self.ekus
+            )));
+        }
+        if self.ca_flag {
+            return Err(fail("the leaf says CA:TRUE"));
+        }
+        let want_cdp = crl_url.map(|u| vec![u.to_string()]);
+        if self.cdp != want_cdp {
+            return Err(fail(format!(
+                "the CRL distribution points are {:?}, the profile says {want_cdp:?}",
+                self.cdp
+            )));
+        }
+        // digitalSignature (bit 0 → 0x1), keyEncipherment (bit 2 → 0x4).
+        let want_ku: u16 = if a.key_encipherment { 0x5 } else { 0x1 };
+        if self.key_usage != Some(want_ku) {
+            return Err(fail(format!(
+                "key usage is {:?}, policy approved {want_ku:#x}",
+                self.key_usage
+            )));
+        }
+        if self.names != a.names {
+            return Err(fail(format!(
+                "names are {:?}, policy approved {:?}",
+                self.names, a.names
+            )));
+        }
+        if !self.names.is_empty() && self.san_critical != Some(a.subject.is_empty()) {
+            return Err(fail(
+                "subjectAltName must be critical exactly when the subject is empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A subjectAltName entry as mtlsca writes them (DNS, email, URI, IP).
+fn san_name(g: &GeneralName<'_>) -> Result<SanName> {
+    Ok(match g {
+        GeneralName::DNSName(d) => SanName::Dns(d.to_string()),
+        GeneralName::RFC822Name(e) => SanName::Email(e.to_string()),
+        GeneralName::URI(u) => SanName::Uri(u.to_string()),
+        GeneralName::IPAddress(b) => match ip_from_bytes(b) {
+            Some(ip) => SanName::Ip(ip),
+            None => return Err(fail("a malformed IP name")),
+        },
+        other => return Err(fail(format!("an unexpected name {other:?}"))),
+    })
+}
+
+/// The URIs of CRL distribution points that carry nothing but full-name URIs.
+fn cdp_uris(points: &x509_parser::extensions::CRLDistributionPoints<'_>) -> Result<Vec<String>> {
+    let mut uris = Vec::new();
+    for p in points.iter() {
+        if p.reasons.is_some() || p.crl_issuer.is_some() {
+            return Err(fail("a CRL distribution point with reasons or an issuer"));
+        }
+        match &p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => {
+                for n in names {
+                    match n {
+                        GeneralName::URI(u) => uris.push(u.to_string()),
+                        other => {
+                            return Err(fail(format!("a CRL distribution point names {other:?}")))
                         }
-                        _ => return Err(fail("a CRL distribution point without a URI".into())),
                     }
                 }
-                cdp = Some(uris);
             }
-            ParsedExtension::ParseError { error } => {
-                return Err(fail(format!(
-                    "extension {} does not parse: {error}",
-                    ext.oid
-                )))
-            }
-            _ => {}
+            _ => return Err(fail("a CRL distribution point without a URI")),
         }
     }
-    let want: Vec<String> = a.ekus.iter().map(|e| e.oid().to_string()).collect();
-    if ekus.as_ref() != Some(&want) {
-        return Err(fail(format!("EKU is {ekus:?}, policy approved {want:?}")));
-    }
-    if ca_flag {
-        return Err(fail("the leaf says CA:TRUE".into()));
-    }
-    let want_cdp = crl_url.map(|u| vec![u.to_string()]);
-    if cdp != want_cdp {
-        return Err(fail(format!(
-            "the CRL distribution points are {cdp:?}, the profile says {want_cdp:?}"
-        )));
-    }
-    // digitalSignature (bit 0 → 0x1), keyEncipherment (bit 2 → 0x4).
-    let want_ku: u16 = if a.key_encipherment { 0x5 } else { 0x1 };
-    if key_usage != Some(want_ku) {
-        return Err(fail(format!(
-            "key usage is {key_usage:?}, policy approved {want_ku:#x}"
-        )));
-    }
-    if names != a.names {
-        return Err(fail(format!(
-            "names are {names:?}, policy approved {:?}",
-            a.names
-        )));
-    }
-    if !names.is_empty() && san_critical != Some(a.subject.is_empty()) {
-        return Err(fail(
-            "subjectAltName must be critical exactly when the subject is empty".into(),
-        ));
-    }
-    // The CA's name constraints once more, independently of policy: every name,
-    // and a device's CN, which verifiers read as a host name.
-    for n in &names {
+    Ok(uris)
+}
+
+/// The CA's name constraints once more, independently of policy: every name,
+/// and a device's CN, which verifiers read as a host name.
+fn check_constraints_again(
+    names: &[SanName],
+    subject: &policy::Subject,
+    role: Role,
+    cx: &SignContext<'_>,
+) -> Result<()> {
+    for n in names {
         if !policy::within(cx.constraints, n) {
             return Err(fail(format!("{n} lies outside the CA's name constraints")));
         }
     }
-    if a.role == Role::Device {
+    if role == Role::Device {
         if let Some(cn) = &subject.cn {
             if !names.contains(&SanName::Dns(cn.clone())) {
                 return Err(fail(format!(
@@ -173,8 +243,20 @@ pub(crate) fn self_check(
             }
         }
     }
+    Ok(())
+}
+
+/// The first certificate of an issuing CA in this process: its whole path,
+/// validated with rustls-webpki; after that, the signature under the issuing
+/// CA's key.
+fn check_signature(
+    x: &X509Certificate<'_>,
+    der: &[u8],
+    role: Role,
+    cx: &SignContext<'_>,
+) -> Result<()> {
     if cx.chain_validated.get().is_none() {
-        validate_path(der, a.role, cx).map_err(fail)?;
+        validate_path(der, role, cx).map_err(fail)?;
         let _ = cx.chain_validated.set(());
         return Ok(());
     }

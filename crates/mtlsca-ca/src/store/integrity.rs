@@ -237,7 +237,22 @@ impl Store {
         records: &BTreeMap<Vec<u8>, Record>,
         report: &mut CheckReport,
     ) -> Result<()> {
-        // Forward: what each record needs.
+        let want_certs = self.check_record_entries(records, report)?;
+        self.check_cert_entries(&want_certs, report)?;
+        self.check_sha256_entries(records, report)?;
+        self.check_expiry_entries(records, report)?;
+        self.check_name_entries(records, report)?;
+        self.check_revocation_entries(records, report)?;
+        self.check_request_entries(records, report)
+    }
+
+    /// Forward: each record's index entries are there. Returns the keys its
+    /// certificates must be stored under.
+    fn check_record_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<HashSet<Vec<u8>>> {
         let mut want_certs = HashSet::new();
         for (serial, rec) in records {
             let label = format!("record {}", rec.serial);
@@ -280,8 +295,15 @@ impl Store {
                 }
             }
         }
+        Ok(want_certs)
+    }
 
-        // Backward: each entry has a record that agrees.
+    /// Backward, certificates: each stored certificate has a record.
+    fn check_cert_entries(
+        &self,
+        want_certs: &HashSet<Vec<u8>>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for item in self.certs.iter() {
             let (k, _) = item.map_err(store_err)?;
             report.certificates += 1;
@@ -292,6 +314,15 @@ impl Store {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Backward, fingerprints: each entry names a record with that SHA-256.
+    fn check_sha256_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for item in self.sha256.iter() {
             let (k, serial) = item.map_err(store_err)?;
             let ok = records
@@ -307,6 +338,15 @@ impl Store {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Backward, expiry: each entry names a record with that notAfter.
+    fn check_expiry_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for item in self.expiry.iter() {
             let (k, _) = item.map_err(store_err)?;
             let ok = k.len() > 8
@@ -320,6 +360,15 @@ impl Store {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Backward, names: each entry names a record that carries the name.
+    fn check_name_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for item in self.names.iter() {
             let (k, _) = item.map_err(store_err)?;
             let ok = k.iter().position(|b| *b == 0).is_some_and(|i| {
@@ -335,9 +384,17 @@ impl Store {
                 );
             }
         }
-        // Revocations (the `revoked` tree of the lifecycle half): each names a
-        // revoked record of its issuer with the same details, and each revoked
-        // record has one.
+        Ok(())
+    }
+
+    /// Revocations (the `revoked` tree of the lifecycle half): each names a
+    /// revoked record of its issuer with the same details, and each revoked
+    /// record has one.
+    fn check_revocation_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         let by_cert_key: BTreeMap<Vec<u8>, &Record> = records
             .iter()
             .filter_map(|(serial, r)| {
@@ -371,6 +428,15 @@ impl Store {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Backward, request ids: each entry names the record of that request id.
+    fn check_request_entries(
+        &self,
+        records: &BTreeMap<Vec<u8>, Record>,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for item in self.requests.iter() {
             let (k, serial) = item.map_err(store_err)?;
             let ok = records
