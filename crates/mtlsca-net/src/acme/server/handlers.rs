@@ -213,14 +213,14 @@ impl App {
             names.sort_unstable();
             let p = Problem::new(
                 StatusCode::MISDIRECTED_REQUEST,
-                "malformed",
+                ProblemType::Malformed,
                 format!(
                     "the Host header must name this server ({})",
                     names.join(", ")
                 ),
             );
             let request = request(req.method(), req.uri().path());
-            log_refusal(&peer.text, &request, p.status, &p.kind, &p.detail);
+            log_refusal(&peer.text, &request, p.status, p.kind.name(), &p.detail);
             return Response::builder()
                 .status(p.status)
                 .header(CONTENT_TYPE, "application/problem+json")
@@ -265,13 +265,13 @@ impl App {
                     let r = if too_big {
                         Err(Problem::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
-                            "malformed",
+                            ProblemType::Malformed,
                             format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
                         ))
                     } else if !ct_ok {
                         Err(Problem::new(
                             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "malformed",
+                            ProblemType::Malformed,
                             "the Content-Type must be application/jose+json",
                         ))
                     } else {
@@ -279,7 +279,7 @@ impl App {
                             Ok(b) => self.post(&base, &path, &b.to_bytes(), peer).await,
                             Err(_) => Err(Problem::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
-                                "malformed",
+                                ProblemType::Malformed,
                                 format!("the body is over {} KiB", MAX_JWS_BYTES / 1024),
                             )),
                         }
@@ -304,7 +304,7 @@ impl App {
                     &peer.text,
                     &request(&method, &path),
                     p.status,
-                    &p.kind,
+                    p.kind.name(),
                     &p.detail,
                 );
                 (
@@ -434,7 +434,7 @@ impl App {
                     None => {
                         return Err(Problem::new(
                             StatusCode::BAD_REQUEST,
-                            "accountDoesNotExist",
+                            ProblemType::AccountDoesNotExist,
                             "no such account",
                         ))
                     }
@@ -454,7 +454,7 @@ impl App {
         if !self.state().nonces.redeem(&jws.nonce, unix_now()) {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "badNonce",
+                ProblemType::BadNonce,
                 "the nonce is unknown, expired or used; get a fresh one",
             ));
         }
@@ -471,7 +471,7 @@ impl App {
             if b.0 < 1.0 {
                 let mut p = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rateLimited",
+                    ProblemType::RateLimited,
                     format!(
                         "over {} requests per second for this account",
                         self.rate_limit
@@ -611,7 +611,7 @@ impl App {
         if p.get("onlyReturnExisting").and_then(Value::as_bool) == Some(true) {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "accountDoesNotExist",
+                ProblemType::AccountDoesNotExist,
                 "no account for this key",
             ));
         }
@@ -631,7 +631,7 @@ impl App {
                 };
                 let kid = crate::acme::eab::verify(b, &url, key, &lookup).map_err(|e| Problem {
                     status: StatusCode::UNAUTHORIZED,
-                    kind: e.problem_type().to_string(),
+                    kind: e.problem(),
                     detail: e.to_string(),
                     subproblems: Vec::new(),
                     retry_after: None,
@@ -641,7 +641,7 @@ impl App {
             None if self.require_eab => {
                 return Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "externalAccountRequired",
+                    ProblemType::ExternalAccountRequired,
                     "this server requires external account binding (mtlsca acme eab create)",
                 ))
             }
@@ -753,7 +753,7 @@ impl App {
         if let Some(other) = st.by_thumbprint.get(&thumb) {
             let mut p = Problem::new(
                 StatusCode::CONFLICT,
-                "malformed",
+                ProblemType::Malformed,
                 "the new key is already an account's key",
             );
             p.detail = format!("{} ({base}/acme/acct/{other})", p.detail);
@@ -854,7 +854,7 @@ impl App {
                 _ => {
                     return Err(Problem::new(
                         StatusCode::BAD_REQUEST,
-                        "unsupportedIdentifier",
+                        ProblemType::UnsupportedIdentifier,
                         "identifiers are of type `dns` or `ip`",
                     ))
                 }
@@ -876,7 +876,7 @@ impl App {
             // Refusals name the order's identifiers, not the CLI's flags.
             .map_err(|e| {
                 Problem::engine(
-                    "rejectedIdentifier",
+                    ProblemType::RejectedIdentifier,
                     "the order",
                     &e.with_origin(Origin::Acme),
                 )
@@ -1137,7 +1137,7 @@ impl App {
             .ok_or_else(|| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "badCSR",
+                    ProblemType::BadCsr,
                     "`csr` must be a base64url DER CSR",
                 )
             })?;
@@ -1150,7 +1150,7 @@ impl App {
             if o.status != "ready" {
                 return Err(Problem::new(
                     StatusCode::FORBIDDEN,
-                    "orderNotReady",
+                    ProblemType::OrderNotReady,
                     format!("the order is {}, not ready", o.status),
                 ));
             }
@@ -1158,12 +1158,12 @@ impl App {
         };
         // What the CSR asks for must be exactly what the order proved.
         let checked = crate::issue::read_checked_csr(&csr_der)
-            .map_err(|e| Problem::engine("badCSR", "the CSR", &e))?;
+            .map_err(|e| Problem::engine(ProblemType::BadCsr, "the CSR", &e))?;
         let intake = checked.intake();
         if same_key(&post_key(self, account), &intake.spki_der) {
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "badCSR",
+                ProblemType::BadCsr,
                 "the CSR's key is the account key; use another key for the certificate",
             ));
         }
@@ -1185,7 +1185,7 @@ impl App {
             if !expected.contains(&cn_id) {
                 return Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "badCSR",
+                    ProblemType::BadCsr,
                     format!(
                         "the CSR's common name `{}` is not an identifier of the order",
                         crate::names::printable(cn)
@@ -1198,7 +1198,7 @@ impl App {
             want.sort();
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
-                "badCSR",
+                ProblemType::BadCsr,
                 format!(
                     "the CSR must ask for exactly the order's identifiers ({})",
                     want.join(", ")
@@ -1212,7 +1212,7 @@ impl App {
                 _ => {
                     return Err(Problem::new(
                         StatusCode::FORBIDDEN,
-                        "orderNotReady",
+                        ProblemType::OrderNotReady,
                         "the order is being finalized",
                     ))
                 }
@@ -1260,7 +1260,7 @@ impl App {
                 if let Some(o) = st.orders.get_mut(id) {
                     o.status = "ready";
                 }
-                Err(Problem::engine("badCSR", "the CSR", &e))
+                Err(Problem::engine(ProblemType::BadCsr, "the CSR", &e))
             }
         }
     }
@@ -1283,14 +1283,14 @@ impl App {
             Some(Some(code)) => reason_of(code).ok_or_else(|| {
                 Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "badRevocationReason",
+                    ProblemType::BadRevocationReason,
                     format!("reason code {code} is not one this CA uses"),
                 )
             })?,
             Some(None) => {
                 return Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "badRevocationReason",
+                    ProblemType::BadRevocationReason,
                     "`reason` must be an RFC 5280 reason code",
                 ))
             }
@@ -1318,7 +1318,7 @@ impl App {
             Err(Error::Refused(r)) if r.has(crate::rules::Rule::AlreadyRevoked) => {
                 Err(Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "alreadyRevoked",
+                    ProblemType::AlreadyRevoked,
                     r.messages().join("; "),
                 ))
             }
@@ -1390,7 +1390,7 @@ pub(super) fn parse_contact(p: &Value) -> Result<Vec<String>, Problem> {
                     .ok_or_else(|| {
                         Problem::new(
                             StatusCode::BAD_REQUEST,
-                            "unsupportedContact",
+                            ProblemType::UnsupportedContact,
                             "contacts are up to 8 `mailto:` URLs",
                         )
                     })

@@ -92,6 +92,7 @@ use tokio::sync::watch;
 
 use crate::acme::jws::{Jwk, Jws, JwsError, Signer, MAX_JWS_BYTES};
 use crate::acme::nonce::NonceBook;
+use crate::acme::problem::ProblemType;
 use crate::ca::{Ca, PassphraseSource};
 use crate::conn_limit::client_network;
 use crate::conn_limit::{ConnectionGate, ConnectionLimits, ConnectionPermit};

@@ -10,50 +10,56 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct Problem {
     pub(super) status: StatusCode,
-    pub(super) kind: String,
+    pub(super) kind: ProblemType,
     pub(super) detail: String,
     pub(super) subproblems: Vec<Value>,
     pub(super) retry_after: Option<u32>,
 }
 
-pub(super) const ACME_ERR: &str = "urn:ietf:params:acme:error:";
-
 impl Problem {
-    pub(super) fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Problem {
+    pub(super) fn new(status: StatusCode, kind: ProblemType, detail: impl Into<String>) -> Problem {
         Problem {
             status,
-            kind: format!("{ACME_ERR}{kind}"),
+            kind,
             detail: detail.into(),
             subproblems: Vec::new(),
             retry_after: None,
         }
     }
     pub(super) fn malformed(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed", detail)
+        Problem::new(StatusCode::BAD_REQUEST, ProblemType::Malformed, detail)
     }
     pub(super) fn unauthorized(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::FORBIDDEN, "unauthorized", detail)
+        Problem::new(StatusCode::FORBIDDEN, ProblemType::Unauthorized, detail)
     }
     /// `rateLimited` (429) with the seconds to wait in Retry-After.
     pub(super) fn rate_limited(detail: impl Into<String>, retry_after: u32) -> Problem {
-        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rateLimited", detail);
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::RateLimited,
+            detail,
+        );
         p.retry_after = Some(retry_after.max(1));
         p
     }
     pub(super) fn not_found() -> Problem {
-        Problem::new(StatusCode::NOT_FOUND, "malformed", "no such resource")
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemType::Malformed,
+            "no such resource",
+        )
     }
     pub(super) fn internal(e: &Error) -> Problem {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "serverInternal",
+            ProblemType::ServerInternal,
             e.to_string(),
         )
     }
     pub(super) fn jws(e: JwsError) -> Problem {
         Problem {
             status: StatusCode::BAD_REQUEST,
-            kind: e.problem_type().to_string(),
+            kind: e.problem(),
             detail: e.to_string(),
             subproblems: Vec::new(),
             retry_after: None,
@@ -64,18 +70,23 @@ impl Problem {
     /// broken (its code in `detail` and in `rule`); `by_policy` when the
     /// request was well-formed and policy said no (else it was malformed:
     /// a name's syntax, an unreadable CSR).
-    pub(super) fn refusals(kind: &str, what: &str, r: &Refusals, by_policy: bool) -> Problem {
+    pub(super) fn refusals(
+        kind: ProblemType,
+        what: &str,
+        r: &Refusals,
+        by_policy: bool,
+    ) -> Problem {
         let subs: Vec<Value> = r
             .reasons
             .iter()
             .map(|x| {
                 let mut v = json!({
-                    "type": format!("{ACME_ERR}{kind}"),
+                    "type": kind,
                     "detail": format!("{}: {}", x.rule.code(), r.message_of(x)),
                     "rule": x.rule.code(),
                 });
                 if let Some(val) = &x.value {
-                    if kind == "rejectedIdentifier" {
+                    if kind == ProblemType::RejectedIdentifier {
                         v["identifier"] = json!({"type": if val.parse::<IpAddr>().is_ok() {"ip"} else {"dns"}, "value": val});
                     }
                 }
@@ -85,7 +96,7 @@ impl Problem {
         let codes: Vec<&str> = r.reasons.iter().map(|x| x.rule.code()).collect();
         Problem {
             status: StatusCode::BAD_REQUEST,
-            kind: format!("{ACME_ERR}{kind}"),
+            kind,
             detail: format!(
                 "{what} refused{} ({}): {}",
                 if by_policy { " by policy" } else { "" },
@@ -98,7 +109,7 @@ impl Problem {
     }
 
     /// From an engine error: refusals become `kind`, the rest serverInternal.
-    pub(super) fn engine(kind: &str, what: &str, e: &Error) -> Problem {
+    pub(super) fn engine(kind: ProblemType, what: &str, e: &Error) -> Problem {
         match e {
             Error::Refused(r) => Problem::refusals(kind, what, r, true),
             Error::Invalid(r) => Problem::refusals(kind, what, r, false),
@@ -175,7 +186,6 @@ pub(super) fn log_refusal(
         "refused"
     };
     let quote = |s: &str| Value::String(s.trim().to_string()).to_string();
-    let problem = problem.strip_prefix(ACME_ERR).unwrap_or(problem);
     crate::serverlog::line(format!(
         "{} peer={peer} request={} verdict={verdict} status={} problem={problem} reason={}",
         crate::timefmt::rfc3339(OffsetDateTime::now_utc()),

@@ -71,7 +71,7 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
             a.status = "valid";
         }
         Err((kind, detail)) => {
-            let err = json!({"type": format!("{ACME_ERR}{kind}"), "detail": detail, "status": 403});
+            let err = Problem::new(StatusCode::FORBIDDEN, kind, detail).body();
             c.status = "invalid";
             c.error = Some(err.clone());
             a.status = "invalid";
@@ -100,14 +100,14 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
 pub(super) async fn http01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let host = match &job.identifier {
         Identifier::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
         other => other.value(),
     };
     let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
-        return Err(("dns", format!("`{host}` has no address")));
+        return Err((ProblemType::Dns, format!("`{host}` has no address")));
     }
     let host_header = if job.port == 80 {
         host.clone()
@@ -127,7 +127,7 @@ pub(super) async fn http01(
                     // pointed at internal addresses, and an error body must not
                     // carry what they serve to the requester.
                     Err((
-                        "incorrectResponse",
+                        ProblemType::IncorrectResponse,
                         format!(
                             "{addr} answered HTTP 200 with {} bytes that are not this challenge's key authorization",
                             body.len()
@@ -137,7 +137,7 @@ pub(super) async fn http01(
             }
             Ok(Ok((code, _))) => {
                 return Err((
-                    "unauthorized",
+                    ProblemType::Unauthorized,
                     format!("{addr} answered HTTP {code} (redirects are not followed)"),
                 ))
             }
@@ -145,7 +145,7 @@ pub(super) async fn http01(
             Err(_) => last = format!("{addr}: timed out"),
         }
     }
-    Err(("connection", last))
+    Err((ProblemType::Connection, last))
 }
 
 /// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
@@ -153,7 +153,7 @@ pub(super) async fn addresses(
     lookup: &Lookup,
     id: &Identifier,
     port: u16,
-) -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
+) -> std::result::Result<Vec<SocketAddr>, (ProblemType, String)> {
     let name = match id {
         Identifier::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
         Identifier::Dns(name) => name,
@@ -167,8 +167,8 @@ pub(super) async fn addresses(
         .await
         {
             Ok(Ok(a)) => Ok(a.take(8).collect()),
-            Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
-            Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+            Ok(Err(e)) => Err((ProblemType::Dns, format!("cannot resolve `{shown}`: {e}"))),
+            Err(_) => Err((ProblemType::Dns, format!("resolving `{shown}` timed out"))),
         };
     }
     match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_ip(name)).await {
@@ -177,8 +177,8 @@ pub(super) async fn addresses(
             .take(8)
             .map(|ip| SocketAddr::new(ip, port))
             .collect()),
-        Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
-        Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+        Ok(Err(e)) => Err((ProblemType::Dns, format!("cannot resolve `{shown}`: {e}"))),
+        Err(_) => Err((ProblemType::Dns, format!("resolving `{shown}` timed out"))),
     }
 }
 
@@ -206,9 +206,9 @@ pub(super) fn dns01_value(key_authorization: &str) -> String {
 pub(super) async fn dns01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let Identifier::Dns(name) = &job.identifier else {
-        return Err(("malformed", "dns-01 is for DNS names".into()));
+        return Err((ProblemType::Malformed, "dns-01 is for DNS names".into()));
     };
     let at = dns01_name(name);
     let shown = crate::names::printable(&at);
@@ -216,15 +216,20 @@ pub(super) async fn dns01(
     let records =
         match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_txt(&at)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(("dns", format!("looking up TXT `{shown}`: {e}"))),
-            Err(_) => return Err(("dns", format!("looking up TXT `{shown}` timed out"))),
+            Ok(Err(e)) => return Err((ProblemType::Dns, format!("looking up TXT `{shown}`: {e}"))),
+            Err(_) => {
+                return Err((
+                    ProblemType::Dns,
+                    format!("looking up TXT `{shown}` timed out"),
+                ))
+            }
         };
     if records.iter().any(|r| r == want.as_bytes()) {
         return Ok(());
     }
     if records.is_empty() {
         return Err((
-            "unauthorized",
+            ProblemType::Unauthorized,
             format!("no TXT record at `{shown}` (expected `{want}`)"),
         ));
     }
@@ -242,7 +247,7 @@ pub(super) async fn dns01(
         .collect::<Vec<_>>()
         .join(", ");
     Err((
-        "incorrectResponse",
+        ProblemType::IncorrectResponse,
         format!(
             "the TXT records at `{shown}` do not hold the key authorization's digest `{want}`: found {found}"
         ),
@@ -259,13 +264,16 @@ pub(super) const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 pub(super) async fn tls_alpn01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let Identifier::Dns(name) = &job.identifier else {
-        return Err(("malformed", "tls-alpn-01 is for DNS names".into()));
+        return Err((
+            ProblemType::Malformed,
+            "tls-alpn-01 is for DNS names".into(),
+        ));
     };
     let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
-        return Err(("dns", format!("`{name}` has no address")));
+        return Err((ProblemType::Dns, format!("`{name}` has no address")));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = match rustls::ClientConfig::builder_with_provider(provider)
@@ -275,12 +283,16 @@ pub(super) async fn tls_alpn01(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert))
             .with_no_client_auth(),
-        Err(e) => return Err(("serverInternal", e.to_string())),
+        Err(e) => return Err((ProblemType::ServerInternal, e.to_string())),
     };
     config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let sni = rustls_pki_types::ServerName::try_from(name.clone())
-        .map_err(|_| ("malformed", format!("`{name}` cannot be an SNI name")))?;
+    let sni = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+        (
+            ProblemType::Malformed,
+            format!("`{name}` cannot be an SNI name"),
+        )
+    })?;
     let want = ring::digest::digest(&ring::digest::SHA256, job.key_authorization.as_bytes());
     let mut last = String::new();
     for addr in addrs {
@@ -304,21 +316,24 @@ pub(super) async fn tls_alpn01(
             Ok(Ok((alpn, cert))) => {
                 if alpn.as_deref() != Some(b"acme-tls/1".as_slice()) {
                     return Err((
-                        "unauthorized",
+                        ProblemType::Unauthorized,
                         format!("{addr} did not negotiate ALPN acme-tls/1"),
                     ));
                 }
                 let Some(der) = cert else {
-                    return Err(("unauthorized", format!("{addr} sent no certificate")));
+                    return Err((
+                        ProblemType::Unauthorized,
+                        format!("{addr} sent no certificate"),
+                    ));
                 };
                 return check_alpn_cert(&der, name, want.as_ref())
-                    .map_err(|m| ("incorrectResponse", format!("{addr}: {m}")));
+                    .map_err(|m| (ProblemType::IncorrectResponse, format!("{addr}: {m}")));
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),
             Err(_) => last = format!("{addr}: timed out"),
         }
     }
-    Err(("connection", last))
+    Err((ProblemType::Connection, last))
 }
 
 pub(super) fn check_alpn_cert(
