@@ -1,6 +1,7 @@
 //! The ACME endpoints.
 
 use super::*;
+use crate::acme::server::status::{AccountStatus, AuthzStatus, ChallengeStatus, OrderStatus};
 
 // ---------------------------------------------------------------------------
 // Requests
@@ -438,7 +439,7 @@ impl App {
                             "no such account",
                         ))
                     }
-                    Some((_, a)) if a.status != "valid" => {
+                    Some((_, a)) if a.status != AccountStatus::Valid => {
                         return Err(Problem::unauthorized(format!(
                             "the account is {}",
                             a.status
@@ -682,7 +683,7 @@ impl App {
         let a = Account {
             key: key.clone(),
             thumbprint: thumb.clone(),
-            status: "valid",
+            status: AccountStatus::Valid,
             contact,
             profile,
             eab_kid,
@@ -800,7 +801,7 @@ impl App {
             }
             match p.get("status").and_then(Value::as_str) {
                 None => {}
-                Some("deactivated") => a.status = "deactivated",
+                Some("deactivated") => a.status = AccountStatus::Deactivated,
                 Some(s) => {
                     return Err(Problem::malformed(format!(
                         "an account's status can only become `deactivated`, not `{}`",
@@ -913,7 +914,7 @@ impl App {
                     typ: *typ,
                     id: random_id(),
                     token: token.clone(),
-                    status: "pending",
+                    status: ChallengeStatus::Pending,
                     validated: None,
                     error: None,
                 })
@@ -922,7 +923,7 @@ impl App {
                 account: account.to_string(),
                 order: order_id.clone(),
                 identifier: i.clone(),
-                status: "pending",
+                status: AuthzStatus::Pending,
                 expires,
                 challenges,
             };
@@ -933,7 +934,7 @@ impl App {
         }
         let order = Order {
             account: account.to_string(),
-            status: "pending",
+            status: OrderStatus::Pending,
             expires,
             identifiers: ids,
             authzs: authzs.iter().map(|(id, _)| id.clone()).collect(),
@@ -1072,10 +1073,13 @@ impl App {
             .position(|c| c.id == id)
             .ok_or_else(Problem::not_found)?;
         // One challenge per authorization is tried: the first the client answers.
-        let busy = a.challenges.iter().any(|c| c.status != "pending");
-        if respond && !busy && a.status == "pending" {
+        let busy = a
+            .challenges
+            .iter()
+            .any(|c| c.status != ChallengeStatus::Pending);
+        if respond && !busy && a.status == AuthzStatus::Pending {
             let c = &mut a.challenges[idx];
-            c.status = "processing";
+            c.status = ChallengeStatus::Processing;
             let job = Validation {
                 authz: authz_id.clone(),
                 index: idx,
@@ -1147,7 +1151,7 @@ impl App {
             if o.account != account {
                 return Err(Problem::unauthorized("not this account's order"));
             }
-            if o.status != "ready" {
+            if o.status != OrderStatus::Ready {
                 return Err(Problem::new(
                     StatusCode::FORBIDDEN,
                     ProblemType::OrderNotReady,
@@ -1208,7 +1212,7 @@ impl App {
         {
             let mut st = self.state();
             match st.orders.get_mut(id) {
-                Some(o) if o.status == "ready" => o.status = "processing",
+                Some(o) if o.status == OrderStatus::Ready => o.status = OrderStatus::Processing,
                 _ => {
                     return Err(Problem::new(
                         StatusCode::FORBIDDEN,
@@ -1248,7 +1252,7 @@ impl App {
                 }
                 st.finish_order(id, Some(OffsetDateTime::now_utc()));
                 let o = st.orders.get_mut(id).ok_or_else(Problem::not_found)?;
-                o.status = "valid";
+                o.status = OrderStatus::Valid;
                 o.certificate = Some(cert_id);
                 o.cert_sha256 = Some(i.record.sha256.clone());
                 let body = order_json(base, id, o);
@@ -1258,7 +1262,7 @@ impl App {
             Err(e) => {
                 // The client may finalize again with a better CSR.
                 if let Some(o) = st.orders.get_mut(id) {
-                    o.status = "ready";
+                    o.status = OrderStatus::Ready;
                 }
                 Err(Problem::engine(ProblemType::BadCsr, "the CSR", &e))
             }

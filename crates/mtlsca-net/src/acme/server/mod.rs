@@ -61,6 +61,7 @@ mod handlers;
 mod publish;
 mod reply;
 mod state;
+mod status;
 mod validation;
 
 use engine::*;

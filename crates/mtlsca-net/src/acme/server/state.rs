@@ -1,6 +1,7 @@
 //! ACME state: accounts, orders, authorizations, challenges.
 
 use super::*;
+use crate::acme::server::status::{AccountStatus, AuthzStatus, ChallengeStatus, OrderStatus};
 
 // ---------------------------------------------------------------------------
 // ACME state: a working copy in memory, written through to the store
@@ -9,30 +10,10 @@ use super::*;
 pub(super) use crate::store::acme::AcmeIdentifier as Identifier;
 use crate::store::acme::{AcmeAccount, AcmeAuthz, AcmeChallenge, AcmeOrder, AcmeStore};
 
-/// The statuses of RFC 8555 §7.1.6, as `&'static str` for the working copy.
-const STATUSES: &[&str] = &[
-    "pending",
-    "ready",
-    "processing",
-    "valid",
-    "invalid",
-    "deactivated",
-    "expired",
-    "revoked",
-];
-
-fn status(s: &str) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|k| **k == s)
-        .copied()
-        .unwrap_or("invalid")
-}
-
 pub(super) struct Account {
     pub(super) key: Jwk,
     pub(super) thumbprint: String,
-    pub(super) status: &'static str,
+    pub(super) status: AccountStatus,
     pub(super) contact: Vec<String>,
     /// Its EAB key's profile; `None`: the server's `--acme-profile`.
     pub(super) profile: Option<String>,
@@ -76,7 +57,7 @@ impl Account {
 
 pub(super) struct Order {
     pub(super) account: String,
-    pub(super) status: &'static str,
+    pub(super) status: OrderStatus,
     pub(super) expires: OffsetDateTime,
     pub(super) identifiers: Vec<Identifier>,
     pub(super) authzs: Vec<String>,
@@ -129,7 +110,7 @@ pub(super) struct Challenge {
     pub(super) typ: ChallengeType,
     pub(super) id: String,
     pub(super) token: String,
-    pub(super) status: &'static str,
+    pub(super) status: ChallengeStatus,
     pub(super) validated: Option<OffsetDateTime>,
     pub(super) error: Option<Value>,
 }
@@ -138,7 +119,7 @@ pub(super) struct Authz {
     pub(super) account: String,
     pub(super) order: String,
     pub(super) identifier: Identifier,
-    pub(super) status: &'static str,
+    pub(super) status: AuthzStatus,
     pub(super) expires: OffsetDateTime,
     pub(super) challenges: Vec<Challenge>,
 }
@@ -186,7 +167,7 @@ impl Account {
             Account {
                 key,
                 thumbprint: r.thumbprint,
-                status: status(&r.status),
+                status: AccountStatus::from_stored(&r.status),
                 contact: r.contact,
                 profile: r.profile,
                 eab_kid: r.eab_kid,
@@ -218,8 +199,8 @@ impl Order {
         // A finalize cut short by a stop: the client may finalize again (the
         // engine answers a repeated request id for the same key with the
         // certificate it recorded).
-        let st = match status(&r.status) {
-            "processing" => "ready",
+        let st = match OrderStatus::from_stored(&r.status) {
+            OrderStatus::Processing => OrderStatus::Ready,
             s => s,
         };
         (
@@ -273,8 +254,8 @@ impl Authz {
                     id: c.id,
                     token: c.token,
                     // A validation cut short by a stop is tried again on the next answer.
-                    status: match status(&c.status) {
-                        "processing" => "pending",
+                    status: match ChallengeStatus::from_stored(&c.status) {
+                        ChallengeStatus::Processing => ChallengeStatus::Pending,
                         s => s,
                     },
                     validated: c.validated,
@@ -288,7 +269,7 @@ impl Authz {
                 account: r.account,
                 order: r.order,
                 identifier: r.identifier,
-                status: status(&r.status),
+                status: AuthzStatus::from_stored(&r.status),
                 expires: r.expires,
                 challenges,
             },
@@ -308,11 +289,6 @@ pub(super) struct Usage {
 /// outcome and downloads the certificate right after. Sooner when finished
 /// orders hold as many authorizations as the server keeps.
 pub(super) const FINISHED_ORDER_KEEP: time::Duration = time::Duration::hours(1);
-
-/// Whether an order is finished: nothing more happens to it.
-pub(super) fn finished(status: &str) -> bool {
-    matches!(status, "valid" | "invalid")
-}
 
 pub(super) struct State {
     pub(super) nonces: NonceBook,
@@ -425,7 +401,7 @@ impl State {
                 .filter_map(|a| stored_authzs.remove(a))
                 .map(Authz::from_record)
                 .collect();
-            let done = finished(o.status);
+            let done = o.status.is_finished();
             st.add_order(id.clone(), o, authzs);
             if done {
                 st.finish_order(&id, None);
@@ -795,7 +771,7 @@ mod tests {
     fn order(account: &str, authz: &str, expires: OffsetDateTime) -> Order {
         Order {
             account: account.into(),
-            status: "valid",
+            status: OrderStatus::Valid,
             expires,
             identifiers: vec![Identifier::Dns("a.test".into())],
             authzs: vec![authz.into()],
@@ -811,13 +787,13 @@ mod tests {
             account: "acct".into(),
             order: order.into(),
             identifier: Identifier::Dns("a.test".into()),
-            status: "valid",
+            status: AuthzStatus::Valid,
             expires,
             challenges: vec![Challenge {
                 typ: ChallengeType::Http01,
                 id: challenge.into(),
                 token: "t".into(),
-                status: "valid",
+                status: ChallengeStatus::Valid,
                 validated: None,
                 error: None,
             }],
@@ -836,7 +812,7 @@ mod tests {
         Account {
             thumbprint: key.thumbprint(),
             key,
-            status: "valid",
+            status: AccountStatus::Valid,
             contact: vec![],
             profile: None,
             eab_kid: eab.then(|| "kid".to_string()),
@@ -993,22 +969,22 @@ mod tests {
     fn records_come_back_as_they_were_saved_but_interrupted_work_is_retried() {
         let now = OffsetDateTime::now_utc();
         let mut o = order("acct", "a1", now);
-        o.status = "processing";
+        o.status = OrderStatus::Processing;
         let (id, back) = Order::from_record(o.record("o1"));
         assert_eq!(id, "o1");
-        assert_eq!(back.status, "ready");
+        assert_eq!(back.status, OrderStatus::Ready);
         assert_eq!(back.authzs, o.authzs);
         let z = Authz {
             account: "acct".into(),
             order: "o1".into(),
             identifier: Identifier::Ip("::1".parse().unwrap()),
-            status: "pending",
+            status: AuthzStatus::Pending,
             expires: now,
             challenges: vec![Challenge {
                 typ: ChallengeType::TlsAlpn01,
                 id: "c".into(),
                 token: "t".into(),
-                status: "processing",
+                status: ChallengeStatus::Processing,
                 validated: None,
                 error: None,
             }],
@@ -1016,7 +992,7 @@ mod tests {
         let (_, back) = Authz::from_record(z.record("z"));
         assert_eq!(back.identifier, z.identifier);
         assert_eq!(back.challenges[0].typ, ChallengeType::TlsAlpn01);
-        assert_eq!(back.challenges[0].status, "pending");
+        assert_eq!(back.challenges[0].status, ChallengeStatus::Pending);
         let mut a = account(now, Some("2001:db8::"), false);
         a.profile = Some("workload".into());
         a.contact = vec!["mailto:a@b.test".into()];

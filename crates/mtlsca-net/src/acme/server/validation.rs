@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::acme::dns::Resolver;
+use crate::acme::server::status::{AuthzStatus, ChallengeStatus, OrderStatus};
 
 // ---------------------------------------------------------------------------
 // Lookups
@@ -66,17 +67,17 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
     };
     match outcome {
         Ok(()) => {
-            c.status = "valid";
+            c.status = ChallengeStatus::Valid;
             c.validated = Some(now);
-            a.status = "valid";
+            a.status = AuthzStatus::Valid;
         }
         Err((kind, detail)) => {
             let err = Problem::new(StatusCode::FORBIDDEN, kind, detail).body();
-            c.status = "invalid";
+            c.status = ChallengeStatus::Invalid;
             c.error = Some(err.clone());
-            a.status = "invalid";
+            a.status = AuthzStatus::Invalid;
             if let Some(o) = st.orders.get_mut(&order_id) {
-                o.status = "invalid";
+                o.status = OrderStatus::Invalid;
                 o.error = Some(err);
             }
             st.finish_order(&order_id, Some(now));
@@ -84,13 +85,15 @@ pub(super) async fn validate(app: Arc<App>, job: Validation) {
         }
     }
     let all_valid = st.orders.get(&order_id).is_some_and(|o| {
-        o.authzs
-            .iter()
-            .all(|id| st.authzs.get(id).is_some_and(|a| a.status == "valid"))
+        o.authzs.iter().all(|id| {
+            st.authzs
+                .get(id)
+                .is_some_and(|a| a.status == AuthzStatus::Valid)
+        })
     });
     if let Some(o) = st.orders.get_mut(&order_id) {
-        if all_valid && o.status == "pending" {
-            o.status = "ready";
+        if all_valid && o.status == OrderStatus::Pending {
+            o.status = OrderStatus::Ready;
         }
     }
 }
