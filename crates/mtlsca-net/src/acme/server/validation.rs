@@ -1,12 +1,26 @@
-//! Challenge validation (http-01, tls-alpn-01, dns-01) and the lookups it makes.
+//! Challenge validation (http-01, tls-alpn-01, dns-01) and the lookups it
+//! makes: whether a client proved control of an identifier. What the outcome
+//! does to the challenge, its authorization and its order is the working
+//! copy's (`State::record_validation`).
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::objects::{ChallengeType, Identifier};
+use super::problem::Problem;
 use crate::acme::dns::Resolver;
-use crate::acme::server::status::{AuthzStatus, ChallengeStatus, OrderStatus};
+use crate::acme::problem::ProblemType;
 
-// ---------------------------------------------------------------------------
-// Lookups
-// ---------------------------------------------------------------------------
+/// How long one validation attempt (a lookup, a connection) may take.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an http-01 answer read.
+const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
 
 /// Where the validator's lookups go.
 ///
@@ -22,6 +36,7 @@ pub(super) struct Lookup {
 }
 
 impl Lookup {
+    /// Lookups through `server`, or the system's (None).
     pub(super) fn new(server: Option<SocketAddr>) -> Lookup {
         match server {
             Some(s) => Lookup {
@@ -36,12 +51,11 @@ impl Lookup {
     }
 }
 
-// ---------------------------------------------------------------------------
-// http-01 validation
-// ---------------------------------------------------------------------------
-
+/// A challenge to validate, with what the validation needs.
 pub(super) struct Validation {
+    /// The authorization the challenge is of.
     pub(super) authz: String,
+    /// The challenge's place among the authorization's.
     pub(super) index: usize,
     pub(super) typ: ChallengeType,
     pub(super) identifier: Identifier,
@@ -50,57 +64,21 @@ pub(super) struct Validation {
     pub(super) port: u16,
 }
 
-pub(super) async fn validate(app: Arc<App>, job: Validation) {
+/// Validate a challenge: `Ok` when the client proved control of the
+/// identifier, else the problem (403) its challenge, authorization and order
+/// then carry.
+pub(super) async fn validate(lookup: &Lookup, job: &Validation) -> Result<(), Problem> {
     let outcome = match job.typ {
-        ChallengeType::Http01 => http01(&app.lookup, &job).await,
-        ChallengeType::TlsAlpn01 => tls_alpn01(&app.lookup, &job).await,
-        ChallengeType::Dns01 => dns01(&app.lookup, &job).await,
+        ChallengeType::Http01 => http01(lookup, job).await,
+        ChallengeType::TlsAlpn01 => tls_alpn01(lookup, job).await,
+        ChallengeType::Dns01 => dns01(lookup, job).await,
     };
-    let now = OffsetDateTime::now_utc();
-    let mut st = app.state();
-    let Some(a) = st.authzs.get_mut(&job.authz) else {
-        return;
-    };
-    let order_id = a.order.clone();
-    let Some(c) = a.challenges.get_mut(job.index) else {
-        return;
-    };
-    match outcome {
-        Ok(()) => {
-            c.status = ChallengeStatus::Valid;
-            c.validated = Some(now);
-            a.status = AuthzStatus::Valid;
-        }
-        Err((kind, detail)) => {
-            let err = Problem::new(StatusCode::FORBIDDEN, kind, detail).body();
-            c.status = ChallengeStatus::Invalid;
-            c.error = Some(err.clone());
-            a.status = AuthzStatus::Invalid;
-            if let Some(o) = st.orders.get_mut(&order_id) {
-                o.status = OrderStatus::Invalid;
-                o.error = Some(err);
-            }
-            st.finish_order(&order_id, Some(now));
-            return;
-        }
-    }
-    let all_valid = st.orders.get(&order_id).is_some_and(|o| {
-        o.authzs.iter().all(|id| {
-            st.authzs
-                .get(id)
-                .is_some_and(|a| a.status == AuthzStatus::Valid)
-        })
-    });
-    if let Some(o) = st.orders.get_mut(&order_id) {
-        if all_valid && o.status == OrderStatus::Pending {
-            o.status = OrderStatus::Ready;
-        }
-    }
+    outcome.map_err(|(kind, detail)| Problem::new(StatusCode::FORBIDDEN, kind, detail))
 }
 
 /// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
 /// identifier's own addresses only, following no redirect.
-pub(super) async fn http01(
+async fn http01(
     lookup: &Lookup,
     job: &Validation,
 ) -> std::result::Result<(), (ProblemType, String)> {
@@ -152,7 +130,7 @@ pub(super) async fn http01(
 }
 
 /// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
-pub(super) async fn addresses(
+async fn addresses(
     lookup: &Lookup,
     id: &Identifier,
     port: u16,
@@ -191,13 +169,13 @@ pub(super) async fn addresses(
 
 /// The name a dns-01 TXT record is looked up at (RFC 8555 §8.4): the
 /// identifier without a wildcard label, under `_acme-challenge`.
-pub(super) fn dns01_name(identifier: &str) -> String {
+fn dns01_name(identifier: &str) -> String {
     let base = identifier.strip_prefix("*.").unwrap_or(identifier);
     format!("_acme-challenge.{base}")
 }
 
 /// The value a dns-01 TXT record must hold: base64url(SHA-256(key authorization)).
-pub(super) fn dns01_value(key_authorization: &str) -> String {
+fn dns01_value(key_authorization: &str) -> String {
     B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
         key_authorization.as_bytes(),
@@ -206,7 +184,7 @@ pub(super) fn dns01_value(key_authorization: &str) -> String {
 
 /// dns-01 (RFC 8555 §8.4): one of the TXT records at `_acme-challenge.NAME`,
 /// asked of the configured resolver, holds the expected value.
-pub(super) async fn dns01(
+async fn dns01(
     lookup: &Lookup,
     job: &Validation,
 ) -> std::result::Result<(), (ProblemType, String)> {
@@ -258,13 +236,13 @@ pub(super) async fn dns01(
 }
 
 /// The OID of the acmeIdentifier extension (RFC 8737).
-pub(super) const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
 /// tls-alpn-01 (RFC 8737): a TLS handshake with SNI = the name and ALPN
 /// `acme-tls/1` on the identifier's own addresses; the self-signed certificate
 /// must name exactly that DNS name and carry the critical acmeIdentifier
 /// extension with SHA-256 of the key authorization.
-pub(super) async fn tls_alpn01(
+async fn tls_alpn01(
     lookup: &Lookup,
     job: &Validation,
 ) -> std::result::Result<(), (ProblemType, String)> {
@@ -339,11 +317,10 @@ pub(super) async fn tls_alpn01(
     Err((ProblemType::Connection, last))
 }
 
-pub(super) fn check_alpn_cert(
-    der: &[u8],
-    name: &str,
-    want: &[u8],
-) -> std::result::Result<(), String> {
+/// Whether a tls-alpn-01 certificate names exactly `name` and carries the
+/// critical acmeIdentifier extension holding `want` (SHA-256 of the key
+/// authorization).
+fn check_alpn_cert(der: &[u8], name: &str, want: &[u8]) -> std::result::Result<(), String> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
@@ -382,7 +359,7 @@ pub(super) fn check_alpn_cert(
 /// A verifier for the tls-alpn-01 handshake: the certificate is self-signed
 /// and judged by `check_alpn_cert`; handshake signatures are still verified.
 #[derive(Debug)]
-pub(super) struct AnyCert;
+struct AnyCert;
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -432,7 +409,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 
 /// Verify a handshake signature with the key of a certificate webpki would not
 /// parse (the acmeIdentifier extension is critical and unknown to it).
-pub(super) fn handshake_signature(
+fn handshake_signature(
     message: &[u8],
     cert: &rustls_pki_types::CertificateDer<'_>,
     dss: &rustls::DigitallySignedStruct,
@@ -462,7 +439,9 @@ pub(super) fn handshake_signature(
     Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
 
-pub(super) async fn fetch(
+/// One HTTP/1.1 GET of the challenge's path from `addr`: the status and at
+/// most [`MAX_CHALLENGE_RESPONSE`] bytes of body (dechunked).
+async fn fetch(
     addr: SocketAddr,
     host: &str,
     token: &str,
@@ -505,7 +484,8 @@ pub(super) async fn fetch(
     Ok((code, body))
 }
 
-pub(super) fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+/// A chunked body's bytes; None when it is not chunked well.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
