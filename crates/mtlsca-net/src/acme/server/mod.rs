@@ -29,7 +29,7 @@
 //!
 //! # Layers
 //!
-//! From the wire down; each module names only those below it:
+//! From the wire down; each file names only files below it:
 //!
 //! - `listen.rs`: the listeners, TLS and the server's own certificate,
 //!   connections (`accept.rs`: the connection gate, who a peer is), pruning
@@ -38,19 +38,23 @@
 //! - `http/`: HTTP, JWS and nonces: the `Host` check, routing, body limits,
 //!   JWS verification, nonce redemption, the request rates of client
 //!   networks and accounts, and the reply or problem written out.
-//! - `handlers/`: the ACME endpoints, thin: a typed payload in
-//!   (`payload.rs`), the rules applied, the working copy changed and written
-//!   through; a `Reply` (`reply.rs`) or a `Problem` (`problem.rs`, its types
-//!   [`crate::acme::problem::ProblemType`]) out.
-//! - The rules, pure functions: `order_rules.rs` (newOrder's identifiers, the
-//!   challenges of each, what finalize's CSR must ask for, the profile, who
-//!   may revoke) and `account_rules.rs` (contacts, deactivation, key
-//!   rollover), beside `validation.rs` (http-01, tls-alpn-01, dns-01).
-//! - The ACME service `app.rs` (engine handle, working copy, write-through)
-//!   over `state.rs` (the working copy and issue 22's counts, `rate.rs` its
-//!   token buckets), `objects.rs` (accounts, orders, authorizations,
-//!   challenges and their store records), `status.rs` (their typed
-//!   statuses), `views.rs` (their JSON), and `engine.rs` (the CA service).
+//! - `handlers/`: the ACME endpoints, thin: a typed payload in, the rules
+//!   applied, the working copy changed and written through, a `Reply` or a
+//!   `Problem` out.
+//! - `app.rs`: the ACME service (the engine handle, `engine.rs`; the working
+//!   copy behind one lock; its write-through to the store).
+//! - The rules, pure functions with their unit tests: `order_rules.rs`
+//!   (newOrder's identifiers, the challenges of each, what finalize's CSR must
+//!   ask for, the profile, who may revoke) and `account_rules.rs` (contacts,
+//!   deactivation, key rollover); beside them `validation.rs` (http-01,
+//!   tls-alpn-01, dns-01: whether a client proved an identifier).
+//! - `state.rs`: the working copy and issue 22's counts and pruning
+//!   (`rate.rs` its token buckets, `options.rs` its [`AcmeLimits`]).
+//! - The vocabulary: `objects.rs` (accounts, orders, authorizations,
+//!   challenges and their store records), `status.rs` (their typed statuses),
+//!   `views.rs` (their JSON), `payload.rs` (the typed request payloads),
+//!   `problem.rs` (problem documents, typed by
+//!   [`crate::acme::problem::ProblemType`]), `reply.rs`.
 //!
 //! # Limits
 //!
