@@ -13,6 +13,7 @@ use ring::hmac;
 use serde_json::Value;
 
 use super::jws::{Jwk, JwsError};
+use super::problem::ProblemType;
 
 /// Why an external account binding is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +29,16 @@ pub enum EabError {
 
 impl EabError {
     /// The ACME problem type.
-    pub fn problem_type(&self) -> &'static str {
+    pub fn problem(&self) -> ProblemType {
         match self {
-            EabError::Malformed(_) => "urn:ietf:params:acme:error:malformed",
-            EabError::UnknownKey(_) | EabError::Unauthorized(_) => {
-                "urn:ietf:params:acme:error:unauthorized"
-            }
+            EabError::Malformed(_) => ProblemType::Malformed,
+            EabError::UnknownKey(_) | EabError::Unauthorized(_) => ProblemType::Unauthorized,
         }
+    }
+
+    /// The ACME problem type's URN.
+    pub fn problem_type(&self) -> &'static str {
+        self.problem().urn()
     }
 }
 

@@ -11,6 +11,8 @@ use ring::signature::{self, UnparsedPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::problem::ProblemType;
+
 /// Largest JWS body read (RFC 8555 leaves it to the server; CSRs fit easily).
 pub const MAX_JWS_BYTES: usize = 64 * 1024;
 
@@ -29,17 +31,18 @@ pub enum JwsError {
 }
 
 impl JwsError {
-    /// The ACME problem type (`urn:ietf:params:acme:error:...`).
-    pub fn problem_type(&self) -> &'static str {
+    /// The ACME problem type.
+    pub fn problem(&self) -> ProblemType {
         match self {
-            JwsError::Malformed(_) | JwsError::BadSignature => {
-                "urn:ietf:params:acme:error:malformed"
-            }
-            JwsError::BadSignatureAlgorithm(_) => {
-                "urn:ietf:params:acme:error:badSignatureAlgorithm"
-            }
-            JwsError::BadPublicKey(_) => "urn:ietf:params:acme:error:badPublicKey",
+            JwsError::Malformed(_) | JwsError::BadSignature => ProblemType::Malformed,
+            JwsError::BadSignatureAlgorithm(_) => ProblemType::BadSignatureAlgorithm,
+            JwsError::BadPublicKey(_) => ProblemType::BadPublicKey,
         }
+    }
+
+    /// The ACME problem type's URN (`urn:ietf:params:acme:error:...`).
+    pub fn problem_type(&self) -> &'static str {
+        self.problem().urn()
     }
 }
 

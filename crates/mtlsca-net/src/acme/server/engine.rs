@@ -2,8 +2,13 @@
 //! thread (CA, store, issuer) lives there; this adapter keeps the calls the
 //! handlers make.
 
-use super::*;
-
+use super::options::ServeOptions;
+use crate::ca::Ca;
+use crate::error::{Error, Result};
+use crate::issue::{CheckedCsr, IssuanceRequest, Issued, KeySource, Output};
+use crate::policy::RequestedContent;
+use crate::role::Role;
+use crate::rules::Origin;
 use crate::service::{Answer, Op, Service, ServiceOptions};
 
 /// A handle on the CA service. When the last handle is dropped, the engine

@@ -15,9 +15,20 @@
 //! within `--idle-timeout` and at most 16 KiB, a connection at most 60 s, files
 //! of at most [`MAX_PUBLISHED_BYTES`].
 
-use std::path::Path;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::*;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use super::accept::{accept_within, peer_text};
+use super::log::log_refusal;
+use crate::conn_limit::ConnectionGate;
 
 /// The largest file served (a CRL of about 300,000 entries).
 pub const MAX_PUBLISHED_BYTES: u64 = 16 * 1024 * 1024;

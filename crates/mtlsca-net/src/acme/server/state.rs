@@ -1,300 +1,23 @@
-//! ACME state: accounts, orders, authorizations, challenges.
+//! The ACME state's working copy: accounts, orders, authorizations and
+//! challenges in memory (loaded from `store::acme` at start, written through
+//! by the handlers), with the counts that hold issue 22's limits
+//! ([`AcmeLimits`]): what one account and one client network hold, what is
+//! finished and what is not, and pruning of what expired. Only expired state
+//! and the oldest finished orders are ever forgotten.
 
-use super::*;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
 
-// ---------------------------------------------------------------------------
-// ACME state: a working copy in memory, written through to the store
-// ---------------------------------------------------------------------------
+use serde_json::Value;
+use time::OffsetDateTime;
 
-pub(super) use crate::store::acme::AcmeIdentifier as Identifier;
-use crate::store::acme::{AcmeAccount, AcmeAuthz, AcmeChallenge, AcmeOrder, AcmeStore};
-
-/// The statuses of RFC 8555 §7.1.6, as `&'static str` for the working copy.
-const STATUSES: &[&str] = &[
-    "pending",
-    "ready",
-    "processing",
-    "valid",
-    "invalid",
-    "deactivated",
-    "expired",
-    "revoked",
-];
-
-fn status(s: &str) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|k| **k == s)
-        .copied()
-        .unwrap_or("invalid")
-}
-
-pub(super) struct Account {
-    pub(super) key: Jwk,
-    pub(super) thumbprint: String,
-    pub(super) status: &'static str,
-    pub(super) contact: Vec<String>,
-    /// Its EAB key's profile; `None`: the server's `--acme-profile`.
-    pub(super) profile: Option<String>,
-    pub(super) eab_kid: Option<String>,
-    pub(super) created: OffsetDateTime,
-    /// The client network that registered it, for an account without EAB
-    /// (counted against that network's share of unproven accounts).
-    pub(super) network: Option<IpAddr>,
-    /// It obtained a certificate (so it proved control of a name once).
-    pub(super) proven: bool,
-    /// Its last request (written through when it moves by an hour or more).
-    pub(super) last_seen: OffsetDateTime,
-}
-
-/// How long an account without EAB lives after its last request: one that
-/// never obtained a certificate, and one that did.
-pub(super) const UNPROVEN_ACCOUNT_IDLE: time::Duration = time::Duration::hours(72);
-pub(super) const PROVEN_ACCOUNT_IDLE: time::Duration = time::Duration::days(400);
-
-impl Account {
-    /// When it is forgotten unless it makes a request before; `None`: never
-    /// (accounts bound with an EAB key are the operator's to revoke).
-    pub(super) fn expires(&self) -> Option<OffsetDateTime> {
-        if self.eab_kid.is_some() {
-            return None;
-        }
-        let idle = if self.proven {
-            PROVEN_ACCOUNT_IDLE
-        } else {
-            UNPROVEN_ACCOUNT_IDLE
-        };
-        Some(self.last_seen.max(self.created) + idle)
-    }
-
-    /// Counted against its network's share of unproven accounts.
-    fn unproven_network(&self) -> Option<IpAddr> {
-        self.network
-            .filter(|_| !self.proven && self.eab_kid.is_none())
-    }
-}
-
-pub(super) struct Order {
-    pub(super) account: String,
-    pub(super) status: &'static str,
-    pub(super) expires: OffsetDateTime,
-    pub(super) identifiers: Vec<Identifier>,
-    pub(super) authzs: Vec<String>,
-    pub(super) certificate: Option<String>,
-    /// The issued certificate's SHA-256 (hex).
-    pub(super) cert_sha256: Option<String>,
-    pub(super) error: Option<Value>,
-    /// Counted as finished ([`State::finish_order`]); in memory only.
-    pub(super) done: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ChallengeType {
-    Http01,
-    TlsAlpn01,
-    Dns01,
-}
-
-impl ChallengeType {
-    const ALL: &'static [ChallengeType] = &[
-        ChallengeType::Http01,
-        ChallengeType::TlsAlpn01,
-        ChallengeType::Dns01,
-    ];
-
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            ChallengeType::Http01 => "http-01",
-            ChallengeType::TlsAlpn01 => "tls-alpn-01",
-            ChallengeType::Dns01 => "dns-01",
-        }
-    }
-
-    /// The type a stored challenge names (`None`: one this build does not know).
-    fn parse(s: &str) -> Option<ChallengeType> {
-        Self::ALL.iter().copied().find(|t| t.as_str() == s)
-    }
-
-    /// Fails to compile when a variant is added: add it to `ALL` as well, or
-    /// stored challenges of that type are dropped at load.
-    #[allow(dead_code)]
-    fn every_variant_is_in_all(self) {
-        match self {
-            ChallengeType::Http01 | ChallengeType::TlsAlpn01 | ChallengeType::Dns01 => {}
-        }
-    }
-}
-
-pub(super) struct Challenge {
-    pub(super) typ: ChallengeType,
-    pub(super) id: String,
-    pub(super) token: String,
-    pub(super) status: &'static str,
-    pub(super) validated: Option<OffsetDateTime>,
-    pub(super) error: Option<Value>,
-}
-
-pub(super) struct Authz {
-    pub(super) account: String,
-    pub(super) order: String,
-    pub(super) identifier: Identifier,
-    pub(super) status: &'static str,
-    pub(super) expires: OffsetDateTime,
-    pub(super) challenges: Vec<Challenge>,
-}
-
-/// The JWK (RFC 7517) object of an account key, as the store keeps it.
-pub(super) fn jwk_json(k: &Jwk) -> Value {
-    let e = |b: &[u8]| B64.encode(b);
-    match k {
-        Jwk::Ec { crv, x, y } => json!({"kty": "EC", "crv": crv, "x": e(x), "y": e(y)}),
-        Jwk::Rsa { n, e: ex } => json!({"kty": "RSA", "n": e(n), "e": e(ex)}),
-        Jwk::Ed25519 { x } => json!({"kty": "OKP", "crv": "Ed25519", "x": e(x)}),
-    }
-}
-
-impl Account {
-    pub(super) fn record(&self, id: &str) -> AcmeAccount {
-        AcmeAccount {
-            id: id.to_string(),
-            key: jwk_json(&self.key),
-            thumbprint: self.thumbprint.clone(),
-            status: self.status.to_string(),
-            contact: self.contact.clone(),
-            profile: self.profile.clone(),
-            eab_kid: self.eab_kid.clone(),
-            created: self.created,
-            network: self.network,
-            proven: Some(self.proven),
-            last_seen: Some(self.last_seen),
-        }
-    }
-
-    /// The working copy of a stored account; `has_certificates` answers for
-    /// accounts stored before `proven` was (it looks for their certificates).
-    fn from_record(
-        r: AcmeAccount,
-        has_certificates: impl FnOnce(&str) -> bool,
-    ) -> Option<(String, Account)> {
-        let key = Jwk::from_json(&r.key).ok()?;
-        let proven = match r.proven {
-            Some(p) => p,
-            None => has_certificates(&r.id),
-        };
-        Some((
-            r.id,
-            Account {
-                key,
-                thumbprint: r.thumbprint,
-                status: status(&r.status),
-                contact: r.contact,
-                profile: r.profile,
-                eab_kid: r.eab_kid,
-                created: r.created,
-                network: r.network,
-                proven,
-                last_seen: r.last_seen.unwrap_or(r.created),
-            },
-        ))
-    }
-}
-
-impl Order {
-    pub(super) fn record(&self, id: &str) -> AcmeOrder {
-        AcmeOrder {
-            id: id.to_string(),
-            account: self.account.clone(),
-            status: self.status.to_string(),
-            expires: self.expires,
-            identifiers: self.identifiers.clone(),
-            authzs: self.authzs.clone(),
-            certificate: self.certificate.clone(),
-            cert_sha256: self.cert_sha256.clone(),
-            error: self.error.clone(),
-        }
-    }
-
-    fn from_record(r: AcmeOrder) -> (String, Order) {
-        // A finalize cut short by a stop: the client may finalize again (the
-        // engine answers a repeated request id for the same key with the
-        // certificate it recorded).
-        let st = match status(&r.status) {
-            "processing" => "ready",
-            s => s,
-        };
-        (
-            r.id,
-            Order {
-                account: r.account,
-                status: st,
-                expires: r.expires,
-                identifiers: r.identifiers,
-                authzs: r.authzs,
-                certificate: r.certificate,
-                cert_sha256: r.cert_sha256,
-                error: r.error,
-                done: false,
-            },
-        )
-    }
-}
-
-impl Authz {
-    pub(super) fn record(&self, id: &str) -> AcmeAuthz {
-        AcmeAuthz {
-            id: id.to_string(),
-            account: self.account.clone(),
-            order: self.order.clone(),
-            identifier: self.identifier.clone(),
-            status: self.status.to_string(),
-            expires: self.expires,
-            challenges: self
-                .challenges
-                .iter()
-                .map(|c| AcmeChallenge {
-                    kind: c.typ.as_str().to_string(),
-                    id: c.id.clone(),
-                    token: c.token.clone(),
-                    status: c.status.to_string(),
-                    validated: c.validated,
-                    error: c.error.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    fn from_record(r: AcmeAuthz) -> (String, Authz) {
-        let challenges = r
-            .challenges
-            .into_iter()
-            .filter_map(|c| {
-                Some(Challenge {
-                    typ: ChallengeType::parse(&c.kind)?,
-                    id: c.id,
-                    token: c.token,
-                    // A validation cut short by a stop is tried again on the next answer.
-                    status: match status(&c.status) {
-                        "processing" => "pending",
-                        s => s,
-                    },
-                    validated: c.validated,
-                    error: c.error,
-                })
-            })
-            .collect();
-        (
-            r.id,
-            Authz {
-                account: r.account,
-                order: r.order,
-                identifier: r.identifier,
-                status: status(&r.status),
-                expires: r.expires,
-                challenges,
-            },
-        )
-    }
-}
+use super::objects::{Account, Authz, Order};
+use super::options::AcmeLimits;
+use super::rate::ClientBuckets;
+use super::status::{AuthzStatus, ChallengeStatus, OrderStatus};
+use crate::error::Result;
+use crate::store::acme::{AcmeAuthz, AcmeOrder, AcmeStore};
 
 /// What one account holds now: unfinished orders and their authorizations
 /// (counted against its shares).
@@ -309,23 +32,18 @@ pub(super) struct Usage {
 /// orders hold as many authorizations as the server keeps.
 pub(super) const FINISHED_ORDER_KEEP: time::Duration = time::Duration::hours(1);
 
-/// Whether an order is finished: nothing more happens to it.
-pub(super) fn finished(status: &str) -> bool {
-    matches!(status, "valid" | "invalid")
-}
-
+/// The working copy, behind the ACME service's one lock.
 pub(super) struct State {
-    pub(super) nonces: NonceBook,
     pub(super) accounts: HashMap<String, Account>,
     pub(super) by_thumbprint: HashMap<String, String>,
     pub(super) orders: HashMap<String, Order>,
     /// Unfinished orders' ids, oldest first (every order lives as long):
     /// expired ones are pruned from the front. An id whose order finished is
     /// passed over.
-    pub(super) order_queue: std::collections::VecDeque<String>,
+    pub(super) order_queue: VecDeque<String>,
     /// Finished orders' ids, in the order they finished: pruned from the front
     /// when expired, or early when they hold more than the server keeps.
-    pub(super) finished_queue: std::collections::VecDeque<String>,
+    pub(super) finished_queue: VecDeque<String>,
     /// Unfinished orders and their authorizations, in all (the bounds that
     /// refuse new orders).
     pub(super) unfinished_orders: usize,
@@ -337,12 +55,8 @@ pub(super) struct State {
     pub(super) finished_authz_room: usize,
     pub(super) authzs: HashMap<String, Authz>,
     pub(super) challenges: HashMap<String, String>,
-    /// Per-account token buckets: tokens left, last refill.
-    pub(super) buckets: HashMap<String, (f64, Instant)>,
     /// Per-network token buckets for new accounts without EAB.
     pub(super) account_buckets: ClientBuckets,
-    /// Per-network token buckets for requests of any kind.
-    pub(super) request_buckets: ClientBuckets,
     /// Live orders and authorizations per account.
     pub(super) usage: HashMap<String, Usage>,
     /// Accounts without EAB, and how many of them have no certificate yet per
@@ -353,9 +67,6 @@ pub(super) struct State {
     pub(super) validation_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
-/// How long a nonce is accepted.
-pub(super) const NONCE_LIFETIME: Duration = Duration::from_secs(3600);
-
 /// What [`State::prune`] forgot: to be removed from the store too.
 #[derive(Default)]
 pub(super) struct Pruned {
@@ -365,41 +76,38 @@ pub(super) struct Pruned {
 }
 
 impl State {
-    pub(super) fn new(limits: &AcmeLimits) -> Result<State> {
-        Ok(State {
-            nonces: NonceBook::new(limits.nonces, NONCE_LIFETIME.as_secs())
-                .map_err(|_| Error::State("no random numbers for ACME nonces".into()))?,
+    /// An empty working copy.
+    pub(super) fn new(limits: &AcmeLimits) -> State {
+        State {
             accounts: HashMap::new(),
             by_thumbprint: HashMap::new(),
             orders: HashMap::new(),
-            order_queue: std::collections::VecDeque::new(),
-            finished_queue: std::collections::VecDeque::new(),
+            order_queue: VecDeque::new(),
+            finished_queue: VecDeque::new(),
             unfinished_orders: 0,
             unfinished_authzs: 0,
             finished_authzs: 0,
             finished_authz_room: limits.authzs,
             authzs: HashMap::new(),
             challenges: HashMap::new(),
-            buckets: HashMap::new(),
             account_buckets: ClientBuckets::default(),
-            request_buckets: ClientBuckets::default(),
             usage: HashMap::new(),
             anonymous_accounts: 0,
             unproven_by_network: HashMap::new(),
             validation_slots: HashMap::new(),
-        })
+        }
     }
 
     /// The working copy of what the store holds. Expired orders (with their
     /// authorizations and downloads) and expired accounts are pruned from the
-    /// store on the way, the nonces a clean stop saved are taken back, and the
-    /// secrets of EAB keys already bound or revoked are forgotten.
+    /// store on the way, and the secrets of EAB keys already bound or revoked
+    /// are forgotten.
     pub(super) fn load(
         store: &AcmeStore,
         limits: &AcmeLimits,
         now: OffsetDateTime,
     ) -> Result<State> {
-        let mut st = State::new(limits)?;
+        let mut st = State::new(limits);
         for r in store.accounts()? {
             let back = Account::from_record(r, |id| store.has_certificates_of(id).unwrap_or(true));
             if let Some((id, a)) = back {
@@ -425,7 +133,7 @@ impl State {
                 .filter_map(|a| stored_authzs.remove(a))
                 .map(Authz::from_record)
                 .collect();
-            let done = finished(o.status);
+            let done = o.status.is_finished();
             st.add_order(id.clone(), o, authzs);
             if done {
                 st.finish_order(&id, None);
@@ -444,14 +152,6 @@ impl State {
         }
         // A store from before spent EAB keys were emptied: forget their secrets.
         store.forget_spent_eab_secrets()?;
-        if let Some(saved) = store.take_nonces()? {
-            let restored = serde_json::from_slice(&saved)
-                .ok()
-                .and_then(|s| NonceBook::restore(s, limits.nonces, NONCE_LIFETIME.as_secs()));
-            if let Some(book) = restored {
-                st.nonces = book;
-            }
-        }
         Ok(st)
     }
 
@@ -495,7 +195,6 @@ impl State {
         {
             self.by_thumbprint.remove(&a.thumbprint);
         }
-        self.buckets.remove(id);
         self.validation_slots.remove(id);
         if self
             .usage
@@ -577,6 +276,56 @@ impl State {
         self.finished_authzs += n;
         self.finished_queue.push_back(id.to_string());
         true
+    }
+
+    /// A challenge's validation ended at `now`: the challenge and its
+    /// authorization become valid, or invalid with `Err`'s problem document,
+    /// which then also makes the order invalid (and finished); the order whose
+    /// authorizations are all valid becomes ready.
+    pub(super) fn record_validation(
+        &mut self,
+        authz: &str,
+        index: usize,
+        outcome: std::result::Result<(), Value>,
+        now: OffsetDateTime,
+    ) {
+        let Some(a) = self.authzs.get_mut(authz) else {
+            return;
+        };
+        let order_id = a.order.clone();
+        let Some(c) = a.challenges.get_mut(index) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                c.status = ChallengeStatus::Valid;
+                c.validated = Some(now);
+                a.status = AuthzStatus::Valid;
+            }
+            Err(err) => {
+                c.status = ChallengeStatus::Invalid;
+                c.error = Some(err.clone());
+                a.status = AuthzStatus::Invalid;
+                if let Some(o) = self.orders.get_mut(&order_id) {
+                    o.status = OrderStatus::Invalid;
+                    o.error = Some(err);
+                }
+                self.finish_order(&order_id, Some(now));
+                return;
+            }
+        }
+        let all_valid = self.orders.get(&order_id).is_some_and(|o| {
+            o.authzs.iter().all(|id| {
+                self.authzs
+                    .get(id)
+                    .is_some_and(|a| a.status == AuthzStatus::Valid)
+            })
+        });
+        if let Some(o) = self.orders.get_mut(&order_id) {
+            if all_valid && o.status == OrderStatus::Pending {
+                o.status = OrderStatus::Ready;
+            }
+        }
     }
 
     fn uncount_unfinished(&mut self, account: &str, authzs: usize) {
@@ -686,173 +435,19 @@ impl State {
     }
 }
 
-pub(super) fn random_id() -> String {
-    let mut b = [0u8; 16];
-    // SystemRandom fails only without an OS RNG; the ids then are still unique
-    // per process through the time, and never secret.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let t = OffsetDateTime::now_utc()
-            .unix_timestamp_nanos()
-            .to_be_bytes();
-        b.copy_from_slice(&t);
-    }
-    B64.encode(b)
-}
-
-/// Client networks tracked at once by one [`ClientBuckets`].
-pub(super) const MAX_TRACKED_NETWORKS: usize = 10_000;
-
-/// A rate: `per_sec` tokens a second, in bursts of at most `burst`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Rate {
-    pub(super) per_sec: f64,
-    pub(super) burst: f64,
-}
-
-impl Rate {
-    /// `n` an hour, in bursts of as many.
-    pub(super) fn per_hour(n: u32) -> Rate {
-        Rate {
-            per_sec: f64::from(n) / 3600.0,
-            burst: f64::from(n),
-        }
-    }
-
-    /// `n` a second, in bursts of twice that.
-    pub(super) fn per_second(n: u32) -> Rate {
-        Rate {
-            per_sec: f64::from(n),
-            burst: 2.0 * f64::from(n),
-        }
-    }
-}
-
-/// Token buckets, one per client network ([`client_network`]). A network
-/// whose bucket is full again is forgotten, so the table holds only recent
-/// clients, and never more than [`MAX_TRACKED_NETWORKS`]: while it is full of
-/// networks still refilling, new networks wait too (else coming from ever new
-/// addresses would grow it without bound).
-#[derive(Default)]
-pub(super) struct ClientBuckets {
-    /// Tokens left and when they were counted, per network.
-    map: HashMap<IpAddr, (f64, Instant)>,
-}
-
-/// Why [`ClientBuckets::take`] refused, with the seconds until it would not.
-#[derive(Debug, PartialEq)]
-pub(super) enum ClientLimit {
-    /// This network used its rate.
-    Network(u32),
-    /// The table is full of networks that came recently.
-    Table(u32),
-}
-
-impl ClientBuckets {
-    /// One token for a client at `ip` at `now`.
-    pub(super) fn take(&mut self, ip: IpAddr, rate: Rate, now: Instant) -> Result<(), ClientLimit> {
-        let level = |b: &(f64, Instant)| {
-            (b.0 + now.saturating_duration_since(b.1).as_secs_f64() * rate.per_sec).min(rate.burst)
-        };
-        let wait_secs = |t: f64| t.ceil().clamp(1.0, 3600.0) as u32;
-        let net = client_network(ip);
-        if !self.map.contains_key(&net) && self.map.len() >= MAX_TRACKED_NETWORKS {
-            self.map.retain(|_, b| level(b) < rate.burst);
-            if self.map.len() >= MAX_TRACKED_NETWORKS {
-                // The first bucket to fill up again frees a place.
-                let wait = self
-                    .map
-                    .values()
-                    .map(|b| (rate.burst - level(b)) / rate.per_sec)
-                    .fold(f64::INFINITY, f64::min);
-                return Err(ClientLimit::Table(wait_secs(wait)));
-            }
-        }
-        let b = self.map.entry(net).or_insert((rate.burst, now));
-        b.0 = level(b);
-        b.1 = now;
-        if b.0 < 1.0 {
-            return Err(ClientLimit::Network(wait_secs((1.0 - b.0) / rate.per_sec)));
-        }
-        b.0 -= 1.0;
-        Ok(())
-    }
-}
-
-/// Now, in Unix seconds (what nonces carry).
-pub(super) fn unix_now() -> u64 {
-    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
-}
-
-pub(super) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn order(account: &str, authz: &str, expires: OffsetDateTime) -> Order {
-        Order {
-            account: account.into(),
-            status: "valid",
-            expires,
-            identifiers: vec![Identifier::Dns("a.test".into())],
-            authzs: vec![authz.into()],
-            certificate: Some(format!("cert-{authz}")),
-            cert_sha256: Some(format!("sha-{authz}")),
-            error: None,
-            done: false,
-        }
-    }
-
-    fn authz(order: &str, challenge: &str, expires: OffsetDateTime) -> Authz {
-        Authz {
-            account: "acct".into(),
-            order: order.into(),
-            identifier: Identifier::Dns("a.test".into()),
-            status: "valid",
-            expires,
-            challenges: vec![Challenge {
-                typ: ChallengeType::Http01,
-                id: challenge.into(),
-                token: "t".into(),
-                status: "valid",
-                validated: None,
-                error: None,
-            }],
-        }
-    }
-
-    fn account(now: OffsetDateTime, network: Option<&str>, eab: bool) -> Account {
-        // Any 32 bytes do as a key here; random ones keep thumbprints apart.
-        let x: Vec<u8> = random_id()
-            .bytes()
-            .chain(random_id().bytes())
-            .take(32)
-            .collect();
-        let key =
-            Jwk::from_json(&json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(x)})).unwrap();
-        Account {
-            thumbprint: key.thumbprint(),
-            key,
-            status: "valid",
-            contact: vec![],
-            profile: None,
-            eab_kid: eab.then(|| "kid".to_string()),
-            created: now,
-            network: network.map(|n| n.parse().unwrap()),
-            proven: false,
-            last_seen: now,
-        }
-    }
+    use crate::acme::server::objects::tests::{account, authz, order};
+    use crate::acme::server::objects::{PROVEN_ACCOUNT_IDLE, UNPROVEN_ACCOUNT_IDLE};
+    use std::time::Duration;
 
     /// Issue 22, finding 4: a full order table pushed out the oldest orders,
     /// whoever owned them. Only expired orders are forgotten now.
     #[test]
     fn only_expired_orders_are_forgotten_with_what_hangs_on_them() {
         let now = OffsetDateTime::now_utc();
-        let mut st = State::new(&AcmeLimits::default()).unwrap();
+        let mut st = State::new(&AcmeLimits::default());
         for i in 0..6 {
             let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
             // o0 has expired; the others have not.
@@ -894,7 +489,7 @@ mod tests {
             authzs: 2,
             ..AcmeLimits::default()
         };
-        let mut st = State::new(&limits).unwrap();
+        let mut st = State::new(&limits);
         let day = now + time::Duration::hours(24);
         for i in 0..4 {
             let (o, a, c) = (format!("o{i}"), format!("a{i}"), format!("c{i}"));
@@ -931,7 +526,7 @@ mod tests {
     #[test]
     fn idle_accounts_without_eab_expire_and_their_network_share_comes_back() {
         let now = OffsetDateTime::now_utc();
-        let mut st = State::new(&AcmeLimits::default()).unwrap();
+        let mut st = State::new(&AcmeLimits::default());
         st.add_account("anon".into(), account(now, Some("192.0.2.1"), false));
         st.add_account("proven".into(), account(now, Some("192.0.2.1"), false));
         st.add_account("eab".into(), account(now, None, true));
@@ -989,94 +584,56 @@ mod tests {
         assert_eq!(st.unproven_by_network.values().sum::<usize>(), 1);
     }
 
+    /// A validation's outcome moves its challenge, its authorization and its
+    /// order: all valid makes the order ready; one invalid makes it invalid
+    /// and finished (no longer counted against its account).
     #[test]
-    fn records_come_back_as_they_were_saved_but_interrupted_work_is_retried() {
+    fn a_validation_decides_its_challenge_authorization_and_order() {
         let now = OffsetDateTime::now_utc();
-        let mut o = order("acct", "a1", now);
-        o.status = "processing";
-        let (id, back) = Order::from_record(o.record("o1"));
-        assert_eq!(id, "o1");
-        assert_eq!(back.status, "ready");
-        assert_eq!(back.authzs, o.authzs);
-        let z = Authz {
-            account: "acct".into(),
-            order: "o1".into(),
-            identifier: Identifier::Ip("::1".parse().unwrap()),
-            status: "pending",
-            expires: now,
-            challenges: vec![Challenge {
-                typ: ChallengeType::TlsAlpn01,
-                id: "c".into(),
-                token: "t".into(),
-                status: "processing",
-                validated: None,
-                error: None,
-            }],
+        let day = now + time::Duration::hours(24);
+        let mut st = State::new(&AcmeLimits::default());
+        let pending = |o: &str, a: &str, c: &str| {
+            let mut z = authz(o, c, day);
+            z.status = AuthzStatus::Pending;
+            z.challenges[0].status = ChallengeStatus::Processing;
+            (a.to_string(), z)
         };
-        let (_, back) = Authz::from_record(z.record("z"));
-        assert_eq!(back.identifier, z.identifier);
-        assert_eq!(back.challenges[0].typ, ChallengeType::TlsAlpn01);
-        assert_eq!(back.challenges[0].status, "pending");
-        let mut a = account(now, Some("2001:db8::"), false);
-        a.profile = Some("workload".into());
-        a.contact = vec!["mailto:a@b.test".into()];
-        a.proven = true;
-        let (_, back) = Account::from_record(a.record("acct"), |_| unreachable!()).unwrap();
-        assert_eq!(back.key, a.key);
-        assert_eq!(back.key.thumbprint(), a.thumbprint);
-        assert_eq!(back.profile, a.profile);
+        for (o, authzs) in [("o1", ["a1", "a2"]), ("o2", ["b1", "b2"])] {
+            let mut order = order("acct", authzs[0], day);
+            order.status = OrderStatus::Pending;
+            order.authzs = authzs.iter().map(|a| a.to_string()).collect();
+            let zs = authzs
+                .iter()
+                .map(|a| pending(o, a, &format!("c-{a}")))
+                .collect();
+            st.add_order(o.into(), order, zs);
+        }
+        st.record_validation("a1", 0, Ok(()), now);
+        assert_eq!(st.authzs["a1"].status, AuthzStatus::Valid);
+        assert_eq!(st.authzs["a1"].challenges[0].validated, Some(now));
         assert_eq!(
-            (back.network, back.proven, back.last_seen),
-            (a.network, true, now)
+            st.orders["o1"].status,
+            OrderStatus::Pending,
+            "a2 is not valid yet"
         );
-        // An account stored before `proven` was: proven when it has certificates.
-        let mut old = a.record("acct");
-        old.proven = None;
-        old.last_seen = None;
-        let (_, back) = Account::from_record(old.clone(), |id| id == "acct").unwrap();
-        assert!(back.proven);
-        assert_eq!(back.last_seen, back.created);
-        let (_, back) = Account::from_record(old, |_| false).unwrap();
-        assert!(!back.proven);
-    }
+        st.record_validation("a2", 0, Ok(()), now);
+        assert_eq!(st.orders["o1"].status, OrderStatus::Ready);
+        assert_eq!(st.usage["acct"].orders, 2, "ready is not finished");
 
-    #[test]
-    fn clients_are_limited_per_network_and_the_table_stays_bounded() {
-        let t0 = Instant::now();
-        let mut b = ClientBuckets::default();
-        let rate = Rate::per_hour(2);
-        let ip = |i: u128| IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | i));
-        // Two an hour: the third from another address of the same /64 waits
-        // half an hour for its token.
-        assert_eq!(b.take(ip(1), rate, t0), Ok(()));
-        assert_eq!(b.take(ip(2), rate, t0), Ok(()));
-        assert_eq!(b.take(ip(3), rate, t0), Err(ClientLimit::Network(1800)));
-        assert_eq!(b.take(ip(4), rate, t0 + Duration::from_secs(1800)), Ok(()));
-        // Other /64s, each still refilling, fill the table; then a new network
-        // waits until the first bucket is full again, and is let in then.
-        let mut t = t0 + Duration::from_secs(1800);
-        for n in 1..MAX_TRACKED_NETWORKS as u128 {
-            assert_eq!(b.take(ip(n << 64), rate, t), Ok(()));
-        }
-        t += Duration::from_secs(1);
-        let refused = b.take(ip(1 << 90), rate, t);
-        assert!(
-            matches!(refused, Err(ClientLimit::Table(s)) if (1700..=1800).contains(&s)),
-            "{refused:?}"
-        );
-        assert_eq!(b.map.len(), MAX_TRACKED_NETWORKS);
+        let problem = serde_json::json!({"type": "urn:ietf:params:acme:error:dns", "status": 403});
+        st.record_validation("b1", 0, Err(problem.clone()), now);
+        let (z, o) = (&st.authzs["b1"], &st.orders["o2"]);
+        assert_eq!(z.status, AuthzStatus::Invalid);
+        assert_eq!(z.challenges[0].status, ChallengeStatus::Invalid);
+        assert_eq!(z.challenges[0].error.as_ref(), Some(&problem));
         assert_eq!(
-            b.take(ip(1 << 90), rate, t + Duration::from_secs(1800)),
-            Ok(())
+            (o.status, o.error.as_ref()),
+            (OrderStatus::Invalid, Some(&problem))
         );
-        assert!(b.map.len() <= MAX_TRACKED_NETWORKS);
-        // A per-second rate: bursts of twice the rate, then one token each 1/rate s.
-        let mut r = ClientBuckets::default();
-        let fast = Rate::per_second(2);
-        for _ in 0..4 {
-            assert_eq!(r.take(ip(7), fast, t0), Ok(()));
-        }
-        assert_eq!(r.take(ip(7), fast, t0), Err(ClientLimit::Network(1)));
-        assert_eq!(r.take(ip(7), fast, t0 + Duration::from_millis(500)), Ok(()));
+        assert_eq!(st.usage["acct"].orders, 1, "the invalid order is finished");
+        // An authorization or challenge that is gone is passed over.
+        st.record_validation("nowhere", 0, Ok(()), now);
+        st.record_validation("b2", 7, Ok(()), now);
+        assert_eq!(st.authzs["b2"].status, AuthzStatus::Pending);
     }
 }

@@ -1,11 +1,26 @@
-//! Challenge validation (http-01, tls-alpn-01, dns-01) and the lookups it makes.
+//! Challenge validation (http-01, tls-alpn-01, dns-01) and the lookups it
+//! makes: whether a client proved control of an identifier. What the outcome
+//! does to the challenge, its authorization and its order is the working
+//! copy's (`State::record_validation`).
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::objects::{ChallengeType, Identifier};
+use super::problem::Problem;
 use crate::acme::dns::Resolver;
+use crate::acme::problem::ProblemType;
 
-// ---------------------------------------------------------------------------
-// Lookups
-// ---------------------------------------------------------------------------
+/// How long one validation attempt (a lookup, a connection) may take.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an http-01 answer read.
+const MAX_CHALLENGE_RESPONSE: u64 = 16 * 1024;
 
 /// Where the validator's lookups go.
 ///
@@ -21,6 +36,7 @@ pub(super) struct Lookup {
 }
 
 impl Lookup {
+    /// Lookups through `server`, or the system's (None).
     pub(super) fn new(server: Option<SocketAddr>) -> Lookup {
         match server {
             Some(s) => Lookup {
@@ -35,12 +51,11 @@ impl Lookup {
     }
 }
 
-// ---------------------------------------------------------------------------
-// http-01 validation
-// ---------------------------------------------------------------------------
-
+/// A challenge to validate, with what the validation needs.
 pub(super) struct Validation {
+    /// The authorization the challenge is of.
     pub(super) authz: String,
+    /// The challenge's place among the authorization's.
     pub(super) index: usize,
     pub(super) typ: ChallengeType,
     pub(super) identifier: Identifier,
@@ -49,65 +64,31 @@ pub(super) struct Validation {
     pub(super) port: u16,
 }
 
-pub(super) async fn validate(app: Arc<App>, job: Validation) {
+/// Validate a challenge: `Ok` when the client proved control of the
+/// identifier, else the problem (403) its challenge, authorization and order
+/// then carry.
+pub(super) async fn validate(lookup: &Lookup, job: &Validation) -> Result<(), Problem> {
     let outcome = match job.typ {
-        ChallengeType::Http01 => http01(&app.lookup, &job).await,
-        ChallengeType::TlsAlpn01 => tls_alpn01(&app.lookup, &job).await,
-        ChallengeType::Dns01 => dns01(&app.lookup, &job).await,
+        ChallengeType::Http01 => http01(lookup, job).await,
+        ChallengeType::TlsAlpn01 => tls_alpn01(lookup, job).await,
+        ChallengeType::Dns01 => dns01(lookup, job).await,
     };
-    let now = OffsetDateTime::now_utc();
-    let mut st = app.state();
-    let Some(a) = st.authzs.get_mut(&job.authz) else {
-        return;
-    };
-    let order_id = a.order.clone();
-    let Some(c) = a.challenges.get_mut(job.index) else {
-        return;
-    };
-    match outcome {
-        Ok(()) => {
-            c.status = "valid";
-            c.validated = Some(now);
-            a.status = "valid";
-        }
-        Err((kind, detail)) => {
-            let err = json!({"type": format!("{ACME_ERR}{kind}"), "detail": detail, "status": 403});
-            c.status = "invalid";
-            c.error = Some(err.clone());
-            a.status = "invalid";
-            if let Some(o) = st.orders.get_mut(&order_id) {
-                o.status = "invalid";
-                o.error = Some(err);
-            }
-            st.finish_order(&order_id, Some(now));
-            return;
-        }
-    }
-    let all_valid = st.orders.get(&order_id).is_some_and(|o| {
-        o.authzs
-            .iter()
-            .all(|id| st.authzs.get(id).is_some_and(|a| a.status == "valid"))
-    });
-    if let Some(o) = st.orders.get_mut(&order_id) {
-        if all_valid && o.status == "pending" {
-            o.status = "ready";
-        }
-    }
+    outcome.map_err(|(kind, detail)| Problem::new(StatusCode::FORBIDDEN, kind, detail))
 }
 
 /// Fetch `http://IDENTIFIER:PORT/.well-known/acme-challenge/TOKEN` from the
 /// identifier's own addresses only, following no redirect.
-pub(super) async fn http01(
+async fn http01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let host = match &job.identifier {
         Identifier::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
         other => other.value(),
     };
     let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
-        return Err(("dns", format!("`{host}` has no address")));
+        return Err((ProblemType::Dns, format!("`{host}` has no address")));
     }
     let host_header = if job.port == 80 {
         host.clone()
@@ -127,7 +108,7 @@ pub(super) async fn http01(
                     // pointed at internal addresses, and an error body must not
                     // carry what they serve to the requester.
                     Err((
-                        "incorrectResponse",
+                        ProblemType::IncorrectResponse,
                         format!(
                             "{addr} answered HTTP 200 with {} bytes that are not this challenge's key authorization",
                             body.len()
@@ -137,7 +118,7 @@ pub(super) async fn http01(
             }
             Ok(Ok((code, _))) => {
                 return Err((
-                    "unauthorized",
+                    ProblemType::Unauthorized,
                     format!("{addr} answered HTTP {code} (redirects are not followed)"),
                 ))
             }
@@ -145,15 +126,15 @@ pub(super) async fn http01(
             Err(_) => last = format!("{addr}: timed out"),
         }
     }
-    Err(("connection", last))
+    Err((ProblemType::Connection, last))
 }
 
 /// The identifier's own addresses on `port` (a DNS name resolved, at most 8).
-pub(super) async fn addresses(
+async fn addresses(
     lookup: &Lookup,
     id: &Identifier,
     port: u16,
-) -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
+) -> std::result::Result<Vec<SocketAddr>, (ProblemType, String)> {
     let name = match id {
         Identifier::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
         Identifier::Dns(name) => name,
@@ -167,8 +148,8 @@ pub(super) async fn addresses(
         .await
         {
             Ok(Ok(a)) => Ok(a.take(8).collect()),
-            Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
-            Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+            Ok(Err(e)) => Err((ProblemType::Dns, format!("cannot resolve `{shown}`: {e}"))),
+            Err(_) => Err((ProblemType::Dns, format!("resolving `{shown}` timed out"))),
         };
     }
     match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_ip(name)).await {
@@ -177,8 +158,8 @@ pub(super) async fn addresses(
             .take(8)
             .map(|ip| SocketAddr::new(ip, port))
             .collect()),
-        Ok(Err(e)) => Err(("dns", format!("cannot resolve `{shown}`: {e}"))),
-        Err(_) => Err(("dns", format!("resolving `{shown}` timed out"))),
+        Ok(Err(e)) => Err((ProblemType::Dns, format!("cannot resolve `{shown}`: {e}"))),
+        Err(_) => Err((ProblemType::Dns, format!("resolving `{shown}` timed out"))),
     }
 }
 
@@ -188,13 +169,13 @@ pub(super) async fn addresses(
 
 /// The name a dns-01 TXT record is looked up at (RFC 8555 §8.4): the
 /// identifier without a wildcard label, under `_acme-challenge`.
-pub(super) fn dns01_name(identifier: &str) -> String {
+fn dns01_name(identifier: &str) -> String {
     let base = identifier.strip_prefix("*.").unwrap_or(identifier);
     format!("_acme-challenge.{base}")
 }
 
 /// The value a dns-01 TXT record must hold: base64url(SHA-256(key authorization)).
-pub(super) fn dns01_value(key_authorization: &str) -> String {
+fn dns01_value(key_authorization: &str) -> String {
     B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
         key_authorization.as_bytes(),
@@ -203,12 +184,12 @@ pub(super) fn dns01_value(key_authorization: &str) -> String {
 
 /// dns-01 (RFC 8555 §8.4): one of the TXT records at `_acme-challenge.NAME`,
 /// asked of the configured resolver, holds the expected value.
-pub(super) async fn dns01(
+async fn dns01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let Identifier::Dns(name) = &job.identifier else {
-        return Err(("malformed", "dns-01 is for DNS names".into()));
+        return Err((ProblemType::Malformed, "dns-01 is for DNS names".into()));
     };
     let at = dns01_name(name);
     let shown = crate::names::printable(&at);
@@ -216,15 +197,20 @@ pub(super) async fn dns01(
     let records =
         match tokio::time::timeout(VALIDATION_TIMEOUT, lookup.resolver.lookup_txt(&at)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(("dns", format!("looking up TXT `{shown}`: {e}"))),
-            Err(_) => return Err(("dns", format!("looking up TXT `{shown}` timed out"))),
+            Ok(Err(e)) => return Err((ProblemType::Dns, format!("looking up TXT `{shown}`: {e}"))),
+            Err(_) => {
+                return Err((
+                    ProblemType::Dns,
+                    format!("looking up TXT `{shown}` timed out"),
+                ))
+            }
         };
     if records.iter().any(|r| r == want.as_bytes()) {
         return Ok(());
     }
     if records.is_empty() {
         return Err((
-            "unauthorized",
+            ProblemType::Unauthorized,
             format!("no TXT record at `{shown}` (expected `{want}`)"),
         ));
     }
@@ -242,7 +228,7 @@ pub(super) async fn dns01(
         .collect::<Vec<_>>()
         .join(", ");
     Err((
-        "incorrectResponse",
+        ProblemType::IncorrectResponse,
         format!(
             "the TXT records at `{shown}` do not hold the key authorization's digest `{want}`: found {found}"
         ),
@@ -250,22 +236,25 @@ pub(super) async fn dns01(
 }
 
 /// The OID of the acmeIdentifier extension (RFC 8737).
-pub(super) const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
 /// tls-alpn-01 (RFC 8737): a TLS handshake with SNI = the name and ALPN
 /// `acme-tls/1` on the identifier's own addresses; the self-signed certificate
 /// must name exactly that DNS name and carry the critical acmeIdentifier
 /// extension with SHA-256 of the key authorization.
-pub(super) async fn tls_alpn01(
+async fn tls_alpn01(
     lookup: &Lookup,
     job: &Validation,
-) -> std::result::Result<(), (&'static str, String)> {
+) -> std::result::Result<(), (ProblemType, String)> {
     let Identifier::Dns(name) = &job.identifier else {
-        return Err(("malformed", "tls-alpn-01 is for DNS names".into()));
+        return Err((
+            ProblemType::Malformed,
+            "tls-alpn-01 is for DNS names".into(),
+        ));
     };
     let addrs = addresses(lookup, &job.identifier, job.port).await?;
     if addrs.is_empty() {
-        return Err(("dns", format!("`{name}` has no address")));
+        return Err((ProblemType::Dns, format!("`{name}` has no address")));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = match rustls::ClientConfig::builder_with_provider(provider)
@@ -275,12 +264,16 @@ pub(super) async fn tls_alpn01(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert))
             .with_no_client_auth(),
-        Err(e) => return Err(("serverInternal", e.to_string())),
+        Err(e) => return Err((ProblemType::ServerInternal, e.to_string())),
     };
     config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let sni = rustls_pki_types::ServerName::try_from(name.clone())
-        .map_err(|_| ("malformed", format!("`{name}` cannot be an SNI name")))?;
+    let sni = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+        (
+            ProblemType::Malformed,
+            format!("`{name}` cannot be an SNI name"),
+        )
+    })?;
     let want = ring::digest::digest(&ring::digest::SHA256, job.key_authorization.as_bytes());
     let mut last = String::new();
     for addr in addrs {
@@ -304,28 +297,30 @@ pub(super) async fn tls_alpn01(
             Ok(Ok((alpn, cert))) => {
                 if alpn.as_deref() != Some(b"acme-tls/1".as_slice()) {
                     return Err((
-                        "unauthorized",
+                        ProblemType::Unauthorized,
                         format!("{addr} did not negotiate ALPN acme-tls/1"),
                     ));
                 }
                 let Some(der) = cert else {
-                    return Err(("unauthorized", format!("{addr} sent no certificate")));
+                    return Err((
+                        ProblemType::Unauthorized,
+                        format!("{addr} sent no certificate"),
+                    ));
                 };
                 return check_alpn_cert(&der, name, want.as_ref())
-                    .map_err(|m| ("incorrectResponse", format!("{addr}: {m}")));
+                    .map_err(|m| (ProblemType::IncorrectResponse, format!("{addr}: {m}")));
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),
             Err(_) => last = format!("{addr}: timed out"),
         }
     }
-    Err(("connection", last))
+    Err((ProblemType::Connection, last))
 }
 
-pub(super) fn check_alpn_cert(
-    der: &[u8],
-    name: &str,
-    want: &[u8],
-) -> std::result::Result<(), String> {
+/// Whether a tls-alpn-01 certificate names exactly `name` and carries the
+/// critical acmeIdentifier extension holding `want` (SHA-256 of the key
+/// authorization).
+fn check_alpn_cert(der: &[u8], name: &str, want: &[u8]) -> std::result::Result<(), String> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
@@ -364,7 +359,7 @@ pub(super) fn check_alpn_cert(
 /// A verifier for the tls-alpn-01 handshake: the certificate is self-signed
 /// and judged by `check_alpn_cert`; handshake signatures are still verified.
 #[derive(Debug)]
-pub(super) struct AnyCert;
+struct AnyCert;
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -414,7 +409,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 
 /// Verify a handshake signature with the key of a certificate webpki would not
 /// parse (the acmeIdentifier extension is critical and unknown to it).
-pub(super) fn handshake_signature(
+fn handshake_signature(
     message: &[u8],
     cert: &rustls_pki_types::CertificateDer<'_>,
     dss: &rustls::DigitallySignedStruct,
@@ -444,7 +439,9 @@ pub(super) fn handshake_signature(
     Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
 
-pub(super) async fn fetch(
+/// One HTTP/1.1 GET of the challenge's path from `addr`: the status and at
+/// most [`MAX_CHALLENGE_RESPONSE`] bytes of body (dechunked).
+async fn fetch(
     addr: SocketAddr,
     host: &str,
     token: &str,
@@ -487,7 +484,8 @@ pub(super) async fn fetch(
     Ok((code, body))
 }
 
-pub(super) fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+/// A chunked body's bytes; None when it is not chunked well.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
