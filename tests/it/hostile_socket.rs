@@ -363,6 +363,7 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
             request_id: None,
             output: Files::Prefix(output),
             origin: Default::default(),
+            replaces: None,
         }))
     };
     let manifest =

@@ -454,6 +454,7 @@ pub fn run(
             request_id: Some(e.id.clone()),
             output: Output::Prefix(out_dir.join(&e.id)),
             origin: Origin::Manifest,
+            replaces: None,
         };
         match issuer.check_request(&req, now) {
             Ok(()) => {

@@ -293,6 +293,8 @@ rules! {
     RequestIdSyntax = "request-id-syntax", "a request id is 1-256 characters without control characters";
     /// A request id recorded for a different request.
     RequestIdConflict = "request-id-conflict", "a request id stands for one request; this one was recorded for another";
+    /// A request id of the form only renewals are recorded under.
+    RequestIdReserved = "request-id-reserved", "request ids starting with `renewal-of:` are the engine's: only a renewal (`mtlsca renew`, `batch --renew-within`) is recorded under one, the one of the certificate it replaces";
     /// A batch entry id that cannot name files.
     BatchIdSyntax = "batch-id-syntax", "a batch id starts with a letter or digit and holds only letters, digits and . _ - @ +";
     /// A batch entry id used twice.

@@ -408,11 +408,7 @@ fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer>
             })?;
             let audit = store.audit_of(&record.serial)?;
             let renewed_by = store
-                .by_request_id(&format!(
-                    "{}{}",
-                    crate::issue::RENEWAL_PREFIX,
-                    record.serial
-                ))?
+                .by_request_id(&crate::issue::renewal_request_id(&record.serial))?
                 .map(|r| r.serial);
             Ok(Answer::Shown(Box::new(Shown {
                 record,
@@ -507,6 +503,7 @@ fn check(issuer: &Issuer<'_>, profile: String, content: RequestedContent) -> Res
         request_id: None,
         output: Output::None,
         origin: Origin::Manifest,
+        replaces: None,
     };
     let now = OffsetDateTime::now_utc();
     issuer.check_request(&req, now).map(|()| Answer::Done)
@@ -1140,6 +1137,7 @@ mod tests {
                 request_id: Some(format!("r{i}")),
                 output: Output::Prefix(dir.path().join(format!("h{i}"))),
                 origin: Origin::Arguments,
+                replaces: None,
             };
             tx.send(Job {
                 op: Op::Issue(Box::new(req)),

@@ -1175,6 +1175,7 @@ mod tests {
                 request_id: None,
                 output: Output::None,
                 origin: crate::rules::Origin::Arguments,
+                replaces: None,
             })
             .collect();
         Issuer::new(&ca, &store)
