@@ -123,7 +123,7 @@ pub struct IssuanceRequest {
     /// How the request was made (arguments, a manifest entry): decides how
     /// refusals name their fields. A CSR's own content always reads as the CSR's.
     pub origin: Origin,
-    /// The serial of the certificate this request renews ([`crate::renew`]);
+    /// The serial of the certificate this request renews (`renew::request`);
     /// the engine records it as [`Record::replaces`]. A renewal is asked for
     /// under the request id [`renewal_request_id`] of that serial, and only a
     /// renewal may use that form of request id.
