@@ -94,7 +94,7 @@ pub fn renewal_request_id(serial: &str) -> String {
 }
 
 /// Where the key comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeySource {
     /// Generate one (the profile's key type unless given).
@@ -103,12 +103,11 @@ pub enum KeySource {
     Csr(Vec<u8>),
     /// A CSR checked before (`read_checked_csr`); its requests are judged by
     /// policy like any other's. In-process only: it is not sent to a server.
-    #[serde(skip)]
     CheckedCsr(Box<csr::CheckedCsr>),
 }
 
 /// One request for a certificate.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuanceRequest {
     /// The profile's name.
     pub profile: String,
@@ -127,12 +126,11 @@ pub struct IssuanceRequest {
     /// the engine records it as [`Record::replaces`]. A renewal is asked for
     /// under the request id [`renewal_request_id`] of that serial, and only a
     /// renewal may use that form of request id.
-    #[serde(default)]
     pub replaces: Option<String>,
 }
 
 /// Whether a call issued the certificate or found it issued before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IssueStatus {
     /// Issued by this call.
@@ -152,7 +150,7 @@ impl IssueStatus {
 }
 
 /// What the engine produced for one request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Issued {
     /// Issued now, or found issued before.
     pub status: IssueStatus,

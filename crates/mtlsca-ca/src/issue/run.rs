@@ -51,7 +51,7 @@ impl RunOptions {
 }
 
 /// Counts of a finished run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Requests.
     pub total: usize,

@@ -177,7 +177,7 @@ pub enum Recorded {
 }
 
 /// Filters of `list`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Only this role.
     pub role: Option<Role>,
