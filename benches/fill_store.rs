@@ -53,6 +53,7 @@ fn main() {
                 request_id: Some(format!("fill-{i}")),
                 output: Output::None,
                 origin: Origin::Arguments,
+                replaces: None,
             })
             .collect();
         issuer

@@ -71,6 +71,7 @@ fn pipeline(c: &mut Criterion) {
                     request_id: None,
                     output: Output::None,
                     origin: mtlsca::rules::Origin::Arguments,
+                    replaces: None,
                 };
                 issuer.issue(&req, now).unwrap()
             })

@@ -6,8 +6,7 @@ use serde_json::json;
 
 use super::render::print_json;
 use super::{Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::service::{Answer, Op};
+use crate::error::Result;
 use crate::store::acme::EabKey;
 
 // `mtlsca acme ...`. (A doc comment here would replace the command's summary
@@ -43,24 +42,6 @@ pub struct RevokeArgs {
     pub kid: String,
 }
 
-/// Run an EAB operation: through `mtlsca serve`'s control socket when it runs
-/// (it holds the store), else on the store opened here.
-fn eab(ctx: &Ctx, op: Op) -> Result<Vec<EabKey>> {
-    match ctx.backend()?.run(op, ctx.now)? {
-        Answer::EabKeys(keys) => Ok(keys),
-        _ => Err(Error::State(
-            "the CA service answered an EAB request with something else".into(),
-        )),
-    }
-}
-
-/// The one key an operation returns.
-fn one(keys: Vec<EabKey>) -> Result<EabKey> {
-    keys.into_iter()
-        .next()
-        .ok_or_else(|| Error::State("the CA service returned no EAB key".into()))
-}
-
 fn key_json(k: &EabKey) -> serde_json::Value {
     json!({
         "kid": k.kid,
@@ -77,13 +58,12 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
     match cmd {
         EabCmd::Create(a) => {
             let profile = super::ca_cmds::profile_name(ctx, a.profile);
-            let k = one(eab(
-                ctx,
-                Op::EabCreate {
-                    profile: profile.clone(),
-                },
-            )
-            .map_err(|e| super::ca_cmds::with_profile_hint(ctx, &profile, e))?)?;
+            // Through `mtlsca serve`'s control socket when it runs (it holds
+            // the store), else on the store opened here.
+            let k = ctx
+                .backend()
+                .and_then(|b| b.eab_create(&profile, ctx.now))
+                .map_err(|e| super::ca_cmds::with_profile_hint(ctx, &profile, e))?;
             if ctx.global.json {
                 let mut v = key_json(&k);
                 v["hmac_key"] = json!(k.hmac_key);
@@ -99,7 +79,7 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
             }
         }
         EabCmd::List => {
-            let keys = eab(ctx, Op::EabList)?;
+            let keys = ctx.backend()?.eab_list(ctx.now)?;
             if ctx.global.json {
                 print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
             } else if keys.is_empty() {
@@ -122,7 +102,7 @@ pub fn acme(ctx: &Ctx, cmd: AcmeCmd) -> Result<Outcome> {
             }
         }
         EabCmd::Revoke(a) => {
-            let k = one(eab(ctx, Op::EabRevoke { kid: a.kid })?)?;
+            let k = ctx.backend()?.eab_revoke(&a.kid, ctx.now)?;
             if ctx.global.json {
                 print_json(&key_json(&k));
             } else {

@@ -521,6 +521,7 @@ pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
         request_id: a.request_id,
         output: Output::Prefix(prefix),
         origin: crate::rules::Origin::Arguments,
+        replaces: None,
     };
     let issued = run_issue(ctx, &req)?;
     report_issued(ctx, &issued);
@@ -528,25 +529,8 @@ pub fn issue(ctx: &Ctx, mut a: IssueArgs) -> Result<Outcome> {
 }
 
 fn run_issue(ctx: &Ctx, req: &IssuanceRequest) -> Result<Issued> {
-    // `renewal-of:` ids are how renewals are recorded; only `renew` makes them.
-    if let Some(id) = req
-        .request_id
-        .as_deref()
-        .filter(|id| id.starts_with(crate::issue::RENEWAL_PREFIX))
-    {
-        return Err(Error::invalid(
-            req.origin,
-            crate::rules::Refusal::new(
-                crate::rules::Rule::RequestIdSyntax,
-                format!(
-                    "request ids starting with `{}` are reserved for renewals (use `mtlsca renew`)",
-                    crate::issue::RENEWAL_PREFIX
-                ),
-            )
-            .on(crate::rules::Field::RequestId)
-            .value(id),
-        ));
-    }
+    // `renewal-of:` ids are the engine's (rule `request-id-reserved`), for
+    // every front end.
     ctx.backend()?
         .issue(req.clone(), ctx.now)
         .map_err(|e| with_profile_hint(ctx, &req.profile, e))
@@ -721,6 +705,7 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
         request_id: a.request_id,
         output,
         origin: crate::rules::Origin::Arguments,
+        replaces: None,
     };
     let csr_name = if a.csr == Path::new("-") {
         "<stdin>".to_string()

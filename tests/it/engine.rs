@@ -539,6 +539,19 @@ fn every_rule_code_is_reported_in_json() {
         1,
         "request-id-conflict",
     );
+    // `renewal-of:` ids are the engine's own (a renewal carries what it replaces).
+    check(
+        &[
+            "issue",
+            "device",
+            "--dns",
+            dns,
+            "--request-id",
+            "renewal-of:0123456789abcdef",
+        ],
+        2,
+        "request-id-reserved",
+    );
     check(
         &[
             "issue",

@@ -18,8 +18,8 @@ use mtlsca::ca::CaKind;
 use mtlsca::issue::{IssuanceRequest, KeySource, Output as Files};
 use mtlsca::policy::RequestedContent;
 use mtlsca::service::client::MAX_CLIENTS;
-use mtlsca::service::wire::MAX_REQUEST;
-use mtlsca::service::{CrlTarget, Op};
+use mtlsca::service::protocol::{Request, MAX_REQUEST, VERSION};
+use mtlsca::service::{ops, CrlTarget, Remote};
 use serde_json::{json, Value};
 
 use crate::common::{code, text, Env, Server, BIN};
@@ -156,9 +156,14 @@ fn frame(body: impl AsRef<[u8]>) -> Vec<u8> {
     f
 }
 
-/// A request frame for `op` (as the client would send it, unchecked).
-fn request(op: &Op) -> Vec<u8> {
-    frame(json!({"v": 1, "op": op}).to_string())
+/// A request frame for `req` (as the client would send it, unchecked).
+fn request(req: &Request) -> Vec<u8> {
+    frame(json!({"v": VERSION, "op": req}).to_string())
+}
+
+/// The wire request of an operation, its paths as given.
+fn wire(op: impl Remote) -> Request {
+    op.to_request().unwrap()
 }
 
 /// The one answer frame in `bytes`, parsed.
@@ -174,7 +179,7 @@ fn a_length_over_the_limit_is_closed_unanswered_and_logged() {
     let s = Served::start();
     for len in [MAX_REQUEST + 1, u32::MAX] {
         let mut bytes = len.to_be_bytes().to_vec();
-        bytes.extend_from_slice(br#"{"v": 1, "op": "Status"}"#);
+        bytes.extend_from_slice(br#"{"v": 2, "op": "Status"}"#);
         assert!(s.exchange(&bytes).is_empty(), "no answer to {len} bytes");
         s.logged(&[
             "request=\"control socket\" verdict=refused problem=too-large",
@@ -268,7 +273,7 @@ fn a_request_that_never_completes_is_closed_by_the_read_timeout_without_blocking
 #[test]
 fn garbage_and_deeply_nested_json_are_refused_with_an_answer() {
     let s = Served::start();
-    let deep_op = format!(r#"{{"v": 1, "op": {}}}"#, "[".repeat(100_000));
+    let deep_op = format!(r#"{{"v": 2, "op": {}}}"#, "[".repeat(100_000));
     let deep_closed = "[".repeat(50_000) + &"]".repeat(50_000);
     let deep_objects = r#"{"a":"#.repeat(20_000) + "1" + &"}".repeat(20_000);
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -281,13 +286,13 @@ fn garbage_and_deeply_nested_json_are_refused_with_an_answer() {
         ("objects nested 20,000 deep", frame(deep_objects)),
         (
             "a version as a string",
-            frame(r#"{"v": "1", "op": "Status"}"#),
+            frame(r#"{"v": "2", "op": "Status"}"#),
         ),
         (
             "a version over u32",
             frame(r#"{"v": 4294967296, "op": "Status"}"#),
         ),
-        ("trailing bytes", frame(r#"{"v": 1, "op": "Status"} {}"#)),
+        ("trailing bytes", frame(r#"{"v": 2, "op": "Status"} {}"#)),
     ];
     for (n, (what, bytes)) in cases.iter().enumerate() {
         let (kind, message) = s.refused(bytes);
@@ -306,13 +311,13 @@ fn garbage_and_deeply_nested_json_are_refused_with_an_answer() {
 fn an_unknown_operation_or_another_protocol_version_is_refused_with_an_answer() {
     let s = Served::start();
     for (body, want) in [
-        (r#"{"v": 1, "op": "Explode"}"#, "unknown variant `Explode`"),
-        (r#"{"v": 1, "op": {"Backup": {}}}"#, "missing field `dir`"),
+        (r#"{"v": 2, "op": "Explode"}"#, "unknown variant `Explode`"),
+        (r#"{"v": 2, "op": {"Backup": {}}}"#, "missing field `dir`"),
         (
-            r#"{"v": 1, "op": {"Status": 7, "Backup": 8}}"#,
+            r#"{"v": 2, "op": {"Status": 7, "Backup": 8}}"#,
             "a bad request",
         ),
-        (r#"{"v": 1}"#, "missing field `op`"),
+        (r#"{"v": 2}"#, "missing field `op`"),
         (r#"{"op": "Status"}"#, "missing field `v`"),
     ] {
         let (kind, message) = s.refused(&frame(body));
@@ -320,17 +325,17 @@ fn an_unknown_operation_or_another_protocol_version_is_refused_with_an_answer() 
         assert!(message.contains(want), "{body}: {message}");
     }
     s.logged_n(5, &["problem=bad-request"]);
-    for v in [0, 2, 99] {
+    for v in [0, 1, 3, 99] {
         let (kind, message) = s.refused(&frame(format!(r#"{{"v": {v}, "op": "Status"}}"#)));
         assert_eq!(kind, "state");
         assert!(
             message.contains(&format!(
-                "the client speaks control protocol {v}, this server 1: run the same mtlsca version"
+                "the client speaks control protocol {v}, this server 2: run the same mtlsca version"
             )),
             "{message}"
         );
     }
-    s.logged_n(3, &["problem=protocol-version"]);
+    s.logged_n(4, &["problem=protocol-version"]);
     s.still_serves();
     s.finish();
 }
@@ -347,13 +352,15 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
     let s = Served::start();
     let dir = s.env.dir.path().to_path_buf();
     let abs = |p: &str| dir.join(p);
-    let crl = |target: PathBuf| Op::Crl {
-        issuer: Some(CaKind::Device),
-        target: CrlTarget::File(target),
-        next_update: time::Duration::days(1),
+    let crl = |target: PathBuf| {
+        wire(ops::SignCrls {
+            issuer: Some(CaKind::Device),
+            target: CrlTarget::File(target),
+            next_update: time::Duration::days(1),
+        })
     };
     let issue = |output: PathBuf| {
-        Op::Issue(Box::new(IssuanceRequest {
+        wire(ops::Issue(IssuanceRequest {
             profile: "device".into(),
             content: RequestedContent {
                 dns: vec!["h.corp.internal".into()],
@@ -363,22 +370,25 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
             request_id: None,
             output: Files::Prefix(output),
             origin: Default::default(),
+            replaces: None,
         }))
     };
     let manifest =
         "[[certificate]]\nid = \"m1\"\nprofile = \"device\"\ndns = [\"m1.corp.internal\"]\n";
-    let batch = |out_dir: PathBuf, manifest: &str| Op::Batch {
-        manifest: manifest.into(),
-        name: "m.toml".into(),
-        opts: BatchOptions::new(out_dir),
+    let batch = |out_dir: PathBuf, manifest: &str| {
+        wire(ops::Batch {
+            manifest: manifest.into(),
+            name: "m.toml".into(),
+            opts: BatchOptions::new(out_dir),
+        })
     };
-    let cases: Vec<(Op, &str)> = vec![
+    let cases: Vec<(Request, &str)> = vec![
         (
-            Op::Backup { dir: "bk".into() },
+            wire(ops::Backup { dir: "bk".into() }),
             "the backup directory `bk` is relative",
         ),
         (
-            Op::Backup { dir: abs("b\0k") },
+            wire(ops::Backup { dir: abs("b\0k") }),
             "the backup directory holds a NUL byte",
         ),
         (crl("c.crl".into()), "the CRL file `c.crl` is relative"),
@@ -395,9 +405,9 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
             "the output directory holds a NUL byte",
         ),
         (
-            Op::Show {
+            wire(ops::Show {
                 query: abs("a\0.pem").display().to_string(),
-            },
+            }),
             "the certificate named holds a NUL byte",
         ),
     ];
@@ -422,12 +432,12 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
     // `..` in an absolute path: resolved by the file system.
     std::fs::create_dir(abs("sub")).unwrap();
     let ok = answer(&s.exchange(&request(&crl(abs("sub/../c.crl")))));
-    assert!(ok["result"]["Ok"].is_object(), "{ok}");
+    assert!(ok["result"]["Ok"].is_array(), "{ok}");
     assert!(abs("c.crl").is_file());
     // A batch id that would leave the output directory: a manifest error.
     let escape = manifest.replace("m1\"", "../escape\"");
     let report = answer(&s.exchange(&request(&batch(abs("sub"), &escape))));
-    let outcome = &report["result"]["Ok"]["Batch"]["outcome"]["Err"];
+    let outcome = &report["result"]["Ok"]["outcome"]["Err"];
     assert_eq!(outcome["kind"], "invalid", "{report}");
     assert!(outcome.to_string().contains("batch-id-syntax"), "{report}");
     assert!(!abs("escape.pem").exists() && !abs("escape.key").exists());
@@ -682,7 +692,7 @@ fn a_hostile_server_is_a_clear_error_for_the_client() {
         (vec![], "the server closed the connection without an answer"),
         (
             frame(r#"{"v": 99, "result": {"Ok": "Status"}}"#),
-            "the server speaks control protocol 99, this client 1: run the same mtlsca version",
+            "the server speaks control protocol 99, this client 2: run the same mtlsca version",
         ),
         (
             u32::MAX.to_be_bytes().to_vec(),
@@ -714,6 +724,105 @@ fn a_hostile_server_is_a_clear_error_for_the_client() {
             "{err}"
         );
         assert!(err.contains(want), "{want}: {err}");
+    }
+    server.join().unwrap();
+}
+
+/// A client of protocol version 1 (the mtlsca before the protocol had types
+/// of its own) is told the version, not misread: its `list`, `issue` and
+/// `status` frames, exactly as it sent them, get an error answer naming both
+/// versions, in an envelope it reads (`v`, then `result.Err` with a kind and a
+/// message), and nothing runs. The log says `protocol-version`.
+#[test]
+fn a_client_of_protocol_1_is_told_the_version_not_misread() {
+    let s = Served::start();
+    let before = s.env.json(&[LOCK, "list"]).as_array().unwrap().len();
+    let out = s.env.path("v1");
+    let v1_frames = [
+        r#"{"v":1,"op":{"List":{"filter":{"role":null,"status":null,"profile":null,"expiring_within":null,"name":null},"page":{"after":null,"at":null,"stream":true}}}}"#.to_string(),
+        format!(
+            r#"{{"v":1,"op":{{"Issue":{{"profile":"device","content":{{"dns":["v1.corp.internal"],"ip":[],"uri":[],"email":[],"cn":null,"org":null,"country":null,"validity":null,"requested_ekus":null,"requests_ca":false,"unsupported_names":[],"unknown_critical":[]}},"key":{{"Generate":null}},"request_id":"v1","output":{{"Prefix":{}}},"origin":"Arguments"}}}}}}"#,
+            json!(out)
+        ),
+        r#"{"v":1,"op":"Status"}"#.to_string(),
+    ];
+    for (n, body) in v1_frames.iter().enumerate() {
+        let answer = answer(&s.exchange(&frame(body)));
+        assert_eq!(answer["v"], VERSION, "{answer}");
+        assert_eq!(
+            answer["result"],
+            json!({"Err": {
+                "kind": "state",
+                "message": "the client speaks control protocol 1, this server 2: run the same mtlsca version",
+            }}),
+            "{body}"
+        );
+        s.logged_n(n + 1, &["problem=protocol-version"]);
+    }
+    // Nothing was issued.
+    assert!(!s.env.path("v1.pem").exists() && !s.env.path("v1.key").exists());
+    let after = s.env.json(&[LOCK, "list"]).as_array().unwrap().len();
+    assert_eq!(after, before);
+    s.still_serves();
+    s.finish();
+}
+
+/// The client against a server that answers in another protocol version (an
+/// older `serve` still running, or a newer one): the version is the error
+/// (exit 3), whatever shape the answer has; an answer of this version but not
+/// of the operation asked for is a bad answer, never read as another one.
+#[test]
+fn a_server_of_another_protocol_version_is_a_version_error_for_the_client() {
+    let env = Env::new();
+    std::fs::create_dir(env.ca_dir()).unwrap();
+    let listener = UnixListener::bind(env.ca_dir().join("mtlsca.sock")).unwrap();
+    let v1 = "the server speaks control protocol 1, this client 2: run the same mtlsca version";
+    let cases: Vec<(&[&str], String, &str)> = vec![
+        // Protocol 1's answers to `list` and `show`, as such a server sent them.
+        (
+            &["list"],
+            r#"{"v":1,"result":{"Ok":{"RecordPage":{"items":[],"next":null,"at":"2025-01-01T00:00:00Z"}}}}"#.into(),
+            v1,
+        ),
+        (&["show", "0a"], r#"{"v":1,"result":{"Ok":{"Shown":{}}}}"#.into(), v1),
+        // Protocol 1's refusal of this client's request.
+        (
+            &["audit"],
+            r#"{"v":1,"result":{"Err":{"kind":"state","message":"the client speaks control protocol 2, this server 1: run the same mtlsca version"}}}"#.into(),
+            v1,
+        ),
+        (
+            &["list"],
+            r#"{"v":3,"result":{"Ok":{"items":[],"next":null,"at":"2025-01-01T00:00:00Z"}}}"#.into(),
+            "the server speaks control protocol 3, this client 2: run the same mtlsca version",
+        ),
+        // This version, the answer of another operation.
+        (&["list"], r#"{"v":2,"result":{"Ok":{"groups":1}}}"#.into(), "a bad answer"),
+    ];
+    let answers: Vec<Vec<u8>> = cases.iter().map(|(_, a, _)| frame(a)).collect();
+    let server = std::thread::spawn(move || {
+        for bytes in answers {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).unwrap();
+            // What this client sends: its own version.
+            let sent: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(sent["v"], VERSION, "{sent}");
+            let _ = s.write_all(&bytes);
+        }
+    });
+    let sock = env.ca_dir().join("mtlsca.sock");
+    for (args, _, want) in &cases {
+        let mut a = vec![LOCK];
+        a.extend_from_slice(args);
+        let err = env.fails(&a, 3);
+        assert!(
+            err.starts_with(&format!("error: the control socket {}: ", sock.display())),
+            "{err}"
+        );
+        assert!(err.contains(want), "{args:?}: {want}: {err}");
     }
     server.join().unwrap();
 }

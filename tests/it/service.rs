@@ -5,7 +5,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
-use mtlsca::service::{Answer, Client, Op};
+use mtlsca::service::{ops, Client};
 use serde_json::Value;
 
 use crate::common::{code, Env, Server};
@@ -46,10 +46,7 @@ fn status(env: &Env) -> mtlsca::service::ServiceStats {
     let client = Client::connect(&env.ca_dir())
         .unwrap()
         .expect("a server answers on the socket");
-    match client.run(Op::Status).unwrap() {
-        Answer::Status(s) => s,
-        other => panic!("status: {other:?}"),
-    }
+    client.call(ops::Status).unwrap()
 }
 
 #[test]
@@ -708,35 +705,18 @@ fn long_lists_and_audits_are_read_in_parts_with_the_output_of_a_local_run() {
     let client = Client::connect(&env.ca_dir())
         .unwrap()
         .expect("the server answers");
-    let first = Op::List {
+    let first = ops::ListPart {
         filter: Default::default(),
-        page: Some(PageRequest::default()),
+        page: PageRequest::default(),
     };
-    match client.run(first).unwrap() {
-        Answer::RecordPage(p) => {
-            assert_eq!(p.items.len(), PAGE_BUDGET);
-            assert!(p.next.is_some());
-        }
-        other => panic!("a part of the list: {other:?}"),
-    }
+    let part = client.call(first.clone()).unwrap();
+    assert_eq!(part.items.len(), PAGE_BUDGET);
+    assert!(part.next.is_some());
     // Streamed (what the CLI asks for): every part on one connection, the
     // records and the server's own certificate.
     let mut parts = Vec::new();
-    let streamed = Op::List {
-        filter: Default::default(),
-        page: Some(PageRequest {
-            stream: true,
-            ..Default::default()
-        }),
-    };
     client
-        .run_parts(streamed, &mut |a| match a {
-            Answer::RecordPage(p) => {
-                parts.push(p.items.len());
-                p.next.is_some()
-            }
-            other => panic!("a part of the list: {other:?}"),
-        })
+        .call_parts(first, &mut |p| parts.push(p.items.len()))
         .unwrap();
     assert_eq!(parts, [PAGE_BUDGET, n + 1 - PAGE_BUDGET]);
     assert_eq!(server.stop(), 0);
@@ -789,7 +769,7 @@ fn a_batch_through_the_server_lets_an_issue_in_between_its_slices() {
             .expect("a server answers on the socket");
         let mut opts = BatchOptions::new(out);
         opts.chunk = chunk;
-        client.run(Op::Batch {
+        client.call(ops::Batch {
             manifest,
             name: "m.toml".into(),
             opts,
@@ -818,14 +798,10 @@ fn a_batch_through_the_server_lets_an_issue_in_between_its_slices() {
             pem.to_str().unwrap(),
         ],
     );
-    match batch.join().unwrap().unwrap() {
-        Answer::Batch(b) => {
-            assert_eq!(b.entries.len(), n);
-            let summary = b.outcome.expect("the batch ran through");
-            assert_eq!(summary.issued, n);
-        }
-        other => panic!("a batch report: {other:?}"),
-    }
+    let b = batch.join().unwrap().unwrap();
+    assert_eq!(b.entries.len(), n);
+    let summary = b.outcome.expect("the batch ran through");
+    assert_eq!(summary.issued, n);
     assert!(status(&env).batch_turns >= 1);
     // The audit log, in order: the issue sits between entries of the batch.
     let audit = json(&env, &["audit"]);
@@ -847,5 +823,83 @@ fn a_batch_through_the_server_lets_an_issue_in_between_its_slices() {
         "the issue was recorded after {} of the batch's {n} entries, not between its slices",
         n - batch_after
     );
+    assert_eq!(server.stop(), 0);
+}
+
+/// `renewal-of:` request ids are the engine's (rule `request-id-reserved`),
+/// whatever the front end: an `issue` sent on the control socket with one is
+/// refused by the engine (bad input, exit 2), as the command line's is; a
+/// renewal names what it replaces as data, and a certificate this CA did not
+/// issue is not found. Nothing is issued.
+#[test]
+fn a_renewal_id_sent_on_the_socket_is_refused_by_the_engine() {
+    use mtlsca::issue::{IssuanceRequest, KeySource, Output};
+    use mtlsca::policy::RequestedContent;
+    use mtlsca::rules::Origin;
+    let env = Env::with_ca();
+    let mut server = Server::start(&env, &[]);
+    let before = json(&env, &["list"]).as_array().unwrap().len();
+    let own = json(&env, &["list"])[0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = Client::connect(&env.ca_dir())
+        .unwrap()
+        .expect("a server answers on the socket");
+    let req = |request_id: String, replaces: Option<String>| {
+        ops::Issue(IssuanceRequest {
+            profile: "device".into(),
+            content: RequestedContent {
+                dns: vec!["x.corp.internal".into()],
+                ..Default::default()
+            },
+            key: KeySource::Generate(None),
+            request_id: Some(request_id),
+            output: Output::Prefix(env.path("x")),
+            origin: Origin::Arguments,
+            replaces,
+        })
+    };
+    let rule = |e: &mtlsca::Error| e.reasons().map(|r| r.reasons[0].rule.code());
+    // The id of a renewal of the server's own certificate, on a request that
+    // renews nothing.
+    let e = client
+        .call(req(format!("renewal-of:{own}"), None))
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert_eq!(rule(&e), Some("request-id-reserved"));
+    assert!(e.to_string().contains("reserved for renewals"), "{e}");
+    // A renewal under an id that is not its own.
+    let e = client.call(req("x".into(), Some(own.clone()))).unwrap_err();
+    assert_eq!(rule(&e), Some("request-id-reserved"), "{e}");
+    // A renewal of a certificate this CA did not issue.
+    let unknown = "7f".repeat(16);
+    let e = client
+        .call(req(format!("renewal-of:{unknown}"), Some(unknown)))
+        .unwrap_err();
+    assert_eq!((e.exit_code(), rule(&e)), (1, Some("not-found")), "{e}");
+    // The command line through the socket: the engine's refusal, in JSON too.
+    let (out, _, c) = run(
+        &env,
+        &[
+            "--json",
+            "issue",
+            "device",
+            "--dns",
+            "y.corp.internal",
+            "--request-id",
+            &format!("renewal-of:{own}"),
+        ],
+    );
+    assert_eq!(c, 2, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["error"]["reasons"][0]["rule"], "request-id-reserved",
+        "{v}"
+    );
+    assert_eq!(v["error"]["reasons"][0]["field"], "request-id", "{v}");
+    // Nothing was issued.
+    assert_eq!(json(&env, &["list"]).as_array().unwrap().len(), before);
+    assert!(!env.path("x.pem").exists() && !env.path("y.corp.internal.pem").exists());
     assert_eq!(server.stop(), 0);
 }

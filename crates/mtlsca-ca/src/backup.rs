@@ -137,7 +137,7 @@ fn allowed_path(rel: &str) -> Option<u32> {
 }
 
 /// What `backup` wrote.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct BackupSummary {
     /// Where the backup was written.
     pub dir: PathBuf,

@@ -181,7 +181,7 @@ fn is_certificate_header_start(section: &str) -> bool {
 }
 
 /// What happened to one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EntryStatus {
     /// Issued by this run.
@@ -209,7 +209,7 @@ impl EntryStatus {
 
 /// One reason an entry was refused: the rule (when the refusal names one), the
 /// field and the message, as JSON lines print them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Reason {
     /// The rule's code.
     pub rule: Option<std::borrow::Cow<'static, str>>,
@@ -242,7 +242,7 @@ impl Reason {
 }
 
 /// The report of one entry, in manifest order.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct EntryOutcome {
     /// The entry's id.
     pub id: String,
@@ -255,7 +255,6 @@ pub struct EntryOutcome {
     /// The files written for it.
     pub files: Vec<PathBuf>,
     /// The certificate's notAfter (issued or existing).
-    #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
 }
 
@@ -289,7 +288,7 @@ impl EntryOutcome {
 pub type Summary = issue::Counts;
 
 /// Where and how a batch runs.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct BatchOptions {
     /// The directory the files go to.
     pub out_dir: PathBuf,
@@ -457,6 +456,7 @@ fn stage(
             request_id: Some(e.id.clone()),
             output: Output::Prefix(out_dir.join(&e.id)),
             origin: Origin::Manifest,
+            replaces: None,
         };
         match issuer.check_request(&req, now) {
             Ok(()) => {

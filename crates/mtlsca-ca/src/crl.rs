@@ -166,7 +166,7 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
 }
 
 /// A signed CRL.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Crl {
     /// The CA that signed it.
     pub issuer: CaKind,
@@ -175,10 +175,8 @@ pub struct Crl {
     /// How many revoked certificates it lists.
     pub revoked: usize,
     /// Its thisUpdate.
-    #[serde(with = "time::serde::rfc3339")]
     pub this_update: OffsetDateTime,
     /// Its nextUpdate.
-    #[serde(with = "time::serde::rfc3339")]
     pub next_update: OffsetDateTime,
     /// The CRL, DER.
     pub der: Vec<u8>,

@@ -149,6 +149,7 @@ pub fn run(
             request_id: Some(format!("quickstart-{file}")),
             output: Output::Prefix(dir.join(file)),
             origin: Origin::Arguments,
+            replaces: None,
         };
         let out = issuer.issue(&req, now)?;
         report(Event::Issued(&out));

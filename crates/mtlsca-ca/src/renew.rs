@@ -2,15 +2,17 @@
 //! an issued one, through the one engine, recorded with a link to the certificate
 //! it replaces (`Record::replaces`, and the audit entry says `renews SERIAL`).
 //!
-//! A renewal is asked for under the request id `renewal-of:SERIAL`
-//! ([`crate::issue::RENEWAL_PREFIX`]): renewing one certificate twice returns the
+//! A renewal carries the serial it replaces ([`IssuanceRequest::replaces`]) and
+//! is asked for under the request id `renewal-of:SERIAL`
+//! ([`crate::issue::renewal_request_id`]; the engine reserves the prefix for
+//! renewals): renewing one certificate twice returns the
 //! first renewal, and the request id of the original keeps standing for the
 //! latest renewal (so a batch manifest re-run answers `exists`).
 
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::issue::{IssuanceRequest, KeySource, Output, RENEWAL_PREFIX};
+use crate::issue::{renewal_request_id, IssuanceRequest, KeySource, Output};
 use crate::key::{KeyType, PublicKeyKind};
 use crate::policy::RequestedContent;
 use crate::rules::Origin;
@@ -98,8 +100,9 @@ pub fn request(
         profile: old.profile.clone(),
         content,
         key: KeySource::Generate(key_type),
-        request_id: Some(format!("{RENEWAL_PREFIX}{}", old.serial)),
+        request_id: Some(renewal_request_id(&old.serial)),
         output,
         origin,
+        replaces: Some(old.serial.clone()),
     })
 }

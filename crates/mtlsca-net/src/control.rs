@@ -19,10 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
-use crate::issue::Output;
 use crate::service::client::{socket_err, socket_path, MAX_CLIENTS, READ_TIMEOUT, SOCKET_NAME};
-use crate::service::wire::{Request, Response, WireError, MAX_REQUEST, MAX_RESPONSE, VERSION};
-use crate::service::{Answer, Op, Service};
+use crate::service::protocol::frame::{frame_head, frame_length, HEAD, MAX_REQUEST, MAX_RESPONSE};
+use crate::service::protocol::{self, Dispatch, Remote, WireError};
+use crate::service::{Paged, Service};
 
 /// Time a client has to read the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -175,7 +175,7 @@ enum ReadFail {
     /// server answers (`Client::connect`, a second `serve`), not an attack.
     Closed,
     /// A length over [`MAX_REQUEST`].
-    TooLarge(u32),
+    TooLarge(u64),
     /// Closed after `got` of `want` bytes.
     Truncated { got: usize, want: usize },
     /// The socket failed.
@@ -183,13 +183,14 @@ enum ReadFail {
 }
 
 /// Read one request frame into `body`; `head` counts the length bytes read
-/// (with `body.len()`, what a client that timed out had sent).
+/// (with `body.len()`, what a client that timed out had sent). The framing is
+/// the protocol's ([`frame_length`]); this is only its async reader.
 async fn read_request(
     stream: &mut tokio::net::UnixStream,
     head: &mut usize,
     body: &mut Vec<u8>,
 ) -> std::result::Result<(), ReadFail> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; HEAD];
     while *head < len.len() {
         match stream.read(&mut len[*head..]).await {
             Ok(0) if *head == 0 => return Err(ReadFail::Closed),
@@ -203,20 +204,17 @@ async fn read_request(
             Err(e) => return Err(ReadFail::Io(e)),
         }
     }
-    let len = u32::from_be_bytes(len);
-    if len > MAX_REQUEST {
-        return Err(ReadFail::TooLarge(len));
-    }
-    body.reserve((len as usize).min(1 << 20));
+    let len = frame_length(len, MAX_REQUEST).map_err(|e| ReadFail::TooLarge(e.len))?;
+    body.reserve(len.min(1 << 20));
     (&mut *stream)
-        .take(u64::from(len))
+        .take(len as u64)
         .read_to_end(body)
         .await
         .map_err(ReadFail::Io)?;
-    if body.len() != len as usize {
+    if body.len() != len {
         return Err(ReadFail::Truncated {
-            got: 4 + body.len(),
-            want: 4 + len as usize,
+            got: HEAD + body.len(),
+            want: HEAD + len,
         });
     }
     Ok(())
@@ -235,13 +233,15 @@ fn log_line(peer: &str, verdict: &str, problem: &str, reason: &str) {
 }
 
 async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u32) {
-    let state = |m: &str| Err(WireError::from(&Error::State(m.to_string())));
+    let state = |m: &str| -> std::result::Result<(), WireError> {
+        Err(WireError::from(&Error::State(m.to_string())))
+    };
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("cannot check the peer's user: {e}");
             log_line("unknown", "refused", "peer-unknown", &reason);
-            write_response(&mut stream, state(&reason)).await;
+            write_answer(&mut stream, &state(&reason)).await;
             return;
         }
     };
@@ -258,7 +258,7 @@ async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u
             cred.uid()
         );
         log_line(&peer, "refused", "other-user", &reason);
-        write_response(&mut stream, state(&reason)).await;
+        write_answer(&mut stream, &state(&reason)).await;
         return;
     }
     let (mut head, mut body) = (0, Vec::new());
@@ -269,19 +269,24 @@ async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u
     // A request that cannot be read is not answered (there is no request to
     // answer); the connection is closed and the log says why.
     let (problem, reason) = match read.await {
-        Ok(Ok(())) => match request_op(&body) {
-            Ok(op) if op.streams() => return stream_parts(stream, op, &service).await,
-            Ok(op) => {
-                let result = service.run(op).await.map_err(|e| WireError::from(&e));
-                write_response(&mut stream, result).await;
-                return;
-            }
-            Err((problem, reason)) => {
-                log_line(&peer, "refused", problem, &reason);
-                write_response(&mut stream, state(&reason)).await;
-                return;
-            }
-        },
+        Ok(Ok(())) => {
+            let refused = match protocol::decode_request(&body) {
+                Ok(request) => {
+                    let answering = Answering {
+                        stream: &mut stream,
+                        service: &service,
+                    };
+                    match request.dispatch(answering) {
+                        Ok(answered) => return answered.await,
+                        Err(e) => protocol::malformed_request(&e),
+                    }
+                }
+                Err(bad) => bad,
+            };
+            log_line(&peer, "refused", refused.problem, &refused.message);
+            write_answer(&mut stream, &state(&refused.message)).await;
+            return;
+        }
         Ok(Err(ReadFail::Closed)) => return,
         Ok(Err(ReadFail::TooLarge(len))) => (
             "too-large",
@@ -305,24 +310,21 @@ async fn connection(mut stream: tokio::net::UnixStream, service: Service, uid: u
 }
 
 /// Write one answer frame; false when it could not be written (the client went
-/// away, or was too slow to read it).
-async fn write_response(
+/// away, or was too slow to read it). The framing is the protocol's
+/// ([`frame_head`]); this is only its async writer.
+async fn write_answer<W: serde::Serialize>(
     stream: &mut tokio::net::UnixStream,
-    result: std::result::Result<Answer, WireError>,
+    result: &std::result::Result<W, WireError>,
 ) -> bool {
-    let response = Response { v: VERSION, result };
-    let Ok(body) = serde_json::to_vec(&response) else {
+    let Ok(body) = protocol::encode_answer(result) else {
         return false;
     };
-    let Ok(len) = u32::try_from(body.len()) else {
+    let Ok(head) = frame_head(body.len(), MAX_RESPONSE) else {
         return false;
     };
-    if len > MAX_RESPONSE {
-        return false;
-    }
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, async {
-            stream.write_u32(len).await?;
+            stream.write_all(&head).await?;
             stream.write_all(&body).await?;
             stream.flush().await
         })
@@ -331,80 +333,56 @@ async fn write_response(
     )
 }
 
-/// A streamed read (`Op::streams`): one answer frame per part on this
-/// connection. Each part is one engine job, so other jobs run between parts;
-/// the next part is asked for before this one is written, so that the engine,
-/// this task and the client work at once. Ends after the last part, an error,
-/// or when the client stops reading.
-async fn stream_parts(mut stream: tokio::net::UnixStream, first: Op, service: &Service) {
-    let mut asked = Some((service.submit(first.clone()), first));
-    while let Some((reply, op)) = asked.take() {
-        let result = match reply {
-            Ok(rx) => rx
+/// A request being answered on its connection, by its operation's type.
+struct Answering<'s> {
+    stream: &'s mut tokio::net::UnixStream,
+    service: &'s Service,
+}
+
+type Answered<'s> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 's>>;
+
+impl<'s> Dispatch for Answering<'s> {
+    type Out = Answered<'s>;
+
+    /// One engine job, one answer frame.
+    fn one<O: Remote>(self, op: O) -> Answered<'s> {
+        Box::pin(async move {
+            let result = self
+                .service
+                .call(op)
                 .await
-                .unwrap_or_else(|_| Err(crate::service::engine_gone())),
-            Err(e) => Err(e),
-        };
-        if let Ok(answer) = &result {
-            asked = op
-                .continued(answer)
-                .map(|next| (service.submit(next.clone()), next));
-        }
-        if !write_response(&mut stream, result.map_err(|e| WireError::from(&e))).await {
-            return;
-        }
+                .map(O::answer_out)
+                .map_err(|e| WireError::from(&e));
+            write_answer(self.stream, &result).await;
+        })
     }
-}
 
-/// The operation of a request, or why it is refused: the log's problem and
-/// the message answered.
-fn request_op(body: &[u8]) -> std::result::Result<Op, (&'static str, String)> {
-    let bad = |e: serde_json::Error| ("bad-request", format!("a bad request: {e}"));
-    let req: Request = serde_json::from_slice(body).map_err(bad)?;
-    if req.v != VERSION {
-        return Err((
-            "protocol-version",
-            format!(
-                "the client speaks control protocol {}, this server {VERSION}: run the same mtlsca version",
-                req.v
-            ),
-        ));
-    }
-    let op: Op = serde_json::from_value(req.op).map_err(bad)?;
-    check_paths(&op).map_err(|m| ("bad-request", format!("a bad request: {m}")))?;
-    Ok(op)
-}
-
-/// The paths of an operation are absolute and hold no NUL byte: the client
-/// resolves them against its own working directory (`absolutize`), so a
-/// relative one would be resolved against the server's, which nobody meant.
-fn check_paths(op: &Op) -> std::result::Result<(), String> {
-    let check = |what: &str, p: &Path| {
-        if p.as_os_str().as_encoded_bytes().contains(&0) {
-            Err(format!("{what} holds a NUL byte"))
-        } else if !p.is_absolute() {
-            Err(format!(
-                "{what} `{}` is relative (a client sends absolute paths)",
-                crate::names::printable(&p.to_string_lossy())
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    match op {
-        Op::Issue(req) => match &req.output {
-            Output::Prefix(p) | Output::File(p) | Output::Replace(p) => check("the output", p),
-            _ => Ok(()),
-        },
-        Op::Show { query } | Op::Revoke { query, .. } if query.contains('\0') => {
-            Err("the certificate named holds a NUL byte".into())
-        }
-        Op::Crl {
-            target: crate::service::CrlTarget::File(p),
-            ..
-        } => check("the CRL file", p),
-        Op::Batch { opts, .. } => check("the output directory", &opts.out_dir),
-        Op::Backup { dir } => check("the backup directory", dir),
-        _ => Ok(()),
+    /// A streamed read: one answer frame per part on this connection. Each
+    /// part is one engine job, so other jobs run between parts; the next part
+    /// is asked for before this one is written, so that the engine, this task
+    /// and the client work at once. Ends after the last part, an error, or
+    /// when the client stops reading.
+    fn parts<O: Remote + Paged>(self, first: O) -> Answered<'s> {
+        Box::pin(async move {
+            let service = self.service;
+            let mut asked = Some((service.submit(first.clone()), first));
+            while let Some((reply, op)) = asked.take() {
+                let result = match reply {
+                    Ok(rx) => rx
+                        .await
+                        .unwrap_or_else(|_| Err(crate::service::engine_gone())),
+                    Err(e) => Err(e),
+                };
+                if let Ok(part) = &result {
+                    asked = op
+                        .after(part)
+                        .map(|next| (service.submit(next.clone()), next));
+                }
+                let result = result.map(O::answer_out).map_err(|e| WireError::from(&e));
+                if !write_answer(self.stream, &result).await {
+                    return;
+                }
+            }
+        })
     }
 }

@@ -293,6 +293,8 @@ rules! {
     RequestIdSyntax = "request-id-syntax", "a request id is 1-256 characters without control characters";
     /// A request id recorded for a different request.
     RequestIdConflict = "request-id-conflict", "a request id stands for one request; this one was recorded for another";
+    /// A request id of the form only renewals are recorded under.
+    RequestIdReserved = "request-id-reserved", "request ids starting with `renewal-of:` are the engine's: only a renewal (`mtlsca renew`, `batch --renew-within`) is recorded under one, the one of the certificate it replaces";
     /// A batch entry id that cannot name files.
     BatchIdSyntax = "batch-id-syntax", "a batch id starts with a letter or digit and holds only letters, digits and . _ - @ +";
     /// A batch entry id used twice.
@@ -347,13 +349,17 @@ impl Serialize for Rule {
     }
 }
 
+impl Rule {
+    /// The rule of a stable code.
+    pub fn from_code(code: &str) -> Option<Rule> {
+        Rule::ALL.iter().copied().find(|r| r.code() == code)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Rule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rule, D::Error> {
         let code = String::deserialize(d)?;
-        Rule::ALL
-            .iter()
-            .copied()
-            .find(|r| r.code() == code)
+        Rule::from_code(&code)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown rule code `{code}`")))
     }
 }
@@ -373,6 +379,33 @@ pub enum Origin {
     Profile,
     /// An ACME order (its identifiers, of type `dns` or `ip`).
     Acme,
+}
+
+impl Origin {
+    /// Every origin.
+    pub const ALL: [Origin; 5] = [
+        Origin::Arguments,
+        Origin::Manifest,
+        Origin::Csr,
+        Origin::Profile,
+        Origin::Acme,
+    ];
+
+    /// `arguments`, `manifest`, `csr`, `profile` or `acme`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Arguments => "arguments",
+            Origin::Manifest => "manifest",
+            Origin::Csr => "csr",
+            Origin::Profile => "profile",
+            Origin::Acme => "acme",
+        }
+    }
+
+    /// The origin `as_str` spells so.
+    pub fn parse(s: &str) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|o| o.as_str() == s)
+    }
 }
 
 /// The part of a request a refusal is about.
@@ -427,6 +460,31 @@ impl Field {
             Field::ProfileKey(k) => format!("profile.{k}"),
             Field::Profile => "profile".into(),
         }
+    }
+
+    /// The field whose [`Field::name`] this is.
+    pub fn from_name(name: &str) -> Option<Field> {
+        let field = match name {
+            "dns" => Field::Name(NameKind::Dns),
+            "ip" => Field::Name(NameKind::Ip),
+            "uri" => Field::Name(NameKind::Uri),
+            "email" => Field::Name(NameKind::Email),
+            "cn" => Field::Subject(SubjectAttr::CommonName),
+            "org" => Field::Subject(SubjectAttr::Organization),
+            "country" => Field::Subject(SubjectAttr::Country),
+            "validity" => Field::Validity,
+            "key" => Field::Key,
+            "eku" => Field::Eku,
+            "basic-constraints" => Field::BasicConstraints,
+            "extension" => Field::Extension,
+            "csr" => Field::Csr,
+            "request-id" => Field::RequestId,
+            "id" => Field::Id,
+            "out" => Field::Output,
+            "profile" => Field::Profile,
+            other => Field::ProfileKey(other.strip_prefix("profile.")?.to_string()),
+        };
+        Some(field)
     }
 
     /// How the requester wrote this field.
@@ -657,6 +715,69 @@ impl fmt::Display for Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every origin and field spelled out and read back (what travels on the
+    /// control socket); the matches make a new variant a compile error here.
+    #[test]
+    fn origins_fields_and_codes_read_back_from_their_spelling() {
+        for o in Origin::ALL {
+            match o {
+                Origin::Arguments
+                | Origin::Manifest
+                | Origin::Csr
+                | Origin::Profile
+                | Origin::Acme => {}
+            }
+            assert_eq!(Origin::parse(o.as_str()), Some(o));
+        }
+        let names = [NameKind::Dns, NameKind::Ip, NameKind::Uri, NameKind::Email];
+        let attrs = [
+            SubjectAttr::CommonName,
+            SubjectAttr::Organization,
+            SubjectAttr::Country,
+        ];
+        let mut fields: Vec<Field> = names.into_iter().map(Field::Name).collect();
+        fields.extend(attrs.into_iter().map(Field::Subject));
+        fields.extend([
+            Field::Validity,
+            Field::Key,
+            Field::Eku,
+            Field::BasicConstraints,
+            Field::Extension,
+            Field::Csr,
+            Field::RequestId,
+            Field::Id,
+            Field::Output,
+            Field::ProfileKey("validity.max".into()),
+            Field::ProfileKey(String::new()),
+            Field::Profile,
+        ]);
+        for f in fields {
+            match &f {
+                Field::Name(k) => match k {
+                    NameKind::Dns | NameKind::Ip | NameKind::Uri | NameKind::Email => {}
+                },
+                Field::Subject(_)
+                | Field::Validity
+                | Field::Key
+                | Field::Eku
+                | Field::BasicConstraints
+                | Field::Extension
+                | Field::Csr
+                | Field::RequestId
+                | Field::Id
+                | Field::Output
+                | Field::ProfileKey(_)
+                | Field::Profile => {}
+            }
+            assert_eq!(Field::from_name(&f.name()), Some(f.clone()), "{f:?}");
+        }
+        assert_eq!(Field::from_name("nonsense"), None);
+        for r in Rule::ALL {
+            assert_eq!(Rule::from_code(r.code()), Some(*r));
+        }
+        assert_eq!(Rule::from_code("no-such-rule"), None);
+    }
 
     #[test]
     fn codes_are_unique_kebab_case() {

@@ -10,7 +10,7 @@ use crate::fsutil;
 use crate::rules::{Field, Origin, Refusal, Rule};
 
 /// Where the results go.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
     /// `PREFIX.key` (generated keys only), `PREFIX.pem`, `PREFIX.chain.pem`.

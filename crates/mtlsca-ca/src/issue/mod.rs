@@ -82,11 +82,19 @@ pub fn prev_name(p: &std::path::Path) -> std::path::PathBuf {
 /// The request id the engine gives a renewal of certificate `SERIAL`:
 /// `renewal-of:SERIAL`. Being a request id, it makes renewing one certificate
 /// twice return the first renewal, and lets a request id be followed to the
-/// certificate that currently stands for it ([`Issuer::current`]).
+/// certificate that currently stands for it ([`Issuer::current`]). The prefix
+/// is reserved (rule `request-id-reserved`): a request whose
+/// [`IssuanceRequest::replaces`] is not that serial may not use it, whatever
+/// front end it comes from.
 pub const RENEWAL_PREFIX: &str = "renewal-of:";
 
+/// The request id of a renewal of the certificate `serial`: `renewal-of:SERIAL`.
+pub fn renewal_request_id(serial: &str) -> String {
+    format!("{RENEWAL_PREFIX}{serial}")
+}
+
 /// Where the key comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeySource {
     /// Generate one (the profile's key type unless given).
@@ -95,12 +103,11 @@ pub enum KeySource {
     Csr(Vec<u8>),
     /// A CSR checked before (`read_checked_csr`); its requests are judged by
     /// policy like any other's. In-process only: it is not sent to a server.
-    #[serde(skip)]
     CheckedCsr(Box<csr::CheckedCsr>),
 }
 
 /// One request for a certificate.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuanceRequest {
     /// The profile's name.
     pub profile: String,
@@ -115,10 +122,15 @@ pub struct IssuanceRequest {
     /// How the request was made (arguments, a manifest entry): decides how
     /// refusals name their fields. A CSR's own content always reads as the CSR's.
     pub origin: Origin,
+    /// The serial of the certificate this request renews (`renew::request`);
+    /// the engine records it as [`Record::replaces`]. A renewal is asked for
+    /// under the request id [`renewal_request_id`] of that serial, and only a
+    /// renewal may use that form of request id.
+    pub replaces: Option<String>,
 }
 
 /// Whether a call issued the certificate or found it issued before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IssueStatus {
     /// Issued by this call.
@@ -138,7 +150,7 @@ impl IssueStatus {
 }
 
 /// What the engine produced for one request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Issued {
     /// Issued now, or found issued before.
     pub status: IssueStatus,
@@ -475,7 +487,7 @@ impl<'a> Issuer<'a> {
 pub fn current(store: &Store, mut rec: Record) -> Result<Record> {
     // A chain of renewals is finite; the bound only guards a damaged store.
     for _ in 0..10_000 {
-        match store.by_request_id(&format!("{RENEWAL_PREFIX}{}", rec.serial))? {
+        match store.by_request_id(&renewal_request_id(&rec.serial))? {
             Some(next) if next.serial != rec.serial => rec = next,
             _ => break,
         }
@@ -492,8 +504,38 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-/// A request id is 1-256 characters without control characters.
+/// A request id is 1-256 characters without control characters, and of the
+/// form `renewal-of:SERIAL` exactly when the request renews `SERIAL`.
 fn check_request_id(req: &IssuanceRequest) -> Result<()> {
+    let reserved = |id: &str, detail: String| {
+        Err(Error::invalid(
+            req.origin,
+            Refusal::new(Rule::RequestIdReserved, detail)
+                .on(Field::RequestId)
+                .value(id),
+        ))
+    };
+    match (&req.request_id, &req.replaces) {
+        (Some(id), None) if id.starts_with(RENEWAL_PREFIX) => {
+            return reserved(
+                id,
+                format!(
+                    "request ids starting with `{RENEWAL_PREFIX}` are reserved for renewals (use `mtlsca renew`)"
+                ),
+            )
+        }
+        (id, Some(serial)) if id.as_deref() != Some(&*renewal_request_id(serial)) => {
+            return reserved(
+                id.as_deref().unwrap_or(""),
+                format!(
+                    "a renewal of certificate {} is asked for under the request id `{}`",
+                    crate::names::printable(serial),
+                    crate::names::printable(&renewal_request_id(serial))
+                ),
+            )
+        }
+        _ => {}
+    }
     match &req.request_id {
         Some(id)
             if id.is_empty()
@@ -550,7 +592,64 @@ mod tests {
             request_id: request_id.map(String::from),
             output: Output::None,
             origin: Origin::Arguments,
+            replaces: None,
         }
+    }
+
+    /// `renewal-of:` request ids are the engine's: refused on a request that
+    /// renews nothing or another certificate, accepted on the renewal of a
+    /// recorded certificate, whose `replaces` the engine records as given.
+    #[test]
+    fn renewal_ids_are_reserved_for_renewals() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let issuer = Issuer::new(&ca, &store).unwrap();
+        let old = issuer
+            .issue(&device_request(Some("r")), now)
+            .unwrap()
+            .record;
+        let rule_of = |e: Error| match e {
+            Error::Invalid(r) | Error::Refused(r) => r.reasons[0].rule,
+            other => panic!("{other}"),
+        };
+        // A renewal id on a request that renews nothing.
+        let id = renewal_request_id(&old.serial);
+        let e = issuer.issue(&device_request(Some(&id)), now).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("reserved for renewals"), "{e}");
+        assert_eq!(rule_of(e), Rule::RequestIdReserved);
+        // A renewal under another id, or none.
+        for other in [Some("r2"), None] {
+            let req = IssuanceRequest {
+                replaces: Some(old.serial.clone()),
+                ..device_request(other)
+            };
+            assert_eq!(
+                rule_of(issuer.issue(&req, now).unwrap_err()),
+                Rule::RequestIdReserved
+            );
+        }
+        // The renewal of a certificate this CA did not issue.
+        let unknown = "00".repeat(16);
+        let req = IssuanceRequest {
+            replaces: Some(unknown.clone()),
+            ..device_request(Some(&renewal_request_id(&unknown)))
+        };
+        let e = issuer.issue(&req, now).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(rule_of(e), Rule::NotFound);
+        assert_eq!(store.count(), 1, "nothing refused was issued");
+        // The renewal itself: recorded with what it replaces, and followed from
+        // the original's request id.
+        let req = IssuanceRequest {
+            replaces: Some(old.serial.clone()),
+            ..device_request(Some(&id))
+        };
+        let new = issuer.issue(&req, now).unwrap().record;
+        assert_eq!(new.replaces.as_deref(), Some(&*old.serial));
+        assert_eq!(new.request_id.as_deref(), Some(&*id));
+        assert_eq!(issuer.current(old).unwrap().serial, new.serial);
     }
 
     /// The self-check refuses a certificate whose signature does not verify, both
@@ -642,6 +741,7 @@ mod tests {
             request_id: None,
             output: Output::None,
             origin: Origin::Csr,
+            replaces: None,
         };
         let spki = |der: &[u8]| {
             let (_, x) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();

@@ -14,6 +14,7 @@ use super::{check_request_id, IssuanceRequest, IssueStatus, Issued, Issuer, KeyS
 use crate::ca::CaKind;
 use crate::error::{Error, Result};
 use crate::profile::Profile;
+use crate::rules::{Field, Refusal, Rule};
 use crate::store::{ChunkItem, Recorded, Store};
 
 /// Entries per store transaction and flush in a batch.
@@ -50,7 +51,7 @@ impl RunOptions {
 }
 
 /// Counts of a finished run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Requests.
     pub total: usize,
@@ -237,7 +238,7 @@ impl Issuer<'_> {
             if let Some(rec) = self.store.by_request_id(id)? {
                 // A renewed certificate's request id stands for its latest renewal
                 // (a renewal itself is asked for under its own id).
-                let rec = if id.starts_with(super::RENEWAL_PREFIX) {
+                let rec = if req.replaces.is_some() {
                     rec
                 } else {
                     self.current(rec)?
@@ -245,6 +246,24 @@ impl Issuer<'_> {
                 return self
                     .existing(rec, req, files.as_ref(), now)
                     .map(|i| Staged1::Done(Box::new(i)));
+            }
+        }
+        if let Some(serial) = &req.replaces {
+            // The engine records what a renewal replaces: a certificate of its own.
+            let recorded = match crate::hex::decode(serial) {
+                Some(bytes) if !bytes.is_empty() => self.store.get(&bytes)?,
+                _ => None,
+            };
+            if recorded.is_none_or(|r| r.serial != *serial) {
+                return Err(Error::refusals(
+                    req.origin,
+                    vec![Refusal::new(
+                        Rule::NotFound,
+                        "this renewal replaces a certificate this CA did not issue",
+                    )
+                    .on(Field::RequestId)
+                    .value(serial)],
+                ));
             }
         }
         if let Some(f) = &files {

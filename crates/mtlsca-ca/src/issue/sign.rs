@@ -181,11 +181,7 @@ pub(crate) fn prepare(
         request_id: req.request_id.clone(),
         issued_at: cx.now,
         key_file,
-        replaces: req
-            .request_id
-            .as_deref()
-            .and_then(|id| id.strip_prefix(super::RENEWAL_PREFIX))
-            .map(String::from),
+        replaces: req.replaces.clone(),
     };
     Ok(Prepared {
         record,

@@ -19,10 +19,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::wire::{self, Response, WireError, MAX_REQUEST, MAX_RESPONSE, VERSION};
-use super::{Answer, Op};
+use super::ops::{Paged, Part};
+use super::protocol::frame::{read_frame, write_frame, MAX_REQUEST, MAX_RESPONSE};
+use super::protocol::{self, Remote, WireError};
 use crate::error::{Error, Result};
-use crate::issue::Output;
 
 /// The socket's file name in the CA directory.
 pub const SOCKET_NAME: &str = "mtlsca.sock";
@@ -95,27 +95,54 @@ impl Client {
         }
     }
 
-    /// Run a streamed read (a `List` or `Audit` whose
-    /// [`PageRequest`](super::PageRequest) has `stream`): `each` gets every
-    /// answer frame and says whether another follows (a server from before
-    /// streamed reads answers with one frame).
-    pub fn run_parts(&self, op: Op, each: &mut dyn FnMut(Answer) -> bool) -> Result<()> {
-        let mut stream = self.send(&op)?;
+    /// Run an operation on the server. Relative paths in `op` are resolved
+    /// against this process's working directory, and given back relative.
+    pub fn call<O: Remote>(&self, mut op: O) -> Result<O::Answer> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        let relative = op.absolutize(&cwd);
+        let mut stream = self.send(op)?;
+        let mut answer = O::answer_in(self.read_answer::<O::Wire>(&mut stream)?);
+        if relative {
+            O::relativize(&mut answer, &cwd);
+        }
+        Ok(answer)
+    }
+
+    /// A read in parts streamed on one connection: `first` (sent with
+    /// `stream` set), then every part after it, each given to `each` as it
+    /// comes (the server asks the engine for the next part while it writes
+    /// this one).
+    pub fn call_parts<O: Remote + Paged>(
+        &self,
+        first: O,
+        each: &mut dyn FnMut(Part<O::Item>),
+    ) -> Result<()> {
+        let page = super::PageRequest {
+            stream: true,
+            ..first.page().clone()
+        };
+        let mut stream = self.send(first.with_page(page))?;
         loop {
-            let answer = self.read_answer(&mut stream)?;
-            if !each(answer) {
+            let part = O::answer_in(self.read_answer::<O::Wire>(&mut stream)?);
+            let last = part.next.is_none();
+            each(part);
+            if last {
                 return Ok(());
             }
         }
     }
 
     /// Send `op` on a connection, which then carries the answer.
-    fn send(&self, op: &Op) -> Result<UnixStream> {
+    fn send<O: Remote>(&self, op: O) -> Result<UnixStream> {
+        let request = op
+            .to_request()
+            .and_then(|r| protocol::encode_request(&r))
+            .map_err(|e| Error::State(e.to_string()))?;
         let mut stream = self.stream()?;
         let io = |e: std::io::Error| socket_err(&self.path, e);
         stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-        match wire::write_frame(&mut stream, &wire::request(op)?, MAX_REQUEST) {
+        match write_frame(&mut stream, &request, MAX_REQUEST) {
             Ok(()) => Ok(stream),
             // The server closed the connection without reading the request
             // (it refuses a peer of another user so): what it answered before,
@@ -125,8 +152,9 @@ impl Client {
         }
     }
 
-    fn read_answer(&self, stream: &mut UnixStream) -> Result<Answer> {
-        let body = wire::read_frame(stream, MAX_RESPONSE).map_err(|e| {
+    /// One answer frame, read as the wire form `W` of the answer asked for.
+    fn read_answer<W: serde::de::DeserializeOwned>(&self, stream: &mut UnixStream) -> Result<W> {
+        let body = read_frame(stream, MAX_RESPONSE).map_err(|e| {
             if !closed(&e) {
                 return socket_err(&self.path, e);
             }
@@ -137,46 +165,9 @@ impl Client {
                 )
             })
         })?;
-        let response: Response = serde_json::from_slice(&body).map_err(|e| {
-            // A server of another version answers in a shape this client may
-            // not read: its version is what to say then.
-            #[derive(serde::Deserialize)]
-            struct Versioned {
-                v: u32,
-            }
-            match serde_json::from_slice::<Versioned>(&body) {
-                Ok(Versioned { v }) if v != VERSION => socket_err(
-                    &self.path,
-                    format!(
-                        "the server speaks control protocol {v}, this client {VERSION}: run the same mtlsca version"
-                    ),
-                ),
-                _ => socket_err(&self.path, format!("a bad answer: {e}")),
-            }
-        })?;
-        if response.v != VERSION {
-            return Err(socket_err(
-                &self.path,
-                format!(
-                    "the server speaks control protocol {}, this client {VERSION}: run the same mtlsca version",
-                    response.v
-                ),
-            ));
-        }
-        response.result.map_err(WireError::into_error)
-    }
-
-    /// Run an operation on the server. Relative paths in `op` are resolved
-    /// against this process's working directory, and given back relative.
-    pub fn run(&self, mut op: Op) -> Result<Answer> {
-        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-        let relative_output = absolutize(&mut op, &cwd);
-        let mut stream = self.send(&op)?;
-        let mut answer = self.read_answer(&mut stream)?;
-        if relative_output {
-            relativize(&mut answer, &cwd);
-        }
-        Ok(answer)
+        protocol::decode_answer::<W>(&body)
+            .map_err(|e| socket_err(&self.path, e))?
+            .map_err(WireError::into_error)
     }
 }
 
@@ -207,64 +198,4 @@ fn other_user(path: &Path) -> Option<Error> {
             path.display()
         ))
     })
-}
-
-/// Make a relative path absolute against the client's directory; whether it
-/// was relative. `-` is a name like any other here: standard input and output
-/// never reach the server as paths.
-fn make_absolute(p: &mut PathBuf, cwd: &Path) -> bool {
-    if p.is_relative() {
-        *p = cwd.join(&*p);
-        true
-    } else {
-        false
-    }
-}
-
-/// Resolve the operation's relative paths against `cwd`; whether an issue's
-/// output or a backup's directory was relative (then shown relative again).
-fn absolutize(op: &mut Op, cwd: &Path) -> bool {
-    match op {
-        Op::Issue(req) => match &mut req.output {
-            Output::Prefix(p) | Output::File(p) | Output::Replace(p) => make_absolute(p, cwd),
-            _ => false,
-        },
-        Op::Show { query } | Op::Revoke { query, .. } => {
-            if crate::lookup::looks_like_file(query) && Path::new(query).is_relative() {
-                *query = cwd.join(&*query).display().to_string();
-            }
-            false
-        }
-        Op::Crl {
-            target: super::CrlTarget::File(p),
-            ..
-        } => {
-            make_absolute(p, cwd);
-            false
-        }
-        Op::Batch { opts, .. } => {
-            make_absolute(&mut opts.out_dir, cwd);
-            false
-        }
-        Op::Backup { dir } => make_absolute(dir, cwd),
-        _ => false,
-    }
-}
-
-/// Show an issued certificate's files as the command was given them: relative
-/// to the working directory.
-fn relativize(answer: &mut Answer, cwd: &Path) {
-    let rel = |p: &mut PathBuf| {
-        if let Ok(r) = p.strip_prefix(cwd) {
-            *p = r.to_path_buf();
-        }
-    };
-    match answer {
-        Answer::Issued(i) => {
-            i.files.iter_mut().for_each(rel);
-            i.written.iter_mut().for_each(rel);
-        }
-        Answer::BackedUp(b) => rel(&mut b.dir),
-        _ => {}
-    }
 }

@@ -1,10 +1,12 @@
 //! The CA held open by one process: the engine thread, the operations it runs,
 //! and the control socket through which the command line reaches it.
 //!
+//! - [`ops`]: every operation is a type tied to the type of its answer
+//!   ([`Operation`]); a caller gets what it asked for, checked by the compiler.
 //! - [`Service`] owns the CA, its store (and the store's lock) and one
 //!   [`Issuer`] on a thread of its own (the issuer is not `Send`). Callers — the
-//!   ACME server's tasks, the control socket's connections — send it an [`Op`]
-//!   and wait for the [`Answer`].
+//!   ACME server's tasks, the control socket's connections — queue an operation
+//!   ([`Service::call`]) and wait for its answer.
 //! - **Group commit**: the engine takes every job waiting in its queue at once
 //!   and runs all the issue jobs among them through ONE
 //!   [`Issuer::issue_all`]: one store transaction and one flush for all of
@@ -12,10 +14,12 @@
 //!   out before its record is durable.
 //! - [`Backend`] is how a command reaches the CA: the local store (no server
 //!   running), or the server's control socket ([`client`]). Both run the same
-//!   operations ([`Op`]): one code path per command.
+//!   operations: one code path per command. What travels on the socket is
+//!   [`protocol`]'s own types, converted at the edge.
 
 pub mod client;
-pub mod wire;
+pub mod ops;
+pub mod protocol;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,493 +27,68 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::backup::BackupSummary;
 use crate::batch::{BatchOptions, EntryOutcome, Manifest, Summary};
 use crate::ca::{Ca, CaKind, PassphraseSource};
-use crate::crl::{self, Crl, Reason};
+use crate::crl::Reason;
 use crate::error::{Error, Result};
-use crate::issue::{IssuanceRequest, Issued, Issuer, KeySource, Output, RunOptions};
+use crate::issue::{IssuanceRequest, Issued, Issuer, RunOptions};
 use crate::policy::RequestedContent;
-use crate::rules::Origin;
+use crate::store::acme::EabKey;
 use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Store};
 
 pub use client::{socket_path, Client};
-pub use wire::WireError;
+pub use ops::{
+    BatchReport, CrlTarget, Operation, PageRequest, Paged, Part, ServiceStats, Shown, SignedCrl,
+    PAGE_BUDGET,
+};
+pub use protocol::{Remote, WireError};
+
+use ops::{Cx, Job, JobKind, Reply};
 
 /// Most issue jobs committed together (one transaction, one flush).
 pub const MAX_GROUP: usize = crate::issue::DEFAULT_CHUNK;
 
-/// One operation on the CA.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The untyped calls of the ACME server's adapter (`acme/server/engine.rs`),
+/// kept for it until it calls [`Service::call`] with the typed operations of
+/// [`ops`]. Each runs as that typed operation ([`Service::run`]).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Op {
-    /// Check a request as far as possible without signing (ACME newOrder).
+    /// [`ops::Check`].
     Check {
         /// The profile.
         profile: String,
         /// What is asked for.
         content: Box<RequestedContent>,
     },
-    /// Issue one certificate (group-committed with the others waiting).
-    Issue(Box<IssuanceRequest>),
-    /// The record a serial, fingerprint or request id names (none if unknown).
+    /// [`ops::Lookup`].
     Lookup {
         /// Serial, SHA-256 or request id.
         query: String,
     },
-    /// The records matching a filter (`list`).
-    List {
-        /// The filter.
-        filter: ListFilter,
-        /// Read in parts ([`Answer::RecordPage`]); `None`: all at once.
-        #[serde(default)]
-        page: Option<PageRequest>,
-    },
-    /// One certificate, its PEM, its audit entries and its renewal (`show`).
-    Show {
-        /// Serial, prefix, SHA-256, request id or certificate file (absolute).
-        query: String,
-    },
-    /// Revoke the certificate a query names (`revoke`).
-    Revoke {
-        /// Serial, prefix, SHA-256, request id or certificate file (absolute).
-        query: String,
-        /// The RFC 5280 reason.
-        reason: Reason,
-    },
-    /// Revoke exactly the certificate with this fingerprint (ACME revokeCert).
+    /// [`ops::RevokeExact`].
     RevokeExact {
         /// SHA-256 of the certificate, lowercase hex.
         sha256: String,
         /// The RFC 5280 reason.
         reason: Reason,
     },
-    /// The audit log (`audit`).
-    Audit {
-        /// Only entries at or after this time.
-        #[serde(with = "time::serde::rfc3339::option")]
-        since: Option<OffsetDateTime>,
-        /// Read in parts ([`Answer::AuditPage`]); `None`: all at once.
-        #[serde(default)]
-        page: Option<PageRequest>,
-    },
-    /// Sign and publish CRLs (`crl`).
-    Crl {
-        /// One CA's CRL, else all three.
-        issuer: Option<CaKind>,
-        /// Where a single CRL goes.
-        target: CrlTarget,
-        /// nextUpdate − thisUpdate.
-        next_update: time::Duration,
-    },
-    /// Issue a manifest (`batch`).
-    Batch {
-        /// The manifest's text (checked by the client, parsed again here).
-        manifest: String,
-        /// How the manifest is named in messages.
-        name: String,
-        /// Where the files go (absolute) and how the batch runs.
-        opts: BatchOptions,
-    },
-    /// The engine's counters.
-    Status,
-    /// A new external account binding key for ACME (`acme eab create`).
-    EabCreate {
-        /// The profile the bound account's certificates come from.
-        profile: String,
-    },
-    /// The EAB keys (`acme eab list`; the caller drops the HMAC keys).
-    EabList,
-    /// Revoke an EAB key (`acme eab revoke`).
-    EabRevoke {
-        /// Its key id.
-        kid: String,
-    },
-    /// Verify the audit log's hash chain (`audit --verify`).
-    AuditVerify,
-    /// Verify every record, index and the audit chain (`store check`).
-    StoreCheck,
-    /// Back the CA up into a new directory (`backup`).
-    Backup {
-        /// The new directory (absolute).
-        dir: PathBuf,
-    },
-}
-
-/// Where `crl --issuer X` puts the CRL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum CrlTarget {
-    /// `<ca-dir>/crl/<issuer>.crl`.
-    Published,
-    /// Returned only (standard output).
-    Returned,
-    /// This file.
-    File(PathBuf),
-}
-
-/// One CRL signed by `crl`, and the file it was written to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedCrl {
-    /// The CRL.
-    pub crl: Crl,
-    /// Its file (none when returned only).
-    pub file: Option<PathBuf>,
-}
-
-/// What `show` shows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Shown {
-    /// The record.
-    pub record: Record,
-    /// The certificate, DER.
-    pub der: Vec<u8>,
-    /// Its audit entries.
-    pub audit: Vec<AuditEntry>,
-    /// The serial of the certificate that renewed it, if any.
-    pub renewed_by: Option<String>,
-}
-
-/// Records or audit entries read through a server at most this many at a time
-/// (one engine job each, a few milliseconds at a million records): other
-/// requests are answered between the parts of a long `list` or `audit`.
-pub const PAGE_BUDGET: usize = 2_000;
-
-/// Where a read in parts resumes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PageRequest {
-    /// The previous part's cursor (`None`: the first part).
-    pub after: Option<Vec<u8>>,
-    /// The time the first part was read at, so that every part filters alike.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub at: Option<OffsetDateTime>,
-    /// Every part on the one connection, one frame each, instead of one part
-    /// per request ([`Client::run_parts`]).
-    #[serde(default)]
-    pub stream: bool,
-}
-
-/// One part of a long read, with where the next one starts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Part<T> {
-    /// What matched in this part.
-    pub items: Vec<T>,
-    /// The next part's cursor; `None`: this was the last.
-    pub next: Option<Vec<u8>>,
-    /// The time the read filters at (the first part's).
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-}
-
-impl<T> Part<T> {
-    fn of(page: crate::store::Page<T>, at: OffsetDateTime) -> Box<Part<T>> {
-        Box::new(Part {
-            items: page.items,
-            next: page.next,
-            at,
-        })
-    }
-}
-
-impl Op {
-    /// Whether this job holds the engine for long: a batch, a store check, an
-    /// audit verification, a backup, a whole `list` or `audit` at once. While
-    /// a batch gives way to other jobs, these wait until it is done.
-    pub(crate) fn holds_engine(&self) -> bool {
-        matches!(
-            self,
-            Op::Batch { .. }
-                | Op::StoreCheck
-                | Op::AuditVerify
-                | Op::Backup { .. }
-                | Op::List { page: None, .. }
-                | Op::Audit { page: None, .. }
-        )
-    }
-
-    /// Whether the server answers this with a stream of parts.
-    pub fn streams(&self) -> bool {
-        matches!(
-            self,
-            Op::List { page: Some(p), .. } | Op::Audit { page: Some(p), .. } if p.stream
-        )
-    }
-
-    /// The request for the part after `answer`, when this is a read in parts
-    /// and `answer` says another part follows.
-    pub fn continued(&self, answer: &Answer) -> Option<Op> {
-        let page = |next: &Option<Vec<u8>>, at: OffsetDateTime, stream: bool| {
-            next.clone().map(|after| PageRequest {
-                after: Some(after),
-                at: Some(at),
-                stream,
-            })
-        };
-        match (self, answer) {
-            (
-                Op::List {
-                    filter,
-                    page: Some(p),
-                },
-                Answer::RecordPage(part),
-            ) => Some(Op::List {
-                filter: filter.clone(),
-                page: Some(page(&part.next, part.at, p.stream)?),
-            }),
-            (
-                Op::Audit {
-                    since,
-                    page: Some(p),
-                },
-                Answer::AuditPage(part),
-            ) => Some(Op::Audit {
-                since: *since,
-                page: Some(page(&part.next, part.at, p.stream)?),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// A long read's answer: all of it, or one part.
-enum Read<T> {
-    Whole(Vec<T>),
-    Part(Box<Part<T>>),
-}
-
-/// What a batch run through the server reports: every entry, then how it ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchReport {
-    /// The entries, in manifest order.
-    pub entries: Vec<EntryOutcome>,
-    /// The counts, or the error that stopped the batch.
-    pub outcome: std::result::Result<Summary, WireError>,
-}
-
-/// The engine's counters since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceStats {
-    /// Issue groups committed (each one `issue_all`: one transaction, one flush).
-    pub groups: u64,
-    /// Issue jobs run in those groups.
-    pub issue_jobs: u64,
-    /// The largest group.
-    pub largest_group: u64,
-    /// Engine time spent in groups (signing, files, the transaction and its
-    /// flush), microseconds: the service time the socket's and ACME's callers
-    /// wait for, without their own process or request parsing. (Defaults keep
-    /// an older server's answer readable.)
-    #[serde(default)]
-    pub group_micros: u64,
-    /// The longest group, microseconds.
-    #[serde(default)]
-    pub longest_group_micros: u64,
-    /// Times a batch gave way to jobs that came in while it ran.
-    #[serde(default)]
-    pub batch_turns: u64,
 }
 
 /// The answer to an [`Op`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Answer {
     /// Done, nothing to report (`Check`).
     Done,
-    /// The certificate issued (or found issued under the request id).
-    Issued(Box<Issued>),
     /// A record, if one matched (`Lookup`).
     Found(Option<Box<Record>>),
-    /// Records (`List`).
-    Records(Vec<Record>),
-    /// Part of the records (`List` with a page).
-    RecordPage(Box<Part<Record>>),
-    /// One certificate (`Show`).
-    Shown(Box<Shown>),
-    /// The revoked certificate's record (`Revoke`, `RevokeExact`).
+    /// The revoked certificate's record (`RevokeExact`).
     Revoked(Box<Record>),
-    /// Audit entries (`Audit`).
-    Audit(Vec<AuditEntry>),
-    /// Part of the audit entries (`Audit` with a page).
-    AuditPage(Box<Part<AuditEntry>>),
-    /// CRLs signed (`Crl`).
-    Crls(Vec<SignedCrl>),
-    /// A batch's report (`Batch`).
-    Batch(Box<BatchReport>),
-    /// The engine's counters (`Status`).
-    Status(ServiceStats),
-    /// EAB keys (`EabCreate`, `EabRevoke`: the one key; `EabList`: all).
-    EabKeys(Vec<crate::store::acme::EabKey>),
-    /// The audit chain's verification (`AuditVerify`).
-    AuditVerified(AuditReport),
-    /// The store's check (`StoreCheck`).
-    StoreChecked(Box<CheckReport>),
-    /// The backup written (`Backup`).
-    BackedUp(Box<BackupSummary>),
-}
-
-fn unexpected(what: &str) -> Error {
-    Error::State(format!(
-        "the CA service answered {what} with something else"
-    ))
-}
-
-/// A manifest issued, its entries' outcomes collected for the answer;
-/// `give_way` as in [`crate::batch::run`].
-fn run_batch(
-    ca: &Ca,
-    store: &Store,
-    manifest: &str,
-    name: &str,
-    opts: &BatchOptions,
-    now: OffsetDateTime,
-    give_way: Option<&mut dyn FnMut()>,
-) -> Result<Answer> {
-    let parsed = Manifest::parse(manifest, name)?;
-    let mut entries = Vec::new();
-    let outcome = crate::batch::run(
-        ca,
-        store,
-        &parsed,
-        name,
-        opts,
-        now,
-        &mut |o| entries.push(o.clone()),
-        give_way,
-    );
-    Ok(Answer::Batch(Box::new(BatchReport {
-        entries,
-        outcome: outcome.map_err(|e| WireError::from(&e)),
-    })))
-}
-
-/// Run one operation other than issuing on an open CA: the one code path of
-/// `list`, `show`, `revoke`, `audit` (and `--verify`), `crl`, `store check`
-/// and `backup`, locally or in the service.
-fn run_op(ca: &Ca, store: &Store, op: Op, now: OffsetDateTime) -> Result<Answer> {
-    match op {
-        Op::Lookup { query } => Ok(Answer::Found(store.find(&query)?.map(Box::new))),
-        Op::List { filter, page: None } => Ok(Answer::Records(store.list(&filter, now)?)),
-        Op::List {
-            filter,
-            page: Some(p),
-        } => {
-            let at = p.at.unwrap_or(now);
-            let page = store.list_page(&filter, at, p.after.as_deref(), PAGE_BUDGET)?;
-            Ok(Answer::RecordPage(Part::of(page, at)))
-        }
-        Op::Show { query } => {
-            let record = crate::lookup::resolve(store, &query)?;
-            let der = store.der(&record)?.ok_or_else(|| {
-                Error::Store(format!("record {} has no certificate", record.serial))
-            })?;
-            let audit = store.audit_of(&record.serial)?;
-            let renewed_by = store
-                .by_request_id(&format!(
-                    "{}{}",
-                    crate::issue::RENEWAL_PREFIX,
-                    record.serial
-                ))?
-                .map(|r| r.serial);
-            Ok(Answer::Shown(Box::new(Shown {
-                record,
-                der,
-                audit,
-                renewed_by,
-            })))
-        }
-        Op::Revoke { query, reason } => {
-            let named = crate::lookup::resolve(store, &query)?;
-            let rec = crl::revoke(store, &named.serial, reason, now)?;
-            Ok(Answer::Revoked(Box::new(rec)))
-        }
-        Op::RevokeExact { sha256, reason } => match store.find(&sha256)? {
-            Some(rec) if rec.sha256 == sha256 => {
-                let rec = crl::revoke(store, &rec.serial, reason, now)?;
-                Ok(Answer::Revoked(Box::new(rec)))
-            }
-            _ => Err(Error::refused("this CA did not issue the certificate")),
-        },
-        Op::Audit { since, page: None } => Ok(Answer::Audit(store.audit(since)?)),
-        Op::Audit {
-            since,
-            page: Some(p),
-        } => {
-            let page = store.audit_page(since, p.after.as_deref(), PAGE_BUDGET)?;
-            Ok(Answer::AuditPage(Part::of(page, p.at.unwrap_or(now))))
-        }
-        Op::Crl {
-            issuer,
-            target,
-            next_update,
-        } => {
-            let signed = match (issuer, target) {
-                (None, CrlTarget::Published) => crl::publish_all(ca, store, next_update, now)?
-                    .into_iter()
-                    .map(|(crl, p)| SignedCrl { crl, file: Some(p) })
-                    .collect(),
-                (None, _) => {
-                    return Err(Error::Usage(
-                        "a CRL to standard output or a file needs --issuer".into(),
-                    ))
-                }
-                (Some(kind), CrlTarget::Returned) => vec![SignedCrl {
-                    crl: crl::build(ca, store, kind, next_update, now)?,
-                    file: None,
-                }],
-                (Some(kind), target) => {
-                    let path = match target {
-                        CrlTarget::File(p) => p,
-                        _ => crl::published_path(ca, kind),
-                    };
-                    let crl = crl::publish(ca, store, kind, next_update, now, &path)?;
-                    vec![SignedCrl {
-                        crl,
-                        file: Some(path),
-                    }]
-                }
-            };
-            Ok(Answer::Crls(signed))
-        }
-        Op::Batch {
-            manifest,
-            name,
-            opts,
-        } => run_batch(ca, store, &manifest, &name, &opts, now, None),
-        Op::Status => Ok(Answer::Status(ServiceStats::default())),
-        Op::EabCreate { profile } => Ok(Answer::EabKeys(vec![crate::eab_keys::create(
-            ca, store, &profile, now,
-        )?])),
-        Op::EabList => Ok(Answer::EabKeys(crate::eab_keys::list(store)?)),
-        Op::EabRevoke { kid } => Ok(Answer::EabKeys(vec![crate::eab_keys::revoke(
-            store, &kid, now,
-        )?])),
-        Op::AuditVerify => Ok(Answer::AuditVerified(store.verify_audit()?)),
-        Op::StoreCheck => Ok(Answer::StoreChecked(Box::new(store.check()?))),
-        // The store stays open (the engine holds it) until the copy is complete.
-        Op::Backup { dir } => Ok(Answer::BackedUp(Box::new(crate::backup::backup(
-            ca, store, &dir, now,
-        )?))),
-        Op::Check { .. } | Op::Issue(_) => Err(Error::State(
-            "issuing goes through the issuer, not run_op".into(),
-        )),
-    }
-}
-
-fn check(issuer: &Issuer<'_>, profile: String, content: RequestedContent) -> Result<Answer> {
-    let req = IssuanceRequest {
-        profile,
-        content,
-        key: KeySource::Generate(None),
-        request_id: None,
-        output: Output::None,
-        origin: Origin::Manifest,
-    };
-    let now = OffsetDateTime::now_utc();
-    issuer.check_request(&req, now).map(|()| Answer::Done)
 }
 
 // ---------------------------------------------------------------------------
@@ -527,11 +106,7 @@ pub struct ServiceOptions {
     pub passphrase: PassphraseSource,
 }
 
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Answer>>,
-}
-
+/// The engine's counters, as it counts them.
 #[derive(Default)]
 struct Counters {
     groups: AtomicU64,
@@ -637,32 +212,50 @@ impl Service {
     }
 
     /// Queue an operation for the engine; the receiver gets its answer.
-    pub fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Answer>>> {
+    pub fn submit<O: Operation>(&self, op: O) -> Result<oneshot::Receiver<Result<O::Answer>>> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { op, reply })
+            .send(op.into_job(reply))
             .map_err(|_| engine_gone())?;
         Ok(rx)
     }
 
     /// Run an operation (from async code).
-    pub async fn run(&self, op: Op) -> Result<Answer> {
+    pub async fn call<O: Operation>(&self, op: O) -> Result<O::Answer> {
         self.submit(op)?.await.map_err(|_| engine_gone())?
     }
 
     /// Run an operation, blocking this thread until it is answered.
-    pub fn run_blocking(&self, op: Op) -> Result<Answer> {
+    pub fn call_blocking<O: Operation>(&self, op: O) -> Result<O::Answer> {
         self.submit(op)?
             .blocking_recv()
             .map_err(|_| engine_gone())?
     }
 
+    /// Run an untyped [`Op`] as its typed operation (the ACME adapter's calls).
+    pub async fn run(&self, op: Op) -> Result<Answer> {
+        match op {
+            Op::Check { profile, content } => self
+                .call(ops::Check {
+                    profile,
+                    content: *content,
+                })
+                .await
+                .map(|()| Answer::Done),
+            Op::Lookup { query } => self
+                .call(ops::Lookup { query })
+                .await
+                .map(|r| Answer::Found(r.map(Box::new))),
+            Op::RevokeExact { sha256, reason } => self
+                .call(ops::RevokeExact { sha256, reason })
+                .await
+                .map(|r| Answer::Revoked(Box::new(r))),
+        }
+    }
+
     /// Issue one certificate (group-committed with the other jobs waiting).
     pub async fn issue(&self, req: IssuanceRequest) -> Result<Issued> {
-        match self.run(Op::Issue(Box::new(req))).await? {
-            Answer::Issued(i) => Ok(*i),
-            _ => Err(unexpected("an issue")),
-        }
+        self.call(ops::Issue(req)).await
     }
 
     /// The engine's counters.
@@ -673,8 +266,8 @@ impl Service {
 
 /// The engine: take every job waiting, run the others in order, then the issue
 /// jobs together (one `issue_all`: one transaction, one flush). A job that holds
-/// the engine for long ([`Op::holds_engine`]) ends what is taken at once, so no
-/// job taken with it waits behind it.
+/// the engine for long ([`Operation::HOLDS_ENGINE`]) ends what is taken at
+/// once, so no job taken with it waits behind it.
 fn engine_loop(
     ca: &Ca,
     store: &Store,
@@ -701,7 +294,7 @@ fn engine_loop(
             },
         };
         let mut waiting = vec![first];
-        while waiting.len() < MAX_GROUP && !waiting.last().is_some_and(|j| j.op.holds_engine()) {
+        while waiting.len() < MAX_GROUP && !waiting.last().is_some_and(Job::holds_engine) {
             match held.pop_front().map_or_else(|| rx.try_recv().ok(), Some) {
                 Some(j) => waiting.push(j),
                 None => break,
@@ -721,41 +314,26 @@ struct EngineRefs<'a, 'c> {
 }
 
 /// Run jobs taken together: the others in order, the issues as one group (a
-/// batch first lets the issues taken before it go).
+/// job that holds the engine, a batch first, lets the issues taken before it
+/// go).
 fn run_jobs(e: &EngineRefs<'_, '_>, waiting: Vec<Job>, held: &mut VecDeque<Job>) {
-    let mut group: Vec<(IssuanceRequest, oneshot::Sender<Result<Answer>>)> = Vec::new();
-    for Job { op, reply } in waiting {
-        // Servers read the clock per request.
-        let now = OffsetDateTime::now_utc();
-        let answer = match op {
-            Op::Issue(req) => {
-                group.push((*req, reply));
-                continue;
-            }
-            Op::Check { profile, content } => check(e.issuer, profile, *content),
-            Op::Status => Ok(Answer::Status(e.counters.snapshot())),
-            Op::Batch {
-                manifest,
-                name,
-                opts,
-            } => {
-                if !group.is_empty() {
+    let mut group: Vec<(IssuanceRequest, Reply<Issued>)> = Vec::new();
+    for Job(job) in waiting {
+        match job {
+            JobKind::Issue(req, reply) => group.push((*req, reply)),
+            JobKind::Run { holds_engine, run } => {
+                if holds_engine && !group.is_empty() {
                     issue_group(e.issuer, std::mem::take(&mut group), e.counters);
                 }
-                let mut give_way = || give_way(e, held);
-                run_batch(
-                    e.ca,
-                    e.store,
-                    &manifest,
-                    &name,
-                    &opts,
-                    now,
-                    Some(&mut give_way),
-                )
+                // A batch gives way to the jobs that come in meanwhile.
+                let mut turn = || give_way(e, held);
+                // Servers read the clock per request.
+                let now = OffsetDateTime::now_utc();
+                run(&mut Cx::engine(
+                    e.ca, e.store, e.issuer, e.counters, &mut turn, now,
+                ));
             }
-            op => run_op(e.ca, e.store, op, now),
-        };
-        let _ = reply.send(answer);
+        }
     }
     if !group.is_empty() {
         issue_group(e.issuer, group, e.counters);
@@ -769,7 +347,7 @@ fn give_way(e: &EngineRefs<'_, '_>, held: &mut VecDeque<Job>) {
     let mut waiting = Vec::new();
     while waiting.len() < MAX_GROUP {
         match e.rx.try_recv() {
-            Ok(j) if j.op.holds_engine() => held.push_back(j),
+            Ok(j) if j.holds_engine() => held.push_back(j),
             Ok(j) => waiting.push(j),
             Err(_) => break,
         }
@@ -782,14 +360,13 @@ fn give_way(e: &EngineRefs<'_, '_>, held: &mut VecDeque<Job>) {
 
 fn issue_group(
     issuer: &Issuer<'_>,
-    group: Vec<(IssuanceRequest, oneshot::Sender<Result<Answer>>)>,
+    group: Vec<(IssuanceRequest, Reply<Issued>)>,
     counters: &Counters,
 ) {
     let started = std::time::Instant::now();
     let n = group.len();
     let (reqs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-    let mut replies: Vec<Option<oneshot::Sender<Result<Answer>>>> =
-        replies.into_iter().map(Some).collect();
+    let mut replies: Vec<Option<Reply<Issued>>> = replies.into_iter().map(Some).collect();
     let opts = if n == 1 {
         RunOptions::single()
     } else {
@@ -803,7 +380,7 @@ fn issue_group(
     // is recorded and flushed.
     let result = issuer.issue_all(&reqs, &opts, now, &mut |i, r| {
         if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
-            let _ = reply.send(r.map(|x| Answer::Issued(Box::new(x))));
+            let _ = reply.send(r);
         }
     });
     counters.groups.fetch_add(1, Ordering::Relaxed);
@@ -880,91 +457,49 @@ impl Backend {
 
     /// Run an operation: locally at `now`; through the server at the server's
     /// time (a server reads the clock per request).
-    pub fn run(&self, op: Op, now: OffsetDateTime) -> Result<Answer> {
+    pub fn call<O: Remote>(&self, op: O, now: OffsetDateTime) -> Result<O::Answer> {
         match self {
-            Backend::Remote(c) => c.run(op),
-            Backend::Local(l) => match op {
-                Op::Issue(req) => {
-                    let issuer = Issuer::new(&l.ca, &l.store)?;
-                    issuer.issue(&req, now).map(|i| Answer::Issued(Box::new(i)))
-                }
-                Op::Check { profile, content } => {
-                    check(&Issuer::new(&l.ca, &l.store)?, profile, *content)
-                }
-                op => run_op(&l.ca, &l.store, op, now),
-            },
+            Backend::Remote(c) => c.call(op),
+            Backend::Local(l) => op.run(&mut Cx::local(&l.ca, &l.store, now)),
         }
     }
 
     /// Issue one certificate.
     pub fn issue(&self, req: IssuanceRequest, now: OffsetDateTime) -> Result<Issued> {
-        match self.run(Op::Issue(Box::new(req)), now)? {
-            Answer::Issued(i) => Ok(*i),
-            _ => Err(unexpected("an issue")),
-        }
+        self.call(ops::Issue(req), now)
     }
 
-    /// A long read: at once locally; through a server in parts of
+    /// A long read: at once locally (`whole`); through a server in parts of
     /// [`PAGE_BUDGET`], one engine job each, so that issuing (ACME's too) goes
     /// on between them: at a million records a `list` in one job held every
     /// other request for seconds. The parts come as a stream on one connection
-    /// (the server asks for the next part while it writes this one). `take`
-    /// picks the answers.
-    fn read_in_parts<T>(
+    /// (the server asks for the next part while it writes this one).
+    fn read_in_parts<W: Operation<Answer = Vec<P::Item>>, P: Remote + Paged>(
         &self,
         now: OffsetDateTime,
-        what: &str,
-        op: impl Fn(Option<PageRequest>) -> Op,
-        take: impl Fn(Answer) -> Option<Read<T>>,
-    ) -> Result<Vec<T>> {
-        let client = match self {
-            Backend::Remote(c) => c,
-            Backend::Local(_) => {
-                return match take(self.run(op(None), now)?) {
-                    Some(Read::Whole(items)) => Ok(items),
-                    _ => Err(unexpected(what)),
-                }
+        whole: W,
+        first: P,
+    ) -> Result<Vec<P::Item>> {
+        match self {
+            Backend::Local(l) => whole.run(&mut Cx::local(&l.ca, &l.store, now)),
+            Backend::Remote(c) => {
+                let mut out = Vec::new();
+                c.call_parts(first, &mut |part| out.extend(part.items))?;
+                Ok(out)
             }
-        };
-        let first = op(Some(PageRequest {
-            stream: true,
-            ..PageRequest::default()
-        }));
-        let (mut out, mut odd) = (Vec::new(), false);
-        client.run_parts(first, &mut |answer| match take(answer) {
-            // A server from before reads in parts: all at once.
-            Some(Read::Whole(items)) => {
-                out.extend(items);
-                false
-            }
-            Some(Read::Part(part)) => {
-                out.extend(part.items);
-                part.next.is_some()
-            }
-            None => {
-                odd = true;
-                false
-            }
-        })?;
-        if odd {
-            return Err(unexpected(what));
         }
-        Ok(out)
     }
 
     /// The records matching `filter`.
     pub fn list(&self, filter: ListFilter, now: OffsetDateTime) -> Result<Vec<Record>> {
         self.read_in_parts(
             now,
-            "a list",
-            |page| Op::List {
+            ops::List {
                 filter: filter.clone(),
-                page,
             },
-            |a| match a {
-                Answer::Records(r) => Some(Read::Whole(r)),
-                Answer::RecordPage(p) => Some(Read::Part(p)),
-                _ => None,
+            ops::ListPart {
+                filter,
+                page: PageRequest::default(),
             },
         )
     }
@@ -972,19 +507,13 @@ impl Backend {
     /// One certificate, as `show` shows it.
     pub fn show(&self, query: &str, now: OffsetDateTime) -> Result<Shown> {
         let query = query.to_string();
-        match self.run(Op::Show { query }, now)? {
-            Answer::Shown(s) => Ok(*s),
-            _ => Err(unexpected("a show")),
-        }
+        self.call(ops::Show { query }, now)
     }
 
     /// Revoke the certificate `query` names.
     pub fn revoke(&self, query: &str, reason: Reason, now: OffsetDateTime) -> Result<Record> {
         let query = query.to_string();
-        match self.run(Op::Revoke { query, reason }, now)? {
-            Answer::Revoked(r) => Ok(*r),
-            _ => Err(unexpected("a revocation")),
-        }
+        self.call(ops::Revoke { query, reason }, now)
     }
 
     /// The audit log from `since`.
@@ -995,42 +524,29 @@ impl Backend {
     ) -> Result<Vec<AuditEntry>> {
         self.read_in_parts(
             now,
-            "an audit",
-            |page| Op::Audit { since, page },
-            |a| match a {
-                Answer::Audit(e) => Some(Read::Whole(e)),
-                Answer::AuditPage(p) => Some(Read::Part(p)),
-                _ => None,
+            ops::Audit { since },
+            ops::AuditPart {
+                since,
+                page: PageRequest::default(),
             },
         )
     }
 
     /// Verify the audit log's hash chain.
     pub fn verify_audit(&self, now: OffsetDateTime) -> Result<AuditReport> {
-        match self.run(Op::AuditVerify, now)? {
-            Answer::AuditVerified(r) => Ok(r),
-            _ => Err(unexpected("an audit verification")),
-        }
+        self.call(ops::AuditVerify, now)
     }
 
     /// Check the store: every record, index and the audit chain.
     pub fn check_store(&self, now: OffsetDateTime) -> Result<CheckReport> {
-        match self.run(Op::StoreCheck, now)? {
-            Answer::StoreChecked(r) => Ok(*r),
-            _ => Err(unexpected("a store check")),
-        }
+        self.call(ops::StoreCheck, now)
     }
 
     /// Back the CA up into the new directory `dir` (made absolute, and shown
     /// again as given, when it goes through the server).
     pub fn backup(&self, dir: &Path, now: OffsetDateTime) -> Result<BackupSummary> {
-        let op = Op::Backup {
-            dir: dir.to_path_buf(),
-        };
-        match self.run(op, now)? {
-            Answer::BackedUp(b) => Ok(*b),
-            _ => Err(unexpected("a backup")),
-        }
+        let dir = dir.to_path_buf();
+        self.call(ops::Backup { dir }, now)
     }
 
     /// Sign CRLs.
@@ -1041,15 +557,29 @@ impl Backend {
         next_update: time::Duration,
         now: OffsetDateTime,
     ) -> Result<Vec<SignedCrl>> {
-        let op = Op::Crl {
+        let op = ops::SignCrls {
             issuer,
             target,
             next_update,
         };
-        match self.run(op, now)? {
-            Answer::Crls(c) => Ok(c),
-            _ => Err(unexpected("a CRL")),
-        }
+        self.call(op, now)
+    }
+
+    /// A new EAB key for ACME accounts of `profile`.
+    pub fn eab_create(&self, profile: &str, now: OffsetDateTime) -> Result<EabKey> {
+        let profile = profile.to_string();
+        self.call(ops::EabCreate { profile }, now)
+    }
+
+    /// The EAB keys.
+    pub fn eab_list(&self, now: OffsetDateTime) -> Result<Vec<EabKey>> {
+        self.call(ops::EabList, now)
+    }
+
+    /// Revoke the EAB key `kid`.
+    pub fn eab_revoke(&self, kid: &str, now: OffsetDateTime) -> Result<EabKey> {
+        let kid = kid.to_string();
+        self.call(ops::EabRevoke { kid }, now)
     }
 
     /// Issue a manifest, calling `report` for each entry in manifest order
@@ -1068,20 +598,15 @@ impl Backend {
                 crate::batch::run(&l.ca, &l.store, manifest, name, opts, now, report, None)
             }
             Backend::Remote(c) => {
-                let op = Op::Batch {
+                let b = c.call(ops::Batch {
                     manifest: text.to_string(),
                     name: name.to_string(),
                     opts: opts.clone(),
-                };
-                match c.run(op)? {
-                    Answer::Batch(b) => {
-                        for e in &b.entries {
-                            report(e);
-                        }
-                        b.outcome.map_err(WireError::into_error)
-                    }
-                    _ => Err(unexpected("a batch")),
+                })?;
+                for e in &b.entries {
+                    report(e);
                 }
+                b.outcome
             }
         }
     }
@@ -1098,17 +623,18 @@ impl crate::verify::RevocationSource for Backend {
             .find_map(|s| {
                 let query = crate::hex::encode(s);
                 // Server time or local time does not matter to a lookup.
-                match self.run(
-                    Op::Lookup {
+                let found = self.call(
+                    ops::Lookup {
                         query: query.clone(),
                     },
                     OffsetDateTime::UNIX_EPOCH,
-                ) {
-                    // A lookup also matches fingerprints and request ids: only
-                    // the record of this serial counts.
-                    Ok(Answer::Found(Some(r))) if r.serial.eq_ignore_ascii_case(&query) => Some(r),
-                    _ => None,
-                }
+                );
+                // A lookup also matches fingerprints and request ids: only
+                // the record of this serial counts.
+                found
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.serial.eq_ignore_ascii_case(&query))
             })?;
         crate::store::revocation::revocation_of(&rec, cert)
     }
@@ -1117,9 +643,12 @@ impl crate::verify::RevocationSource for Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::issue::{KeySource, Output};
+    use crate::rules::Origin;
 
     /// Issue jobs waiting together are committed as one group: one
-    /// `issue_all`, every caller answered, every certificate recorded.
+    /// `issue_all`, every caller answered, every certificate recorded; the
+    /// other jobs taken with them are answered in turn, each with its own type.
     #[test]
     fn waiting_issue_jobs_are_one_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -1140,14 +669,19 @@ mod tests {
                 request_id: Some(format!("r{i}")),
                 output: Output::Prefix(dir.path().join(format!("h{i}"))),
                 origin: Origin::Arguments,
+                replaces: None,
             };
-            tx.send(Job {
-                op: Op::Issue(Box::new(req)),
-                reply,
-            })
-            .unwrap();
+            tx.send(ops::Issue(req).into_job(reply)).unwrap();
             answers.push(r);
         }
+        let (reply, mut lookup) = oneshot::channel();
+        tx.send(
+            ops::Lookup {
+                query: "00ff".into(),
+            }
+            .into_job(reply),
+        )
+        .unwrap();
         drop(tx);
         let counters = Counters::default();
         engine_loop(&ca, &store, &issuer, &rx, &counters);
@@ -1155,15 +689,13 @@ mod tests {
         assert_eq!(stats.groups, 1, "{stats:?}");
         assert_eq!(stats.issue_jobs, 20);
         for (i, mut r) in answers.into_iter().enumerate() {
-            match r.try_recv().unwrap() {
-                Ok(Answer::Issued(x)) => {
-                    assert_eq!(x.record.request_id.as_deref(), Some(&*format!("r{i}")));
-                    assert!(store.find(&x.record.serial).unwrap().is_some());
-                    assert!(dir.path().join(format!("h{i}.pem")).is_file());
-                }
-                other => panic!("request {i}: {other:?}"),
-            }
+            let x = r.try_recv().unwrap().unwrap();
+            assert_eq!(x.record.request_id.as_deref(), Some(&*format!("r{i}")));
+            assert!(store.find(&x.record.serial).unwrap().is_some());
+            assert!(dir.path().join(format!("h{i}.pem")).is_file());
         }
+        // Taken with the issues, answered before their group was committed.
+        assert_eq!(lookup.try_recv().unwrap().unwrap(), None);
         assert_eq!(store.count(), 20);
     }
 }

@@ -177,7 +177,7 @@ pub enum Recorded {
 }
 
 /// Filters of `list`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Only this role.
     pub role: Option<Role>,
@@ -1175,6 +1175,7 @@ mod tests {
                 request_id: None,
                 output: Output::None,
                 origin: crate::rules::Origin::Arguments,
+                replaces: None,
             })
             .collect();
         Issuer::new(&ca, &store)

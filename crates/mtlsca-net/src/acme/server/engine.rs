@@ -95,6 +95,7 @@ impl Engine {
                 request_id,
                 output: Output::None,
                 origin: Origin::Csr,
+                replaces: None,
             })
             .await
     }
