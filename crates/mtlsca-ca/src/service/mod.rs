@@ -36,7 +36,6 @@ use crate::ca::{Ca, CaKind, PassphraseSource};
 use crate::crl::Reason;
 use crate::error::{Error, Result};
 use crate::issue::{IssuanceRequest, Issued, Issuer, RunOptions};
-use crate::policy::RequestedContent;
 use crate::store::acme::EabKey;
 use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Store};
 
@@ -51,45 +50,6 @@ use ops::{Cx, Job, JobKind, Reply};
 
 /// Most issue jobs committed together (one transaction, one flush).
 pub const MAX_GROUP: usize = crate::issue::DEFAULT_CHUNK;
-
-/// The untyped calls of the ACME server's adapter (`acme/server/engine.rs`),
-/// kept for it until it calls [`Service::call`] with the typed operations of
-/// [`ops`]. Each runs as that typed operation ([`Service::run`]).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Op {
-    /// [`ops::Check`].
-    Check {
-        /// The profile.
-        profile: String,
-        /// What is asked for.
-        content: Box<RequestedContent>,
-    },
-    /// [`ops::Lookup`].
-    Lookup {
-        /// Serial, SHA-256 or request id.
-        query: String,
-    },
-    /// [`ops::RevokeExact`].
-    RevokeExact {
-        /// SHA-256 of the certificate, lowercase hex.
-        sha256: String,
-        /// The RFC 5280 reason.
-        reason: Reason,
-    },
-}
-
-/// The answer to an [`Op`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Answer {
-    /// Done, nothing to report (`Check`).
-    Done,
-    /// A record, if one matched (`Lookup`).
-    Found(Option<Box<Record>>),
-    /// The revoked certificate's record (`RevokeExact`).
-    Revoked(Box<Record>),
-}
 
 // ---------------------------------------------------------------------------
 // The service: one engine thread
@@ -230,27 +190,6 @@ impl Service {
         self.submit(op)?
             .blocking_recv()
             .map_err(|_| engine_gone())?
-    }
-
-    /// Run an untyped [`Op`] as its typed operation (the ACME adapter's calls).
-    pub async fn run(&self, op: Op) -> Result<Answer> {
-        match op {
-            Op::Check { profile, content } => self
-                .call(ops::Check {
-                    profile,
-                    content: *content,
-                })
-                .await
-                .map(|()| Answer::Done),
-            Op::Lookup { query } => self
-                .call(ops::Lookup { query })
-                .await
-                .map(|r| Answer::Found(r.map(Box::new))),
-            Op::RevokeExact { sha256, reason } => self
-                .call(ops::RevokeExact { sha256, reason })
-                .await
-                .map(|r| Answer::Revoked(Box::new(r))),
-        }
     }
 
     /// Issue one certificate (group-committed with the other jobs waiting).
@@ -644,6 +583,7 @@ impl crate::verify::RevocationSource for Backend {
 mod tests {
     use super::*;
     use crate::issue::{KeySource, Output};
+    use crate::policy::RequestedContent;
     use crate::rules::Origin;
 
     /// Issue jobs waiting together are committed as one group: one

@@ -9,17 +9,13 @@ use crate::issue::{CheckedCsr, IssuanceRequest, Issued, KeySource, Output};
 use crate::policy::RequestedContent;
 use crate::role::Role;
 use crate::rules::Origin;
-use crate::service::{Answer, Op, Service, ServiceOptions};
+use crate::service::{ops, Service, ServiceOptions};
 
 /// A handle on the CA service. When the last handle is dropped, the engine
 /// finishes its jobs, closes the store and ends.
 #[derive(Clone)]
 pub(super) struct Engine {
     pub(super) service: Service,
-}
-
-fn unexpected() -> Error {
-    Error::State("the issuing engine answered something else".into())
 }
 
 impl Engine {
@@ -53,18 +49,15 @@ impl Engine {
     }
 
     pub(super) async fn check(&self, profile: &str, content: RequestedContent) -> Result<()> {
-        let op = Op::Check {
+        let op = ops::Check {
             profile: profile.to_string(),
-            content: Box::new(content),
+            content,
         };
-        self.service.run(op).await.map(|_| ())
+        self.service.call(op).await
     }
 
     pub(super) async fn lookup(&self, serial: String) -> Result<Option<crate::store::Record>> {
-        match self.service.run(Op::Lookup { query: serial }).await? {
-            Answer::Found(r) => Ok(r.map(|r| *r)),
-            _ => Err(unexpected()),
-        }
+        self.service.call(ops::Lookup { query: serial }).await
     }
 
     /// Revoke exactly the certificate of this fingerprint (durable on return).
@@ -73,10 +66,7 @@ impl Engine {
         sha256: String,
         reason: crate::crl::Reason,
     ) -> Result<crate::store::Record> {
-        match self.service.run(Op::RevokeExact { sha256, reason }).await? {
-            Answer::Revoked(r) => Ok(*r),
-            _ => Err(unexpected()),
-        }
+        self.service.call(ops::RevokeExact { sha256, reason }).await
     }
 
     /// Issue from a CSR: group-committed with the other issues waiting; answered
