@@ -10,9 +10,9 @@
 //! [`GateRefusal`]; a refusal never closes a connection that is already held.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -165,6 +165,71 @@ impl ConnectionGate {
     }
 }
 
+/// The connections a listener closed at accept, written to its log at most once
+/// a second with their count, so that a flood cannot fill the log. Each
+/// listener keeps one; the caller writes the line in its own format.
+#[derive(Debug, Default)]
+pub struct RefusalThrottle {
+    /// When the last line was written.
+    last_line: Option<Instant>,
+    /// Connections closed since then, not yet in a line.
+    unlogged: u64,
+    /// The latest of them, for the next line.
+    latest: Option<(SocketAddr, GateRefusal)>,
+}
+
+/// A log line about refused connections: the latest peer, and the reason with
+/// the count of the others since the last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalLine {
+    /// The latest connection refused.
+    pub peer: SocketAddr,
+    /// Why, and how many were closed since the last line when more than one.
+    pub reason: String,
+}
+
+impl RefusalThrottle {
+    /// At most one line this often.
+    pub const EVERY: Duration = Duration::from_secs(1);
+
+    /// Count a refused connection at `now`; the line to write when one is due.
+    pub fn refused(
+        &mut self,
+        peer: SocketAddr,
+        why: GateRefusal,
+        now: Instant,
+    ) -> Option<RefusalLine> {
+        self.unlogged += 1;
+        self.latest = Some((peer, why));
+        if self
+            .last_line
+            .is_none_or(|t| now.saturating_duration_since(t) >= Self::EVERY)
+        {
+            return self.flush(now);
+        }
+        None
+    }
+
+    /// When the refusals counted since the last line are due in one (for a
+    /// listener that writes them even after the flood stops).
+    pub fn due(&self) -> Option<Instant> {
+        self.latest.as_ref()?;
+        Some(self.last_line? + Self::EVERY)
+    }
+
+    /// The line for the refusals not yet written, if any.
+    pub fn flush(&mut self, now: Instant) -> Option<RefusalLine> {
+        let (peer, why) = self.latest.take()?;
+        let reason = match self.unlogged {
+            1 => why.to_string(),
+            n => format!("{why}; {n} connections closed at once since the last such line"),
+        };
+        self.unlogged = 0;
+        self.last_line = Some(now);
+        Some(RefusalLine { peer, reason })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +277,32 @@ mod tests {
             "the gate is full again"
         );
         assert_eq!(gate.held.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn refusals_are_written_at_most_once_a_second_with_their_count() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let why = GateRefusal::Full { limit: 4 };
+        let mut log = RefusalThrottle::default();
+        let first = log.refused(peer, why.clone(), t0).unwrap();
+        assert_eq!(first.reason, "too many connections (limit 4)");
+        assert_eq!(log.due(), None);
+        for i in 1..=3 {
+            assert_eq!(
+                log.refused(peer, why.clone(), t0 + Duration::from_millis(i)),
+                None
+            );
+        }
+        assert_eq!(log.due(), Some(t0 + RefusalThrottle::EVERY));
+        let later = log.flush(t0 + RefusalThrottle::EVERY).unwrap();
+        assert_eq!(
+            later.reason,
+            "too many connections (limit 4); 3 connections closed at once since the last such line"
+        );
+        assert_eq!(log.flush(t0 + RefusalThrottle::EVERY), None);
+        let t2 = t0 + 2 * RefusalThrottle::EVERY;
+        assert!(log.refused(peer, why, t2).is_some(), "a second on, at once");
     }
 
     #[test]

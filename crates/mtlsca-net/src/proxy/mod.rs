@@ -37,7 +37,7 @@ use rustls_pki_types::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::conn_limit::{ConnectionGate, ConnectionLimits, GateRefusal};
+use crate::conn_limit::{ConnectionGate, ConnectionLimits, RefusalLine, RefusalThrottle};
 use crate::error::{Error, Result};
 use crate::inspect::{self, CertFacts};
 use crate::role::{self, Connection, Role};
@@ -625,55 +625,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Error::input(format!("--listen {addr}"), e.to_string()))
 }
 
-/// The connections closed at accept (over a limit of the gate): logged at most
-/// once a second, with their count, so that a flood cannot fill the log.
-#[derive(Default)]
-struct GateLog {
-    /// When the last line was written.
-    last_line: Option<Instant>,
-    /// Connections closed since then, not yet in a line.
-    unlogged: u64,
-    /// The latest of them, for the next line.
-    latest: Option<(SocketAddr, GateRefusal)>,
-}
-
-impl GateLog {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    fn refused(&mut self, fmt: LogFormat, peer: SocketAddr, why: GateRefusal) {
-        self.unlogged += 1;
-        self.latest = Some((peer, why));
-        if self.last_line.is_none_or(|t| t.elapsed() >= Self::EVERY) {
-            self.write(fmt);
-        }
-    }
-
-    /// When the connections counted since the last line are due in one.
-    fn due(&self) -> Option<tokio::time::Instant> {
-        let last = self.last_line?;
-        self.latest.as_ref()?;
-        Some(tokio::time::Instant::from_std(last + Self::EVERY))
-    }
-
-    fn write(&mut self, fmt: LogFormat) {
-        let Some((peer, why)) = self.latest.take() else {
-            return;
-        };
-        let reason = match self.unlogged {
-            1 => why.to_string(),
-            n => format!("{why}; {n} connections closed at once since the last such line"),
-        };
+/// The line about connections the gate refused, in the proxy's log format.
+fn log_refusals(fmt: LogFormat, line: Option<RefusalLine>) {
+    if let Some(line) = line {
         log_record(
             fmt,
             &Record {
-                peer: peer.to_string(),
+                peer: line.peer.to_string(),
                 verdict: "refused",
-                reason: Some(reason),
+                reason: Some(line.reason),
                 ..Record::default()
             },
         );
-        self.unlogged = 0;
-        self.last_line = Some(Instant::now());
     }
 }
 
@@ -689,7 +652,7 @@ where
         limits.max_connections,
         limits.max_connections_per_client,
     ));
-    let mut refusals = GateLog::default();
+    let mut refusals = RefusalThrottle::default();
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -701,8 +664,8 @@ where
                 }
                 break;
             }
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                refusals.write(fmt);
+            _ = tokio::time::sleep_until(due.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)), if due.is_some() => {
+                log_refusals(fmt, refusals.flush(Instant::now()));
             }
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
@@ -710,7 +673,7 @@ where
                         Ok(p) => p,
                         Err(why) => {
                             drop(tcp);
-                            refusals.refused(fmt, peer, why);
+                            log_refusals(fmt, refusals.refused(peer, why, Instant::now()));
                             continue;
                         }
                     };
@@ -730,7 +693,7 @@ where
         }
     }
     drop(listener);
-    refusals.write(fmt);
+    log_refusals(fmt, refusals.flush(Instant::now()));
     log_event(
         fmt,
         "shutdown",

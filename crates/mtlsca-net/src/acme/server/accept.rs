@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::log::log_dropped_at_limit;
-use crate::conn_limit::{ConnectionGate, ConnectionPermit};
+use crate::conn_limit::{ConnectionGate, ConnectionPermit, RefusalThrottle};
 
 /// Who sent a request: its address (per-network limits) and how the refusal
 /// log writes it.
@@ -36,10 +36,12 @@ pub(super) fn peer_text(tcp: &tokio::net::TcpStream) -> Arc<str> {
 
 /// The next connection the gate admits, or None once shutdown is signalled. A
 /// connection over the gate's limits (the total, or its client's share) is
-/// closed on accept, and logged.
+/// closed on accept, and logged (through the listener's `refusals`, at most
+/// once a second with their count).
 pub(super) async fn accept_within(
     listener: &tokio::net::TcpListener,
     gate: &ConnectionGate,
+    refusals: &mut RefusalThrottle,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(tokio::net::TcpStream, ConnectionPermit)> {
     loop {
@@ -58,7 +60,9 @@ pub(super) async fn accept_within(
             Ok(permit) => return Some((tcp, permit)),
             Err(refusal) => {
                 drop(tcp);
-                log_dropped_at_limit(&peer.to_string(), &refusal);
+                if let Some(line) = refusals.refused(peer, refusal, std::time::Instant::now()) {
+                    log_dropped_at_limit(&line);
+                }
             }
         }
     }

@@ -272,8 +272,11 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     gate: ConnectionGate,
 ) {
+    let mut refusals = crate::conn_limit::RefusalThrottle::default();
     loop {
-        let Some((tcp, permit)) = accept_within(&listener, &gate, &mut shutdown).await else {
+        let Some((tcp, permit)) =
+            accept_within(&listener, &gate, &mut refusals, &mut shutdown).await
+        else {
             return;
         };
         let (acceptor, front, shutdown) = (acceptor.clone(), front.clone(), shutdown.clone());

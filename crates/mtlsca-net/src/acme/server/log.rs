@@ -1,9 +1,6 @@
 //! The refusal log of `serve`'s listeners: one line on stderr (through
 //! [`crate::serverlog`]) for each refused request or connection.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use hyper::StatusCode;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -34,26 +31,14 @@ pub(super) fn log_refusal(
     ));
 }
 
-/// Connections dropped at the connection limit since the last line about them:
-/// logged at most once a second, with their count, so a flood cannot fill the
-/// log.
-static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static DROPPED_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
-
-pub(super) fn log_dropped_at_limit(peer: &str, refusal: &crate::conn_limit::GateRefusal) {
-    use std::sync::atomic::Ordering;
-    let n = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut last = DROPPED_LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-        return;
-    }
-    *last = Some(Instant::now());
-    DROPPED.fetch_sub(n, Ordering::Relaxed);
+/// The line about connections closed at the connection limits (counted by the
+/// listener's [`crate::conn_limit::RefusalThrottle`]).
+pub(super) fn log_dropped_at_limit(line: &crate::conn_limit::RefusalLine) {
     log_refusal(
-        peer,
+        &line.peer.to_string(),
         "connection",
         StatusCode::TOO_MANY_REQUESTS,
         "connectionLimit",
-        &format!("{refusal}; {n} connection(s) closed at once since the last such line"),
+        &line.reason,
     );
 }

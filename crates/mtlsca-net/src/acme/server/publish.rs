@@ -201,8 +201,11 @@ pub(super) async fn publish_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ca_dir = Arc::new(ca_dir);
+    let mut refusals = crate::conn_limit::RefusalThrottle::default();
     loop {
-        let Some((tcp, permit)) = accept_within(&listener, &gate, &mut shutdown).await else {
+        let Some((tcp, permit)) =
+            accept_within(&listener, &gate, &mut refusals, &mut shutdown).await
+        else {
             return;
         };
         let ca_dir = ca_dir.clone();

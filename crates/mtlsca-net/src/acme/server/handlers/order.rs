@@ -130,16 +130,16 @@ impl App {
             .usage
             .get(account)
             .map_or((0, 0), |u| (u.orders, u.authzs));
-        // The account's own orders free room as they expire; a minute is a
-        // fair time to look again (finding its oldest would cost a scan).
-        let wait = || 60;
+        // The account's own orders free room as they expire (or finish); a
+        // minute is a fair time to look again (finding its oldest would cost a scan).
+        const ACCOUNT_RETRY_SECS: u32 = 60;
         if orders >= l.orders_per_account {
             return Err(Problem::rate_limited(
                 format!(
                     "this account holds {orders} live orders, its limit; orders expire {} hours after they are made",
                     ORDER_LIFETIME.whole_hours()
                 ),
-                wait(),
+                ACCOUNT_RETRY_SECS,
             ));
         }
         if authzs + identifiers > l.authzs_per_account {
@@ -148,7 +148,7 @@ impl App {
                     "this account holds {authzs} live authorizations and may hold {}; this order would add {identifiers}",
                     l.authzs_per_account
                 ),
-                wait(),
+                ACCOUNT_RETRY_SECS,
             ));
         }
         if st.unfinished_orders >= l.orders || st.unfinished_authzs + identifiers > l.authzs {
