@@ -268,6 +268,22 @@ pub struct Server {
     pub port: u16,
 }
 
+/// `mtlsca ARGS` under `umask 000`, in `env`'s directory with a scrubbed
+/// environment (what a careless service manager runs it with).
+pub fn umask0(env: &Env, args: &[&str]) -> Command {
+    let mut c = Command::new("sh");
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(BIN)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
 /// A TCP connection to `127.0.0.1:port` from the loopback address `from`
 /// (127.0.0.2, ...: another client as per-client limits count them).
 pub fn connect_from(from: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {

@@ -557,23 +557,14 @@ fn crl_out_never_replaces_a_file_without_force() {
 fn batch_out_dirs_are_0700_whatever_the_umask() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let env = Env::with_ca();
     let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+    let ca = env.ca_dir().to_string_lossy().into_owned();
     let umask0 = |args: &[&str]| {
-        let mut c = Command::new("sh");
-        c.current_dir(env.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg("-c")
-            .arg("umask 000; exec \"$@\"")
-            .arg("sh")
-            .arg(crate::common::BIN)
-            .arg("--ca-dir")
-            .arg(env.ca_dir())
-            .args(args)
-            .stdin(Stdio::null());
-        c
+        let mut all = vec!["--ca-dir", ca.as_str()];
+        all.extend_from_slice(args);
+        crate::common::umask0(&env, &all)
     };
     // One entry, `id`, in `id.toml`.
     let manifest = |id: &str| {
@@ -641,21 +632,11 @@ fn batch_out_dirs_are_0700_whatever_the_umask() {
 #[test]
 fn init_and_backup_directories_do_not_follow_the_umask() {
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
+
     let env = Env::new();
     let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
     let umask0 = |args: &[&str]| {
-        let out = Command::new("sh")
-            .current_dir(env.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg("-c")
-            .arg("umask 000; exec \"$@\"")
-            .arg("sh")
-            .arg(crate::common::BIN)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = crate::common::umask0(&env, args).output().unwrap();
         assert_eq!(code(&out), 0, "{}", text(&out));
     };
     umask0(&["-q", "--ca-dir", "a/b/ca", "init", "--name", "Umask"]);

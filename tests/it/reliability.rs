@@ -2064,21 +2064,12 @@ fn export_never_replaces_a_file_without_force() {
     assert!(!env.path(".e3.pem.tmp").exists());
 }
 
-/// Run mtlsca under `umask 000`.
+/// Run mtlsca on `env`'s CA under `umask 000`.
 fn run_umask0(env: &Env, args: &[&str]) -> Output {
-    let mut c = Command::new("sh");
-    c.current_dir(env.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .arg("-c")
-        .arg("umask 000; exec \"$@\"")
-        .arg("sh")
-        .arg(crate::common::BIN)
-        .arg("--ca-dir")
-        .arg(env.ca_dir())
-        .args(args)
-        .stdin(Stdio::null());
-    c.output().unwrap()
+    let ca = env.ca_dir().to_string_lossy().into_owned();
+    let mut all = vec!["--ca-dir", ca.as_str()];
+    all.extend_from_slice(args);
+    crate::common::umask0(env, &all).output().unwrap()
 }
 
 /// Every path under `dir` (itself included) with its permission bits.
