@@ -40,6 +40,19 @@ impl Env {
     /// Write `name.pem`, `name.key`, `name.chain.pem`: a leaf made by OpenSSL under
     /// mtlsca's device issuing CA, with `eku` as its extendedKeyUsage (or none).
     pub fn openssl_leaf(&self, name: &str, eku: Option<&str>) {
+        let mut ext = format!("keyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test");
+        if let Some(e) = eku {
+            ext.push_str(&format!("\nextendedKeyUsage={e}"));
+        }
+        self.openssl_signed(name, "device-ca", &format!("/CN={name}.test"), &ext);
+    }
+
+    /// `NAME.key`, `NAME.pem` and `NAME.chain.pem` (the leaf, then its issuer
+    /// unless that is the root): a leaf that OpenSSL signs with the key of the
+    /// CA's `issuer` (`device-ca`, `entity-ca` or `root`), with subject `subj`
+    /// and the extensions `ext` (one a line), whatever mtlsca's rules say: what
+    /// only a holder of a CA key can make. The serial is made from the name.
+    pub fn openssl_signed(&self, name: &str, issuer: &str, subj: &str, ext: &str) {
         self.openssl_ok(&[
             "genpkey",
             "-algorithm",
@@ -56,28 +69,29 @@ impl Env {
             "-key",
             &format!("{name}.key"),
             "-subj",
-            &format!("/CN={name}.test"),
+            subj,
             "-out",
             &csr,
         ]);
-        let mut ext = format!(
-            "[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=DNS:{name}.test\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-        );
-        if let Some(e) = eku {
-            ext.push_str(&format!("extendedKeyUsage={e}\n"));
-        }
-        std::fs::write(self.path(&format!("{name}.ext")), ext).unwrap();
+        std::fs::write(
+            self.path(&format!("{name}.ext")),
+            format!("[v3]\nbasicConstraints=critical,CA:FALSE\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n{ext}\n"),
+        )
+        .unwrap();
         self.openssl_ok(&[
             "x509",
             "-req",
             "-in",
             &csr,
             "-CA",
-            "ca/device-ca.pem",
+            &format!("ca/{issuer}.pem"),
             "-CAkey",
-            "ca/private/device-ca.key",
+            &format!("ca/private/{issuer}.key"),
             "-set_serial",
-            "0x1234abcd5678",
+            &format!(
+                "0x5a{}",
+                name.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
             "-days",
             "30",
             "-sha256",
@@ -88,8 +102,10 @@ impl Env {
             "-out",
             &format!("{name}.pem"),
         ]);
-        let chain = std::fs::read_to_string(self.path(&format!("{name}.pem"))).unwrap()
-            + &std::fs::read_to_string(self.ca_dir().join("device-ca.pem")).unwrap();
+        let mut chain = std::fs::read_to_string(self.path(&format!("{name}.pem"))).unwrap();
+        if issuer != "root" {
+            chain += &std::fs::read_to_string(self.ca_dir().join(format!("{issuer}.pem"))).unwrap();
+        }
         std::fs::write(self.path(&format!("{name}.chain.pem")), chain).unwrap();
     }
 

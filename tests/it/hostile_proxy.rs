@@ -21,67 +21,6 @@ use crate::proxy::{
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `NAME.key`, `NAME.pem` and `NAME.chain.pem` (the leaf, then its issuer
-/// unless that is the root): a leaf that OpenSSL signs with the key of the
-/// CA's `issuer` (`device-ca`, `entity-ca` or `root`), with subject `subj` and
-/// the extensions `ext` (one a line). What only a holder of a CA key can make.
-fn forged(env: &Env, name: &str, issuer: &str, subj: &str, ext: &str) {
-    env.openssl_ok(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        &format!("{name}.key"),
-    ]);
-    let csr = format!("{name}.csr");
-    env.openssl_ok(&[
-        "req",
-        "-new",
-        "-key",
-        &format!("{name}.key"),
-        "-subj",
-        subj,
-        "-out",
-        &csr,
-    ]);
-    std::fs::write(
-        env.path(&format!("{name}.ext")),
-        format!("[v3]\nbasicConstraints=critical,CA:FALSE\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n{ext}\n"),
-    )
-    .unwrap();
-    env.openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &format!("ca/{issuer}.pem"),
-        "-CAkey",
-        &format!("ca/private/{issuer}.key"),
-        "-set_serial",
-        &format!(
-            "0x5a{}",
-            name.bytes().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        &format!("{name}.ext"),
-        "-extensions",
-        "v3",
-        "-out",
-        &format!("{name}.pem"),
-    ]);
-    let mut chain = std::fs::read_to_string(env.path(&format!("{name}.pem"))).unwrap();
-    if issuer != "root" {
-        chain += &std::fs::read_to_string(env.ca_dir().join(format!("{issuer}.pem"))).unwrap();
-    }
-    std::fs::write(env.path(&format!("{name}.chain.pem")), chain).unwrap();
-}
-
 /// `mtlsca proxy ARGS` must refuse to start: exit 2 with an `error:` line,
 /// returned. A proxy that starts instead is killed and the test fails.
 fn must_not_start(env: &Env, name: &str, args: &[&str]) -> String {
@@ -249,23 +188,19 @@ fn wildcard_and_entity_names_are_not_confused_either_way() {
         "mallory",
     ]);
     let device = "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth";
-    forged(
-        &env,
+    env.openssl_signed(
         "wild",
         "device-ca",
         "/CN=*.corp.internal",
         &format!("{device}\nsubjectAltName=DNS:*.corp.internal"),
     );
     // An entity carrying a host name, and a device carrying alice's email.
-    forged(
-        &env,
-        "entdns",
+    env.openssl_signed("entdns",
         "entity-ca",
         "/CN=Eve",
         "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=email:eve@test,DNS:db.corp.internal",
     );
-    forged(
-        &env,
+    env.openssl_signed(
         "devalice",
         "device-ca",
         "/CN=devalice.test",
@@ -734,7 +669,7 @@ fn issuer_rule_breaches_are_refused_unless_lenient() {
         ),
     ];
     for (name, issuer, subj, ext, _) in &cases {
-        forged(&env, name, issuer, subj, ext);
+        env.openssl_signed(name, issuer, subj, ext);
     }
     let echo = echo_server();
     let target = format!("127.0.0.1:{echo}");
