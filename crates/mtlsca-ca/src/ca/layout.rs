@@ -134,15 +134,7 @@ pub fn key_ids(dir: &Path) -> Result<crate::store::CaKeyIds> {
             .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
         let (_, x509) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
-        let kid = x509
-            .extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
-                    Some(k.0.to_vec())
-                }
-                _ => None,
-            })
+        let kid = subject_key_id(&x509)
             .ok_or_else(|| Error::State(format!("{}: no subjectKeyIdentifier", path.display())))?;
         out.insert(kind.as_str().to_string(), crate::hex::encode(&kid));
     }
@@ -198,4 +190,16 @@ pub fn write_bundle(dir: &Path) -> Result<()> {
         pem.push_str(&read_ca_file(&dir.join(kind.cert_file()))?);
     }
     fsutil::write_new(&dir.join(BUNDLE_FILE), pem.as_bytes(), 0o644)
+}
+
+/// A CA certificate's subjectKeyIdentifier.
+pub(super) fn subject_key_id(
+    x509: &x509_parser::certificate::X509Certificate<'_>,
+) -> Option<Vec<u8>> {
+    x509.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }

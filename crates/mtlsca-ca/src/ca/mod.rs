@@ -183,18 +183,9 @@ impl Ca {
         let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))?;
         let not_after = x509.validity().not_after.to_datetime();
-        let key_id = x509
-            .extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
-                    Some(k.0.to_vec())
-                }
-                _ => None,
-            })
-            .ok_or_else(|| {
-                Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
-            })?;
+        let key_id = layout::subject_key_id(&x509).ok_or_else(|| {
+            Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
+        })?;
         let spki_der = x509.public_key().raw.to_vec();
         let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
         if !crate::key::same_public_key(
