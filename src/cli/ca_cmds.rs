@@ -216,6 +216,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     )?;
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
+    // Current CRLs in crl/ from the first moment (the CA's keys are at hand).
+    let ca = match &passphrase {
+        Some(p) => ca.with_passphrase(p.clone()),
+        None => ca,
+    };
+    let crls = crate::crl::publish_all(&ca, &store, crate::crl::DEFAULT_NEXT_UPDATE, ctx.now);
     drop(store);
     let bundle = dir.join(BUNDLE_FILE);
     let constraints: Vec<String> = ca
@@ -225,7 +231,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
         .map(crate::names::Pattern::as_text)
         .collect();
     if ctx.global.json {
-        print_json(&json!({
+        let mut v = json!({
             "ca_dir": dir,
             "name": ca.config.name,
             "key_type": ca.config.key_type.as_str(),
@@ -239,7 +245,12 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
             "permit_uri": ca.config.permit_uri,
             "name_constraints": constraints,
             "encrypted_keys": ca.config.encrypted_keys,
-        }));
+        });
+        let published = super::lifecycle_cmds::report_publication(ctx, Some(crls), false);
+        if let Some(o) = v.as_object_mut() {
+            o.extend(published);
+        }
+        print_json(&v);
     } else {
         ctx.say(format!(
             "created CA `{}` in {}",
@@ -275,6 +286,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
                 dir.join("private").display()
             ));
         }
+        super::lifecycle_cmds::report_publication(ctx, Some(crls), false);
         ctx.say(format!(
             "relying parties trust {} (the anchor; or {} where one CA file is wanted); \
              certificates are presented with their PREFIX.chain.pem",
@@ -664,6 +676,16 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
         let mut v = issued_json(&issued, ctx);
         v["replaces"] = json!(old.serial);
         v["old_revoked"] = json!(revoked || old.status == Status::Revoked);
+        if revoked {
+            let published = super::lifecycle_cmds::report_publication(
+                ctx,
+                backend.take_publication(),
+                backend.is_remote(),
+            );
+            if let Some(o) = v.as_object_mut() {
+                o.extend(published);
+            }
+        }
         print_json(&v);
         return Ok(Outcome::Done);
     }
@@ -680,10 +702,12 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
         ctx.say(format!("  kept     {}", kept.join(", ")));
     }
     if revoked {
-        ctx.say(format!(
-            "  revoked  {} (superseded); publish it: mtlsca crl",
-            old.serial
-        ));
+        ctx.say(format!("  revoked  {} (superseded)", old.serial));
+        super::lifecycle_cmds::report_publication(
+            ctx,
+            backend.take_publication(),
+            backend.is_remote(),
+        );
     }
     Ok(Outcome::Done)
 }

@@ -230,11 +230,64 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     })
 }
 
+/// What became of the CRLs after a command revoked (or created a CA): the
+/// files published here, a warning on stderr when they could not be (the
+/// revocation stands; `mtlsca crl` publishes them), or the running server's
+/// publisher doing it. Text lines are printed; the JSON fields are returned
+/// (`crl_publication`: published, failed or server; `crls`; `crl_error`).
+pub(super) fn report_publication(
+    ctx: &Ctx,
+    published: Option<Result<Vec<(crl::Crl, PathBuf)>>>,
+    remote: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut v = serde_json::Map::new();
+    match published {
+        Some(Ok(crls)) => {
+            v.insert("crl_publication".into(), json!("published"));
+            v.insert(
+                "crls".into(),
+                json!(crls
+                    .iter()
+                    .map(|(c, p)| crl_json(c, Some(p)))
+                    .collect::<Vec<_>>()),
+            );
+            let files: Vec<String> = crls
+                .iter()
+                .map(|(c, p)| format!("{} (number {})", p.display(), c.number))
+                .collect();
+            ctx.say(format!("  CRLs published: {}", files.join(", ")));
+        }
+        Some(Err(e)) => {
+            v.insert("crl_publication".into(), json!("failed"));
+            v.insert("crl_error".into(), json!(e.to_string()));
+            // Said under --quiet and --json too: relying parties do not see
+            // the revocation until a CRL is published.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: the CRLs were not published: {e}\n  \
+                 the revocation is recorded and stands; publish the CRLs with: mtlsca crl"
+            );
+        }
+        None if remote => {
+            v.insert("crl_publication".into(), json!("server"));
+            ctx.say("  the running server publishes the CRLs within seconds");
+        }
+        None => {}
+    }
+    v
+}
+
 pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
-    let rec = ctx.backend()?.revoke(&a.serial, reason, ctx.now)?;
+    let backend = ctx.backend()?;
+    let rec = backend.revoke(&a.serial, reason, ctx.now)?;
     if ctx.global.json {
-        print_json(&record_json(&rec, ctx.now));
+        let mut v = record_json(&rec, ctx.now);
+        let published = report_publication(ctx, backend.take_publication(), backend.is_remote());
+        if let Some(o) = v.as_object_mut() {
+            o.extend(published);
+        }
+        print_json(&v);
     } else {
         ctx.say(format!(
             "revoked {} certificate {} ({}), reason {reason}",
@@ -245,7 +298,7 @@ pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
                 .cloned()
                 .unwrap_or_else(|| rec.subject.clone()),
         ));
-        ctx.say("  publish it: mtlsca crl");
+        report_publication(ctx, backend.take_publication(), backend.is_remote());
     }
     Ok(Outcome::Done)
 }

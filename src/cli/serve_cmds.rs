@@ -53,10 +53,14 @@ pub struct ServeArgs {
     /// dns-01); an IP alone means port 53; default: the system's resolution
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_resolver)]
     pub acme_resolver: Option<SocketAddr>,
-    /// Also serve the CRLs (crl/NAME.crl as `mtlsca crl` publishes them) and the CA
+    /// Also serve the CRLs (crl/NAME.crl, kept current by the server) and the CA
     /// certificates over plain HTTP on this address: /crl/NAME.crl, /ca/NAME.crt, /ca/NAME.pem
     #[arg(long, value_name = "ADDR")]
     pub publish_listen: Option<SocketAddr>,
+    /// nextUpdate of the CRLs the server keeps published in <ca-dir>/crl/ (at start, after
+    /// every revocation, and again before half of it has passed), e.g. 7d, 24h, 10s (at least 10s)
+    #[arg(long, value_name = "SPAN", default_value = "7d")]
+    pub crl_next_update: String,
     /// Connections each listener (HTTPS, publication) holds at once; more are closed on accept
     #[arg(long, value_name = "N", default_value_t = crate::acme::server::MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -167,6 +171,9 @@ pub fn serve(ctx: &Ctx, mut a: ServeArgs) -> Result<Outcome> {
         )));
     }
     let acme_profile = a.acme_profile.clone();
+    let crl_next_update = crate::profile::Validity::parse(&a.crl_next_update)
+        .map_err(|m| Error::Usage(format!("--crl-next-update {m}")))?
+        .duration();
     run_server(ServeOptions {
         ca_dir: ctx.global.ca_dir.clone(),
         lock_timeout: ctx.global.lock_timeout,
@@ -183,6 +190,7 @@ pub fn serve(ctx: &Ctx, mut a: ServeArgs) -> Result<Outcome> {
         tls_profile: a.tls_profile,
         resolver: a.acme_resolver,
         publish_listen: a.publish_listen,
+        crl_next_update,
         connections: crate::conn_limit::ConnectionLimits::new(
             a.max_connections,
             a.max_connections_per_client,

@@ -373,13 +373,24 @@ fn complete_leftover(store: &Store, signing: &SigningCa, path: &Path) -> Result<
     fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Sign the CRLs of all three CAs and replace the published files atomically.
+/// What runs before any CRL is signed for publication (`publish_all`, `crl
+/// --issuer`): the place for store changes that must be in the CRL about to be
+/// signed (revocations that were deferred and are due by `now`). Nothing yet.
+pub fn before_publish(ca: &Ca, store: &Store, now: OffsetDateTime) -> Result<()> {
+    let _ = (ca, store, now);
+    Ok(())
+}
+
+/// Sign the CRLs of all three CAs and replace the published files atomically
+/// (after [`before_publish`]). Every publisher calls this one function:
+/// `mtlsca crl`, `init`, a local `revoke`, and `serve`'s publisher.
 pub fn publish_all(
     ca: &Ca,
     store: &Store,
     next_update: time::Duration,
     now: OffsetDateTime,
 ) -> Result<Vec<(Crl, PathBuf)>> {
+    before_publish(ca, store, now)?;
     let dir = ca.dir.join("crl");
     if !dir.is_dir() {
         fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
@@ -393,9 +404,91 @@ pub fn publish_all(
     Ok(out)
 }
 
+/// The thisUpdate and nextUpdate a CRL says (DER, or the first `X509 CRL`
+/// block of PEM); `None` when the bytes are not a CRL or it has no nextUpdate.
+pub fn crl_times(bytes: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let pem_der;
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        pem_der = pem::parse_many(bytes)
+            .ok()?
+            .into_iter()
+            .find(|p| p.tag() == "X509 CRL")?
+            .into_contents();
+        &pem_der[..]
+    } else {
+        bytes
+    };
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    let this = crl.last_update().to_datetime();
+    let next = crl.next_update()?.to_datetime();
+    Some((this, next))
+}
+
+/// Whether a CRL published at `this_update` with `next_update` must be signed
+/// again at `now` by a publisher that signs them for `interval`: once half of
+/// its own span or half of `interval` has passed (whichever is first), so a
+/// relying party that fetches it late still gets one that is current, and a
+/// failed publication has the other half to be retried in.
+pub fn republish_due(
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    interval: time::Duration,
+    now: OffsetDateTime,
+) -> bool {
+    let own = (next_update - this_update).max(time::Duration::ZERO);
+    let half = own.min(interval) / 2;
+    this_update + half <= now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn republication_is_due_at_half_the_shorter_span() {
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let week = time::Duration::days(7);
+        let s = time::Duration::seconds;
+        // Published for a week by a publisher that signs for a week.
+        assert!(!republish_due(t, t + week, week, t));
+        assert!(!republish_due(t, t + week, week, t + week / 2 - s(1)));
+        assert!(republish_due(t, t + week, week, t + week / 2));
+        // Published for a day (`crl --next-update 1d`): half a day.
+        let day = time::Duration::days(1);
+        assert!(republish_due(t, t + day, week, t + day / 2));
+        // Published for a week; the publisher now signs for 10 s: 5 s.
+        assert!(republish_due(t, t + week, s(10), t + s(5)));
+        assert!(!republish_due(t, t + week, s(10), t + s(4)));
+        // A CRL whose nextUpdate is not after its thisUpdate: at once.
+        assert!(republish_due(t, t, week, t));
+        assert!(republish_due(t, t - s(5), week, t));
+    }
+
+    #[test]
+    fn published_crls_say_their_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let published = publish_all(&ca, &store, DEFAULT_NEXT_UPDATE, now).unwrap();
+        assert_eq!(published.len(), CaKind::ALL.len());
+        for (crl, path) in published {
+            let pem = std::fs::read(&path).unwrap();
+            let times = Some((crl.this_update, crl.next_update));
+            assert_eq!(crl_times(&pem), times, "{}", path.display());
+            assert_eq!(crl_times(&crl.der), times);
+            assert!(!republish_due(
+                crl.this_update,
+                crl.next_update,
+                DEFAULT_NEXT_UPDATE,
+                now
+            ));
+        }
+        assert_eq!(crl_times(b"not a CRL"), None);
+        assert_eq!(
+            crl_times(b"-----BEGIN X509 CRL-----\nAA==\n-----END X509 CRL-----\n"),
+            None
+        );
+    }
 
     #[test]
     fn reasons_parse_in_any_case_and_with_dashes() {

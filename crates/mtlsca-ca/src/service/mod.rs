@@ -97,6 +97,7 @@ impl Counters {
 pub struct Service {
     jobs: std::sync::mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    revocations: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The engine thread, to wait for once every [`Service`] handle is dropped.
@@ -139,6 +140,7 @@ impl Service {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<T>>();
         let counters = Arc::new(Counters::default());
+        let (revoked_tx, revocations) = tokio::sync::watch::channel(0u64);
         let opts = opts.clone();
         let c = counters.clone();
         let thread = std::thread::Builder::new()
@@ -163,12 +165,20 @@ impl Service {
                     }
                 };
                 let _ = ready_tx.send(Ok(extra));
-                engine_loop(&ca, &store, &issuer, &rx, &c);
+                engine_loop(&ca, &store, &issuer, &rx, &c, &revoked_tx);
                 let _ = store.flush();
             })
             .map_err(|e| Error::State(format!("cannot start the engine thread: {e}")))?;
         let extra = ready_rx.recv().map_err(|_| engine_gone())??;
-        Ok((Service { jobs: tx, counters }, Engine(thread), extra))
+        Ok((
+            Service {
+                jobs: tx,
+                counters,
+                revocations,
+            },
+            Engine(thread),
+            extra,
+        ))
     }
 
     /// Queue an operation for the engine; the receiver gets its answer.
@@ -201,6 +211,14 @@ impl Service {
     pub fn stats(&self) -> ServiceStats {
         self.counters.snapshot()
     }
+
+    /// How many certificates the engine has revoked since it started, whatever
+    /// operation revoked them (the socket's `revoke`, ACME's revokeCert, ...):
+    /// changed once each revoking job's revocations are durable, so a CRL
+    /// publisher waiting on it sees every revocation.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.clone()
+    }
 }
 
 /// The engine: take every job waiting, run the others in order, then the issue
@@ -213,6 +231,7 @@ fn engine_loop(
     issuer: &Issuer<'_>,
     rx: &std::sync::mpsc::Receiver<Job>,
     counters: &Counters,
+    revoked: &tokio::sync::watch::Sender<u64>,
 ) {
     let engine = EngineRefs {
         ca,
@@ -220,6 +239,7 @@ fn engine_loop(
         issuer,
         rx,
         counters,
+        revoked,
     };
     // Jobs that hold the engine, come in while a batch gave way: they run after
     // it, before anything newer.
@@ -250,6 +270,20 @@ struct EngineRefs<'a, 'c> {
     issuer: &'a Issuer<'c>,
     rx: &'a std::sync::mpsc::Receiver<Job>,
     counters: &'a Counters,
+    revoked: &'a tokio::sync::watch::Sender<u64>,
+}
+
+impl EngineRefs<'_, '_> {
+    /// Tell the watchers of [`Service::revocations`] when the store counts
+    /// more revocations than they saw (an atomic read when nothing changed).
+    fn note_revocations(&self) {
+        let n = self.store.revocations();
+        self.revoked.send_if_modified(|seen| {
+            let changed = *seen != n;
+            *seen = n;
+            changed
+        });
+    }
 }
 
 /// Run jobs taken together: the others in order, the issues as one group (a
@@ -271,6 +305,7 @@ fn run_jobs(e: &EngineRefs<'_, '_>, waiting: Vec<Job>, held: &mut VecDeque<Job>)
                 run(&mut Cx::engine(
                     e.ca, e.store, e.issuer, e.counters, &mut turn, now,
                 ));
+                e.note_revocations();
             }
         }
     }
@@ -350,6 +385,32 @@ fn issue_group(
 pub struct Local {
     ca: Ca,
     store: Store,
+    /// The CRLs published after the last operation that revoked.
+    published: std::sync::Mutex<Option<Result<Vec<(crate::crl::Crl, PathBuf)>>>>,
+}
+
+impl Local {
+    /// Run `f` on the CA opened here; when it revoked anything (whatever the
+    /// operation), publish every CA's CRL once the revocations are durable
+    /// (they are when the store's revoke returns), so that `revoke` without a
+    /// server leaves current CRLs in `crl/`. A failed publication does not
+    /// undo a revocation: [`Backend::take_publication`] tells it.
+    fn run<T>(&self, now: OffsetDateTime, f: impl FnOnce(&mut Cx<'_>) -> Result<T>) -> Result<T> {
+        let before = self.store.revocations();
+        let out = f(&mut Cx::local(&self.ca, &self.store, now));
+        if self.store.revocations() != before {
+            let published = crate::crl::publish_all(
+                &self.ca,
+                &self.store,
+                crate::crl::DEFAULT_NEXT_UPDATE,
+                now,
+            );
+            if let Ok(mut slot) = self.published.lock() {
+                *slot = Some(published);
+            }
+        }
+        out
+    }
 }
 
 /// How a command reaches the CA: the store opened here, or the running server.
@@ -381,7 +442,11 @@ impl Backend {
             server.is_some()
         })?;
         match (store, server) {
-            (Some(store), _) => Ok(Backend::Local(Box::new(Local { ca, store }))),
+            (Some(store), _) => Ok(Backend::Local(Box::new(Local {
+                ca,
+                store,
+                published: std::sync::Mutex::new(None),
+            }))),
             (None, Some(client)) => Ok(Backend::Remote(client)),
             (None, None) => Err(Error::State(
                 "the store's open gave up without a server to go to".into(),
@@ -394,12 +459,23 @@ impl Backend {
         matches!(self, Backend::Remote(_))
     }
 
+    /// The CRLs published here after the last operation that revoked a
+    /// certificate (each with its file), or why they could not be: `None`
+    /// when nothing was revoked here since the last call, and always through
+    /// a server (whose own publisher signs them within seconds).
+    pub fn take_publication(&self) -> Option<Result<Vec<(crate::crl::Crl, PathBuf)>>> {
+        match self {
+            Backend::Local(l) => l.published.lock().ok().and_then(|mut s| s.take()),
+            Backend::Remote(_) => None,
+        }
+    }
+
     /// Run an operation: locally at `now`; through the server at the server's
     /// time (a server reads the clock per request).
     pub fn call<O: Remote>(&self, op: O, now: OffsetDateTime) -> Result<O::Answer> {
         match self {
             Backend::Remote(c) => c.call(op),
-            Backend::Local(l) => op.run(&mut Cx::local(&l.ca, &l.store, now)),
+            Backend::Local(l) => l.run(now, |cx| op.run(cx)),
         }
     }
 
@@ -420,7 +496,7 @@ impl Backend {
         first: P,
     ) -> Result<Vec<P::Item>> {
         match self {
-            Backend::Local(l) => whole.run(&mut Cx::local(&l.ca, &l.store, now)),
+            Backend::Local(l) => l.run(now, |cx| whole.run(cx)),
             Backend::Remote(c) => {
                 let mut out = Vec::new();
                 c.call_parts(first, &mut |part| out.extend(part.items))?;
@@ -533,9 +609,9 @@ impl Backend {
         report: &mut dyn FnMut(&EntryOutcome),
     ) -> Result<Summary> {
         match self {
-            Backend::Local(l) => {
+            Backend::Local(l) => l.run(now, |_| {
                 crate::batch::run(&l.ca, &l.store, manifest, name, opts, now, report, None)
-            }
+            }),
             Backend::Remote(c) => {
                 let b = c.call(ops::Batch {
                     manifest: text.to_string(),
@@ -624,7 +700,8 @@ mod tests {
         .unwrap();
         drop(tx);
         let counters = Counters::default();
-        engine_loop(&ca, &store, &issuer, &rx, &counters);
+        let (revoked, _) = tokio::sync::watch::channel(0);
+        engine_loop(&ca, &store, &issuer, &rx, &counters, &revoked);
         let stats = counters.snapshot();
         assert_eq!(stats.groups, 1, "{stats:?}");
         assert_eq!(stats.issue_jobs, 20);
@@ -637,5 +714,102 @@ mod tests {
         // Taken with the issues, answered before their group was committed.
         assert_eq!(lookup.try_recv().unwrap().unwrap(), None);
         assert_eq!(store.count(), 20);
+    }
+
+    fn device_request(dir: &Path, name: &str) -> IssuanceRequest {
+        IssuanceRequest {
+            profile: "device".into(),
+            content: RequestedContent {
+                dns: vec![format!("{name}.corp.internal")],
+                ..Default::default()
+            },
+            key: KeySource::Generate(None),
+            request_id: None,
+            output: Output::Prefix(dir.join(name)),
+            origin: Origin::Arguments,
+            replaces: None,
+        }
+    }
+
+    /// The engine tells its watchers of every revocation once it is durable,
+    /// and of nothing else.
+    #[test]
+    fn the_engine_signals_revocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let issuer = Issuer::new(&ca, &store).unwrap();
+        let a = issuer.issue(&device_request(dir.path(), "a"), now).unwrap();
+        let (revoked, mut watching) = tokio::sync::watch::channel(0);
+        let counters = Counters::default();
+        let run = |op: Job| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            tx.send(op).unwrap();
+            drop(tx);
+            engine_loop(&ca, &store, &issuer, &rx, &counters, &revoked);
+        };
+        let (reply, _lookup) = oneshot::channel();
+        run(ops::Lookup {
+            query: a.record.serial.clone(),
+        }
+        .into_job(reply));
+        assert!(!watching.has_changed().unwrap());
+        let (reply, mut answer) = oneshot::channel();
+        run(ops::RevokeExact {
+            sha256: a.record.sha256.clone(),
+            reason: Reason::KeyCompromise,
+        }
+        .into_job(reply));
+        answer.try_recv().unwrap().unwrap();
+        assert!(watching.has_changed().unwrap());
+        assert_eq!(*watching.borrow_and_update(), 1);
+        // Refused (already revoked): nothing new.
+        let (reply, mut answer) = oneshot::channel();
+        run(ops::Revoke {
+            query: a.record.serial.clone(),
+            reason: Reason::KeyCompromise,
+        }
+        .into_job(reply));
+        assert!(answer.try_recv().unwrap().is_err());
+        assert!(!watching.has_changed().unwrap());
+    }
+
+    /// Without a server, an operation that revoked publishes every CRL after
+    /// the revocation, and says what it published; others publish nothing.
+    #[test]
+    fn a_local_revocation_publishes_the_crls() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (ca, store) = crate::ca::test_ca(dir.path(), now);
+        let ca_dir = ca.dir.clone();
+        drop(store);
+        let backend = Backend::open(
+            &ca_dir,
+            Duration::from_secs(5),
+            PassphraseSource::Environment("MTLSCA_TEST_UNSET".into()),
+        )
+        .unwrap();
+        let a = backend.issue(device_request(dir.path(), "a"), now).unwrap();
+        assert!(backend.take_publication().is_none());
+        backend.show(&a.record.serial, now).unwrap();
+        assert!(backend.take_publication().is_none());
+        backend
+            .revoke(&a.record.serial, Reason::Superseded, now)
+            .unwrap();
+        let published = backend.take_publication().unwrap().unwrap();
+        let device = published
+            .iter()
+            .find(|(c, _)| c.issuer == CaKind::Device)
+            .unwrap();
+        assert_eq!(device.0.revoked, 1);
+        let pem = std::fs::read(&device.1).unwrap();
+        let der = pem::parse(&pem).unwrap().into_contents();
+        let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+        let listed: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| crate::hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(listed, vec![a.record.serial.clone()]);
+        assert!(backend.take_publication().is_none(), "taken once");
     }
 }

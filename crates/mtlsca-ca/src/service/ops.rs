@@ -481,6 +481,10 @@ impl Operation for SignCrls {
 
     fn run(self, cx: &mut Cx<'_>) -> Result<Vec<SignedCrl>> {
         let (ca, store, now, next_update) = (cx.ca, cx.store, cx.now, self.next_update);
+        if self.issuer.is_some() {
+            // `publish_all` runs it itself.
+            crl::before_publish(ca, store, now)?;
+        }
         Ok(match (self.issuer, self.target) {
             (None, CrlTarget::Published) => crl::publish_all(ca, store, next_update, now)?
                 .into_iter()

@@ -153,7 +153,20 @@ impl Store {
                 Ok(RevokeOutcome::Revoked(Box::new(rec)))
             },
         );
-        result.map_err(tx_err)
+        let outcome = result.map_err(tx_err)?;
+        if matches!(outcome, RevokeOutcome::Revoked(_)) {
+            self.revocations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(outcome)
+    }
+
+    /// How many certificates were revoked through this handle since the store
+    /// was opened, whatever operation revoked them: what tells the publisher
+    /// of CRLs (`serve`'s, or a local command's) that the CRLs are out of date.
+    /// Every revocation goes through [`Store::revoke`], so nothing escapes it.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The revoked certificates of one issuer (by its key identifier), in serial order.

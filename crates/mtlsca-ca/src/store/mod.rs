@@ -212,6 +212,9 @@ pub struct Store {
     requests: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    /// Certificates revoked through this handle since it was opened: the
+    /// signal that CRLs are due ([`Store::revocations`]).
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 fn store_err(e: impl std::fmt::Display) -> Error {
@@ -517,6 +520,7 @@ impl Store {
             requests: tree("requests")?,
             audit: tree("audit")?,
             meta: tree("meta")?,
+            revocations: std::sync::atomic::AtomicU64::new(0),
             path: path.to_path_buf(),
             db,
         }))

@@ -69,6 +69,20 @@ impl Engine {
         self.service.call(ops::RevokeExact { sha256, reason }).await
     }
 
+    /// Sign every CA's CRL valid for `next_update` and publish it in the CA's
+    /// `crl/` (`crl::publish_all`, on the engine thread).
+    pub(super) async fn publish_crls(
+        &self,
+        next_update: time::Duration,
+    ) -> Result<Vec<crate::service::SignedCrl>> {
+        let op = ops::SignCrls {
+            issuer: None,
+            target: ops::CrlTarget::Published,
+            next_update,
+        };
+        self.service.call(op).await
+    }
+
     /// Issue from a CSR: group-committed with the other issues waiting; answered
     /// once the record is durable.
     pub(super) async fn issue(

@@ -1,6 +1,7 @@
 //! The listeners of `mtlsca serve`: the ACME server over TLS with its own
 //! certificate (issued through the engine and renewed in place), the
-//! publication listener, the control socket, pruning every minute, and a
+//! publication listener and the CRL publisher (every CRL published before
+//! that listener accepts), the control socket, pruning every minute, and a
 //! clean stop on SIGTERM.
 
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use super::http::Front;
 use super::log::log_refusal;
 use super::options::ServeOptions;
 use super::publish;
+use super::publisher::{Crls, Publisher};
 use crate::conn_limit::ConnectionGate;
 use crate::error::{Error, Result};
 
@@ -103,6 +105,12 @@ pub(super) async fn run(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    // Every CA's CRL, before the publication listener accepts anything: its
+    // CRL URLs never answer 404. A failure is logged and retried by the
+    // publisher; it does not stop the server.
+    let crls = Arc::new(Crls::default());
+    let publisher = Publisher::new(engine.clone(), crls.clone(), opts.crl_next_update);
+    let start_failed = publisher.publish("start").await.is_err();
     let (cert, renew_at) = own_certificate(&engine, &opts.tls_profile, &opts.names, local).await?;
     let slot = Arc::new(CertSlot(RwLock::new(cert)));
     let acceptor = tls_acceptor(slot.clone())?;
@@ -121,6 +129,7 @@ pub(super) async fn run(
         shutdown_rx.clone(),
     ));
     let control = tokio::spawn(socket.serve(engine.service.clone(), shutdown_rx.clone()));
+    tokio::spawn(publisher.run(start_failed, shutdown_rx.clone()));
     tokio::spawn(prune_loop(front.clone(), shutdown_rx.clone()));
     let gate = ConnectionGate::new(opts.connections);
     let accept = tokio::spawn(accept_loop(
@@ -135,7 +144,10 @@ pub(super) async fn run(
         (
             tokio::spawn(publish::publish_loop(
                 l,
-                opts.ca_dir.clone(),
+                publish::Door {
+                    ca_dir: opts.ca_dir.clone(),
+                    crls,
+                },
                 ConnectionGate::new(opts.connections),
                 opts.idle_timeout,
                 shutdown_rx.clone(),

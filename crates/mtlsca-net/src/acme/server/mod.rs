@@ -83,7 +83,10 @@
 //!
 //! With `--publish-listen ADDR`, a second, plain-HTTP listener serves the CRLs of
 //! the CA's `crl/` and the CA certificates (`publish`: GET and HEAD, a fixed list
-//! of paths, bounded connections, headers and files).
+//! of paths, bounded connections, headers and files; never a CRL past its
+//! nextUpdate). Whether or not it listens, `publisher.rs` keeps every CA's CRL
+//! in `crl/` current while the server runs: at start, after every revocation,
+//! and before half of `--crl-next-update` has passed.
 
 mod accept;
 mod account_rules;
@@ -99,6 +102,7 @@ mod order_rules;
 mod payload;
 mod problem;
 mod publish;
+mod publisher;
 mod rate;
 mod reply;
 mod state;
@@ -107,6 +111,7 @@ mod validation;
 mod views;
 
 pub use options::{AcmeLimits, ServeOptions, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT};
+pub use publisher::MIN_NEXT_UPDATE as MIN_CRL_NEXT_UPDATE;
 
 use std::time::Duration;
 
@@ -118,6 +123,12 @@ const LOG_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Run the server until SIGTERM or Ctrl-C.
 pub fn serve(opts: ServeOptions) -> Result<()> {
+    if opts.crl_next_update < MIN_CRL_NEXT_UPDATE {
+        return Err(Error::Usage(format!(
+            "--crl-next-update must be at least {} seconds",
+            MIN_CRL_NEXT_UPDATE.whole_seconds()
+        )));
+    }
     let (engine, acme, thread) = Engine::start(&opts)?;
     // Bound once the engine holds the store's lock: other commands reach the
     // CA through it while the server runs.

@@ -96,6 +96,9 @@ pub struct ServeOptions {
     pub resolver: Option<SocketAddr>,
     /// Where CRLs and CA certificates are published over plain HTTP; None: not published.
     pub publish_listen: Option<SocketAddr>,
+    /// nextUpdate − thisUpdate of the CRLs the server publishes (at least
+    /// [`super::MIN_CRL_NEXT_UPDATE`]); each is signed again before half of it has passed.
+    pub crl_next_update: time::Duration,
     /// The connection limits of each listener (ACME, publication).
     pub connections: ConnectionLimits,
     /// What the ACME server holds at most, in all and per client.

@@ -4,7 +4,11 @@
 //! check: RFC 5280 §4.2.1.13 names HTTP).
 //!
 //! - `GET /crl/{root,device,entity}.crl`: the CRL as DER, `application/pkix-crl`
-//!   (read from disk on each request, so a new `mtlsca crl` shows at once);
+//!   (read from disk on each request, so a new one shows at once; `serve`'s
+//!   publisher keeps them current, `publisher.rs`). A CRL past its
+//!   nextUpdate is never served: 503 with `Retry-After`, logged, and the
+//!   publisher is asked for a new one (its times are parsed once per version
+//!   of the file, not per request);
 //! - `GET /ca/{root,device,entity}.crt`: a CA certificate as DER,
 //!   `application/pkix-cert`; `.pem` the same as PEM, and `/ca/ca-bundle.pem`
 //!   the issuing CAs and the root, `application/x-pem-file`.
@@ -28,10 +32,14 @@ use tokio::sync::watch;
 
 use super::accept::{accept_within, peer_text};
 use super::log::log_refusal;
+use super::publisher::Crls;
 use crate::conn_limit::ConnectionGate;
 
 /// The largest file served (a CRL of about 300,000 entries).
-pub const MAX_PUBLISHED_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_PUBLISHED_BYTES: u64 = super::publisher::MAX_CRL_BYTES;
+/// `Retry-After` of a 503 for a CRL past its nextUpdate (the publisher was
+/// asked for a new one: a second or so unless signing fails).
+const STALE_RETRY_AFTER_SECS: u64 = 5;
 const PUBLISH_CONNECTION_MAX: Duration = Duration::from_secs(60);
 
 /// What a path names: the file in the CA directory and how it is served.
@@ -82,18 +90,29 @@ pub(super) fn route(path: &str) -> Option<Published> {
     None
 }
 
-/// A bounded read of a file in the CA directory.
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+/// A bounded read of a file in the CA directory, with the metadata of the
+/// handle it was read from (the same version of the file, even when it is
+/// replaced meanwhile).
+fn read_bounded(path: &Path) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
     use std::io::Read;
     let f = std::fs::File::open(path)?;
-    if f.metadata()?.len() > MAX_PUBLISHED_BYTES {
+    let meta = f.metadata()?;
+    if meta.len() > MAX_PUBLISHED_BYTES {
         return Err(std::io::Error::other(
             "the file is over the publication limit",
         ));
     }
     let mut out = Vec::new();
     f.take(MAX_PUBLISHED_BYTES).read_to_end(&mut out)?;
-    Ok(out)
+    Ok((out, meta))
+}
+
+/// What the door serves from: the CA directory, and the CRLs' times shared
+/// with the publisher.
+#[derive(Debug)]
+pub(super) struct Door {
+    pub(super) ca_dir: PathBuf,
+    pub(super) crls: Arc<Crls>,
 }
 
 /// The first PEM block of `tag` as DER; DER input is returned as it is.
@@ -119,12 +138,13 @@ fn plain(status: StatusCode, text: &str) -> (StatusCode, &'static str, Vec<u8>) 
 
 /// Answer one request.
 pub(super) async fn answer(
-    ca_dir: Arc<PathBuf>,
+    door: Arc<Door>,
     req: Request<Incoming>,
     peer: &str,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let mut retry_after = None;
     let (status, ctype, body) = if method != Method::GET && method != Method::HEAD {
         plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
     } else {
@@ -137,12 +157,36 @@ pub(super) async fn answer(
                 let file = match &what {
                     Published::Crl(f) | Published::CertDer(f) | Published::Pem(f) => *f,
                 };
-                let full = ca_dir.join(file);
-                let read = tokio::task::spawn_blocking(move || read_bounded(&full)).await;
+                let full = door.ca_dir.join(file);
+                let is_crl = matches!(what, Published::Crl(_));
+                let d = door.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    read_bounded(&full).map(|(bytes, meta)| {
+                        // Parsed once per version of the file.
+                        let times = is_crl.then(|| d.crls.times(&full, &meta, &bytes));
+                        (bytes, times.flatten())
+                    })
+                })
+                .await;
+                let now = time::OffsetDateTime::now_utc();
                 match read {
-                    Ok(Ok(bytes)) => {
+                    Ok(Ok((_, Some((_, next))))) if is_crl && next <= now => {
+                        // Never a CRL past its nextUpdate: a relying party
+                        // would refuse it, or worse, use it.
+                        door.crls.poke();
+                        retry_after = Some(STALE_RETRY_AFTER_SECS);
+                        plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!(
+                                "{file} is past its nextUpdate ({}); a new one is being signed",
+                                crate::timefmt::rfc3339(next)
+                            ),
+                        )
+                    }
+                    Ok(Ok((bytes, times))) => {
                         let served = match what {
-                            Published::Crl(_) => der_of(bytes, "X509 CRL")
+                            Published::Crl(_) => times
+                                .and_then(|_| der_of(bytes, "X509 CRL"))
                                 .map(|d| (StatusCode::OK, "application/pkix-crl", d)),
                             Published::CertDer(_) => der_of(bytes, "CERTIFICATE")
                                 .map(|d| (StatusCode::OK, "application/pkix-cert", d)),
@@ -157,10 +201,15 @@ pub(super) async fn answer(
                             )
                         })
                     }
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => plain(
-                        StatusCode::NOT_FOUND,
-                        &format!("{file} is not published yet (run `mtlsca crl`)"),
-                    ),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if is_crl {
+                            door.crls.poke();
+                        }
+                        plain(
+                            StatusCode::NOT_FOUND,
+                            &format!("{file} is not published yet (run `mtlsca crl`)"),
+                        )
+                    }
                     _ => plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         &format!("{file} cannot be read"),
@@ -181,6 +230,9 @@ pub(super) async fn answer(
     if status == StatusCode::METHOD_NOT_ALLOWED {
         builder = builder.header(hyper::header::ALLOW, "GET, HEAD");
     }
+    if let Some(secs) = retry_after {
+        builder = builder.header(hyper::header::RETRY_AFTER, secs);
+    }
     let body = if method == Method::HEAD {
         builder = builder.header(hyper::header::CONTENT_LENGTH, body.len());
         Vec::new()
@@ -195,12 +247,12 @@ pub(super) async fn answer(
 /// Serve publication requests on `listener` until shutdown.
 pub(super) async fn publish_loop(
     listener: tokio::net::TcpListener,
-    ca_dir: PathBuf,
+    door: Door,
     gate: ConnectionGate,
     idle_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let ca_dir = Arc::new(ca_dir);
+    let door = Arc::new(door);
     let mut refusals = crate::conn_limit::RefusalThrottle::default();
     loop {
         let Some((tcp, permit)) =
@@ -208,15 +260,15 @@ pub(super) async fn publish_loop(
         else {
             return;
         };
-        let ca_dir = ca_dir.clone();
+        let door = door.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let peer = peer_text(&tcp);
             let svc = hyper::service::service_fn(move |req| {
-                let ca_dir = ca_dir.clone();
+                let door = door.clone();
                 let peer = peer.clone();
-                async move { Ok::<_, Infallible>(answer(ca_dir, req, &peer).await) }
+                async move { Ok::<_, Infallible>(answer(door, req, &peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
