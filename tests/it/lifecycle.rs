@@ -322,6 +322,16 @@ fn revoke_then_crl_makes_openssl_reject_only_the_revoked_certificate() {
     let v = env.json(&["revoke", &typed, "--reason", "keyCompromise"]);
     assert_eq!(v["status"], "revoked");
     assert_eq!(v["revocation"]["reason"], "keyCompromise");
+    // `revoke` published the CRLs itself (number 2: `init` published 1).
+    assert_eq!(v["crl_publication"], "published", "{v}");
+    let device = v["crls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["issuer"] == "device")
+        .unwrap();
+    assert_eq!(device["number"], 2, "{v}");
+    assert_eq!(device["revoked"], 1, "{v}");
 
     let crls = env.json(&["crl"]);
     assert_eq!(crls.as_array().unwrap().len(), 3);
@@ -394,10 +404,10 @@ fn revoke_then_crl_makes_openssl_reject_only_the_revoked_certificate() {
     let out = verify("good.corp.internal.pem");
     assert!(out.status.success(), "{}", text(&out));
 
-    // CRL numbers only grow.
+    // CRL numbers only grow: init 1, revoke 2, crl 3, this one 4.
     env.ok(&["crl"]);
     let n = env.openssl_ok(&["crl", "-in", "ca/crl/device.crl", "-noout", "-crlnumber"]);
-    assert!(n.contains("crlNumber=0x02"), "{n}");
+    assert!(n.contains("crlNumber=0x04"), "{n}");
 }
 
 #[test]
@@ -451,12 +461,13 @@ fn one_crl_to_stdout_or_a_file() {
     let t = env.openssl_ok(&["crl", "-in", "e.crl", "-noout", "-text"]);
     assert!(t.contains("Entity Issuing CA"), "{t}");
     assert!(t.contains("No Revoked Certificates"), "{t}");
+    // `init` published number 1 of each.
     let v = env.json(&["crl", "--issuer", "device", "--out", "d.crl"]);
-    assert_eq!(v["number"], 1);
+    assert_eq!(v["number"], 2);
     assert!(env.path("d.crl").exists());
     // The entity CA's counter is its own.
     let v = env.json(&["crl", "--issuer", "entity", "--out", "e2.crl"]);
-    assert_eq!(v["number"], 2);
+    assert_eq!(v["number"], 3);
     env.fails(&["crl", "--out", "x.crl"], 2);
     env.fails(&["crl", "--next-update", "0d"], 2);
 }
@@ -493,9 +504,10 @@ fn crl_out_never_replaces_a_file_without_force() {
     // --force needs --out (it replaces nothing else).
     env.fails(&["crl", "--issuer", "device", "--force"], 2);
 
-    // Nothing above used a CRL number; --force replaces the file in one rename.
+    // Nothing above used a CRL number (`init` used 1); --force replaces the
+    // file in one rename.
     let v = env.json(&["crl", "--issuer", "device", "--out", "d.crl", "--force"]);
-    assert_eq!(v["number"], 1, "{v}");
+    assert_eq!(v["number"], 2, "{v}");
     let t = env.openssl_ok(&["crl", "-in", "d.crl", "-noout", "-text"]);
     assert!(t.contains("Device Issuing CA"), "{t}");
     assert!(!env.path(".d.crl.tmp").exists());

@@ -6,6 +6,7 @@ mod acme_dns;
 mod architecture;
 mod ca;
 mod common;
+mod crl_publish;
 mod engine;
 mod hostile_acme;
 mod hostile_proxy;

@@ -1967,6 +1967,7 @@ fn crl_number_of(env: &Env, file: &Path) -> Option<u64> {
 
 #[test]
 fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
+    // `init` published number 1, this `crl` number 2.
     let env = Env::with_ca();
     env.ok(&["crl"]);
     let crl_dir = env.ca_dir().join("crl");
@@ -1980,7 +1981,7 @@ fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
     }
     let v = env.json(&["crl"]);
     for c in v.as_array().unwrap() {
-        assert_eq!(c["number"], 2, "{v}");
+        assert_eq!(c["number"], 3, "{v}");
     }
     let left: Vec<String> = std::fs::read_dir(&crl_dir)
         .unwrap()
@@ -1988,7 +1989,7 @@ fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(crl_number_of(&env, &crl_dir.join("root.crl")), Some(2));
+    assert_eq!(crl_number_of(&env, &crl_dir.join("root.crl")), Some(3));
 
     // Publications that fail use no number (a missing directory is bad
     // usage, exit 2, as for export: it is refused before anything is signed).
@@ -1999,7 +2000,7 @@ fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
         );
     }
     let v = env.json(&["crl", "--issuer", "device", "--out", "-"]);
-    assert_eq!(v["number"], 3, "{v}");
+    assert_eq!(v["number"], 4, "{v}");
 
     // nextUpdate never reaches past the CA's own notAfter.
     let err = env.fails(&["crl", "--next-update", "1000y"], 2);
@@ -2013,7 +2014,7 @@ fn a_leftover_crl_temp_file_never_blocks_and_failures_burn_no_number() {
         "--next-update",
         "30d",
     ]);
-    assert_eq!(v["number"], 3, "{v}");
+    assert_eq!(v["number"], 4, "{v}");
 }
 
 #[test]
