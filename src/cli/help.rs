@@ -81,6 +81,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal", "ACME at https://ca.corp.internal:8443/acme/directory, device profile"),
             ("mtlsca acme eab create --profile workload && mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-require-eab", "only accounts bound to a key handed out beforehand (`acme eab create`)"),
             ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --acme-resolver 10.0.0.53:53 --publish-listen 0.0.0.0:8080", "validate through that DNS server; CRLs at http://ca.corp.internal:8080/crl/NAME.crl"),
+            ("mtlsca serve --listen 0.0.0.0:8443 --name ca.corp.internal --publish-listen 0.0.0.0:8080 --crl-next-update 24h", "CRLs valid a day, signed again every 12 hours and after every revocation"),
         ],
         "acme" => &[
             ("mtlsca acme eab create --profile device", "an external account binding key for one ACME client"),
@@ -115,7 +116,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "revoke" => &[
             ("mtlsca revoke web.pem --reason keyCompromise", "by the certificate file"),
-            ("mtlsca revoke 5f0c1a2b --reason superseded && mtlsca crl", "by serial prefix, then publish"),
+            ("mtlsca revoke 5f0c1a2b --reason superseded", "by serial prefix; crl/*.crl list it when this returns"),
         ],
         "crl" => &[
             ("mtlsca crl", "all three CRLs into <ca-dir>/crl/"),

@@ -237,7 +237,7 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
 /// (`crl_publication`: published, failed or server; `crls`; `crl_error`).
 pub(super) fn report_publication(
     ctx: &Ctx,
-    published: Option<Result<Vec<(crl::Crl, PathBuf)>>>,
+    published: Option<Result<crl::Published>>,
     remote: bool,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut v = serde_json::Map::new();

@@ -226,7 +226,7 @@ pub enum Command {
     Verify(Deferred<verify_cmds::VerifyCmd>),
     /// Issue many certificates from a TOML manifest; a rerun issues only what is missing
     Batch(Deferred<lifecycle_cmds::BatchArgs>),
-    /// Revoke a certificate (relying parties see it once a new CRL is published: mtlsca crl)
+    /// Revoke a certificate and publish the CRLs at once (through a running serve: it publishes them)
     Revoke(Deferred<lifecycle_cmds::RevokeArgs>),
     /// Sign and publish the certificate revocation lists (CRLs)
     Crl(Deferred<lifecycle_cmds::CrlArgs>),

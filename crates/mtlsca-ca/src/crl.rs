@@ -373,6 +373,9 @@ fn complete_leftover(store: &Store, signing: &SigningCa, path: &Path) -> Result<
     fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// The CRLs a publication signed, each with the file it replaced.
+pub type Published = Vec<(Crl, PathBuf)>;
+
 /// What runs before any CRL is signed for publication (`publish_all`, `crl
 /// --issuer`): the place for store changes that must be in the CRL about to be
 /// signed (revocations that were deferred and are due by `now`). Nothing yet.
@@ -389,7 +392,7 @@ pub fn publish_all(
     store: &Store,
     next_update: time::Duration,
     now: OffsetDateTime,
-) -> Result<Vec<(Crl, PathBuf)>> {
+) -> Result<Published> {
     before_publish(ca, store, now)?;
     let dir = ca.dir.join("crl");
     if !dir.is_dir() {

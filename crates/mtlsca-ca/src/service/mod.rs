@@ -386,7 +386,7 @@ pub struct Local {
     ca: Ca,
     store: Store,
     /// The CRLs published after the last operation that revoked.
-    published: std::sync::Mutex<Option<Result<Vec<(crate::crl::Crl, PathBuf)>>>>,
+    published: std::sync::Mutex<Option<Result<crate::crl::Published>>>,
 }
 
 impl Local {
@@ -463,7 +463,7 @@ impl Backend {
     /// certificate (each with its file), or why they could not be: `None`
     /// when nothing was revoked here since the last call, and always through
     /// a server (whose own publisher signs them within seconds).
-    pub fn take_publication(&self) -> Option<Result<Vec<(crate::crl::Crl, PathBuf)>>> {
+    pub fn take_publication(&self) -> Option<Result<crate::crl::Published>> {
         match self {
             Backend::Local(l) => l.published.lock().ok().and_then(|mut s| s.take()),
             Backend::Remote(_) => None,
