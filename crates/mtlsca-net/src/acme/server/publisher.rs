@@ -260,3 +260,58 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CRL signed by a throwaway CA, PEM, with these times.
+    fn crl_pem(this: OffsetDateTime, next: OffsetDateTime) -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::CrlSign];
+        let issuer = rcgen::Issuer::new(params, key);
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: this,
+            next_update: next,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        crl.pem().unwrap()
+    }
+
+    /// A file's times are read again when the file is replaced (as a
+    /// publication replaces it: a rename), and a missing or torn file is due.
+    #[test]
+    fn times_follow_the_file_and_missing_ones_are_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.crl");
+        let crls = Crls::default();
+        if let Ok(mut f) = crls.files.lock() {
+            f.push(path.clone());
+        }
+        let week = time::Duration::days(7);
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        assert!(crls.due(week, now), "missing");
+        std::fs::write(&path, crl_pem(now, now + week)).unwrap();
+        assert_eq!(crls.times_of_file(&path), Some((now, now + week)));
+        assert!(!crls.due(week, now));
+        assert!(crls.due(week, now + week / 2));
+        // Replaced by a rename, as a publication does: the new times.
+        let later = now + time::Duration::hours(1);
+        let tmp = dir.path().join(".device.crl.tmp");
+        std::fs::write(&tmp, crl_pem(later, later + week)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(crls.times_of_file(&path), Some((later, later + week)));
+        // A torn file is no CRL: due at once.
+        std::fs::write(&tmp, "-----BEGIN X509 CRL-----\nMII").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(crls.times_of_file(&path), None);
+        assert!(crls.due(week, later));
+    }
+}
