@@ -370,8 +370,9 @@ fn nothing_served_is_past_its_next_update() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(fetched > 10);
-    // 20 s at 10 s each: republished at least three times.
-    assert!(last >= first.unwrap() + 3, "{first:?} then {last}");
+    // 20 s of CRLs signed for 10 s, each again after 5 s: republished at
+    // least twice (three times unless the machine is slow).
+    assert!(last >= first.unwrap() + 2, "{first:?} then {last}");
     assert_eq!(server.stop(), 0);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("why=refresh"), "{log}");
