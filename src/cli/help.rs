@@ -384,7 +384,7 @@ The CA's own, editable copies of the profiles.
 The store: every issued certificate, its record, the indexes and the audit log.
 .TP
 \fICA_DIR/crl/\fR
-The latest CRLs (\fBmtlsca crl\fR).
+The latest CRLs (written by \fBinit\fR, \fBrevoke\fR, \fBmtlsca crl\fR and a running \fBserve\fR).
 .TP
 \fIPREFIX.key\fR, \fIPREFIX.pem\fR, \fIPREFIX.chain.pem\fR
 What \fBissue\fR writes: the key (0600), the certificate, the certificate and its issuing CA; \fBrenew\fR keeps replaced files as \fIPREFIX.*.prev\fR.

@@ -1,5 +1,5 @@
-//! Publication over plain HTTP (`--publish-listen ADDR`): the CRLs `mtlsca crl`
-//! published in the CA's `crl/` and the CA certificates, for relying parties
+//! Publication over plain HTTP (`--publish-listen ADDR`): the CRLs published in
+//! the CA's `crl/` and the CA certificates, for relying parties
 //! and CRL fetchers (which do not speak HTTPS to the CA whose certificates they
 //! check: RFC 5280 §4.2.1.13 names HTTP).
 //!
