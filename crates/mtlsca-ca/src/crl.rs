@@ -228,6 +228,8 @@ fn sign(
                     .unwrap_or_default()
             ))
         })?;
+    // Retirements due by now are revocations this CRL must list.
+    store.apply_due_retirements(now)?;
     let revoked = store.revoked_by(&signing.key_id)?;
     let number = store.crl_number(&signing.key_id)? + 1;
     let mut revoked_certs = Vec::with_capacity(revoked.len());

@@ -33,6 +33,8 @@ pub mod revocation;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
+mod retire;
+pub use retire::{PendingRetirement, Retired, RETIRE_REASON};
 
 /// The record schema this mtlsca writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
