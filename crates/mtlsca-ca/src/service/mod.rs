@@ -455,6 +455,35 @@ impl Backend {
         self.call(ops::Revoke { query, reason }, now)
     }
 
+    /// Revoke what `query` names: one certificate, or every unexpired,
+    /// unrevoked certificate of a request id's lineage ([`ops::RevokeLineage`]).
+    pub fn revoke_lineage(
+        &self,
+        query: &str,
+        reason: Reason,
+        now: OffsetDateTime,
+    ) -> Result<ops::RevokedLineage> {
+        let query = query.to_string();
+        self.call(ops::RevokeLineage { query, reason }, now)
+    }
+
+    /// Retire the certificate `serial` a renewal replaced: revoked as
+    /// superseded now, or after `grace` ([`ops::Retire`]).
+    pub fn retire(
+        &self,
+        serial: &str,
+        grace: Option<time::Duration>,
+        now: OffsetDateTime,
+    ) -> Result<ops::Retirement> {
+        let serial = serial.to_string();
+        self.call(ops::Retire { serial, grace }, now)
+    }
+
+    /// The pending retirements ([`ops::Retiring`]).
+    pub fn retiring(&self, now: OffsetDateTime) -> Result<Vec<crate::store::PendingRetirement>> {
+        self.call(ops::Retiring, now)
+    }
+
     /// The audit log from `since`.
     pub fn audit(
         &self,

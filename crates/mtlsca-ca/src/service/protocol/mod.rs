@@ -23,6 +23,7 @@
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod rotation;
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,22 @@ pub enum Request {
     Backup {
         /// The new directory (absolute).
         dir: PathBuf,
+    },
+    /// Retire a certificate a renewal replaced ([`ops::Retire`]).
+    Retire {
+        /// Its serial.
+        serial: String,
+        /// How long it stays valid.
+        grace: Option<data::Span>,
+    },
+    /// The pending retirements ([`ops::Retiring`]).
+    Retiring,
+    /// Revoke a certificate, or a request id's lineage ([`ops::RevokeLineage`]).
+    RevokeLineage {
+        /// Serial, prefix, SHA-256, request id or certificate file (absolute).
+        query: String,
+        /// The RFC 5280 reason.
+        reason: data::CrlReason,
     },
 }
 
@@ -250,6 +267,18 @@ impl Request {
             Request::Backup { dir } => {
                 absolute("the backup directory", &dir)?;
                 d.one(ops::Backup { dir })
+            }
+            Request::Retire { serial, grace } => d.one(ops::Retire {
+                serial,
+                grace: grace.map(Into::into),
+            }),
+            Request::Retiring => d.one(ops::Retiring),
+            Request::RevokeLineage { query, reason } => {
+                named(&query)?;
+                d.one(ops::RevokeLineage {
+                    query,
+                    reason: reason.into(),
+                })
             }
         })
     }
