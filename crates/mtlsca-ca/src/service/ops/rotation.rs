@@ -64,7 +64,8 @@ impl Operation for Retire {
     }
 }
 
-/// Every pending retirement (`show`, `list`).
+/// Apply the retirements due by now, then every pending one (`show`,
+/// `list`, and `renew` before it renews).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retiring;
 
@@ -72,6 +73,7 @@ impl Operation for Retiring {
     type Answer = Vec<PendingRetirement>;
 
     fn run(self, cx: &mut Cx<'_>) -> Result<Vec<PendingRetirement>> {
+        cx.store.apply_due_retirements(cx.now)?;
         cx.store.pending_retirements()
     }
 }
