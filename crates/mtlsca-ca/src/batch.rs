@@ -844,6 +844,8 @@ mod tests {
             chunk: 7,
             threads: 2,
             renew_within: None,
+            revoke_old: false,
+            grace: None,
         };
         let batch = |report: &mut dyn FnMut(&EntryOutcome), give_way: Option<&mut dyn FnMut()>| {
             run(&ca, &store, &manifest, "m", &opts, now, report, give_way).unwrap()

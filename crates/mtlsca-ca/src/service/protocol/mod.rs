@@ -895,6 +895,21 @@ mod tests {
             );
         }
         pairs(
+            ops::Retire {
+                serial: "0a".into(),
+                grace: Some(time::Duration::hours(1)),
+            },
+            false,
+        );
+        pairs(ops::Retiring, false);
+        pairs(
+            ops::RevokeLineage {
+                query: "host-07".into(),
+                reason: crate::crl::Reason::Superseded,
+            },
+            false,
+        );
+        pairs(
             ops::Batch {
                 manifest: "[[certificate]]".into(),
                 name: "m.toml".into(),
@@ -1051,6 +1066,11 @@ mod tests {
                 }],
                 files: vec![],
                 not_after: Some(t),
+                rotation: crate::batch::Rotation {
+                    replaces: Some("0a".into()),
+                    retires_at: Some(t),
+                    capped: Some((90 * 86_400, 60 * 86_400)),
+                },
             }],
             outcome: Err(crate::error::Error::Store("disk".into())),
         };
@@ -1064,6 +1084,12 @@ mod tests {
             Some("no-identity")
         );
         assert_eq!(back.entries[0].status, crate::batch::EntryStatus::Refused);
+        assert_eq!(back.entries[0].rotation.replaces.as_deref(), Some("0a"));
+        assert_eq!(back.entries[0].rotation.retires_at, Some(t));
+        assert_eq!(
+            back.entries[0].rotation.capped,
+            Some((90 * 86_400, 60 * 86_400))
+        );
         let e = back.outcome.unwrap_err();
         assert_eq!((e.kind(), e.to_string()), ("store", "store: disk".into()));
     }
