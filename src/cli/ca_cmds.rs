@@ -916,12 +916,17 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
         .map(|p| (p.serial, p.due))
         .collect();
     let records = backend.list(filter, ctx.now)?;
+    let retiring = |r: &crate::store::Record| {
+        retiring
+            .get(&r.serial)
+            .filter(|_| r.status != Status::Revoked)
+    };
     if ctx.global.json {
         print_json(&json!(records
             .iter()
             .map(|r| {
                 let mut v = record_json(r, ctx.now);
-                if let Some(at) = retiring.get(&r.serial) {
+                if let Some(at) = retiring(r) {
                     v["retiring_at"] = json!(rfc3339(*at));
                 }
                 v
@@ -935,7 +940,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
                     r.serial.clone(),
                     r.role.to_string(),
                     r.profile.clone(),
-                    match retiring.get(&r.serial) {
+                    match retiring(r) {
                         Some(at) => format!(
                             "{}, retiring at {}",
                             r.status_at(ctx.now).as_str(),
@@ -973,9 +978,11 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         audit,
         renewed_by,
     } = backend.show(&a.id, ctx.now)?;
+    // A certificate revoked meanwhile by other means is not retiring any more
+    // (its entry goes when it falls due).
     let retiring_at = pending
         .iter()
-        .find(|p| p.serial == rec.serial)
+        .find(|p| p.serial == rec.serial && rec.status != Status::Revoked)
         .map(|p| p.due);
     let pem = crate::issue::pem_cert(&der);
     if a.pem {

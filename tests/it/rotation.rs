@@ -421,3 +421,47 @@ fn revoking_a_request_id_revokes_its_lineage() {
     assert_eq!(single["serial"], one.as_str());
     assert_eq!(single["status"], "revoked");
 }
+
+/// With `serve` running, `renew --revoke-old --grace`, `show`, `list`,
+/// `renew --all` and `revoke ID` go through its control socket with the
+/// output of a local run.
+#[test]
+fn retirement_and_lineage_through_a_running_server() {
+    let env = Env::with_ca();
+    env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "s.corp.internal",
+        "--out",
+        "s",
+        "--request-id",
+        "svc",
+    ]);
+    let first = env.json(&["show", "svc"])["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut server = crate::common::Server::start(&env, &[]);
+    let out = env.ok(&["renew", "svc", "--revoke-old", "--grace", "1h"]);
+    assert!(out.contains(&format!("retiring {first} at ")), "{out}");
+    let shown = env.json(&["show", &first]);
+    assert_eq!(shown["status"], "valid");
+    assert!(shown["retiring_at"].is_string(), "{shown}");
+    assert!(env.ok(&["list"]).contains("valid, retiring at "));
+    let all = env.ok(&["renew", "--all", "--within", "91d"]);
+    // (The server's own certificate is considered too.)
+    assert!(all.contains("current certificate(s) considered: 0 renewed"), "{all}");
+    let out = env.json(&["revoke", "svc"]);
+    let revoked: Vec<&str> = out["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["serial"].as_str().unwrap())
+        .collect();
+    assert_eq!(revoked.len(), 2, "{out}");
+    assert_eq!(revoked[0], first);
+    // Revoked meanwhile: the pending retirement is gone with it.
+    assert_eq!(env.json(&["show", &first])["retiring_at"], serde_json::Value::Null);
+    assert_eq!(server.stop(), 0);
+}
