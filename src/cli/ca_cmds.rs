@@ -164,7 +164,11 @@ pub struct ShowArgs {
 pub struct RenewArgs {
     /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
     /// SHA-256, request id, or the certificate file
-    #[arg(value_name = "CERT", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "CERT",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub cert: Option<String>,
     /// Renew every current, valid certificate due within --within, in place
     /// (certificates signed from CSRs are skipped and listed)
@@ -761,8 +765,12 @@ fn renew_all(ctx: &Ctx, a: RenewArgs, grace: Option<time::Duration>) -> Result<O
     let backend = ctx.backend()?;
     let json = ctx.global.json;
     let summary = crate::rotate::renew_all(&backend, &opts, ctx.now, &mut |e| {
-        let name =
-            e.old.names.first().cloned().unwrap_or_else(|| e.old.subject.clone());
+        let name = e
+            .old
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| e.old.subject.clone());
         if json {
             super::render::start_json_lines();
             let line = json!({
@@ -817,12 +825,17 @@ fn renew_all(ctx: &Ctx, a: RenewArgs, grace: Option<time::Duration>) -> Result<O
             eprintln!("note: {note}");
         }
     }
-    let published = crate::rotate::publish_after_revocations(&backend, &summary.revoked_by, ctx.now)?;
+    let published =
+        crate::rotate::publish_after_revocations(&backend, &summary.revoked_by, ctx.now)?;
     ctx.say(format!(
         "renew --all: {} current certificate(s) considered: {} {}, {} skipped, {} refused{}",
         summary.considered,
         summary.renewed,
-        if opts.dry_run { "due (dry run: nothing renewed)" } else { "renewed" },
+        if opts.dry_run {
+            "due (dry run: nothing renewed)"
+        } else {
+            "renewed"
+        },
         summary.skipped,
         summary.refused,
         if published.is_empty() {

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use crate::common::{code, text, Env, BIN};
 
 /// Whether `faketime` is missing: a skip, or an error under `MTLSCA_REQUIRE_FAKETIME`.
-fn no_faketime() -> bool {
+pub fn no_faketime() -> bool {
     let found = Command::new("faketime")
         .args(["-f", "+1d", "true"])
         .stdout(Stdio::null())
@@ -27,7 +27,7 @@ fn no_faketime() -> bool {
 
 /// `mtlsca --ca-dir ca ARGS` with the clock moved by `offset` (faketime's
 /// `+70d`, `+1682h`).
-fn at(env: &Env, offset: &str, args: &[&str]) -> Output {
+pub fn at(env: &Env, offset: &str, args: &[&str]) -> Output {
     Command::new("faketime")
         .current_dir(env.path(""))
         .env_clear()
@@ -41,7 +41,7 @@ fn at(env: &Env, offset: &str, args: &[&str]) -> Output {
 }
 
 /// `at`, insisting on exit 0; stdout.
-fn at_ok(env: &Env, offset: &str, args: &[&str]) -> String {
+pub fn at_ok(env: &Env, offset: &str, args: &[&str]) -> String {
     let out = at(env, offset, args);
     assert_eq!(code(&out), 0, "{offset} mtlsca {args:?}:\n{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -173,9 +173,14 @@ fn fifty_hosts_rotate_twice_and_leave_fifty_valid() {
         for old in &before {
             assert!(crl.contains(&old.to_uppercase()), "{old} not in the CRL");
         }
-        assert_eq!(crl.matches("Superseded").count(), crl.matches("Serial Number").count());
+        assert_eq!(
+            crl.matches("Superseded").count(),
+            crl.matches("Serial Number").count()
+        );
         at_ok(&env, offset, &["crl", "--issuer", "root"]);
-        let prev: Vec<String> = (1..=50).map(|i| format!("out/host-{i:02}.pem.prev")).collect();
+        let prev: Vec<String> = (1..=50)
+            .map(|i| format!("out/host-{i:02}.pem.prev"))
+            .collect();
         let (ok, out) = verify_crl(&env, offset, &prev);
         assert!(!ok, "{out}");
         assert_eq!(out.matches("certificate revoked").count(), 50, "{out}");
@@ -213,7 +218,10 @@ fn a_window_longer_than_two_thirds_of_the_lifetime_is_capped() {
         let out = env.run(&["renew", "--all", "--within", "91d"]);
         assert_eq!(code(&out), 0, "{}", text(&out));
         let all = text(&out);
-        assert!(all.contains("5 current certificate(s) considered: 0 renewed"), "{all}");
+        assert!(
+            all.contains("5 current certificate(s) considered: 0 renewed"),
+            "{all}"
+        );
         assert_eq!(all.matches(note).count(), 1, "{all}");
     }
     assert_eq!(env.store_count(), 5);
@@ -232,7 +240,15 @@ fn renew_all_by_profile_in_place_and_dry_run() {
     env.ok(&["issue", "device", "--dns", "a.corp.internal", "--out", "a"]);
     env.ok(&["issue", "device", "--dns", "b.corp.internal", "--out", "b"]);
     env.ok(&[
-        "issue", "person", "--email", "alice@test", "--cn", "Alice", "--validity", "90d", "--out",
+        "issue",
+        "person",
+        "--email",
+        "alice@test",
+        "--cn",
+        "Alice",
+        "--validity",
+        "90d",
+        "--out",
         "alice",
     ]);
     env.openssl_ok(&[
@@ -259,10 +275,24 @@ fn renew_all_by_profile_in_place_and_dry_run() {
     let dry = at_ok(
         &env,
         "+70d",
-        &["renew", "--all", "--within", "30d", "--profile", "device", "--dry-run"],
+        &[
+            "renew",
+            "--all",
+            "--within",
+            "30d",
+            "--profile",
+            "device",
+            "--dry-run",
+        ],
     );
-    assert!(dry.contains("due ") && dry.contains("a.corp.internal"), "{dry}");
-    assert!(dry.contains("skipped") && dry.contains("signed from a CSR"), "{dry}");
+    assert!(
+        dry.contains("due ") && dry.contains("a.corp.internal"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("skipped") && dry.contains("signed from a CSR"),
+        "{dry}"
+    );
     assert!(!dry.contains("alice"), "{dry}");
     assert_eq!(env.store_count(), count);
     assert_eq!(std::fs::read(env.path("a.pem")).unwrap(), a_before);
@@ -271,7 +301,15 @@ fn renew_all_by_profile_in_place_and_dry_run() {
     let out = at(
         &env,
         "+70d",
-        &["--json", "renew", "--all", "--within", "30d", "--profile", "device"],
+        &[
+            "--json",
+            "renew",
+            "--all",
+            "--within",
+            "30d",
+            "--profile",
+            "device",
+        ],
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -287,9 +325,24 @@ fn renew_all_by_profile_in_place_and_dry_run() {
     // Alice (another profile) is still her first certificate, due now.
     let alice = at_json(&env, "+70d", &["show", "alice.pem"]);
     assert_eq!(alice["renewed_by"], serde_json::Value::Null);
-    let rest = at_ok(&env, "+70d", &["renew", "--all", "--within", "30d"]);
-    assert!(rest.contains("renewed ") && rest.contains("alice@test"), "{rest}");
-    assert!(rest.contains("1 renewed"), "{rest}");
+    let old_alice = alice["serial"].as_str().unwrap().to_uppercase();
+    let rest = at_ok(
+        &env,
+        "+70d",
+        &["renew", "--all", "--within", "30d", "--revoke-old"],
+    );
+    assert!(
+        rest.contains("renewed ") && rest.contains("alice@test"),
+        "{rest}"
+    );
+    assert!(rest.contains("old revoked (superseded)"), "{rest}");
+    assert!(
+        rest.contains("1 renewed") && rest.contains("published entity CRL"),
+        "{rest}"
+    );
+    // Without a server, the entity CA's CRL in crl/ lists her old certificate.
+    let crl = env.openssl_ok(&["crl", "-in", "ca/crl/entity.crl", "-noout", "-text"]);
+    assert!(crl.contains(&old_alice), "{crl}");
 }
 
 /// `--grace 1h`: the old certificate stays valid (list, CRL) until the grace
@@ -305,7 +358,11 @@ fn revoke_old_with_a_grace_period() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = at_ok(&env, "+70d", &["renew", "g.pem", "--revoke-old", "--grace", "1h"]);
+    let out = at_ok(
+        &env,
+        "+70d",
+        &["renew", "g.pem", "--revoke-old", "--grace", "1h"],
+    );
     assert!(out.contains("retiring"), "{out}");
     let shown = at_json(&env, "+70d", &["show", &old]);
     assert_eq!(shown["status"], "valid");
@@ -331,8 +388,8 @@ fn revoke_old_with_a_grace_period() {
         .unwrap_or_else(|| panic!("{old} not in {crl}"));
     assert!(entry.contains("Superseded"), "{entry}");
     // The CRL's revocation date is the due time (OpenSSL's spelling).
-    let due_t = time::OffsetDateTime::parse(&due, &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let due_t =
+        time::OffsetDateTime::parse(&due, &time::format_description::well_known::Rfc3339).unwrap();
     let spelled = format!(
         "{} {:>2} {:02}:{:02}:{:02} {}",
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -343,7 +400,10 @@ fn revoke_old_with_a_grace_period() {
         due_t.second(),
         due_t.year()
     );
-    assert!(entry.contains(&format!("Revocation Date: {spelled} GMT")), "{spelled}: {entry}");
+    assert!(
+        entry.contains(&format!("Revocation Date: {spelled} GMT")),
+        "{spelled}: {entry}"
+    );
     assert_eq!(valid_count(&env, "+1682h"), 1);
 }
 
@@ -385,7 +445,11 @@ fn revoking_a_request_id_revokes_its_lineage() {
     );
     assert!(current != second && second != first);
 
-    let out = at_json(&env, "+140d", &["revoke", "host-07", "--reason", "keyCompromise"]);
+    let out = at_json(
+        &env,
+        "+140d",
+        &["revoke", "host-07", "--reason", "keyCompromise"],
+    );
     assert_eq!(out["request_id"], "host-07");
     let revoked: Vec<&str> = out["revoked"]
         .as_array()
@@ -395,7 +459,10 @@ fn revoking_a_request_id_revokes_its_lineage() {
         .collect();
     assert_eq!(revoked, [second.as_str(), current.as_str()]);
     // The first expired before: left as it is.
-    assert_eq!(at_json(&env, "+140d", &["show", &first])["status"], "expired");
+    assert_eq!(
+        at_json(&env, "+140d", &["show", &first])["status"],
+        "expired"
+    );
     // Again: nothing left to revoke is a refusal.
     let again = at(&env, "+140d", &["revoke", "host-07"]);
     assert_eq!(code(&again), 1, "{}", text(&again));
@@ -451,7 +518,10 @@ fn retirement_and_lineage_through_a_running_server() {
     assert!(env.ok(&["list"]).contains("valid, retiring at "));
     let all = env.ok(&["renew", "--all", "--within", "91d"]);
     // (The server's own certificate is considered too.)
-    assert!(all.contains("current certificate(s) considered: 0 renewed"), "{all}");
+    assert!(
+        all.contains("current certificate(s) considered: 0 renewed"),
+        "{all}"
+    );
     let out = env.json(&["revoke", "svc"]);
     let revoked: Vec<&str> = out["revoked"]
         .as_array()
@@ -462,6 +532,9 @@ fn retirement_and_lineage_through_a_running_server() {
     assert_eq!(revoked.len(), 2, "{out}");
     assert_eq!(revoked[0], first);
     // Revoked meanwhile: the pending retirement is gone with it.
-    assert_eq!(env.json(&["show", &first])["retiring_at"], serde_json::Value::Null);
+    assert_eq!(
+        env.json(&["show", &first])["retiring_at"],
+        serde_json::Value::Null
+    );
     assert_eq!(server.stop(), 0);
 }

@@ -261,7 +261,11 @@ mod tests {
             // Just issued: never due, however long the window.
             assert!(!is_due(&r, within, T0));
             assert!(!is_due(&r, within, T0 + Duration::days(30)));
-            assert!(is_due(&r, within, T0 + Duration::days(30) + Duration::seconds(1)));
+            assert!(is_due(
+                &r,
+                within,
+                T0 + Duration::days(30) + Duration::seconds(1)
+            ));
         }
         // Exactly two thirds: not capped.
         assert_eq!(

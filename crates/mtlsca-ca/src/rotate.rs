@@ -181,7 +181,9 @@ fn renew_one(
     .and_then(|req| backend.issue(req, now));
     let issued = match issued {
         Ok(i) => i,
-        Err(e @ (Error::Refused(_) | Error::Invalid(_) | Error::Usage(_) | Error::Input { .. })) => {
+        Err(
+            e @ (Error::Refused(_) | Error::Invalid(_) | Error::Usage(_) | Error::Input { .. }),
+        ) => {
             entry.status = RenewAllStatus::Refused;
             entry.reason = Some(e.to_string());
             summary.refused += 1;

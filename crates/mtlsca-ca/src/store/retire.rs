@@ -15,10 +15,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 use time::OffsetDateTime;
 
-use super::{
-    append_audit, cat, hex_decode, store_err, tx_err, unix_be, Record, Status,
-    Store,
-};
+use super::{append_audit, cat, hex_decode, store_err, tx_err, unix_be, Record, Status, Store};
 use crate::error::{Error, Result};
 
 const DUE_TREE: &str = "retire_due";
@@ -64,7 +61,12 @@ impl Store {
     /// `now` when `due` is not after `now`, else record it to be revoked at
     /// `due` (with an audit entry, in one transaction; a retirement recorded
     /// before keeps the earlier due time). Call `flush` afterwards.
-    pub fn retire(&self, serial: &[u8], due: OffsetDateTime, now: OffsetDateTime) -> Result<Retired> {
+    pub fn retire(
+        &self,
+        serial: &[u8],
+        due: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Retired> {
         let rec = self.get(serial)?.ok_or_else(|| {
             Error::refused(format!(
                 "no certificate with serial {}",
@@ -257,7 +259,9 @@ mod tests {
             .is_empty());
         let kid = hex_decode(&rec.issuer_key_id).unwrap();
         assert!(store.revoked_by(&kid).unwrap().is_empty());
-        let done = store.apply_due_retirements(due + Duration::hours(1)).unwrap();
+        let done = store
+            .apply_due_retirements(due + Duration::hours(1))
+            .unwrap();
         assert_eq!(done.len(), 1);
         let got = store.get(&rec.serial_bytes()).unwrap().unwrap();
         assert_eq!(got.status, Status::Revoked);
@@ -290,7 +294,9 @@ mod tests {
         store
             .retire(&other.serial_bytes(), now + Duration::hours(1), now)
             .unwrap();
-        store.revoke(&other.serial_bytes(), "keyCompromise", now).unwrap();
+        store
+            .revoke(&other.serial_bytes(), "keyCompromise", now)
+            .unwrap();
         assert!(store
             .apply_due_retirements(now + Duration::hours(2))
             .unwrap()

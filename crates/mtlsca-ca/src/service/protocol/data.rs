@@ -1147,7 +1147,7 @@ pub struct EntryOutcome {
     pub not_after: Option<OffsetDateTime>,
     /// What its renewal replaced and retired.
     #[serde(default)]
-    pub rotation: super::rotation::EntryRotation,
+    pub rotation: EntryRotation,
 }
 
 impl From<batch::EntryOutcome> for EntryOutcome {
@@ -1228,6 +1228,48 @@ impl From<EntryOutcome> for batch::EntryOutcome {
             files,
             not_after,
             rotation: rotation.into(),
+        }
+    }
+}
+
+/// [`crate::batch::Rotation`] as it travels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRotation {
+    /// The serial the renewal replaced.
+    pub replaces: Option<String>,
+    /// When that certificate is revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retires_at: Option<OffsetDateTime>,
+    /// The lifetime and the window applied, seconds, when capped.
+    pub capped: Option<(i64, i64)>,
+}
+
+impl From<crate::batch::Rotation> for EntryRotation {
+    fn from(r: crate::batch::Rotation) -> EntryRotation {
+        let crate::batch::Rotation {
+            replaces,
+            retires_at,
+            capped,
+        } = r;
+        EntryRotation {
+            replaces,
+            retires_at,
+            capped,
+        }
+    }
+}
+
+impl From<EntryRotation> for crate::batch::Rotation {
+    fn from(r: EntryRotation) -> crate::batch::Rotation {
+        let EntryRotation {
+            replaces,
+            retires_at,
+            capped,
+        } = r;
+        crate::batch::Rotation {
+            replaces,
+            retires_at,
+            capped,
         }
     }
 }
