@@ -439,7 +439,7 @@ struct Staged {
     refused: Vec<Option<Error>>,
     renewing: HashSet<usize>,
     /// Per entry: where the renewal window was capped (lifetime, window).
-    capped: Vec<Option<(i64, i64)>>,
+    capped: Vec<Capped>,
 }
 
 /// Everything that can be known before signing: ids and their files, key
@@ -710,7 +710,7 @@ fn renewal(
     req: &IssuanceRequest,
     out_dir: &std::path::Path,
     now: OffsetDateTime,
-) -> Result<(Option<IssuanceRequest>, Option<(i64, i64)>)> {
+) -> Result<(Option<IssuanceRequest>, Capped)> {
     let (Some(within), Some(id)) = (opts.renew_within, req.request_id.as_deref()) else {
         return Ok((None, None));
     };
@@ -747,6 +747,10 @@ fn renewal(
     )
     .map(|r| (Some(r), capped))
 }
+
+/// Where the renewal window was capped for an entry's certificate: its
+/// lifetime and the window applied, in seconds.
+type Capped = Option<(i64, i64)>;
 
 /// With `--revoke-old`: retire the certificate a renewal replaced (revoked as
 /// superseded now, or recorded to be at the end of `grace`); when.
