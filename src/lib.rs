@@ -26,7 +26,7 @@
 #[doc(no_inline)]
 pub use mtlsca_ca::{
     backup, batch, ca, crl, eab_keys, export, fsutil, issue, keypair, lookup, quickstart, renew,
-    service, store,
+    rotate, service, store,
 };
 #[doc(no_inline)]
 pub use mtlsca_net::{acme, conn_limit, control, proxy, serverlog};

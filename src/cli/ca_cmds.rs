@@ -164,8 +164,30 @@ pub struct ShowArgs {
 pub struct RenewArgs {
     /// The certificate to renew: serial, unique serial prefix (8+ hex digits),
     /// SHA-256, request id, or the certificate file
-    #[arg(value_name = "CERT")]
-    pub cert: String,
+    #[arg(
+        value_name = "CERT",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub cert: Option<String>,
+    /// Renew every current, valid certificate due within --within, in place
+    /// (certificates signed from CSRs are skipped and listed)
+    #[arg(long, requires = "within", conflicts_with = "out")]
+    pub all: bool,
+    /// With --all: renew those with less than SPAN left (e.g. 30d), the window
+    /// capped at 2/3 of each certificate's lifetime
+    #[arg(long, value_name = "SPAN", requires = "all")]
+    pub within: Option<String>,
+    /// With --all: only this profile's certificates
+    #[arg(long, requires = "all")]
+    pub profile: Option<String>,
+    /// With --all: only certificates whose names or subject match this glob
+    /// (* and ?) or substring
+    #[arg(long, value_name = "PATTERN", requires = "all")]
+    pub name: Option<String>,
+    /// With --all: list what is due; renew, write and record nothing
+    #[arg(long, requires = "all")]
+    pub dry_run: bool,
     /// Write PREFIX.key, PREFIX.pem, PREFIX.chain.pem (new names, never
     /// overwritten); default: replace the old certificate's files, keeping each
     /// as NAME.prev
@@ -174,6 +196,10 @@ pub struct RenewArgs {
     /// Revoke the old certificate (reason superseded) once the new one is issued
     #[arg(long)]
     pub revoke_old: bool,
+    /// With --revoke-old: revoke the old certificate only after SPAN (e.g. 1h,
+    /// 7d), so that it keeps working while the new one is rolled out
+    #[arg(long, value_name = "SPAN", requires = "revoke_old")]
+    pub grace: Option<String>,
     /// Validity of the new certificate, e.g. 90d, 24h, 2w (default: the profile's)
     #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
@@ -648,12 +674,22 @@ fn report_issued(ctx: &Ctx, i: &Issued) {
 /// Renew a certificate through the engine: same profile, names and subject, a
 /// new key; optionally revoke the old one as superseded.
 pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
+    let grace = a
+        .grace
+        .as_deref()
+        .map(|s| span_arg("--grace", s))
+        .transpose()?;
+    if a.all {
+        return renew_all(ctx, a, grace);
+    }
+    let cert = a.cert.clone().unwrap_or_default();
     // One code path, local or through the running server: look the old
-    // certificate up, issue its renewal, revoke the old one if asked.
+    // certificate up, issue its renewal, retire the old one if asked.
     let backend = ctx.backend()?;
+    backend.retiring(ctx.now)?;
     let crate::service::Shown {
         record: old, der, ..
-    } = backend.show(&a.cert, ctx.now)?;
+    } = backend.show(&cert, ctx.now)?;
     let output = match a.out {
         Some(p) => crate::renew::RenewOutput::Prefix(p),
         None => crate::renew::RenewOutput::InPlace,
@@ -666,12 +702,13 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
         crate::rules::Origin::Arguments,
     )?;
     let issued = backend.issue(req, ctx.now)?;
-    let revoked = if a.revoke_old && old.status != Status::Revoked {
-        backend.revoke(&old.serial, crate::crl::Reason::Superseded, ctx.now)?;
-        true
+    let retired = if a.revoke_old && old.status != Status::Revoked {
+        Some(backend.retire(&old.serial, grace, ctx.now)?)
     } else {
-        false
+        None
     };
+    let revoked = retired.as_ref().is_some_and(|r| r.revoked);
+    let retiring_at = retired.as_ref().and_then(|r| r.due);
     if ctx.global.json {
         let mut v = issued_json(&issued, ctx);
         v["replaces"] = json!(old.serial);
@@ -686,6 +723,7 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
                 o.extend(published);
             }
         }
+        v["old_retiring_at"] = json!(retiring_at.map(rfc3339));
         print_json(&v);
         return Ok(Outcome::Done);
     }
@@ -709,7 +747,118 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
             backend.is_remote(),
         );
     }
+    if let Some(at) = retiring_at {
+        ctx.say(format!(
+            "  retiring {} at {} (revoked as superseded then)",
+            old.serial,
+            rfc3339(at)
+        ));
+    }
     Ok(Outcome::Done)
+}
+
+/// A span argument (`--grace`, `--within`).
+fn span_arg(flag: &str, s: &str) -> Result<time::Duration> {
+    Validity::parse(s)
+        .map(|v| v.duration())
+        .map_err(|m| Error::Usage(format!("{flag} {m}")))
+}
+
+/// `renew --all`: every current, valid certificate that is due, in place.
+fn renew_all(ctx: &Ctx, a: RenewArgs, grace: Option<time::Duration>) -> Result<Outcome> {
+    use crate::rotate::{RenewAllOptions, RenewAllStatus};
+    let within = span_arg("--within", a.within.as_deref().unwrap_or_default())?;
+    let opts = RenewAllOptions {
+        within,
+        profile: a.profile.map(|p| profile_name(ctx, p)),
+        name: a.name,
+        validity: validity_arg(a.validity, a.not_after, ctx)?,
+        revoke_old: a.revoke_old,
+        grace,
+        dry_run: a.dry_run,
+    };
+    let backend = ctx.backend()?;
+    let json = ctx.global.json;
+    let summary = backend.publishing_once(ctx.now, || crate::rotate::renew_all(&backend, &opts, ctx.now, &mut |e| {
+        let name = e
+            .old
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| e.old.subject.clone());
+        if json {
+            super::render::start_json_lines();
+            let line = json!({
+                "serial": e.old.serial,
+                "status": e.status.as_str(),
+                "profile": e.old.profile,
+                "name": name,
+                "not_after": rfc3339(e.old.not_after),
+                "new_serial": e.new.as_ref().map(|n| n.serial.clone()),
+                "new_not_after": e.new.as_ref().map(|n| rfc3339(n.not_after)),
+                "files": e.files,
+                "retires_at": e.retires_at.map(rfc3339),
+                "reason": e.reason,
+            });
+            outln!("{}", serde_json::to_string(&line).unwrap_or_default());
+            return;
+        }
+        let line = match e.status {
+            RenewAllStatus::Renewed => format!(
+                "renewed {} {} ({}): new {} until {}{}",
+                e.old.serial,
+                name,
+                e.old.profile,
+                e.new.as_ref().map_or("-", |n| n.serial.as_str()),
+                date(e.new.as_ref().map_or(e.old.not_after, |n| n.not_after)),
+                match e.retires_at {
+                    Some(at) if at > ctx.now => format!(", old retiring at {}", rfc3339(at)),
+                    Some(_) => ", old revoked (superseded)".into(),
+                    None => String::new(),
+                }
+            ),
+            RenewAllStatus::Due => format!(
+                "due {} {} ({}), expires {}",
+                e.old.serial,
+                name,
+                e.old.profile,
+                date(e.old.not_after)
+            ),
+            _ => format!(
+                "{} {} {} ({}): {}",
+                e.status.as_str(),
+                e.old.serial,
+                name,
+                e.old.profile,
+                e.reason.as_deref().unwrap_or("")
+            ),
+        };
+        ctx.say(render::safe(&line));
+    }))?;
+    if !ctx.global.quiet {
+        for note in summary.caps.lines(within) {
+            eprintln!("note: {note}");
+        }
+    }
+    ctx.say(format!(
+        "renew --all: {} current certificate(s) considered: {} {}, {} skipped, {} refused{}",
+        summary.considered,
+        summary.renewed,
+        if opts.dry_run {
+            "due (dry run: nothing renewed)"
+        } else {
+            "renewed"
+        },
+        summary.skipped,
+        summary.refused,
+        ""
+    ));
+    super::lifecycle_cmds::report_publication(ctx, backend.take_publication(), backend.is_remote());
+    Ok(if summary.refused > 0 {
+        Outcome::No
+    } else {
+        Outcome::Done
+    })
 }
 
 pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<Outcome> {
@@ -775,11 +924,29 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             .transpose()?,
         name: a.name,
     };
-    let records = ctx.backend()?.list(filter, ctx.now)?;
+    let backend = ctx.backend()?;
+    // Retirements due by now are applied first; the pending ones are shown.
+    let retiring: std::collections::HashMap<String, time::OffsetDateTime> = backend
+        .retiring(ctx.now)?
+        .into_iter()
+        .map(|p| (p.serial, p.due))
+        .collect();
+    let records = backend.list(filter, ctx.now)?;
+    let retiring = |r: &crate::store::Record| {
+        retiring
+            .get(&r.serial)
+            .filter(|_| r.status != Status::Revoked)
+    };
     if ctx.global.json {
         print_json(&json!(records
             .iter()
-            .map(|r| record_json(r, ctx.now))
+            .map(|r| {
+                let mut v = record_json(r, ctx.now);
+                if let Some(at) = retiring(r) {
+                    v["retiring_at"] = json!(rfc3339(*at));
+                }
+                v
+            })
             .collect::<Vec<_>>()));
     } else if !ctx.global.quiet {
         let rows: Vec<Vec<String>> = records
@@ -789,7 +956,14 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
                     r.serial.clone(),
                     r.role.to_string(),
                     r.profile.clone(),
-                    r.status_at(ctx.now).as_str().to_string(),
+                    match retiring(r) {
+                        Some(at) => format!(
+                            "{}, retiring at {}",
+                            r.status_at(ctx.now).as_str(),
+                            rfc3339(*at)
+                        ),
+                        None => r.status_at(ctx.now).as_str().to_string(),
+                    },
                     date(r.not_after),
                     r.names
                         .first()
@@ -811,12 +985,21 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
+    let backend = ctx.backend()?;
+    // Retirements due by now are applied first; a pending one is shown.
+    let pending = backend.retiring(ctx.now)?;
     let crate::service::Shown {
         record: rec,
         der,
         audit,
         renewed_by,
-    } = ctx.backend()?.show(&a.id, ctx.now)?;
+    } = backend.show(&a.id, ctx.now)?;
+    // A certificate revoked meanwhile by other means is not retiring any more
+    // (its entry goes when it falls due).
+    let retiring_at = pending
+        .iter()
+        .find(|p| p.serial == rec.serial && rec.status != Status::Revoked)
+        .map(|p| p.due);
     let pem = crate::issue::pem_cert(&der);
     if a.pem {
         out!("{pem}");
@@ -826,6 +1009,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         let mut v = record_json(&rec, ctx.now);
         v["replaces"] = json!(rec.replaces);
         v["renewed_by"] = json!(renewed_by);
+        v["retiring_at"] = json!(retiring_at.map(rfc3339));
         v["pem"] = json!(pem);
         v["key_file"] = json!(rec.key_file);
         v["audit"] = json!(audit
@@ -864,6 +1048,13 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         ];
         for (k, v) in rows {
             outln!("{k:<11} {}", render::safe(&v));
+        }
+        if let Some(at) = retiring_at {
+            outln!(
+                "{:<11} retiring at {} (revoked as superseded then)",
+                "retiring",
+                rfc3339(at)
+            );
         }
         if let Some(r) = &rec.revocation {
             outln!(

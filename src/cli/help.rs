@@ -45,6 +45,8 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca renew web.pem", "a new key and certificate in web.*, the old ones kept as web.*.prev"),
             ("mtlsca renew db-01 --out db-new --revoke-old", "by request id, to new files, the old one revoked"),
             ("mtlsca renew 5f0c1a2b --validity 30d", "by serial prefix, for 30 days"),
+            ("mtlsca renew --all --within 30d --revoke-old --grace 1h", "every certificate due, the old ones revoked an hour later"),
+            ("mtlsca renew --all --within 30d --profile device --dry-run", "what is due, changing nothing"),
         ],
         "list" => &[
             ("mtlsca list --role device --expiring-within 30d", "devices that expire within 30 days"),
@@ -112,11 +114,13 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "batch" => &[
             ("mtlsca batch --manifest fleet.toml --out-dir certs", "issue a manifest, idempotently"),
             ("mtlsca batch --manifest fleet.toml --out-dir certs --renew-within 7d", "and renew what expires within a week"),
+            ("mtlsca batch --manifest fleet.toml --out-dir certs --renew-within 30d --revoke-old", "and revoke what the renewals replaced"),
             ("cat fleet.toml | mtlsca --json batch --manifest -", "from standard input, JSON lines out"),
         ],
         "revoke" => &[
             ("mtlsca revoke web.pem --reason keyCompromise", "by the certificate file"),
             ("mtlsca revoke 5f0c1a2b --reason superseded", "by serial prefix; crl/*.crl list it when this returns"),
+            ("mtlsca revoke host-07 --reason keyCompromise", "by request id: its certificate and every unexpired earlier one"),
         ],
         "crl" => &[
             ("mtlsca crl", "all three CRLs into <ca-dir>/crl/"),

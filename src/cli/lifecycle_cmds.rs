@@ -37,6 +37,12 @@ pub struct BatchArgs {
     /// key and certificate in its files, the old ones kept as NAME.prev
     #[arg(long, value_name = "SPAN")]
     pub renew_within: Option<String>,
+    /// With --renew-within: revoke each certificate renewed (reason superseded)
+    #[arg(long, requires = "renew_within")]
+    pub revoke_old: bool,
+    /// With --revoke-old: revoke the old certificates only after SPAN (e.g. 1h, 7d)
+    #[arg(long, value_name = "SPAN", requires = "revoke_old")]
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +144,10 @@ struct EntryLine<'a> {
     reasons: &'a [batch::Reason],
     #[serde(skip_serializing_if = "Option::is_none")]
     not_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retires_at: Option<String>,
 }
 
 pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
@@ -168,9 +178,28 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
                 .map_err(|m| Error::Usage(format!("--renew-within {m}")))
         })
         .transpose()?;
+    opts.revoke_old = a.revoke_old;
+    opts.grace = a
+        .grace
+        .as_deref()
+        .map(|s| {
+            Validity::parse(s)
+                .map(|v| v.duration())
+                .map_err(|m| Error::Usage(format!("--grace {m}")))
+        })
+        .transpose()?;
+    let mut caps = crate::renew::WindowCaps::default();
+    let mut retiring = 0usize;
+    let now = ctx.now;
     // A closed standard output (`| head`) must not stop issuance half-way:
     // write errors of the report are ignored.
     let result = backend.batch(&text, &manifest, &name, &opts, ctx.now, &mut |o| {
+        if let Some((lifetime, window)) = o.rotation.capped {
+            caps.by_lifetime.entry(lifetime).or_insert((0, window)).0 += 1;
+        }
+        if o.rotation.retires_at.is_some_and(|at| at > now) {
+            retiring += 1;
+        }
         if json {
             let line = EntryLine {
                 id: &o.id,
@@ -178,6 +207,8 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
                 serial: o.serial.as_deref(),
                 reasons: &o.reasons,
                 not_after: o.not_after.map(rfc3339),
+                replaces: o.rotation.replaces.as_deref(),
+                retires_at: o.rotation.retires_at.map(rfc3339),
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
             super::render::start_json_lines();
@@ -210,6 +241,19 @@ pub fn batch(ctx: &Ctx, a: BatchArgs) -> Result<Outcome> {
     let _ = out.flush();
     drop(out);
     let summary = result?;
+    if let Some(within) = opts.renew_within {
+        if !ctx.global.quiet {
+            for note in caps.lines(within) {
+                eprintln!("note: {note}");
+            }
+        }
+    }
+    report_publication(ctx, backend.take_publication(), backend.is_remote());
+    if retiring > 0 {
+        ctx.say(format!(
+            "{retiring} replaced certificate(s) retiring after the grace period (revoked as superseded then)"
+        ));
+    }
     ctx.say(format!(
         "batch {name}: {} entries: {} issued, {}{} already issued, {} refused (files in {})",
         summary.total,
@@ -280,7 +324,50 @@ pub(super) fn report_publication(
 pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
     let reason = Reason::parse(&a.reason)?;
     let backend = ctx.backend()?;
-    let rec = backend.revoke(&a.serial, reason, ctx.now)?;
+    // A request id stands for its lineage: every unexpired certificate
+    // recorded under it and its renewals (a serial, one certificate).
+    let lineage = backend.revoke_lineage(&a.serial, reason, ctx.now)?;
+    if let Some(id) = &lineage.request_id {
+        if ctx.global.json {
+            let mut v = json!({
+                "request_id": id,
+                "reason": reason.as_str(),
+                "revoked": lineage
+                    .revoked
+                    .iter()
+                    .map(|r| record_json(r, ctx.now))
+                    .collect::<Vec<_>>(),
+            });
+            let published =
+                report_publication(ctx, backend.take_publication(), backend.is_remote());
+            if let Some(o) = v.as_object_mut() {
+                o.extend(published);
+            }
+            print_json(&v);
+        } else {
+            for rec in &lineage.revoked {
+                ctx.say(format!(
+                    "revoked {} certificate {} ({}), reason {reason}",
+                    rec.role,
+                    rec.serial,
+                    rec.names
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| rec.subject.clone()),
+                ));
+            }
+            ctx.say(format!(
+                "  {} certificate(s) recorded under request id `{}` and its renewals",
+                lineage.revoked.len(),
+                crate::names::printable(id)
+            ));
+            report_publication(ctx, backend.take_publication(), backend.is_remote());
+        }
+        return Ok(Outcome::Done);
+    }
+    let Some(rec) = lineage.revoked.into_iter().next() else {
+        return Err(Error::State("revoke answered without a certificate".into()));
+    };
     if ctx.global.json {
         let mut v = record_json(&rec, ctx.now);
         let published = report_publication(ctx, backend.take_publication(), backend.is_remote());

@@ -204,7 +204,7 @@ pub enum Command {
     Issue(Deferred<ca_cmds::IssueArgs>),
     /// Sign a certificate request (CSR) made elsewhere, after checking what it asks for
     Sign(Deferred<ca_cmds::SignArgs>),
-    /// Replace an issued certificate with a new key and certificate for the same names
+    /// Replace an issued certificate (or, with --all, every one due) with a new key and certificate for the same names
     Renew(Deferred<ca_cmds::RenewArgs>),
     /// Show the issued certificates, all or those of a role, status, name, profile or expiry
     List(Deferred<ca_cmds::ListArgs>),

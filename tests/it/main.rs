@@ -19,6 +19,7 @@ mod proxy;
 mod readme;
 mod real_pkis;
 mod reliability;
+mod rotation;
 mod rustls_recipe;
 mod service;
 mod ux;

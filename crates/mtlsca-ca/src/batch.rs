@@ -256,6 +256,23 @@ pub struct EntryOutcome {
     pub files: Vec<PathBuf>,
     /// The certificate's notAfter (issued or existing).
     pub not_after: Option<OffsetDateTime>,
+    /// With `--renew-within`: what the renewal replaced and retired, and
+    /// whether the window was capped for this entry's certificate.
+    pub rotation: Rotation,
+}
+
+/// What a renewing batch did about an entry's old certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// The serial of the certificate this entry's renewal replaced.
+    pub replaces: Option<String>,
+    /// With `--revoke-old`: when that certificate is revoked as superseded
+    /// (now, or at the end of `--grace`).
+    pub retires_at: Option<OffsetDateTime>,
+    /// When the window was capped for the entry's certificate
+    /// ([`crate::renew::effective_window`]): its lifetime and the window
+    /// applied, in seconds.
+    pub capped: Option<(i64, i64)>,
 }
 
 impl EntryOutcome {
@@ -271,6 +288,7 @@ impl EntryOutcome {
                 reasons: Vec::new(),
                 files: i.files,
                 not_after: Some(i.record.not_after),
+                rotation: Rotation::default(),
             },
             Err(e) => EntryOutcome {
                 id: id.to_string(),
@@ -279,6 +297,7 @@ impl EntryOutcome {
                 reasons: Reason::of(&e),
                 files: Vec::new(),
                 not_after: None,
+                rotation: Rotation::default(),
             },
         }
     }
@@ -299,6 +318,11 @@ pub struct BatchOptions {
     /// Renew every entry whose certificate expires within this span from now
     /// (and is not revoked) instead of answering `exists`.
     pub renew_within: Option<time::Duration>,
+    /// With `renew_within`: retire the certificates renewed (revoke them as
+    /// superseded), after `grace` when given.
+    pub revoke_old: bool,
+    /// How long a retired certificate stays valid after its renewal.
+    pub grace: Option<time::Duration>,
 }
 
 impl BatchOptions {
@@ -310,6 +334,8 @@ impl BatchOptions {
             chunk: r.chunk,
             threads: r.threads,
             renew_within: None,
+            revoke_old: false,
+            grace: None,
         }
     }
 }
@@ -383,21 +409,26 @@ pub fn run(
     report: &mut dyn FnMut(&EntryOutcome),
     give_way: Option<&mut dyn FnMut()>,
 ) -> Result<Summary> {
+    store.apply_due_retirements(now)?;
     let issuer = Issuer::new(ca, store)?;
     let out_dir = std::path::absolute(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
     let staged = stage(&issuer, store, manifest, manifest_name, opts, &out_dir, now)?;
     // It receives private keys: directories made here are 0700 whatever the
     // umask (of this process, or of the server running the batch).
     fsutil::create_dir_all_mode(&out_dir, 0o700)?;
-    issue_in_slices(
+    let summary = issue_in_slices(
         &issuer,
+        store,
         &manifest.certificate,
         staged,
         opts,
         now,
         report,
         give_way,
-    )
+    )?;
+    // The retirements recorded with the renewals.
+    store.flush()?;
+    Ok(summary)
 }
 
 /// The entries staged for the engine: a request each (a renewal where the
@@ -407,6 +438,8 @@ struct Staged {
     requests: Vec<IssuanceRequest>,
     refused: Vec<Option<Error>>,
     renewing: HashSet<usize>,
+    /// Per entry: where the renewal window was capped (lifetime, window).
+    capped: Vec<Capped>,
 }
 
 /// Everything that can be known before signing: ids and their files, key
@@ -429,6 +462,7 @@ fn stage(
         requests: Vec::with_capacity(entries.len()),
         refused: Vec::with_capacity(entries.len()),
         renewing: HashSet::new(),
+        capped: Vec::with_capacity(entries.len()),
     };
     for (n, e) in entries.iter().enumerate() {
         let label = format!(
@@ -458,9 +492,12 @@ fn stage(
             origin: Origin::Manifest,
             replaces: None,
         };
+        staged.capped.push(None);
         match issuer.check_request(&req, now) {
             Ok(()) => {
-                if let Some(renewal) = renewal(issuer, store, opts, &req, out_dir, now)? {
+                let (renewal, capped) = renewal(issuer, store, opts, &req, out_dir, now)?;
+                staged.capped[n] = capped;
+                if let Some(renewal) = renewal {
                     req = renewal;
                     staged.renewing.insert(n);
                 }
@@ -553,8 +590,10 @@ fn check_entry_id<'m>(
 /// Issue the staged entries through the engine: all at once, or, with
 /// `give_way`, in slices between which the server runs other jobs; report each
 /// entry in manifest order as soon as its files are final.
+#[allow(clippy::too_many_arguments)]
 fn issue_in_slices(
     issuer: &Issuer<'_>,
+    store: &Store,
     entries: &[Entry],
     staged: Staged,
     opts: &BatchOptions,
@@ -566,7 +605,9 @@ fn issue_in_slices(
         requests,
         mut refused,
         renewing,
+        capped,
     } = staged;
+    let mut retire_error: Option<Error> = None;
     // Entries policy refused are reported in their place; the rest go to the engine.
     let (to_issue, positions): (Vec<IssuanceRequest>, Vec<usize>) = requests
         .into_iter()
@@ -601,13 +642,24 @@ fn issue_in_slices(
             let pos = positions[base + i];
             report_refused(&mut next, pos, &mut refused, entries, &mut summary, report);
             let mut o = EntryOutcome::of(&entries[pos].id, r);
+            o.rotation.capped = capped[pos];
             if o.status == EntryStatus::Issued && renewing.contains(&pos) {
                 o.status = EntryStatus::Renewed;
                 renewed += 1;
+                o.rotation.replaces = part[i].replaces.clone();
+                if opts.revoke_old && retire_error.is_none() {
+                    match retire_old(store, part[i].replaces.as_deref(), opts.grace, now) {
+                        Ok(at) => o.rotation.retires_at = at,
+                        Err(e) => retire_error = Some(e),
+                    }
+                }
             }
             report(&o);
             next = pos + 1;
         })?;
+        if let Some(e) = retire_error.take() {
+            return Err(e);
+        }
         counts.issued += c.issued;
         counts.exists += c.exists;
         counts.refused += c.refused;
@@ -658,20 +710,29 @@ fn renewal(
     req: &IssuanceRequest,
     out_dir: &std::path::Path,
     now: OffsetDateTime,
-) -> Result<Option<IssuanceRequest>> {
+) -> Result<(Option<IssuanceRequest>, Capped)> {
     let (Some(within), Some(id)) = (opts.renew_within, req.request_id.as_deref()) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(rec) = store.by_request_id(id)? else {
-        return Ok(None);
+        return Ok((None, None));
     };
+    // The certificate that stands for the id now: one renewed before is never
+    // renewed again, its renewal is the one judged.
     let cur = issuer.current(rec)?;
-    if cur.status == crate::store::Status::Revoked || cur.not_after > now + within {
-        return Ok(None);
+    let capped = match crate::renew::effective_window(&cur, within) {
+        (w, true) if cur.status_at(now) == crate::store::Status::Valid => Some((
+            (cur.not_after - cur.not_before).whole_seconds(),
+            w.whole_seconds(),
+        )),
+        _ => None,
+    };
+    if !crate::renew::is_due(&cur, within, now) {
+        return Ok((None, capped));
     }
     match issuer.check_same_request(&cur, req, now) {
         Ok(()) => {}
-        Err(Error::Refused(_)) => return Ok(None),
+        Err(Error::Refused(_)) => return Ok((None, capped)),
         Err(e) => return Err(e),
     }
     let der = store
@@ -684,7 +745,30 @@ fn renewal(
         req.content.validity.clone(),
         Origin::Manifest,
     )
-    .map(Some)
+    .map(|r| (Some(r), capped))
+}
+
+/// Where the renewal window was capped for an entry's certificate: its
+/// lifetime and the window applied, in seconds.
+type Capped = Option<(i64, i64)>;
+
+/// With `--revoke-old`: retire the certificate a renewal replaced (revoked as
+/// superseded now, or recorded to be at the end of `grace`); when.
+fn retire_old(
+    store: &Store,
+    old: Option<&str>,
+    grace: Option<time::Duration>,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>> {
+    let Some(bytes) = old.and_then(crate::store::hex_decode) else {
+        return Ok(None);
+    };
+    let due = now + grace.unwrap_or(time::Duration::ZERO);
+    Ok(match store.retire(&bytes, due, now)? {
+        crate::store::Retired::Revoked(r) => r.revocation.map(|v| v.at),
+        crate::store::Retired::AlreadyRevoked(r) => r.revocation.map(|v| v.at),
+        crate::store::Retired::Scheduled(p) => Some(p.due),
+    })
 }
 
 #[cfg(test)]
@@ -764,6 +848,8 @@ mod tests {
             chunk: 7,
             threads: 2,
             renew_within: None,
+            revoke_old: false,
+            grace: None,
         };
         let batch = |report: &mut dyn FnMut(&EntryOutcome), give_way: Option<&mut dyn FnMut()>| {
             run(&ca, &store, &manifest, "m", &opts, now, report, give_way).unwrap()

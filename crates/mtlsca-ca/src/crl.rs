@@ -228,6 +228,8 @@ fn sign(
                     .unwrap_or_default()
             ))
         })?;
+    // Retirements due by now are revocations this CRL must list.
+    store.apply_due_retirements(now)?;
     let revoked = store.revoked_by(&signing.key_id)?;
     let number = store.crl_number(&signing.key_id)? + 1;
     let mut revoked_certs = Vec::with_capacity(revoked.len());
@@ -380,7 +382,10 @@ pub type Published = Vec<(Crl, PathBuf)>;
 /// --issuer`): the place for store changes that must be in the CRL about to be
 /// signed (revocations that were deferred and are due by `now`). Nothing yet.
 pub fn before_publish(ca: &Ca, store: &Store, now: OffsetDateTime) -> Result<()> {
-    let _ = (ca, store, now);
+    let _ = ca;
+    // Retirements of replaced certificates that fell due are revocations the
+    // CRLs must list.
+    store.apply_due_retirements(now)?;
     Ok(())
 }
 
@@ -394,6 +399,8 @@ pub fn publish_all(
     now: OffsetDateTime,
 ) -> Result<Published> {
     before_publish(ca, store, now)?;
+    // Every revocation made through this handle so far is in what follows.
+    let covered = store.revocations();
     let dir = ca.dir.join("crl");
     if !dir.is_dir() {
         fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
@@ -404,6 +411,7 @@ pub fn publish_all(
         let crl = publish(ca, store, kind, next_update, now, &path)?;
         out.push((crl, path));
     }
+    store.note_published(covered);
     Ok(out)
 }
 

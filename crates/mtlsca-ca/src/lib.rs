@@ -17,6 +17,7 @@ pub mod keypair;
 pub mod lookup;
 pub mod quickstart;
 pub mod renew;
+pub mod rotate;
 pub mod service;
 pub mod store;
 

@@ -387,6 +387,9 @@ pub struct Local {
     store: Store,
     /// The CRLs published after the last operation that revoked.
     published: std::sync::Mutex<Option<Result<crate::crl::Published>>>,
+    /// Publication held back until a command's many operations end
+    /// ([`Backend::publishing_once`]).
+    hold: std::sync::atomic::AtomicBool,
 }
 
 impl Local {
@@ -396,9 +399,18 @@ impl Local {
     /// server leaves current CRLs in `crl/`. A failed publication does not
     /// undo a revocation: [`Backend::take_publication`] tells it.
     fn run<T>(&self, now: OffsetDateTime, f: impl FnOnce(&mut Cx<'_>) -> Result<T>) -> Result<T> {
-        let before = self.store.revocations();
         let out = f(&mut Cx::local(&self.ca, &self.store, now));
-        if self.store.revocations() != before {
+        if !self.hold.load(std::sync::atomic::Ordering::Relaxed) {
+            self.publish_pending(now);
+        }
+        out
+    }
+
+    /// Publish every CA's CRL when this handle revoked something no CRL
+    /// lists yet (an operation that published them itself, `crl`, leaves
+    /// nothing pending).
+    fn publish_pending(&self, now: OffsetDateTime) {
+        if self.store.unpublished_revocations() {
             let published = crate::crl::publish_all(
                 &self.ca,
                 &self.store,
@@ -409,7 +421,6 @@ impl Local {
                 *slot = Some(published);
             }
         }
-        out
     }
 }
 
@@ -446,6 +457,7 @@ impl Backend {
                 ca,
                 store,
                 published: std::sync::Mutex::new(None),
+                hold: std::sync::atomic::AtomicBool::new(false),
             }))),
             (None, Some(client)) => Ok(Backend::Remote(client)),
             (None, None) => Err(Error::State(
@@ -468,6 +480,20 @@ impl Backend {
             Backend::Local(l) => l.published.lock().ok().and_then(|mut s| s.take()),
             Backend::Remote(_) => None,
         }
+    }
+
+    /// Run `f`, a command's many operations, publishing the CRLs once after
+    /// them (when they revoked anything) instead of after each: `renew --all
+    /// --revoke-old` retires one certificate per operation.
+    pub fn publishing_once<T>(&self, now: OffsetDateTime, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Backend::Local(l) = self else {
+            return f();
+        };
+        l.hold.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = f();
+        l.hold.store(false, std::sync::atomic::Ordering::Relaxed);
+        l.publish_pending(now);
+        out
     }
 
     /// Run an operation: locally at `now`; through the server at the server's
@@ -529,6 +555,35 @@ impl Backend {
     pub fn revoke(&self, query: &str, reason: Reason, now: OffsetDateTime) -> Result<Record> {
         let query = query.to_string();
         self.call(ops::Revoke { query, reason }, now)
+    }
+
+    /// Revoke what `query` names: one certificate, or every unexpired,
+    /// unrevoked certificate of a request id's lineage ([`ops::RevokeLineage`]).
+    pub fn revoke_lineage(
+        &self,
+        query: &str,
+        reason: Reason,
+        now: OffsetDateTime,
+    ) -> Result<ops::RevokedLineage> {
+        let query = query.to_string();
+        self.call(ops::RevokeLineage { query, reason }, now)
+    }
+
+    /// Retire the certificate `serial` a renewal replaced: revoked as
+    /// superseded now, or after `grace` ([`ops::Retire`]).
+    pub fn retire(
+        &self,
+        serial: &str,
+        grace: Option<time::Duration>,
+        now: OffsetDateTime,
+    ) -> Result<ops::Retirement> {
+        let serial = serial.to_string();
+        self.call(ops::Retire { serial, grace }, now)
+    }
+
+    /// The pending retirements ([`ops::Retiring`]).
+    pub fn retiring(&self, now: OffsetDateTime) -> Result<Vec<crate::store::PendingRetirement>> {
+        self.call(ops::Retiring, now)
     }
 
     /// The audit log from `since`.

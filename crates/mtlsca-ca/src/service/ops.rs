@@ -24,6 +24,9 @@ use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Sto
 
 use super::Counters;
 
+mod rotation;
+pub use rotation::{Retire, Retirement, Retiring, RevokeLineage, RevokedLineage};
+
 /// Records or audit entries read through a server at most this many at a time
 /// (one engine job each, a few milliseconds at a million records): other
 /// requests are answered between the parts of a long `list` or `audit`.
@@ -369,6 +372,7 @@ impl Operation for Revoke {
     type Answer = Record;
 
     fn run(self, cx: &mut Cx<'_>) -> Result<Record> {
+        cx.store.apply_due_retirements(cx.now)?;
         let named = crate::lookup::resolve(cx.store, &self.query)?;
         crl::revoke(cx.store, &named.serial, self.reason, cx.now)
     }
@@ -655,6 +659,7 @@ impl Operation for StoreCheck {
     const HOLDS_ENGINE: bool = true;
 
     fn run(self, cx: &mut Cx<'_>) -> Result<CheckReport> {
+        cx.store.apply_due_retirements(cx.now)?;
         cx.store.check()
     }
 }

@@ -169,6 +169,19 @@ impl Store {
         self.revocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Record that every CRL was published covering the first `revocations`
+    /// revocations of this handle ([`Store::revocations`]).
+    pub fn note_published(&self, revocations: u64) {
+        self.published_upto
+            .fetch_max(revocations, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this handle revoked a certificate that no CRL published since
+    /// lists (a local command then publishes them before it ends).
+    pub fn unpublished_revocations(&self) -> bool {
+        self.revocations() > self.published_upto.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The revoked certificates of one issuer (by its key identifier), in serial order.
     pub fn revoked_by(&self, issuer_key_id: &[u8]) -> Result<Vec<RevokedEntry>> {
         let mut out = Vec::new();

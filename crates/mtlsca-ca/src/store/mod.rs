@@ -33,6 +33,8 @@ pub mod revocation;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
 mod lifecycle;
 pub use lifecycle::{ChunkItem, RevokeOutcome, RevokedEntry};
+mod retire;
+pub use retire::{PendingRetirement, Retired, RETIRE_REASON};
 
 /// The record schema this mtlsca writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -215,6 +217,8 @@ pub struct Store {
     /// Certificates revoked through this handle since it was opened: the
     /// signal that CRLs are due ([`Store::revocations`]).
     revocations: std::sync::atomic::AtomicU64,
+    /// How many of those the CRLs published through this handle cover.
+    published_upto: std::sync::atomic::AtomicU64,
 }
 
 fn store_err(e: impl std::fmt::Display) -> Error {
@@ -521,6 +525,7 @@ impl Store {
             audit: tree("audit")?,
             meta: tree("meta")?,
             revocations: std::sync::atomic::AtomicU64::new(0),
+            published_upto: std::sync::atomic::AtomicU64::new(0),
             path: path.to_path_buf(),
             db,
         }))

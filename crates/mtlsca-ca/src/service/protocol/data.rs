@@ -1054,6 +1054,12 @@ pub struct BatchOptions {
     pub threads: usize,
     /// Renew the entries expiring within this span.
     pub renew_within: Option<Span>,
+    /// Retire the certificates renewed.
+    #[serde(default)]
+    pub revoke_old: bool,
+    /// After this grace period.
+    #[serde(default)]
+    pub grace: Option<Span>,
 }
 
 impl From<batch::BatchOptions> for BatchOptions {
@@ -1063,12 +1069,16 @@ impl From<batch::BatchOptions> for BatchOptions {
             chunk,
             threads,
             renew_within,
+            revoke_old,
+            grace,
         } = o;
         BatchOptions {
             out_dir,
             chunk,
             threads,
             renew_within: renew_within.map(Span::from),
+            revoke_old,
+            grace: grace.map(Span::from),
         }
     }
 }
@@ -1080,12 +1090,16 @@ impl From<BatchOptions> for batch::BatchOptions {
             chunk,
             threads,
             renew_within,
+            revoke_old,
+            grace,
         } = o;
         batch::BatchOptions {
             out_dir,
             chunk,
             threads,
             renew_within: renew_within.map(time::Duration::from),
+            revoke_old,
+            grace: grace.map(time::Duration::from),
         }
     }
 }
@@ -1131,6 +1145,9 @@ pub struct EntryOutcome {
     /// The certificate's notAfter.
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
+    /// What its renewal replaced and retired.
+    #[serde(default)]
+    pub rotation: EntryRotation,
 }
 
 impl From<batch::EntryOutcome> for EntryOutcome {
@@ -1142,6 +1159,7 @@ impl From<batch::EntryOutcome> for EntryOutcome {
             reasons,
             files,
             not_after,
+            rotation,
         } = e;
         EntryOutcome {
             id,
@@ -1168,6 +1186,7 @@ impl From<batch::EntryOutcome> for EntryOutcome {
                 .collect(),
             files,
             not_after,
+            rotation: rotation.into(),
         }
     }
 }
@@ -1181,6 +1200,7 @@ impl From<EntryOutcome> for batch::EntryOutcome {
             reasons,
             files,
             not_after,
+            rotation,
         } = e;
         batch::EntryOutcome {
             id,
@@ -1207,6 +1227,49 @@ impl From<EntryOutcome> for batch::EntryOutcome {
                 .collect(),
             files,
             not_after,
+            rotation: rotation.into(),
+        }
+    }
+}
+
+/// [`crate::batch::Rotation`] as it travels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRotation {
+    /// The serial the renewal replaced.
+    pub replaces: Option<String>,
+    /// When that certificate is revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retires_at: Option<OffsetDateTime>,
+    /// The lifetime and the window applied, seconds, when capped.
+    pub capped: Option<(i64, i64)>,
+}
+
+impl From<crate::batch::Rotation> for EntryRotation {
+    fn from(r: crate::batch::Rotation) -> EntryRotation {
+        let crate::batch::Rotation {
+            replaces,
+            retires_at,
+            capped,
+        } = r;
+        EntryRotation {
+            replaces,
+            retires_at,
+            capped,
+        }
+    }
+}
+
+impl From<EntryRotation> for crate::batch::Rotation {
+    fn from(r: EntryRotation) -> crate::batch::Rotation {
+        let EntryRotation {
+            replaces,
+            retires_at,
+            capped,
+        } = r;
+        crate::batch::Rotation {
+            replaces,
+            retires_at,
+            capped,
         }
     }
 }

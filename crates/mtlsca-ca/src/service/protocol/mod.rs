@@ -23,6 +23,7 @@
 pub mod data;
 pub mod error;
 pub mod frame;
+pub mod rotation;
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,22 @@ pub enum Request {
     Backup {
         /// The new directory (absolute).
         dir: PathBuf,
+    },
+    /// Retire a certificate a renewal replaced ([`ops::Retire`]).
+    Retire {
+        /// Its serial.
+        serial: String,
+        /// How long it stays valid.
+        grace: Option<data::Span>,
+    },
+    /// The pending retirements ([`ops::Retiring`]).
+    Retiring,
+    /// Revoke a certificate, or a request id's lineage ([`ops::RevokeLineage`]).
+    RevokeLineage {
+        /// Serial, prefix, SHA-256, request id or certificate file (absolute).
+        query: String,
+        /// The RFC 5280 reason.
+        reason: data::CrlReason,
     },
 }
 
@@ -250,6 +267,18 @@ impl Request {
             Request::Backup { dir } => {
                 absolute("the backup directory", &dir)?;
                 d.one(ops::Backup { dir })
+            }
+            Request::Retire { serial, grace } => d.one(ops::Retire {
+                serial,
+                grace: grace.map(Into::into),
+            }),
+            Request::Retiring => d.one(ops::Retiring),
+            Request::RevokeLineage { query, reason } => {
+                named(&query)?;
+                d.one(ops::RevokeLineage {
+                    query,
+                    reason: reason.into(),
+                })
             }
         })
     }
@@ -866,6 +895,21 @@ mod tests {
             );
         }
         pairs(
+            ops::Retire {
+                serial: "0a".into(),
+                grace: Some(time::Duration::hours(1)),
+            },
+            false,
+        );
+        pairs(ops::Retiring, false);
+        pairs(
+            ops::RevokeLineage {
+                query: "host-07".into(),
+                reason: crate::crl::Reason::Superseded,
+            },
+            false,
+        );
+        pairs(
             ops::Batch {
                 manifest: "[[certificate]]".into(),
                 name: "m.toml".into(),
@@ -1022,6 +1066,11 @@ mod tests {
                 }],
                 files: vec![],
                 not_after: Some(t),
+                rotation: crate::batch::Rotation {
+                    replaces: Some("0a".into()),
+                    retires_at: Some(t),
+                    capped: Some((90 * 86_400, 60 * 86_400)),
+                },
             }],
             outcome: Err(crate::error::Error::Store("disk".into())),
         };
@@ -1035,6 +1084,12 @@ mod tests {
             Some("no-identity")
         );
         assert_eq!(back.entries[0].status, crate::batch::EntryStatus::Refused);
+        assert_eq!(back.entries[0].rotation.replaces.as_deref(), Some("0a"));
+        assert_eq!(back.entries[0].rotation.retires_at, Some(t));
+        assert_eq!(
+            back.entries[0].rotation.capped,
+            Some((90 * 86_400, 60 * 86_400))
+        );
         let e = back.outcome.unwrap_err();
         assert_eq!((e.kind(), e.to_string()), ("store", "store: disk".into()));
     }
