@@ -752,6 +752,9 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
         name: a.name,
     };
     let records = ctx.backend()?.list(filter, ctx.now)?;
+    // On stderr only (under --json too): `list --json` prints an array.
+    let warnings = super::rollover_cmds::rollover_warnings(ctx);
+    super::rollover_cmds::print_rollover_warnings(ctx, &warnings);
     if ctx.global.json {
         print_json(&json!(records
             .iter()

@@ -74,6 +74,8 @@ pub struct SigningCa {
     pub spki_der: Vec<u8>,
     /// The CA's subject Name (DER), which every certificate it signs names as issuer.
     pub subject_der: Vec<u8>,
+    /// The CA's subject, as text (for messages).
+    pub subject: String,
     /// The unlocked key with the certificate, for rcgen.
     pub issuer: Issuer<'static, KeyPair>,
 }
@@ -82,6 +84,21 @@ impl SigningCa {
     /// Which CA generation this is.
     pub fn id(&self) -> CaId {
         CaId::new(self.kind, self.generation)
+    }
+
+    /// Exit 3 when this CA has expired by `now`: nothing it signs could be
+    /// valid. The message names the CA, its expiry and the command that rolls it.
+    pub fn check_not_expired(&self, now: OffsetDateTime) -> Result<()> {
+        if self.not_after > now {
+            return Ok(());
+        }
+        let kind = self.kind.as_str();
+        Err(Error::State(format!(
+            "the {kind} CA ({}, {}) expired on {}: it can sign nothing more; roll it with `mtlsca ca roll {kind}` (a new generation signs from then on; certificates it signed stay valid until they expire)",
+            self.id(),
+            printable(&self.subject),
+            crate::timefmt::rfc3339(self.not_after),
+        )))
     }
 }
 
@@ -268,6 +285,31 @@ impl Ca {
         Ok(self.current(kind))
     }
 
+    /// The root generation that signed an issuing CA generation (by its
+    /// authorityKeyIdentifier), else the current root.
+    pub fn root_of(&self, issuing: CaId) -> Result<CaId> {
+        let der = self.cert_der_of(issuing)?;
+        let aki = x509_parser::parse_x509_certificate(&der)
+            .ok()
+            .and_then(|(_, x)| {
+                x.extensions().iter().find_map(|e| match e.parsed_extension() {
+                    x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                        a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                    }
+                    _ => None,
+                })
+            });
+        if let Some(aki) = aki {
+            for g in (1..=self.config.generation.root).rev() {
+                let id = CaId::new(CaKind::Root, g);
+                if self.generation(id)?.key_id == aki {
+                    return Ok(id);
+                }
+            }
+        }
+        Ok(self.current(CaKind::Root))
+    }
+
     /// The current generation's certificate and key, unlocked for signing.
     pub fn signing_ca(&self, kind: CaKind) -> Result<SigningCa> {
         self.signing_ca_of(self.current(kind))
@@ -304,6 +346,7 @@ impl Ca {
             .ok_or_else(|| Error::State(format!("{}: no subjectKeyIdentifier", id.cert_file())))?;
         let spki_der = x509.public_key().raw.to_vec();
         let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
+        let subject = x509.subject().to_string();
         if !crate::key::same_public_key(
             &spki_der,
             &rcgen::PublicKeyData::subject_public_key_info(&key),
@@ -325,6 +368,7 @@ impl Ca {
             key_id,
             spki_der,
             subject_der,
+            subject,
             issuer,
         })
     }
