@@ -39,7 +39,8 @@ pub fn ca(ctx: &Ctx, c: CaCmd) -> Result<Outcome> {
 }
 
 fn roll(ctx: &Ctx, a: RollArgs) -> Result<Outcome> {
-    let kind = CaKind::parse(&a.kind).ok_or_else(|| Error::Usage(format!("unknown CA `{}`", a.kind)))?;
+    let kind =
+        CaKind::parse(&a.kind).ok_or_else(|| Error::Usage(format!("unknown CA `{}`", a.kind)))?;
     let validity = a
         .validity
         .as_deref()

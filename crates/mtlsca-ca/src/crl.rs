@@ -284,13 +284,7 @@ fn sign(
 
 /// Record a signed CRL's number (with an audit entry) and make it durable.
 fn record(store: &Store, signing: &SigningCa, crl: &Crl, now: OffsetDateTime) -> Result<()> {
-    store.record_crl_number(
-        &crl.name(),
-        &signing.key_id,
-        crl.number,
-        crl.revoked,
-        now,
-    )?;
+    store.record_crl_number(&crl.name(), &signing.key_id, crl.number, crl.revoked, now)?;
     store.flush()
 }
 

@@ -274,6 +274,35 @@ impl Ca {
             .find(|g| crate::hex::encode(&g.key_id).eq_ignore_ascii_case(key_id)))
     }
 
+    /// What a relying party that trusts this CA needs (DER): every root
+    /// generation as a trust anchor, and as intermediates every issuing
+    /// generation and the link certificates between root generations.
+    pub fn trust_material(&self) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        let mut anchors = Vec::new();
+        let mut intermediates = Vec::new();
+        for g in self.generations()? {
+            if g.id.kind == CaKind::Root {
+                anchors.push(g.cert_der);
+            } else {
+                intermediates.push(g.cert_der);
+            }
+        }
+        let roots = self.config.generation.root;
+        for g in 2..=roots {
+            for file in [link_file(g, g - 1), link_file(g - 1, g)] {
+                let path = self.dir.join(&file);
+                if path.exists() {
+                    let text = read_ca_file(&path)?;
+                    let der = pem::parse(&text)
+                        .map(|p| p.into_contents())
+                        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+                    intermediates.push(der);
+                }
+            }
+        }
+        Ok((anchors, intermediates))
+    }
+
     /// The issuing CA generation that signed a record (by its `issuer_key_id`),
     /// falling back to the current one of its kind for a record whose key id
     /// names none.
@@ -292,12 +321,14 @@ impl Ca {
         let aki = x509_parser::parse_x509_certificate(&der)
             .ok()
             .and_then(|(_, x)| {
-                x.extensions().iter().find_map(|e| match e.parsed_extension() {
-                    x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
-                        a.key_identifier.as_ref().map(|k| k.0.to_vec())
-                    }
-                    _ => None,
-                })
+                x.extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                            a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                        }
+                        _ => None,
+                    })
             });
         if let Some(aki) = aki {
             for g in (1..=self.config.generation.root).rev() {
