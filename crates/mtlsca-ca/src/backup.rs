@@ -101,6 +101,17 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
 fn ca_files(dir: &Path) -> Result<Vec<String>> {
     let mut out = vec![CONFIG_FILE.to_string()];
     out.extend(CaKind::ALL.iter().map(|k| k.cert_file().to_string()));
+    // Later CA generations and link certificates (`ca roll`).
+    let mut generations = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if crate::ca::is_generation_file(&name) && entry.file_type().at(entry.path())?.is_file() {
+            generations.push(name);
+        }
+    }
+    generations.sort();
+    out.extend(generations);
     for (sub, _, _) in SUBDIRS {
         let d = dir.join(sub);
         if !d.is_dir() {
@@ -124,7 +135,10 @@ fn ca_files(dir: &Path) -> Result<Vec<String>> {
 /// Whether a manifest path is one a backup may hold: a known top-level file or a
 /// plain file name in one of the sub-directories (no `..`, no hidden names).
 fn allowed_path(rel: &str) -> Option<u32> {
-    if rel == CONFIG_FILE || CaKind::ALL.iter().any(|k| k.cert_file() == rel) {
+    if rel == CONFIG_FILE
+        || CaKind::ALL.iter().any(|k| k.cert_file() == rel)
+        || crate::ca::is_generation_file(rel)
+    {
         return Some(0o644);
     }
     let (sub, name) = rel.split_once('/')?;

@@ -175,6 +175,28 @@ pub fn link_file(subject: u32, signer: u32) -> String {
     format!("root-{subject}-by-{signer}.pem")
 }
 
+/// Whether `name` is a top-level certificate file that a CA generation or a
+/// root roll writes: `device-ca-2.pem`, `root-3.pem`, `root-2-by-1.pem`
+/// (generation 1's files are [`CaKind::cert_file`]).
+pub fn is_generation_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".pem") else {
+        return false;
+    };
+    if let Some((a, b)) = stem
+        .strip_prefix("root-")
+        .and_then(|rest| rest.split_once("-by-"))
+    {
+        let gen = |s: &str| CaId::parse(&format!("root-{s}")).is_some() || s == "1";
+        return gen(a) && gen(b) && a != b;
+    }
+    CaKind::ALL.iter().any(|k| {
+        let base = k.cert_file().trim_end_matches(".pem");
+        stem.strip_prefix(base)
+            .and_then(|n| n.strip_prefix('-'))
+            .is_some_and(|n| CaId::parse(&format!("{}-{n}", k.as_str())).is_some())
+    })
+}
+
 /// The generations `ca.toml` in `dir` records (1 each when it records none, or
 /// when there is no `ca.toml` yet: `init` and `restore` read the key ids before
 /// they write it).
