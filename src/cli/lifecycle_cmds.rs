@@ -51,10 +51,19 @@ pub struct RevokeArgs {
     pub reason: String,
 }
 
+/// `crl --issuer`: a CA kind or a generation's name.
+fn issuer_name(s: &str) -> std::result::Result<String, String> {
+    CaId::parse_arg(s).map(|_| s.to_string()).ok_or_else(|| {
+        "expected root, device, entity, or a generation such as device-2".to_string()
+    })
+}
+
 #[derive(Debug, Args)]
 pub struct CrlArgs {
-    /// Only this CA's CRL (default: all three into <ca-dir>/crl/)
-    #[arg(long, value_parser = ["root", "device", "entity"])]
+    /// Only this CA's CRL: root, device or entity (the current generation), or
+    /// one generation such as device-1 or device-2 (default: every generation
+    /// that has not expired, into <ca-dir>/crl/NAME.crl)
+    #[arg(long, value_name = "CA", value_parser = issuer_name)]
     pub issuer: Option<String>,
     /// Where to write the CRL (PEM); - is standard output (needs --issuer;
     /// default <ca-dir>/crl/<issuer>.crl)

@@ -18,6 +18,7 @@ mod proxy;
 mod readme;
 mod real_pkis;
 mod reliability;
+mod rollover;
 mod rustls_recipe;
 mod service;
 mod ux;
