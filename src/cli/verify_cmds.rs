@@ -363,11 +363,11 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
     if a.trust.is_empty() {
         // Every generation of the CA: each root as an anchor, each issuing CA
         // and link certificate as an intermediate.
-        let (anchors, intermediates) = ctx.open_ca()?.trust_material()?;
+        let t = ctx.open_ca()?.trust_material()?;
         l.anchors
-            .extend(anchors.into_iter().map(CertificateDer::from));
+            .extend(t.anchors.into_iter().map(CertificateDer::from));
         l.intermediates
-            .extend(intermediates.into_iter().map(CertificateDer::from));
+            .extend(t.intermediates.into_iter().map(CertificateDer::from));
         l.store = Some(ctx.backend()?);
     }
     for p in &a.trust {

@@ -102,6 +102,15 @@ impl SigningCa {
     }
 }
 
+/// What a relying party that trusts a CA needs ([`Ca::trust_material`]), DER.
+#[derive(Debug, Clone, Default)]
+pub struct TrustMaterial {
+    /// Every root generation.
+    pub anchors: Vec<Vec<u8>>,
+    /// Every issuing generation and link certificate.
+    pub intermediates: Vec<Vec<u8>>,
+}
+
 /// One generation of a CA as its certificate describes it.
 #[derive(Debug, Clone)]
 pub struct CaGeneration {
@@ -277,7 +286,7 @@ impl Ca {
     /// What a relying party that trusts this CA needs (DER): every root
     /// generation as a trust anchor, and as intermediates every issuing
     /// generation and the link certificates between root generations.
-    pub fn trust_material(&self) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    pub fn trust_material(&self) -> Result<TrustMaterial> {
         let mut anchors = Vec::new();
         let mut intermediates = Vec::new();
         for g in self.generations()? {
@@ -300,7 +309,10 @@ impl Ca {
                 }
             }
         }
-        Ok((anchors, intermediates))
+        Ok(TrustMaterial {
+            anchors,
+            intermediates,
+        })
     }
 
     /// The issuing CA generation that signed a record (by its `issuer_key_id`),
