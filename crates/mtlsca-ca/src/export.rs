@@ -13,7 +13,7 @@ use p12_keystore::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::ca::Ca;
+use crate::ca::{Ca, CaKind};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::issue::pem_cert;
@@ -127,7 +127,7 @@ pub fn export_record(
     p12: Option<&P12Options>,
 ) -> Result<Exported> {
     // The CA generation that signed it (an old leaf keeps its own chain).
-    let issuer = ca.issuer_of(&record)?;
+    let issuer = ca.issuer_by_key_id(&record.issuer_key_id, CaKind::for_role(record.role))?;
     let bytes = match format {
         Format::Pem => pem_cert(&der).into_bytes(),
         Format::Der => der,

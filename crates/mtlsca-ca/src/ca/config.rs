@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::key::KeyType;
 use crate::names::{printable, Pattern};
 
-use super::layout::{CaId, CaKind, CONFIG_FILE, MAX_GENERATION};
+use super::layout::{CaId, CaKind, Generations, CONFIG_FILE};
 use crate::profile::Validity;
 
 /// `<ca-dir>/ca.toml`: what `init` decided. Written last, so its presence marks a
@@ -48,82 +48,6 @@ pub struct CaConfig {
     /// of [`CaConfig::rollover_window`].
     #[serde(default, skip_serializing_if = "Rollover::is_empty")]
     pub rollover: Rollover,
-}
-
-/// `[generation]` of `ca.toml`: the current generation of each CA (1 when absent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Generations {
-    /// The root's.
-    #[serde(default = "one")]
-    pub root: u32,
-    /// The device issuing CA's.
-    #[serde(default = "one")]
-    pub device: u32,
-    /// The entity issuing CA's.
-    #[serde(default = "one")]
-    pub entity: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Default for Generations {
-    fn default() -> Self {
-        Generations {
-            root: 1,
-            device: 1,
-            entity: 1,
-        }
-    }
-}
-
-impl Generations {
-    /// Every CA still at generation 1.
-    pub fn is_initial(&self) -> bool {
-        *self == Generations::default()
-    }
-
-    /// The current generation of `kind`.
-    pub fn of(&self, kind: CaKind) -> u32 {
-        match kind {
-            CaKind::Root => self.root,
-            CaKind::Device => self.device,
-            CaKind::Entity => self.entity,
-        }
-    }
-
-    /// Set the current generation of `kind`.
-    pub fn set(&mut self, kind: CaKind, generation: u32) {
-        match kind {
-            CaKind::Root => self.root = generation,
-            CaKind::Device => self.device = generation,
-            CaKind::Entity => self.entity = generation,
-        }
-    }
-
-    /// The `[generation]` table of a `ca.toml` text (the rest is not checked
-    /// here): the store's owner check reads it before a `Ca` is opened.
-    pub fn of_config_text(text: &str) -> std::result::Result<Generations, String> {
-        #[derive(Deserialize)]
-        struct Only {
-            #[serde(default)]
-            generation: Generations,
-        }
-        let only: Only = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        let g = only.generation;
-        for kind in CaKind::ALL {
-            if !(1..=MAX_GENERATION).contains(&g.of(kind)) {
-                return Err(format!(
-                    "key `generation.{}`: {} is not a generation (1 to {MAX_GENERATION})",
-                    kind.as_str(),
-                    g.of(kind)
-                ));
-            }
-        }
-        Ok(g)
-    }
 }
 
 /// `[rollover]` of `ca.toml`: the rollover window of each CA, as a validity

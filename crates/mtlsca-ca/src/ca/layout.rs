@@ -197,16 +197,92 @@ pub fn is_generation_file(name: &str) -> bool {
     })
 }
 
+/// `[generation]` of `ca.toml`: the current generation of each CA (1 when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generations {
+    /// The root's.
+    #[serde(default = "one")]
+    pub root: u32,
+    /// The device issuing CA's.
+    #[serde(default = "one")]
+    pub device: u32,
+    /// The entity issuing CA's.
+    #[serde(default = "one")]
+    pub entity: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Generations {
+            root: 1,
+            device: 1,
+            entity: 1,
+        }
+    }
+}
+
+impl Generations {
+    /// Every CA still at generation 1.
+    pub fn is_initial(&self) -> bool {
+        *self == Generations::default()
+    }
+
+    /// The current generation of `kind`.
+    pub fn of(&self, kind: CaKind) -> u32 {
+        match kind {
+            CaKind::Root => self.root,
+            CaKind::Device => self.device,
+            CaKind::Entity => self.entity,
+        }
+    }
+
+    /// Set the current generation of `kind`.
+    pub fn set(&mut self, kind: CaKind, generation: u32) {
+        match kind {
+            CaKind::Root => self.root = generation,
+            CaKind::Device => self.device = generation,
+            CaKind::Entity => self.entity = generation,
+        }
+    }
+
+    /// The `[generation]` table of a `ca.toml` text (the rest is not checked
+    /// here): the store's owner check reads it before a `Ca` is opened.
+    pub fn of_config_text(text: &str) -> std::result::Result<Generations, String> {
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(default)]
+            generation: Generations,
+        }
+        let only: Only = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let g = only.generation;
+        for kind in CaKind::ALL {
+            if !(1..=MAX_GENERATION).contains(&g.of(kind)) {
+                return Err(format!(
+                    "key `generation.{}`: {} is not a generation (1 to {MAX_GENERATION})",
+                    kind.as_str(),
+                    g.of(kind)
+                ));
+            }
+        }
+        Ok(g)
+    }
+}
+
 /// The generations `ca.toml` in `dir` records (1 each when it records none, or
 /// when there is no `ca.toml` yet: `init` and `restore` read the key ids before
 /// they write it).
-pub fn recorded_generations(dir: &Path) -> Result<super::config::Generations> {
+pub fn recorded_generations(dir: &Path) -> Result<Generations> {
     let path = dir.join(CONFIG_FILE);
     if !path.exists() {
-        return Ok(super::config::Generations::default());
+        return Ok(Generations::default());
     }
     let text = read_ca_file(&path)?;
-    super::config::Generations::of_config_text(&text)
+    Generations::of_config_text(&text)
         .map_err(|m| Error::State(format!("{}: damaged CA configuration: {m}", path.display())))
 }
 

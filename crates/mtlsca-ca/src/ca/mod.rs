@@ -315,15 +315,14 @@ impl Ca {
         })
     }
 
-    /// The issuing CA generation that signed a record (by its `issuer_key_id`),
-    /// falling back to the current one of its kind for a record whose key id
-    /// names none.
-    pub fn issuer_of(&self, record: &crate::store::Record) -> Result<CaId> {
-        if let Some(g) = self.generation_by_key_id(&record.issuer_key_id)? {
-            return Ok(g.id);
-        }
-        let kind = CaKind::parse(&record.issuer).unwrap_or(CaKind::for_role(record.role));
-        Ok(self.current(kind))
+    /// The issuing CA generation that signed a certificate, by its issuer key
+    /// id (hex, a record's `issuer_key_id`); the current generation of `kind`
+    /// when no generation has that key id.
+    pub fn issuer_by_key_id(&self, issuer_key_id: &str, kind: CaKind) -> Result<CaId> {
+        Ok(match self.generation_by_key_id(issuer_key_id)? {
+            Some(g) => g.id,
+            None => self.current(kind),
+        })
     }
 
     /// The root generation that signed an issuing CA generation (by its

@@ -303,7 +303,10 @@ impl<'a> Issuer<'a> {
         let cert_pem = pem_cert(&der);
         let chain_pem = format!(
             "{cert_pem}{}",
-            self.ca.cert_pem_of(self.ca.issuer_of(&rec)?)?
+            self.ca.cert_pem_of(
+                self.ca
+                    .issuer_by_key_id(&rec.issuer_key_id, CaKind::for_role(rec.role))?
+            )?
         );
         let mut all = Vec::new();
         let mut written = Vec::new();
