@@ -312,6 +312,26 @@ fn a_root_roll_links_both_roots_so_each_validates_the_others_leaves() {
     ] {
         assert!(env.path(&format!("restored/{f}")).exists(), "{f}");
     }
+    // The restored CA opens, knows every generation and issues with the current one.
+    assert_eq!(
+        read(&env, "restored/ca-bundle.pem"),
+        read(&env, "ca/ca-bundle.pem")
+    );
+    let restored_run = |args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(env.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--ca-dir", "restored"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = restored_run(&["issue", "device", "--dns", "r.test", "--out", "r"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(issuer_of(&env, "r.pem").contains("Device Issuing CA 2"));
+    let out = restored_run(&["verify", "cert", "old.pem"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
 }
 
 /// Whether `faketime` can be run; a skip says so, unless `.ci/run` requires it.

@@ -357,17 +357,20 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
             fsutil::write_new(&ca_dir.join(&rel), &data, mode)?;
         }
     }
-    if !ca_dir.join(crate::ca::BUNDLE_FILE).exists() {
-        crate::ca::write_bundle(ca_dir)?;
-    }
     let (Some(config), Some(export)) = (config, export) else {
         return Err(Error::input(
             "backup",
             "ca.toml or the store export is missing",
         ));
     };
+    // The CA generations the backup's ca.toml names (it is written last).
+    let generations = crate::ca::Generations::of_config_text(&String::from_utf8_lossy(&config))
+        .map_err(|m| Error::input("backup", format!("{CONFIG_FILE}: {m}")))?;
+    if !ca_dir.join(crate::ca::BUNDLE_FILE).exists() {
+        crate::ca::write_bundle_of(ca_dir, &generations)?;
+    }
     {
-        let owner = crate::ca::key_ids(ca_dir)?;
+        let owner = crate::ca::key_ids_of(ca_dir, &generations)?;
         let store = Store::create(ca_dir, &owner)?;
         store.import(&mut std::io::Cursor::new(export))?;
         // A backup that names its CA must name this one (older ones are adopted).

@@ -335,7 +335,12 @@ pub fn check_key_permissions(private_dir: &Path, key_path: &Path) -> Result<()> 
 /// `device`, `entity`, `device-2`, …): what the store records as its owner.
 /// Exit 3 when a certificate is missing or unreadable.
 pub fn key_ids(dir: &Path) -> Result<crate::store::CaKeyIds> {
-    let gens = recorded_generations(dir)?;
+    key_ids_of(dir, &recorded_generations(dir)?)
+}
+
+/// [`key_ids`] for the generations `gens` (`restore` reads them from the
+/// backup's `ca.toml` before it writes that file, last).
+pub fn key_ids_of(dir: &Path, gens: &Generations) -> Result<crate::store::CaKeyIds> {
     let mut out = crate::store::CaKeyIds::new();
     for kind in CaKind::ALL {
         for g in 1..=gens.of(kind) {
@@ -404,7 +409,12 @@ pub fn loose_modes(dir: &Path) -> Vec<(PathBuf, u32, &'static str)> {
 /// when a backup is restored: the bundle is derived, never backed up): every
 /// generation `ca.toml` records, see [`bundle_text`].
 pub fn write_bundle(dir: &Path) -> Result<()> {
-    let text = bundle_text(dir, None)?;
+    write_bundle_of(dir, &recorded_generations(dir)?)
+}
+
+/// [`write_bundle`] for the generations `gens` (`restore`, before `ca.toml`).
+pub fn write_bundle_of(dir: &Path, gens: &Generations) -> Result<()> {
+    let text = bundle_text_of(dir, gens, None)?;
     fsutil::write_new(&dir.join(BUNDLE_FILE), text.as_bytes(), 0o644)
 }
 
@@ -421,7 +431,14 @@ pub fn rewrite_bundle(dir: &Path, now: time::OffsetDateTime) -> Result<()> {
 /// and every entity generation (the current first); with `now`, only those
 /// that have not expired by then.
 pub fn bundle_text(dir: &Path, now: Option<time::OffsetDateTime>) -> Result<String> {
-    let gens = recorded_generations(dir)?;
+    bundle_text_of(dir, &recorded_generations(dir)?, now)
+}
+
+fn bundle_text_of(
+    dir: &Path,
+    gens: &Generations,
+    now: Option<time::OffsetDateTime>,
+) -> Result<String> {
     let live = |file: &str| -> Result<Option<String>> {
         let text = read_ca_file(&dir.join(file))?;
         if let Some(now) = now {
