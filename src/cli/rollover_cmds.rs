@@ -25,8 +25,9 @@ pub struct RollArgs {
     /// link certificates both ways, and new device and entity CAs under it)
     #[arg(value_parser = ["root", "device", "entity"])]
     pub kind: String,
-    /// Validity of the new CA certificate(s) (default as init: 20y for a root,
-    /// 10y for an issuing CA; an issuing CA never outlives its root)
+    /// Validity of the new CA certificate (default as init: 20y for a root, 10y
+    /// for an issuing CA, never past its root); with `root`, the new root's
+    /// (its new issuing CAs get 10y)
     #[arg(long, value_name = "SPAN")]
     pub validity: Option<String>,
 }

@@ -620,3 +620,21 @@ fn a_foreign_ca_is_still_refused_and_encrypted_keys_stay_encrypted() {
     let err = env.fails(&["list"], 3);
     assert!(err.contains("belongs to another CA"), "{err}");
 }
+
+#[test]
+fn a_roll_is_refused_while_serve_holds_the_ca_and_works_once_it_stopped() {
+    let env = Env::with_ca();
+    let mut server = crate::common::Server::start(&env, &[]);
+    let err = env.fails(&["ca", "roll", "device"], 3);
+    assert!(
+        err.contains("mtlsca serve") && err.contains("stop it"),
+        "{err}"
+    );
+    assert!(!env.path("ca/device-ca-2.pem").exists());
+    // status works through the server.
+    let status = env.json(&["ca", "status"]);
+    assert_eq!(status.as_array().unwrap().len(), 3, "{status}");
+    assert_eq!(server.stop(), 0);
+    env.ok(&["ca", "roll", "device"]);
+    assert!(env.path("ca/device-ca-2.pem").exists());
+}

@@ -385,6 +385,13 @@ pub fn loose_modes(dir: &Path) -> Vec<(PathBuf, u32, &'static str)> {
         for f in [CONFIG_FILE, "root.pem", "device-ca.pem", "entity-ca.pem"] {
             check(dir.join(f), 0o022);
         }
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if is_generation_file(&e.file_name().to_string_lossy()) {
+                    check(e.path(), 0o022);
+                }
+            }
+        }
         for (sub, forbidden) in [
             ("private", 0o077),
             ("db", 0o077),
