@@ -638,3 +638,50 @@ fn a_roll_is_refused_while_serve_holds_the_ca_and_works_once_it_stopped() {
     env.ok(&["ca", "roll", "device"]);
     assert!(env.path("ca/device-ca-2.pem").exists());
 }
+
+#[test]
+fn each_generation_points_its_leaves_at_its_own_crl() {
+    let env = Env::with_ca();
+    let append = |profile: &str, line: &str| {
+        let p = env
+            .ca_dir()
+            .join("profiles")
+            .join(format!("{profile}.toml"));
+        let mut t = std::fs::read_to_string(&p).unwrap();
+        t.push_str(line);
+        std::fs::write(&p, t).unwrap();
+    };
+    // The layout `serve --publish-listen` serves, and a URL of another shape.
+    append(
+        "device",
+        "crl_url = \"http://ca.test:8080/crl/device.crl\"\n",
+    );
+    append("workload", "crl_url = \"http://ca.test/revoked.crl\"\n");
+    env.ok(&["issue", "device", "--dns", "a.test", "--out", "a"]);
+    let out = env.run(&["ca", "roll", "device"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: profile `workload`'s crl_url"),
+        "{err}"
+    );
+    assert!(!err.contains("profile `device`"), "{err}");
+    env.ok(&["issue", "device", "--dns", "b.test", "--out", "b"]);
+    let cdp = |f: &str| {
+        let out = env.openssl(&["x509", "-in", f, "-noout", "-ext", "crlDistributionPoints"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        cdp("a.pem").contains("http://ca.test:8080/crl/device.crl"),
+        "{}",
+        cdp("a.pem")
+    );
+    assert!(
+        cdp("b.pem").contains("http://ca.test:8080/crl/device-2.crl"),
+        "{}",
+        cdp("b.pem")
+    );
+    // As the server publishes them: the CRL of each leaf's own CA.
+    env.ok(&["crl"]);
+    assert!(env.path("ca/crl/device-2.crl").exists());
+}
