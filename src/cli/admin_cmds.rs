@@ -69,6 +69,8 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
                     ),
                 });
             }
+            let rollover = super::rollover_cmds::rollover_warnings(ctx);
+            super::rollover_cmds::print_rollover_warnings(ctx, &rollover);
             if ctx.global.json {
                 print_json(&json!({
                     "healthy": r.healthy(),
@@ -77,6 +79,7 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
                     "audit_entries": r.audit_entries,
                     "audit_head": r.audit_head,
                     "damage": r.damage,
+                    "rollover": rollover,
                 }));
             } else if r.healthy() {
                 ctx.say(format!(

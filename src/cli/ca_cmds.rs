@@ -937,6 +937,9 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             .get(&r.serial)
             .filter(|_| r.status != Status::Revoked)
     };
+    // On stderr only (under --json too): `list --json` prints an array.
+    let warnings = super::rollover_cmds::rollover_warnings(ctx);
+    super::rollover_cmds::print_rollover_warnings(ctx, &warnings);
     if ctx.global.json {
         print_json(&json!(records
             .iter()

@@ -122,8 +122,18 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca revoke 5f0c1a2b --reason superseded", "by serial prefix; crl/*.crl list it when this returns"),
             ("mtlsca revoke host-07 --reason keyCompromise", "by request id: its certificate and every unexpired earlier one"),
         ],
+        "ca" => &[
+            ("mtlsca ca status", "every CA generation: expiry, days left, rollover window"),
+            ("mtlsca ca roll device", "a new device issuing CA; the old one stays valid for what it signed"),
+        ],
+        "ca roll" => &[
+            ("mtlsca ca roll device", "new key and certificate for the device issuing CA (stop `serve` first)"),
+            ("mtlsca ca roll root", "a new root of the same name, link certificates both ways, new issuing CAs"),
+        ],
+        "ca status" => &[("mtlsca ca status --json", "every generation as JSON")],
         "crl" => &[
-            ("mtlsca crl", "all three CRLs into <ca-dir>/crl/"),
+            ("mtlsca crl", "the CRL of every CA generation into <ca-dir>/crl/"),
+            ("mtlsca crl --issuer device-1", "one retired generation's CRL"),
             ("mtlsca crl --issuer device --out - --next-update 24h", "the device CA's CRL on standard output"),
         ],
         "export" => &[

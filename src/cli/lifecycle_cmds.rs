@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use super::render::{date, print_json, record_json, rfc3339};
 use super::{Ctx, Outcome};
 use crate::batch::{self, BatchOptions, EntryStatus, Manifest};
-use crate::ca::CaKind;
+use crate::ca::{CaId, CaKind};
 use crate::crl::{self, Reason};
 use crate::error::{Error, Result};
 use crate::export::{self, Format, KeyInput, P12Options};
@@ -57,10 +57,19 @@ pub struct RevokeArgs {
     pub reason: String,
 }
 
+/// `crl --issuer`: a CA kind or a generation's name.
+fn issuer_name(s: &str) -> std::result::Result<String, String> {
+    CaId::parse_arg(s).map(|_| s.to_string()).ok_or_else(|| {
+        "expected root, device, entity, or a generation such as device-2".to_string()
+    })
+}
+
 #[derive(Debug, Args)]
 pub struct CrlArgs {
-    /// Only this CA's CRL (default: all three into <ca-dir>/crl/)
-    #[arg(long, value_parser = ["root", "device", "entity"])]
+    /// Only this CA's CRL: root, device or entity (the current generation), or
+    /// one generation such as device-1 or device-2 (default: every generation
+    /// that has not expired, into <ca-dir>/crl/NAME.crl)
+    #[arg(long, value_name = "CA", value_parser = issuer_name)]
     pub issuer: Option<String>,
     /// Where to write the CRL (PEM); - is standard output (needs --issuer;
     /// default <ca-dir>/crl/<issuer>.crl)
@@ -392,7 +401,7 @@ pub fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<Outcome> {
 
 fn crl_json(c: &crl::Crl, file: Option<&Path>) -> serde_json::Value {
     json!({
-        "issuer": c.issuer.as_str(),
+        "issuer": c.name(),
         "number": c.number,
         "revoked": c.revoked,
         "this_update": rfc3339(c.this_update),
@@ -418,12 +427,12 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
         ctx.global
             .ca_dir
             .join("crl")
-            .join(format!("{}.crl", c.issuer.as_str()))
+            .join(format!("{}.crl", c.name()))
     };
     let say_crl = |c: &crl::Crl, to: &str| {
         ctx.say(format!(
             "{} CRL number {}: {} revoked, next update {} -> {to}",
-            c.issuer.as_str(),
+            c.name(),
             c.number,
             c.revoked,
             date(c.next_update)
@@ -443,11 +452,24 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
         }
         return Ok(Outcome::Done);
     };
-    let kind =
-        CaKind::parse(issuer).ok_or_else(|| Error::Usage(format!("unknown issuer `{issuer}`")))?;
+    // `device`: the current generation; `device-1`, `device-2`: that one.
+    let generation = if CaKind::parse(issuer).is_some() {
+        None
+    } else {
+        Some(CaId::parse_arg(issuer).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown issuer `{}` (root, device, entity, or a generation such as device-2)",
+                crate::names::printable(issuer)
+            ))
+        })?)
+    };
+    let sign = |target: CrlTarget| match generation {
+        Some(id) => backend.crl_of(id, target, next_update, ctx.now),
+        None => backend.crl(CaKind::parse(issuer), target, next_update, ctx.now),
+    };
     match a.out.as_deref() {
         Some(p) if is_stdio(p) => {
-            let c = one_crl(backend.crl(Some(kind), CrlTarget::Returned, next_update, ctx.now)?)?;
+            let c = one_crl(sign(CrlTarget::Returned)?)?;
             if ctx.global.json {
                 let mut v = crl_json(&c, None);
                 v["pem"] = json!(c.pem);
@@ -464,7 +486,7 @@ pub fn crl(ctx: &Ctx, a: CrlArgs) -> Result<Outcome> {
                 Some(p) => CrlTarget::File(p.to_path_buf()),
                 None => CrlTarget::Published,
             };
-            let c = one_crl(backend.crl(Some(kind), target, next_update, ctx.now)?)?;
+            let c = one_crl(sign(target)?)?;
             let path = out.map(Path::to_path_buf).unwrap_or_else(|| published(&c));
             if ctx.global.json {
                 print_json(&crl_json(&c, Some(&path)));

@@ -35,6 +35,7 @@ mod lifecycle_cmds;
 mod prompt;
 mod proxy_cmds;
 pub mod render;
+mod rollover_cmds;
 mod serve_cmds;
 mod verify_cmds;
 
@@ -246,6 +247,9 @@ pub enum Command {
     /// Manage the keys that bind ACME accounts to this CA (for serve --acme-require-eab)
     #[command(subcommand)]
     Acme(Deferred<acme_cmds::AcmeCmd>),
+    /// The CA's own generations: roll a CA to a new key and certificate, show them all
+    #[command(subcommand)]
+    Ca(Deferred<rollover_cmds::CaCmd>),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -319,5 +323,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Proxy(Deferred(c)) => proxy_cmds::proxy(&ctx, c),
         Command::Serve(Deferred(a)) => serve_cmds::serve(&ctx, a),
         Command::Acme(Deferred(c)) => acme_cmds::acme(&ctx, c),
+        Command::Ca(Deferred(c)) => rollover_cmds::ca(&ctx, c),
     }
 }

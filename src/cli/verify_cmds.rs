@@ -11,7 +11,6 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use time::OffsetDateTime;
 
 use super::{render, Ctx, Outcome};
-use crate::ca::CaKind;
 use crate::error::{Error, Result};
 use crate::inspect::{self, joined, Inspection};
 use crate::role::{CertClass, Connection, Eku, Role};
@@ -362,13 +361,13 @@ fn load_trust(ctx: &Ctx, a: &TrustArgs) -> Result<Loaded> {
         store: None,
     };
     if a.trust.is_empty() {
-        let ca = ctx.open_ca()?;
-        let cert = |kind: CaKind| -> Result<CertificateDer<'static>> {
-            ca.cert_der(kind).map(CertificateDer::from)
-        };
-        l.anchors.push(cert(CaKind::Root)?);
-        l.intermediates.push(cert(CaKind::Device)?);
-        l.intermediates.push(cert(CaKind::Entity)?);
+        // Every generation of the CA: each root as an anchor, each issuing CA
+        // and link certificate as an intermediate.
+        let t = ctx.open_ca()?.trust_material()?;
+        l.anchors
+            .extend(t.anchors.into_iter().map(CertificateDer::from));
+        l.intermediates
+            .extend(t.intermediates.into_iter().map(CertificateDer::from));
         l.store = Some(ctx.backend()?);
     }
     for p in &a.trust {

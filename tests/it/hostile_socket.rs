@@ -355,6 +355,7 @@ fn paths_that_are_relative_or_hold_nul_bytes_are_refused() {
     let crl = |target: PathBuf| {
         wire(ops::SignCrls {
             issuer: Some(CaKind::Device),
+            generation: None,
             target: CrlTarget::File(target),
             next_update: time::Duration::days(1),
         })

@@ -20,6 +20,7 @@ mod readme;
 mod real_pkis;
 mod reliability;
 mod rotation;
+mod rollover;
 mod rustls_recipe;
 mod service;
 mod ux;

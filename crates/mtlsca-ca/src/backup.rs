@@ -101,6 +101,17 @@ fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
 fn ca_files(dir: &Path) -> Result<Vec<String>> {
     let mut out = vec![CONFIG_FILE.to_string()];
     out.extend(CaKind::ALL.iter().map(|k| k.cert_file().to_string()));
+    // Later CA generations and link certificates (`ca roll`).
+    let mut generations = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if crate::ca::is_generation_file(&name) && entry.file_type().at(entry.path())?.is_file() {
+            generations.push(name);
+        }
+    }
+    generations.sort();
+    out.extend(generations);
     for (sub, _, _) in SUBDIRS {
         let d = dir.join(sub);
         if !d.is_dir() {
@@ -124,7 +135,10 @@ fn ca_files(dir: &Path) -> Result<Vec<String>> {
 /// Whether a manifest path is one a backup may hold: a known top-level file or a
 /// plain file name in one of the sub-directories (no `..`, no hidden names).
 fn allowed_path(rel: &str) -> Option<u32> {
-    if rel == CONFIG_FILE || CaKind::ALL.iter().any(|k| k.cert_file() == rel) {
+    if rel == CONFIG_FILE
+        || CaKind::ALL.iter().any(|k| k.cert_file() == rel)
+        || crate::ca::is_generation_file(rel)
+    {
         return Some(0o644);
     }
     let (sub, name) = rel.split_once('/')?;
@@ -343,17 +357,20 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
             fsutil::write_new(&ca_dir.join(&rel), &data, mode)?;
         }
     }
-    if !ca_dir.join(crate::ca::BUNDLE_FILE).exists() {
-        crate::ca::write_bundle(ca_dir)?;
-    }
     let (Some(config), Some(export)) = (config, export) else {
         return Err(Error::input(
             "backup",
             "ca.toml or the store export is missing",
         ));
     };
+    // The CA generations the backup's ca.toml names (it is written last).
+    let generations = crate::ca::Generations::of_config_text(&String::from_utf8_lossy(&config))
+        .map_err(|m| Error::input("backup", format!("{CONFIG_FILE}: {m}")))?;
+    if !ca_dir.join(crate::ca::BUNDLE_FILE).exists() {
+        crate::ca::write_bundle_of(ca_dir, &generations)?;
+    }
     {
-        let owner = crate::ca::key_ids(ca_dir)?;
+        let owner = crate::ca::key_ids_of(ca_dir, &generations)?;
         let store = Store::create(ca_dir, &owner)?;
         store.import(&mut std::io::Cursor::new(export))?;
         // A backup that names its CA must name this one (older ones are adopted).

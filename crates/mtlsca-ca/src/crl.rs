@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::ca::{Ca, CaKind, SigningCa};
+use crate::ca::{Ca, CaId, CaKind, SigningCa};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::rules::Rule;
@@ -170,6 +170,8 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
 pub struct Crl {
     /// The CA that signed it.
     pub issuer: CaKind,
+    /// Which generation of that CA (1 for what `init` made).
+    pub generation: u32,
     /// Its CRL number.
     pub number: u64,
     /// How many revoked certificates it lists.
@@ -195,8 +197,19 @@ pub fn build(
     next_update: time::Duration,
     now: OffsetDateTime,
 ) -> Result<Crl> {
-    let signing = ca.signing_ca(issuer)?;
-    let crl = sign(&signing, store, issuer, next_update, now)?;
+    build_of(ca, store, ca.current(issuer), next_update, now)
+}
+
+/// [`build`] for one generation of a CA.
+pub fn build_of(
+    ca: &Ca,
+    store: &Store,
+    issuer: CaId,
+    next_update: time::Duration,
+    now: OffsetDateTime,
+) -> Result<Crl> {
+    let signing = ca.signing_ca_of(issuer)?;
+    let crl = sign(&signing, store, next_update, now)?;
     record(store, &signing, &crl, now)?;
     Ok(crl)
 }
@@ -206,10 +219,10 @@ pub fn build(
 fn sign(
     signing: &SigningCa,
     store: &Store,
-    issuer: CaKind,
     next_update: time::Duration,
     now: OffsetDateTime,
 ) -> Result<Crl> {
+    let issuer = signing.id();
     if next_update <= time::Duration::ZERO {
         return Err(Error::Usage("--next-update must be positive".into()));
     }
@@ -221,7 +234,7 @@ fn sign(
             Error::Usage(format!(
                 "--next-update {} days reaches past the {} CA's own end of validity ({}); a CRL cannot promise an update its CA will not live to sign",
                 next_update.whole_days(),
-                issuer.as_str(),
+                issuer,
                 signing
                     .not_after
                     .format(&time::format_description::well_known::Rfc3339)
@@ -256,11 +269,12 @@ fn sign(
     };
     let crl = params
         .signed_by(&signing.issuer)
-        .map_err(|e| Error::State(format!("cannot sign the {} CRL: {e}", issuer.as_str())))?;
+        .map_err(|e| Error::State(format!("cannot sign the {issuer} CRL: {e}")))?;
     let der = crl.der().to_vec();
     let pem = crate::fsutil::pem_lf(&pem::Pem::new("X509 CRL", der.clone()));
     Ok(Crl {
-        issuer,
+        issuer: issuer.kind,
+        generation: issuer.generation,
         number,
         revoked: revoked.len(),
         this_update,
@@ -272,19 +286,32 @@ fn sign(
 
 /// Record a signed CRL's number (with an audit entry) and make it durable.
 fn record(store: &Store, signing: &SigningCa, crl: &Crl, now: OffsetDateTime) -> Result<()> {
-    store.record_crl_number(
-        crl.issuer.as_str(),
-        &signing.key_id,
-        crl.number,
-        crl.revoked,
-        now,
-    )?;
+    store.record_crl_number(&crl.name(), &signing.key_id, crl.number, crl.revoked, now)?;
     store.flush()
 }
 
-/// Where a CA's published CRL lives: `<ca-dir>/crl/<root|device|entity>.crl`.
+/// Where the current generation of a CA publishes its CRL:
+/// `<ca-dir>/crl/<root|device|entity>.crl` (see [`published_path_of`]).
 pub fn published_path(ca: &Ca, issuer: CaKind) -> PathBuf {
-    ca.dir.join("crl").join(format!("{}.crl", issuer.as_str()))
+    published_path_of(ca, ca.current(issuer))
+}
+
+/// Where a CA generation's published CRL lives: `<ca-dir>/crl/<name>.crl`
+/// (`device.crl`, `device-2.crl`, …).
+pub fn published_path_of(ca: &Ca, issuer: CaId) -> PathBuf {
+    ca.dir.join("crl").join(format!("{}.crl", issuer.name()))
+}
+
+impl Crl {
+    /// The CA generation that signed it.
+    pub fn id(&self) -> CaId {
+        CaId::new(self.issuer, self.generation)
+    }
+
+    /// Its name (`device`, `device-2`): the CRL file's stem.
+    pub fn name(&self) -> String {
+        self.id().name()
+    }
 }
 
 /// The temporary name a CRL is written to before it replaces `path`.
@@ -305,9 +332,21 @@ pub fn publish(
     now: OffsetDateTime,
     path: &Path,
 ) -> Result<Crl> {
-    let signing = ca.signing_ca(issuer)?;
+    publish_of(ca, store, ca.current(issuer), next_update, now, path)
+}
+
+/// [`publish`] for one generation of a CA.
+pub fn publish_of(
+    ca: &Ca,
+    store: &Store,
+    issuer: CaId,
+    next_update: time::Duration,
+    now: OffsetDateTime,
+    path: &Path,
+) -> Result<Crl> {
+    let signing = ca.signing_ca_of(issuer)?;
     complete_leftover(store, &signing, path)?;
-    let crl = sign(&signing, store, issuer, next_update, now)?;
+    let crl = sign(&signing, store, next_update, now)?;
     let tmp = temp_path(path);
     fsutil::write_new(&tmp, crl.pem.as_bytes(), 0o644)?;
     let done = record(store, &signing, &crl, now).and_then(|()| {
@@ -380,7 +419,7 @@ pub type Published = Vec<(Crl, PathBuf)>;
 
 /// What runs before any CRL is signed for publication (`publish_all`, `crl
 /// --issuer`): the place for store changes that must be in the CRL about to be
-/// signed (revocations that were deferred and are due by `now`). Nothing yet.
+/// signed: revocations that were deferred and are due by `now`.
 pub fn before_publish(ca: &Ca, store: &Store, now: OffsetDateTime) -> Result<()> {
     let _ = ca;
     // Retirements of replaced certificates that fell due are revocations the
@@ -389,8 +428,11 @@ pub fn before_publish(ca: &Ca, store: &Store, now: OffsetDateTime) -> Result<()>
     Ok(())
 }
 
-/// Sign the CRLs of all three CAs and replace the published files atomically
-/// (after [`before_publish`]). Every publisher calls this one function:
+/// Sign the CRLs of every CA generation that has not expired (the current
+/// three and the retired ones whose certificates may still be in use) and
+/// replace the published files atomically (after [`before_publish`]). A
+/// generation's `nextUpdate` is cut to its own notAfter when `next_update`
+/// would reach past it. Every publisher calls this one function:
 /// `mtlsca crl`, `init`, a local `revoke`, and `serve`'s publisher.
 pub fn publish_all(
     ca: &Ca,
@@ -406,9 +448,17 @@ pub fn publish_all(
         fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
     }
     let mut out = Vec::new();
-    for kind in CaKind::ALL {
-        let path = published_path(ca, kind);
-        let crl = publish(ca, store, kind, next_update, now, &path)?;
+    for g in ca.generations()? {
+        if g.not_after <= now {
+            continue;
+        }
+        let path = published_path_of(ca, g.id);
+        let span = if g.current {
+            next_update
+        } else {
+            next_update.min(g.not_after - now.replace_nanosecond(0).unwrap_or(now))
+        };
+        let crl = publish_of(ca, store, g.id, span, now, &path)?;
         out.push((crl, path));
     }
     store.note_published(covered);

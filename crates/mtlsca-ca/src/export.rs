@@ -126,16 +126,18 @@ pub fn export_record(
     format: Format,
     p12: Option<&P12Options>,
 ) -> Result<Exported> {
-    let issuer = CaKind::parse(&record.issuer).unwrap_or(CaKind::for_role(record.role));
+    // The CA generation that signed it (an old leaf keeps its own chain).
+    let issuer = ca.issuer_by_key_id(&record.issuer_key_id, CaKind::for_role(record.role))?;
     let bytes = match format {
         Format::Pem => pem_cert(&der).into_bytes(),
         Format::Der => der,
-        Format::Chain => format!("{}{}", pem_cert(&der), ca.cert_pem(issuer)?).into_bytes(),
+        Format::Chain => format!("{}{}", pem_cert(&der), ca.cert_pem_of(issuer)?).into_bytes(),
         Format::P12 => {
             let opts = p12.ok_or_else(|| {
                 Error::Usage("a PKCS#12 export needs a password and a key".into())
             })?;
-            let chain = vec![der, ca.cert_der(issuer)?, ca.cert_der(CaKind::Root)?];
+            let root = ca.root_of(issuer)?;
+            let chain = vec![der, ca.cert_der_of(issuer)?, ca.cert_der_of(root)?];
             pkcs12(&record, &chain, opts)?
         }
     };

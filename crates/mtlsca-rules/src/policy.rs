@@ -506,11 +506,20 @@ fn validity_of(
             found.refusals.push(
                 Refusal::new(
                     Rule::ValidityPastIssuingCa,
-                    format!(
-                        "would run past the issuing CA's own notAfter ({}); ask for a shorter validity or --not-after {} at the latest",
-                        crate::timefmt::date(ca_not_after),
-                        crate::timefmt::rfc3339(ca_not_after)
-                    ),
+                    if ca_not_after > not_before {
+                        format!(
+                            "would run past the issuing CA's own notAfter: the {kind} issuing CA expires on {}; ask for a shorter validity or --not-after {} at the latest, or roll the CA with `mtlsca ca roll {kind}` (its new generation signs longer certificates)",
+                            crate::timefmt::date(ca_not_after),
+                            crate::timefmt::rfc3339(ca_not_after),
+                            kind = profile.role.as_str(),
+                        )
+                    } else {
+                        format!(
+                            "cannot be met: the {kind} issuing CA expired on {}; roll it with `mtlsca ca roll {kind}`",
+                            crate::timefmt::date(ca_not_after),
+                            kind = profile.role.as_str(),
+                        )
+                    },
                 )
                 .on(Field::Validity)
                 .value(v.to_string()),

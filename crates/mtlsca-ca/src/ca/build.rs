@@ -22,8 +22,10 @@ use crate::name_constraints::{self, Subtree};
 use crate::names::{printable, Pattern};
 use crate::profile::{self};
 
-const ROOT_YEARS: i64 = 20;
-const ISSUING_YEARS: i64 = 10;
+/// How long a root lives (years of 365 days) when `init` or `ca roll root` makes it.
+pub const ROOT_YEARS: i64 = 20;
+/// How long an issuing CA lives (years of 365 days) when `init` or `ca roll` makes it.
+pub const ISSUING_YEARS: i64 = 10;
 
 /// What `init` is asked for.
 #[derive(Debug, Clone)]
@@ -56,14 +58,14 @@ pub fn random_serial() -> Result<[u8; 16]> {
     }
 }
 
-fn dn(name: &str, cn: &str) -> DistinguishedName {
+pub(super) fn dn(name: &str, cn: &str) -> DistinguishedName {
     let mut d = DistinguishedName::new();
     d.push(DnType::OrganizationName, name);
     d.push(DnType::CommonName, cn);
     d
 }
 
-fn ca_params(
+pub(super) fn ca_params(
     key: &KeyPair,
     subject: DistinguishedName,
     pathlen: u8,
@@ -87,7 +89,7 @@ fn ca_params(
 /// The root's nameConstraints extension (critical, permitted subtrees only):
 /// the DNS domains, IP ranges and URI hosts of the effective constraints.
 /// rcgen cannot write URI subtrees, so the DER comes from `name_constraints`.
-fn name_constraints_extension(constraints: &[Pattern]) -> Result<CustomExtension> {
+pub(super) fn name_constraints_extension(constraints: &[Pattern]) -> Result<CustomExtension> {
     let subtrees = constraints
         .iter()
         .map(|p| match p {
@@ -109,6 +111,35 @@ fn name_constraints_extension(constraints: &[Pattern]) -> Result<CustomExtension
     );
     ext.set_criticality(true);
     Ok(ext)
+}
+
+/// The certificate of an issuing CA generation (`id.kind` device or entity):
+/// pathlen 0, keyCertSign and cRLSign, the EKU of its role; subject
+/// `O=<name>, CN=<name> Device Issuing CA` for generation 1 and `… Device
+/// Issuing CA <g>` after, so no two generations share an issuer name (their
+/// CRLs would).
+pub(super) fn issuing_ca_params(
+    key: &KeyPair,
+    name: &str,
+    id: super::CaId,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams> {
+    let (eku, label) = match id.kind {
+        CaKind::Device => (ExtendedKeyUsagePurpose::ServerAuth, "Device Issuing CA"),
+        CaKind::Entity => (ExtendedKeyUsagePurpose::ClientAuth, "Entity Issuing CA"),
+        CaKind::Root => {
+            return Err(Error::State("the root is not an issuing CA".into()));
+        }
+    };
+    let cn = if id.generation <= 1 {
+        format!("{name} {label}")
+    } else {
+        format!("{name} {label} {}", id.generation)
+    };
+    let mut p = ca_params(key, dn(name, &cn), 0, not_before, not_after)?;
+    p.extended_key_usages = vec![eku];
+    Ok(p)
 }
 
 /// id-ce-nameConstraints (2.5.29.30).
@@ -208,27 +239,15 @@ fn build(
             0o600,
         ),
     ];
-    for (kind, eku, label) in [
-        (
-            CaKind::Device,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            "Device Issuing CA",
-        ),
-        (
-            CaKind::Entity,
-            ExtendedKeyUsagePurpose::ClientAuth,
-            "Entity Issuing CA",
-        ),
-    ] {
+    for kind in [CaKind::Device, CaKind::Entity] {
         let mut k = keypair::generate(opts.key_type)?;
-        let mut p = ca_params(
+        let p = issuing_ca_params(
             &k,
-            dn(name, &format!("{name} {label}")),
-            0,
+            name,
+            super::CaId::first(kind),
             now,
             now + time::Duration::days(365 * ISSUING_YEARS),
         )?;
-        p.extended_key_usages = vec![eku];
         let cert = p
             .signed_by(&k, &root_issuer)
             .map_err(|e| Error::State(format!("cannot sign the {} CA: {e}", kind.as_str())))?;
@@ -280,6 +299,8 @@ fn build(
         },
         created: now,
         encrypted_keys: passphrase.is_some(),
+        generation: Default::default(),
+        rollover: Default::default(),
     };
     // The store, made only here (and by `restore`), records which CA it belongs to.
     crate::store::Store::create(dir, &key_ids(dir)?)?;

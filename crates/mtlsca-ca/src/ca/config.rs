@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::key::KeyType;
 use crate::names::{printable, Pattern};
 
-use super::layout::CONFIG_FILE;
+use super::layout::{CaId, CaKind, Generations, CONFIG_FILE};
+use crate::profile::Validity;
 
 /// `<ca-dir>/ca.toml`: what `init` decided. Written last, so its presence marks a
 /// complete CA.
@@ -38,9 +39,65 @@ pub struct CaConfig {
     /// key found there instead is refused as tampering.
     #[serde(default)]
     pub encrypted_keys: bool,
+    /// The current generation of each CA (`ca roll`); written only once one is
+    /// past 1, so a CA never rolled keeps the `ca.toml` it had.
+    #[serde(default, skip_serializing_if = "Generations::is_initial")]
+    pub generation: Generations,
+    /// How long before a current CA's notAfter the warnings of `store check`
+    /// and `list` start (`[rollover]`, each key optional): absent, the defaults
+    /// of [`CaConfig::rollover_window`].
+    #[serde(default, skip_serializing_if = "Rollover::is_empty")]
+    pub rollover: Rollover,
+}
+
+/// `[rollover]` of `ca.toml`: the rollover window of each CA, as a validity
+/// span (`device = "400d"`); absent keys take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollover {
+    /// The root's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// The device issuing CA's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The entity issuing CA's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+}
+
+impl Rollover {
+    /// No window set.
+    pub fn is_empty(&self) -> bool {
+        self.root.is_none() && self.device.is_none() && self.entity.is_none()
+    }
+
+    /// The window `ca.toml` sets for `kind`, if any (exit 3 when it does not parse).
+    pub fn of(&self, kind: CaKind) -> Result<Option<Validity>> {
+        let v = match kind {
+            CaKind::Root => &self.root,
+            CaKind::Device => &self.device,
+            CaKind::Entity => &self.entity,
+        };
+        v.as_deref()
+            .map(|t| {
+                Validity::parse(t).map_err(|m| {
+                    Error::State(format!(
+                        "{CONFIG_FILE}: key `rollover.{}`: {m}",
+                        kind.as_str()
+                    ))
+                })
+            })
+            .transpose()
+    }
 }
 
 impl CaConfig {
+    /// The current generation of `kind`.
+    pub fn current(&self, kind: CaKind) -> CaId {
+        CaId::new(kind, self.generation.of(kind))
+    }
+
     /// The CA's effective name constraints: the DNS domains (`Pattern::Dns`), the
     /// IP ranges, and the URI hosts: `permit_uri`, or, when it is empty and
     /// `permit_dns` is not, for each DNS domain `d` the hosts `d` and `.d`.

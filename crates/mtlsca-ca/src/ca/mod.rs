@@ -28,12 +28,14 @@ use crate::profile::Profile;
 mod build;
 mod config;
 mod layout;
+mod roll;
 mod staging;
 mod unlock;
 
 pub use build::*;
 pub use config::*;
 pub use layout::*;
+pub use roll::*;
 pub use staging::*;
 pub use unlock::*;
 
@@ -58,6 +60,8 @@ pub struct Ca {
 pub struct SigningCa {
     /// Which CA of the hierarchy.
     pub kind: CaKind,
+    /// Which generation of it.
+    pub generation: u32,
     /// Its certificate (DER).
     pub cert_der: Vec<u8>,
     /// Its certificate (PEM, as on disk).
@@ -70,8 +74,62 @@ pub struct SigningCa {
     pub spki_der: Vec<u8>,
     /// The CA's subject Name (DER), which every certificate it signs names as issuer.
     pub subject_der: Vec<u8>,
+    /// The CA's subject, as text (for messages).
+    pub subject: String,
     /// The unlocked key with the certificate, for rcgen.
     pub issuer: Issuer<'static, KeyPair>,
+}
+
+impl SigningCa {
+    /// Which CA generation this is.
+    pub fn id(&self) -> CaId {
+        CaId::new(self.kind, self.generation)
+    }
+
+    /// Exit 3 when this CA has expired by `now`: nothing it signs could be
+    /// valid. The message names the CA, its expiry and the command that rolls it.
+    pub fn check_not_expired(&self, now: OffsetDateTime) -> Result<()> {
+        if self.not_after > now {
+            return Ok(());
+        }
+        let kind = self.kind.as_str();
+        Err(Error::State(format!(
+            "the {kind} CA ({}, {}) expired on {}: it can sign nothing more; roll it with `mtlsca ca roll {kind}` (a new generation signs from then on; certificates it signed stay valid until they expire)",
+            self.id(),
+            printable(&self.subject),
+            crate::timefmt::rfc3339(self.not_after),
+        )))
+    }
+}
+
+/// What a relying party that trusts a CA needs ([`Ca::trust_material`]), DER.
+#[derive(Debug, Clone, Default)]
+pub struct TrustMaterial {
+    /// Every root generation.
+    pub anchors: Vec<Vec<u8>>,
+    /// Every issuing generation and link certificate.
+    pub intermediates: Vec<Vec<u8>>,
+}
+
+/// One generation of a CA as its certificate describes it.
+#[derive(Debug, Clone)]
+pub struct CaGeneration {
+    /// Which CA and generation.
+    pub id: CaId,
+    /// The generation that signs now (the others are retired).
+    pub current: bool,
+    /// Its subject, as text.
+    pub subject: String,
+    /// Its notBefore.
+    pub not_before: OffsetDateTime,
+    /// Its notAfter.
+    pub not_after: OffsetDateTime,
+    /// Its subjectKeyIdentifier.
+    pub key_id: Vec<u8>,
+    /// Its certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// Its certificate (PEM, as on disk).
+    pub cert_pem: String,
 }
 
 impl std::fmt::Debug for SigningCa {
@@ -131,37 +189,180 @@ impl Ca {
         self
     }
 
-    /// Where a CA certificate lives.
+    /// The current generation of a CA (what signs from now on).
+    pub fn current(&self, kind: CaKind) -> CaId {
+        self.config.current(kind)
+    }
+
+    /// Where the current generation's certificate lives.
     pub fn cert_path(&self, kind: CaKind) -> PathBuf {
-        self.dir.join(kind.cert_file())
+        self.cert_path_of(self.current(kind))
     }
 
-    /// Where a CA key lives.
+    /// Where the current generation's key lives.
     pub fn key_path(&self, kind: CaKind) -> PathBuf {
-        self.dir.join("private").join(kind.key_file())
+        self.key_path_of(self.current(kind))
     }
 
-    /// A CA certificate as PEM text (bounded read).
+    /// The current generation's certificate as PEM text (bounded read).
     pub fn cert_pem(&self, kind: CaKind) -> Result<String> {
-        read_ca_file(&self.cert_path(kind))
+        self.cert_pem_of(self.current(kind))
     }
 
-    /// A CA certificate as DER.
+    /// The current generation's certificate as DER.
     pub fn cert_der(&self, kind: CaKind) -> Result<Vec<u8>> {
-        self.der_of(kind, &self.cert_pem(kind)?)
+        self.cert_der_of(self.current(kind))
     }
 
-    fn der_of(&self, kind: CaKind, pem_text: &str) -> Result<Vec<u8>> {
+    /// Where a CA generation's certificate lives.
+    pub fn cert_path_of(&self, id: CaId) -> PathBuf {
+        self.dir.join(id.cert_file())
+    }
+
+    /// Where a CA generation's key lives.
+    pub fn key_path_of(&self, id: CaId) -> PathBuf {
+        self.dir.join("private").join(id.key_file())
+    }
+
+    /// A CA generation's certificate as PEM text (bounded read).
+    pub fn cert_pem_of(&self, id: CaId) -> Result<String> {
+        read_ca_file(&self.cert_path_of(id))
+    }
+
+    /// A CA generation's certificate as DER.
+    pub fn cert_der_of(&self, id: CaId) -> Result<Vec<u8>> {
+        self.der_of(id, &self.cert_pem_of(id)?)
+    }
+
+    fn der_of(&self, id: CaId, pem_text: &str) -> Result<Vec<u8>> {
         pem::parse(pem_text)
             .map(|p| p.into_contents())
-            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))
+            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path_of(id).display())))
     }
 
-    /// Load a CA certificate and unlock its key for signing.
+    /// Every generation of every CA that `ca.toml` records (root first, then
+    /// device and entity; oldest first within each), with what its certificate
+    /// says.
+    pub fn generations(&self) -> Result<Vec<CaGeneration>> {
+        let mut out = Vec::new();
+        for kind in CaKind::ALL {
+            for g in 1..=self.config.generation.of(kind) {
+                out.push(self.generation(CaId::new(kind, g))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One generation of a CA, read from its certificate.
+    pub fn generation(&self, id: CaId) -> Result<CaGeneration> {
+        let cert_pem = self.cert_pem_of(id)?;
+        let cert_der = self.der_of(id, &cert_pem)?;
+        let path = self.cert_path_of(id);
+        let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        let key_id = layout::subject_key_id(&x509)
+            .ok_or_else(|| Error::State(format!("{}: no subjectKeyIdentifier", path.display())))?;
+        Ok(CaGeneration {
+            id,
+            current: self.current(id.kind) == id,
+            subject: x509.subject().to_string(),
+            not_before: x509.validity().not_before.to_datetime(),
+            not_after: x509.validity().not_after.to_datetime(),
+            key_id,
+            cert_der,
+            cert_pem,
+        })
+    }
+
+    /// The generation whose key identifier is `key_id` (hex, as a record's
+    /// `issuer_key_id`), if `ca.toml` records one.
+    pub fn generation_by_key_id(&self, key_id: &str) -> Result<Option<CaGeneration>> {
+        Ok(self
+            .generations()?
+            .into_iter()
+            .find(|g| crate::hex::encode(&g.key_id).eq_ignore_ascii_case(key_id)))
+    }
+
+    /// What a relying party that trusts this CA needs (DER): every root
+    /// generation as a trust anchor, and as intermediates every issuing
+    /// generation and the link certificates between root generations.
+    pub fn trust_material(&self) -> Result<TrustMaterial> {
+        let mut anchors = Vec::new();
+        let mut intermediates = Vec::new();
+        for g in self.generations()? {
+            if g.id.kind == CaKind::Root {
+                anchors.push(g.cert_der);
+            } else {
+                intermediates.push(g.cert_der);
+            }
+        }
+        let roots = self.config.generation.root;
+        for g in 2..=roots {
+            for file in [link_file(g, g - 1), link_file(g - 1, g)] {
+                let path = self.dir.join(&file);
+                if path.exists() {
+                    let text = read_ca_file(&path)?;
+                    let der = pem::parse(&text)
+                        .map(|p| p.into_contents())
+                        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+                    intermediates.push(der);
+                }
+            }
+        }
+        Ok(TrustMaterial {
+            anchors,
+            intermediates,
+        })
+    }
+
+    /// The issuing CA generation that signed a certificate, by its issuer key
+    /// id (hex, a record's `issuer_key_id`); the current generation of `kind`
+    /// when no generation has that key id.
+    pub fn issuer_by_key_id(&self, issuer_key_id: &str, kind: CaKind) -> Result<CaId> {
+        Ok(match self.generation_by_key_id(issuer_key_id)? {
+            Some(g) => g.id,
+            None => self.current(kind),
+        })
+    }
+
+    /// The root generation that signed an issuing CA generation (by its
+    /// authorityKeyIdentifier), else the current root.
+    pub fn root_of(&self, issuing: CaId) -> Result<CaId> {
+        let der = self.cert_der_of(issuing)?;
+        let aki = x509_parser::parse_x509_certificate(&der)
+            .ok()
+            .and_then(|(_, x)| {
+                x.extensions()
+                    .iter()
+                    .find_map(|e| match e.parsed_extension() {
+                        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                            a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                        }
+                        _ => None,
+                    })
+            });
+        if let Some(aki) = aki {
+            for g in (1..=self.config.generation.root).rev() {
+                let id = CaId::new(CaKind::Root, g);
+                if self.generation(id)?.key_id == aki {
+                    return Ok(id);
+                }
+            }
+        }
+        Ok(self.current(CaKind::Root))
+    }
+
+    /// The current generation's certificate and key, unlocked for signing.
     pub fn signing_ca(&self, kind: CaKind) -> Result<SigningCa> {
-        let cert_pem = self.cert_pem(kind)?;
-        let cert_der = self.der_of(kind, &cert_pem)?;
-        let key_path = self.key_path(kind);
+        self.signing_ca_of(self.current(kind))
+    }
+
+    /// Load a CA generation's certificate and unlock its key for signing.
+    pub fn signing_ca_of(&self, id: CaId) -> Result<SigningCa> {
+        let kind = id.kind;
+        let cert_pem = self.cert_pem_of(id)?;
+        let cert_der = self.der_of(id, &cert_pem)?;
+        let key_path = self.key_path_of(id);
         check_key_permissions(&self.dir.join("private"), &key_path)?;
         let key_pem = Zeroizing::new(read_ca_file(&key_path)?);
         let what = key_path.display().to_string();
@@ -181,13 +382,13 @@ impl Ca {
         };
         let key = keypair::load_protected_pem(&key_pem, passphrase.as_ref(), &what)?;
         let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
-            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path(kind).display())))?;
+            .map_err(|e| Error::State(format!("{}: {e}", self.cert_path_of(id).display())))?;
         let not_after = x509.validity().not_after.to_datetime();
-        let key_id = layout::subject_key_id(&x509).ok_or_else(|| {
-            Error::State(format!("{}: no subjectKeyIdentifier", kind.cert_file()))
-        })?;
+        let key_id = layout::subject_key_id(&x509)
+            .ok_or_else(|| Error::State(format!("{}: no subjectKeyIdentifier", id.cert_file())))?;
         let spki_der = x509.public_key().raw.to_vec();
         let subject_der = x509.tbs_certificate.subject.as_raw().to_vec();
+        let subject = x509.subject().to_string();
         if !crate::key::same_public_key(
             &spki_der,
             &rcgen::PublicKeyData::subject_public_key_info(&key),
@@ -195,19 +396,21 @@ impl Ca {
             return Err(Error::State(format!(
                 "{} does not belong to {}",
                 key_path.display(),
-                kind.cert_file()
+                id.cert_file()
             )));
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)
-            .map_err(|e| Error::State(format!("{}: {e}", kind.cert_file())))?;
+            .map_err(|e| Error::State(format!("{}: {e}", id.cert_file())))?;
         Ok(SigningCa {
             kind,
+            generation: id.generation,
             cert_der,
             cert_pem,
             not_after,
             key_id,
             spki_der,
             subject_der,
+            subject,
             issuer,
         })
     }
@@ -313,6 +516,8 @@ mod tests {
             permit_uri: o.permit_uri.clone(),
             created: OffsetDateTime::UNIX_EPOCH,
             encrypted_keys: false,
+            generation: Default::default(),
+            rollover: Default::default(),
         }
     }
 

@@ -265,6 +265,7 @@ impl<'a> Issuer<'a> {
         check_request_id(req)?;
         let profile = self.profile(&req.profile)?;
         let signing = self.signing_ca(CaKind::for_role(profile.role))?;
+        signing.check_not_expired(now)?;
         let (content, key_kind, origin, _) = sign::intake(&profile, req)?;
         crate::policy::check(
             &profile,
@@ -300,8 +301,13 @@ impl<'a> Issuer<'a> {
             .ok_or_else(|| Error::Store(format!("record {} has no certificate", rec.serial)))?;
         self.same_request(&rec, &der, req, now)?;
         let cert_pem = pem_cert(&der);
-        let issuer = CaKind::parse(&rec.issuer).unwrap_or(CaKind::for_role(rec.role));
-        let chain_pem = format!("{cert_pem}{}", self.ca.cert_pem(issuer)?);
+        let chain_pem = format!(
+            "{cert_pem}{}",
+            self.ca.cert_pem_of(
+                self.ca
+                    .issuer_by_key_id(&rec.issuer_key_id, CaKind::for_role(rec.role))?
+            )?
+        );
         let mut all = Vec::new();
         let mut written = Vec::new();
         if let Some(f) = files {

@@ -124,7 +124,9 @@ impl Issuer<'_> {
                     .is_ok_and(|p| CaKind::for_role(p.role) == kind)
             });
             if needed {
-                loaded.push((kind, self.signing_ca(kind)?));
+                let signing = self.signing_ca(kind)?;
+                signing.check_not_expired(now)?;
+                loaded.push((kind, signing));
             }
         }
         let contexts: Vec<(CaKind, SignContext<'_>)> = loaded

@@ -135,7 +135,12 @@ pub(crate) fn prepare(
     };
     let serial = ca::random_serial()?;
     let mut params = leaf_params(&approved, &serial)?;
-    if let Some(url) = &profile.crl_url {
+    // Each CA generation's leaves point at their own CA's CRL (`crl_url_for`).
+    let crl_url = profile
+        .crl_url
+        .as_deref()
+        .map(|u| ca::crl_url_for(u, signing.id()));
+    if let Some(url) = &crl_url {
         params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
             uris: vec![url.clone()],
         }];
@@ -153,7 +158,7 @@ pub(crate) fn prepare(
         &serial,
         &expected_spki,
         &approved,
-        profile.crl_url.as_deref(),
+        crl_url.as_deref(),
         cx,
     )?;
 
@@ -167,7 +172,7 @@ pub(crate) fn prepare(
     let record = Record {
         schema: SCHEMA_VERSION,
         serial: hex_encode(&serial),
-        issuer: signing.kind.as_str().into(),
+        issuer: signing.id().name(),
         issuer_key_id: hex_encode(&signing.key_id),
         role: profile.role,
         profile: profile.name.clone(),

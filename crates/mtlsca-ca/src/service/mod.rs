@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::backup::BackupSummary;
 use crate::batch::{BatchOptions, EntryOutcome, Manifest, Summary};
-use crate::ca::{Ca, CaKind, PassphraseSource};
+use crate::ca::{Ca, CaId, CaKind, PassphraseSource};
 use crate::crl::Reason;
 use crate::error::{Error, Result};
 use crate::issue::{IssuanceRequest, Issued, Issuer, RunOptions};
@@ -466,6 +466,30 @@ impl Backend {
         }
     }
 
+    /// `ca roll`: roll a CA here, holding the store. Refused (exit 3) while a
+    /// server holds the CA (its control socket answers): the server keeps the
+    /// signing CAs it loaded, so it is stopped, the CA rolled, and the server
+    /// started again.
+    pub fn roll(
+        ca_dir: &Path,
+        lock_timeout: Duration,
+        passphrase: PassphraseSource,
+        kind: crate::ca::CaKind,
+        opts: &crate::ca::RollOptions,
+        now: OffsetDateTime,
+    ) -> Result<crate::ca::Rolled> {
+        let busy = || {
+            Error::State(format!(
+                "a running `mtlsca serve` holds this CA (its control socket answers): stop it, run `mtlsca ca roll {}`, then start it again",
+                kind.as_str()
+            ))
+        };
+        match Backend::open(ca_dir, lock_timeout, passphrase)? {
+            Backend::Remote(_) => Err(busy()),
+            Backend::Local(l) => crate::ca::roll(&l.ca, &l.store, kind, opts, now),
+        }
+    }
+
     /// Whether operations go through a running server.
     pub fn is_remote(&self) -> bool {
         matches!(self, Backend::Remote(_))
@@ -629,6 +653,24 @@ impl Backend {
     ) -> Result<Vec<SignedCrl>> {
         let op = ops::SignCrls {
             issuer,
+            generation: None,
+            target,
+            next_update,
+        };
+        self.call(op, now)
+    }
+
+    /// Sign the CRL of one generation of a CA (`crl --issuer device-1`).
+    pub fn crl_of(
+        &self,
+        issuer: CaId,
+        target: CrlTarget,
+        next_update: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SignedCrl>> {
+        let op = ops::SignCrls {
+            issuer: Some(issuer.kind),
+            generation: Some(issuer.generation),
             target,
             next_update,
         };

@@ -474,6 +474,8 @@ pub struct SignedCrl {
 pub struct SignCrls {
     /// One CA's CRL, else all three.
     pub issuer: Option<CaKind>,
+    /// Which generation of `issuer` (`None`: the current one).
+    pub generation: Option<u32>,
     /// Where a single CRL goes.
     pub target: CrlTarget,
     /// nextUpdate − thisUpdate.
@@ -499,16 +501,31 @@ impl Operation for SignCrls {
                     "a CRL to standard output or a file needs --issuer".into(),
                 ))
             }
-            (Some(kind), CrlTarget::Returned) => vec![SignedCrl {
-                crl: crl::build(ca, store, kind, next_update, now)?,
-                file: None,
-            }],
             (Some(kind), target) => {
+                let id = match self.generation {
+                    None => ca.current(kind),
+                    Some(g) if (1..=ca.current(kind).generation).contains(&g) => {
+                        crate::ca::CaId::new(kind, g)
+                    }
+                    Some(g) => {
+                        return Err(Error::Usage(format!(
+                            "there is no {} CA of generation {g} (the current one is {})",
+                            kind.as_str(),
+                            ca.current(kind)
+                        )))
+                    }
+                };
+                if let CrlTarget::Returned = target {
+                    return Ok(vec![SignedCrl {
+                        crl: crl::build_of(ca, store, id, next_update, now)?,
+                        file: None,
+                    }]);
+                }
                 let path = match target {
                     CrlTarget::File(p) => p,
-                    _ => crl::published_path(ca, kind),
+                    _ => crl::published_path_of(ca, id),
                 };
-                let crl = crl::publish(ca, store, kind, next_update, now, &path)?;
+                let crl = crl::publish_of(ca, store, id, next_update, now, &path)?;
                 vec![SignedCrl {
                     crl,
                     file: Some(path),

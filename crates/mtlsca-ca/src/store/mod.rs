@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -154,7 +155,7 @@ pub struct AuditEntry {
     #[serde(with = "time::serde::rfc3339")]
     /// When the action happened.
     pub at: OffsetDateTime,
-    /// `issue`, `revoke` or `crl`.
+    /// `issue`, `revoke`, `crl` or `roll`.
     pub action: String,
     /// The certificate it concerns, if any.
     pub serial: Option<String>,
@@ -363,12 +364,15 @@ impl Store {
         }
     }
 
-    /// Refuse a store that belongs to another CA. A store from before the key
-    /// identifiers were recorded is adopted when its first record was issued by
-    /// one of this CA's keys (or it holds none).
+    /// Refuse a store that belongs to another CA: every CA generation of the
+    /// directory (name and key id) must be one the store knows. The store may
+    /// know more: `ca roll` records a new generation in the store before
+    /// `ca.toml` names it, so a roll interrupted between the two still opens.
+    /// A store from before the key identifiers were recorded is adopted when
+    /// its first record was issued by one of this CA's keys (or it holds none).
     pub fn check_owner(&self, expected: &CaKeyIds) -> Result<()> {
         match self.owner()? {
-            Some(found) if &found == expected => Ok(()),
+            Some(found) if expected.iter().all(|(k, v)| found.get(k) == Some(v)) => Ok(()),
             Some(found) => {
                 let differs: Vec<String> = expected
                     .iter()
@@ -402,6 +406,30 @@ impl Store {
                 self.flush()
             }
         }
+    }
+
+    /// Record new CA generations (`ca roll`): their names and key ids join the
+    /// store's owner record (a name recorded before by a roll that never
+    /// reached `ca.toml` is replaced), with a `roll` audit entry saying
+    /// `detail`, in one transaction. Call `flush` afterwards.
+    pub fn record_roll(&self, added: &CaKeyIds, detail: &str, now: OffsetDateTime) -> Result<()> {
+        let result = (&self.audit, &self.meta).transaction(|(audit, meta)| {
+            let mut owner: CaKeyIds = match meta.get(CA_KEY_IDS)? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| {
+                    ConflictableTransactionError::Abort(Error::Store(format!(
+                        "damaged CA key identifiers: {e}"
+                    )))
+                })?,
+                None => CaKeyIds::new(),
+            };
+            owner.extend(added.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let v = serde_json::to_vec(&owner)
+                .map_err(|e| ConflictableTransactionError::Abort(store_err(e)))?;
+            meta.insert(CA_KEY_IDS, v)?;
+            append_audit(audit, meta, now, "roll", None, None, detail)?;
+            Ok(())
+        });
+        result.map_err(tx_err)
     }
 
     /// The schema version must be there (a store without it is empty: not one

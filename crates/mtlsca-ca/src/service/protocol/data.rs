@@ -964,11 +964,18 @@ impl From<CrlTarget> for ops::CrlTarget {
     }
 }
 
+fn first_generation() -> u32 {
+    1
+}
+
 /// A signed CRL, and the file it was written to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCrl {
     /// The CA that signed it.
     pub issuer: CaKind,
+    /// Which generation of it (absent: 1).
+    #[serde(default = "first_generation")]
+    pub generation: u32,
     /// Its CRL number.
     pub number: u64,
     /// How many certificates it lists.
@@ -992,6 +999,7 @@ impl From<ops::SignedCrl> for SignedCrl {
         let ops::SignedCrl { crl, file } = s;
         let crl::Crl {
             issuer,
+            generation,
             number,
             revoked,
             this_update,
@@ -1001,6 +1009,7 @@ impl From<ops::SignedCrl> for SignedCrl {
         } = crl;
         SignedCrl {
             issuer: issuer.into(),
+            generation,
             number,
             revoked,
             this_update,
@@ -1016,6 +1025,7 @@ impl From<SignedCrl> for ops::SignedCrl {
     fn from(s: SignedCrl) -> ops::SignedCrl {
         let SignedCrl {
             issuer,
+            generation,
             number,
             revoked,
             this_update,
@@ -1027,6 +1037,7 @@ impl From<SignedCrl> for ops::SignedCrl {
         ops::SignedCrl {
             crl: crl::Crl {
                 issuer: issuer.into(),
+                generation,
                 number,
                 revoked,
                 this_update,

@@ -87,6 +87,9 @@ pub enum Request {
     Crl {
         /// One CA's CRL, else all three.
         issuer: Option<data::CaKind>,
+        /// Which generation of `issuer` (absent: the current one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u32>,
         /// Where a single CRL goes.
         target: data::CrlTarget,
         /// nextUpdate − thisUpdate.
@@ -234,6 +237,7 @@ impl Request {
             }
             Request::Crl {
                 issuer,
+                generation,
                 target,
                 next_update,
             } => {
@@ -242,6 +246,7 @@ impl Request {
                 }
                 d.one(ops::SignCrls {
                     issuer: issuer.map(Into::into),
+                    generation,
                     target: target.into(),
                     next_update: next_update.into(),
                 })
@@ -587,6 +592,7 @@ impl Remote for ops::SignCrls {
     fn to_request(self) -> Conv<Request> {
         Ok(Request::Crl {
             issuer: self.issuer.map(Into::into),
+            generation: self.generation,
             target: self.target.into(),
             next_update: self.next_update.into(),
         })
@@ -888,6 +894,7 @@ mod tests {
             pairs(
                 ops::SignCrls {
                     issuer: Some(CaKind::Entity),
+                    generation: Some(2),
                     target,
                     next_update: time::Duration::days(7),
                 },

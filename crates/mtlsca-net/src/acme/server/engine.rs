@@ -77,6 +77,7 @@ impl Engine {
     ) -> Result<Vec<crate::service::SignedCrl>> {
         let op = ops::SignCrls {
             issuer: None,
+            generation: None,
             target: ops::CrlTarget::Published,
             next_update,
         };

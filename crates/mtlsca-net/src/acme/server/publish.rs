@@ -3,13 +3,13 @@
 //! and CRL fetchers (which do not speak HTTPS to the CA whose certificates they
 //! check: RFC 5280 §4.2.1.13 names HTTP).
 //!
-//! - `GET /crl/{root,device,entity}.crl`: the CRL as DER, `application/pkix-crl`
-//!   (read from disk on each request, so a new one shows at once; `serve`'s
-//!   publisher keeps them current, `publisher.rs`). A CRL past its
-//!   nextUpdate is never served: 503 with `Retry-After`, logged, and the
-//!   publisher is asked for a new one (its times are parsed once per version
-//!   of the file, not per request);
-//! - `GET /ca/{root,device,entity}.crt`: a CA certificate as DER,
+//! - `GET /crl/NAME.crl`: the CRL as DER, `application/pkix-crl`; NAME is a
+//!   CA generation (`root`, `device`, `entity`, `device-2`, …). Read from disk
+//!   on each request, so a new one shows at once; `serve`'s publisher keeps
+//!   them current (`publisher.rs`). A CRL past its nextUpdate is never served:
+//!   503 with `Retry-After`, logged, and the publisher is asked for a new one
+//!   (its times are parsed once per version of the file, not per request);
+//! - `GET /ca/NAME.crt`: a CA certificate as DER,
 //!   `application/pkix-cert`; `.pem` the same as PEM, and `/ca/ca-bundle.pem`
 //!   the issuing CAs and the root, `application/x-pem-file`.
 //!
@@ -46,34 +46,27 @@ const PUBLISH_CONNECTION_MAX: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Published {
     /// A CRL (stored as PEM or DER), served as DER.
-    Crl(&'static str),
+    Crl(String),
     /// A certificate file (PEM), served as DER.
-    CertDer(&'static str),
+    CertDer(String),
     /// A certificate file (PEM), served as it is.
-    Pem(&'static str),
+    Pem(String),
 }
 
-/// The file behind a request path, or None.
+/// The file behind a request path, or None. NAME is a CA generation's name
+/// as `ca::CaId::parse` reads it (`root`, `device`, `entity`, `device-2`, …:
+/// one spelling per generation, nothing else).
 pub(super) fn route(path: &str) -> Option<Published> {
-    let ca_file = |name: &str| match name {
-        "root" => Some("root.pem"),
-        "device" => Some("device-ca.pem"),
-        "entity" => Some("entity-ca.pem"),
-        _ => None,
-    };
+    let ca_file = |name: &str| crate::ca::CaId::parse(name).map(|id| id.cert_file());
     if let Some(name) = path
         .strip_prefix("/crl/")
         .and_then(|r| r.strip_suffix(".crl"))
     {
-        return match name {
-            "root" => Some(Published::Crl("crl/root.crl")),
-            "device" => Some(Published::Crl("crl/device.crl")),
-            "entity" => Some(Published::Crl("crl/entity.crl")),
-            _ => None,
-        };
+        return crate::ca::CaId::parse(name)
+            .map(|id| Published::Crl(format!("crl/{}.crl", id.name())));
     }
     if path == "/ca/ca-bundle.pem" {
-        return Some(Published::Pem("ca-bundle.pem"));
+        return Some(Published::Pem("ca-bundle.pem".into()));
     }
     if let Some(name) = path
         .strip_prefix("/ca/")
@@ -155,9 +148,9 @@ pub(super) async fn answer(
             ),
             Some(what) => {
                 let file = match &what {
-                    Published::Crl(f) | Published::CertDer(f) | Published::Pem(f) => *f,
+                    Published::Crl(f) | Published::CertDer(f) | Published::Pem(f) => f.clone(),
                 };
-                let full = door.ca_dir.join(file);
+                let full = door.ca_dir.join(&file);
                 let is_crl = matches!(what, Published::Crl(_));
                 let d = door.clone();
                 let read = tokio::task::spawn_blocking(move || {
@@ -296,24 +289,40 @@ mod tests {
 
     #[test]
     fn only_the_published_files_are_routed() {
+        let crl = |f: &str| Some(Published::Crl(f.into()));
+        assert_eq!(route("/crl/device.crl"), crl("crl/device.crl"));
+        assert_eq!(route("/crl/device-2.crl"), crl("crl/device-2.crl"));
+        assert_eq!(route("/crl/root-3.crl"), crl("crl/root-3.crl"));
         assert_eq!(
-            route("/crl/device.crl"),
-            Some(Published::Crl("crl/device.crl"))
+            route("/ca/root.crt"),
+            Some(Published::CertDer("root.pem".into()))
         );
-        assert_eq!(route("/ca/root.crt"), Some(Published::CertDer("root.pem")));
+        assert_eq!(
+            route("/ca/root-2.crt"),
+            Some(Published::CertDer("root-2.pem".into()))
+        );
         assert_eq!(
             route("/ca/entity.pem"),
-            Some(Published::Pem("entity-ca.pem"))
+            Some(Published::Pem("entity-ca.pem".into()))
+        );
+        assert_eq!(
+            route("/ca/entity-4.pem"),
+            Some(Published::Pem("entity-ca-4.pem".into()))
         );
         assert_eq!(
             route("/ca/ca-bundle.pem"),
-            Some(Published::Pem("ca-bundle.pem"))
+            Some(Published::Pem("ca-bundle.pem".into()))
         );
         for p in [
             "/crl/../private/root.key.crl",
             "/crl/other.crl",
+            "/crl/device-1.crl",
+            "/crl/device-02.crl",
+            "/crl/device-2/../x.crl",
             "/ca/../private/root.pem",
             "/ca/device-ca.pem",
+            "/ca/device-ca-2.pem",
+            "/ca/root-2-by-1.pem",
             "/private/root.key",
             "/",
             "/crl/device.crl/",
