@@ -191,14 +191,24 @@ pub struct QuickstartArgs {
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
     let passphrase = if a.encrypt {
-        Some(
-            ca::read_passphrase(&ctx.passphrase_source())?.ok_or_else(|| {
-                Error::Usage(format!(
+        match ca::read_passphrase(&ctx.given_passphrase_source())? {
+            Some(p) => Some(p),
+            None if super::prompt::can_prompt() => {
+                let answer = zeroize::Zeroizing::new(super::prompt::new_secret(
+                    "passphrase for the new CA keys",
+                )?);
+                Some(crate::keypair::Passphrase::new(
+                    answer.as_bytes().to_vec(),
+                    "the terminal",
+                )?)
+            }
+            None => {
+                return Err(Error::Usage(format!(
                     "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
                     super::PASSPHRASE_ENV
-                ))
-            })?,
-        )
+                )))
+            }
+        }
     } else {
         None
     };

@@ -359,7 +359,7 @@ const ENVIRONMENT: &str = r#".SH ENVIRONMENT
 The CA directory when \fB\-\-ca\-dir\fR is not given (else \fI./mtlsca\fR).
 .TP
 \fBMTLSCA_PASSPHRASE\fR
-The passphrase of encrypted CA keys when \fB\-\-passphrase\-file\fR is not given.
+The passphrase of encrypted CA keys when \fB\-\-passphrase\-file\fR is not given (else it is asked on the terminal when standard input is one).
 .TP
 \fBMTLSCA_P12_PASSWORD\fR
 The password of a PKCS#12 export when \fB\-\-p12\-password\-file\fR is not given and standard input is not a terminal.

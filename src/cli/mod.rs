@@ -115,7 +115,7 @@ pub struct GlobalArgs {
     /// How long to wait for another mtlsca process to release the store
     #[arg(long, global = true, default_value = "30s", value_parser = parse_wait)]
     pub lock_timeout: Duration,
-    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE)
+    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE, else asked on a terminal)
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
@@ -257,8 +257,24 @@ pub struct Ctx {
 
 impl Ctx {
     /// Where the passphrase of encrypted CA keys comes from: `--passphrase-file`,
-    /// else `$MTLSCA_PASSPHRASE`.
+    /// else `$MTLSCA_PASSPHRASE`, else, on a terminal, asked there when a key is
+    /// first unlocked (once a command).
     pub fn passphrase_source(&self) -> crate::ca::PassphraseSource {
+        use crate::ca::PassphraseSource;
+        match self.given_passphrase_source() {
+            PassphraseSource::Environment(var) if prompt::can_prompt() => {
+                PassphraseSource::FirstOf(vec![
+                    PassphraseSource::Environment(var),
+                    PassphraseSource::Ask(prompt::ca_passphrase(&self.global.ca_dir)),
+                ])
+            }
+            given => given,
+        }
+    }
+
+    /// The passphrase source the user gave: `--passphrase-file`, else
+    /// `$MTLSCA_PASSPHRASE` (never the terminal).
+    pub fn given_passphrase_source(&self) -> crate::ca::PassphraseSource {
         match &self.global.passphrase_file {
             Some(f) => crate::ca::PassphraseSource::File(f.clone()),
             None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),

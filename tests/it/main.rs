@@ -14,6 +14,7 @@ mod hostile_socket;
 mod lifecycle;
 mod limbo;
 mod names;
+mod prompt;
 mod proxy;
 mod readme;
 mod real_pkis;
