@@ -21,6 +21,15 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
                 "a CA that may only name hosts under corp.internal and in 10.0.0.0/8",
             ),
             ("MTLSCA_PASSPHRASE=... mtlsca init --encrypt", "CA keys encrypted under a passphrase"),
+            ("mtlsca init --external-root corp-root.pem", "issuing CAs under your own root: keys and CSRs now, `ca install` later"),
+        ],
+        "ca" => &[(
+            "mtlsca ca install --device device-ca.pem --entity entity-ca.pem",
+            "complete a CA made with init --external-root",
+        )],
+        "ca install" => &[
+            ("mtlsca ca install --device device-ca.pem --entity entity-ca.pem", "the two certificates the external root signed"),
+            ("mtlsca --json ca install --device device-ca.pem --entity entity-ca.pem", "the same, the result as JSON"),
         ],
         "profile" => &[
             ("mtlsca profile list", "the CA's profiles"),

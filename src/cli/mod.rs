@@ -29,6 +29,7 @@ macro_rules! out {
 mod acme_cmds;
 mod admin_cmds;
 mod ca_cmds;
+mod ext_cmds;
 pub mod help;
 mod hints;
 mod lifecycle_cmds;
@@ -246,6 +247,9 @@ pub enum Command {
     /// Manage the keys that bind ACME accounts to this CA (for serve --acme-require-eab)
     #[command(subcommand)]
     Acme(Deferred<acme_cmds::AcmeCmd>),
+    /// Complete a CA under an external root: install the issuing CA certificates its owner signed
+    #[command(subcommand)]
+    Ca(Deferred<ext_cmds::CaCmd>),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -335,5 +339,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Proxy(Deferred(c)) => proxy_cmds::proxy(&ctx, c),
         Command::Serve(Deferred(a)) => serve_cmds::serve(&ctx, a),
         Command::Acme(Deferred(c)) => acme_cmds::acme(&ctx, c),
+        Command::Ca(Deferred(c)) => ext_cmds::ca(&ctx, c),
     }
 }

@@ -7,6 +7,7 @@ mod architecture;
 mod ca;
 mod common;
 mod engine;
+mod external_root;
 mod hostile_acme;
 mod hostile_proxy;
 mod hostile_publish;

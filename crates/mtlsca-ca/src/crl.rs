@@ -373,7 +373,8 @@ fn complete_leftover(store: &Store, signing: &SigningCa, path: &Path) -> Result<
     fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Sign the CRLs of all three CAs and replace the published files atomically.
+/// Sign the CRLs of the CAs whose keys the CA holds (all three, or the two
+/// issuing CAs under an external root) and replace the published files atomically.
 pub fn publish_all(
     ca: &Ca,
     store: &Store,
@@ -385,7 +386,8 @@ pub fn publish_all(
         fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
     }
     let mut out = Vec::new();
-    for kind in CaKind::ALL {
+    // Under an external root, the issuing CAs' only: the root's are its owner's.
+    for kind in ca.signing_kinds() {
         let path = published_path(ca, kind);
         let crl = publish(ca, store, kind, next_update, now, &path)?;
         out.push((crl, path));

@@ -11,6 +11,7 @@ pub mod ca;
 pub mod crl;
 pub mod eab_keys;
 pub mod export;
+pub mod external;
 pub mod fsutil;
 pub mod issue;
 pub mod keypair;

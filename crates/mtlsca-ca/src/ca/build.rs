@@ -56,7 +56,7 @@ pub fn random_serial() -> Result<[u8; 16]> {
     }
 }
 
-fn dn(name: &str, cn: &str) -> DistinguishedName {
+pub(super) fn dn(name: &str, cn: &str) -> DistinguishedName {
     let mut d = DistinguishedName::new();
     d.push(DnType::OrganizationName, name);
     d.push(DnType::CommonName, cn);
@@ -280,6 +280,7 @@ fn build(
         },
         created: now,
         encrypted_keys: passphrase.is_some(),
+        external_root: false,
     };
     // The store, made only here (and by `restore`), records which CA it belongs to.
     crate::store::Store::create(dir, &key_ids(dir)?)?;

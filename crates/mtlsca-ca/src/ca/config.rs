@@ -38,6 +38,11 @@ pub struct CaConfig {
     /// key found there instead is refused as tampering.
     #[serde(default)]
     pub encrypted_keys: bool,
+    /// The root is another organisation's (`init --external-root`, then `ca
+    /// install`): `root.pem` is its certificate, mtlsca holds no key for it and
+    /// publishes no CRL of it. Not written when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external_root: bool,
 }
 
 impl CaConfig {

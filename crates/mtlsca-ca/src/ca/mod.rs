@@ -27,12 +27,14 @@ use crate::profile::Profile;
 
 mod build;
 mod config;
+mod external;
 mod layout;
 mod staging;
 mod unlock;
 
 pub use build::*;
 pub use config::*;
+pub use external::*;
 pub use layout::*;
 pub use staging::*;
 pub use unlock::*;
@@ -89,6 +91,9 @@ impl Ca {
         let text = match read_ca_file(&cfg_path) {
             Ok(t) => t,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                if dir.join(PENDING_FILE).exists() {
+                    return Err(pending_error(dir));
+                }
                 refuse_existing(dir, "run `mtlsca init` elsewhere, or pass --ca-dir")?;
                 let interrupted = if dir.join(STAGING).exists() {
                     " (an interrupted `init` left it half-made: run `mtlsca init` again)"
@@ -159,6 +164,9 @@ impl Ca {
 
     /// Load a CA certificate and unlock its key for signing.
     pub fn signing_ca(&self, kind: CaKind) -> Result<SigningCa> {
+        if !self.signing_kinds().contains(&kind) {
+            return Err(external_root_error());
+        }
         let cert_pem = self.cert_pem(kind)?;
         let cert_der = self.der_of(kind, &cert_pem)?;
         let key_path = self.key_path(kind);
@@ -313,6 +321,7 @@ mod tests {
             permit_uri: o.permit_uri.clone(),
             created: OffsetDateTime::UNIX_EPOCH,
             encrypted_keys: false,
+            external_root: false,
         }
     }
 
