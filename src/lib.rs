@@ -26,7 +26,7 @@
 #[doc(no_inline)]
 pub use mtlsca_ca::{
     backup, batch, ca, crl, eab_keys, export, external, fsutil, issue, keypair, lookup, quickstart,
-    renew, service, store,
+    renew, service, store, trust,
 };
 #[doc(no_inline)]
 pub use mtlsca_net::{acme, conn_limit, control, proxy, serverlog};

@@ -23,6 +23,15 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("MTLSCA_PASSPHRASE=... mtlsca init --encrypt", "CA keys encrypted under a passphrase"),
             ("mtlsca init --external-root corp-root.pem", "issuing CAs under your own root: keys and CSRs now, `ca install` later"),
         ],
+        "trust" => &[
+            ("mtlsca trust install", "as root: the system store and the NSS databases in $HOME (Firefox, Chrome)"),
+            ("mtlsca trust uninstall --nss ~/.pki/nssdb", "remove it from one NSS database"),
+        ],
+        "trust install" => &[
+            ("mtlsca trust install", "as root: the system store and the NSS databases in $HOME"),
+            ("mtlsca trust install --nss ~/.pki/nssdb --java lab.p12", "one NSS database and a Java keystore"),
+        ],
+        "trust uninstall" => &[("mtlsca trust uninstall", "as root: remove what trust install added")],
         "ca" => &[(
             "mtlsca ca install --device device-ca.pem --entity entity-ca.pem",
             "complete a CA made with init --external-root",

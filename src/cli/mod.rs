@@ -37,6 +37,7 @@ mod prompt;
 mod proxy_cmds;
 pub mod render;
 mod serve_cmds;
+mod trust_cmds;
 mod verify_cmds;
 
 pub use hints::{usage_hint, usage_message};
@@ -250,6 +251,9 @@ pub enum Command {
     /// Complete a CA under an external root: install the issuing CA certificates its owner signed
     #[command(subcommand)]
     Ca(Deferred<ext_cmds::CaCmd>),
+    /// Trust the CA's root on this machine (system store, browsers, Java), for labs
+    #[command(subcommand)]
+    Trust(Deferred<trust_cmds::TrustCmd>),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -340,5 +344,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Serve(Deferred(a)) => serve_cmds::serve(&ctx, a),
         Command::Acme(Deferred(c)) => acme_cmds::acme(&ctx, c),
         Command::Ca(Deferred(c)) => ext_cmds::ca(&ctx, c),
+        Command::Trust(Deferred(c)) => trust_cmds::trust(&ctx, c),
     }
 }

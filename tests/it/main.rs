@@ -22,5 +22,6 @@ mod real_pkis;
 mod reliability;
 mod rustls_recipe;
 mod service;
+mod trust;
 mod ux;
 mod verify;

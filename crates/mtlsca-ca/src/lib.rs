@@ -20,6 +20,7 @@ pub mod quickstart;
 pub mod renew;
 pub mod service;
 pub mod store;
+pub mod trust;
 
 #[doc(no_inline)]
 pub use mtlsca_rules::{

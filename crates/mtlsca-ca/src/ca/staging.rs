@@ -33,7 +33,6 @@ pub fn pending_error(dir: &Path) -> Error {
     ))
 }
 
-
 /// What a CA directory holds; any of them marks a directory as taken.
 const CA_ENTRIES: [&str; 12] = [
     CONFIG_FILE,
