@@ -238,7 +238,10 @@ fn install_refuses_what_does_not_fit_and_a_pending_ca_says_what_to_do() {
         pending_msg(&env.fails(&["list"], 3));
     }
 
-    // After the refusals, the right ones install.
+    // After the refusals, the right ones install, over what an interrupted
+    // install would have left (files written before ca.toml).
+    std::fs::write(env.ca_dir().join("device-ca.pem"), "half-written").unwrap();
+    std::fs::create_dir(env.ca_dir().join("db")).unwrap();
     let out = env.json(&[
         "ca",
         "install",
@@ -248,6 +251,7 @@ fn install_refuses_what_does_not_fit_and_a_pending_ca_says_what_to_do() {
         "entity-ca.pem",
     ]);
     assert_eq!(out["external_root"], true, "{out}");
+    env.openssl_ok(&["verify", "-CAfile", "extroot.pem", "ca/device-ca.pem"]);
     assert!(!env.ca_dir().join("pending.toml").exists());
     assert!(!env.ca_dir().join("device-ca.csr").exists());
     let config = std::fs::read_to_string(env.ca_dir().join("ca.toml")).unwrap();
@@ -431,4 +435,109 @@ fn the_documented_recipe_makes_a_ca_whose_leaves_openssl_verifies_against_the_ro
     ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("certificate revoked"), "{}", text(&out));
+}
+
+#[test]
+fn constraints_of_the_root_and_the_issuing_cas_meet() {
+    let env = Env::new();
+    openssl_root(
+        &env,
+        "extroot",
+        "/O=Corp/CN=Corp Root",
+        &["nameConstraints=critical,permitted;DNS:corp.internal,permitted;IP:10.0.0.0/255.0.0.0"],
+    );
+    env.ok(&[
+        "init",
+        "--external-root",
+        "extroot.pem",
+        "--permit-ip",
+        "10.1.0.0/16",
+    ]);
+    // The device CA's certificate narrows the root's DNS domain further.
+    let ext = "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nextendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\nnameConstraints=critical,permitted;DNS:web.corp.internal\n";
+    std::fs::write(env.path("device.ext"), ext).unwrap();
+    env.openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca/device-ca.csr",
+        "-CA",
+        "extroot.pem",
+        "-CAkey",
+        "extroot.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "100",
+        "-extfile",
+        "device.ext",
+        "-out",
+        "device-ca.pem",
+    ]);
+    openssl_sign(
+        &env,
+        "extroot",
+        "ca/entity-ca.csr",
+        Some("clientAuth"),
+        "entity-ca.pem",
+    );
+    let out = env.json(&[
+        "ca",
+        "install",
+        "--device",
+        "device-ca.pem",
+        "--entity",
+        "entity-ca.pem",
+    ]);
+    let nc: Vec<&str> = out["name_constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        nc.contains(&"web.corp.internal") && nc.contains(&"10.1.0.0/16"),
+        "{out}"
+    );
+    assert!(
+        !nc.contains(&"corp.internal") && !nc.contains(&"10.0.0.0/8"),
+        "{out}"
+    );
+
+    env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "a.web.corp.internal",
+        "--ip",
+        "10.1.2.3",
+    ]);
+    env.openssl_ok(&[
+        "verify",
+        "-CAfile",
+        "extroot.pem",
+        "-untrusted",
+        "ca/device-ca.pem",
+        "a.web.corp.internal.pem",
+    ]);
+    for args in [
+        &["issue", "device", "--dns", "db.corp.internal"][..],
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "b.web.corp.internal",
+            "--ip",
+            "10.2.0.1",
+        ],
+    ] {
+        let out = env.run(&[&["--json"][..], args].concat());
+        assert_eq!(code(&out), 1, "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("name-outside-constraints"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(env.store_count(), 1);
 }
