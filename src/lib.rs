@@ -25,8 +25,8 @@
 
 #[doc(no_inline)]
 pub use mtlsca_ca::{
-    backup, batch, ca, crl, eab_keys, export, fsutil, issue, keypair, lookup, quickstart, renew,
-    rotate, service, store,
+    backup, batch, ca, crl, eab_keys, export, external, fsutil, issue, keypair, lookup, quickstart,
+    renew, rotate, service, store, trust,
 };
 #[doc(no_inline)]
 pub use mtlsca_net::{acme, conn_limit, control, proxy, serverlog};

@@ -42,6 +42,11 @@ pub struct InitArgs {
     /// --passphrase-file or $MTLSCA_PASSPHRASE; every signing command then needs it
     #[arg(long)]
     pub encrypt: bool,
+    /// Make the issuing CAs subordinate to this external root (its certificate;
+    /// its key stays with its owner): writes their keys and CSRs, and waits for
+    /// `mtlsca ca install`
+    #[arg(long, value_name = "ROOT.pem")]
+    pub external_root: Option<PathBuf>,
 }
 
 /// The file `init` writes with the root and both issuing CAs.
@@ -217,29 +222,38 @@ pub struct QuickstartArgs {
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
     let passphrase = if a.encrypt {
-        Some(
-            ca::read_passphrase(&ctx.passphrase_source())?.ok_or_else(|| {
-                Error::Usage(format!(
+        match ca::read_passphrase(&ctx.given_passphrase_source())? {
+            Some(p) => Some(p),
+            None if super::prompt::can_prompt() => {
+                let answer = zeroize::Zeroizing::new(super::prompt::new_secret(
+                    "passphrase for the new CA keys",
+                )?);
+                Some(crate::keypair::Passphrase::new(
+                    answer.as_bytes().to_vec(),
+                    "the terminal",
+                )?)
+            }
+            None => {
+                return Err(Error::Usage(format!(
                     "init --encrypt needs a passphrase: set ${} or pass --passphrase-file FILE",
                     super::PASSPHRASE_ENV
-                ))
-            })?,
-        )
+                )))
+            }
+        }
     } else {
         None
     };
-    let ca = ca::init_protected(
-        dir,
-        &InitOptions {
-            name: a.name,
-            key_type: a.key_type,
-            permit_dns: a.permit_dns,
-            permit_ip: a.permit_ip,
-            permit_uri: a.permit_uri,
-        },
-        passphrase.as_ref(),
-        ctx.now,
-    )?;
+    let opts = InitOptions {
+        name: a.name,
+        key_type: a.key_type,
+        permit_dns: a.permit_dns,
+        permit_ip: a.permit_ip,
+        permit_uri: a.permit_uri,
+    };
+    if let Some(root) = &a.external_root {
+        return super::ext_cmds::init_external(ctx, root, &opts, passphrase.as_ref());
+    }
+    let ca = ca::init_protected(dir, &opts, passphrase.as_ref(), ctx.now)?;
     let store = Store::open(dir, ctx.global.lock_timeout)?;
     store.flush()?;
     // Current CRLs in crl/ from the first moment (the CA's keys are at hand).

@@ -21,6 +21,20 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
                 "a CA that may only name hosts under corp.internal and in 10.0.0.0/8",
             ),
             ("MTLSCA_PASSPHRASE=... mtlsca init --encrypt", "CA keys encrypted under a passphrase"),
+            ("mtlsca init --external-root corp-root.pem", "issuing CAs under your own root: keys and CSRs now, `ca install` later"),
+        ],
+        "trust" => &[
+            ("mtlsca trust install", "as root: the system store and the NSS databases in $HOME (Firefox, Chrome)"),
+            ("mtlsca trust uninstall --nss ~/.pki/nssdb", "remove it from one NSS database"),
+        ],
+        "trust install" => &[
+            ("mtlsca trust install", "as root: the system store and the NSS databases in $HOME"),
+            ("mtlsca trust install --nss ~/.pki/nssdb --java lab.p12", "one NSS database and a Java keystore"),
+        ],
+        "trust uninstall" => &[("mtlsca trust uninstall", "as root: remove what trust install added")],
+        "ca install" => &[
+            ("mtlsca ca install --device device-ca.pem --entity entity-ca.pem", "the two certificates the external root signed"),
+            ("mtlsca --json ca install --device device-ca.pem --entity entity-ca.pem", "the same, the result as JSON"),
         ],
         "profile" => &[
             ("mtlsca profile list", "the CA's profiles"),
@@ -125,6 +139,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "ca" => &[
             ("mtlsca ca status", "every CA generation: expiry, days left, rollover window"),
             ("mtlsca ca roll device", "a new device issuing CA; the old one stays valid for what it signed"),
+            ("mtlsca ca install --device device-ca.pem --entity entity-ca.pem", "complete a CA made with init --external-root"),
         ],
         "ca roll" => &[
             ("mtlsca ca roll device", "new key and certificate for the device issuing CA (stop `serve` first)"),
@@ -374,7 +389,7 @@ const ENVIRONMENT: &str = r#".SH ENVIRONMENT
 The CA directory when \fB\-\-ca\-dir\fR is not given (else \fI./mtlsca\fR).
 .TP
 \fBMTLSCA_PASSPHRASE\fR
-The passphrase of encrypted CA keys when \fB\-\-passphrase\-file\fR is not given.
+The passphrase of encrypted CA keys when \fB\-\-passphrase\-file\fR is not given (else it is asked on the terminal when standard input is one).
 .TP
 \fBMTLSCA_P12_PASSWORD\fR
 The password of a PKCS#12 export when \fB\-\-p12\-password\-file\fR is not given and standard input is not a terminal.

@@ -29,6 +29,7 @@ macro_rules! out {
 mod acme_cmds;
 mod admin_cmds;
 mod ca_cmds;
+mod ext_cmds;
 pub mod help;
 mod hints;
 mod lifecycle_cmds;
@@ -37,6 +38,7 @@ mod proxy_cmds;
 pub mod render;
 mod rollover_cmds;
 mod serve_cmds;
+mod trust_cmds;
 mod verify_cmds;
 
 pub use hints::{usage_hint, usage_message};
@@ -116,7 +118,7 @@ pub struct GlobalArgs {
     /// How long to wait for another mtlsca process to release the store
     #[arg(long, global = true, default_value = "30s", value_parser = parse_wait)]
     pub lock_timeout: Duration,
-    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE)
+    /// File holding the passphrase of encrypted CA keys (else $MTLSCA_PASSPHRASE, else asked on a terminal)
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
@@ -247,9 +249,12 @@ pub enum Command {
     /// Manage the keys that bind ACME accounts to this CA (for serve --acme-require-eab)
     #[command(subcommand)]
     Acme(Deferred<acme_cmds::AcmeCmd>),
-    /// The CA's own generations: roll a CA to a new key and certificate, show them all
+    /// The CA's own certificates: roll a CA to a new generation, show them all, install those an external root signed
     #[command(subcommand)]
     Ca(Deferred<rollover_cmds::CaCmd>),
+    /// Trust the CA's root on this machine (system store, browsers, Java), for labs
+    #[command(subcommand)]
+    Trust(Deferred<trust_cmds::TrustCmd>),
 }
 
 /// What every command gets: the global options and the time it runs at.
@@ -261,8 +266,24 @@ pub struct Ctx {
 
 impl Ctx {
     /// Where the passphrase of encrypted CA keys comes from: `--passphrase-file`,
-    /// else `$MTLSCA_PASSPHRASE`.
+    /// else `$MTLSCA_PASSPHRASE`, else, on a terminal, asked there when a key is
+    /// first unlocked (once a command).
     pub fn passphrase_source(&self) -> crate::ca::PassphraseSource {
+        use crate::ca::PassphraseSource;
+        match self.given_passphrase_source() {
+            PassphraseSource::Environment(var) if prompt::can_prompt() => {
+                PassphraseSource::FirstOf(vec![
+                    PassphraseSource::Environment(var),
+                    PassphraseSource::Ask(prompt::ca_passphrase(&self.global.ca_dir)),
+                ])
+            }
+            given => given,
+        }
+    }
+
+    /// The passphrase source the user gave: `--passphrase-file`, else
+    /// `$MTLSCA_PASSPHRASE` (never the terminal).
+    pub fn given_passphrase_source(&self) -> crate::ca::PassphraseSource {
         match &self.global.passphrase_file {
             Some(f) => crate::ca::PassphraseSource::File(f.clone()),
             None => crate::ca::PassphraseSource::Environment(PASSPHRASE_ENV.into()),
@@ -324,5 +345,6 @@ pub fn run(cli: Cli, now: OffsetDateTime) -> Result<Outcome> {
         Command::Serve(Deferred(a)) => serve_cmds::serve(&ctx, a),
         Command::Acme(Deferred(c)) => acme_cmds::acme(&ctx, c),
         Command::Ca(Deferred(c)) => rollover_cmds::ca(&ctx, c),
+        Command::Trust(Deferred(c)) => trust_cmds::trust(&ctx, c),
     }
 }

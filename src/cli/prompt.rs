@@ -27,6 +27,22 @@ pub fn new_secret(what: &str) -> Result<String> {
     Ok(first)
 }
 
+/// Ask for a secret once, with echo off (an existing one: a wrong answer is
+/// found out by what it unlocks).
+pub fn secret(what: &str) -> Result<String> {
+    ask(&format!("{what}: "))
+}
+
+/// The passphrase of the encrypted CA keys in `ca_dir`, asked on the terminal
+/// when a key is first unlocked (the library calls it; at most once a command).
+pub fn ca_passphrase(ca_dir: &std::path::Path) -> crate::ca::PassphrasePrompt {
+    let what = format!("passphrase of the CA keys in {}", ca_dir.display());
+    crate::ca::PassphrasePrompt::new(move || {
+        let answer = zeroize::Zeroizing::new(secret(&what)?);
+        crate::keypair::Passphrase::new(answer.as_bytes().to_vec(), "the terminal")
+    })
+}
+
 /// One line from the terminal with echo off (restored whatever happens).
 fn ask(prompt: &str) -> Result<String> {
     use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};

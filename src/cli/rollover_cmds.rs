@@ -17,6 +17,8 @@ pub enum CaCmd {
     Roll(RollArgs),
     /// Show every generation of every CA: validity, days left, rollover window, certificates still valid under it
     Status,
+    /// Install the issuing CA certificates an external root signed (after init --external-root)
+    Install(super::ext_cmds::InstallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +38,7 @@ pub fn ca(ctx: &Ctx, c: CaCmd) -> Result<Outcome> {
     match c {
         CaCmd::Roll(a) => roll(ctx, a),
         CaCmd::Status => status(ctx),
+        CaCmd::Install(a) => super::ext_cmds::install(ctx, a),
     }
 }
 

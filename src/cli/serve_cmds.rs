@@ -160,8 +160,14 @@ pub fn serve(ctx: &Ctx, mut a: ServeArgs) -> Result<Outcome> {
     use super::ca_cmds::{profile_name, with_profile_hint};
     a.tls_profile = profile_name(ctx, a.tls_profile);
     a.acme_profile = profile_name(ctx, a.acme_profile);
-    let tls = ctx
-        .open_ca()?
+    let ca = ctx.open_ca()?;
+    let passphrase = ctx.passphrase_source();
+    if ca.config.encrypted_keys {
+        // Asked now, on this terminal, before the server starts: never by the
+        // engine thread in the middle of a request (the answer is kept).
+        crate::ca::read_passphrase(&passphrase)?;
+    }
+    let tls = ca
         .profile(&a.tls_profile)
         .map_err(|e| with_profile_hint(ctx, &a.tls_profile, e))?;
     if tls.role != crate::role::Role::Device {
@@ -177,7 +183,7 @@ pub fn serve(ctx: &Ctx, mut a: ServeArgs) -> Result<Outcome> {
     run_server(ServeOptions {
         ca_dir: ctx.global.ca_dir.clone(),
         lock_timeout: ctx.global.lock_timeout,
-        passphrase: ctx.passphrase_source(),
+        passphrase,
         listen: a.listen,
         names: a.names,
         acme_profile: acme_profile.clone(),

@@ -428,8 +428,9 @@ pub fn before_publish(ca: &Ca, store: &Store, now: OffsetDateTime) -> Result<()>
     Ok(())
 }
 
-/// Sign the CRLs of every CA generation that has not expired (the current
-/// three and the retired ones whose certificates may still be in use) and
+/// Sign the CRLs of every CA generation that has not expired and whose key
+/// the CA holds (the current three, or the two issuing CAs under an external
+/// root, and the retired ones whose certificates may still be in use) and
 /// replace the published files atomically (after [`before_publish`]). A
 /// generation's `nextUpdate` is cut to its own notAfter when `next_update`
 /// would reach past it. Every publisher calls this one function:
@@ -449,7 +450,8 @@ pub fn publish_all(
     }
     let mut out = Vec::new();
     for g in ca.generations()? {
-        if g.not_after <= now {
+        // Under an external root, the issuing CAs' only: the root's are its owner's.
+        if g.not_after <= now || !ca.signing_kinds().contains(&g.id.kind) {
             continue;
         }
         let path = published_path_of(ca, g.id);

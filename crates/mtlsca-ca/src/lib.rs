@@ -11,6 +11,7 @@ pub mod ca;
 pub mod crl;
 pub mod eab_keys;
 pub mod export;
+pub mod external;
 pub mod fsutil;
 pub mod issue;
 pub mod keypair;
@@ -20,6 +21,7 @@ pub mod renew;
 pub mod rotate;
 pub mod service;
 pub mod store;
+pub mod trust;
 
 #[doc(no_inline)]
 pub use mtlsca_rules::{

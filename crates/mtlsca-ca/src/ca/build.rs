@@ -301,6 +301,7 @@ fn build(
         encrypted_keys: passphrase.is_some(),
         generation: Default::default(),
         rollover: Default::default(),
+        external_root: false,
     };
     // The store, made only here (and by `restore`), records which CA it belongs to.
     crate::store::Store::create(dir, &key_ids(dir)?)?;

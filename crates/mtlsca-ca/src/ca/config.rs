@@ -48,6 +48,11 @@ pub struct CaConfig {
     /// of [`CaConfig::rollover_window`].
     #[serde(default, skip_serializing_if = "Rollover::is_empty")]
     pub rollover: Rollover,
+    /// The root is another organisation's (`init --external-root`, then `ca
+    /// install`): `root.pem` is its certificate, mtlsca holds no key for it and
+    /// publishes no CRL of it. Not written when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external_root: bool,
 }
 
 /// `[rollover]` of `ca.toml`: the rollover window of each CA, as a validity

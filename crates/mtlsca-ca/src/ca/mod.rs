@@ -27,6 +27,7 @@ use crate::profile::Profile;
 
 mod build;
 mod config;
+mod external;
 mod layout;
 mod roll;
 mod staging;
@@ -34,6 +35,7 @@ mod unlock;
 
 pub use build::*;
 pub use config::*;
+pub use external::*;
 pub use layout::*;
 pub use roll::*;
 pub use staging::*;
@@ -147,6 +149,9 @@ impl Ca {
         let text = match read_ca_file(&cfg_path) {
             Ok(t) => t,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                if dir.join(PENDING_FILE).exists() {
+                    return Err(pending_error(dir));
+                }
                 refuse_existing(dir, "run `mtlsca init` elsewhere, or pass --ca-dir")?;
                 let interrupted = if dir.join(STAGING).exists() {
                     " (an interrupted `init` left it half-made: run `mtlsca init` again)"
@@ -360,6 +365,9 @@ impl Ca {
     /// Load a CA generation's certificate and unlock its key for signing.
     pub fn signing_ca_of(&self, id: CaId) -> Result<SigningCa> {
         let kind = id.kind;
+        if !self.signing_kinds().contains(&kind) {
+            return Err(external_root_error());
+        }
         let cert_pem = self.cert_pem_of(id)?;
         let cert_der = self.der_of(id, &cert_pem)?;
         let key_path = self.key_path_of(id);
@@ -518,6 +526,7 @@ mod tests {
             encrypted_keys: false,
             generation: Default::default(),
             rollover: Default::default(),
+            external_root: false,
         }
     }
 

@@ -7,11 +7,38 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 
-use super::layout::{BUNDLE_FILE, CONFIG_FILE};
+use super::layout::{CaKind, BUNDLE_FILE, CONFIG_FILE};
+
+/// The marker of a pending CA: the `ca.toml` to be, written by `init
+/// --external-root`; `ca install` turns it into `ca.toml`.
+pub const PENDING_FILE: &str = "pending.toml";
+
+/// The certificate request of an issuing CA in a pending CA directory
+/// (`device-ca.csr`, `entity-ca.csr`).
+pub fn csr_file(kind: CaKind) -> &'static str {
+    match kind {
+        CaKind::Root => "root.csr",
+        CaKind::Device => "device-ca.csr",
+        CaKind::Entity => "entity-ca.csr",
+    }
+}
+
+/// What any command but `ca install` says in a pending CA directory (exit 3).
+pub fn pending_error(dir: &Path) -> Error {
+    Error::State(format!(
+        "the CA in {} waits for its issuing CA certificates: have the external root sign {} and {}, then run `mtlsca ca install --device DEVICE-CA.pem --entity ENTITY-CA.pem` (docs/operations.md, \"Under an existing root\")",
+        dir.display(),
+        dir.join(csr_file(CaKind::Device)).display(),
+        dir.join(csr_file(CaKind::Entity)).display(),
+    ))
+}
 
 /// What a CA directory holds; any of them marks a directory as taken.
-const CA_ENTRIES: [&str; 9] = [
+const CA_ENTRIES: [&str; 12] = [
     CONFIG_FILE,
+    PENDING_FILE,
+    "device-ca.csr",
+    "entity-ca.csr",
     BUNDLE_FILE,
     "root.pem",
     "device-ca.pem",
@@ -28,6 +55,9 @@ pub fn refuse_existing(dir: &Path, what_now: &str) -> Result<()> {
         // An `init`/`restore` killed while moving a CA in: not a foreign CA.
         // `create_ca_dir` removes it under the lock, then checks again.
         return Ok(());
+    }
+    if dir.join(PENDING_FILE).exists() && !dir.join(CONFIG_FILE).exists() {
+        return Err(pending_error(dir));
     }
     let markers = [CONFIG_FILE, "root.pem", "private", "db"];
     match markers.iter().find(|m| dir.join(m).exists()) {
@@ -163,9 +193,16 @@ fn clean_interrupted(dir: &Path, parent: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Move a built CA from `staging` into `dir`, `ca.toml` last, then remove `staging`.
+/// Move a built CA from `staging` into `dir`, `ca.toml` last (or, for a CA
+/// that waits for its issuing CA certificates, `pending.toml`), then remove
+/// `staging`.
 fn move_in(staging: &Path, dir: &Path) -> Result<()> {
-    for e in CA_ENTRIES.iter().filter(|e| **e != CONFIG_FILE) {
+    let marker = if staging.join(CONFIG_FILE).exists() {
+        CONFIG_FILE
+    } else {
+        PENDING_FILE
+    };
+    for e in CA_ENTRIES.iter().filter(|e| **e != marker) {
         let from = staging.join(e);
         if from.exists() {
             let to = dir.join(e);
@@ -173,8 +210,8 @@ fn move_in(staging: &Path, dir: &Path) -> Result<()> {
         }
     }
     fsutil::sync_dir(dir)?;
-    let to = dir.join(CONFIG_FILE);
-    fsutil::rename_no_replace(&staging.join(CONFIG_FILE), &to).at(&to)?;
+    let to = dir.join(marker);
+    fsutil::rename_no_replace(&staging.join(marker), &to).at(&to)?;
     fsutil::sync_dir(dir)?;
     fs::remove_dir_all(staging).at(staging)?;
     fsutil::sync_dir(dir)
