@@ -700,7 +700,6 @@ pub fn renew(ctx: &Ctx, a: RenewArgs) -> Result<Outcome> {
     // One code path, local or through the running server: look the old
     // certificate up, issue its renewal, retire the old one if asked.
     let backend = ctx.backend()?;
-    backend.retiring(ctx.now)?;
     let crate::service::Shown {
         record: old, der, ..
     } = backend.show(&cert, ctx.now)?;
@@ -939,7 +938,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
         name: a.name,
     };
     let backend = ctx.backend()?;
-    // Retirements due by now are applied first; the pending ones are shown.
+    // Pending retirements are shown (a read: nothing is applied here).
     let retiring: std::collections::HashMap<String, time::OffsetDateTime> = backend
         .retiring(ctx.now)?
         .into_iter()

@@ -37,14 +37,10 @@ pub struct Anchor {
     pub nickname: String,
 }
 
-/// The root certificates to install for `ca`: today its `root.pem`.
+/// The root certificates to install for `ca`: every root generation (after
+/// `ca roll root`, the old and the new root: relying parties trust both
+/// during the overlap), current first.
 pub fn trust_anchors(ca: &Ca) -> Result<Vec<Anchor>> {
-    let der = ca.cert_der(CaKind::Root)?;
-    let (_, x) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| Error::State(format!("root.pem: {e}")))?;
-    let key_id = crate::ca::subject_key_id_of(&x)
-        .map(|k| crate::hex::encode(&k))
-        .ok_or_else(|| Error::State("root.pem: no subjectKeyIdentifier".into()))?;
     let name: String = ca
         .config
         .name
@@ -59,13 +55,30 @@ pub fn trust_anchors(ca: &Ca) -> Result<Vec<Anchor>> {
         .collect();
     let name = name.trim_matches('-');
     let name = if name.is_empty() { "ca" } else { name };
-    let nickname = format!("mtlsca-{name}-{}", &key_id[..key_id.len().min(8)]);
-    Ok(vec![Anchor {
-        pem: fsutil::pem_lf(&pem::Pem::new("CERTIFICATE", der.clone())),
-        subject: printable(&x.subject().to_string()),
-        key_id,
-        nickname,
-    }])
+    let mut roots: Vec<_> = ca
+        .generations()?
+        .into_iter()
+        .filter(|g| g.id.kind == CaKind::Root)
+        .collect();
+    roots.sort_by_key(|g| std::cmp::Reverse((g.current, g.id.generation)));
+    let mut out = Vec::with_capacity(roots.len());
+    for g in roots {
+        let der = ca.cert_der_of(g.id)?;
+        let file = g.id.cert_file();
+        let (_, x) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| Error::State(format!("{file}: {e}")))?;
+        let key_id = crate::ca::subject_key_id_of(&x)
+            .map(|k| crate::hex::encode(&k))
+            .ok_or_else(|| Error::State(format!("{file}: no subjectKeyIdentifier")))?;
+        let nickname = format!("mtlsca-{name}-{}", &key_id[..key_id.len().min(8)]);
+        out.push(Anchor {
+            pem: fsutil::pem_lf(&pem::Pem::new("CERTIFICATE", der.clone())),
+            subject: printable(&x.subject().to_string()),
+            key_id,
+            nickname,
+        });
+    }
+    Ok(out)
 }
 
 /// Install or uninstall.

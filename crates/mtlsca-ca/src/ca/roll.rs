@@ -74,6 +74,14 @@ pub fn roll(
     now: OffsetDateTime,
 ) -> Result<Rolled> {
     let now = now.replace_nanosecond(0).unwrap_or(now);
+    if ca.config.external_root {
+        // The issuing CAs are signed by a root whose key mtlsca never holds.
+        return Err(Error::State(format!(
+            "the {} CA cannot be rolled here: this CA's root is external (`init --external-root`), and only its owner can sign a new {}; make a new CA with `mtlsca init --external-root` and have the root sign its requests",
+            kind.as_str(),
+            if kind == CaKind::Root { "root" } else { "issuing CA" }
+        )));
+    }
     let name = ca.config.name.clone();
     let pass = ca.new_key_passphrase()?;
     let mut files: Vec<NewFile> = Vec::new();

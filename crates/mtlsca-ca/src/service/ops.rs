@@ -676,7 +676,6 @@ impl Operation for StoreCheck {
     const HOLDS_ENGINE: bool = true;
 
     fn run(self, cx: &mut Cx<'_>) -> Result<CheckReport> {
-        cx.store.apply_due_retirements(cx.now)?;
         cx.store.check()
     }
 }

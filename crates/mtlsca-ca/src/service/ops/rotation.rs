@@ -64,8 +64,7 @@ impl Operation for Retire {
     }
 }
 
-/// Apply the retirements due by now, then every pending one (`show`,
-/// `list`, and `renew` before it renews).
+/// Every pending retirement, due or not (`show`, `list`): read only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retiring;
 
@@ -73,7 +72,8 @@ impl Operation for Retiring {
     type Answer = Vec<PendingRetirement>;
 
     fn run(self, cx: &mut Cx<'_>) -> Result<Vec<PendingRetirement>> {
-        cx.store.apply_due_retirements(cx.now)?;
+        // A read: `list` and `show` write nothing (the due ones are applied by
+        // the next command that revokes or publishes CRLs, and by `serve`).
         cx.store.pending_retirements()
     }
 }
