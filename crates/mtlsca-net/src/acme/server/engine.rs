@@ -69,6 +69,14 @@ impl Engine {
         self.service.call(ops::RevokeExact { sha256, reason }).await
     }
 
+    /// Whether a deferred retirement (`--revoke-old --grace`) fell due: the
+    /// CRLs must then be published (publication applies it first).
+    pub(super) async fn retirement_due(&self) -> Result<bool> {
+        let now = time::OffsetDateTime::now_utc();
+        let pending = self.service.call(ops::Retiring).await?;
+        Ok(pending.iter().any(|p| p.due <= now))
+    }
+
     /// Sign every CA's CRL valid for `next_update` and publish it in the CA's
     /// `crl/` (`crl::publish_all`, on the engine thread).
     pub(super) async fn publish_crls(

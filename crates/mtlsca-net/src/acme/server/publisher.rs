@@ -233,10 +233,15 @@ impl Publisher {
                 })
                 .await
                 .unwrap_or(true);
-                if !due {
+                if due {
+                    why = "refresh";
+                } else if self.engine.retirement_due().await.unwrap_or(false) {
+                    // A replaced certificate's grace ended: publishing
+                    // revokes it (`crl::before_publish`) and lists it.
+                    why = "retirement";
+                } else {
                     continue;
                 }
-                why = "refresh";
             }
             // At most one publication per MIN_GAP (the revocations that come
             // meanwhile are in it), none before the backoff of a failure.
