@@ -144,6 +144,10 @@ pub struct ListArgs {
     /// Only certificates of this profile
     #[arg(long)]
     pub profile: Option<String>,
+    /// Archived certificates too (moved out by `store tidy`); default: the
+    /// store's live part only
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -750,6 +754,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             })
             .transpose()?,
         name: a.name,
+        include_archived: a.all,
     };
     let records = ctx.backend()?.list(filter, ctx.now)?;
     if ctx.global.json {
@@ -792,6 +797,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         der,
         audit,
         renewed_by,
+        archived,
     } = ctx.backend()?.show(&a.id, ctx.now)?;
     let pem = crate::issue::pem_cert(&der);
     if a.pem {
@@ -802,6 +808,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         let mut v = record_json(&rec, ctx.now);
         v["replaces"] = json!(rec.replaces);
         v["renewed_by"] = json!(renewed_by);
+        v["archived"] = json!(archived);
         v["pem"] = json!(pem);
         v["key_file"] = json!(rec.key_file);
         v["audit"] = json!(audit
@@ -836,6 +843,14 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             (
                 "renewed by",
                 renewed_by.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "archived",
+                if archived {
+                    "yes (moved out of the live store by `store tidy`)".into()
+                } else {
+                    "no".into()
+                },
             ),
         ];
         for (k, v) in rows {

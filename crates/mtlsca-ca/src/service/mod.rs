@@ -481,6 +481,16 @@ impl Backend {
         self.call(ops::StoreCheck, now)
     }
 
+    /// Move expired certificates into the archive (`store tidy`); through the
+    /// server while one holds the store.
+    pub fn tidy(
+        &self,
+        opts: crate::store::TidyOptions,
+        now: OffsetDateTime,
+    ) -> Result<crate::store::TidyReport> {
+        self.call(ops::Tidy(opts), now)
+    }
+
     /// Back the CA up into the new directory `dir` (made absolute, and shown
     /// again as given, when it goes through the server).
     pub fn backup(&self, dir: &Path, now: OffsetDateTime) -> Result<BackupSummary> {

@@ -118,6 +118,8 @@ pub enum Request {
     AuditVerify,
     /// Check the store ([`ops::StoreCheck`]).
     StoreCheck,
+    /// Move expired certificates into the archive ([`ops::Tidy`]).
+    Tidy(data::TidyOptions),
     /// Back the CA up ([`ops::Backup`]).
     Backup {
         /// The new directory (absolute).
@@ -247,6 +249,7 @@ impl Request {
             Request::EabRevoke { kid } => d.one(ops::EabRevoke { kid }),
             Request::AuditVerify => d.one(ops::AuditVerify),
             Request::StoreCheck => d.one(ops::StoreCheck),
+            Request::Tidy(opts) => d.one(ops::Tidy(opts.into())),
             Request::Backup { dir } => {
                 absolute("the backup directory", &dir)?;
                 d.one(ops::Backup { dir })
@@ -686,6 +689,22 @@ impl Remote for ops::AuditVerify {
     }
 }
 
+impl Remote for ops::Tidy {
+    type Wire = data::TidyReport;
+
+    fn to_request(self) -> Conv<Request> {
+        Ok(Request::Tidy(self.0.into()))
+    }
+
+    fn answer_out(answer: crate::store::TidyReport) -> data::TidyReport {
+        answer.into()
+    }
+
+    fn answer_in(wire: data::TidyReport) -> crate::store::TidyReport {
+        wire.into()
+    }
+}
+
 impl Remote for ops::StoreCheck {
     type Wire = data::CheckReport;
 
@@ -887,6 +906,13 @@ mod tests {
         pairs(ops::EabRevoke { kid: "k".into() }, false);
         pairs(ops::AuditVerify, false);
         pairs(ops::StoreCheck, false);
+        pairs(
+            ops::Tidy(crate::store::TidyOptions {
+                expired_before: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+                dry_run: true,
+            }),
+            false,
+        );
         pairs(ops::Backup { dir: "/b".into() }, false);
     }
 
@@ -1001,6 +1027,7 @@ mod tests {
                 prev: "00".into(),
             }],
             renewed_by: Some("0b".into()),
+            archived: true,
         };
         let wire = <ops::Show as Remote>::answer_out(shown.clone());
         let back = <ops::Show as Remote>::answer_in(through(&wire));
@@ -1008,6 +1035,7 @@ mod tests {
         assert_eq!(back.der, shown.der);
         assert_eq!(back.audit, shown.audit);
         assert_eq!(back.renewed_by, shown.renewed_by);
+        assert_eq!(back.archived, shown.archived);
 
         // A batch stopped by an error: the entries, and the error with its kind.
         let report = ops::BatchReport {
