@@ -195,6 +195,19 @@ impl Store {
             .ok_or_else(|| Error::State("the archive could not be kept open".into()))
     }
 
+    /// Load an archive export (`restore`) into a new archive beside this
+    /// store; refuses when there already is one.
+    pub fn import_archive<R: std::io::BufRead>(&self, input: &mut R) -> Result<()> {
+        if self.archive_path().exists() {
+            return Err(Error::State(format!(
+                "{} already exists; refusing to restore an archive over it",
+                self.archive_path().display()
+            )));
+        }
+        self.archive_or_create()?.import(input)?;
+        Ok(())
+    }
+
     /// Whether a record is archived (in the archive and not in the hot store).
     pub fn is_archived(&self, rec: &Record) -> Result<bool> {
         let serial = rec.serial_bytes();

@@ -1698,6 +1698,9 @@ pub struct BackupSummary {
     pub audit_entries: usize,
     /// The audit log's head.
     pub audit_head: Option<String>,
+    /// Records the archive held.
+    #[serde(default)]
+    pub archived_records: usize,
 }
 
 impl From<backup::BackupSummary> for BackupSummary {
@@ -1713,6 +1716,7 @@ impl From<backup::BackupSummary> for BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         } = manifest;
         BackupSummary {
             dir,
@@ -1725,6 +1729,7 @@ impl From<backup::BackupSummary> for BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         }
     }
 }
@@ -1742,6 +1747,7 @@ impl From<BackupSummary> for backup::BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         } = b;
         backup::BackupSummary {
             dir,
@@ -1755,6 +1761,7 @@ impl From<BackupSummary> for backup::BackupSummary {
                 records,
                 audit_entries,
                 audit_head,
+                archived_records,
             },
         }
     }
