@@ -20,5 +20,6 @@ mod real_pkis;
 mod reliability;
 mod rustls_recipe;
 mod service;
+mod tidy;
 mod ux;
 mod verify;

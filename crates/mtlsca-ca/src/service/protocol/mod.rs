@@ -827,6 +827,7 @@ mod tests {
                     profile: Some("p".into()),
                     expiring_within: Some(time::Duration::new(86_400, 5)),
                     name: Some("*.test".into()),
+                    include_archived: true,
                 },
                 page: PageRequest::default(),
             },
