@@ -620,3 +620,123 @@ fn open_archive(path: &std::path::Path) -> Result<Store> {
     Ok(a)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChunkItem, ListFilter, SCHEMA_VERSION};
+
+    fn ok(k: &[u8], v: &[u8]) -> Item {
+        Ok((sled::IVec::from(k), sled::IVec::from(v)))
+    }
+
+    /// The merged read is in key order, once per key, the hot store winning.
+    #[test]
+    fn merged_reads_are_ordered_once_per_key_hot_first() {
+        let hot = vec![ok(b"b", b"hot"), ok(b"d", b"hot")];
+        let archive = vec![ok(b"a", b"arc"), ok(b"b", b"arc"), ok(b"c", b"arc")];
+        let got: Vec<(Vec<u8>, Vec<u8>)> = merged(hot.into_iter(), Some(archive.into_iter()))
+            .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [("a", "arc"), ("b", "hot"), ("c", "arc"), ("d", "hot")]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        let alone: Vec<_> = merged(vec![ok(b"x", b"1")].into_iter(), None::<std::vec::IntoIter<Item>>)
+            .collect();
+        assert_eq!(alone.len(), 1);
+    }
+
+    fn record(serial: &str, not_after: OffsetDateTime, now: OffsetDateTime) -> Record {
+        Record {
+            schema: SCHEMA_VERSION,
+            serial: serial.into(),
+            issuer: "device".into(),
+            issuer_key_id: "01".into(),
+            role: crate::role::Role::Device,
+            profile: "device".into(),
+            subject: String::new(),
+            names: vec![format!("DNS:{serial}.test")],
+            not_before: not_after - time::Duration::days(1),
+            not_after,
+            sha256: format!("{}{}", serial, serial),
+            status: Status::Valid,
+            revocation: None,
+            request_id: Some(format!("req-{serial}")),
+            issued_at: now,
+            key_file: None,
+            replaces: None,
+        }
+    }
+
+    /// Expired certificates move, a revoked one only after a CRL later than
+    /// its expiry; what moved is found where it went, the audit chain spans
+    /// both parts, and CRLs no longer read it.
+    #[test]
+    fn tidy_moves_the_expired_and_keeps_them_reachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let (_ca, store) = crate::ca::test_ca(dir.path(), now);
+        let s = |c: char| c.to_string().repeat(32);
+        let (a, b, c) = (s('a'), s('b'), s('c'));
+        let past = now - time::Duration::days(2);
+        let recs = [
+            record(&a, past, now),
+            record(&b, now + time::Duration::days(5), now),
+            record(&c, past, now),
+        ];
+        let items: Vec<ChunkItem<'_>> = recs
+            .iter()
+            .map(|r| ChunkItem {
+                record: r,
+                der: b"x",
+                issuer_key_id: &[1],
+            })
+            .collect();
+        store.record_chunk(&items, past).unwrap();
+        let c_bytes = hex_decode(&c).unwrap();
+        store.revoke(&c_bytes, "keyCompromise", past).unwrap();
+        // A CRL before c expired: c waits.
+        store
+            .record_crl_number("device", &[1], 1, 1, past - time::Duration::hours(1))
+            .unwrap();
+        let opts = TidyOptions {
+            expired_before: now,
+            dry_run: false,
+        };
+        let r = store.tidy(&opts, now, &mut |_| {}).unwrap();
+        assert_eq!((r.moved, r.waiting_for_crl), (1, 1), "{r:?}");
+        assert_eq!(r.first_serial.as_deref(), Some(a.as_str()));
+        let a_bytes = hex_decode(&a).unwrap();
+        assert!(store.get(&a_bytes).unwrap().is_none());
+        let found = store.find(&a).unwrap().unwrap();
+        assert!(store.is_archived(&found).unwrap());
+        assert_eq!(store.der(&found).unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(store.by_request_id(&format!("req-{a}")).unwrap().unwrap().serial, a);
+        assert_eq!(store.with_serial_prefix("aaaaaaaa", 5).unwrap().len(), 1);
+        assert!(!store.audit_of(&a).unwrap().is_empty());
+        assert_eq!(store.revoked_by(&[1]).unwrap().len(), 1);
+
+        // A CRL after c expired: c goes, and leaves the CRLs' source.
+        store.record_crl_number("device", &[1], 2, 1, now).unwrap();
+        let r = store.tidy(&opts, now, &mut |_| {}).unwrap();
+        assert_eq!((r.moved, r.moved_revoked, r.waiting_for_crl), (1, 1, 0), "{r:?}");
+        assert!(store.revoked_by(&[1]).unwrap().is_empty());
+        assert_eq!(store.count(), 1);
+        let all = ListFilter {
+            include_archived: true,
+            ..Default::default()
+        };
+        assert_eq!(store.list(&ListFilter::default(), now).unwrap().len(), 1);
+        assert_eq!(store.list(&all, now).unwrap().len(), 3);
+        let audit = store.verify_audit().unwrap();
+        assert!(audit.damage.is_empty(), "{:?}", audit.damage);
+        let log = store.audit(None).unwrap();
+        assert_eq!(log.len(), audit.entries);
+        assert!(log.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        assert!(store.archive().unwrap().unwrap().audit.len() > 0);
+        // Nothing more to move.
+        assert_eq!(store.tidy(&opts, now, &mut |_| {}).unwrap().moved, 0);
+    }
+}
