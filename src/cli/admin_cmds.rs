@@ -136,9 +136,11 @@ fn tidy(ctx: &Ctx, a: TidyArgs) -> Result<Outcome> {
         dry_run: a.dry_run,
     };
     // Through the running server when one holds the store.
-    let r = ctx.backend()?.tidy(opts, ctx.now)?;
+    let (r, compacted) = ctx.backend()?.tidy(opts, ctx.now)?;
     if ctx.global.json {
-        print_json(&json!(r));
+        let mut v = json!(r);
+        v["compacted"] = json!(compacted);
+        print_json(&v);
         return Ok(Outcome::Done);
     }
     let verb = if r.dry_run { "would move" } else { "moved" };
@@ -160,6 +162,17 @@ fn tidy(ctx: &Ctx, a: TidyArgs) -> Result<Outcome> {
         "  live store: {} certificate(s); archive: {} (`show`, `list --all`, `export` and `audit` still reach them)",
         r.hot_records, r.archived_records
     ));
+    match compacted {
+        Some(c) => ctx.say(format!(
+            "  live store's files: {:.1} MiB, {:.1} MiB before",
+            c.bytes_after as f64 / 1048576.0,
+            c.bytes_before as f64 / 1048576.0
+        )),
+        None if !r.dry_run && r.moved > 0 => ctx.say(
+            "  the live store's files were not rebuilt (a running server holds them): a `store tidy` while no server runs shrinks them",
+        ),
+        None => {}
+    }
     Ok(Outcome::Done)
 }
 

@@ -127,6 +127,10 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
     assert_eq!(moved["hot_records"], 2);
     assert_eq!(moved["archived_records"], 3);
     assert!(env.path("ca/archive").is_dir());
+    // Without a server the live store is rebuilt with what stays (smaller).
+    let c = &moved["compacted"];
+    assert!(c["bytes_after"].as_u64().unwrap() < c["bytes_before"].as_u64().unwrap(), "{moved}");
+    assert!(!env.path("ca/db.compact").exists());
 
     // `list` is the live store; `list --all` adds the archive.
     let hot: BTreeSet<String> = serials(&at_json(&env, later, &["list"])).into_iter().collect();
@@ -310,6 +314,8 @@ fn tidy_runs_through_the_server_that_holds_the_store() {
     let later = "+2d";
     let r = at_json(&env, later, &["store", "tidy"]);
     assert_eq!(r["moved"], 1, "{r}");
+    // The server keeps the live store's files open: not rebuilt.
+    assert!(r["compacted"].is_null(), "{r}");
     assert_eq!(at_json(&env, later, &["show", &gone])["archived"], true);
     // The server's own certificate is live too.
     let hot = serials(&at_json(&env, later, &["list"]));

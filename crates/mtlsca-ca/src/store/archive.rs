@@ -596,6 +596,104 @@ impl Store {
     }
 }
 
+/// What [`Store::compact`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Compacted {
+    /// Bytes of the live store's files before.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
+/// Where a compacted copy of the live store is built.
+const COMPACT_DIR: &str = "db.compact";
+
+/// The bytes of the files directly in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Rebuild the live store with only what it holds now, so its files (and
+    /// the cost of opening them, which every command pays) shrink to the live
+    /// certificates: sled keeps the space of removed entries and the log of
+    /// their removal. Every tree is copied into `<ca-dir>/db.compact` while
+    /// this process holds the store's lock, flushed, and the two directories
+    /// are exchanged in one `renameat2(RENAME_EXCHANGE)`: a kill before it
+    /// leaves the store as it was, a kill after it the compact one (the
+    /// leftover copy is removed by the next compaction). Consumes the store:
+    /// its handles name the old files. `None` where the file system cannot
+    /// exchange two directories (nothing changed then).
+    pub fn compact(self) -> Result<Option<Compacted>> {
+        let ca_dir = self.path.parent().unwrap_or(&self.path).to_path_buf();
+        let new = ca_dir.join(COMPACT_DIR);
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(|e| Error::io(&new, e))?;
+        }
+        crate::fsutil::create_dir_mode(&new, 0o700).map_err(|e| Error::io(&new, e))?;
+        let bytes_before = dir_bytes(&self.path);
+        {
+            let fresh = Store::open_sled_waiting(&new, Duration::ZERO)?;
+            let _ = fresh.archive.set(None);
+            for name in self.db.tree_names() {
+                let (from, to) = if name.as_ref() == b"__sled__default" {
+                    ((*self.db).clone(), (*fresh.db).clone())
+                } else {
+                    (
+                        self.db.open_tree(&name).map_err(store_err)?,
+                        fresh.db.open_tree(&name).map_err(store_err)?,
+                    )
+                };
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for item in from.iter() {
+                    let (k, v) = item.map_err(store_err)?;
+                    batch.insert(k, v);
+                    n += 1;
+                    if n % 10_000 == 0 {
+                        to.apply_batch(std::mem::take(&mut batch)).map_err(store_err)?;
+                    }
+                }
+                to.apply_batch(batch).map_err(store_err)?;
+            }
+            fresh.flush()?;
+            fresh.tighten_modes()?;
+        }
+        #[cfg(target_os = "linux")]
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::CWD,
+            &new,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .is_ok();
+        #[cfg(not(target_os = "linux"))]
+        let exchanged = false;
+        if !exchanged {
+            let _ = std::fs::remove_dir_all(&new);
+            return Ok(None);
+        }
+        crate::fsutil::sync_dir(&ca_dir)?;
+        let live = self.path.clone();
+        drop(self); // releases the old files' lock
+        std::fs::remove_dir_all(&new).map_err(|e| Error::io(&new, e))?;
+        crate::fsutil::sync_dir(&ca_dir)?;
+        Ok(Some(Compacted {
+            bytes_before,
+            bytes_after: dir_bytes(&live),
+        }))
+    }
+}
+
 /// Open (and on first use initialise) the archive at `path`.
 fn open_archive(path: &std::path::Path) -> Result<Store> {
     let a = Store::open_sled_waiting(path, ARCHIVE_WAIT)?;

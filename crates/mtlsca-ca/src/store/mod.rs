@@ -32,7 +32,7 @@ use crate::role::Role;
 
 pub mod acme;
 mod archive;
-pub use archive::{TidyOptions, TidyReport, TidyStage};
+pub use archive::{Compacted, TidyOptions, TidyReport, TidyStage};
 mod integrity;
 pub mod revocation;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
