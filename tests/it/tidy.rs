@@ -106,8 +106,12 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
         return;
     }
     let env = Env::with_ca();
-    let short: Vec<String> = (0..3).map(|i| issue(&env, &format!("s{i}"), "1h")).collect();
-    let long: Vec<String> = (0..2).map(|i| issue(&env, &format!("l{i}"), "30d")).collect();
+    let short: Vec<String> = (0..3)
+        .map(|i| issue(&env, &format!("s{i}"), "1h"))
+        .collect();
+    let long: Vec<String> = (0..2)
+        .map(|i| issue(&env, &format!("l{i}"), "30d"))
+        .collect();
     let all: BTreeSet<String> = short.iter().chain(&long).cloned().collect();
     let later = "+2d";
 
@@ -116,7 +120,10 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["moved"], 3, "{dry}");
     assert_eq!(dry["first_serial"], short.iter().min().unwrap().as_str());
-    assert!(!env.path("ca/archive").exists(), "a dry run made an archive");
+    assert!(
+        !env.path("ca/archive").exists(),
+        "a dry run made an archive"
+    );
     assert_eq!(serials(&at_json(&env, later, &["list"])).len(), 5);
     // Expired for two days, not three: kept.
     let kept = at_json(&env, later, &["store", "tidy", "--expired-for", "3d"]);
@@ -129,11 +136,16 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
     assert!(env.path("ca/archive").is_dir());
     // Without a server the live store is rebuilt with what stays (smaller).
     let c = &moved["compacted"];
-    assert!(c["bytes_after"].as_u64().unwrap() < c["bytes_before"].as_u64().unwrap(), "{moved}");
+    assert!(
+        c["bytes_after"].as_u64().unwrap() < c["bytes_before"].as_u64().unwrap(),
+        "{moved}"
+    );
     assert!(!env.path("ca/db.compact").exists());
 
     // `list` is the live store; `list --all` adds the archive.
-    let hot: BTreeSet<String> = serials(&at_json(&env, later, &["list"])).into_iter().collect();
+    let hot: BTreeSet<String> = serials(&at_json(&env, later, &["list"]))
+        .into_iter()
+        .collect();
     assert_eq!(hot, long.iter().cloned().collect());
     reachable_once(&env, later, &all);
     let check = at_json(&env, later, &["store", "check"]);
@@ -146,23 +158,47 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
     assert_eq!(shown["archived"], true);
     assert_eq!(shown["status"], "expired");
     assert!(
-        shown["audit"].as_array().unwrap().iter().any(|e| e["action"] == "issue"),
+        shown["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "issue"),
         "{shown}"
     );
-    assert_eq!(at_json(&env, later, &["show", "s1"])["serial"], short[1].as_str());
+    assert_eq!(
+        at_json(&env, later, &["show", "s1"])["serial"],
+        short[1].as_str()
+    );
     let sha = shown["sha256"].as_str().unwrap();
-    assert_eq!(at_json(&env, later, &["show", sha])["serial"], short[1].as_str());
+    assert_eq!(
+        at_json(&env, later, &["show", sha])["serial"],
+        short[1].as_str()
+    );
     assert_eq!(at_json(&env, later, &["show", "s1.pem"])["archived"], true);
     assert_eq!(at_json(&env, later, &["show", &long[0]])["archived"], false);
     let out = at(&env, later, &[], &["show", &short[0]]);
     assert!(text(&out).contains("archived    yes"), "{}", text(&out));
 
     // `export` writes an archived certificate; OpenSSL reads the same serial.
-    let out = at(&env, later, &[], &["export", &short[2], "--format", "pem", "--out", "s2-export.pem"]);
+    let out = at(
+        &env,
+        later,
+        &[],
+        &[
+            "export",
+            &short[2],
+            "--format",
+            "pem",
+            "--out",
+            "s2-export.pem",
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
     let serial = env.openssl_ok(&["x509", "-in", "s2-export.pem", "-noout", "-serial"]);
     assert!(
-        serial.to_ascii_lowercase().contains(&format!("serial={}", short[2])),
+        serial
+            .to_ascii_lowercase()
+            .contains(&format!("serial={}", short[2])),
         "{serial}"
     );
 
@@ -171,7 +207,18 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
         &env,
         later,
         &[],
-        &["issue", "device", "--dns", "s0.corp.internal", "--validity", "1h", "--request-id", "s0", "--out", "s0"],
+        &[
+            "issue",
+            "device",
+            "--dns",
+            "s0.corp.internal",
+            "--validity",
+            "1h",
+            "--request-id",
+            "s0",
+            "--out",
+            "s0",
+        ],
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(text(&out).contains(&short[0]), "{}", text(&out));
@@ -187,7 +234,8 @@ fn tidy_moves_exactly_the_expired_certificates_and_they_stay_reachable() {
     assert!(log.iter().any(|e| e["action"] == "tidy"));
     for s in &all {
         assert!(
-            log.iter().any(|e| e["action"] == "issue" && e["serial"] == s.as_str()),
+            log.iter()
+                .any(|e| e["action"] == "issue" && e["serial"] == s.as_str()),
             "no issue entry for {s}"
         );
     }
@@ -223,7 +271,11 @@ fn a_revoked_expired_certificate_waits_for_a_crl_after_its_expiry() {
     let shown = at_json(&env, later, &["show", &revoked]);
     assert_eq!(shown["archived"], true);
     assert_eq!(shown["status"], "revoked");
-    assert!(shown["audit"].as_array().unwrap().iter().any(|e| e["action"] == "revoke"));
+    assert!(shown["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "revoke"));
     // The next CRL no longer lists it (past its last appearance).
     let out = at(&env, "+3d", &[], &["crl"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -240,14 +292,23 @@ fn a_killed_tidy_leaves_every_certificate_reachable_once_and_a_rerun_completes_i
     for stop in ["archive-flushed", "chunk-removed"] {
         let env = Env::with_ca();
         let first = issue(&env, "p0", "1h");
-        let short: Vec<String> = (0..6).map(|i| issue(&env, &format!("s{i}"), "1d")).collect();
-        let long: Vec<String> = (0..2).map(|i| issue(&env, &format!("l{i}"), "30d")).collect();
+        let short: Vec<String> = (0..6)
+            .map(|i| issue(&env, &format!("s{i}"), "1d"))
+            .collect();
+        let long: Vec<String> = (0..2)
+            .map(|i| issue(&env, &format!("l{i}"), "30d"))
+            .collect();
         let all: BTreeSet<String> = short.iter().chain(&long).chain([&first]).cloned().collect();
         let later = "+2d";
         // A first tidy, so the killed one adds to an archive (and its part of
         // the audit chain) that already holds some.
         assert_eq!(at_json(&env, "+2h", &["store", "tidy"])["moved"], 1);
-        let out = at(&env, later, &[("MTLSCA_TEST_TIDY_ABORT", stop)], &["store", "tidy"]);
+        let out = at(
+            &env,
+            later,
+            &[("MTLSCA_TEST_TIDY_ABORT", stop)],
+            &["store", "tidy"],
+        );
         // Aborted (faketime reports the signal and exits 1): no report.
         assert!(
             !out.status.success() && out.stdout.is_empty(),
@@ -261,7 +322,11 @@ fn a_killed_tidy_leaves_every_certificate_reachable_once_and_a_rerun_completes_i
         assert_eq!(r["archived_records"], 7, "{stop}: {r}");
         reachable_once(&env, later, &all);
         for s in &short {
-            assert_eq!(at_json(&env, later, &["show", s])["archived"], true, "{stop}");
+            assert_eq!(
+                at_json(&env, later, &["show", s])["archived"],
+                true,
+                "{stop}"
+            );
         }
         assert_eq!(at_json(&env, later, &["store", "tidy"])["moved"], 0);
     }
@@ -294,7 +359,9 @@ fn backup_and_restore_carry_the_archive() {
     assert_eq!(shown["archived"], true);
     assert_eq!(shown["serial"], gone.as_str());
     assert_eq!(
-        serials(&in_restored(&["list", "--all"])).into_iter().collect::<BTreeSet<_>>(),
+        serials(&in_restored(&["list", "--all"]))
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
         [gone.clone(), live.clone()].into_iter().collect()
     );
     assert_eq!(serials(&in_restored(&["list"])), vec![live]);
@@ -326,5 +393,8 @@ fn tidy_runs_through_the_server_that_holds_the_store() {
     assert_eq!(server.stop(), 0);
     // After the server: the same, locally.
     assert_eq!(at_json(&env, later, &["show", &gone])["archived"], true);
-    assert_eq!(at_json(&env, later, &["store", "check"])["archived_records"], 1);
+    assert_eq!(
+        at_json(&env, later, &["store", "check"])["archived_records"],
+        1
+    );
 }

@@ -307,11 +307,7 @@ pub fn read_backup(src: &Path) -> Result<(Manifest, Vec<BackupFile>)> {
                 ),
             ));
         }
-        let limit = if export {
-            MAX_EXPORT
-        } else {
-            MAX_FILE
-        };
+        let limit = if export { MAX_EXPORT } else { MAX_FILE };
         let data = read_regular(&src.join(rel), limit, "backup file")?;
         if sha256_hex(&data) != *want {
             return Err(Error::input(

@@ -35,9 +35,8 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 use super::{
-    append_audit, cat, hex_decode, hex_encode, index_names, store_err, tx_err,
-    unix_be, AuditEntry, Record, Status, Store, AUDIT_BY_SERIAL, SCHEMA_KEY,
-    SCHEMA_VERSION,
+    append_audit, cat, hex_decode, hex_encode, index_names, store_err, tx_err, unix_be, AuditEntry,
+    Record, Status, Store, AUDIT_BY_SERIAL, SCHEMA_KEY, SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
 
@@ -98,6 +97,17 @@ pub struct TidyReport {
     pub archived_records: usize,
 }
 
+/// The hot store's keys of one certificate that leaves it (computed outside
+/// the transaction, which sled may run more than once).
+struct LeavingKeys {
+    serial: Vec<u8>,
+    cert: Vec<u8>,
+    sha: Vec<u8>,
+    expiry: Vec<u8>,
+    names: Vec<Vec<u8>>,
+    audit: Vec<Vec<u8>>,
+}
+
 /// One certificate to move, read from the hot store.
 struct Moving {
     serial: Vec<u8>,
@@ -155,10 +165,7 @@ fn read_u64(v: &[u8]) -> Option<u64> {
 impl Store {
     /// Where this store's archive is (`<ca-dir>/archive`).
     pub fn archive_path(&self) -> PathBuf {
-        self.path
-            .parent()
-            .unwrap_or(&self.path)
-            .join(ARCHIVE_DIR)
+        self.path.parent().unwrap_or(&self.path).join(ARCHIVE_DIR)
     }
 
     /// The archive, opened on first use; `None` when there is none (nothing was
@@ -297,7 +304,11 @@ impl Store {
     /// When the issuer with this key id last published a CRL (its thisUpdate),
     /// if it ever did. Recorded with each CRL number; for CRLs recorded before
     /// that, read from the audit log's `crl` entries of the issuer's name.
-    pub fn last_crl_at(&self, issuer_key_id: &[u8], issuer: &str) -> Result<Option<OffsetDateTime>> {
+    pub fn last_crl_at(
+        &self,
+        issuer_key_id: &[u8],
+        issuer: &str,
+    ) -> Result<Option<OffsetDateTime>> {
         let key = cat(&[CRL_TIME_PREFIX, issuer_key_id]);
         if let Some(v) = self.meta.get(key).map_err(store_err)? {
             if let Some(t) = read_u64(&v) {
@@ -355,8 +366,8 @@ impl Store {
         report.audit_entries_moved = audit_moving.len();
         if opts.dry_run || (moving.is_empty() && audit_moving.is_empty()) {
             report.hot_records = self.count() - if opts.dry_run { report.moved } else { 0 };
-            report.archived_records =
-                self.archive()?.map_or(0, Store::count) + if opts.dry_run { report.moved } else { 0 };
+            report.archived_records = self.archive()?.map_or(0, Store::count)
+                + if opts.dry_run { report.moved } else { 0 };
             return Ok(report);
         }
 
@@ -536,7 +547,7 @@ impl Store {
                 report.audit_entries_moved
             ),
         };
-        let keys: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = chunk
+        let keys: Vec<LeavingKeys> = chunk
             .iter()
             .map(|m| {
                 let serial = m.serial.as_slice();
@@ -548,17 +559,17 @@ impl Store {
                     .map(|k| k.map(|k| k.to_vec()))
                     .collect::<sled::Result<Vec<_>>>()
                     .map_err(store_err)?;
-                Ok((
-                    m.serial.clone(),
-                    cat(&[&kid, serial]),
-                    hex_decode(&m.rec.sha256).unwrap_or_default(),
-                    cat(&[&unix_be(m.rec.not_after), serial]),
-                    index_names(&m.rec)
+                Ok(LeavingKeys {
+                    serial: m.serial.clone(),
+                    cert: cat(&[&kid, serial]),
+                    sha: hex_decode(&m.rec.sha256).unwrap_or_default(),
+                    expiry: cat(&[&unix_be(m.rec.not_after), serial]),
+                    names: index_names(&m.rec)
                         .iter()
                         .map(|n| cat(&[n.as_bytes(), &[0], serial]))
                         .collect(),
-                    audit_keys,
-                ))
+                    audit: audit_keys,
+                })
             })
             .collect::<Result<_>>()?;
         let trees = (
@@ -572,26 +583,28 @@ impl Store {
             &self.meta,
         );
         trees
-            .transaction(|(records, certs, sha256, expiry, names, revoked, audit, meta)| {
-                for (serial, cert_key, sha, expiry_key, name_keys, audit_keys) in &keys {
-                    records.remove(serial.as_slice())?;
-                    certs.remove(cert_key.as_slice())?;
-                    revoked.remove(cert_key.as_slice())?;
-                    // The fingerprint index only when it names this serial.
-                    if sha256.get(sha.as_slice())?.as_deref() == Some(serial.as_slice()) {
-                        sha256.remove(sha.as_slice())?;
+            .transaction(
+                |(records, certs, sha256, expiry, names, revoked, audit, meta)| {
+                    for k in &keys {
+                        records.remove(k.serial.as_slice())?;
+                        certs.remove(k.cert.as_slice())?;
+                        revoked.remove(k.cert.as_slice())?;
+                        // The fingerprint index only when it names this serial.
+                        if sha256.get(k.sha.as_slice())?.as_deref() == Some(k.serial.as_slice()) {
+                            sha256.remove(k.sha.as_slice())?;
+                        }
+                        expiry.remove(k.expiry.as_slice())?;
+                        for n in &k.names {
+                            names.remove(n.as_slice())?;
+                        }
+                        for a in &k.audit {
+                            meta.remove(a.as_slice())?;
+                        }
                     }
-                    expiry.remove(expiry_key.as_slice())?;
-                    for k in name_keys {
-                        names.remove(k.as_slice())?;
-                    }
-                    for k in audit_keys {
-                        meta.remove(k.as_slice())?;
-                    }
-                }
-                append_audit(audit, meta, now, "tidy", None, None, &detail)?;
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
+                    append_audit(audit, meta, now, "tidy", None, None, &detail)?;
+                    Ok::<_, ConflictableTransactionError<Error>>(())
+                },
+            )
             .map_err(tx_err)
     }
 }
@@ -659,7 +672,8 @@ impl Store {
                     batch.insert(k, v);
                     n += 1;
                     if n % 10_000 == 0 {
-                        to.apply_batch(std::mem::take(&mut batch)).map_err(store_err)?;
+                        to.apply_batch(std::mem::take(&mut batch))
+                            .map_err(store_err)?;
                     }
                 }
                 to.apply_batch(batch).map_err(store_err)?;
@@ -718,7 +732,6 @@ fn open_archive(path: &std::path::Path) -> Result<Store> {
     Ok(a)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,13 +749,17 @@ mod tests {
         let got: Vec<(Vec<u8>, Vec<u8>)> = merged(hot.into_iter(), Some(archive.into_iter()))
             .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
             .collect();
-        let want: Vec<(Vec<u8>, Vec<u8>)> = [("a", "arc"), ("b", "hot"), ("c", "arc"), ("d", "hot")]
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> =
+            [("a", "arc"), ("b", "hot"), ("c", "arc"), ("d", "hot")]
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
         assert_eq!(got, want);
-        let alone: Vec<_> = merged(vec![ok(b"x", b"1")].into_iter(), None::<std::vec::IntoIter<Item>>)
-            .collect();
+        let alone: Vec<_> = merged(
+            vec![ok(b"x", b"1")].into_iter(),
+            None::<std::vec::IntoIter<Item>>,
+        )
+        .collect();
         assert_eq!(alone.len(), 1);
     }
 
@@ -811,7 +828,14 @@ mod tests {
         let found = store.find(&a).unwrap().unwrap();
         assert!(store.is_archived(&found).unwrap());
         assert_eq!(store.der(&found).unwrap().as_deref(), Some(&b"x"[..]));
-        assert_eq!(store.by_request_id(&format!("req-{a}")).unwrap().unwrap().serial, a);
+        assert_eq!(
+            store
+                .by_request_id(&format!("req-{a}"))
+                .unwrap()
+                .unwrap()
+                .serial,
+            a
+        );
         assert_eq!(store.with_serial_prefix("aaaaaaaa", 5).unwrap().len(), 1);
         assert!(!store.audit_of(&a).unwrap().is_empty());
         assert_eq!(store.revoked_by(&[1]).unwrap().len(), 1);
@@ -819,7 +843,11 @@ mod tests {
         // A CRL after c expired: c goes, and leaves the CRLs' source.
         store.record_crl_number("device", &[1], 2, 1, now).unwrap();
         let r = store.tidy(&opts, now, &mut |_| {}).unwrap();
-        assert_eq!((r.moved, r.moved_revoked, r.waiting_for_crl), (1, 1, 0), "{r:?}");
+        assert_eq!(
+            (r.moved, r.moved_revoked, r.waiting_for_crl),
+            (1, 1, 0),
+            "{r:?}"
+        );
         assert!(store.revoked_by(&[1]).unwrap().is_empty());
         assert_eq!(store.count(), 1);
         let all = ListFilter {
@@ -833,7 +861,7 @@ mod tests {
         let log = store.audit(None).unwrap();
         assert_eq!(log.len(), audit.entries);
         assert!(log.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
-        assert!(store.archive().unwrap().unwrap().audit.len() > 0);
+        assert!(!store.archive().unwrap().unwrap().audit.is_empty());
         // Nothing more to move.
         assert_eq!(store.tidy(&opts, now, &mut |_| {}).unwrap().moved, 0);
     }

@@ -727,8 +727,7 @@ impl Store {
         page(
             archive::merged(
                 self.audit.range::<Vec<u8>, _>(range.clone()),
-                self.archive()?
-                    .map(|a| a.audit.range::<Vec<u8>, _>(range)),
+                self.archive()?.map(|a| a.audit.range::<Vec<u8>, _>(range)),
             ),
             budget,
             |_, v| {
