@@ -20,6 +20,21 @@ pub enum StoreCmd {
     /// Verify every record, every index and the audit log's hash chain (exit 3
     /// naming each damaged item)
     Check,
+    /// Move expired certificates (and revoked ones past their last CRL) out of
+    /// the live store into the archive, where show, list --all, export and
+    /// audit still find them
+    Tidy(TidyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TidyArgs {
+    /// Report what would move; move nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep certificates expired for less than this span, e.g. 30d (default:
+    /// every certificate expired before now moves)
+    #[arg(long, value_name = "SPAN")]
+    pub expired_for: Option<String>,
 }
 
 // `audit`: the log as `lifecycle_cmds` prints it, plus `--verify`. (A doc
@@ -57,6 +72,7 @@ fn damage_lines(damage: &[Damage]) -> Vec<String> {
 
 pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
     match c {
+        StoreCmd::Tidy(a) => tidy(ctx, a),
         StoreCmd::Check => {
             // Through the running server when one holds the store.
             let mut r = ctx.backend()?.check_store(ctx.now)?;
@@ -75,6 +91,7 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
                 print_json(&json!({
                     "healthy": r.healthy(),
                     "records": r.records,
+                    "archived_records": r.archived_records,
                     "certificates": r.certificates,
                     "audit_entries": r.audit_entries,
                     "audit_head": r.audit_head,
@@ -82,8 +99,13 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
                     "rollover": rollover,
                 }));
             } else if r.healthy() {
+                let archived = if r.archived_records > 0 {
+                    format!(" (and {} archived)", r.archived_records)
+                } else {
+                    String::new()
+                };
                 ctx.say(format!(
-                    "store ok: {} records, {} certificates, {} audit entries; indexes consistent, audit chain intact",
+                    "store ok: {} records{archived}, {} certificates, {} audit entries; indexes consistent, audit chain intact",
                     r.records, r.certificates, r.audit_entries
                 ));
             } else if !ctx.global.quiet {
@@ -103,6 +125,58 @@ pub fn store(ctx: &Ctx, c: StoreCmd) -> Result<Outcome> {
             }
         }
     }
+}
+
+fn tidy(ctx: &Ctx, a: TidyArgs) -> Result<Outcome> {
+    let keep = match a.expired_for.as_deref() {
+        None => time::Duration::ZERO,
+        Some(s) => crate::profile::Validity::parse(s)
+            .map(|v| v.duration())
+            .map_err(|m| Error::Usage(format!("--expired-for {m}")))?,
+    };
+    let opts = crate::store::TidyOptions {
+        expired_before: ctx.now - keep,
+        dry_run: a.dry_run,
+    };
+    // Through the running server when one holds the store.
+    let (r, compacted) = ctx.backend()?.tidy(opts, ctx.now)?;
+    if ctx.global.json {
+        let mut v = json!(r);
+        v["compacted"] = json!(compacted);
+        print_json(&v);
+        return Ok(Outcome::Done);
+    }
+    let verb = if r.dry_run { "would move" } else { "moved" };
+    let range = match (&r.first_serial, &r.last_serial) {
+        (Some(f), Some(l)) => format!(" (serials {f} .. {l})"),
+        _ => String::new(),
+    };
+    ctx.say(format!(
+        "{verb} {} certificate(s) into the archive{range}, {} of them revoked; {} audit entries",
+        r.moved, r.moved_revoked, r.audit_entries_moved
+    ));
+    if r.waiting_for_crl > 0 {
+        ctx.say(format!(
+            "  kept {} expired revoked certificate(s): their CA has published no CRL since they expired (run `mtlsca crl`, then tidy again)",
+            r.waiting_for_crl
+        ));
+    }
+    ctx.say(format!(
+        "  live store: {} certificate(s); archive: {} (`show`, `list --all`, `export` and `audit` still reach them)",
+        r.hot_records, r.archived_records
+    ));
+    match compacted {
+        Some(c) => ctx.say(format!(
+            "  live store's files: {:.1} MiB, {:.1} MiB before",
+            c.bytes_after as f64 / 1048576.0,
+            c.bytes_before as f64 / 1048576.0
+        )),
+        None if !r.dry_run && r.moved > 0 => ctx.say(
+            "  the live store's files were not rebuilt (a running server holds them): a `store tidy` while no server runs shrinks them",
+        ),
+        None => {}
+    }
+    Ok(Outcome::Done)
 }
 
 pub fn audit_verify(ctx: &Ctx) -> Result<Outcome> {

@@ -149,6 +149,10 @@ pub struct ListArgs {
     /// Only certificates of this profile
     #[arg(long)]
     pub profile: Option<String>,
+    /// Archived certificates too (moved out by `store tidy`); default: the
+    /// store's live part only
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -936,6 +940,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
             })
             .transpose()?,
         name: a.name,
+        include_archived: a.all,
     };
     let backend = ctx.backend()?;
     // Pending retirements are shown (a read: nothing is applied here).
@@ -1002,13 +1007,14 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<Outcome> {
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
     let backend = ctx.backend()?;
-    // Retirements due by now are applied first; a pending one is shown.
+    // A pending retirement is shown (a read: nothing is applied here).
     let pending = backend.retiring(ctx.now)?;
     let crate::service::Shown {
         record: rec,
         der,
         audit,
         renewed_by,
+        archived,
     } = backend.show(&a.id, ctx.now)?;
     // A certificate revoked meanwhile by other means is not retiring any more
     // (its entry goes when it falls due).
@@ -1026,6 +1032,7 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
         v["replaces"] = json!(rec.replaces);
         v["renewed_by"] = json!(renewed_by);
         v["retiring_at"] = json!(retiring_at.map(rfc3339));
+        v["archived"] = json!(archived);
         v["pem"] = json!(pem);
         v["key_file"] = json!(rec.key_file);
         v["audit"] = json!(audit
@@ -1060,6 +1067,14 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<Outcome> {
             (
                 "renewed by",
                 renewed_by.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "archived",
+                if archived {
+                    "yes (moved out of the live store by `store tidy`)".into()
+                } else {
+                    "no".into()
+                },
             ),
         ];
         for (k, v) in rows {

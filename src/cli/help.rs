@@ -66,6 +66,7 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca list --role device --expiring-within 30d", "devices that expire within 30 days"),
             ("mtlsca list --status revoked --json", "revoked certificates as JSON"),
             ("mtlsca list --name '*.corp.internal'", "by name"),
+            ("mtlsca list --all", "archived certificates too (store tidy)"),
         ],
         "show" => &[
             ("mtlsca show 5f0c1a2b", "by a unique serial prefix (8+ hex digits)"),
@@ -73,8 +74,15 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
             ("mtlsca show db-01 --pem", "by request id, the certificate as PEM"),
         ],
         "quickstart" => &[("mtlsca quickstart /tmp/demo", "a demo CA and certificates in /tmp/demo")],
-        "store" => &[("mtlsca store check", "verify records, indexes and the audit chain")],
+        "store" => &[
+            ("mtlsca store check", "verify records, indexes and the audit chain"),
+            ("mtlsca store tidy", "move expired certificates into the archive"),
+        ],
         "store check" => &[("mtlsca store check --json", "the report as JSON; exit 3 when damaged")],
+        "store tidy" => &[
+            ("mtlsca store tidy --dry-run", "what would move, moving nothing"),
+            ("mtlsca store tidy --expired-for 30d", "keep those expired less than 30 days"),
+        ],
         "backup" => &[("mtlsca backup /srv/backup/ca-2026-11-29", "a consistent copy of the CA")],
         "restore" => &[("mtlsca --ca-dir ./ca2 restore /srv/backup/ca-2026-11-29", "bring a backup back")],
         "inspect" => &[

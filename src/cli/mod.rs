@@ -215,7 +215,7 @@ pub enum Command {
     Show(Deferred<ca_cmds::ShowArgs>),
     /// Try it out: a demo CA with two device certificates and a person's, each pair verified
     Quickstart(Deferred<ca_cmds::QuickstartArgs>),
-    /// Check the certificate store for damage
+    /// Check the certificate store for damage, or move expired certificates to its archive
     #[command(subcommand)]
     Store(Deferred<admin_cmds::StoreCmd>),
     /// Copy the whole CA (keys, certificates, profiles, store) into a new directory

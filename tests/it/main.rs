@@ -25,6 +25,7 @@ mod rotation;
 mod rollover;
 mod rustls_recipe;
 mod service;
+mod tidy;
 mod trust;
 mod ux;
 mod verify;

@@ -37,6 +37,8 @@ use crate::store::{hex_encode, Store};
 pub const MANIFEST: &str = "MANIFEST.json";
 /// The store export's file name inside a backup.
 pub const STORE_EXPORT: &str = "store.jsonl";
+/// The archive's export (`store tidy`), in the same format, when there is one.
+pub const ARCHIVE_EXPORT: &str = "archive.jsonl";
 const FORMAT: &str = "mtlsca-backup";
 const VERSION: u32 = 1;
 /// Largest single file copied into or out of a backup (CRLs of a big CA included).
@@ -73,6 +75,14 @@ pub struct Manifest {
     pub audit_entries: usize,
     /// The audit log's head (sequence and hash) at backup time.
     pub audit_head: Option<String>,
+    /// Records in the archive (`archive.jsonl`); absent when there is none, so
+    /// such a backup reads as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archived_records: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -233,6 +243,12 @@ fn write_backup(
     store.export(&mut buf)?;
     fsutil::write_new(&export_path, &buf, 0o600)?;
     files.insert(STORE_EXPORT.to_string(), sha256_hex(&buf));
+    if let Some(archive) = store.archive()? {
+        let mut buf = Vec::new();
+        archive.export(&mut buf)?;
+        fsutil::write_new(&tmp.join(ARCHIVE_EXPORT), &buf, 0o600)?;
+        files.insert(ARCHIVE_EXPORT.to_string(), sha256_hex(&buf));
+    }
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -243,6 +259,7 @@ fn write_backup(
         records: report.records,
         audit_entries: report.audit_entries,
         audit_head: report.audit_head,
+        archived_records: report.archived_records,
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::State(e.to_string()))?;
     fsutil::write_new(&tmp.join(MANIFEST), &text, 0o644)?;
@@ -294,7 +311,8 @@ pub fn read_backup(src: &Path) -> Result<(Manifest, Vec<BackupFile>)> {
     }
     let mut files = Vec::new();
     for (rel, want) in &manifest.files {
-        if rel != STORE_EXPORT && allowed_path(rel).is_none() {
+        let export = rel == STORE_EXPORT || rel == ARCHIVE_EXPORT;
+        if !export && allowed_path(rel).is_none() {
             return Err(Error::input(
                 "backup",
                 format!(
@@ -303,11 +321,7 @@ pub fn read_backup(src: &Path) -> Result<(Manifest, Vec<BackupFile>)> {
                 ),
             ));
         }
-        let limit = if rel == STORE_EXPORT {
-            MAX_EXPORT
-        } else {
-            MAX_FILE
-        };
+        let limit = if export { MAX_EXPORT } else { MAX_FILE };
         let data = read_regular(&src.join(rel), limit, "backup file")?;
         if sha256_hex(&data) != *want {
             return Err(Error::input(
@@ -346,11 +360,14 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
     }
     let mut config = None;
     let mut export = None;
+    let mut archive_export = None;
     for (rel, data) in files {
         if rel == CONFIG_FILE {
             config = Some(data);
         } else if rel == STORE_EXPORT {
             export = Some(data);
+        } else if rel == ARCHIVE_EXPORT {
+            archive_export = Some(data);
         } else {
             let mode = allowed_path(&rel).unwrap_or(0o600);
             let data = zeroize::Zeroizing::new(data);
@@ -373,6 +390,9 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
         let owner = crate::ca::key_ids_of(ca_dir, &generations)?;
         let store = Store::create(ca_dir, &owner)?;
         store.import(&mut std::io::Cursor::new(export))?;
+        if let Some(archive) = archive_export {
+            store.import_archive(&mut std::io::Cursor::new(archive))?;
+        }
         // A backup that names its CA must name this one (older ones are adopted).
         store.check_owner(&owner)?;
         let report = store.check()?;
@@ -388,6 +408,7 @@ fn write_restore(ca_dir: &Path, manifest: &Manifest, files: Vec<BackupFile>) -> 
             )));
         }
         if report.records != manifest.records
+            || report.archived_records != manifest.archived_records
             || report.audit_entries != manifest.audit_entries
             || report.audit_head != manifest.audit_head
         {

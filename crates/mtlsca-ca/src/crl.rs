@@ -159,8 +159,11 @@ pub fn revoke(store: &Store, query: &str, reason: Reason, now: OffsetDateTime) -
                 ),
             ))
         }
+        // Found, but not in the hot store: archived by `store tidy`.
         RevokeOutcome::Unknown => Err(Error::refused(format!(
-            "no certificate with serial {printable}"
+            "certificate {} expired on {} and is archived (`store tidy`): an expired certificate is not revoked",
+            rec.serial,
+            rec.not_after.date()
         ))),
     }
 }

@@ -636,6 +636,27 @@ impl Backend {
         self.call(ops::StoreCheck, now)
     }
 
+    /// Move expired certificates into the archive (`store tidy`); through the
+    /// server while one holds the store. Here (no server), the live store is
+    /// then rebuilt compactly ([`Store::compact`]); a server keeps its files
+    /// open, so through it the files shrink at a later tidy without it.
+    pub fn tidy(
+        self,
+        opts: crate::store::TidyOptions,
+        now: OffsetDateTime,
+    ) -> Result<(crate::store::TidyReport, Option<crate::store::Compacted>)> {
+        let report = self.call(ops::Tidy(opts), now)?;
+        let Backend::Local(local) = self else {
+            return Ok((report, None));
+        };
+        if opts.dry_run || (report.moved == 0 && report.audit_entries_moved == 0) {
+            return Ok((report, None));
+        }
+        let Local { ca, store, .. } = *local;
+        drop(ca);
+        Ok((report, store.compact()?))
+    }
+
     /// Back the CA up into the new directory `dir` (made absolute, and shown
     /// again as given, when it goes through the server).
     pub fn backup(&self, dir: &Path, now: OffsetDateTime) -> Result<BackupSummary> {

@@ -328,6 +328,8 @@ pub struct Shown {
     pub audit: Vec<AuditEntry>,
     /// The serial of the certificate that renewed it, if any.
     pub renewed_by: Option<String>,
+    /// Whether it is in the archive (`store tidy`) rather than the hot store.
+    pub archived: bool,
 }
 
 /// One certificate, its PEM, its audit entries and its renewal (`show`).
@@ -350,11 +352,13 @@ impl Operation for Show {
         let renewed_by = store
             .by_request_id(&crate::issue::renewal_request_id(&record.serial))?
             .map(|r| r.serial);
+        let archived = store.is_archived(&record)?;
         Ok(Shown {
             record,
             der,
             audit,
             renewed_by,
+            archived,
         })
     }
 }
@@ -677,6 +681,32 @@ impl Operation for StoreCheck {
 
     fn run(self, cx: &mut Cx<'_>) -> Result<CheckReport> {
         cx.store.check()
+    }
+}
+
+/// Move expired certificates into the archive (`store tidy`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tidy(pub crate::store::TidyOptions);
+
+impl Operation for Tidy {
+    type Answer = crate::store::TidyReport;
+    const HOLDS_ENGINE: bool = true;
+
+    fn run(self, cx: &mut Cx<'_>) -> Result<crate::store::TidyReport> {
+        cx.store.tidy(&self.0, cx.now, &mut test_stop)
+    }
+}
+
+/// Tests kill a tidy at a point of its move: `MTLSCA_TEST_TIDY_ABORT` set to
+/// `archive-flushed` or `chunk-removed` aborts the process there, as a kill
+/// would (no destructor runs, nothing more is flushed).
+fn test_stop(stage: crate::store::TidyStage) {
+    let name = match stage {
+        crate::store::TidyStage::ArchiveFlushed => "archive-flushed",
+        crate::store::TidyStage::ChunkRemoved => "chunk-removed",
+    };
+    if std::env::var_os("MTLSCA_TEST_TIDY_ABORT").is_some_and(|v| v == name) {
+        std::process::abort();
     }
 }
 

@@ -42,6 +42,10 @@ pub struct CheckReport {
     pub audit_head: Option<String>,
     /// Every problem found.
     pub damage: Vec<Damage>,
+    /// How many records the archive holds (`store tidy`), read and checked
+    /// like the hot store's.
+    #[serde(default)]
+    pub archived_records: usize,
 }
 
 impl CheckReport {
@@ -92,9 +96,56 @@ const DEFAULT_TREE: &str = "__sled__default";
 const MAX_IMPORT_LINE: usize = 4 * 1024 * 1024;
 
 impl Store {
-    /// Verify everything the store holds. Never stops at the first problem.
+    /// Verify everything the store holds, and its archive (`store tidy`): the
+    /// same checks, the audit chain across both, request ids of the hot store
+    /// that point into the archive. Never stops at the first problem.
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
+        let mut archived = BTreeMap::new();
+        if let Some(archive) = self.archive()? {
+            let mut part = CheckReport::default();
+            archived = archive.check_contents(&mut part, &BTreeMap::new())?;
+            report.archived_records = part.records;
+            for d in part.damage {
+                report.damaged(format!("archive {}", d.item), d.problem);
+            }
+        }
+        let records = self.check_contents(&mut report, &archived)?;
+        let audit = self.verify_audit()?;
+        report.audit_entries = audit.entries;
+        report.audit_head = audit.head;
+        report.damage.extend(audit.damage);
+
+        // Every record was issued through the audit log.
+        let audited: HashSet<String> = self
+            .audit_entries_lenient()?
+            .into_iter()
+            .filter(|e| e.action == "issue")
+            .filter_map(|e| e.serial)
+            .collect();
+        for (rec, place) in records
+            .values()
+            .map(|r| (r, "record"))
+            .chain(archived.values().map(|r| (r, "archive record")))
+        {
+            if !audited.contains(&rec.serial) {
+                report.damaged(
+                    format!("{place} {}", rec.serial),
+                    "has no `issue` entry in the audit log",
+                );
+            }
+        }
+        Ok(report)
+    }
+
+    /// Records, certificates and indexes of this database (the hot store or
+    /// the archive); `elsewhere` holds the archive's records, which the hot
+    /// store's request ids may name.
+    fn check_contents(
+        &self,
+        report: &mut CheckReport,
+        elsewhere: &BTreeMap<Vec<u8>, Record>,
+    ) -> Result<BTreeMap<Vec<u8>, Record>> {
         let mut records: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
 
         // Records: each decodes, its key is its serial, its certificate is there,
@@ -125,32 +176,11 @@ impl Store {
             if rec.status == Status::Expired {
                 report.damaged(&label, "status `expired` is never stored");
             }
-            self.check_certificate(&rec, &label, &mut report)?;
+            self.check_certificate(&rec, &label, report)?;
             records.insert(k.to_vec(), rec);
         }
-
-        self.check_indexes(&records, &mut report)?;
-        let audit = self.verify_audit()?;
-        report.audit_entries = audit.entries;
-        report.audit_head = audit.head;
-        report.damage.extend(audit.damage);
-
-        // Every record was issued through the audit log.
-        let audited: HashSet<String> = self
-            .audit_entries_lenient()?
-            .into_iter()
-            .filter(|e| e.action == "issue")
-            .filter_map(|e| e.serial)
-            .collect();
-        for rec in records.values() {
-            if !audited.contains(&rec.serial) {
-                report.damaged(
-                    format!("record {}", rec.serial),
-                    "has no `issue` entry in the audit log",
-                );
-            }
-        }
-        Ok(report)
+        self.check_indexes(&records, elsewhere, report)?;
+        Ok(records)
     }
 
     fn check_certificate(&self, rec: &Record, label: &str, report: &mut CheckReport) -> Result<()> {
@@ -235,6 +265,7 @@ impl Store {
     fn check_indexes(
         &self,
         records: &BTreeMap<Vec<u8>, Record>,
+        elsewhere: &BTreeMap<Vec<u8>, Record>,
         report: &mut CheckReport,
     ) -> Result<()> {
         let want_certs = self.check_record_entries(records, report)?;
@@ -243,7 +274,7 @@ impl Store {
         self.check_expiry_entries(records, report)?;
         self.check_name_entries(records, report)?;
         self.check_revocation_entries(records, report)?;
-        self.check_request_entries(records, report)
+        self.check_request_entries(records, elsewhere, report)
     }
 
     /// Forward: each record's index entries are there. Returns the keys its
@@ -431,16 +462,19 @@ impl Store {
         Ok(())
     }
 
-    /// Backward, request ids: each entry names the record of that request id.
+    /// Backward, request ids: each entry names the record of that request id
+    /// (here, or in the archive: `elsewhere`).
     fn check_request_entries(
         &self,
         records: &BTreeMap<Vec<u8>, Record>,
+        elsewhere: &BTreeMap<Vec<u8>, Record>,
         report: &mut CheckReport,
     ) -> Result<()> {
         for item in self.requests.iter() {
             let (k, serial) = item.map_err(store_err)?;
             let ok = records
                 .get(serial.as_ref())
+                .or_else(|| elsewhere.get(serial.as_ref()))
                 .is_some_and(|r| r.request_id.as_deref().map(str::as_bytes) == Some(k.as_ref()));
             if !ok {
                 report.damaged(
@@ -467,7 +501,9 @@ impl Store {
         let mut expected_seq = 0u64;
         let mut prev_hash = "0".repeat(64);
         let mut last: Option<(u64, String)> = None;
-        for item in self.audit.iter() {
+        // One chain: the archive's older part (`store tidy`), then the hot part.
+        let archive = self.archive()?.map(|a| a.audit.iter());
+        for item in super::archive::merged(self.audit.iter(), archive) {
             let (k, v) = item.map_err(store_err)?;
             report.entries += 1;
             let key_seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).ok();
@@ -528,7 +564,8 @@ impl Store {
     /// `verify_audit`).
     fn audit_entries_lenient(&self) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
-        for item in self.audit.iter() {
+        let archive = self.archive()?.map(|a| a.audit.iter());
+        for item in super::archive::merged(self.audit.iter(), archive) {
             let (_, v) = item.map_err(store_err)?;
             if let Ok(e) = serde_json::from_slice::<AuditEntry>(&v) {
                 out.push(e);

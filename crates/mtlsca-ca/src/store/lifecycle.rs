@@ -224,6 +224,12 @@ impl Store {
                 ))));
             }
             meta.insert(key.as_slice(), &number.to_be_bytes())?;
+            // When this issuer last published: `tidy` archives a revoked
+            // certificate only after a CRL later than its notAfter.
+            meta.insert(
+                cat(&[super::archive::CRL_TIME_PREFIX, issuer_key_id]),
+                &unix_be(now),
+            )?;
             append_audit(
                 audit,
                 meta,

@@ -13,6 +13,9 @@
 //!   each serial (`audit/` ‖ serial ‖ sequence → ()), so `show`
 //!   reads a certificate's trail without scanning the log
 //!
+//! Expired certificates leave these trees for the archive (`<ca-dir>/archive`,
+//! the same trees and encoding, opened only when needed): see `archive.rs`.
+//!
 //! One issuance is one transaction over all trees; `flush` makes it durable before
 //! any file of the certificate appears under its final name.
 
@@ -29,6 +32,8 @@ use crate::error::{Error, Result};
 use crate::role::Role;
 
 pub mod acme;
+mod archive;
+pub use archive::{Compacted, TidyOptions, TidyReport, TidyStage};
 mod integrity;
 pub mod revocation;
 pub use integrity::{AuditReport, CheckReport, Damage, ExportSummary};
@@ -192,6 +197,8 @@ pub struct ListFilter {
     pub expiring_within: Option<time::Duration>,
     /// Glob (`*`, `?`) over names and subject; a plain string matches as a substring.
     pub name: Option<String>,
+    /// Archived certificates too (`list --all`); the hot store only otherwise.
+    pub include_archived: bool,
 }
 
 /// Part of a long read ([`Store::list_page`], [`Store::audit_page`]).
@@ -220,6 +227,8 @@ pub struct Store {
     revocations: std::sync::atomic::AtomicU64,
     /// How many of those the CRLs published through this handle cover.
     published_upto: std::sync::atomic::AtomicU64,
+    /// The archive (`archive.rs`), opened on first use; `Some(None)`: there is none.
+    archive: std::sync::OnceLock<Option<Box<Store>>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> Error {
@@ -556,6 +565,7 @@ impl Store {
             published_upto: std::sync::atomic::AtomicU64::new(0),
             path: path.to_path_buf(),
             db,
+            archive: std::sync::OnceLock::new(),
         }))
     }
 
@@ -596,7 +606,13 @@ impl Store {
     pub fn der(&self, rec: &Record) -> Result<Option<Vec<u8>>> {
         let kid = hex_decode(&rec.issuer_key_id).unwrap_or_default();
         let key = cat(&[&kid, &rec.serial_bytes()]);
-        Ok(self.certs.get(key).map_err(store_err)?.map(|v| v.to_vec()))
+        match self.certs.get(key).map_err(store_err)? {
+            Some(v) => Ok(Some(v.to_vec())),
+            None => match self.archive()? {
+                Some(a) => a.der(rec),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Find by serial (any case, colons, leading zeros) or SHA-256 fingerprint.
@@ -618,12 +634,15 @@ impl Store {
                 .get(hex_decode(&clean).unwrap_or_default())
                 .map_err(store_err)?
             {
-                return self.get(&serial);
+                return self.get_anywhere(&serial);
             }
         }
         match normalize_serial(&clean) {
-            Some(bytes) => self.get(&bytes),
-            None => Ok(None),
+            Some(bytes) => match self.get(&bytes)? {
+                Some(r) => Ok(Some(r)),
+                None => self.archived_find(&clean),
+            },
+            None => self.archived_find(&clean),
         }
     }
 
@@ -643,6 +662,7 @@ impl Store {
                 }
             }
         }
+        self.archived_with_serial_prefix(hex_prefix, limit, &mut out)?;
         Ok(out)
     }
 
@@ -650,7 +670,8 @@ impl Store {
     pub fn by_request_id(&self, id: &str) -> Result<Option<Record>> {
         match self.requests.get(id.as_bytes()).map_err(store_err)? {
             None => Ok(None),
-            Some(serial) => self.get(&serial),
+            // The request ids of archived certificates stay here, pointing there.
+            Some(serial) => self.get_anywhere(&serial),
         }
     }
 
@@ -683,6 +704,11 @@ impl Store {
                 && filter.profile.as_deref().is_none_or(|p| r.profile == p)
                 && matcher.as_ref().is_none_or(|m| m.matches(r))
         };
+        let archive = if filter.include_archived {
+            self.archive()?
+        } else {
+            None
+        };
         if let Some(within) = filter.expiring_within {
             // The expiry index: only the range that can match is read.
             let mut end = unix_be(now + within).to_vec();
@@ -691,15 +717,29 @@ impl Store {
                 Some(k) => Bound::Excluded(k.to_vec()),
                 None => Bound::Included(unix_be(now).to_vec()),
             };
+            let range = (from, Bound::Excluded(end));
             return page(
-                self.expiry.range((from, Bound::Excluded(end))),
+                archive::merged(
+                    self.expiry.range(range.clone()),
+                    archive.map(|a| a.expiry.range(range)),
+                ),
                 budget,
-                |k, _| Ok(self.get(&k[8..])?.filter(|r| keep(r))),
+                |k, _| {
+                    let r = match self.get(&k[8..])? {
+                        Some(r) => Some(r),
+                        None => archive.map(|a| a.get(&k[8..])).transpose()?.flatten(),
+                    };
+                    Ok(r.filter(|r| keep(r)))
+                },
             );
         }
         let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        let range = (from, Bound::Unbounded::<Vec<u8>>);
         page(
-            self.records.range::<Vec<u8>, _>((from, Bound::Unbounded)),
+            archive::merged(
+                self.records.range::<Vec<u8>, _>(range.clone()),
+                archive.map(|a| a.records.range::<Vec<u8>, _>(range)),
+            ),
             budget,
             |_, v| Ok(Some(decode_record(v)?).filter(|r| keep(r))),
         )
@@ -719,8 +759,13 @@ impl Store {
         budget: usize,
     ) -> Result<Page<AuditEntry>> {
         let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+        let range = (from, Bound::Unbounded::<Vec<u8>>);
+        // The log is one chain: the archive's older part, then the hot part.
         page(
-            self.audit.range::<Vec<u8>, _>((from, Bound::Unbounded)),
+            archive::merged(
+                self.audit.range::<Vec<u8>, _>(range.clone()),
+                self.archive()?.map(|a| a.audit.range::<Vec<u8>, _>(range)),
+            ),
             budget,
             |_, v| {
                 let e: AuditEntry = serde_json::from_slice(v).map_err(store_err)?;
@@ -746,6 +791,10 @@ impl Store {
                     out.push(e);
                 }
             }
+        }
+        if out.is_empty() {
+            // An archived certificate's trail is indexed in the archive.
+            self.archived_audit_of(serial, &bytes, &mut out)?;
         }
         Ok(out)
     }

@@ -452,6 +452,9 @@ pub struct ListFilter {
     pub expiring_within: Option<Span>,
     /// A glob over names and subject.
     pub name: Option<String>,
+    /// Archived certificates too (`list --all`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_archived: bool,
 }
 
 impl From<store::ListFilter> for ListFilter {
@@ -462,6 +465,7 @@ impl From<store::ListFilter> for ListFilter {
             profile,
             expiring_within,
             name,
+            include_archived,
         } = f;
         ListFilter {
             role: role.map(Role::from),
@@ -469,6 +473,7 @@ impl From<store::ListFilter> for ListFilter {
             profile,
             expiring_within: expiring_within.map(Span::from),
             name,
+            include_archived,
         }
     }
 }
@@ -481,6 +486,7 @@ impl From<ListFilter> for store::ListFilter {
             profile,
             expiring_within,
             name,
+            include_archived,
         } = f;
         store::ListFilter {
             role: role.map(RoleIn::from),
@@ -488,6 +494,7 @@ impl From<ListFilter> for store::ListFilter {
             profile,
             expiring_within: expiring_within.map(time::Duration::from),
             name,
+            include_archived,
         }
     }
 }
@@ -569,6 +576,9 @@ pub struct Shown {
     pub audit: Vec<AuditEntry>,
     /// The serial of its renewal.
     pub renewed_by: Option<String>,
+    /// In the archive (`store tidy`).
+    #[serde(default)]
+    pub archived: bool,
 }
 
 impl From<ops::Shown> for Shown {
@@ -578,12 +588,14 @@ impl From<ops::Shown> for Shown {
             der,
             audit,
             renewed_by,
+            archived,
         } = s;
         Shown {
             record: record.into(),
             der,
             audit: audit.into_iter().map(AuditEntry::from).collect(),
             renewed_by,
+            archived,
         }
     }
 }
@@ -595,12 +607,14 @@ impl From<Shown> for ops::Shown {
             der,
             audit,
             renewed_by,
+            archived,
         } = s;
         ops::Shown {
             record: record.into(),
             der,
             audit: audit.into_iter().map(store::AuditEntry::from).collect(),
             renewed_by,
+            archived,
         }
     }
 }
@@ -1555,6 +1569,125 @@ impl From<AuditReport> for store::AuditReport {
     }
 }
 
+/// What to tidy (`store tidy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TidyOptions {
+    /// Certificates whose notAfter is before this move.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expired_before: OffsetDateTime,
+    /// Report, move nothing.
+    pub dry_run: bool,
+}
+
+impl From<store::TidyOptions> for TidyOptions {
+    fn from(o: store::TidyOptions) -> TidyOptions {
+        let store::TidyOptions {
+            expired_before,
+            dry_run,
+        } = o;
+        TidyOptions {
+            expired_before,
+            dry_run,
+        }
+    }
+}
+
+impl From<TidyOptions> for store::TidyOptions {
+    fn from(o: TidyOptions) -> store::TidyOptions {
+        let TidyOptions {
+            expired_before,
+            dry_run,
+        } = o;
+        store::TidyOptions {
+            expired_before,
+            dry_run,
+        }
+    }
+}
+
+/// What `store tidy` moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TidyReport {
+    /// Nothing was moved.
+    pub dry_run: bool,
+    /// Certificates moved.
+    pub moved: usize,
+    /// Of those, revoked.
+    pub moved_revoked: usize,
+    /// Expired revoked certificates waiting for a CRL.
+    pub waiting_for_crl: usize,
+    /// Audit entries moved.
+    pub audit_entries_moved: usize,
+    /// First serial moved.
+    pub first_serial: Option<String>,
+    /// Last serial moved.
+    pub last_serial: Option<String>,
+    /// SHA-256 over the moved serials.
+    pub digest: Option<String>,
+    /// Hot records afterwards.
+    pub hot_records: usize,
+    /// Archived records afterwards.
+    pub archived_records: usize,
+}
+
+impl From<store::TidyReport> for TidyReport {
+    fn from(r: store::TidyReport) -> TidyReport {
+        let store::TidyReport {
+            dry_run,
+            moved,
+            moved_revoked,
+            waiting_for_crl,
+            audit_entries_moved,
+            first_serial,
+            last_serial,
+            digest,
+            hot_records,
+            archived_records,
+        } = r;
+        TidyReport {
+            dry_run,
+            moved,
+            moved_revoked,
+            waiting_for_crl,
+            audit_entries_moved,
+            first_serial,
+            last_serial,
+            digest,
+            hot_records,
+            archived_records,
+        }
+    }
+}
+
+impl From<TidyReport> for store::TidyReport {
+    fn from(r: TidyReport) -> store::TidyReport {
+        let TidyReport {
+            dry_run,
+            moved,
+            moved_revoked,
+            waiting_for_crl,
+            audit_entries_moved,
+            first_serial,
+            last_serial,
+            digest,
+            hot_records,
+            archived_records,
+        } = r;
+        store::TidyReport {
+            dry_run,
+            moved,
+            moved_revoked,
+            waiting_for_crl,
+            audit_entries_moved,
+            first_serial,
+            last_serial,
+            digest,
+            hot_records,
+            archived_records,
+        }
+    }
+}
+
 /// The store's check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckReport {
@@ -1568,6 +1701,9 @@ pub struct CheckReport {
     pub audit_head: Option<String>,
     /// Every problem found.
     pub damage: Vec<Damage>,
+    /// Records in the archive.
+    #[serde(default)]
+    pub archived_records: usize,
 }
 
 impl From<store::CheckReport> for CheckReport {
@@ -1578,6 +1714,7 @@ impl From<store::CheckReport> for CheckReport {
             audit_entries,
             audit_head,
             damage,
+            archived_records,
         } = r;
         CheckReport {
             records,
@@ -1585,6 +1722,7 @@ impl From<store::CheckReport> for CheckReport {
             audit_entries,
             audit_head,
             damage: damage_out(damage),
+            archived_records,
         }
     }
 }
@@ -1597,6 +1735,7 @@ impl From<CheckReport> for store::CheckReport {
             audit_entries,
             audit_head,
             damage,
+            archived_records,
         } = r;
         store::CheckReport {
             records,
@@ -1604,6 +1743,7 @@ impl From<CheckReport> for store::CheckReport {
             audit_entries,
             audit_head,
             damage: damage_in(damage),
+            archived_records,
         }
     }
 }
@@ -1632,6 +1772,9 @@ pub struct BackupSummary {
     pub audit_entries: usize,
     /// The audit log's head.
     pub audit_head: Option<String>,
+    /// Records the archive held.
+    #[serde(default)]
+    pub archived_records: usize,
 }
 
 impl From<backup::BackupSummary> for BackupSummary {
@@ -1647,6 +1790,7 @@ impl From<backup::BackupSummary> for BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         } = manifest;
         BackupSummary {
             dir,
@@ -1659,6 +1803,7 @@ impl From<backup::BackupSummary> for BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         }
     }
 }
@@ -1676,6 +1821,7 @@ impl From<BackupSummary> for backup::BackupSummary {
             records,
             audit_entries,
             audit_head,
+            archived_records,
         } = b;
         backup::BackupSummary {
             dir,
@@ -1689,6 +1835,7 @@ impl From<BackupSummary> for backup::BackupSummary {
                 records,
                 audit_entries,
                 audit_head,
+                archived_records,
             },
         }
     }

@@ -122,6 +122,8 @@ pub enum Request {
     AuditVerify,
     /// Check the store ([`ops::StoreCheck`]).
     StoreCheck,
+    /// Move expired certificates into the archive ([`ops::Tidy`]).
+    Tidy(data::TidyOptions),
     /// Back the CA up ([`ops::Backup`]).
     Backup {
         /// The new directory (absolute).
@@ -269,6 +271,7 @@ impl Request {
             Request::EabRevoke { kid } => d.one(ops::EabRevoke { kid }),
             Request::AuditVerify => d.one(ops::AuditVerify),
             Request::StoreCheck => d.one(ops::StoreCheck),
+            Request::Tidy(opts) => d.one(ops::Tidy(opts.into())),
             Request::Backup { dir } => {
                 absolute("the backup directory", &dir)?;
                 d.one(ops::Backup { dir })
@@ -721,6 +724,22 @@ impl Remote for ops::AuditVerify {
     }
 }
 
+impl Remote for ops::Tidy {
+    type Wire = data::TidyReport;
+
+    fn to_request(self) -> Conv<Request> {
+        Ok(Request::Tidy(self.0.into()))
+    }
+
+    fn answer_out(answer: crate::store::TidyReport) -> data::TidyReport {
+        answer.into()
+    }
+
+    fn answer_in(wire: data::TidyReport) -> crate::store::TidyReport {
+        wire.into()
+    }
+}
+
 impl Remote for ops::StoreCheck {
     type Wire = data::CheckReport;
 
@@ -843,6 +862,7 @@ mod tests {
                     profile: Some("p".into()),
                     expiring_within: Some(time::Duration::new(86_400, 5)),
                     name: Some("*.test".into()),
+                    include_archived: true,
                 },
                 page: PageRequest::default(),
             },
@@ -938,6 +958,13 @@ mod tests {
         pairs(ops::EabRevoke { kid: "k".into() }, false);
         pairs(ops::AuditVerify, false);
         pairs(ops::StoreCheck, false);
+        pairs(
+            ops::Tidy(crate::store::TidyOptions {
+                expired_before: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+                dry_run: true,
+            }),
+            false,
+        );
         pairs(ops::Backup { dir: "/b".into() }, false);
     }
 
@@ -1052,6 +1079,7 @@ mod tests {
                 prev: "00".into(),
             }],
             renewed_by: Some("0b".into()),
+            archived: true,
         };
         let wire = <ops::Show as Remote>::answer_out(shown.clone());
         let back = <ops::Show as Remote>::answer_in(through(&wire));
@@ -1059,6 +1087,7 @@ mod tests {
         assert_eq!(back.der, shown.der);
         assert_eq!(back.audit, shown.audit);
         assert_eq!(back.renewed_by, shown.renewed_by);
+        assert_eq!(back.archived, shown.archived);
 
         // A batch stopped by an error: the entries, and the error with its kind.
         let report = ops::BatchReport {
