@@ -15,6 +15,7 @@ mod lifecycle;
 mod limbo;
 mod names;
 mod proxy;
+mod proxy_revocation;
 mod readme;
 mod real_pkis;
 mod reliability;
