@@ -2253,20 +2253,35 @@ fn doc_command(
 fn the_proxy_client_recipe_names_its_crl_and_refuses_a_revoked_responder() {
     let env = env_with_devices();
     env.ok(&[
-        "issue", "device", "--dns", "r.test", "--ip", "127.0.0.1", "--out", "r",
+        "issue",
+        "device",
+        "--dns",
+        "r.test",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        "r",
     ]);
     let r = serial_of(&env, "r.pem");
     env.ok(&["revoke", &r]);
     env.ok(&["crl"]);
     let echo = echo_server();
     let recipe = doc_block_in("docs/proxy.md", "sh", "mtlsca proxy client");
-    let recipe = recipe.lines().take_while(|l| !l.starts_with("curl")).collect::<Vec<_>>().join("\n");
+    let recipe = recipe
+        .lines()
+        .take_while(|l| !l.starts_with("curl"))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(recipe.contains("--crl ca/crl/device.crl"), "{recipe}");
     for (who, fine) in [("b", true), ("r", false)] {
         let sp = free_port();
         let (sl, st) = (format!("127.0.0.1:{sp}"), format!("127.0.0.1:{echo}"));
         let mut args = server_args(&sl, &st);
-        args[6] = if who == "b" { "b.chain.pem" } else { "r.chain.pem" };
+        args[6] = if who == "b" {
+            "b.chain.pem"
+        } else {
+            "r.chain.pem"
+        };
         let _server = proxy(&env, &format!("server-{who}"), sp, &args);
         let cp = free_port();
         let (cl, ct) = (format!("127.0.0.1:{cp}"), format!("127.0.0.1:{sp}"));
@@ -2275,7 +2290,11 @@ fn the_proxy_client_recipe_names_its_crl_and_refuses_a_revoked_responder() {
             &format!("client-{who}"),
             cp,
             &recipe,
-            &[("127.0.0.1:8080", &cl), ("db.corp.internal:8443", &ct), ("app.", "a.")],
+            &[
+                ("127.0.0.1:8080", &cl),
+                ("db.corp.internal:8443", &ct),
+                ("app.", "a."),
+            ],
             &[],
         );
         let mut tcp = TcpStream::connect(("127.0.0.1", cp)).unwrap();

@@ -46,7 +46,11 @@ impl CrlServer {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let path = line.split_whitespace().nth(1).unwrap_or("/");
                 let file = dir.join(path.trim_start_matches('/'));
                 let reply = match std::fs::read(&file) {
@@ -59,8 +63,10 @@ impl CrlServer {
                         r.extend_from_slice(&body);
                         r
                     }
-                    _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec(),
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = s.write_all(&reply);
             }
@@ -124,7 +130,13 @@ crlDistributionPoints = URI:http://127.0.0.1:CRLPORT/foreign.crl
 /// (serverAuth only) with `DNS:NAME.test` and a CRL distribution point
 /// `http://127.0.0.1:CRLPORT/foreign.crl`; the CRL (PEM) in `srv/foreign.crl`.
 fn foreign_pki(env: &Env, crl_port: u16) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     std::fs::create_dir_all(env.path("foreign/newcerts")).unwrap();
     std::fs::create_dir_all(env.path("srv")).unwrap();
     std::fs::write(env.path("foreign/index.txt"), "").unwrap();
@@ -194,18 +206,36 @@ fn foreign_pki(env: &Env, crl_port: u16) {
             format!("/CN={name}.test"),
             format!("subjectAltName=DNS:{name}.test"),
         );
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj, "-addext", &san]);
+        req.extend([
+            "-keyout", &key, "-out", &csr, "-subj", &subj, "-addext", &san,
+        ]);
         env.openssl_ok(&req);
         let pem = format!("{name}.pem");
         env.openssl_ok(&[
-            "ca", "-batch", "-notext", "-config", "foreign.cnf", "-extensions", "leaf", "-in",
-            &csr, "-out", &pem,
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "foreign.cnf",
+            "-extensions",
+            "leaf",
+            "-in",
+            &csr,
+            "-out",
+            &pem,
         ]);
         let leaf = std::fs::read_to_string(env.path(&pem)).unwrap();
         std::fs::write(env.path(&format!("{name}.chain.pem")), leaf + &inter_pem).unwrap();
     }
     env.openssl_ok(&["ca", "-config", "foreign.cnf", "-revoke", "partner-a.pem"]);
-    env.openssl_ok(&["ca", "-config", "foreign.cnf", "-gencrl", "-out", "srv/foreign.crl"]);
+    env.openssl_ok(&[
+        "ca",
+        "-config",
+        "foreign.cnf",
+        "-gencrl",
+        "-out",
+        "srv/foreign.crl",
+    ]);
     // The tools we did not write agree: a is revoked, b is not.
     let untrusted = env.path("foreign/inter.pem");
     let untrusted = untrusted.to_str().unwrap();
@@ -222,7 +252,12 @@ fn foreign_pki(env: &Env, crl_port: u16) {
             crl.to_str().unwrap(),
             &format!("{who}.pem"),
         ]);
-        assert_eq!(out.status.success(), ok, "{who}: {}", crate::common::text(&out));
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{who}: {}",
+            crate::common::text(&out)
+        );
     }
 }
 
@@ -242,7 +277,14 @@ fn proxy_bare(env: &Env, name: &str, port: u16, args: &[&str]) -> Proc {
 
 fn server_args(listen: &str, target: &str) -> Vec<String> {
     [
-        "server", "--listen", listen, "--target", target, "--cert", "b.chain.pem", "--trust",
+        "server",
+        "--listen",
+        listen,
+        "--target",
+        target,
+        "--cert",
+        "b.chain.pem",
+        "--trust",
         "foreign-root.pem",
     ]
     .iter()
@@ -346,7 +388,10 @@ fn a_proxy_trusting_a_foreign_root_fetches_its_crl_and_refuses_the_revoked_leaf(
     let _hold = s_server.stdin.take();
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", sp)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "s_server did not listen");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "s_server did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let cp = free_port();
@@ -356,8 +401,18 @@ fn a_proxy_trusting_a_foreign_root_fetches_its_crl_and_refuses_the_revoked_leaf(
         "client",
         cp,
         &[
-            "client", "--listen", &listen, "--target", &target, "--name", "partner-a.test",
-            "--cert", "a.chain.pem", "--trust", "foreign-root.pem", "--crl-fetch",
+            "client",
+            "--listen",
+            &listen,
+            "--target",
+            &target,
+            "--name",
+            "partner-a.test",
+            "--cert",
+            "a.chain.pem",
+            "--trust",
+            "foreign-root.pem",
+            "--crl-fetch",
         ],
     );
     let mut plain = TcpStream::connect(("127.0.0.1", cp)).unwrap();
@@ -376,7 +431,11 @@ fn a_proxy_trusting_a_foreign_root_fetches_its_crl_and_refuses_the_revoked_leaf(
     let pp = free_port();
     let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
     let mut args = server_args(&listen, &target);
-    args.extend(["--crl-fetch".into(), "--crl-fetch-timeout".into(), "2s".into()]);
+    args.extend([
+        "--crl-fetch".into(),
+        "--crl-fetch-timeout".into(),
+        "2s".into(),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let p = proxy_bare(&env, "no-crl", pp, &args);
     assert!(echo_once(&cfg_b, pp, b"x\n").is_err());
@@ -400,8 +459,15 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .arg("proxy")
             .args([
-                "server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--cert",
-                "b.chain.pem", "--trust", "ca/root.pem",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                "127.0.0.1:1",
+                "--cert",
+                "b.chain.pem",
+                "--trust",
+                "ca/root.pem",
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -413,9 +479,14 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
     assert_eq!(code(&out), 2, "{err}");
     assert!(
         err.starts_with("error: no revocation source")
-            && ["--crl FILE", "--ca-dir DIR", "--crl-fetch", "--no-revocation-check"]
-                .iter()
-                .all(|f| err.contains(f)),
+            && [
+                "--crl FILE",
+                "--ca-dir DIR",
+                "--crl-fetch",
+                "--no-revocation-check"
+            ]
+            .iter()
+            .all(|f| err.contains(f)),
         "{err}"
     );
     // The contradiction is bad usage too.
@@ -423,7 +494,8 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
     assert_eq!(code(&out), 2, "{}", crate::common::text(&out));
     let out = run(&["--no-revocation-check", "--ca-dir", "ca"]);
     assert_eq!(code(&out), 2, "{}", crate::common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-revocation-check with a revocation source"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--no-revocation-check with a revocation source"));
     // --crl-fetch-timeout without --crl-fetch.
     let out = run(&["--crl-fetch-timeout", "1s", "--crl", "ca/crl/device.crl"]);
     assert_eq!(code(&out), 2, "{}", crate::common::text(&out));
@@ -439,8 +511,16 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
         "unchecked",
         pp,
         &[
-            "server", "--listen", &listen, "--target", "127.0.0.1:1", "--cert", "b.chain.pem",
-            "--trust", "ca/root.pem", "--no-revocation-check",
+            "server",
+            "--listen",
+            &listen,
+            "--target",
+            "127.0.0.1:1",
+            "--cert",
+            "b.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--no-revocation-check",
         ],
     );
     let warning = p.wait_line(&["warning:"]);
@@ -457,8 +537,17 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
         "ca-dir",
         pp,
         &[
-            "server", "--listen", &listen, "--target", "127.0.0.1:1", "--cert", "b.chain.pem",
-            "--trust", "ca/root.pem", "--ca-dir", "ca",
+            "server",
+            "--listen",
+            &listen,
+            "--target",
+            "127.0.0.1:1",
+            "--cert",
+            "b.chain.pem",
+            "--trust",
+            "ca/root.pem",
+            "--ca-dir",
+            "ca",
         ],
     );
     let line = p.wait_line(&["revocation:"]);

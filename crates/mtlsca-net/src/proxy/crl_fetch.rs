@@ -102,7 +102,9 @@ impl HttpUrl {
     /// the reason.
     pub fn parse(s: &str) -> Result<HttpUrl, String> {
         if s.len() > 2048 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("not a URL this proxy fetches (too long, or spaces or control characters)".into());
+            return Err(
+                "not a URL this proxy fetches (too long, or spaces or control characters)".into(),
+            );
         }
         let rest = match s.get(..7) {
             Some(p) if p.eq_ignore_ascii_case("http://") => &s[7..],
@@ -244,7 +246,10 @@ impl std::fmt::Display for FetchError {
             FetchError::Connect(e) => write!(f, "cannot connect: {e}"),
             FetchError::Http(e) => write!(f, "HTTP error: {e}"),
             FetchError::Redirect(s, to) => {
-                write!(f, "HTTP {s}, a redirect to {to} (redirects are not followed)")
+                write!(
+                    f,
+                    "HTTP {s}, a redirect to {to} (redirects are not followed)"
+                )
             }
             FetchError::Status(s) => write!(f, "HTTP status {s}"),
             FetchError::TooBig(n) => write!(f, "the CRL is larger than {n} bytes"),
@@ -384,7 +389,9 @@ impl std::fmt::Display for CrlError {
             CrlError::WrongKeyId => {
                 f.write_str("the CRL's authority key identifier is not the issuer's key")
             }
-            CrlError::BadSignature => f.write_str("the CRL is not signed by the certificate's issuer"),
+            CrlError::BadSignature => {
+                f.write_str("the CRL is not signed by the certificate's issuer")
+            }
             CrlError::SignerWithoutCrlSign => {
                 f.write_str("the certificate's issuer may not sign CRLs (no cRLSign key usage)")
             }
@@ -422,15 +429,20 @@ pub struct CheckedCrl {
 }
 
 fn serial_key(raw: &[u8]) -> Vec<u8> {
-    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
+    let start = raw
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
     raw[start..].to_vec()
 }
 
 fn key_id_of(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }
 
 impl CheckedCrl {
@@ -473,9 +485,7 @@ impl CheckedCrl {
                         return Err(CrlError::Unsupported("an indirect CRL".into()));
                     }
                     if idp.only_some_reasons.is_some() {
-                        return Err(CrlError::Unsupported(
-                            "a CRL for some reasons only".into(),
-                        ));
+                        return Err(CrlError::Unsupported("a CRL for some reasons only".into()));
                     }
                     if idp.only_contains_attribute_certs {
                         return Err(CrlError::Unsupported(
@@ -620,7 +630,11 @@ impl CrlCache {
 
     /// How many URLs it holds.
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// Whether it holds none.
@@ -671,9 +685,7 @@ impl CrlCache {
         let due = match &cached {
             None => true,
             Some(c) => {
-                s.fetched
-                    .is_none_or(|f| f.elapsed() >= self.limits.max_age)
-                    || stale_soon(c)
+                s.fetched.is_none_or(|f| f.elapsed() >= self.limits.max_age) || stale_soon(c)
             }
         };
         let recently_failed = s
@@ -851,17 +863,18 @@ pub async fn check_peer(
             ));
         }
         if let Some(e) = crl.revoked(cert) {
-            let when = e
-                .at
-                .map(|t| format!(" on {}", crate::timefmt::rfc3339(t)))
-                .unwrap_or_default();
+            let when =
+                e.at.map(|t| format!(" on {}", crate::timefmt::rfc3339(t)))
+                    .unwrap_or_default();
             let why = e
                 .reason
                 .as_ref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
             return Err(PeerRefusal {
-                reason: format!("revoked: {whom} was revoked{when}{why} according to the CRL from {url}"),
+                reason: format!(
+                    "revoked: {whom} was revoked{when}{why} according to the CRL from {url}"
+                ),
                 crl: Some(url.to_string()),
                 revoked: true,
             });
@@ -951,11 +964,20 @@ mod tests {
     #[test]
     fn urls_are_http_only() {
         let u = HttpUrl::parse("http://127.0.0.1:8080/x.crl").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8080, "/x.crl"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8080, "/x.crl")
+        );
         let u = HttpUrl::parse("HTTP://crl.example").unwrap();
-        assert_eq!((u.port, u.path.as_str(), u.host_header().as_str()), (80, "/", "crl.example"));
+        assert_eq!(
+            (u.port, u.path.as_str(), u.host_header().as_str()),
+            (80, "/", "crl.example")
+        );
         let u = HttpUrl::parse("http://[::1]:81/a?b#c").unwrap();
-        assert_eq!((u.host.as_str(), u.path.as_str(), u.host_header().as_str()), ("::1", "/a?b", "[::1]:81"));
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str(), u.host_header().as_str()),
+            ("::1", "/a?b", "[::1]:81")
+        );
         for bad in [
             "https://crl.example/x.crl",
             "ldap://ldap.example/cn=CA?certificateRevocationList",
@@ -975,7 +997,11 @@ mod tests {
         let der = leaf(
             &ca,
             7,
-            &["ldap://ldap.example/cn=CA", "http://127.0.0.1:1/ca.crl", "https://x.example/ca.crl"],
+            &[
+                "ldap://ldap.example/cn=CA",
+                "http://127.0.0.1:1/ca.crl",
+                "https://x.example/ca.crl",
+            ],
         );
         let dp = distribution_points(&parse(&der)).unwrap();
         assert_eq!(
@@ -1120,15 +1146,20 @@ mod tests {
         let url = |p: u16| HttpUrl::parse(&format!("http://127.0.0.1:{p}/x.crl")).unwrap();
 
         let (p, h) = server(Some(ok_reply(&[1u8; 100])));
-        assert_eq!(rt.block_on(fetch(&url(p), &limits)).unwrap(), vec![1u8; 100]);
+        assert_eq!(
+            rt.block_on(fetch(&url(p), &limits)).unwrap(),
+            vec![1u8; 100]
+        );
         h.join().unwrap();
 
         // Announced too big, and too big without a length (chunked).
         let (p, h) = server(Some(ok_reply(&[1u8; 101])));
-        assert_eq!(rt.block_on(fetch(&url(p), &limits)), Err(FetchError::TooBig(100)));
+        assert_eq!(
+            rt.block_on(fetch(&url(p), &limits)),
+            Err(FetchError::TooBig(100))
+        );
         h.join().unwrap();
-        let mut chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         for _ in 0..3 {
             chunked.extend_from_slice(b"32\r\n");
             chunked.extend_from_slice(&[2u8; 50]);
@@ -1136,7 +1167,10 @@ mod tests {
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
         let (p, h) = server(Some(chunked));
-        assert_eq!(rt.block_on(fetch(&url(p), &limits)), Err(FetchError::TooBig(100)));
+        assert_eq!(
+            rt.block_on(fetch(&url(p), &limits)),
+            Err(FetchError::TooBig(100))
+        );
         h.join().unwrap();
 
         // A server that never answers: the timeout.
@@ -1160,7 +1194,10 @@ mod tests {
         let (p, h) = server(Some(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
         ));
-        assert_eq!(rt.block_on(fetch(&url(p), &limits)), Err(FetchError::Status(404)));
+        assert_eq!(
+            rt.block_on(fetch(&url(p), &limits)),
+            Err(FetchError::Status(404))
+        );
         h.join().unwrap();
     }
 

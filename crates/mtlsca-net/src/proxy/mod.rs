@@ -143,10 +143,16 @@ pub fn revocation_sources(t: &TrustFiles) -> Result<RevocationPlan> {
     };
     let mut parts = Vec::new();
     if !t.crls.is_empty() {
-        parts.push(format!("the CRL files {} (reloaded when they change)", shown(&t.crls)));
+        parts.push(format!(
+            "the CRL files {} (reloaded when they change)",
+            shown(&t.crls)
+        ));
     }
     for d in &t.crl_dirs {
-        let ca = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(d);
+        let ca = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(d);
         parts.push(format!(
             "the CA {}: the CRLs it publishes in {} (reloaded when `mtlsca crl` or `serve` renews them)",
             ca.display(),
