@@ -684,9 +684,13 @@ impl CrlCache {
         };
         let due = match &cached {
             None => true,
-            Some(c) => {
-                s.fetched.is_none_or(|f| f.elapsed() >= self.limits.max_age) || stale_soon(c)
-            }
+            // A CRL fetched within `retry_after` is not fetched again, even
+            // near its nextUpdate: a CA whose CRLs live shorter than the
+            // margin costs one fetch per `retry_after`, not one per peer.
+            Some(c) => s.fetched.is_none_or(|f| {
+                let age = f.elapsed();
+                age >= self.limits.retry_after && (age >= self.limits.max_age || stale_soon(c))
+            }),
         };
         let recently_failed = s
             .failed
@@ -1252,6 +1256,87 @@ mod tests {
         let l = leaf(&ca1, 11, &[&format!("http://127.0.0.1:{p}/other.crl")]);
         let r = check(&l).unwrap_err();
         assert!(r.reason.contains("issuer"), "{r:?}");
+        h.join().unwrap();
+    }
+
+    /// A server answering `body` to every connection, counting them, until
+    /// `stop` is set; returns its port and count.
+    fn counting_server(
+        body: Vec<u8>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> (
+        u16,
+        Arc<std::sync::atomic::AtomicUsize>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = count.clone();
+        let h = std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        s.set_nonblocking(false).ok();
+                        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                        // Slow enough that a second caller arrives meanwhile.
+                        std::thread::sleep(Duration::from_millis(200));
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(&ok_reply(&body));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        (port, count, h)
+    }
+
+    #[test]
+    fn concurrent_lookups_share_one_fetch_and_refreshes_are_spaced() {
+        use std::sync::atomic::Ordering;
+        let rt = rt();
+        let ca1 = ca("CA", true);
+        let issuer = parse(&ca1.der);
+        let n = now();
+        let day = time::Duration::days(1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (port, count, h) = counting_server(crl(&ca1, &[], n - day, n + day), stop.clone());
+        let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/ca.crl")).unwrap();
+        let note = |_: String| {};
+        // nextUpdate within the margin: due for a refresh at every lookup,
+        // but not within `retry_after` of the last fetch.
+        let spaced = CrlCache::new(FetchLimits {
+            refresh_margin: Duration::from_secs(7 * 86400),
+            retry_after: Duration::from_secs(3600),
+            ..FetchLimits::default()
+        });
+        let (a, b, c) = rt.block_on(async {
+            tokio::join!(
+                spaced.current(&url, &issuer, n, &note),
+                spaced.current(&url, &issuer, n, &note),
+                spaced.current(&url, &issuer, n, &note),
+            )
+        });
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert!(rt.block_on(spaced.current(&url, &issuer, n, &note)).is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // Without the spacing, the CRL near its nextUpdate is fetched again.
+        let eager = CrlCache::new(FetchLimits {
+            refresh_margin: Duration::from_secs(7 * 86400),
+            retry_after: Duration::ZERO,
+            ..FetchLimits::default()
+        });
+        for want in [2, 3] {
+            assert!(rt.block_on(eager.current(&url, &issuer, n, &note)).is_ok());
+            assert_eq!(count.load(Ordering::SeqCst), want);
+        }
+        stop.store(true, Ordering::SeqCst);
         h.join().unwrap();
     }
 

@@ -144,7 +144,7 @@ pub fn revocation_sources(t: &TrustFiles) -> Result<RevocationPlan> {
     let mut parts = Vec::new();
     if !t.crls.is_empty() {
         parts.push(format!(
-            "the CRL files {} (reloaded when they change)",
+            "the CRL files {} (read again when they change)",
             shown(&t.crls)
         ));
     }
@@ -154,7 +154,7 @@ pub fn revocation_sources(t: &TrustFiles) -> Result<RevocationPlan> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(d);
         parts.push(format!(
-            "the CA {}: the CRLs it publishes in {} (reloaded when `mtlsca crl` or `serve` renews them)",
+            "the CA {}: the CRLs it publishes in {} (read again when `mtlsca crl` or `serve` renews them)",
             ca.display(),
             d.display()
         ));
