@@ -559,3 +559,56 @@ fn without_a_revocation_source_the_proxy_does_not_start_unless_told() {
     let line = p.wait_line(&["verdict=refused"]);
     assert!(line.contains("revoked"), "{line}");
 }
+
+/// What the CRL address answers is hostile input too: a body over
+/// `--crl-fetch-max-bytes`, or one that is no CRL, refuses the peer (fail
+/// closed) with the reason, and the proxy goes on serving.
+#[test]
+fn a_crl_too_big_or_not_a_crl_refuses_the_peer_with_the_reason() {
+    let env = env_with_devices();
+    let crl_port = free_port();
+    foreign_pki(&env, crl_port);
+    let _srv = CrlServer::start(env.path("srv"), crl_port);
+    std::fs::write(env.path("srv/foreign.crl"), vec![b'x'; 2000]).unwrap();
+    let echo = echo_server();
+    let cfg_b = tls_client(&env, "partner-b");
+    for (n, (extra, want)) in [
+        (
+            &["--crl-fetch-max-bytes", "1000"][..],
+            "the CRL is larger than 1000 bytes",
+        ),
+        (&[][..], "not a CRL"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pp = free_port();
+        let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{echo}"));
+        let mut args = server_args(&listen, &target);
+        args.push("--crl-fetch".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = proxy_bare(&env, &format!("hostile-{n}"), pp, &args);
+        for _ in 0..2 {
+            assert!(echo_once(&cfg_b, pp, b"x\n").is_err());
+        }
+        wait_refusals(&p, 2);
+        for line in p.log().lines().filter(|l| l.contains("verdict=refused")) {
+            assert!(
+                line.contains("no current CRL for the certificate") && line.contains(want),
+                "{line}"
+            );
+        }
+        assert!(!p.log().contains("verdict=accepted"), "{}", p.log());
+        assert_eq!(p.stop(), 0);
+    }
+}
+
+/// Wait until `p` has logged `n` refusals.
+fn wait_refusals(p: &Proc, n: usize) {
+    let start = Instant::now();
+    while p.log().matches("verdict=refused").count() < n {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", p.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
