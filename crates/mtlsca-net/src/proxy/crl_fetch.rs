@@ -1341,6 +1341,55 @@ mod tests {
     }
 
     #[test]
+    fn an_intermediate_with_a_distribution_point_is_checked_against_its_issuers_crl() {
+        let rt = rt();
+        let root = ca("Root", true);
+        let n = now();
+        let day = time::Duration::days(1);
+        // The root's CRL lists the intermediate (serial 5).
+        let (p, h) = server(Some(ok_reply(&crl(&root, &[5], n - day, n + day))));
+        let root_url = format!("http://127.0.0.1:{p}/root.crl");
+        let ikey = KeyPair::generate().unwrap();
+        let mut ip = CertificateParams::new(vec![]).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Issuing");
+        ip.distinguished_name = dn;
+        ip.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ip.serial_number = Some(SerialNumber::from(5u64));
+        ip.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![root_url.clone()],
+        }];
+        let inter_der = ip.signed_by(&ikey, &root.issuer).unwrap().der().to_vec();
+        let inter = Ca {
+            der: inter_der.clone(),
+            issuer: Issuer::new(ip, ikey),
+        };
+        // The leaf has no distribution point: only the intermediate is looked up.
+        let leaf_der = leaf(&inter, 9, &[]);
+        let cache = CrlCache::new(FetchLimits::default());
+        let r = rt
+            .block_on(check_peer(
+                &cache,
+                &[
+                    CertificateDer::from(leaf_der),
+                    CertificateDer::from(inter_der),
+                ],
+                &[],
+                &[CertificateDer::from(root.der.clone())],
+                n,
+                &|_| {},
+            ))
+            .unwrap_err();
+        assert!(
+            r.revoked && r.reason.contains("intermediate CA `CN=Issuing`"),
+            "{r:?}"
+        );
+        assert_eq!(r.crl.as_deref(), Some(root_url.as_str()));
+        h.join().unwrap();
+    }
+
+    #[test]
     fn the_cache_is_bounded() {
         let cache = CrlCache::new(FetchLimits {
             max_entries: 3,
