@@ -122,16 +122,17 @@ pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
         "acme eab list" => &[("mtlsca acme eab list --json", "every key without its HMAC key")],
         "acme eab revoke" => &[("mtlsca acme eab revoke eab-0123abcd...", "refuse the key from now on")],
         "proxy" => &[
-            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "mTLS in front of a plain HTTP server, identity headers added"),
-            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "plain TCP in, mTLS out"),
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --crl ca/crl/device.crl --http", "mTLS in front of a plain HTTP server, identity headers added"),
+            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --crl ca/crl/device.crl --expect server-to-server", "plain TCP in, mTLS out"),
         ],
         "proxy server" => &[
-            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --http", "devices in, X-MTLS-* headers to the backend"),
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ca/root.pem --untrusted ca/ca-bundle.pem --crl ca/crl/device.crl --http", "devices in, X-MTLS-* headers to the backend"),
             ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:5432 --cert db.chain.pem --key db.key --trust ca/root.pem --accept device --allow-name app.corp.internal --crl ca/crl/device.crl", "a TCP service, one named peer, revocation from a CRL"),
             ("mtlsca --ca-dir ./ca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust ./ca/root.pem", "revocation from the CRLs ./ca publishes in ./ca/crl/ (reloaded as `mtlsca crl` renews them)"),
+            ("mtlsca proxy server --listen 0.0.0.0:8443 --target 127.0.0.1:8080 --cert web.chain.pem --key web.key --trust partner-root.pem --crl-fetch", "a partner's devices (another PKI), revocation from the CRLs their certificates point to"),
         ],
         "proxy client" => &[
-            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --expect server-to-server", "a device to a device"),
+            ("mtlsca proxy client --listen 127.0.0.1:9000 --target db.corp.internal:8443 --cert app.chain.pem --key app.key --trust ca/root.pem --crl ca/crl/device.crl --expect server-to-server", "a device to a device"),
         ],
         "batch" => &[
             ("mtlsca batch --manifest fleet.toml --out-dir certs", "issue a manifest, idempotently"),

@@ -11,7 +11,7 @@ use super::{parse_wait, Ctx, Outcome};
 use crate::error::{Error, Result};
 use crate::names::SanName;
 use crate::proxy::{
-    self, ClientOptions, IdentityFiles, Limits, LogFormat, ServerOptions, TrustFiles,
+    self, ClientOptions, FetchLimits, IdentityFiles, Limits, LogFormat, ServerOptions, TrustFiles,
 };
 use crate::role::{Connection, NameKind, Role};
 use crate::verify::{load, PeerName};
@@ -66,6 +66,21 @@ pub struct CommonArgs {
     /// when --ca-dir or $MTLSCA_DIR is given; this flag adds the default ./mtlsca)
     #[arg(long)]
     pub ca_crls: bool,
+    /// Fetch CRLs from the peers' own CRL distribution points (http:// only),
+    /// checked after each handshake: a revoked peer, or one without a current
+    /// CRL, is refused (for peers of another PKI, with --trust its root)
+    #[arg(long)]
+    pub crl_fetch: bool,
+    /// With --crl-fetch: connecting and the whole answer of one fetch
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_wait, requires = "crl_fetch")]
+    pub crl_fetch_timeout: Duration,
+    /// With --crl-fetch: the largest CRL accepted, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 10 * 1024 * 1024, requires = "crl_fetch")]
+    pub crl_fetch_max_bytes: usize,
+    /// Check no revocation at all (logged as a warning at start); without a
+    /// revocation source (--crl, --ca-dir, --crl-fetch) the proxy does not start
+    #[arg(long, conflicts_with_all = ["crl", "ca_crls", "crl_fetch"])]
+    pub no_revocation_check: bool,
     /// Connections served at once; further ones are closed and logged
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
@@ -196,6 +211,12 @@ fn common(ctx: &Ctx, c: CommonArgs) -> Result<Common> {
             untrusted: c.untrusted,
             crls: c.crl,
             crl_dirs,
+            crl_fetch: c.crl_fetch.then(|| FetchLimits {
+                timeout: c.crl_fetch_timeout.max(Duration::from_millis(1)),
+                max_bytes: c.crl_fetch_max_bytes,
+                ..FetchLimits::default()
+            }),
+            no_revocation_check: c.no_revocation_check,
         },
         limits: Limits {
             max_connections: c.max_connections,

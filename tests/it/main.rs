@@ -18,6 +18,7 @@ mod limbo;
 mod names;
 mod prompt;
 mod proxy;
+mod proxy_revocation;
 mod readme;
 mod real_pkis;
 mod reliability;

@@ -902,14 +902,21 @@ fn an_explicit_ca_dir_or_mtlsca_dir_is_enough_for_the_cas_crls() {
         "{err}"
     );
 
-    // Neither: the default ./mtlsca is not read (there is none here), and
-    // without a CRL the revoked a gets through the TLS layer.
-    let pp = free_port();
-    let p = proxy_without_ca_dir(&env, "none", pp, "127.0.0.1:1", &[], &[]);
-    let _ = echo_once(&cfg_a, pp, b"x\n");
-    let line = p.wait_line(&["verdict=failed"]);
-    assert!(line.contains("a.test"), "{line}");
-    assert!(!p.log().contains("verdict=refused"), "{}", p.log());
+    // Neither: the default ./mtlsca is not read (there is none here), and a
+    // proxy without a revocation source does not start (issue 24);
+    // tests/it/proxy_revocation.rs has the rest.
+    let out = Command::new(crate::common::BIN)
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("proxy")
+        .args(server_args("127.0.0.1:0", "127.0.0.1:1"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: no revocation source"), "{err}");
 }
 
 /// Server-to-client and end-to-end: the responder holds an entity (clientAuth)
@@ -1921,9 +1928,22 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
     );
     let h = haproxy(&env, "haproxy-app", hp, &body);
     let (listen, target) = (format!("127.0.0.1:{pp}"), format!("127.0.0.1:{hp}"));
-    let mut args = server_args(&listen, &target);
-    args.extend(["--http", "--accept", "device,entity"]);
-    let p = proxy(&env, "server", pp, &args);
+    // The docs' proxy command line, as it stands there: the CA's CRLs.
+    issue_revoked(&env, "r");
+    let p = doc_command(
+        &env,
+        "server",
+        pp,
+        &doc_block("sh", "mtlsca --ca-dir ca proxy server"),
+        &[
+            ("0.0.0.0:8443", &listen),
+            ("127.0.0.1:8080", &target),
+            ("lb.", "b."),
+        ],
+        &["--accept", "device,entity"],
+    );
+    let start = p.wait_line(&["revocation:"]);
+    assert!(start.contains("the CRLs it publishes in ca/crl"), "{start}");
     let url = format!("https://127.0.0.1:{pp}/");
     let mut a = curl_as("a.chain.pem", "a.key", &url);
     a.extend(["-H", "X-MTLS-Peer-Role: device"]);
@@ -1953,7 +1973,7 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
         text(&out)
     );
     p.wait_line(&["verdict=accepted", "role=entity"]);
-    for w in ["dual", "noeku"] {
+    for w in ["dual", "noeku", "r"] {
         let (chain, key) = (format!("{w}.chain.pem"), format!("{w}.key"));
         let out = curl(&env, &curl_as(&chain, &key, &url));
         assert!(
@@ -1962,7 +1982,8 @@ fn haproxy_refuses_devices_leaks_with_ignore_err_and_works_behind_the_proxy() {
             text(&out)
         );
     }
-    wait_count(&p, "verdict=refused", 2);
+    wait_count(&p, "verdict=refused", 3);
+    p.wait_line(&["verdict=refused", "revoked"]);
     assert_eq!(p.stop(), 0);
 }
 
@@ -2079,7 +2100,11 @@ fn java_jsse_refuses_devices_and_works_behind_the_proxy() {
 /// The fenced block of docs/relying-parties.md (where the recipes a test runs
 /// live) that starts with `first` (after the fence line), as it stands there.
 fn doc_block(fence: &str, first: &str) -> String {
-    let doc = "docs/relying-parties.md";
+    doc_block_in("docs/relying-parties.md", fence, first)
+}
+
+/// The fenced block of `doc` that starts with `first`, as it stands there.
+fn doc_block_in(doc: &str, fence: &str, first: &str) -> String {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).expect(doc);
     let open = format!("```{fence}\n{first}");
     let start = text
@@ -2189,4 +2214,101 @@ fn openssl_recipe_command_lines_serve_a_device_and_check_its_crl() {
         !log_text.contains("hello from alice") && !log_text.contains("hello from r"),
         "{log_text}"
     );
+}
+
+/// A recipe's `mtlsca ...` command line (`block`, continuation lines joined),
+/// with `swap` applied and `extra` arguments added, run in the env's
+/// directory with nothing from the environment but PATH, until it listens on
+/// `port`.
+fn doc_command(
+    env: &Env,
+    name: &str,
+    port: u16,
+    block: &str,
+    swap: &[(&str, &str)],
+    extra: &[&str],
+) -> Proc {
+    let mut line = block.replace("\\\n", " ");
+    for (from, to) in swap {
+        line = line.replace(from, to);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"mtlsca"), "{block}");
+    let mut c = Command::new(crate::common::BIN);
+    c.current_dir(env.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(&words[1..])
+        .args(extra);
+    let p = spawn(c, env.path(&format!("{name}.log")));
+    p.wait_line(&["listening", &format!(":{port} ")]);
+    p
+}
+
+/// The `proxy client` recipe of docs/proxy.md as it stands there (its
+/// revocation source, `--crl ca/crl/device.crl`, included), the responder a
+/// `proxy server` in front of an echo server: a device responder gets the
+/// bytes; a revoked one is refused, the reason logged.
+#[test]
+fn the_proxy_client_recipe_names_its_crl_and_refuses_a_revoked_responder() {
+    let env = env_with_devices();
+    env.ok(&[
+        "issue",
+        "device",
+        "--dns",
+        "r.test",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        "r",
+    ]);
+    let r = serial_of(&env, "r.pem");
+    env.ok(&["revoke", &r]);
+    env.ok(&["crl"]);
+    let echo = echo_server();
+    let recipe = doc_block_in("docs/proxy.md", "sh", "mtlsca proxy client");
+    let recipe = recipe
+        .lines()
+        .take_while(|l| !l.starts_with("curl"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(recipe.contains("--crl ca/crl/device.crl"), "{recipe}");
+    for (who, fine) in [("b", true), ("r", false)] {
+        let sp = free_port();
+        let (sl, st) = (format!("127.0.0.1:{sp}"), format!("127.0.0.1:{echo}"));
+        let mut args = server_args(&sl, &st);
+        args[6] = if who == "b" {
+            "b.chain.pem"
+        } else {
+            "r.chain.pem"
+        };
+        let _server = proxy(&env, &format!("server-{who}"), sp, &args);
+        let cp = free_port();
+        let (cl, ct) = (format!("127.0.0.1:{cp}"), format!("127.0.0.1:{sp}"));
+        let client = doc_command(
+            &env,
+            &format!("client-{who}"),
+            cp,
+            &recipe,
+            &[
+                ("127.0.0.1:8080", &cl),
+                ("db.corp.internal:8443", &ct),
+                ("app.", "a."),
+            ],
+            &[],
+        );
+        let mut tcp = TcpStream::connect(("127.0.0.1", cp)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        tcp.write_all(b"hello\n").unwrap();
+        let mut back = [0u8; 6];
+        let got = tcp.read_exact(&mut back).map(|_| back);
+        if fine {
+            assert_eq!(got.ok().as_ref(), Some(b"hello\n"), "{}", client.log());
+            client.wait_line(&["verdict=accepted"]);
+        } else {
+            assert!(got.is_err(), "{}", client.log());
+            let line = client.wait_line(&["verdict=refused"]);
+            assert!(line.contains("revoked"), "{line}");
+        }
+    }
 }

@@ -22,6 +22,7 @@
 //! issuer rules ([`DraftPolicy::strict`]); a lenient proxy admits them and
 //! logs the findings' codes with each admission.
 
+pub mod crl_fetch;
 pub mod http;
 mod pipe;
 
@@ -36,6 +37,8 @@ use rustls_pki_types::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+pub use crl_fetch::FetchLimits;
 
 use crate::conn_limit::{ConnectionGate, ConnectionLimits, RefusalLine, RefusalThrottle};
 use crate::error::{Error, Result};
@@ -108,6 +111,81 @@ pub struct TrustFiles {
     pub crls: Vec<PathBuf>,
     /// Directories whose `*.crl` files are CRLs (a CA's published `crl/`).
     pub crl_dirs: Vec<PathBuf>,
+    /// Fetch CRLs from the peers' own CRL distribution points, within these
+    /// limits ([`crl_fetch`]): checked after each handshake, before a byte is
+    /// passed on.
+    pub crl_fetch: Option<FetchLimits>,
+    /// Check no revocation at all. Without it, a proxy with no revocation
+    /// source (CRL files or directories, `crl_fetch`) does not start
+    /// ([`revocation_sources`]); with it, none may be given.
+    pub no_revocation_check: bool,
+}
+
+/// What the proxy says at start about revocation: where it comes from, or a
+/// warning that it is not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationPlan {
+    /// The sources, in words (`from the CRL files ...; from ...`).
+    Sources(String),
+    /// Told not to check: the warning to log.
+    Unchecked(String),
+}
+
+/// Where the peers' revocation comes from, as the start line says it; a usage
+/// error with no source unless told `no_revocation_check`, and with a
+/// source and `no_revocation_check` both.
+pub fn revocation_sources(t: &TrustFiles) -> Result<RevocationPlan> {
+    let shown = |ps: &[PathBuf]| {
+        ps.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !t.crls.is_empty() {
+        parts.push(format!(
+            "the CRL files {} (read again when they change)",
+            shown(&t.crls)
+        ));
+    }
+    for d in &t.crl_dirs {
+        let ca = d
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(d);
+        parts.push(format!(
+            "the CA {}: the CRLs it publishes in {} (read again when `mtlsca crl` or `serve` renews them)",
+            ca.display(),
+            d.display()
+        ));
+    }
+    if let Some(f) = &t.crl_fetch {
+        parts.push(format!(
+            "the peers' CRL distribution points (http:// only; {:?} and {} bytes at most per fetch, {} CRLs cached; no current CRL refuses the peer)",
+            f.timeout, f.max_bytes, f.max_entries
+        ));
+    }
+    match (parts.is_empty(), t.no_revocation_check) {
+        (true, false) => Err(Error::Usage(
+            "no revocation source: give --crl FILE (CRL files), --ca-dir DIR (the CRLs that CA publishes) or --crl-fetch (the CRLs the peers' certificates point to); --no-revocation-check runs without one, accepting revoked certificates".into(),
+        )),
+        (false, true) => Err(Error::Usage(format!(
+            "--no-revocation-check with a revocation source: {} (leave out one or the other; --ca-dir or $MTLSCA_DIR names a CA whose CRLs would be read)",
+            parts.join("; ")
+        ))),
+        (true, true) => Ok(RevocationPlan::Unchecked(
+            "revocation is not checked (--no-revocation-check): a revoked peer certificate is accepted".into(),
+        )),
+        (false, false) => Ok(RevocationPlan::Sources(format!("from {}", parts.join("; from ")))),
+    }
+}
+
+/// Log the plan at start: one line, event `revocation` or `warning`.
+fn log_revocation_plan(fmt: LogFormat, plan: &RevocationPlan) {
+    match plan {
+        RevocationPlan::Sources(s) => log_event(fmt, "revocation", s),
+        RevocationPlan::Unchecked(s) => log_event(fmt, "warning", s),
+    }
 }
 
 /// Options of `proxy server`.
@@ -313,6 +391,24 @@ struct ServerState {
     acceptor: TlsAcceptor,
     role: Role,
     policy: DraftPolicy,
+    paths: PathCerts,
+}
+
+/// The certificates a peer's path may be built from (besides those it
+/// sends), for the revocation check after the handshake.
+#[derive(Clone, Default)]
+struct PathCerts {
+    anchors: Arc<Vec<CertificateDer<'static>>>,
+    intermediates: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl PathCerts {
+    fn of(m: &Material) -> PathCerts {
+        PathCerts {
+            anchors: Arc::new(m.roots.clone()),
+            intermediates: Arc::new(m.intermediates.clone()),
+        }
+    }
 }
 
 /// A name the proxy checks peers against is one peer's: a wildcard is none
@@ -332,6 +428,7 @@ fn no_wildcard(flag: &str, names: &[PeerName]) -> Result<()> {
 
 fn build_server(o: &ServerOptions) -> Result<ServerState> {
     let m = load_material(&o.identity, &o.trust)?;
+    let paths = PathCerts::of(&m);
     let policy = DraftPolicy::new(m.roots)
         .accept(&o.accept)
         .names(o.allow_names.clone())
@@ -355,6 +452,7 @@ fn build_server(o: &ServerOptions) -> Result<ServerState> {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
         role: m.role,
         policy,
+        paths,
     })
 }
 
@@ -371,6 +469,7 @@ struct ClientState {
     connector: TlsConnector,
     role: Role,
     policy: DraftPolicy,
+    paths: PathCerts,
 }
 
 /// The responder roles `proxy client` accepts. A device answers for the
@@ -412,6 +511,7 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
             ));
         }
     }
+    let paths = PathCerts::of(&m);
     let policy = DraftPolicy::new(m.roots)
         .intermediates(m.intermediates)
         .crls(m.crls)
@@ -432,6 +532,7 @@ fn build_client(o: &ClientOptions) -> Result<ClientState> {
         connector: TlsConnector::from(Arc::new(cfg)),
         role: m.role,
         policy,
+        paths,
     })
 }
 
@@ -448,6 +549,8 @@ struct Record {
     serial: Option<String>,
     /// The codes of the findings a lenient proxy admitted the peer with.
     findings: Vec<&'static str>,
+    /// The CRL a refusal after the handshake concerns (`--crl-fetch`).
+    crl: Option<String>,
     reason: Option<String>,
 }
 
@@ -472,6 +575,7 @@ fn log_record(fmt: LogFormat, r: &Record) {
                 "names": r.names,
                 "serial": r.serial,
                 "findings": (!r.findings.is_empty()).then_some(&r.findings),
+                "crl": r.crl,
                 "reason": r.reason,
             });
             crate::serverlog::line(v.to_string());
@@ -492,6 +596,9 @@ fn log_record(fmt: LogFormat, r: &Record) {
             }
             if !r.findings.is_empty() {
                 line.push_str(&format!(" findings={}", r.findings.join(",")));
+            }
+            if let Some(x) = &r.crl {
+                line.push_str(&format!(" crl={}", quote(x)));
             }
             if let Some(x) = &r.reason {
                 line.push_str(&format!(" reason={}", quote(x)));
@@ -555,6 +662,66 @@ fn admitted_with(
     let mut seen = std::collections::HashSet::new();
     codes.retain(|c| seen.insert(*c));
     codes
+}
+
+/// The CRL fetching of one proxy: the cache, and the notes (ignored
+/// distribution point names, failed refreshes) already logged, so that a
+/// peer connecting often does not repeat them.
+struct Fetching {
+    cache: crl_fetch::CrlCache,
+    noted: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Distinct notes remembered; past this the memory is cleared.
+const MAX_NOTES: usize = 1024;
+
+impl Fetching {
+    fn new(limits: Option<FetchLimits>) -> Option<Arc<Fetching>> {
+        limits.map(|l| {
+            Arc::new(Fetching {
+                cache: crl_fetch::CrlCache::new(l),
+                noted: Default::default(),
+            })
+        })
+    }
+
+    /// Check the peer presenting `certs` against its CRL distribution points
+    /// (all of a peer's fetches within three fetch timeouts): `Err` with the
+    /// reason and the CRL concerned when it is to be refused.
+    async fn check(
+        &self,
+        certs: Option<&[CertificateDer<'_>]>,
+        paths: &PathCerts,
+        fmt: LogFormat,
+    ) -> std::result::Result<(), crl_fetch::PeerRefusal> {
+        let certs = certs.unwrap_or_default();
+        let note = |s: String| {
+            let mut n = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            if n.len() >= MAX_NOTES {
+                n.clear();
+            }
+            if n.insert(s.clone()) {
+                log_event(fmt, "revocation", &s);
+            }
+        };
+        let budget = self.cache.limits().timeout.saturating_mul(3);
+        let check = crl_fetch::check_peer(
+            &self.cache,
+            certs,
+            &paths.intermediates,
+            &paths.anchors,
+            time::OffsetDateTime::now_utc(),
+            &note,
+        );
+        match tokio::time::timeout(budget, check).await {
+            Ok(r) => r,
+            Err(_) => Err(crl_fetch::PeerRefusal {
+                reason: format!("revocation check not done within {budget:?}"),
+                crl: None,
+                revoked: false,
+            }),
+        }
+    }
 }
 
 /// The reason of a failed handshake, in words a log reader follows.
@@ -724,8 +891,11 @@ fn tls_transport(tcp: TcpStream) -> tokio::io::BufReader<TcpStream> {
 /// after is logged.
 pub async fn run_server(o: ServerOptions) -> Result<()> {
     no_wildcard("--allow-name", &o.allow_names)?;
+    let plan = revocation_sources(&o.trust)?;
     let state = build_server(&o)?;
     let listener = bind(o.listen).await?;
+    log_revocation_plan(o.log, &plan);
+    let fetching = Fetching::new(o.trust.crl_fetch.clone());
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -756,13 +926,19 @@ pub async fn run_server(o: ServerOptions) -> Result<()> {
     let limits = o.limits.clone();
     accept_loop(listener, &limits, o.log, |tcp, peer| {
         let st = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
-        serve_server(tcp, peer, st, o.clone())
+        serve_server(tcp, peer, st, o.clone(), fetching.clone())
     })
     .await;
     Ok(())
 }
 
-async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<ServerOptions>) {
+async fn serve_server(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    st: ServerState,
+    o: Arc<ServerOptions>,
+    fetching: Option<Arc<Fetching>>,
+) {
     let mut rec = Record {
         peer: peer.to_string(),
         verdict: "refused",
@@ -799,6 +975,16 @@ async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<
         tls.get_ref().1.peer_certificates(),
         PeerSide::Initiator,
     );
+    if let Some(f) = &fetching {
+        if let Err(r) = f
+            .check(tls.get_ref().1.peer_certificates(), &st.paths, o.log)
+            .await
+        {
+            rec.crl = r.crl;
+            rec.reason = Some(r.reason);
+            return log_record(o.log, &rec);
+        }
+    }
     let upstream =
         match tokio::time::timeout(o.limits.handshake_timeout, TcpStream::connect(&o.target)).await
         {
@@ -837,6 +1023,7 @@ async fn serve_server(tcp: TcpStream, peer: SocketAddr, st: ServerState, o: Arc<
 /// Run `proxy client` until SIGTERM or SIGINT.
 pub async fn run_client(o: ClientOptions) -> Result<()> {
     no_wildcard("--name", o.name.as_slice())?;
+    let plan = revocation_sources(&o.trust)?;
     let state = build_client(&o)?;
     let (host, _) = split_host_port(&o.target)?;
     let server_name = match &o.name {
@@ -846,6 +1033,8 @@ pub async fn run_client(o: ClientOptions) -> Result<()> {
     }
     .map_err(|e| Error::input(format!("--target {}", o.target), e.to_string()))?;
     let listener = bind(o.listen).await?;
+    log_revocation_plan(o.log, &plan);
+    let fetching = Fetching::new(o.trust.crl_fetch.clone());
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -875,7 +1064,14 @@ pub async fn run_client(o: ClientOptions) -> Result<()> {
     let limits = o.limits.clone();
     accept_loop(listener, &limits, o.log, |tcp, peer| {
         let st = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
-        serve_client(tcp, peer, st, o.clone(), server_name.clone())
+        serve_client(
+            tcp,
+            peer,
+            st,
+            o.clone(),
+            server_name.clone(),
+            fetching.clone(),
+        )
     })
     .await;
     Ok(())
@@ -899,6 +1095,7 @@ async fn serve_client(
     st: ClientState,
     o: Arc<ClientOptions>,
     name: ServerName<'static>,
+    fetching: Option<Arc<Fetching>>,
 ) {
     let mut rec = Record {
         peer: peer.to_string(),
@@ -947,6 +1144,16 @@ async fn serve_client(
         tls.get_ref().1.peer_certificates(),
         side,
     );
+    if let Some(f) = &fetching {
+        if let Err(r) = f
+            .check(tls.get_ref().1.peer_certificates(), &st.paths, o.log)
+            .await
+        {
+            rec.crl = r.crl;
+            rec.reason = Some(r.reason);
+            return log_record(o.log, &rec);
+        }
+    }
     rec.verdict = "accepted";
     log_record(o.log, &rec);
     pipe::pipe(local, tls, o.limits.idle_timeout).await;
