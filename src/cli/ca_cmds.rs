@@ -796,62 +796,64 @@ fn renew_all(ctx: &Ctx, a: RenewArgs, grace: Option<time::Duration>) -> Result<O
     };
     let backend = ctx.backend()?;
     let json = ctx.global.json;
-    let summary = backend.publishing_once(ctx.now, || crate::rotate::renew_all(&backend, &opts, ctx.now, &mut |e| {
-        let name = e
-            .old
-            .names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| e.old.subject.clone());
-        if json {
-            super::render::start_json_lines();
-            let line = json!({
-                "serial": e.old.serial,
-                "status": e.status.as_str(),
-                "profile": e.old.profile,
-                "name": name,
-                "not_after": rfc3339(e.old.not_after),
-                "new_serial": e.new.as_ref().map(|n| n.serial.clone()),
-                "new_not_after": e.new.as_ref().map(|n| rfc3339(n.not_after)),
-                "files": e.files,
-                "retires_at": e.retires_at.map(rfc3339),
-                "reason": e.reason,
-            });
-            outln!("{}", serde_json::to_string(&line).unwrap_or_default());
-            return;
-        }
-        let line = match e.status {
-            RenewAllStatus::Renewed => format!(
-                "renewed {} {} ({}): new {} until {}{}",
-                e.old.serial,
-                name,
-                e.old.profile,
-                e.new.as_ref().map_or("-", |n| n.serial.as_str()),
-                date(e.new.as_ref().map_or(e.old.not_after, |n| n.not_after)),
-                match e.retires_at {
-                    Some(at) if at > ctx.now => format!(", old retiring at {}", rfc3339(at)),
-                    Some(_) => ", old revoked (superseded)".into(),
-                    None => String::new(),
-                }
-            ),
-            RenewAllStatus::Due => format!(
-                "due {} {} ({}), expires {}",
-                e.old.serial,
-                name,
-                e.old.profile,
-                date(e.old.not_after)
-            ),
-            _ => format!(
-                "{} {} {} ({}): {}",
-                e.status.as_str(),
-                e.old.serial,
-                name,
-                e.old.profile,
-                e.reason.as_deref().unwrap_or("")
-            ),
-        };
-        ctx.say(render::safe(&line));
-    }))?;
+    let summary = backend.publishing_once(ctx.now, || {
+        crate::rotate::renew_all(&backend, &opts, ctx.now, &mut |e| {
+            let name = e
+                .old
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| e.old.subject.clone());
+            if json {
+                super::render::start_json_lines();
+                let line = json!({
+                    "serial": e.old.serial,
+                    "status": e.status.as_str(),
+                    "profile": e.old.profile,
+                    "name": name,
+                    "not_after": rfc3339(e.old.not_after),
+                    "new_serial": e.new.as_ref().map(|n| n.serial.clone()),
+                    "new_not_after": e.new.as_ref().map(|n| rfc3339(n.not_after)),
+                    "files": e.files,
+                    "retires_at": e.retires_at.map(rfc3339),
+                    "reason": e.reason,
+                });
+                outln!("{}", serde_json::to_string(&line).unwrap_or_default());
+                return;
+            }
+            let line = match e.status {
+                RenewAllStatus::Renewed => format!(
+                    "renewed {} {} ({}): new {} until {}{}",
+                    e.old.serial,
+                    name,
+                    e.old.profile,
+                    e.new.as_ref().map_or("-", |n| n.serial.as_str()),
+                    date(e.new.as_ref().map_or(e.old.not_after, |n| n.not_after)),
+                    match e.retires_at {
+                        Some(at) if at > ctx.now => format!(", old retiring at {}", rfc3339(at)),
+                        Some(_) => ", old revoked (superseded)".into(),
+                        None => String::new(),
+                    }
+                ),
+                RenewAllStatus::Due => format!(
+                    "due {} {} ({}), expires {}",
+                    e.old.serial,
+                    name,
+                    e.old.profile,
+                    date(e.old.not_after)
+                ),
+                _ => format!(
+                    "{} {} {} ({}): {}",
+                    e.status.as_str(),
+                    e.old.serial,
+                    name,
+                    e.old.profile,
+                    e.reason.as_deref().unwrap_or("")
+                ),
+            };
+            ctx.say(render::safe(&line));
+        })
+    })?;
     if !ctx.global.quiet {
         for note in summary.caps.lines(within) {
             eprintln!("note: {note}");

@@ -92,7 +92,6 @@ pub fn init_external(
     Ok(Outcome::Done)
 }
 
-
 pub(super) fn install(ctx: &Ctx, a: InstallArgs) -> Result<Outcome> {
     let dir = &ctx.global.ca_dir;
     let input = crate::external::InstallInput {

@@ -143,7 +143,10 @@ fn fifty_hosts_rotate_twice_and_leave_fifty_valid() {
             ],
         );
         assert!(out.contains("50 renewed"), "{out}");
-        assert!(out.contains("CRLs published") && out.contains("device.crl (number"), "{out}");
+        assert!(
+            out.contains("CRLs published") && out.contains("device.crl (number"),
+            "{out}"
+        );
         // Run again at the same time: nothing is due any more.
         let again = at_ok(
             &env,
@@ -337,7 +340,9 @@ fn renew_all_by_profile_in_place_and_dry_run() {
     );
     assert!(rest.contains("old revoked (superseded)"), "{rest}");
     assert!(
-        rest.contains("1 renewed") && rest.contains("CRLs published") && rest.contains("entity.crl (number"),
+        rest.contains("1 renewed")
+            && rest.contains("CRLs published")
+            && rest.contains("entity.crl (number"),
         "{rest}"
     );
     // Without a server, the entity CA's CRL in crl/ lists her old certificate.

@@ -509,7 +509,11 @@ impl Backend {
     /// Run `f`, a command's many operations, publishing the CRLs once after
     /// them (when they revoked anything) instead of after each: `renew --all
     /// --revoke-old` retires one certificate per operation.
-    pub fn publishing_once<T>(&self, now: OffsetDateTime, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn publishing_once<T>(
+        &self,
+        now: OffsetDateTime,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let Backend::Local(l) = self else {
             return f();
         };

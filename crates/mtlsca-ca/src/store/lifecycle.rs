@@ -179,7 +179,10 @@ impl Store {
     /// Whether this handle revoked a certificate that no CRL published since
     /// lists (a local command then publishes them before it ends).
     pub fn unpublished_revocations(&self) -> bool {
-        self.revocations() > self.published_upto.load(std::sync::atomic::Ordering::Relaxed)
+        self.revocations()
+            > self
+                .published_upto
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The revoked certificates of one issuer (by its key identifier), in serial order.
