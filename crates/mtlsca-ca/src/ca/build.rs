@@ -152,14 +152,14 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Ca> {
     init_protected(dir, opts, None, now)
 }
 
-/// `init`, with the CA keys encrypted under `passphrase` when one is given
-/// (`init --encrypt`; PKCS#8 PBES2, see `key`).
-pub fn init_protected(
+/// What every `init` checks before it makes anything (exit 2, or 3 for a
+/// directory that holds a CA): the directory, the CA name as a DN value, the
+/// passphrase's length, the constraints. The name and the constraints.
+pub(super) fn check_init(
     dir: &Path,
     opts: &InitOptions,
     passphrase: Option<&Passphrase>,
-    now: OffsetDateTime,
-) -> Result<Ca> {
+) -> Result<(String, Vec<Pattern>)> {
     refuse_existing(dir, "refusing to touch it")?;
     let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
     if let Some(p) = passphrase {
@@ -182,6 +182,18 @@ pub fn init_protected(
             ))
         },
     )?;
+    Ok((name, constraints))
+}
+
+/// `init`, with the CA keys encrypted under `passphrase` when one is given
+/// (`init --encrypt`; PKCS#8 PBES2, see `key`).
+pub fn init_protected(
+    dir: &Path,
+    opts: &InitOptions,
+    passphrase: Option<&Passphrase>,
+    now: OffsetDateTime,
+) -> Result<Ca> {
+    let (name, constraints) = check_init(dir, opts, passphrase)?;
 
     let mut ca = create_ca_dir(dir, "refusing to touch it", |staging| {
         build(staging, opts, passphrase, &name, &constraints, now)

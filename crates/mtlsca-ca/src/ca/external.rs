@@ -14,9 +14,8 @@ use x509_parser::certificate::X509Certificate;
 use zeroize::Zeroize;
 
 use super::build::dn;
-use super::config::effective_constraints;
 use super::layout::{read_ca_file, subject_key_id, CaKind, CONFIG_FILE};
-use super::staging::{create_ca_dir, csr_file, refuse_existing, PENDING_FILE};
+use super::staging::{create_ca_dir, csr_file, PENDING_FILE};
 use super::{Ca, CaConfig, InitOptions};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -118,28 +117,7 @@ pub fn init_external(
     passphrase: Option<&Passphrase>,
     now: OffsetDateTime,
 ) -> Result<Pending> {
-    refuse_existing(dir, "refusing to touch it")?;
-    let name = crate::names::check_dn_value("CA name", &opts.name).map_err(Error::Usage)?;
-    if let Some(p) = passphrase {
-        if p.as_bytes().len() < keypair::MIN_PASSPHRASE {
-            return Err(Error::Usage(format!(
-                "the passphrase is too short to protect CA keys (at least {} characters)",
-                keypair::MIN_PASSPHRASE
-            )));
-        }
-    }
-    let constraints = effective_constraints(
-        &opts.permit_dns,
-        &opts.permit_ip,
-        &opts.permit_uri,
-        |key, value, why| {
-            Error::Usage(format!(
-                "--{} `{}` {why}",
-                key.replace('_', "-"),
-                printable(value)
-            ))
-        },
-    )?;
+    let (name, constraints) = super::build::check_init(dir, opts, passphrase)?;
     let root_der = check_external_root(root_bytes, root_what)?;
     let (_, root) = x509_parser::parse_x509_certificate(&root_der)
         .map_err(|e| Error::input(root_what, e.to_string()))?;

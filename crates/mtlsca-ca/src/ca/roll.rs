@@ -139,21 +139,15 @@ pub fn roll(
                     old_id.cert_file()
                 )));
             }
-            files.push((
-                ca.dir.join(new_id.cert_file()),
-                pem_bytes(cert.pem()),
-                0o644,
-            ));
-            files.push((
-                ca.key_path_of(new_id),
-                Zeroizing::new(
-                    keypair::protected_pem(&key, pass.as_ref())?
-                        .as_bytes()
-                        .to_vec(),
-                ),
-                0o600,
-            ));
-            added.insert(new_id.name(), crate::hex::encode(&key_id_of(&key)));
+            new_generation(
+                ca,
+                new_id,
+                cert.pem(),
+                &key,
+                pass.as_ref(),
+                &mut files,
+                &mut added,
+            )?;
             // The link certificates, while the old root is valid.
             if old_root.not_after > now {
                 let link_not_after = not_after.min(old_root.not_after);
@@ -210,21 +204,15 @@ pub fn roll(
         let cert = p
             .signed_by(&key, root_issuer)
             .map_err(|e| Error::State(format!("cannot sign the new {} CA: {e}", k.as_str())))?;
-        files.push((
-            ca.dir.join(new_id.cert_file()),
-            pem_bytes(cert.pem()),
-            0o644,
-        ));
-        files.push((
-            ca.key_path_of(new_id),
-            Zeroizing::new(
-                keypair::protected_pem(&key, pass.as_ref())?
-                    .as_bytes()
-                    .to_vec(),
-            ),
-            0o600,
-        ));
-        added.insert(new_id.name(), crate::hex::encode(&key_id_of(&key)));
+        new_generation(
+            ca,
+            new_id,
+            cert.pem(),
+            &key,
+            pass.as_ref(),
+            &mut files,
+            &mut added,
+        )?;
         use zeroize::Zeroize;
         key.zeroize();
         generations.set(k, new_id.generation);
@@ -419,6 +407,27 @@ impl RolloverDue {
             )
         }
     }
+}
+
+/// A new generation's two files (its certificate, its key under the CA's
+/// passphrase if any) to write, and its key id for the store.
+fn new_generation(
+    ca: &Ca,
+    id: CaId,
+    cert_pem: String,
+    key: &KeyPair,
+    pass: Option<&Passphrase>,
+    files: &mut Vec<NewFile>,
+    added: &mut CaKeyIds,
+) -> Result<()> {
+    files.push((ca.dir.join(id.cert_file()), pem_bytes(cert_pem), 0o644));
+    files.push((
+        ca.key_path_of(id),
+        Zeroizing::new(keypair::protected_pem(key, pass)?.as_bytes().to_vec()),
+        0o600,
+    ));
+    added.insert(id.name(), crate::hex::encode(&key_id_of(key)));
+    Ok(())
 }
 
 fn pem_bytes(pem: String) -> Zeroizing<Vec<u8>> {
