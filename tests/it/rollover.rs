@@ -685,3 +685,48 @@ fn each_generation_points_its_leaves_at_its_own_crl() {
     env.ok(&["crl"]);
     assert!(env.path("ca/crl/device-2.crl").exists());
 }
+
+/// Days from now to a certificate file's notAfter (by OpenSSL's `-checkend`
+/// bisection would be slow: read the date and compare with `date`).
+fn days_left(env: &Env, file: &str) -> i64 {
+    let end = not_after(env, file);
+    let out = Command::new("date")
+        .args(["-u", "-d", &end, "+%s"])
+        .output()
+        .expect("date");
+    let end: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (end - now) / 86_400
+}
+
+/// Three days before the issuing CAs end (no roll yet), `crl` still publishes
+/// every CRL: an issuing CA's promises no update past its own notAfter, and
+/// none keeps the others from being published.
+#[test]
+fn a_ca_near_its_end_still_publishes_a_crl_that_ends_with_it() {
+    if !have_faketime() {
+        return;
+    }
+    let env = Env::with_ca();
+    let offset = format!("+{}d", days_left(&env, "ca/device-ca.pem") - 3);
+    let out = at(&env, &offset, &["crl"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let device_end = not_after(&env, "ca/device-ca.pem");
+    for (crl, end) in [
+        ("ca/crl/device.crl", Some(&device_end)),
+        ("ca/crl/entity.crl", None),
+        ("ca/crl/root.crl", None),
+    ] {
+        let out = env.openssl(&["crl", "-in", crl, "-noout", "-nextupdate", "-crlnumber"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        // The CRL signed under faketime (number 2: init published number 1).
+        assert!(said.contains("crlNumber=0x02"), "{crl}: {said}");
+        if let Some(end) = end {
+            assert!(said.contains(&format!("nextUpdate={end}")), "{crl}: {said}");
+        }
+    }
+}

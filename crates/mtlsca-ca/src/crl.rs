@@ -452,19 +452,47 @@ pub fn publish_all(
         fsutil::create_dir_mode(&dir, 0o750).map_err(|e| Error::io(&dir, e))?;
     }
     let mut out = Vec::new();
-    for g in ca.generations()? {
-        // Under an external root, the issuing CAs' only: the root's are its owner's.
-        if g.not_after <= now || !ca.signing_kinds().contains(&g.id.kind) {
-            continue;
+    let mut failed: Vec<(CaId, Error)> = Vec::new();
+    let this_update = now.replace_nanosecond(0).unwrap_or(now);
+    // Under an external root, the issuing CAs' only: the root's are its owner's.
+    let live: Vec<_> = ca
+        .generations()?
+        .into_iter()
+        .filter(|g| g.not_after > now && ca.signing_kinds().contains(&g.id.kind))
+        .collect();
+    // A span no CA lives to honour is a mistake; a CA nearer its end than the
+    // span promises an update no later than its end.
+    if let Some(last) = live.iter().map(|g| g.not_after).max() {
+        if this_update + next_update > last {
+            return Err(Error::Usage(format!(
+                "--next-update {} days reaches past the end of validity of every CA here (the last ends {}); a CRL cannot promise an update its CA will not live to sign",
+                next_update.whole_days(),
+                last.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            )));
         }
+    }
+    for g in live {
         let path = published_path_of(ca, g.id);
-        let span = if g.current {
-            next_update
-        } else {
-            next_update.min(g.not_after - now.replace_nanosecond(0).unwrap_or(now))
+        // A CA near its end promises no update past it (the current one too:
+        // its CRL must go on being published until it is rolled).
+        let span = next_update.min(g.not_after - this_update);
+        // One CA that cannot publish does not keep the others' CRLs stale.
+        match publish_of(ca, store, g.id, span, now, &path) {
+            Ok(crl) => out.push((crl, path)),
+            Err(e) => failed.push((g.id, e)),
+        }
+    }
+    if let Some((id, first)) = failed.first() {
+        // The revocations are not all published: a later publication retries.
+        let others = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} other CA(s))", n - 1),
         };
-        let crl = publish_of(ca, store, g.id, span, now, &path)?;
-        out.push((crl, path));
+        return Err(Error::State(format!(
+            "the {id} CA's CRL could not be published{others}: {first}; {} other CRL(s) were",
+            out.len()
+        )));
     }
     store.note_published(covered);
     Ok(out)
