@@ -543,3 +543,32 @@ fn retirement_and_lineage_through_a_running_server() {
     );
     assert_eq!(server.stop(), 0);
 }
+
+/// A renewal whose retirement was never recorded (what a kill between the
+/// two leaves, and what a plain `renew` does): `renew --all --revoke-old`
+/// retires the replaced certificate that is still valid, and says so.
+#[test]
+fn renew_all_with_revoke_old_retires_what_an_earlier_renewal_left_valid() {
+    let env = Env::with_ca();
+    let v = env.json(&["issue", "device", "--dns", "r.corp.internal", "--out", "r"]);
+    let old = v["serial"].as_str().unwrap().to_string();
+    // Renewed without --revoke-old: the old one stays valid.
+    let v = env.json(&["renew", "r.pem"]);
+    let new = v["serial"].as_str().unwrap().to_string();
+    assert_eq!(env.json(&["show", &old])["status"], "valid");
+    let out = env.ok(&["renew", "--all", "--within", "1d", "--revoke-old"]);
+    assert!(out.contains(&format!("retired {old}")), "{out}");
+    let shown = env.json(&["show", &old]);
+    assert_eq!(shown["status"], "revoked", "{shown}");
+    assert_eq!(shown["revocation"]["reason"], "superseded", "{shown}");
+    assert_eq!(env.json(&["show", &new])["status"], "valid");
+    // The CRL in crl/ lists it; a second run retires nothing more.
+    let crl = env.openssl(&["crl", "-in", "ca/crl/device.crl", "-noout", "-text"]);
+    assert!(
+        String::from_utf8_lossy(&crl.stdout).contains(&old.to_uppercase()),
+        "{}",
+        text(&crl)
+    );
+    let again = env.ok(&["renew", "--all", "--within", "1d", "--revoke-old"]);
+    assert!(!again.contains("retired "), "{again}");
+}

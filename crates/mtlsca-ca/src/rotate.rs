@@ -48,6 +48,9 @@ pub enum RenewAllStatus {
     Skipped,
     /// Due, but the renewal was refused (see the reason).
     Refused,
+    /// Replaced by an earlier renewal and still valid (an interrupted
+    /// `--revoke-old`): retired by this run.
+    Retired,
 }
 
 impl RenewAllStatus {
@@ -58,6 +61,7 @@ impl RenewAllStatus {
             RenewAllStatus::Due => "due",
             RenewAllStatus::Skipped => "skipped",
             RenewAllStatus::Refused => "refused",
+            RenewAllStatus::Retired => "retired",
         }
     }
 }
@@ -108,7 +112,7 @@ pub fn renew_all(
 ) -> Result<RenewAllSummary> {
     // Retirements due by now first (and nothing else changes in a dry run).
     if !opts.dry_run {
-        backend.retiring(now)?;
+        backend.apply_retirements(now)?;
     }
     // Every status: a renewal has the profile and names of what it replaced,
     // so the filters find both, and a certificate replaced by a recorded
@@ -126,6 +130,35 @@ pub fn renew_all(
         .filter_map(|r| r.replaces.as_deref())
         .collect();
     let mut summary = RenewAllSummary::default();
+    if opts.revoke_old && !opts.dry_run {
+        // A renewal whose retirement was not recorded (a kill between the
+        // two): the replaced certificate is still valid and retires now.
+        let pending: HashSet<String> = backend
+            .retiring(now)?
+            .into_iter()
+            .map(|p| p.serial)
+            .collect();
+        for rec in records.iter().filter(|r| {
+            r.status_at(now) == Status::Valid
+                && replaced.contains(r.serial.as_str())
+                && !pending.contains(&r.serial)
+        }) {
+            let r = backend.retire(&rec.serial, opts.grace, now)?;
+            if r.revoked {
+                summary.revoked_by.insert(rec.issuer.clone());
+            }
+            report(&RenewAllEntry {
+                old: rec.clone(),
+                status: RenewAllStatus::Retired,
+                new: None,
+                files: Vec::new(),
+                retires_at: r.due.or_else(|| r.record.revocation.as_ref().map(|v| v.at)),
+                reason: Some(
+                    "replaced by an earlier renewal and still valid: retired as superseded".into(),
+                ),
+            });
+        }
+    }
     for rec in records
         .iter()
         .filter(|r| r.status_at(now) == Status::Valid && !replaced.contains(r.serial.as_str()))

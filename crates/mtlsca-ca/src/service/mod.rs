@@ -609,6 +609,11 @@ impl Backend {
         self.call(ops::Retire { serial, grace }, now)
     }
 
+    /// Apply the retirements due by now ([`ops::ApplyRetirements`]): how many.
+    pub fn apply_retirements(&self, now: OffsetDateTime) -> Result<u64> {
+        self.call(ops::ApplyRetirements, now)
+    }
+
     /// The pending retirements ([`ops::Retiring`]).
     pub fn retiring(&self, now: OffsetDateTime) -> Result<Vec<crate::store::PendingRetirement>> {
         self.call(ops::Retiring, now)

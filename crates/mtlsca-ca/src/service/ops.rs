@@ -25,7 +25,7 @@ use crate::store::{AuditEntry, AuditReport, CheckReport, ListFilter, Record, Sto
 use super::Counters;
 
 mod rotation;
-pub use rotation::{Retire, Retirement, Retiring, RevokeLineage, RevokedLineage};
+pub use rotation::{ApplyRetirements, Retire, Retirement, Retiring, RevokeLineage, RevokedLineage};
 
 /// Records or audit entries read through a server at most this many at a time
 /// (one engine job each, a few milliseconds at a million records): other

@@ -64,6 +64,20 @@ impl Operation for Retire {
     }
 }
 
+/// Turn the retirements due by now into revocations (`superseded`, dated at
+/// their due time): `renew --all` and `batch` before they look at what is
+/// valid. How many were applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyRetirements;
+
+impl Operation for ApplyRetirements {
+    type Answer = u64;
+
+    fn run(self, cx: &mut Cx<'_>) -> Result<u64> {
+        Ok(cx.store.apply_due_retirements(cx.now)?.len() as u64)
+    }
+}
+
 /// Every pending retirement, due or not (`show`, `list`): read only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retiring;

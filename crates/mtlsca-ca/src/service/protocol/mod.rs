@@ -138,6 +138,8 @@ pub enum Request {
     },
     /// The pending retirements ([`ops::Retiring`]).
     Retiring,
+    /// Apply the retirements due by now ([`ops::ApplyRetirements`]).
+    ApplyRetirements,
     /// Revoke a certificate, or a request id's lineage ([`ops::RevokeLineage`]).
     RevokeLineage {
         /// Serial, prefix, SHA-256, request id or certificate file (absolute).
@@ -281,6 +283,7 @@ impl Request {
                 grace: grace.map(Into::into),
             }),
             Request::Retiring => d.one(ops::Retiring),
+            Request::ApplyRetirements => d.one(ops::ApplyRetirements),
             Request::RevokeLineage { query, reason } => {
                 named(&query)?;
                 d.one(ops::RevokeLineage {
@@ -929,6 +932,7 @@ mod tests {
             false,
         );
         pairs(ops::Retiring, false);
+        pairs(ops::ApplyRetirements, false);
         pairs(
             ops::RevokeLineage {
                 query: "host-07".into(),

@@ -103,6 +103,22 @@ impl Remote for ops::Retiring {
     }
 }
 
+impl Remote for ops::ApplyRetirements {
+    type Wire = u64;
+
+    fn to_request(self) -> Conv<Request> {
+        Ok(Request::ApplyRetirements)
+    }
+
+    fn answer_out(a: u64) -> u64 {
+        a
+    }
+
+    fn answer_in(w: u64) -> u64 {
+        w
+    }
+}
+
 impl Remote for ops::RevokeLineage {
     type Wire = RevokedLineage;
 
