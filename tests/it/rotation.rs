@@ -572,3 +572,36 @@ fn renew_all_with_revoke_old_retires_what_an_earlier_renewal_left_valid() {
     let again = env.ok(&["renew", "--all", "--within", "1d", "--revoke-old"]);
     assert!(!again.contains("retired "), "{again}");
 }
+
+/// The same for `batch`: entries renewed by a run without `--revoke-old` (or
+/// whose retirement a kill lost) are retired by the next run that has it, even
+/// when nothing is due any more.
+#[test]
+fn batch_with_revoke_old_retires_what_an_earlier_renewal_left_valid() {
+    if no_faketime() {
+        return;
+    }
+    let env = Env::with_ca();
+    std::fs::write(env.path("hosts.toml"), hosts(3)).unwrap();
+    env.ok(&["batch", "--manifest", "hosts.toml", "--out-dir", "out"]);
+    let renew = [
+        "batch",
+        "--manifest",
+        "hosts.toml",
+        "--out-dir",
+        "out",
+        "--renew-within",
+        "30d",
+    ];
+    let out = at_ok(&env, "+70d", &renew);
+    assert!(out.contains("3 renewed"), "{out}");
+    assert_eq!(valid_count(&env, "+70d"), 6);
+    let mut with_revoke = renew.to_vec();
+    with_revoke.push("--revoke-old");
+    let out = at_ok(&env, "+70d", &with_revoke);
+    assert!(out.contains("0 renewed"), "{out}");
+    assert_eq!(valid_count(&env, "+70d"), 3);
+    let old = at_json(&env, "+70d", &["show", "out/host-01.pem.prev"]);
+    assert_eq!(old["status"], "revoked", "{old}");
+    assert_eq!(old["revocation"]["reason"], "superseded", "{old}");
+}

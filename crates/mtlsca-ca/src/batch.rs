@@ -720,6 +720,9 @@ fn renewal(
     // The certificate that stands for the id now: one renewed before is never
     // renewed again, its renewal is the one judged.
     let cur = issuer.current(rec)?;
+    if opts.revoke_old {
+        retire_left_valid(store, &cur, opts.grace, now)?;
+    }
     let capped = match crate::renew::effective_window(&cur, within) {
         (w, true) if cur.status_at(now) == crate::store::Status::Valid => Some((
             (cur.not_after - cur.not_before).whole_seconds(),
@@ -751,6 +754,33 @@ fn renewal(
 /// Where the renewal window was capped for an entry's certificate: its
 /// lifetime and the window applied, in seconds.
 type Capped = Option<(i64, i64)>;
+
+/// With `--revoke-old`: the certificate `cur` replaced, when it is still
+/// valid and no retirement of it is pending (a kill between a renewal and its
+/// retirement, or a renewal made without `--revoke-old`), retires now too.
+fn retire_left_valid(
+    store: &Store,
+    cur: &crate::store::Record,
+    grace: Option<time::Duration>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let Some(prev) = cur.replaces.as_deref() else {
+        return Ok(());
+    };
+    let Some(rec) = crate::store::hex_decode(prev)
+        .map(|b| store.get(&b))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(());
+    };
+    if rec.status_at(now) == crate::store::Status::Valid
+        && store.pending_retirement(&rec.serial)?.is_none()
+    {
+        retire_old(store, Some(prev), grace, now)?;
+    }
+    Ok(())
+}
 
 /// With `--revoke-old`: retire the certificate a renewal replaced (revoked as
 /// superseded now, or recorded to be at the end of `grace`); when.
