@@ -8,12 +8,56 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtlsca");
 
+/// Whether `faketime` (Debian `faketime`) runs here: when it does not, the
+/// caller skips (said on stderr), and under `MTLSCA_REQUIRE_FAKETIME` (`.ci/run`)
+/// the test fails instead.
+pub fn have_faketime() -> bool {
+    let here = Command::new("faketime")
+        .args(["-f", "+1d", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !here {
+        assert!(
+            std::env::var_os("MTLSCA_REQUIRE_FAKETIME").is_none(),
+            "faketime is required (MTLSCA_REQUIRE_FAKETIME) but not installed (apt-get install faketime)"
+        );
+        eprintln!(
+            "SKIPPED: faketime is not installed (apt-get install faketime; .ci/run installs it)"
+        );
+    }
+    here
+}
+
 /// A scratch directory with a CA directory inside (not yet initialised).
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
 impl Env {
+    /// `mtlsca --ca-dir CA_DIR ARGS` in the scratch directory with the clock
+    /// moved by `offset` (faketime's `+70d`), a scrubbed environment plus `vars`.
+    pub fn at_dir(
+        &self,
+        ca_dir: &Path,
+        offset: &str,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
+        Command::new("faketime")
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars.iter().copied())
+            .args(["-f", offset, BIN, "--ca-dir"])
+            .arg(ca_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run faketime mtlsca")
+    }
+
     /// An OpenSSL CSR for a new P-256 key (written to `key`): subject `subj`,
     /// each of `ext` as an `-addext`, then `out` (e.g. `["-out", "x.csr"]`).
     pub fn openssl_csr(&self, key: &str, subj: &str, ext: &[&str], out: &[&str]) {

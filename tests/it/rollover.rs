@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{code, text, Env, BIN};
+use crate::common::{code, have_faketime, text, Env, BIN};
 use crate::proxy::{echo_once, echo_server, proxy, serial_of, tls_client};
 
 fn stderr(out: &Output) -> String {
@@ -334,38 +334,9 @@ fn a_root_roll_links_both_roots_so_each_validates_the_others_leaves() {
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
 
-/// Whether `faketime` can be run; a skip says so, unless `.ci/run` requires it.
-fn have_faketime() -> bool {
-    let ok = Command::new("faketime")
-        .args(["-f", "+1d", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("MTLSCA_REQUIRE_FAKETIME").is_none(),
-            "faketime is not installed, and MTLSCA_REQUIRE_FAKETIME is set"
-        );
-        eprintln!(
-            "SKIPPED: faketime is not installed (apt-get install faketime; .ci/run installs it)"
-        );
-    }
-    ok
-}
-
 /// `mtlsca ARGS` with the clock moved by `offset` (`+4020d`).
 fn at(env: &Env, offset: &str, args: &[&str]) -> Output {
-    Command::new("faketime")
-        .current_dir(env.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["-f", offset, BIN, "--ca-dir"])
-        .arg(env.ca_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run faketime")
+    env.at_dir(&env.ca_dir(), offset, &[], args)
 }
 
 /// The notAfter of a certificate file, as OpenSSL prints it (`Dec  5 ... 2036 GMT`).

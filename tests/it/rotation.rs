@@ -5,39 +5,17 @@
 
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{code, text, Env, BIN};
+use crate::common::{code, text, Env};
 
 /// Whether `faketime` is missing: a skip, or an error under `MTLSCA_REQUIRE_FAKETIME`.
 pub fn no_faketime() -> bool {
-    let found = Command::new("faketime")
-        .args(["-f", "+1d", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return false;
-    }
-    if std::env::var_os("MTLSCA_REQUIRE_FAKETIME").is_some() {
-        panic!("faketime is required (MTLSCA_REQUIRE_FAKETIME) but not installed (apt-get install faketime)");
-    }
-    eprintln!("skipped: faketime is not installed (apt-get install faketime)");
-    true
+    !crate::common::have_faketime()
 }
 
 /// `mtlsca --ca-dir ca ARGS` with the clock moved by `offset` (faketime's
 /// `+70d`, `+1682h`).
 pub fn at(env: &Env, offset: &str, args: &[&str]) -> Output {
-    Command::new("faketime")
-        .current_dir(env.path(""))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["-f", offset, BIN, "--ca-dir"])
-        .arg(env.ca_dir())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run faketime mtlsca")
+    env.at_dir(&env.ca_dir(), offset, &[], args)
 }
 
 /// `at`, insisting on exit 0; stdout.

@@ -5,51 +5,13 @@
 //! the archive. The clock is moved with `faketime` (Debian `faketime`).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use crate::common::{code, text, Env, Server, BIN};
-
-/// Whether `faketime` is here: a skip, or a failure under `MTLSCA_REQUIRE_FAKETIME`.
-fn have_faketime() -> bool {
-    let here = Command::new("faketime")
-        .args(["-f", "+0d", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !here {
-        assert!(
-            std::env::var_os("MTLSCA_REQUIRE_FAKETIME").is_none(),
-            "faketime is required (MTLSCA_REQUIRE_FAKETIME) but not installed (apt-get install faketime)"
-        );
-        eprintln!("skipped: faketime is not installed (apt-get install faketime)");
-    }
-    here
-}
+use crate::common::{code, have_faketime, text, Env, Server};
 
 /// mtlsca with the clock moved by `offset` (faketime's `+2d`), `vars` set.
 fn at(env: &Env, offset: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    at_dir(env, &env.ca_dir(), offset, vars, args)
-}
-
-/// `at` for the CA in `ca_dir`.
-fn at_dir(
-    env: &Env,
-    ca_dir: &std::path::Path,
-    offset: &str,
-    vars: &[(&str, &str)],
-    args: &[&str],
-) -> Output {
-    let mut c = Command::new("faketime");
-    c.current_dir(env.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().copied())
-        .args(["-f", offset, BIN, "--ca-dir"])
-        .arg(ca_dir)
-        .args(args)
-        .stdin(Stdio::null());
-    c.output().expect("run faketime mtlsca")
+    env.at_dir(&env.ca_dir(), offset, vars, args)
 }
 
 /// `at`, which must succeed; its JSON (`--json` is added).
@@ -346,12 +308,12 @@ fn backup_and_restore_carry_the_archive() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(env.path("bk/archive.jsonl").is_file());
     let restored = env.path("ca2");
-    let out = at_dir(&env, &restored, later, &[], &["restore", "bk"]);
+    let out = env.at_dir(&restored, later, &[], &["restore", "bk"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let in_restored = |args: &[&str]| {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        let out = at_dir(&env, &restored, later, &[], &a);
+        let out = env.at_dir(&restored, later, &[], &a);
         assert_eq!(code(&out), 0, "{args:?}: {}", text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };

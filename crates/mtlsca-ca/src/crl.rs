@@ -244,8 +244,7 @@ fn sign(
                     .unwrap_or_default()
             ))
         })?;
-    // Retirements due by now are revocations this CRL must list.
-    store.apply_due_retirements(now)?;
+    // Retirements due by now were applied by the caller (`before_publish`).
     let revoked = store.revoked_by(&signing.key_id)?;
     let number = store.crl_number(&signing.key_id)? + 1;
     let mut revoked_certs = Vec::with_capacity(revoked.len());

@@ -6,7 +6,7 @@
 //! socket. Certificates whose files were not written by mtlsca (signed CSRs)
 //! are skipped with the reason.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use time::OffsetDateTime;
@@ -97,9 +97,6 @@ pub struct RenewAllSummary {
     pub refused: usize,
     /// Where the window was capped.
     pub caps: WindowCaps,
-    /// The issuing CAs whose certificates this run revoked (their CRLs are
-    /// due for publication).
-    pub revoked_by: BTreeSet<String>,
 }
 
 /// Renew every current, valid certificate matching `opts` that is due at
@@ -144,9 +141,6 @@ pub fn renew_all(
                 && !pending.contains(&r.serial)
         }) {
             let r = backend.retire(&rec.serial, opts.grace, now)?;
-            if r.revoked {
-                summary.revoked_by.insert(rec.issuer.clone());
-            }
             report(&RenewAllEntry {
                 old: rec.clone(),
                 status: RenewAllStatus::Retired,
@@ -233,9 +227,6 @@ fn renew_one(
             Some(due) => Some(due),
             None => r.record.revocation.as_ref().map(|v| v.at),
         };
-        if r.revoked {
-            summary.revoked_by.insert(rec.issuer.clone());
-        }
     }
     Ok(())
 }
